@@ -1,0 +1,21 @@
+/* xent.h: fused softmax + cross-entropy. Semantics are documented on the slots of
+ * dt_kernels in kernels.h; kernels/cpu/xent.c is the fp32 reference and
+ * kernels/cuda/xent.cu the fast path. */
+#ifndef DT_KERNELS_XENT_H
+#define DT_KERNELS_XENT_H
+
+#include "kernels.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+void dt_cpu_softmax_xent(void *ctx, float *losses, float *dlogits, const float *logits, const int32_t *targets, int n, int v, float dscale);
+
+void dt_cuda_softmax_xent(void *ctx, float *losses, float *dlogits, const float *logits, const int32_t *targets, int n, int v, float dscale);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif

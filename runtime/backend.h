@@ -1,0 +1,65 @@
+/* backend.h: one interface over the CPU and the CUDA implementation: memory,
+ * copies, synchronisation and the kernel table. Callers never #ifdef on the
+ * device; they hold a dt_backend_t and call through it. */
+#ifndef DT_BACKEND_H
+#define DT_BACKEND_H
+
+#include <stddef.h>
+
+#include "../kernels/kernels.h"
+#include "dt.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+typedef enum dt_device { DT_DEVICE_CPU = 0, DT_DEVICE_CUDA = 1 } dt_device;
+
+typedef struct dt_backend *dt_backend_t;
+
+struct dt_backend {
+  const char *name;      /* "cpu" or "cuda" */
+  dt_device device;
+  char desc[128];        /* e.g. "NVIDIA H100 80GB HBM3 (sm_90)" or "CPU, 2 threads" */
+  void *ctx;             /* backend-private state handed to every kernel */
+  const dt_kernels *k;   /* the kernel table */
+  /* device memory; alloc never returns NULL (fatal on failure) */
+  void *(*alloc)(dt_backend_t be, size_t bytes);
+  void (*free)(dt_backend_t be, void *p);
+  /* host memory suited to copies (pinned on CUDA) */
+  void *(*host_alloc)(dt_backend_t be, size_t bytes);
+  void (*host_free)(dt_backend_t be, void *p);
+  /* copies are ordered on the backend's stream; d2h returns when the data is on the host */
+  void (*h2d)(dt_backend_t be, void *dst, const void *src, size_t bytes);
+  void (*d2h)(dt_backend_t be, void *dst, const void *src, size_t bytes);
+  void (*d2d)(dt_backend_t be, void *dst, const void *src, size_t bytes);
+  void (*memset0)(dt_backend_t be, void *p, size_t bytes);
+  void (*sync)(dt_backend_t be);
+  void (*destroy)(dt_backend_t be);
+};
+
+/* The CPU backend; nthreads <= 0 keeps OpenBLAS's default. */
+dt_backend_t dt_backend_cpu_create(int nthreads);
+
+/* The CUDA backend on device `device`; NULL with err set if CUDA was not
+ * built or no usable GPU is present. */
+dt_backend_t dt_backend_cuda_create(int device, dt_error *err);
+
+/* Whether this build has the CUDA backend, and how many GPUs it sees (0 when
+ * none or not built). Never fails. */
+int dt_cuda_built(void);
+int dt_cuda_device_count(void);
+
+/* "auto" | "cpu" | "cuda": auto picks CUDA when a GPU is present. NULL with
+ * err set when "cuda" is asked for and cannot be had. */
+dt_backend_t dt_backend_create(const char *device, int local_rank, int nthreads, dt_error *err);
+
+static inline void dt_backend_destroy(dt_backend_t be) {
+  if (be) be->destroy(be);
+}
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif

@@ -1,0 +1,87 @@
+/* config.h: the resolved run configuration. One schema table in config.c
+ * ({section, key, type, default, min, max, choices, help}) drives parsing,
+ * validation, `dtrain --help-config` and the text stored in checkpoints. */
+#ifndef DT_CONFIG_H
+#define DT_CONFIG_H
+
+#include <stdio.h>
+
+#include "dt.h"
+
+#define DT_STR 256
+
+typedef struct dt_config {
+  /* [model] */
+  char model_name[DT_STR];     /* lenet5 */
+  char model_activation[DT_STR]; /* relu | tanh | gelu | gelu_tanh */
+  char model_pool[DT_STR];     /* max | avg */
+  /* [data] */
+  char data_dir[DT_STR];       /* holds train.h5 and test.h5 */
+  long data_train_limit;       /* use only the first N training samples (0 = all) */
+  long data_test_limit;        /* evaluate on the first N test samples (0 = all) */
+  /* [train] */
+  char train_device[DT_STR];   /* auto | cpu | cuda */
+  char train_precision[DT_STR];/* fp32 | bf16 */
+  long train_batch_size;       /* global, per optimizer step */
+  long train_micro_batch_size; /* per rank and forward/backward; 0 = batch_size / dp */
+  long train_epochs;
+  long train_max_steps;        /* 0 = the epochs decide */
+  long train_seed;
+  long train_threads;          /* CPU threads (OpenBLAS); 0 = all cores */
+  long train_eval_batch_size;
+  /* [optim] */
+  char optim_name[DT_STR];     /* sgd | adam | adamw */
+  double optim_lr;
+  double optim_min_lr;
+  char optim_schedule[DT_STR]; /* constant | cosine | linear | step */
+  long optim_warmup_steps;
+  double optim_step_gamma;     /* step schedule: lr *= gamma every step_size epochs */
+  long optim_step_size;
+  double optim_momentum;
+  int optim_nesterov;
+  double optim_beta1, optim_beta2, optim_eps;
+  double optim_weight_decay;
+  double optim_grad_clip;      /* global-norm clip; 0 = off */
+  char optim_offload[DT_STR];  /* none | cpu */
+  /* [parallel] */
+  long parallel_dp, parallel_tp, parallel_pp, parallel_zero;
+  char parallel_comm[DT_STR];  /* auto | nccl | mpi */
+  double parallel_bucket_mb;
+  /* [checkpoint] */
+  char checkpoint_dir[DT_STR]; /* "" = <log.dir>/checkpoints */
+  long checkpoint_every;       /* optimizer steps; 0 = never (a final one is still written if keep_final) */
+  long checkpoint_keep;        /* newest N kept; 0 = all */
+  char checkpoint_resume[DT_STR]; /* auto | never | PATH */
+  /* [log] */
+  char log_dir[DT_STR];        /* "" = runs/<config file stem> */
+  long log_every;
+  int log_tensorboard;
+  /* provenance */
+  char path[DT_STR];           /* the .ini file it came from */
+  char name[DT_STR];           /* the file's stem, e.g. lenet5-mnist */
+} dt_config;
+
+/* Fills cfg with every key's default. */
+void dt_config_defaults(dt_config *cfg);
+
+/* Reads an .ini file over the defaults, then applies "section.key=value"
+ * overrides in order. Unknown or duplicate keys, unparsable or out-of-range
+ * values, bad section headers, missing files: -1 with err naming the file,
+ * line, section and key (or "command line" for overrides). */
+int dt_config_load(dt_config *cfg, const char *path, int noverrides, char **overrides,
+                   dt_error *err);
+
+/* Parses ini text (name is used in messages), for tests and checkpoints. */
+int dt_config_parse_text(dt_config *cfg, const char *text, const char *name, dt_error *err);
+
+/* Applies one "section.key=value" override. */
+int dt_config_set(dt_config *cfg, const char *assignment, dt_error *err);
+
+/* Writes the resolved config as ini text (every key, sections in order) into a
+ * malloc'ed string; parsing it back gives the same config. */
+char *dt_config_to_text(const dt_config *cfg);
+
+/* Prints every key with type, default, range/choices and help. */
+void dt_config_print_help(FILE *f);
+
+#endif

@@ -1,0 +1,67 @@
+/* dt.h: the few things every dtrain file needs: error reporting, checked
+ * library calls, small helpers. Nothing here knows about models or ranks
+ * beyond the rank number printed in messages. */
+#ifndef DT_DT_H
+#define DT_DT_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+
+#ifdef __cplusplus
+extern "C" {
+#ifdef __cplusplus
+}
+#endif
+
+#endif
+
+#define DT_NORETURN __attribute__((noreturn))
+
+#define DT_EXIT_USER 2 /* bad input: config, data, checkpoint, layout */
+
+/* A status for user-facing failures. Functions that read user input return
+ * 0 on success or -1 with err->msg naming the file, line, section/key. */
+typedef struct dt_error {
+  char msg[1024];
+} dt_error;
+
+/* Formats into err (if non-NULL) and returns -1, so `return dt_error_set(...)`. */
+int dt_error_set(dt_error *err, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
+
+/* The rank printed in messages; set once MPI is up (-1 before). */
+void dt_set_rank(int rank);
+int dt_rank(void);
+
+/* Internal failures (a library call failed, out of memory): print
+ * "[rank r] <lib> error: <msg> at file:line in func: <call>" and bring the
+ * whole job down (MPI_Abort where MPI is up, abort() otherwise). */
+DT_NORETURN void dt_fatal(const char *lib, const char *msg, const char *file,
+                        int line, const char *func, const char *call);
+
+/* Bad user input: print "dtrain: error: <msg>" once and exit with code 2
+ * (MPI_Abort(2) when other ranks could be left waiting). */
+DT_NORETURN void dt_die_user(const char *fmt, ...)
+    __attribute__((format(printf, 1, 2)));
+
+#define DT_CHECK_ALLOC(p) \
+  do { if (!(p)) dt_fatal("libc", "out of memory", __FILE__, __LINE__, __func__, #p); } while (0)
+
+/* Checked malloc/calloc: never return NULL. */
+void *dt_malloc(size_t bytes);
+void *dt_calloc(size_t n, size_t size);
+char *dt_strdup(const char *s);
+
+/* Monotonic wall clock in seconds. */
+double dt_now(void);
+
+#define DT_MIN(a, b) ((a) < (b) ? (a) : (b))
+#define DT_MAX(a, b) ((a) > (b) ? (a) : (b))
+#define DT_ARRAY_LEN(a) (sizeof(a) / sizeof((a)[0]))
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif

@@ -1,0 +1,80 @@
+/* error.c: fatal (internal) and user (exit 2) error reporting. */
+#include "dt.h"
+
+#include <mpi.h>
+#include <stdarg.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+static int g_rank = -1;
+
+void dt_set_rank(int rank) { g_rank = rank; }
+int dt_rank(void) { return g_rank; }
+
+int dt_error_set(dt_error *err, const char *fmt, ...) {
+  if (err) {
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(err->msg, sizeof err->msg, fmt, ap);
+    va_end(ap);
+  }
+  return -1;
+}
+
+static DT_NORETURN void abort_job(int code) {
+  int init = 0, fin = 0;
+  MPI_Initialized(&init);
+  MPI_Finalized(&fin);
+  int size = 1;
+  if (init && !fin) MPI_Comm_size(MPI_COMM_WORLD, &size);
+  fflush(stdout);
+  fflush(stderr);
+  /* With one rank a plain exit keeps the exit code exact; with several,
+   * MPI_Abort is what stops the others from waiting forever. */
+  if (init && !fin && size > 1) MPI_Abort(MPI_COMM_WORLD, code);
+  if (init && !fin) MPI_Finalize();
+  exit(code);
+}
+
+void dt_fatal(const char *lib, const char *msg, const char *file, int line,
+              const char *func, const char *call) {
+  fprintf(stderr, "[rank %d] %s error: %s at %s:%d in %s: %s\n", g_rank < 0 ? 0 : g_rank,
+          lib, msg, file, line, func, call);
+  abort_job(1);
+}
+
+void dt_die_user(const char *fmt, ...) {
+  va_list ap;
+  va_start(ap, fmt);
+  fprintf(stderr, "dtrain: error: ");
+  vfprintf(stderr, fmt, ap);
+  fprintf(stderr, "\n");
+  va_end(ap);
+  abort_job(DT_EXIT_USER);
+}
+
+void *dt_malloc(size_t bytes) {
+  void *p = malloc(bytes ? bytes : 1);
+  DT_CHECK_ALLOC(p);
+  return p;
+}
+
+void *dt_calloc(size_t n, size_t size) {
+  void *p = calloc(n ? n : 1, size ? size : 1);
+  DT_CHECK_ALLOC(p);
+  return p;
+}
+
+char *dt_strdup(const char *s) {
+  size_t n = strlen(s) + 1;
+  char *p = dt_malloc(n);
+  memcpy(p, s, n);
+  return p;
+}
+
+double dt_now(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
