@@ -1,1 +1,325 @@
-/* placeholder: being written */
+/* checkpoint.c: step directories of HDF5 files, written atomically. */
+#define _XOPEN_SOURCE 700
+#include "checkpoint.h"
+
+#include <dirent.h>
+#include <errno.h>
+#include <ftw.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "h5.h"
+
+#define CKPT_FORMAT "dtrain-ckpt-v1"
+
+static int rm_cb(const char *path, const struct stat *sb, int flag, struct FTW *ftw) {
+  (void)sb, (void)flag, (void)ftw;
+  return remove(path);
+}
+static int rm_rf(const char *path) {
+  struct stat st;
+  if (lstat(path, &st) != 0) return 0;
+  return nftw(path, rm_cb, 16, FTW_DEPTH | FTW_PHYS);
+}
+
+static int mkdir_p(const char *path, dt_error *err) {
+  char buf[4096];
+  snprintf(buf, sizeof buf, "%s", path);
+  for (char *p = buf + 1; *p; p++) {
+    if (*p != '/') continue;
+    *p = 0;
+    if (mkdir(buf, 0777) != 0 && errno != EEXIST)
+      return dt_error_set(err, "%s: cannot create directory: %s", buf, strerror(errno));
+    *p = '/';
+  }
+  if (mkdir(buf, 0777) != 0 && errno != EEXIST)
+    return dt_error_set(err, "%s: cannot create directory: %s", buf, strerror(errno));
+  return 0;
+}
+
+static int is_dir(const char *path) {
+  struct stat st;
+  return stat(path, &st) == 0 && S_ISDIR(st.st_mode);
+}
+
+static void tensor_name(char *buf, size_t size, const char *group, const char *name) {
+  snprintf(buf, size, "%s/%s", group, name);
+}
+
+static int write_tensor(hid_t f, const char *dset, const dt_param *p, const float *data,
+                        dt_error *err) {
+  if (dt_h5_write(f, dset, H5T_NATIVE_FLOAT, p->ndims, p->shape, data, 0, err)) return -1;
+  int64_t offset[DT_PARAM_MAXDIMS] = {0}; /* a single rank owns whole tensors for now */
+  int64_t tp_dim = p->tp_dim;
+  if (dt_h5_attr_write_i64(f, dset, "full_shape", p->ndims, p->shape, err)) return -1;
+  if (dt_h5_attr_write_i64(f, dset, "offset", p->ndims, offset, err)) return -1;
+  if (dt_h5_attr_write_i64(f, dset, "tp_dim", 1, &tp_dim, err)) return -1;
+  return 0;
+}
+
+static int write_rank_file(const char *path, const dt_param *params, int nparams,
+                           const dt_ckpt_buffers *bufs, dt_error *err) {
+  hid_t f = dt_h5_create(path, err);
+  if (f < 0) return -1;
+  char name[256];
+  int rc = 0;
+  for (int i = 0; i < nparams && !rc; i++) {
+    const dt_param *p = &params[i];
+    tensor_name(name, sizeof name, "params", p->name);
+    rc = write_tensor(f, name, p, bufs->params + p->offset, err);
+    for (int s = 0; s < bufs->nstates && !rc; s++) {
+      char grp[128];
+      snprintf(grp, sizeof grp, "optim/%s", bufs->state_names[s]);
+      tensor_name(name, sizeof name, grp, p->name);
+      rc = write_tensor(f, name, p, bufs->states[s] + p->offset, err);
+    }
+  }
+  dt_h5_close(f);
+  return rc;
+}
+
+static int write_meta(const char *path, const dt_ckpt_meta *meta, const char *config_text,
+                      dt_error *err) {
+  hid_t f = dt_h5_create(path, err);
+  if (f < 0) return -1;
+  int64_t nums[] = {meta->step, meta->epoch, meta->epoch_offset, (int64_t)meta->seed,
+                    meta->dp, meta->tp, meta->pp, meta->zero, meta->world};
+  int rc = dt_h5_attr_write_str(f, "/", "format", CKPT_FORMAT, err) ||
+           dt_h5_attr_write_str(f, "/", "model", meta->model, err) ||
+           dt_h5_attr_write_str(f, "/", "optimizer", meta->optimizer, err) ||
+           dt_h5_attr_write_str(f, "/", "config", config_text, err) ||
+           dt_h5_attr_write_i64(f, "/", "step", 1, &nums[0], err) ||
+           dt_h5_attr_write_i64(f, "/", "loader_epoch", 1, &nums[1], err) ||
+           dt_h5_attr_write_i64(f, "/", "loader_offset", 1, &nums[2], err) ||
+           dt_h5_attr_write_i64(f, "/", "seed", 1, &nums[3], err) ||
+           dt_h5_attr_write_i64(f, "/", "layout_dp_tp_pp_zero_world", 5, &nums[4], err);
+  dt_h5_close(f);
+  return rc ? -1 : 0;
+}
+
+static int write_text_atomic(const char *path, const char *text, dt_error *err) {
+  char tmp[4096];
+  snprintf(tmp, sizeof tmp, "%s.tmp", path);
+  FILE *fp = fopen(tmp, "w");
+  if (!fp) return dt_error_set(err, "%s: cannot write: %s", tmp, strerror(errno));
+  int bad = fputs(text, fp) < 0;
+  bad |= fflush(fp) != 0 || fsync(fileno(fp)) != 0;
+  bad |= fclose(fp) != 0;
+  if (bad || rename(tmp, path) != 0) {
+    remove(tmp);
+    return dt_error_set(err, "%s: cannot write: %s", path, strerror(errno));
+  }
+  return 0;
+}
+
+static int is_step_name(const char *s, int64_t *step) {
+  if (strncmp(s, "step_", 5) != 0) return 0;
+  char *end;
+  long long v = strtoll(s + 5, &end, 10);
+  if (end == s + 5 || *end) return 0;
+  *step = v;
+  return 1;
+}
+
+static int cmp_i64(const void *a, const void *b) {
+  int64_t x = *(const int64_t *)a, y = *(const int64_t *)b;
+  return (x > y) - (x < y);
+}
+
+/* Deletes the oldest step directories so that `keep` remain; never the newest. */
+static void prune(const char *dir, int keep) {
+  if (keep <= 0) return;
+  DIR *d = opendir(dir);
+  if (!d) return;
+  int64_t steps[4096];
+  int n = 0;
+  struct dirent *e;
+  while ((e = readdir(d)) && n < 4096) {
+    int64_t s;
+    if (is_step_name(e->d_name, &s)) steps[n++] = s;
+  }
+  closedir(d);
+  qsort(steps, (size_t)n, sizeof steps[0], cmp_i64);
+  for (int i = 0; i + keep < n; i++) {
+    char path[4096];
+    snprintf(path, sizeof path, "%s/step_%08lld", dir, (long long)steps[i]);
+    rm_rf(path);
+  }
+}
+
+int dt_ckpt_save(const char *dir, const dt_param *params, int nparams, const dt_ckpt_meta *meta,
+                 const dt_ckpt_buffers *bufs, const char *config_text, int keep, char *out_path,
+                 size_t out_size, dt_error *err) {
+  if (mkdir_p(dir, err)) return -1;
+  char final[4096], tmp[4200], old[4200], file[4300];
+  snprintf(final, sizeof final, "%s/step_%08lld", dir, (long long)meta->step);
+  snprintf(tmp, sizeof tmp, "%s.tmp", final);
+  snprintf(old, sizeof old, "%s.old", final);
+  rm_rf(tmp); /* left by a run that died while saving */
+  if (mkdir(tmp, 0777) != 0)
+    return dt_error_set(err, "%s: cannot create directory: %s", tmp, strerror(errno));
+  snprintf(file, sizeof file, "%s/rank%05d.h5", tmp, 0);
+  if (write_rank_file(file, params, nparams, bufs, err)) goto fail;
+  snprintf(file, sizeof file, "%s/meta.h5", tmp);
+  if (write_meta(file, meta, config_text, err)) goto fail;
+  /* The same step saved again (a resumed run passing it once more) replaces
+   * the old copy only after the new one is complete. */
+  rm_rf(old);
+  if (is_dir(final) && rename(final, old) != 0) {
+    dt_error_set(err, "%s: cannot move aside: %s", final, strerror(errno));
+    goto fail;
+  }
+  if (rename(tmp, final) != 0) {
+    dt_error_set(err, "%s: cannot rename to %s: %s", tmp, final, strerror(errno));
+    goto fail;
+  }
+  rm_rf(old);
+  char latest[4200], text[64];
+  snprintf(latest, sizeof latest, "%s/LATEST", dir);
+  snprintf(text, sizeof text, "step_%08lld\n", (long long)meta->step);
+  if (write_text_atomic(latest, text, err)) return -1;
+  prune(dir, keep);
+  if (out_path) snprintf(out_path, out_size, "%s", final);
+  return 0;
+fail:
+  rm_rf(tmp);
+  return -1;
+}
+
+static int read_latest(const char *dir, char *path, size_t size, dt_error *err) {
+  char latest[4200];
+  snprintf(latest, sizeof latest, "%s/LATEST", dir);
+  FILE *fp = fopen(latest, "r");
+  if (!fp) return 0;
+  char name[256] = {0};
+  int ok = fgets(name, sizeof name, fp) != NULL;
+  fclose(fp);
+  name[strcspn(name, "\r\n")] = 0;
+  int64_t s;
+  if (!ok || !is_step_name(name, &s))
+    return dt_error_set(err, "%s: does not name a step directory (found '%s')", latest, name);
+  snprintf(path, size, "%s/%s", dir, name);
+  if (!is_dir(path))
+    return dt_error_set(err, "%s: names %s, which does not exist", latest, path);
+  return 1;
+}
+
+int dt_ckpt_resolve(const char *resume, const char *dir, char *path, size_t size, dt_error *err) {
+  if (!strcmp(resume, "never")) return 0;
+  if (!strcmp(resume, "auto")) return read_latest(dir, path, size, err);
+  if (!is_dir(resume))
+    return dt_error_set(err, "[checkpoint] resume: %s is not a directory", resume);
+  char meta[4200];
+  snprintf(meta, sizeof meta, "%s/meta.h5", resume);
+  if (access(meta, F_OK) == 0) {
+    snprintf(path, size, "%s", resume);
+    return 1;
+  }
+  int r = read_latest(resume, path, size, err);
+  if (r == 0)
+    return dt_error_set(err,
+                        "[checkpoint] resume: %s holds neither a checkpoint (meta.h5) nor LATEST",
+                        resume);
+  return r;
+}
+
+static void shape_str(char *buf, size_t size, int nd, const int64_t *d) {
+  int o = snprintf(buf, size, "(");
+  for (int i = 0; i < nd && o < (int)size; i++)
+    o += snprintf(buf + o, size - (size_t)o, "%s%lld", i ? "," : "", (long long)d[i]);
+  if (o < (int)size) snprintf(buf + o, size - (size_t)o, ")");
+}
+
+static int read_tensor(hid_t f, const char *path, const char *dset, const dt_param *p, float *out,
+                       dt_error *err) {
+  if (!dt_h5_exists(f, dset))
+    return dt_error_set(err, "checkpoint %s: no tensor %s (was it saved by another model?)", path,
+                        dset);
+  int nd = 0;
+  int64_t dims[DT_H5_MAXDIMS];
+  if (dt_h5_attr_read_i64(f, dset, "full_shape", p->ndims, dims, err) ||
+      dt_h5_dims(f, dset, &nd, dims, err))
+    goto shape_error;
+  int same = nd == p->ndims;
+  for (int d = 0; same && d < nd; d++) same = dims[d] == p->shape[d];
+  if (!same) goto shape_error;
+  return dt_h5_read(f, dset, H5T_NATIVE_FLOAT, p->ndims, p->shape, out, err);
+shape_error:;
+  char want[128], got[128] = "(unreadable)";
+  shape_str(want, sizeof want, p->ndims, p->shape);
+  if (dt_h5_dims(f, dset, &nd, dims, NULL) == 0) shape_str(got, sizeof got, nd, dims);
+  return dt_error_set(err, "checkpoint %s: %s has shape %s, but this model's %s is %s", path, dset,
+                      got, p->name, want);
+}
+
+int dt_ckpt_load(const char *path, const dt_param *params, int nparams, dt_ckpt_meta *meta,
+                 const dt_ckpt_buffers *bufs, char **config_text, dt_error *err) {
+  char file[4300];
+  snprintf(file, sizeof file, "%s/meta.h5", path);
+  hid_t f = dt_h5_open(file, err);
+  if (f < 0) return -1;
+  char *fmt = dt_h5_attr_read_str(f, "/", "format", err);
+  char *model = fmt ? dt_h5_attr_read_str(f, "/", "model", err) : NULL;
+  char *optim = model ? dt_h5_attr_read_str(f, "/", "optimizer", err) : NULL;
+  char *cfg = optim ? dt_h5_attr_read_str(f, "/", "config", err) : NULL;
+  int64_t nums[9];
+  int rc = cfg ? 0 : -1;
+  if (!rc)
+    rc = dt_h5_attr_read_i64(f, "/", "step", 1, &nums[0], err) ||
+         dt_h5_attr_read_i64(f, "/", "loader_epoch", 1, &nums[1], err) ||
+         dt_h5_attr_read_i64(f, "/", "loader_offset", 1, &nums[2], err) ||
+         dt_h5_attr_read_i64(f, "/", "seed", 1, &nums[3], err) ||
+         dt_h5_attr_read_i64(f, "/", "layout_dp_tp_pp_zero_world", 5, &nums[4], err);
+  dt_h5_close(f);
+  if (!rc && strcmp(fmt, CKPT_FORMAT) != 0)
+    rc = dt_error_set(err, "checkpoint %s: format '%s', expected '%s'", file, fmt, CKPT_FORMAT);
+  if (!rc && strcmp(model, meta->model) != 0)
+    rc = dt_error_set(err, "checkpoint %s was written by model '%s', but [model] name is '%s'",
+                      path, model, meta->model);
+  if (!rc && strcmp(optim, meta->optimizer) != 0)
+    rc = dt_error_set(err,
+                      "checkpoint %s holds %s optimizer state, but [optim] name is '%s' "
+                      "(resume with optim.name=%s, or start afresh with checkpoint.resume=never)",
+                      path, optim, meta->optimizer, optim);
+  if (!rc && (nums[0] < 0 || nums[1] < 0 || nums[2] < 0))
+    rc = dt_error_set(err, "checkpoint %s: negative step or loader position", file);
+  if (!rc) {
+    meta->step = nums[0];
+    meta->epoch = nums[1];
+    meta->epoch_offset = nums[2];
+    meta->seed = (uint64_t)nums[3];
+    meta->dp = nums[4], meta->tp = nums[5], meta->pp = nums[6], meta->zero = nums[7];
+    meta->world = nums[8];
+  }
+  free(fmt), free(model), free(optim);
+  if (rc) {
+    free(cfg);
+    return -1;
+  }
+
+  snprintf(file, sizeof file, "%s/rank%05d.h5", path, 0);
+  f = dt_h5_open(file, err);
+  if (f < 0) {
+    free(cfg);
+    return -1;
+  }
+  char name[256];
+  for (int i = 0; i < nparams && !rc; i++) {
+    const dt_param *p = &params[i];
+    tensor_name(name, sizeof name, "params", p->name);
+    rc = read_tensor(f, file, name, p, bufs->params + p->offset, err);
+    for (int s = 0; s < bufs->nstates && !rc; s++) {
+      char grp[128];
+      snprintf(grp, sizeof grp, "optim/%s", bufs->state_names[s]);
+      tensor_name(name, sizeof name, grp, p->name);
+      rc = read_tensor(f, file, name, p, bufs->states[s] + p->offset, err);
+    }
+  }
+  dt_h5_close(f);
+  if (rc || !config_text) free(cfg);
+  else *config_text = cfg;
+  return rc ? -1 : 0;
+}

@@ -10,10 +10,6 @@
 
 #ifdef __cplusplus
 extern "C" {
-#ifdef __cplusplus
-}
-#endif
-
 #endif
 
 #define DT_NORETURN __attribute__((noreturn))
@@ -43,6 +39,11 @@ DT_NORETURN void dt_fatal(const char *lib, const char *msg, const char *file,
 /* Bad user input: print "dtrain: error: <msg>" once and exit with code 2
  * (MPI_Abort(2) when other ranks could be left waiting). */
 DT_NORETURN void dt_die_user(const char *fmt, ...)
+    __attribute__((format(printf, 1, 2)));
+
+/* The same, for errors every rank detects alike (config, layout): only rank 0
+ * prints, every rank exits 2 without aborting the others. */
+DT_NORETURN void dt_die_user_all(const char *fmt, ...)
     __attribute__((format(printf, 1, 2)));
 
 #define DT_CHECK_ALLOC(p) \

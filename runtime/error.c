@@ -54,6 +54,24 @@ void dt_die_user(const char *fmt, ...) {
   abort_job(DT_EXIT_USER);
 }
 
+void dt_die_user_all(const char *fmt, ...) {
+  if (g_rank <= 0) {
+    va_list ap;
+    va_start(ap, fmt);
+    fprintf(stderr, "dtrain: error: ");
+    vfprintf(stderr, fmt, ap);
+    fprintf(stderr, "\n");
+    va_end(ap);
+  }
+  fflush(stdout);
+  fflush(stderr);
+  int init = 0, fin = 0;
+  MPI_Initialized(&init);
+  MPI_Finalized(&fin);
+  if (init && !fin) MPI_Finalize();
+  exit(DT_EXIT_USER);
+}
+
 void *dt_malloc(size_t bytes) {
   void *p = malloc(bytes ? bytes : 1);
   DT_CHECK_ALLOC(p);

@@ -1,0 +1,11 @@
+/* train.h: the training engine behind `dtrain`: one process, one backend. */
+#ifndef DT_TRAIN_H
+#define DT_TRAIN_H
+
+#include "../runtime/config.h"
+
+/* Trains per cfg. Returns the process exit code: 0 done, 2 bad input (after
+ * printing one message), 130/143 stopped by SIGINT/SIGTERM after saving. */
+int dt_train(const dt_config *cfg);
+
+#endif

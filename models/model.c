@@ -1,0 +1,42 @@
+/* model.c: the model registry and the parameter-table helpers shared by
+ * every family. */
+#include "model.h"
+
+#include <string.h>
+
+dt_model *dt_model_create(const dt_config *cfg, dt_backend_t be, int max_batch, dt_error *err) {
+  if (!strcmp(cfg->model_name, "lenet5")) return dt_lenet5_create(cfg, be, max_batch, err);
+  dt_error_set(err, "[model] name: unknown model '%s'", cfg->model_name);
+  return NULL;
+}
+
+void dt_model_destroy(dt_model *m) {
+  if (m) m->destroy(m);
+}
+
+int dt_model_find_param(const dt_model *m, const char *name) {
+  for (int i = 0; i < m->nparams; i++)
+    if (!strcmp(m->params[i].name, name)) return i;
+  return -1;
+}
+
+void dt_param_add(dt_param *table, int *count, size_t *total, const char *name, int ndims,
+                  const int64_t *shape, int decay, int64_t fan_in, int64_t fan_out) {
+  dt_param *p = &table[(*count)++];
+  memset(p, 0, sizeof *p);
+  snprintf(p->name, sizeof p->name, "%s", name);
+  p->ndims = ndims;
+  size_t n = 1;
+  for (int d = 0; d < ndims; d++) {
+    p->shape[d] = shape[d];
+    n *= (size_t)shape[d];
+  }
+  p->tp_dim = -1;
+  p->offset = *total;
+  p->count = n;
+  p->decay = decay;
+  p->fan_in = fan_in;
+  p->fan_out = fan_out;
+  /* keep every tensor 16-element aligned so slices stay vector friendly */
+  *total += (n + 15) & ~(size_t)15;
+}

@@ -1,0 +1,64 @@
+/* model.h: what every model provides to the engine: a parameter table over
+ * one flat buffer, seeded initialisation, and forward/backward on a
+ * micro-batch. Models call kernels through the backend only; they never see
+ * ranks, MPI or NCCL. */
+#ifndef DT_MODEL_H
+#define DT_MODEL_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "../runtime/backend.h"
+#include "../runtime/config.h"
+#include "../runtime/param.h"
+
+typedef struct dt_model dt_model;
+
+/* An image-classification micro-batch on the device: x (n, c, h, w) float,
+ * y (n) int32 class ids. */
+typedef struct dt_image_batch {
+  int n;
+  const float *x;
+  const int32_t *y;
+} dt_image_batch;
+
+struct dt_model {
+  const char *family;         /* "lenet5" */
+  dt_backend_t be;
+  int nparams;
+  dt_param *params;
+  size_t nparams_total;       /* elements in the flat buffers */
+  float *p;                   /* parameters (device), owned by the model */
+  float *g;                   /* gradients (device), owned by the model; backward accumulates */
+  int in_c, in_h, in_w, num_classes;
+  int max_batch;              /* largest micro-batch forward accepts */
+  size_t activation_bytes;    /* device bytes of activations at max_batch */
+
+  /* Seeded initialisation written into host_p (nparams_total floats). */
+  void (*init)(dt_model *m, float *host_p, uint64_t seed);
+  /* Forward on b. losses (n, device) = per-sample cross-entropy. If dscale
+   * != 0 the gradient of dscale * sum(losses) is computed as well and
+   * accumulated (+=) into m->g. Returns the logits (n, num_classes), valid
+   * until the next call. */
+  const float *(*forward_backward)(dt_model *m, const dt_image_batch *b, float *losses,
+                                   float dscale);
+  void (*destroy)(dt_model *m);
+  void *impl;
+};
+
+/* Builds the model named by cfg->model_name on be for micro-batches up to
+ * max_batch. -1 with err on a config the model cannot take. */
+dt_model *dt_model_create(const dt_config *cfg, dt_backend_t be, int max_batch, dt_error *err);
+void dt_model_destroy(dt_model *m);
+
+/* Index of a parameter by name, -1 if absent. */
+int dt_model_find_param(const dt_model *m, const char *name);
+
+/* Appends a parameter to a table being built (helper for model files). */
+void dt_param_add(dt_param *table, int *count, size_t *total, const char *name, int ndims,
+                  const int64_t *shape, int decay, int64_t fan_in, int64_t fan_out);
+
+/* Families */
+dt_model *dt_lenet5_create(const dt_config *cfg, dt_backend_t be, int max_batch, dt_error *err);
+
+#endif

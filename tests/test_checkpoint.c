@@ -1,0 +1,145 @@
+/* test_checkpoint.c: checkpoint save/load round trip, pruning, LATEST, and the
+ * clear errors for a checkpoint that does not fit the model. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "../runtime/checkpoint.h"
+
+static int g_pass, g_fail;
+#define CHECK(cond, ...)                                   \
+  do {                                                     \
+    if (cond) g_pass++, printf("ok   " __VA_ARGS__);       \
+    else g_fail++, printf("FAIL " __VA_ARGS__);            \
+    printf("\n");                                          \
+  } while (0)
+
+static void add(dt_param *t, int *n, size_t *total, const char *name, int nd, int64_t d0,
+                int64_t d1) {
+  int64_t shape[2] = {d0, d1};
+  dt_param *p = &t[*n];
+  memset(p, 0, sizeof *p);
+  snprintf(p->name, sizeof p->name, "%s", name);
+  p->ndims = nd;
+  p->shape[0] = d0;
+  if (nd > 1) p->shape[1] = shape[1];
+  p->count = (size_t)(nd > 1 ? d0 * d1 : d0);
+  p->offset = *total;
+  p->tp_dim = -1;
+  *total += p->count;
+  (*n)++;
+}
+
+static dt_ckpt_meta meta_for(int64_t step) {
+  dt_ckpt_meta m;
+  memset(&m, 0, sizeof m);
+  m.step = step;
+  m.epoch = 2;
+  m.epoch_offset = 150;
+  m.seed = 42;
+  snprintf(m.model, sizeof m.model, "toy");
+  snprintf(m.optimizer, sizeof m.optimizer, "adam");
+  m.dp = m.tp = m.pp = m.world = 1;
+  return m;
+}
+
+int main(void) {
+  char dir[] = "/tmp/dtrain-ckpt-XXXXXX";
+  if (!mkdtemp(dir)) return 1;
+  char ck[512];
+  snprintf(ck, sizeof ck, "%s/ck", dir);
+
+  dt_param t[4];
+  int n = 0;
+  size_t total = 0;
+  add(t, &n, &total, "layer.weight", 2, 3, 4);
+  add(t, &n, &total, "layer.bias", 1, 5, 0);
+  float *p = malloc(total * sizeof(float)), *m1 = malloc(total * sizeof(float)),
+        *m2 = malloc(total * sizeof(float));
+  for (size_t i = 0; i < total; i++) p[i] = 0.1f * (float)i - 1, m1[i] = (float)i, m2[i] = 1.0f / (float)(i + 1);
+  dt_ckpt_buffers b = {.params = p, .nstates = 2, .state_names = {"exp_avg", "exp_avg_sq"},
+                       .states = {m1, m2}};
+  dt_error err = {{0}};
+  char out[1024];
+  for (int64_t s = 1; s <= 4; s++) {
+    dt_ckpt_meta meta = meta_for(s);
+    int rc = dt_ckpt_save(ck, t, n, &meta, &b, "[train]\nepochs = 1\n", 2, out, sizeof out, &err);
+    CHECK(rc == 0, "save step %lld -> %s %s", (long long)s, out, rc ? err.msg : "");
+  }
+  char path[1024];
+  snprintf(path, sizeof path, "%s/step_00000001", ck);
+  CHECK(access(path, F_OK) != 0, "keep=2 pruned step 1");
+  snprintf(path, sizeof path, "%s/step_00000003", ck);
+  CHECK(access(path, F_OK) == 0, "keep=2 kept step 3");
+
+  char found[1024];
+  CHECK(dt_ckpt_resolve("never", ck, found, sizeof found, &err) == 0, "resume=never");
+  CHECK(dt_ckpt_resolve("auto", dir, found, sizeof found, &err) == 0, "resume=auto without LATEST");
+  int r = dt_ckpt_resolve("auto", ck, found, sizeof found, &err);
+  CHECK(r == 1 && strstr(found, "step_00000004"), "resume=auto finds LATEST (%s)", found);
+  r = dt_ckpt_resolve(ck, "unused", found, sizeof found, &err);
+  CHECK(r == 1 && strstr(found, "step_00000004"), "resume=DIR with LATEST");
+  r = dt_ckpt_resolve(path, "unused", found, sizeof found, &err);
+  CHECK(r == 1 && !strcmp(found, path), "resume=step dir");
+  r = dt_ckpt_resolve(dir, "unused", found, sizeof found, &err);
+  CHECK(r == -1 && strstr(err.msg, "neither"), "resume=dir without checkpoint: %s", err.msg);
+
+  float *q = calloc(total, sizeof(float)), *q1 = calloc(total, sizeof(float)),
+        *q2 = calloc(total, sizeof(float));
+  dt_ckpt_buffers lb = {.params = q, .nstates = 2, .state_names = {"exp_avg", "exp_avg_sq"},
+                        .states = {q1, q2}};
+  dt_ckpt_meta meta = meta_for(0);
+  char *cfg = NULL;
+  r = dt_ckpt_load(found, t, n, &meta, &lb, &cfg, &err);
+  CHECK(r == 0, "load %s", r ? err.msg : "");
+  CHECK(!memcmp(p, q, total * 4) && !memcmp(m1, q1, total * 4) && !memcmp(m2, q2, total * 4),
+        "params and optimizer state identical after load");
+  CHECK(meta.step == 3 && meta.epoch == 2 && meta.epoch_offset == 150 && meta.seed == 42,
+        "meta restored (step %lld)", (long long)meta.step);
+  CHECK(cfg && !strcmp(cfg, "[train]\nepochs = 1\n"), "config text restored");
+  free(cfg);
+
+  /* another shape */
+  dt_param t2[4];
+  int n2 = 0;
+  size_t total2 = 0;
+  add(t2, &n2, &total2, "layer.weight", 2, 3, 4);
+  add(t2, &n2, &total2, "layer.bias", 1, 6, 0);
+  float *big = calloc(total2, sizeof(float)), *big1 = calloc(total2, 4), *big2 = calloc(total2, 4);
+  dt_ckpt_buffers bb = {.params = big, .nstates = 2, .state_names = {"exp_avg", "exp_avg_sq"},
+                        .states = {big1, big2}};
+  meta = meta_for(0);
+  r = dt_ckpt_load(found, t2, n2, &meta, &bb, NULL, &err);
+  CHECK(r == -1 && strstr(err.msg, "layer.bias") && strstr(err.msg, "(5)") && strstr(err.msg, "(6)"),
+        "shape mismatch: %s", err.msg);
+  /* a parameter the checkpoint lacks */
+  n2 = 0, total2 = 0;
+  add(t2, &n2, &total2, "other.weight", 2, 3, 4);
+  r = dt_ckpt_load(found, t2, n2, &meta, &bb, NULL, &err);
+  CHECK(r == -1 && strstr(err.msg, "other.weight"), "missing tensor: %s", err.msg);
+  /* another model, another optimizer */
+  meta = meta_for(0);
+  snprintf(meta.model, sizeof meta.model, "gpt");
+  r = dt_ckpt_load(found, t, n, &meta, &lb, NULL, &err);
+  CHECK(r == -1 && strstr(err.msg, "toy") && strstr(err.msg, "gpt"), "model mismatch: %s", err.msg);
+  meta = meta_for(0);
+  snprintf(meta.optimizer, sizeof meta.optimizer, "sgd");
+  r = dt_ckpt_load(found, t, n, &meta, &lb, NULL, &err);
+  CHECK(r == -1 && strstr(err.msg, "sgd") && strstr(err.msg, "adam"), "optimizer mismatch: %s", err.msg);
+
+  /* a truncated rank file */
+  char rank[1200], cmd[4096];
+  snprintf(rank, sizeof rank, "%s/rank00000.h5", found);
+  snprintf(cmd, sizeof cmd, "head -c 1500 '%s' > '%s.t' && mv '%s.t' '%s'", rank, rank, rank, rank);
+  CHECK(system(cmd) == 0, "truncate rank file");
+  meta = meta_for(0);
+  r = dt_ckpt_load(found, t, n, &meta, &lb, NULL, &err);
+  CHECK(r == -1 && strstr(err.msg, "rank00000.h5"), "truncated rank file: %s", err.msg);
+
+  snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);
+  if (system(cmd) != 0) printf("note: could not remove %s\n", dir);
+  free(p), free(m1), free(m2), free(q), free(q1), free(q2), free(big), free(big1), free(big2);
+  printf("%d passed, %d failed\n", g_pass, g_fail);
+  return g_fail ? 1 : 0;
+}
