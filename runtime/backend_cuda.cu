@@ -1,1 +1,153 @@
-/* placeholder: being written */
+/* backend_cuda.cu: the CUDA backend: one device, one non-blocking stream that
+ * orders every copy and kernel, and the cuBLAS/cuBLASLt/cuDNN handles bound
+ * to it. Compiled only when the CUDA backend is built (DT_HAVE_CUDA). */
+#include <stdio.h>
+#include <stdlib.h>
+
+#include "../kernels/cuda/cuda_common.h"
+#include "backend.h"
+
+/* Scratch doubles for two-pass reductions: enough for the largest grid the
+ * first pass launches (see kernels/cuda/reduce.cu). */
+#define DT_CUDA_SCRATCH_COUNT 1024
+
+static dt_cuda_ctx *cuda_ctx(dt_backend_t be) { return (dt_cuda_ctx *)be->ctx; }
+
+static void *cuda_alloc(dt_backend_t be, size_t bytes) {
+  (void)be;
+  void *p = NULL;
+  /* cudaMalloc(0) may hand back NULL, and alloc never returns NULL */
+  cudaError_t e = cudaMalloc(&p, bytes ? bytes : 256);
+  if (e != cudaSuccess || !p) {
+    char msg[256];
+    snprintf(msg, sizeof msg, "%s (cudaMalloc of %zu bytes)", cudaGetErrorString(e), bytes);
+    dt_fatal("CUDA", msg, __FILE__, __LINE__, __func__, "cudaMalloc(&p, bytes)");
+  }
+  return p;
+}
+
+static void cuda_free(dt_backend_t be, void *p) {
+  (void)be;
+  if (p) CUDA_CHECK(cudaFree(p));
+}
+
+static void *cuda_host_alloc(dt_backend_t be, size_t bytes) {
+  (void)be;
+  void *p = NULL;
+  cudaError_t e = cudaMallocHost(&p, bytes ? bytes : 64);
+  if (e != cudaSuccess || !p) {
+    char msg[256];
+    snprintf(msg, sizeof msg, "%s (cudaMallocHost of %zu bytes)", cudaGetErrorString(e), bytes);
+    dt_fatal("CUDA", msg, __FILE__, __LINE__, __func__, "cudaMallocHost(&p, bytes)");
+  }
+  return p;
+}
+
+static void cuda_host_free(dt_backend_t be, void *p) {
+  (void)be;
+  if (p) CUDA_CHECK(cudaFreeHost(p));
+}
+
+/* From pageable memory cudaMemcpyAsync returns once src has been staged, so
+ * callers may reuse src at once; from pinned memory (host_alloc) the copy is
+ * truly asynchronous and src must stay untouched until the stream is synced. */
+static void cuda_h2d(dt_backend_t be, void *dst, const void *src, size_t bytes) {
+  if (bytes)
+    CUDA_CHECK(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyHostToDevice, cuda_ctx(be)->stream));
+}
+
+static void cuda_d2h(dt_backend_t be, void *dst, const void *src, size_t bytes) {
+  if (!bytes) return;
+  CUDA_CHECK(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDeviceToHost, cuda_ctx(be)->stream));
+  CUDA_CHECK(cudaStreamSynchronize(cuda_ctx(be)->stream)); /* the host reads dst next */
+}
+
+static void cuda_d2d(dt_backend_t be, void *dst, const void *src, size_t bytes) {
+  if (bytes)
+    CUDA_CHECK(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDeviceToDevice, cuda_ctx(be)->stream));
+}
+
+static void cuda_memset0(dt_backend_t be, void *p, size_t bytes) {
+  if (bytes) CUDA_CHECK(cudaMemsetAsync(p, 0, bytes, cuda_ctx(be)->stream));
+}
+
+static void cuda_sync(dt_backend_t be) { CUDA_CHECK(cudaStreamSynchronize(cuda_ctx(be)->stream)); }
+
+static void cuda_destroy(dt_backend_t be) {
+  dt_cuda_ctx *c = cuda_ctx(be);
+  CUDA_CHECK(cudaSetDevice(c->device));
+  CUDA_CHECK(cudaStreamSynchronize(c->stream));
+  CUDA_CHECK(cudaFree(c->scratch));
+  CUDNN_CHECK(cudnnDestroy(c->cudnn));
+  CUBLAS_CHECK(cublasLtDestroy(c->lt));
+  CUBLAS_CHECK(cublasDestroy(c->cublas));
+  CUDA_CHECK(cudaStreamDestroy(c->stream));
+  free(c);
+  free(be);
+}
+
+extern "C" int dt_cuda_built(void) { return 1; }
+
+extern "C" int dt_cuda_device_count(void) {
+  int n = 0;
+  /* No driver or no GPU is an answer (0), not a failure. */
+  if (cudaGetDeviceCount(&n) != cudaSuccess) n = 0;
+  (void)cudaGetLastError(); /* clear the sticky error left by a failed query */
+  return n;
+}
+
+extern "C" dt_backend_t dt_backend_cuda_create(int device, dt_error *err) {
+  int ngpu = dt_cuda_device_count();
+  if (ngpu == 0) {
+    dt_error_set(err, "no CUDA GPU is visible to this process (no driver, or no device)");
+    return NULL;
+  }
+  if (device < 0 || device >= ngpu) {
+    dt_error_set(err, "CUDA device %d asked for, but this process sees %d (0..%d)", device,
+                 ngpu, ngpu - 1);
+    return NULL;
+  }
+  cudaError_t e = cudaSetDevice(device);
+  if (e != cudaSuccess) {
+    (void)cudaGetLastError();
+    dt_error_set(err, "cannot use CUDA device %d: %s", device, cudaGetErrorString(e));
+    return NULL;
+  }
+  cudaDeviceProp prop;
+  CUDA_CHECK(cudaGetDeviceProperties(&prop, device));
+
+  dt_cuda_ctx *c = (dt_cuda_ctx *)dt_calloc(1, sizeof *c);
+  c->device = device;
+  c->sm_count = prop.multiProcessorCount;
+  CUDA_CHECK(cudaStreamCreateWithFlags(&c->stream, cudaStreamNonBlocking));
+  CUBLAS_CHECK(cublasCreate(&c->cublas));
+  CUBLAS_CHECK(cublasSetStream(c->cublas, c->stream));
+  /* True fp32 GEMMs (no TF32 tensor-op math): the CUDA kernels are checked
+   * against the fp32 CPU reference. */
+  CUBLAS_CHECK(cublasSetMathMode(c->cublas, CUBLAS_DEFAULT_MATH));
+  CUBLAS_CHECK(cublasLtCreate(&c->lt));
+  CUDNN_CHECK(cudnnCreate(&c->cudnn));
+  CUDNN_CHECK(cudnnSetStream(c->cudnn, c->stream));
+  c->scratch_count = DT_CUDA_SCRATCH_COUNT;
+  CUDA_CHECK(cudaMalloc((void **)&c->scratch, sizeof(double) * DT_CUDA_SCRATCH_COUNT));
+
+  dt_backend_t be = (dt_backend_t)dt_calloc(1, sizeof *be);
+  be->name = "cuda";
+  be->device = DT_DEVICE_CUDA;
+  snprintf(be->desc, sizeof be->desc, "%.64s (sm_%d%d, %d SMs, %.0f GiB), device %d",
+           prop.name, prop.major, prop.minor, prop.multiProcessorCount,
+           (double)prop.totalGlobalMem / (1024.0 * 1024.0 * 1024.0), device);
+  be->ctx = c;
+  be->k = &dt_cuda_kernels;
+  be->alloc = cuda_alloc;
+  be->free = cuda_free;
+  be->host_alloc = cuda_host_alloc;
+  be->host_free = cuda_host_free;
+  be->h2d = cuda_h2d;
+  be->d2h = cuda_d2h;
+  be->d2d = cuda_d2d;
+  be->memset0 = cuda_memset0;
+  be->sync = cuda_sync;
+  be->destroy = cuda_destroy;
+  return be;
+}

@@ -1,1 +1,36 @@
-/* placeholder: being written */
+/* table.cu: the CUDA kernel table. Every slot is filled; the order follows
+ * dt_kernels in kernels.h (C++ designated initializers must keep it). The
+ * declaration in kernels.h, seen first, gives this const object external
+ * C linkage, so the C code links against it. */
+#include "act.h"
+#include "conv.h"
+#include "kernels.h"
+#include "matmul.h"
+#include "optimizer.h"
+#include "pool.h"
+#include "reduce.h"
+#include "xent.h"
+
+extern "C" const dt_kernels dt_cuda_kernels = {
+    .linear_forward = dt_cuda_linear_forward,
+    .linear_backward = dt_cuda_linear_backward,
+    .conv2d_workspace = dt_cuda_conv2d_workspace,
+    .conv2d_forward = dt_cuda_conv2d_forward,
+    .conv2d_backward = dt_cuda_conv2d_backward,
+    .maxpool2d_forward = dt_cuda_maxpool2d_forward,
+    .maxpool2d_backward = dt_cuda_maxpool2d_backward,
+    .avgpool2d_forward = dt_cuda_avgpool2d_forward,
+    .avgpool2d_backward = dt_cuda_avgpool2d_backward,
+    .act_forward = dt_cuda_act_forward,
+    .act_backward = dt_cuda_act_backward,
+    .softmax_xent = dt_cuda_softmax_xent,
+    .sgd_step = dt_cuda_sgd_step,
+    .adam_step = dt_cuda_adam_step,
+    .sumsq = dt_cuda_sumsq,
+    .scale = dt_cuda_scale,
+    .gather_u8_normalize = dt_cuda_gather_u8_normalize,
+};
+
+/* A slot added to dt_kernels without an initializer here would be NULL;
+ * keep the count in step (17 slots today). */
+static_assert(DT_KERNELS_SLOTS == 17, "dt_kernels changed: fill the new slots in table.cu");

@@ -1,1 +1,53 @@
-/* placeholder: being written */
+/* xent.cu: fused softmax + cross-entropy on the GPU, one block per row:
+ * max, then sum of exp(x - max) in double, then the loss and (optionally)
+ * dlogits in one more pass. exp/log run in double, untouched by the build's
+ * --use_fast_math, so the result tracks the fp32 CPU reference closely. */
+#include <math.h>
+
+#include "cuda_common.h"
+#include "xent.h"
+
+#define XENT_THREADS 512
+
+/* losses (N), dlogits (N,V) or NULL (may alias logits), logits (N,V), targets (N) */
+static __global__ void __launch_bounds__(XENT_THREADS)
+    softmax_xent_kernel(float *losses, float *dlogits, const float *logits,
+                        const int32_t *targets, int v, float dscale) {
+  const size_t row = blockIdx.x;
+  const float *x = logits + row * (size_t)v;
+  const int t = targets[row];
+  const bool t_ok = t >= 0 && t < v;
+  /* read before any write: dlogits may alias logits (the barriers inside the
+   * block reductions below separate every read from the writes) */
+  const float xt = t_ok ? x[t] : __int_as_float(0x7fc00000); /* NaN flags a bad target */
+
+  float m = -INFINITY;
+  for (int j = threadIdx.x; j < v; j += blockDim.x) {
+    const float u = x[j];
+    m = (u > m || u != u) ? u : m;
+  }
+  m = dt_block_max(m);
+
+  double s = 0.0;
+  for (int j = threadIdx.x; j < v; j += blockDim.x) s += exp((double)x[j] - (double)m);
+  s = dt_block_sum(s);
+
+  if (threadIdx.x == 0) losses[row] = (float)(log(s) - ((double)xt - (double)m));
+  if (dlogits) {
+    float *d = dlogits + row * (size_t)v;
+    const double inv = 1.0 / s;
+    for (int j = threadIdx.x; j < v; j += blockDim.x) {
+      const double p = exp((double)x[j] - (double)m) * inv;
+      d[j] = (float)((p - (j == t ? 1.0 : 0.0)) * (double)dscale);
+    }
+  }
+}
+
+extern "C" void dt_cuda_softmax_xent(void *ctx, float *losses, float *dlogits,
+                                     const float *logits, const int32_t *targets, int n, int v,
+                                     float dscale) {
+  if (n <= 0) return;
+  softmax_xent_kernel<<<n, XENT_THREADS, 0, DT_CUDA_CTX(ctx)->stream>>>(losses, dlogits, logits,
+                                                                        targets, v, dscale);
+  CUDA_LAUNCH_CHECK();
+}

@@ -1,0 +1,132 @@
+/* cuda_common.h: private to the CUDA backend: the context every CUDA kernel
+ * receives as `void *ctx`, the error checkers, launch helpers and small
+ * device helpers shared by the kernels/cuda sources and runtime/backend_cuda.cu.
+ *
+ * Precision note: the project compiles CUDA with --use_fast_math, which turns
+ * tanhf into tanh.approx (~1e-3 relative error), expf/logf into ex2/lg2.approx,
+ * x/y and sqrtf into approximations. The fp32 kernels must agree with the CPU
+ * reference, so they do their transcendentals in double (not touched by
+ * fast-math) and use the _rn intrinsics where a correctly rounded float
+ * division or square root matters. */
+#ifndef DT_KERNELS_CUDA_COMMON_H
+#define DT_KERNELS_CUDA_COMMON_H
+
+#include <cublasLt.h>
+#include <cublas_v2.h>
+#include <cuda_runtime.h>
+#include <cudnn.h>
+#include <stddef.h>
+
+#include "dt.h"
+
+typedef struct dt_cuda_ctx {
+  cudaStream_t stream;   /* every kernel and copy of this backend runs here */
+  cublasHandle_t cublas; /* bound to stream, CUBLAS_DEFAULT_MATH (no TF32) */
+  cublasLtHandle_t lt;
+  cudnnHandle_t cudnn;   /* bound to stream */
+  int device;
+  int sm_count;
+  /* device scratch for deterministic two-pass reductions (sumsq); used only
+   * in stream order, so one buffer per backend is enough */
+  double *scratch;
+  int scratch_count;     /* doubles in scratch */
+} dt_cuda_ctx;
+
+#define DT_CUDA_CTX(ctx) ((dt_cuda_ctx *)(ctx))
+
+#define CUDA_CHECK(x)                                                              \
+  do {                                                                             \
+    cudaError_t e_ = (x);                                                          \
+    if (e_ != cudaSuccess)                                                         \
+      dt_fatal("CUDA", cudaGetErrorString(e_), __FILE__, __LINE__, __func__, #x);  \
+  } while (0)
+
+#define CUBLAS_CHECK(x)                                                                     \
+  do {                                                                                      \
+    cublasStatus_t s_ = (x);                                                                \
+    if (s_ != CUBLAS_STATUS_SUCCESS)                                                        \
+      dt_fatal("cuBLAS", cublasGetStatusString(s_), __FILE__, __LINE__, __func__, #x);    \
+  } while (0)
+
+#define CUDNN_CHECK(x)                                                             \
+  do {                                                                             \
+    cudnnStatus_t s_ = (x);                                                        \
+    if (s_ != CUDNN_STATUS_SUCCESS)                                                \
+      dt_fatal("cuDNN", cudnnGetErrorString(s_), __FILE__, __LINE__, __func__, #x); \
+  } while (0)
+
+/* After every kernel launch: catches bad launch configurations at once
+ * (faults inside the kernel surface at the next synchronising call). */
+#define CUDA_LAUNCH_CHECK()                                                        \
+  do {                                                                             \
+    cudaError_t e_ = cudaGetLastError();                                           \
+    if (e_ != cudaSuccess)                                                         \
+      dt_fatal("CUDA", cudaGetErrorString(e_), __FILE__, __LINE__, __func__,       \
+               "kernel launch");                                                   \
+  } while (0)
+
+/* Elementwise kernels use grid-stride loops over size_t indices with a
+ * bounded grid, so any n works with one launch. */
+#define DT_CUDA_THREADS 256
+static inline unsigned dt_cuda_blocks(size_t n, int threads) {
+  size_t b = (n + (size_t)threads - 1) / (size_t)threads;
+  if (b < 1) b = 1;
+  if (b > 65535u * 16u) b = 65535u * 16u;
+  return (unsigned)b;
+}
+
+#define DT_GRID_STRIDE(i, n)                                                    \
+  for (size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x; i < (n);       \
+       i += (size_t)blockDim.x * gridDim.x)
+
+/* Row-major GEMM through column-major cuBLAS, in true fp32:
+ *   C (M,N) = alpha * op(A) @ op(B) + beta * C
+ * A is stored (M,K) row-major, or (K,M) when ta; B is (K,N), or (N,K) when tb.
+ * A row-major X is the column-major X^T, so C^T = op(B)^T op(A)^T is one
+ * column-major call with the operands swapped. */
+void dt_cuda_gemm_rm(dt_cuda_ctx *c, int ta, int tb, int m, int n, int k, float alpha,
+                     const float *a, const float *b, float beta, float *out);
+/* The same for `batch` independent products at the given element strides
+ * (a stride of 0 reuses one operand for every product). */
+void dt_cuda_gemm_rm_batched(dt_cuda_ctx *c, int ta, int tb, int m, int n, int k, float alpha,
+                             const float *a, long long stride_a, const float *b,
+                             long long stride_b, float beta, float *out, long long stride_c,
+                             int batch);
+
+#ifdef __CUDACC__
+/* Block-wide sum of a double; every thread gets the result. blockDim.x must
+ * be a multiple of 32 and at most 1024. Reuses its shared buffer, so it
+ * starts with a barrier and may be called repeatedly. */
+static __device__ __forceinline__ double dt_block_sum(double v) {
+  __shared__ double warp_part[32];
+  for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, nwarps = blockDim.x >> 5;
+  __syncthreads();
+  if (lane == 0) warp_part[warp] = v;
+  __syncthreads();
+  double s = 0.0;
+  for (int w = 0; w < nwarps; w++) s += warp_part[w]; /* fixed order: deterministic */
+  return s;
+}
+
+/* Block-wide max of a float; every thread gets the result (NaN-propagating). */
+static __device__ __forceinline__ float dt_block_max(float v) {
+  __shared__ float warp_part[32];
+  for (int o = 16; o > 0; o >>= 1) {
+    float u = __shfl_xor_sync(0xffffffffu, v, o);
+    v = (u > v || u != u) ? u : v;
+  }
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, nwarps = blockDim.x >> 5;
+  __syncthreads();
+  if (lane == 0) warp_part[warp] = v;
+  __syncthreads();
+  float m = warp_part[0];
+  for (int w = 1; w < nwarps; w++) {
+    float u = warp_part[w];
+    m = (u > m || u != u) ? u : m;
+  }
+  return m;
+}
+#endif
+
+#endif
