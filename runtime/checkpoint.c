@@ -101,7 +101,7 @@ static int write_meta(const char *path, const dt_ckpt_meta *meta, const char *co
 }
 
 static int write_text_atomic(const char *path, const char *text, dt_error *err) {
-  char tmp[4096];
+  char tmp[4300];
   snprintf(tmp, sizeof tmp, "%s.tmp", path);
   FILE *fp = fopen(tmp, "w");
   if (!fp) return dt_error_set(err, "%s: cannot write: %s", tmp, strerror(errno));

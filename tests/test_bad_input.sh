@@ -4,7 +4,7 @@
 need_mnist
 D="$BUILD/dtrain"
 cfg="$SRC/configs/lenet5-mnist.ini"
-small=(data.dir="$TMP/mnist" data.train_limit=500 data.test_limit=100 train.device=cpu
+small=(data.train_limit=500 data.test_limit=100 train.device=cpu
        train.batch_size=50 train.max_steps=4 log.every=1 log.tensorboard=false)
 
 # expect_2 "what" PATTERN command...: exit code 2, exactly one "error:" line
@@ -30,7 +30,7 @@ expect_2 "unknown override" "nosuch" "$D" "$cfg" train.nosuch=1
 expect_2 "missing config" "nothere.ini" "$D" "$TMP/nothere.ini"
 expect_2 "missing data dir" "train.h5" "$D" "$cfg" data.dir="$TMP/nodata" log.dir="$TMP/r0"
 expect_2 "micro batch does not divide" "micro_batch_size" "$D" "$cfg" "${small[@]}" train.micro_batch_size=7 log.dir="$TMP/r1"
-expect_2 "layout not built yet" "dp" "$D" "$cfg" "${small[@]}" parallel.dp=2 log.dir="$TMP/r2"
+expect_2 "layout not built yet" "dp" "$D" "$cfg" "${small[@]}" data.dir="$TMP/mnist" parallel.dp=2 log.dir="$TMP/r2"
 
 # corrupt data shard
 mkdir -p "$TMP/broken"
@@ -41,26 +41,26 @@ echo "not hdf5 at all" >"$TMP/broken/train.h5"
 expect_2 "non-HDF5 shard" "train.h5" "$D" "$cfg" "${small[@]}" data.dir="$TMP/broken" log.dir="$TMP/r3"
 
 # a good checkpoint, then bad resumes; the checkpoint must stay intact
-"$D" "$cfg" "${small[@]}" log.dir="$TMP/good" checkpoint.every=2 >/dev/null 2>&1
+"$D" "$cfg" "${small[@]}" data.dir="$TMP/mnist" log.dir="$TMP/good" checkpoint.every=2 >/dev/null 2>&1
 check "good run for checkpoints" test -f "$TMP/good/checkpoints/LATEST"
 ck="$TMP/good/checkpoints"
 sum_before=$(cd "$ck" && find . -type f | sort | xargs sha256sum | sha256sum)
 expect_2 "resume with another optimizer" "optim" "$D" "$cfg" "${small[@]}" optim.name=sgd \
-  checkpoint.resume="$ck" log.dir="$TMP/r4"
+  checkpoint.resume="$ck" data.dir="$TMP/mnist" log.dir="$TMP/r4"
 expect_2 "resume from a missing path" "resume" "$D" "$cfg" "${small[@]}" \
-  checkpoint.resume="$TMP/none" log.dir="$TMP/r5"
+  checkpoint.resume="$TMP/none" data.dir="$TMP/mnist" log.dir="$TMP/r5"
 sum_after=$(cd "$ck" && find . -type f | sort | xargs sha256sum | sha256sum)
 check "checkpoints untouched by failed resumes" test "$sum_before" = "$sum_after"
 cp -r "$ck/step_00000004" "$TMP/trunc"
 head -c 2000 "$ck/step_00000004/rank00000.h5" >"$TMP/trunc/rank00000.h5"
 expect_2 "truncated checkpoint" "rank00000.h5" "$D" "$cfg" "${small[@]}" \
-  checkpoint.resume="$TMP/trunc" log.dir="$TMP/r6"
+  checkpoint.resume="$TMP/trunc" data.dir="$TMP/mnist" log.dir="$TMP/r6"
 echo garbage >"$ck/LATEST.bad"
 mkdir -p "$TMP/lat" && echo "step_0000x" >"$TMP/lat/LATEST"
-expect_2 "LATEST naming nothing" "LATEST" "$D" "$cfg" "${small[@]}" checkpoint.resume="$TMP/lat" log.dir="$TMP/r7"
+expect_2 "LATEST naming nothing" "LATEST" "$D" "$cfg" "${small[@]}" checkpoint.resume="$TMP/lat" data.dir="$TMP/mnist" log.dir="$TMP/r7"
 
 # several ranks where the layout says one
 if command -v mpirun >/dev/null; then
-  expect_2 "2 ranks for a 1-rank layout" "dp" mpirun --oversubscribe -np 2 "$D" "$cfg" "${small[@]}" log.dir="$TMP/r8"
+  expect_2 "2 ranks for a 1-rank layout" "dp" mpirun --oversubscribe -np 2 "$D" "$cfg" "${small[@]}" data.dir="$TMP/mnist" log.dir="$TMP/r8"
 fi
 finish

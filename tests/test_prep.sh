@@ -3,7 +3,7 @@
 # counts as in shared/data/SOURCES.md), then bad inputs: each must exit 2 with
 # one line naming the file, and leave the earlier shards byte for byte.
 set -u
-prep="${DTRAIN_BUILD:?}/launch/dtrain-prep"
+prep="${DTRAIN_BUILD:?}/dtrain-prep"
 src="${DTRAIN_DATA:-${DTRAIN_SRC:?}/data}/mnist"
 names="train-images-idx3-ubyte train-labels-idx1-ubyte t10k-images-idx3-ubyte t10k-labels-idx1-ubyte"
 for n in $names; do

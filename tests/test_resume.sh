@@ -30,8 +30,8 @@ jsonl_field "$TMP/b/metrics.jsonl" test loss >"$TMP/b.test"
 check "resume from 30: test losses after it identical" diff <(awk '$1>30' "$TMP/a.test") "$TMP/b.test"
 
 # C: the same run as A stopped by SIGTERM part-way (it saves at the step it
-# is on), then resumed with resume=auto: the continuation equals A.
-"$D" "$cfg" "${common[@]}" log.dir="$TMP/c" checkpoint.every=0 >"$TMP/c1.log" 2>&1 &
+# is on, as checkpointing is enabled), then resumed with resume=auto: the continuation equals A.
+"$D" "$cfg" "${common[@]}" log.dir="$TMP/c" checkpoint.every=1000 >"$TMP/c1.log" 2>&1 &
 pid=$!
 for _ in $(seq 300); do
   [ "$(wc -l <"$TMP/c/metrics.jsonl" 2>/dev/null || echo 0)" -ge 5 ] && break
@@ -45,7 +45,7 @@ check "SIGTERM saved a checkpoint" test -f "$TMP/c/checkpoints/LATEST"
 last=$(cat "$TMP/c/checkpoints/LATEST" 2>/dev/null || echo step_0)
 n=${last#step_}; n=$((10#$n))
 echo "stopped at step $n"
-"$D" "$cfg" "${common[@]}" log.dir="$TMP/c" checkpoint.every=0 >"$TMP/c2.log" 2>&1
+"$D" "$cfg" "${common[@]}" log.dir="$TMP/c" checkpoint.every=1000 >"$TMP/c2.log" 2>&1
 check "auto-resume exits 0" test $? -eq 0
 check "auto-resume picked up LATEST" grep -q "resumed from .*$last" "$TMP/c2.log"
 jsonl_field "$TMP/c/metrics.jsonl" train loss | awk -v n="$n" 'NR>n' >"$TMP/c.loss"

@@ -1,1 +1,27 @@
-/* placeholder: being written */
+/* reduce.c: fp32 reference reductions and small elementwise ops. */
+#include "../reduce.h"
+
+/* out[0] = sum x^2, accumulated in double */
+void dt_cpu_sumsq(void *ctx, float *out, const float *x, size_t n) {
+  (void)ctx;
+  double acc = 0.0;
+  for (size_t i = 0; i < n; i++) acc += (double)x[i] * x[i];
+  out[0] = (float)acc;
+}
+
+/* x (n) *= a */
+void dt_cpu_scale(void *ctx, float *x, float a, size_t n) {
+  (void)ctx;
+  for (size_t i = 0; i < n; i++) x[i] *= a;
+}
+
+/* out (N,row) = (src[idx[i]*row + j] / 255 - mean) / std; src (M,row) uint8 */
+void dt_cpu_gather_u8_normalize(void *ctx, float *out, const uint8_t *src, const int32_t *idx,
+                                int n, int row, float mean, float std) {
+  (void)ctx;
+  for (int i = 0; i < n; i++) {
+    const uint8_t *s = src + (size_t)idx[i] * row;
+    float *o = out + (size_t)i * row;
+    for (int j = 0; j < row; j++) o[j] = ((float)s[j] / 255.0f - mean) / std;
+  }
+}

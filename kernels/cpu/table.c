@@ -1,1 +1,28 @@
-/* placeholder: being written */
+/* table.c: the CPU kernel table, every slot filled with the fp32 reference. */
+#include "../act.h"
+#include "../conv.h"
+#include "../matmul.h"
+#include "../optimizer.h"
+#include "../pool.h"
+#include "../reduce.h"
+#include "../xent.h"
+
+const dt_kernels dt_cpu_kernels = {
+    .linear_forward = dt_cpu_linear_forward,
+    .linear_backward = dt_cpu_linear_backward,
+    .conv2d_workspace = dt_cpu_conv2d_workspace,
+    .conv2d_forward = dt_cpu_conv2d_forward,
+    .conv2d_backward = dt_cpu_conv2d_backward,
+    .maxpool2d_forward = dt_cpu_maxpool2d_forward,
+    .maxpool2d_backward = dt_cpu_maxpool2d_backward,
+    .avgpool2d_forward = dt_cpu_avgpool2d_forward,
+    .avgpool2d_backward = dt_cpu_avgpool2d_backward,
+    .act_forward = dt_cpu_act_forward,
+    .act_backward = dt_cpu_act_backward,
+    .softmax_xent = dt_cpu_softmax_xent,
+    .sgd_step = dt_cpu_sgd_step,
+    .adam_step = dt_cpu_adam_step,
+    .sumsq = dt_cpu_sumsq,
+    .scale = dt_cpu_scale,
+    .gather_u8_normalize = dt_cpu_gather_u8_normalize,
+};

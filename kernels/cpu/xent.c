@@ -1,1 +1,33 @@
-/* placeholder: being written */
+/* xent.c: fp32 reference fused softmax + cross-entropy, numerically stable:
+ * the row max is subtracted and the sum of exponentials is kept in double. */
+#include <math.h>
+
+#include "../xent.h"
+
+/* logits (N,V), targets (N) in [0,V). losses (N) = logsumexp - logit[t]
+ * (skipped if NULL). dlogits (N,V) = (softmax - onehot(t)) * dscale [=],
+ * skipped if NULL; it may alias logits, so each element is read first. */
+void dt_cpu_softmax_xent(void *ctx, float *losses, float *dlogits, const float *logits,
+                         const int32_t *targets, int n, int v, float dscale) {
+  (void)ctx;
+  for (int i = 0; i < n; i++) {
+    const float *x = logits + (size_t)i * v;
+    const int t = targets[i];
+    float mx = x[0];
+    for (int j = 1; j < v; j++) mx = x[j] > mx ? x[j] : mx;
+    double sum = 0.0;
+    for (int j = 0; j < v; j++) sum += expf(x[j] - mx);
+    const double lse_rel = log(sum);  /* logsumexp - max */
+    const int t_ok = t >= 0 && t < v; /* a bad target gives a NaN loss, as on the GPU */
+    const double xt = t_ok ? (double)x[t] : NAN;
+    if (losses) losses[i] = (float)(lse_rel - (xt - mx));
+    if (dlogits) {
+      float *d = dlogits + (size_t)i * v;
+      const double inv = 1.0 / sum;
+      for (int j = 0; j < v; j++) {
+        double p = expf(x[j] - mx) * inv;
+        d[j] = (float)((p - (j == t ? 1.0 : 0.0)) * dscale);
+      }
+    }
+  }
+}

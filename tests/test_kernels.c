@@ -1,0 +1,1332 @@
+/* test_kernels.c: every kernel of every backend, case by case (the ggml
+ * test-backend-ops idea): the CPU reference against float64 loops and
+ * central finite differences, every other backend against its CPU twin.
+ * Guard bytes after every buffer catch out-of-bounds writes; inputs must
+ * come back unchanged. Usage: test_kernels [--backend cpu|cuda|all] [--time] */
+#include <math.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "backend.h"
+#include "dt.h"
+
+/* ------------------------------------------------------------------ */
+/* bookkeeping                                                        */
+
+static int g_pass, g_fail;
+static int g_cpu_checks;      /* run the float64 / finite-difference checks */
+static dt_backend_t g_cpu;    /* always present: the twin every other backend is held to */
+static dt_backend_t g_other;  /* the CUDA backend when one is present and asked for */
+
+/* fp32 tolerances: against float64 and between backends */
+#define TWIN_ATOL 1e-4
+#define TWIN_RTOL 1e-3
+
+static uint64_t g_rng;
+static void rng_seed(uint64_t s) { g_rng = s * 0x9E3779B97F4A7C15ull + 12345; }
+static uint64_t rng_u64(void) { /* splitmix64 */
+  uint64_t z = (g_rng += 0x9E3779B97F4A7C15ull);
+  z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+  z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+  return z ^ (z >> 31);
+}
+static double urand(double lo, double hi) {
+  return lo + (hi - lo) * (double)(rng_u64() >> 11) * (1.0 / 9007199254740992.0);
+}
+static void fill(float *x, size_t n, double lo, double hi) {
+  for (size_t i = 0; i < n; i++) x[i] = (float)urand(lo, hi);
+}
+static float *fnew(size_t n) { return dt_calloc(n ? n : 1, sizeof(float)); }
+static double *dnew(size_t n) { return dt_calloc(n ? n : 1, sizeof(double)); }
+static double *todouble(const float *x, size_t n) {
+  double *d = dnew(n);
+  for (size_t i = 0; i < n; i++) d[i] = x[i];
+  return d;
+}
+
+/* One comparison: got against want, |got - want| <= atol + rtol*|want|;
+ * NaN must meet NaN and Inf the same Inf. Remembers the worst element. */
+typedef struct cmp {
+  double atol, rtol, maxerr, worst_score, worst_got, worst_want;
+  const char *worst_t;
+  size_t worst_i, nbad, n;
+} cmp;
+
+static void cmp_init(cmp *c, double atol, double rtol) {
+  memset(c, 0, sizeof *c);
+  c->atol = atol;
+  c->rtol = rtol;
+  c->worst_score = -1.0;
+}
+static void cmp_one(cmp *c, const char *t, size_t i, double got, double want) {
+  double score;
+  c->n++;
+  if (!isfinite(got) || !isfinite(want)) {
+    score = ((isnan(got) && isnan(want)) || got == want) ? 0.0 : INFINITY;
+    if (score > 0.0) c->maxerr = INFINITY;
+  } else {
+    double err = fabs(got - want);
+    if (err > c->maxerr) c->maxerr = err;
+    double tol = c->atol + c->rtol * fabs(want);
+    score = err == 0.0 ? 0.0 : (tol > 0.0 ? err / tol : INFINITY);
+  }
+  if (score > 1.0) c->nbad++;
+  if (score > c->worst_score) {
+    c->worst_score = score;
+    c->worst_t = t;
+    c->worst_i = i;
+    c->worst_got = got;
+    c->worst_want = want;
+  }
+}
+static void cmp_fd(cmp *c, const char *t, const float *got, const double *want, size_t n) {
+  for (size_t i = 0; i < n; i++) cmp_one(c, t, i, got[i], want[i]);
+}
+static void cmp_ff(cmp *c, const char *t, const float *got, const float *want, size_t n) {
+  for (size_t i = 0; i < n; i++) cmp_one(c, t, i, got[i], want[i]);
+}
+
+/* Prints one result line and counts it. */
+static int check_done(const cmp *c, const char *op, const char *vs, const char *desc) {
+  int ok = c->nbad == 0;
+  if (ok) {
+    printf("ok   %-20s %-9s %s  maxerr=%.2e\n", op, vs, desc, c->maxerr);
+    g_pass++;
+  } else {
+    printf("FAIL %-20s %-9s %s  maxerr=%.2e  worst %s[%zu] got=%.9g want=%.9g  (%zu of %zu bad, "
+           "atol=%g rtol=%g)\n",
+           op, vs, desc, c->maxerr, c->worst_t ? c->worst_t : "?", c->worst_i, c->worst_got,
+           c->worst_want, c->nbad, c->n, c->atol, c->rtol);
+    g_fail++;
+  }
+  fflush(stdout);
+  return ok;
+}
+static void check_fail(const char *op, const char *vs, const char *desc, const char *why) {
+  printf("FAIL %-20s %-9s %s  %s\n", op, vs, desc, why);
+  fflush(stdout);
+  g_fail++;
+}
+
+/* ------------------------------------------------------------------ */
+/* device buffers with guard bytes                                    */
+
+#define GUARD_BYTES 64 /* 16 floats */
+#define GUARD_FILL 0xA5
+
+typedef struct devbufs {
+  dt_backend_t be;
+  void *p[32];
+  int np;
+  char bad[160]; /* first guard or input problem seen */
+} devbufs;
+
+/* A device copy of host[0, bytes) followed by guard bytes. host NULL (an
+ * output or a workspace) gives all-ones bytes, NaN as floats, so a kernel
+ * that leaves an element unwritten or reads scratch it never wrote shows. */
+static void *dput(devbufs *d, const void *host, size_t bytes) {
+  unsigned char *tmp = dt_malloc(bytes + GUARD_BYTES);
+  if (host) memcpy(tmp, host, bytes);
+  else memset(tmp, 0xFF, bytes);
+  memset(tmp + bytes, GUARD_FILL, GUARD_BYTES);
+  void *p = d->be->alloc(d->be, bytes + GUARD_BYTES);
+  d->be->h2d(d->be, p, tmp, bytes + GUARD_BYTES);
+  free(tmp);
+  if (d->np == (int)DT_ARRAY_LEN(d->p)) {
+    fprintf(stderr, "test_kernels: too many buffers\n");
+    exit(1);
+  }
+  d->p[d->np++] = p;
+  return p;
+}
+static void dnote(devbufs *d, const char *what, const char *name) {
+  if (!d->bad[0]) snprintf(d->bad, sizeof d->bad, "%s %s", what, name);
+}
+/* Copies the buffer back into host and checks its guard. */
+static void dget(devbufs *d, void *host, const void *dp, size_t bytes, const char *name) {
+  unsigned char *tmp = dt_malloc(bytes + GUARD_BYTES);
+  d->be->d2h(d->be, tmp, dp, bytes + GUARD_BYTES);
+  if (host) memcpy(host, tmp, bytes);
+  for (size_t i = 0; i < GUARD_BYTES; i++)
+    if (tmp[bytes + i] != GUARD_FILL) {
+      dnote(d, "out-of-bounds write after", name);
+      break;
+    }
+  free(tmp);
+}
+/* An input must come back byte for byte (and its guard intact). */
+static void dkeep(devbufs *d, const void *dp, const void *host, size_t bytes, const char *name) {
+  unsigned char *tmp = dt_malloc(bytes ? bytes : 1);
+  dget(d, tmp, dp, bytes, name);
+  if (memcmp(tmp, host, bytes) != 0) dnote(d, "kernel modified its input", name);
+  free(tmp);
+}
+/* Frees everything; reports a guard failure as its own line. */
+static void dfree(devbufs *d, const char *op, const char *desc) {
+  for (int i = 0; i < d->np; i++) d->be->free(d->be, d->p[i]);
+  d->np = 0;
+  if (d->bad[0]) {
+    char vs[16];
+    snprintf(vs, sizeof vs, "%s:guard", d->be->name);
+    check_fail(op, vs, desc, d->bad);
+  }
+}
+
+/* ------------------------------------------------------------------ */
+/* central finite differences in float64                              */
+
+#define FD_H 1e-5
+#define FD_SAMPLES 48
+
+typedef double (*loss_fn)(void *ctx);
+
+/* c gets, for (a sample of) the elements of x, the kernel gradient
+ * grad[i] - base[i] (base: what an accumulating output held before) against
+ * (L(x+h) - L(x-h)) / 2h. x is perturbed in place and restored. */
+static void fd_grad(cmp *c, const char *t, loss_fn f, void *ctx, double *x, size_t n,
+                    const float *grad, const float *base) {
+  size_t count = n <= FD_SAMPLES ? n : FD_SAMPLES;
+  for (size_t s = 0; s < count; s++) {
+    size_t i = n <= FD_SAMPLES ? s : (size_t)(rng_u64() % n);
+    double x0 = x[i];
+    x[i] = x0 + FD_H;
+    double fp = f(ctx);
+    x[i] = x0 - FD_H;
+    double fm = f(ctx);
+    x[i] = x0;
+    double got = (double)grad[i] - (base ? (double)base[i] : 0.0);
+    cmp_one(c, t, i, got, (fp - fm) / (2.0 * FD_H));
+  }
+}
+
+static double dot(const double *a, const double *b, size_t n) {
+  double s = 0.0;
+  for (size_t i = 0; i < n; i++) s += a[i] * b[i];
+  return s;
+}
+
+/* ------------------------------------------------------------------ */
+/* the no-empty-slot check                                            */
+
+static int test_slots(dt_backend_t be) {
+  char vs[16], why[96];
+  snprintf(vs, sizeof vs, "%s:slots", be->name);
+  for (size_t i = 0; i < DT_KERNELS_SLOTS; i++) {
+    void (*fp)(void);
+    memcpy(&fp, (const char *)be->k + i * sizeof fp, sizeof fp);
+    if (!fp) {
+      snprintf(why, sizeof why, "slot %zu of %zu is NULL", i, (size_t)DT_KERNELS_SLOTS);
+      check_fail("kernel_table", vs, be->desc, why);
+      return 0;
+    }
+  }
+  printf("ok   %-20s %-9s %zu slots filled (%s)\n", "kernel_table", vs, (size_t)DT_KERNELS_SLOTS,
+         be->desc);
+  g_pass++;
+  return 1;
+}
+
+/* ------------------------------------------------------------------ */
+/* linear                                                             */
+
+typedef struct linear_case {
+  int n, c, oc;
+  int bias, db, dinp; /* pass b / db / dinp (else NULL) */
+} linear_case;
+
+static const linear_case linear_cases[] = {
+    {1, 1, 1, 1, 1, 1},    {3, 5, 7, 1, 1, 1},     {17, 33, 9, 0, 1, 1},
+    {64, 400, 120, 1, 1, 1}, {5, 300, 2, 1, 0, 1}, {2, 7, 64, 1, 1, 0},
+    {31, 84, 10, 1, 1, 1},
+};
+
+typedef struct linear_data {
+  const linear_case *lc;
+  float *inp, *w, *b, *dout, *dw0, *db0;  /* inputs (dw0/db0: what dw/db hold before) */
+  float *out, *dinp, *dw, *db;            /* outputs */
+} linear_data;
+
+static void linear_alloc(linear_data *x, const linear_case *lc) {
+  size_t nin = (size_t)lc->n * lc->c, nw = (size_t)lc->oc * lc->c, no = (size_t)lc->n * lc->oc;
+  x->lc = lc;
+  x->inp = fnew(nin), x->w = fnew(nw), x->b = fnew(lc->oc), x->dout = fnew(no);
+  x->dw0 = fnew(nw), x->db0 = fnew(lc->oc);
+  x->out = fnew(no), x->dinp = fnew(nin), x->dw = fnew(nw), x->db = fnew(lc->oc);
+}
+static void linear_free(linear_data *x) {
+  float *all[] = {x->inp, x->w, x->b, x->dout, x->dw0, x->db0, x->out, x->dinp, x->dw, x->db};
+  for (size_t i = 0; i < DT_ARRAY_LEN(all); i++) free(all[i]);
+}
+
+static void linear_run(dt_backend_t be, const linear_data *in, linear_data *o, const char *desc) {
+  const linear_case *lc = in->lc;
+  size_t nin = (size_t)lc->n * lc->c, nw = (size_t)lc->oc * lc->c, no = (size_t)lc->n * lc->oc;
+  size_t F = sizeof(float);
+  devbufs d = {.be = be};
+  float *inp = dput(&d, in->inp, nin * F), *w = dput(&d, in->w, nw * F);
+  float *b = lc->bias ? dput(&d, in->b, lc->oc * F) : NULL;
+  float *dout = dput(&d, in->dout, no * F), *out = dput(&d, NULL, no * F);
+  float *dw = dput(&d, in->dw0, nw * F);
+  float *db = lc->db ? dput(&d, in->db0, lc->oc * F) : NULL;
+  float *dinp = lc->dinp ? dput(&d, NULL, nin * F) : NULL;
+  be->k->linear_forward(be->ctx, out, inp, w, b, lc->n, lc->c, lc->oc);
+  be->k->linear_backward(be->ctx, dinp, dw, db, dout, inp, w, lc->n, lc->c, lc->oc);
+  dget(&d, o->out, out, no * F, "out");
+  dget(&d, o->dw, dw, nw * F, "dw");
+  if (db) dget(&d, o->db, db, lc->oc * F, "db");
+  if (dinp) dget(&d, o->dinp, dinp, nin * F, "dinp");
+  dkeep(&d, inp, in->inp, nin * F, "inp");
+  dkeep(&d, w, in->w, nw * F, "w");
+  dkeep(&d, dout, in->dout, no * F, "dout");
+  if (b) dkeep(&d, b, in->b, lc->oc * F, "b");
+  dfree(&d, "linear", desc);
+}
+
+static void ref_linear_forward(double *out, const double *inp, const double *w, const double *b,
+                               int n, int c, int oc) {
+  for (int i = 0; i < n; i++)
+    for (int o = 0; o < oc; o++) {
+      double s = b ? b[o] : 0.0;
+      for (int k = 0; k < c; k++) s += inp[(size_t)i * c + k] * w[(size_t)o * c + k];
+      out[(size_t)i * oc + o] = s;
+    }
+}
+/* overwrites dinp, dw, db */
+static void ref_linear_backward(double *dinp, double *dw, double *db, const double *dout,
+                                const double *inp, const double *w, int n, int c, int oc) {
+  memset(dinp, 0, sizeof(double) * n * c);
+  memset(dw, 0, sizeof(double) * oc * c);
+  memset(db, 0, sizeof(double) * oc);
+  for (int i = 0; i < n; i++)
+    for (int o = 0; o < oc; o++) {
+      double g = dout[(size_t)i * oc + o];
+      db[o] += g;
+      for (int k = 0; k < c; k++) {
+        dinp[(size_t)i * c + k] += g * w[(size_t)o * c + k];
+        dw[(size_t)o * c + k] += g * inp[(size_t)i * c + k];
+      }
+    }
+}
+
+typedef struct linear_fd {
+  const linear_case *lc;
+  double *inp, *w, *b, *dout, *out;
+} linear_fd;
+static double linear_loss(void *p) {
+  linear_fd *f = p;
+  ref_linear_forward(f->out, f->inp, f->w, f->lc->bias ? f->b : NULL, f->lc->n, f->lc->c,
+                     f->lc->oc);
+  return dot(f->out, f->dout, (size_t)f->lc->n * f->lc->oc);
+}
+
+static void add_base(double *ref, const float *base, size_t n) {
+  for (size_t i = 0; i < n; i++) ref[i] += base[i];
+}
+
+static void test_linear(const linear_case *lc, int idx) {
+  char desc[128];
+  snprintf(desc, sizeof desc, "n=%d c=%d oc=%d%s%s%s", lc->n, lc->c, lc->oc,
+           lc->bias ? "" : " b=NULL", lc->db ? "" : " db=NULL", lc->dinp ? "" : " dinp=NULL");
+  size_t nin = (size_t)lc->n * lc->c, nw = (size_t)lc->oc * lc->c, no = (size_t)lc->n * lc->oc;
+  rng_seed(100 + idx);
+  linear_data in, cpu;
+  linear_alloc(&in, lc);
+  linear_alloc(&cpu, lc);
+  fill(in.inp, nin, -1, 1), fill(in.w, nw, -1, 1), fill(in.b, lc->oc, -1, 1);
+  fill(in.dout, no, -1, 1), fill(in.dw0, nw, -1, 1), fill(in.db0, lc->oc, -1, 1);
+  linear_run(g_cpu, &in, &cpu, desc);
+
+  if (g_cpu_checks) {
+    linear_fd f = {lc, todouble(in.inp, nin), todouble(in.w, nw), todouble(in.b, lc->oc),
+                   todouble(in.dout, no), dnew(no)};
+    double *rdinp = dnew(nin), *rdw = dnew(nw), *rdb = dnew(lc->oc);
+    cmp c;
+    cmp_init(&c, 1e-5, 1e-4);
+    linear_loss(&f);
+    cmp_fd(&c, "out", cpu.out, f.out, no);
+    check_done(&c, "linear_forward", "cpu:f64", desc);
+
+    ref_linear_backward(rdinp, rdw, rdb, f.dout, f.inp, f.w, lc->n, lc->c, lc->oc);
+    add_base(rdw, in.dw0, nw), add_base(rdb, in.db0, lc->oc);
+    cmp_init(&c, 1e-5, 1e-4);
+    if (lc->dinp) cmp_fd(&c, "dinp", cpu.dinp, rdinp, nin);
+    cmp_fd(&c, "dw", cpu.dw, rdw, nw);
+    if (lc->db) cmp_fd(&c, "db", cpu.db, rdb, lc->oc);
+    check_done(&c, "linear_backward", "cpu:f64", desc);
+
+    cmp_init(&c, 1e-4, 1e-3);
+    if (lc->dinp) fd_grad(&c, "dinp", linear_loss, &f, f.inp, nin, cpu.dinp, NULL);
+    fd_grad(&c, "dw", linear_loss, &f, f.w, nw, cpu.dw, in.dw0);
+    if (lc->db && lc->bias) fd_grad(&c, "db", linear_loss, &f, f.b, lc->oc, cpu.db, in.db0);
+    check_done(&c, "linear_backward", "cpu:fd", desc);
+    free(f.inp), free(f.w), free(f.b), free(f.dout), free(f.out);
+    free(rdinp), free(rdw), free(rdb);
+  }
+  if (g_other) {
+    linear_data gpu;
+    linear_alloc(&gpu, lc);
+    linear_run(g_other, &in, &gpu, desc);
+    cmp c;
+    cmp_init(&c, TWIN_ATOL, TWIN_RTOL);
+    cmp_ff(&c, "out", gpu.out, cpu.out, no);
+    check_done(&c, "linear_forward", "cuda:cpu", desc);
+    cmp_init(&c, TWIN_ATOL, TWIN_RTOL);
+    if (lc->dinp) cmp_ff(&c, "dinp", gpu.dinp, cpu.dinp, nin);
+    cmp_ff(&c, "dw", gpu.dw, cpu.dw, nw);
+    if (lc->db) cmp_ff(&c, "db", gpu.db, cpu.db, lc->oc);
+    check_done(&c, "linear_backward", "cuda:cpu", desc);
+    linear_free(&gpu);
+  }
+  linear_free(&in);
+  linear_free(&cpu);
+}
+
+/* ------------------------------------------------------------------ */
+/* conv2d                                                             */
+
+typedef struct conv_case {
+  int n, c, h, w, oc, kh, kw, stride, pad;
+  int dinp; /* pass dinp (else NULL) */
+  int fd;   /* run finite differences (small cases) */
+} conv_case;
+
+static const conv_case conv_cases[] = {
+    {1, 1, 5, 5, 1, 3, 3, 1, 0, 1, 1},
+    {3, 2, 9, 7, 4, 3, 3, 2, 1, 1, 1},     /* stride 2, pad 1, non-square image */
+    {2, 3, 8, 8, 5, 5, 5, 1, 2, 1, 1},     /* "same" padding */
+    {2, 3, 10, 11, 3, 3, 2, 2, 0, 1, 1},   /* non-square kernel */
+    {1, 2, 5, 5, 3, 1, 1, 1, 0, 1, 1},     /* 1x1 */
+    {2, 2, 7, 7, 3, 3, 3, 3, 1, 1, 1},     /* stride 3 */
+    {2, 3, 6, 6, 4, 3, 3, 1, 3, 1, 1},     /* pad >= k: border outputs see only zeros */
+    {3, 2, 7, 9, 5, 4, 4, 2, 1, 0, 1},     /* even kernel, dinp NULL */
+    {4, 1, 32, 32, 6, 5, 5, 1, 0, 1, 1},   /* LeNet conv1 */
+    {3, 6, 14, 14, 16, 5, 5, 1, 0, 1, 1},  /* LeNet conv2 */
+    {29, 16, 32, 32, 8, 3, 3, 1, 1, 1, 0}, /* large enough that the CPU works in chunks */
+};
+
+typedef struct conv_data {
+  dt_conv2d_shape s;
+  size_t nin, nw, no;
+  float *inp, *w, *b, *dout, *dw0, *db0;
+  float *out, *dinp, *dw, *db;
+} conv_data;
+
+static void conv_alloc(conv_data *x, const dt_conv2d_shape *s) {
+  x->s = *s;
+  x->nin = (size_t)s->n * s->c * s->h * s->w;
+  x->nw = (size_t)s->oc * s->c * s->kh * s->kw;
+  x->no = (size_t)s->n * s->oc * s->oh * s->ow;
+  x->inp = fnew(x->nin), x->w = fnew(x->nw), x->b = fnew(s->oc), x->dout = fnew(x->no);
+  x->dw0 = fnew(x->nw), x->db0 = fnew(s->oc);
+  x->out = fnew(x->no), x->dinp = fnew(x->nin), x->dw = fnew(x->nw), x->db = fnew(s->oc);
+}
+static void conv_free(conv_data *x) {
+  float *all[] = {x->inp, x->w, x->b, x->dout, x->dw0, x->db0, x->out, x->dinp, x->dw, x->db};
+  for (size_t i = 0; i < DT_ARRAY_LEN(all); i++) free(all[i]);
+}
+
+static void conv_run(dt_backend_t be, const conv_data *in, conv_data *o, int want_dinp,
+                     const char *desc) {
+  const dt_conv2d_shape *s = &in->s;
+  size_t F = sizeof(float);
+  devbufs d = {.be = be};
+  size_t wsb = be->k->conv2d_workspace(be->ctx, s);
+  void *ws = dput(&d, NULL, wsb);
+  float *inp = dput(&d, in->inp, in->nin * F), *w = dput(&d, in->w, in->nw * F);
+  float *b = dput(&d, in->b, s->oc * F), *dout = dput(&d, in->dout, in->no * F);
+  float *out = dput(&d, NULL, in->no * F), *dw = dput(&d, in->dw0, in->nw * F);
+  float *db = dput(&d, in->db0, s->oc * F);
+  float *dinp = want_dinp ? dput(&d, NULL, in->nin * F) : NULL;
+  be->k->conv2d_forward(be->ctx, out, inp, w, b, s, ws);
+  be->k->conv2d_backward(be->ctx, dinp, dw, db, dout, inp, w, s, ws);
+  dget(&d, o->out, out, in->no * F, "out");
+  dget(&d, o->dw, dw, in->nw * F, "dw");
+  dget(&d, o->db, db, s->oc * F, "db");
+  if (dinp) dget(&d, o->dinp, dinp, in->nin * F, "dinp");
+  dget(&d, NULL, ws, wsb, "workspace");
+  dkeep(&d, inp, in->inp, in->nin * F, "inp");
+  dkeep(&d, w, in->w, in->nw * F, "w");
+  dkeep(&d, b, in->b, s->oc * F, "b");
+  dkeep(&d, dout, in->dout, in->no * F, "dout");
+  dfree(&d, "conv2d", desc);
+}
+
+#define IDX4(a, b, c, d, B, C, D) ((((size_t)(a) * (B) + (b)) * (C) + (c)) * (D) + (d))
+
+static void ref_conv_forward(double *out, const double *inp, const double *w, const double *b,
+                             const dt_conv2d_shape *s) {
+  for (int n = 0; n < s->n; n++)
+    for (int o = 0; o < s->oc; o++)
+      for (int y = 0; y < s->oh; y++)
+        for (int x = 0; x < s->ow; x++) {
+          double acc = b[o];
+          for (int c = 0; c < s->c; c++)
+            for (int i = 0; i < s->kh; i++)
+              for (int j = 0; j < s->kw; j++) {
+                int iy = y * s->stride - s->pad + i, ix = x * s->stride - s->pad + j;
+                if (iy < 0 || iy >= s->h || ix < 0 || ix >= s->w) continue;
+                acc += inp[IDX4(n, c, iy, ix, s->c, s->h, s->w)] *
+                       w[IDX4(o, c, i, j, s->c, s->kh, s->kw)];
+              }
+          out[IDX4(n, o, y, x, s->oc, s->oh, s->ow)] = acc;
+        }
+}
+/* overwrites dinp, dw, db */
+static void ref_conv_backward(double *dinp, double *dw, double *db, const double *dout,
+                              const double *inp, const double *w, const dt_conv2d_shape *s) {
+  memset(dinp, 0, sizeof(double) * s->n * s->c * s->h * s->w);
+  memset(dw, 0, sizeof(double) * s->oc * s->c * s->kh * s->kw);
+  memset(db, 0, sizeof(double) * s->oc);
+  for (int n = 0; n < s->n; n++)
+    for (int o = 0; o < s->oc; o++)
+      for (int y = 0; y < s->oh; y++)
+        for (int x = 0; x < s->ow; x++) {
+          double g = dout[IDX4(n, o, y, x, s->oc, s->oh, s->ow)];
+          db[o] += g;
+          for (int c = 0; c < s->c; c++)
+            for (int i = 0; i < s->kh; i++)
+              for (int j = 0; j < s->kw; j++) {
+                int iy = y * s->stride - s->pad + i, ix = x * s->stride - s->pad + j;
+                if (iy < 0 || iy >= s->h || ix < 0 || ix >= s->w) continue;
+                size_t ii = IDX4(n, c, iy, ix, s->c, s->h, s->w);
+                size_t wi = IDX4(o, c, i, j, s->c, s->kh, s->kw);
+                dw[wi] += g * inp[ii];
+                dinp[ii] += g * w[wi];
+              }
+        }
+}
+
+typedef struct conv_fd {
+  const dt_conv2d_shape *s;
+  size_t no;
+  double *inp, *w, *b, *dout, *out;
+} conv_fd;
+static double conv_loss(void *p) {
+  conv_fd *f = p;
+  ref_conv_forward(f->out, f->inp, f->w, f->b, f->s);
+  return dot(f->out, f->dout, f->no);
+}
+
+static void test_conv(const conv_case *cc, int idx) {
+  dt_conv2d_shape s = {cc->n, cc->c, cc->h, cc->w, cc->oc, cc->kh, cc->kw, cc->stride, cc->pad, 0, 0};
+  dt_conv2d_shape_init(&s);
+  char desc[160];
+  snprintf(desc, sizeof desc, "n=%d c=%d h=%d w=%d oc=%d k=%dx%d stride=%d pad=%d%s", s.n, s.c,
+           s.h, s.w, s.oc, s.kh, s.kw, s.stride, s.pad, cc->dinp ? "" : " dinp=NULL");
+  rng_seed(200 + idx);
+  conv_data in, cpu;
+  conv_alloc(&in, &s);
+  conv_alloc(&cpu, &s);
+  fill(in.inp, in.nin, -1, 1), fill(in.w, in.nw, -1, 1), fill(in.b, s.oc, -1, 1);
+  fill(in.dout, in.no, -1, 1), fill(in.dw0, in.nw, -1, 1), fill(in.db0, s.oc, -1, 1);
+  conv_run(g_cpu, &in, &cpu, cc->dinp, desc);
+
+  if (g_cpu_checks) {
+    conv_fd f = {&s, in.no, todouble(in.inp, in.nin), todouble(in.w, in.nw),
+                 todouble(in.b, s.oc), todouble(in.dout, in.no), dnew(in.no)};
+    double *rdinp = dnew(in.nin), *rdw = dnew(in.nw), *rdb = dnew(s.oc);
+    cmp c;
+    cmp_init(&c, 1e-5, 1e-4);
+    conv_loss(&f);
+    cmp_fd(&c, "out", cpu.out, f.out, in.no);
+    check_done(&c, "conv2d_forward", "cpu:f64", desc);
+
+    ref_conv_backward(rdinp, rdw, rdb, f.dout, f.inp, f.w, &s);
+    add_base(rdw, in.dw0, in.nw), add_base(rdb, in.db0, s.oc);
+    cmp_init(&c, 1e-4, 1e-4); /* dw sums over N*OH*OW terms */
+    if (cc->dinp) cmp_fd(&c, "dinp", cpu.dinp, rdinp, in.nin);
+    cmp_fd(&c, "dw", cpu.dw, rdw, in.nw);
+    cmp_fd(&c, "db", cpu.db, rdb, s.oc);
+    check_done(&c, "conv2d_backward", "cpu:f64", desc);
+
+    if (cc->fd) {
+      cmp_init(&c, 1e-4, 1e-3);
+      if (cc->dinp) fd_grad(&c, "dinp", conv_loss, &f, f.inp, in.nin, cpu.dinp, NULL);
+      fd_grad(&c, "dw", conv_loss, &f, f.w, in.nw, cpu.dw, in.dw0);
+      fd_grad(&c, "db", conv_loss, &f, f.b, s.oc, cpu.db, in.db0);
+      check_done(&c, "conv2d_backward", "cpu:fd", desc);
+    }
+    free(f.inp), free(f.w), free(f.b), free(f.dout), free(f.out);
+    free(rdinp), free(rdw), free(rdb);
+  }
+  if (g_other) {
+    conv_data gpu;
+    conv_alloc(&gpu, &s);
+    conv_run(g_other, &in, &gpu, cc->dinp, desc);
+    cmp c;
+    cmp_init(&c, TWIN_ATOL, TWIN_RTOL);
+    cmp_ff(&c, "out", gpu.out, cpu.out, in.no);
+    check_done(&c, "conv2d_forward", "cuda:cpu", desc);
+    cmp_init(&c, TWIN_ATOL, TWIN_RTOL);
+    if (cc->dinp) cmp_ff(&c, "dinp", gpu.dinp, cpu.dinp, in.nin);
+    cmp_ff(&c, "dw", gpu.dw, cpu.dw, in.nw);
+    cmp_ff(&c, "db", gpu.db, cpu.db, s.oc);
+    check_done(&c, "conv2d_backward", "cuda:cpu", desc);
+    conv_free(&gpu);
+  }
+  conv_free(&in);
+  conv_free(&cpu);
+}
+
+/* ------------------------------------------------------------------ */
+/* pooling                                                            */
+
+typedef struct pool_case {
+  int n, c, h, w, k, stride;
+  int ties; /* 1: inputs from a few levels, so windows hold ties; 2: also NaN and
+             * Inf, at most one NaN per window (no FD for either) */
+} pool_case;
+
+static const pool_case pool_cases[] = {
+    {1, 1, 4, 4, 2, 2, 0},   {2, 3, 7, 9, 2, 2, 0},  /* odd sizes: last row/column unused */
+    {2, 2, 9, 8, 3, 2, 0},   /* overlapping windows */
+    {3, 6, 28, 28, 2, 2, 0}, /* LeNet pool1 */
+    {1, 2, 5, 5, 3, 1, 0},   {2, 1, 6, 6, 1, 1, 0},  {2, 16, 10, 10, 2, 2, 0},
+    {2, 3, 8, 8, 2, 2, 1},   {2, 2, 9, 7, 3, 2, 1},  /* ties, incl. overlapping windows */
+    {2, 2, 8, 8, 2, 2, 2},   {1, 3, 11, 9, 3, 2, 2}, /* NaN wins a window, Inf ties */
+};
+
+typedef struct pool_data {
+  dt_pool2d_shape s;
+  size_t nin, no;
+  float *inp, *dout;
+  float *max_out, *max_dinp, *avg_out, *avg_dinp;
+} pool_data;
+
+static void pool_alloc(pool_data *x, const dt_pool2d_shape *s) {
+  x->s = *s;
+  x->nin = (size_t)s->n * s->c * s->h * s->w;
+  x->no = (size_t)s->n * s->c * s->oh * s->ow;
+  x->inp = fnew(x->nin), x->dout = fnew(x->no);
+  x->max_out = fnew(x->no), x->max_dinp = fnew(x->nin);
+  x->avg_out = fnew(x->no), x->avg_dinp = fnew(x->nin);
+}
+static void pool_free(pool_data *x) {
+  free(x->inp), free(x->dout), free(x->max_out), free(x->max_dinp), free(x->avg_out);
+  free(x->avg_dinp);
+}
+
+static void pool_run(dt_backend_t be, const pool_data *in, pool_data *o, const char *desc) {
+  const dt_pool2d_shape *s = &in->s;
+  size_t F = sizeof(float);
+  devbufs d = {.be = be};
+  float *inp = dput(&d, in->inp, in->nin * F), *dout = dput(&d, in->dout, in->no * F);
+  /* dinp starts as garbage: the backward passes overwrite (=) */
+  float *mo = dput(&d, NULL, in->no * F), *md = dput(&d, in->inp, in->nin * F);
+  float *ao = dput(&d, NULL, in->no * F), *ad = dput(&d, in->inp, in->nin * F);
+  be->k->maxpool2d_forward(be->ctx, mo, inp, s);
+  be->k->maxpool2d_backward(be->ctx, md, dout, inp, s);
+  be->k->avgpool2d_forward(be->ctx, ao, inp, s);
+  be->k->avgpool2d_backward(be->ctx, ad, dout, s);
+  dget(&d, o->max_out, mo, in->no * F, "max out");
+  dget(&d, o->max_dinp, md, in->nin * F, "max dinp");
+  dget(&d, o->avg_out, ao, in->no * F, "avg out");
+  dget(&d, o->avg_dinp, ad, in->nin * F, "avg dinp");
+  dkeep(&d, inp, in->inp, in->nin * F, "inp");
+  dkeep(&d, dout, in->dout, in->no * F, "dout");
+  dfree(&d, "pool2d", desc);
+}
+
+/* first element of the window in row-major order wins ties */
+static size_t ref_argmax(const double *plane, const dt_pool2d_shape *s, int y, int x) {
+  size_t best = (size_t)y * s->stride * s->w + (size_t)x * s->stride;
+  for (int i = 0; i < s->k; i++)
+    for (int j = 0; j < s->k; j++) {
+      size_t o = (size_t)(y * s->stride + i) * s->w + x * s->stride + j;
+      if (plane[o] > plane[best] || (isnan(plane[o]) && !isnan(plane[best]))) best = o;
+    }
+  return best;
+}
+/* max (avg = 0) or average pooling forward and its backward (dinp overwritten) */
+static void ref_pool(double *out, double *dinp, const double *inp, const double *dout,
+                     const dt_pool2d_shape *s, int avg) {
+  size_t hw = (size_t)s->h * s->w, ohw = (size_t)s->oh * s->ow;
+  if (dinp) memset(dinp, 0, sizeof(double) * s->n * s->c * hw);
+  for (size_t pl = 0; pl < (size_t)s->n * s->c; pl++)
+    for (int y = 0; y < s->oh; y++)
+      for (int x = 0; x < s->ow; x++) {
+        const double *plane = inp + pl * hw;
+        size_t oi = pl * ohw + (size_t)y * s->ow + x;
+        if (!avg) {
+          size_t a = ref_argmax(plane, s, y, x);
+          if (out) out[oi] = plane[a];
+          if (dinp) dinp[pl * hw + a] += dout[oi];
+          continue;
+        }
+        double acc = 0.0, kk = (double)s->k * s->k;
+        for (int i = 0; i < s->k; i++)
+          for (int j = 0; j < s->k; j++) {
+            size_t ii = (size_t)(y * s->stride + i) * s->w + x * s->stride + j;
+            acc += plane[ii];
+            if (dinp) dinp[pl * hw + ii] += dout[oi] / kk;
+          }
+        if (out) out[oi] = acc / kk;
+      }
+}
+
+typedef struct pool_fd {
+  const dt_pool2d_shape *s;
+  size_t no;
+  int avg;
+  double *inp, *dout, *out;
+} pool_fd;
+static double pool_loss(void *p) {
+  pool_fd *f = p;
+  ref_pool(f->out, NULL, f->inp, NULL, f->s, f->avg);
+  return dot(f->out, f->dout, f->no);
+}
+
+static void test_pool(const pool_case *pc, int idx) {
+  dt_pool2d_shape s = {pc->n, pc->c, pc->h, pc->w, pc->k, pc->stride, 0, 0};
+  dt_pool2d_shape_init(&s);
+  char desc[128];
+  snprintf(desc, sizeof desc, "n=%d c=%d h=%d w=%d k=%d stride=%d%s", s.n, s.c, s.h, s.w, s.k,
+           s.stride, pc->ties == 2 ? " ties+nan+inf" : pc->ties ? " ties" : "");
+  rng_seed(300 + idx);
+  pool_data in, cpu;
+  pool_alloc(&in, &s);
+  pool_alloc(&cpu, &s);
+  if (pc->ties) {
+    for (size_t i = 0; i < in.nin; i++) in.inp[i] = (float)(rng_u64() % 3) * 0.5f;
+    /* NaNs k+1 apart in both directions: no window holds two */
+    for (size_t i = 0; pc->ties == 2 && i < in.nin; i++) {
+      size_t y = i / s.w % s.h, x = i % s.w, p = (size_t)s.k + 1;
+      if (y % p == 0 && x % p == (i / (s.w * s.h)) % p) in.inp[i] = NAN;
+      else if (rng_u64() % 7 == 0) in.inp[i] = (rng_u64() & 1) ? INFINITY : -INFINITY;
+    }
+  } else {
+    /* distinct values at least 1e-3 apart, so x +- FD_H never changes an argmax */
+    int32_t *perm = dt_malloc(in.nin * sizeof *perm);
+    for (size_t i = 0; i < in.nin; i++) perm[i] = (int32_t)i;
+    for (size_t i = in.nin; i > 1; i--) {
+      size_t j = rng_u64() % i;
+      int32_t t = perm[i - 1];
+      perm[i - 1] = perm[j], perm[j] = t;
+    }
+    for (size_t i = 0; i < in.nin; i++) in.inp[i] = (float)((perm[i] - (double)in.nin / 2) * 1e-3);
+    free(perm);
+  }
+  /* multiples of 1/8: sums of routed gradients are exact in any order */
+  for (size_t i = 0; i < in.no; i++) in.dout[i] = (float)((int)(rng_u64() % 17) - 8) / 8.0f;
+  pool_run(g_cpu, &in, &cpu, desc);
+
+  if (g_cpu_checks) {
+    pool_fd f = {&s, in.no, 0, todouble(in.inp, in.nin), todouble(in.dout, in.no), dnew(in.no)};
+    double *rdinp = dnew(in.nin);
+    cmp c;
+    for (int avg = 0; avg <= 1; avg++) {
+      const char *fwd = avg ? "avgpool2d_forward" : "maxpool2d_forward";
+      const char *bwd = avg ? "avgpool2d_backward" : "maxpool2d_backward";
+      double tol = avg ? 1e-6 : 0.0; /* max pool copies and routes exactly */
+      ref_pool(f.out, rdinp, f.inp, f.dout, &s, avg);
+      cmp_init(&c, tol, tol);
+      cmp_fd(&c, "out", avg ? cpu.avg_out : cpu.max_out, f.out, in.no);
+      check_done(&c, fwd, "cpu:f64", desc);
+      cmp_init(&c, tol, tol);
+      cmp_fd(&c, "dinp", avg ? cpu.avg_dinp : cpu.max_dinp, rdinp, in.nin);
+      check_done(&c, bwd, "cpu:f64", desc);
+      if (!pc->ties) {
+        f.avg = avg;
+        cmp_init(&c, 1e-6, 1e-5);
+        fd_grad(&c, "dinp", pool_loss, &f, f.inp, in.nin, avg ? cpu.avg_dinp : cpu.max_dinp,
+                NULL);
+        check_done(&c, bwd, "cpu:fd", desc);
+      }
+    }
+    free(f.inp), free(f.dout), free(f.out), free(rdinp);
+  }
+  if (g_other) {
+    pool_data gpu;
+    pool_alloc(&gpu, &s);
+    pool_run(g_other, &in, &gpu, desc);
+    cmp c;
+    cmp_init(&c, 0.0, 0.0);
+    cmp_ff(&c, "out", gpu.max_out, cpu.max_out, in.no);
+    check_done(&c, "maxpool2d_forward", "cuda:cpu", desc);
+    cmp_init(&c, 0.0, 0.0);
+    cmp_ff(&c, "dinp", gpu.max_dinp, cpu.max_dinp, in.nin);
+    check_done(&c, "maxpool2d_backward", "cuda:cpu", desc);
+    cmp_init(&c, TWIN_ATOL, TWIN_RTOL);
+    cmp_ff(&c, "out", gpu.avg_out, cpu.avg_out, in.no);
+    check_done(&c, "avgpool2d_forward", "cuda:cpu", desc);
+    cmp_init(&c, TWIN_ATOL, TWIN_RTOL);
+    cmp_ff(&c, "dinp", gpu.avg_dinp, cpu.avg_dinp, in.nin);
+    check_done(&c, "avgpool2d_backward", "cuda:cpu", desc);
+    pool_free(&gpu);
+  }
+  pool_free(&in);
+  pool_free(&cpu);
+}
+
+/* ------------------------------------------------------------------ */
+/* activations                                                        */
+
+static const char *act_name[DT_ACT_COUNT] = {"relu", "tanh", "gelu", "gelu_tanh"};
+static const size_t act_sizes[] = {1, 7, 1000, 4097};
+
+static double ref_act(dt_act a, double x) {
+  const double k = 0.7978845608028654; /* sqrt(2/pi) */
+  switch (a) {
+  case DT_ACT_RELU: return x > 0 ? x : 0.0;
+  case DT_ACT_TANH: return tanh(x);
+  case DT_ACT_GELU: return 0.5 * x * (1.0 + erf(x * 0.7071067811865476));
+  case DT_ACT_GELU_TANH: return 0.5 * x * (1.0 + tanh(k * (x + 0.044715 * x * x * x)));
+  default: return NAN;
+  }
+}
+static double ref_act_grad(dt_act a, double x) {
+  const double k = 0.7978845608028654;
+  switch (a) {
+  case DT_ACT_RELU: return x > 0 ? 1.0 : 0.0;
+  case DT_ACT_TANH: return 1.0 - tanh(x) * tanh(x);
+  case DT_ACT_GELU:
+    return 0.5 * (1.0 + erf(x * 0.7071067811865476)) + x * exp(-0.5 * x * x) * 0.3989422804014327;
+  case DT_ACT_GELU_TANH: {
+    double t = tanh(k * (x + 0.044715 * x * x * x));
+    return 0.5 * (1.0 + t) + 0.5 * x * (1.0 - t * t) * k * (1.0 + 3 * 0.044715 * x * x);
+  }
+  default: return NAN;
+  }
+}
+
+typedef struct act_out {
+  float *out, *out_inplace, *dinp, *dinp_inplace;
+} act_out;
+
+/* out of place, then in place (out == inp, dinp == dout) */
+static void act_run(dt_backend_t be, dt_act a, const float *x, const float *dy, size_t n,
+                    act_out *o, const char *desc) {
+  size_t F = sizeof(float);
+  devbufs d = {.be = be};
+  float *inp = dput(&d, x, n * F), *dout = dput(&d, dy, n * F);
+  float *out = dput(&d, NULL, n * F), *dinp = dput(&d, NULL, n * F);
+  float *io = dput(&d, x, n * F), *gio = dput(&d, dy, n * F);
+  be->k->act_forward(be->ctx, a, out, inp, n);
+  be->k->act_backward(be->ctx, a, dinp, dout, inp, n);
+  be->k->act_forward(be->ctx, a, io, io, n);
+  be->k->act_backward(be->ctx, a, gio, gio, inp, n);
+  dget(&d, o->out, out, n * F, "out");
+  dget(&d, o->dinp, dinp, n * F, "dinp");
+  dget(&d, o->out_inplace, io, n * F, "out (in place)");
+  dget(&d, o->dinp_inplace, gio, n * F, "dinp (in place)");
+  dkeep(&d, inp, x, n * F, "inp");
+  dkeep(&d, dout, dy, n * F, "dout");
+  dfree(&d, act_name[a], desc);
+}
+
+static void test_act(dt_act a, size_t n, int idx) {
+  char desc[64], fwd[40], bwd[40];
+  snprintf(desc, sizeof desc, "n=%zu", n);
+  snprintf(fwd, sizeof fwd, "act_forward/%s", act_name[a]);
+  snprintf(bwd, sizeof bwd, "act_backward/%s", act_name[a]);
+  rng_seed(400 + idx);
+  float *x = fnew(n), *dy = fnew(n);
+  fill(x, n, -4, 4), fill(dy, n, -1, 1);
+  static const float special[] = {0.0f, -0.0f, 10.0f, -10.0f, 30.0f, -30.0f, 1e-3f, -5.5f};
+  for (size_t i = 0; i < n && i < DT_ARRAY_LEN(special); i++)
+    if (n > 8) x[i * 7 % n] = special[i];
+  act_out cpu = {fnew(n), fnew(n), fnew(n), fnew(n)};
+  act_run(g_cpu, a, x, dy, n, &cpu, desc);
+
+  if (g_cpu_checks) {
+    cmp c;
+    cmp_init(&c, 1e-6, 1e-5);
+    for (size_t i = 0; i < n; i++) {
+      double r = ref_act(a, x[i]);
+      cmp_one(&c, "out", i, cpu.out[i], r);
+      cmp_one(&c, "out (in place)", i, cpu.out_inplace[i], r);
+    }
+    check_done(&c, fwd, "cpu:f64", desc);
+    cmp_init(&c, 1e-5, 1e-5);
+    for (size_t i = 0; i < n; i++) {
+      double r = dy[i] * ref_act_grad(a, x[i]);
+      cmp_one(&c, "dinp", i, cpu.dinp[i], r);
+      cmp_one(&c, "dinp (in place)", i, cpu.dinp_inplace[i], r);
+    }
+    check_done(&c, bwd, "cpu:f64", desc);
+    /* elementwise, so the central difference of element i alone is exact */
+    cmp_init(&c, 1e-5, 1e-4);
+    for (size_t i = 0; i < n; i++) {
+      if (a == DT_ACT_RELU && fabs(x[i]) < 1e-2) continue; /* the kink */
+      double fd = dy[i] * (ref_act(a, x[i] + FD_H) - ref_act(a, x[i] - FD_H)) / (2 * FD_H);
+      cmp_one(&c, "dinp", i, cpu.dinp[i], fd);
+    }
+    check_done(&c, bwd, "cpu:fd", desc);
+  }
+  if (g_other) {
+    act_out gpu = {fnew(n), fnew(n), fnew(n), fnew(n)};
+    act_run(g_other, a, x, dy, n, &gpu, desc);
+    cmp c;
+    cmp_init(&c, TWIN_ATOL, TWIN_RTOL);
+    cmp_ff(&c, "out", gpu.out, cpu.out, n);
+    cmp_ff(&c, "out (in place)", gpu.out_inplace, cpu.out, n);
+    check_done(&c, fwd, "cuda:cpu", desc);
+    cmp_init(&c, TWIN_ATOL, TWIN_RTOL);
+    cmp_ff(&c, "dinp", gpu.dinp, cpu.dinp, n);
+    cmp_ff(&c, "dinp (in place)", gpu.dinp_inplace, cpu.dinp, n);
+    check_done(&c, bwd, "cuda:cpu", desc);
+    free(gpu.out), free(gpu.out_inplace), free(gpu.dinp), free(gpu.dinp_inplace);
+  }
+  free(cpu.out), free(cpu.out_inplace), free(cpu.dinp), free(cpu.dinp_inplace);
+  free(x), free(dy);
+}
+
+/* ------------------------------------------------------------------ */
+/* softmax + cross-entropy                                            */
+
+typedef struct xent_case {
+  int n, v;
+  double scale, offset; /* logits = scale * U(-1,1) + offset, rounded if scale < 0 */
+} xent_case;
+
+static const xent_case xent_cases[] = {
+    {1, 1, 3, 0},   {1, 2, 3, 0},      {3, 10, 3, 0},     {7, 33, 5, 0},
+    {4, 1000, 4, 0}, {2, 50257, 6, 0}, {5, 17, 30, 1000}, /* needs the max subtracted */
+    {6, 9, 40, -500}, {4, 12, -2, 0}, /* integer logits: the target ties other logits */
+};
+
+typedef struct xent_out {
+  float *losses, *dlogits, *losses_nograd, *dlogits_alias;
+} xent_out;
+
+/* with dlogits; with dlogits NULL; with dlogits aliasing logits */
+static void xent_run(dt_backend_t be, const float *logits, const int32_t *t, int n, int v,
+                     float dscale, xent_out *o, const char *desc) {
+  size_t F = sizeof(float), nv = (size_t)n * v;
+  devbufs d = {.be = be};
+  float *x = dput(&d, logits, nv * F), *xa = dput(&d, logits, nv * F);
+  int32_t *tg = dput(&d, t, n * sizeof(int32_t));
+  float *loss = dput(&d, NULL, n * F), *dl = dput(&d, NULL, nv * F);
+  float *loss2 = dput(&d, NULL, n * F), *loss3 = dput(&d, NULL, n * F);
+  be->k->softmax_xent(be->ctx, loss, dl, x, tg, n, v, dscale);
+  be->k->softmax_xent(be->ctx, loss2, NULL, x, tg, n, v, dscale);
+  be->k->softmax_xent(be->ctx, loss3, xa, xa, tg, n, v, dscale);
+  dget(&d, o->losses, loss, n * F, "losses");
+  dget(&d, o->dlogits, dl, nv * F, "dlogits");
+  dget(&d, o->losses_nograd, loss2, n * F, "losses (dlogits NULL)");
+  dget(&d, o->dlogits_alias, xa, nv * F, "dlogits (aliasing logits)");
+  dkeep(&d, x, logits, nv * F, "logits");
+  dkeep(&d, tg, t, n * sizeof(int32_t), "targets");
+  dfree(&d, "softmax_xent", desc);
+}
+
+typedef struct xent_fd {
+  int n, v;
+  const int32_t *t;
+  double *x;
+} xent_fd;
+/* mean over rows of logsumexp - logit[t], in float64; dlogits too if d */
+static double ref_xent(const double *x, const int32_t *t, int n, int v, double *losses,
+                       double *d) {
+  double total = 0.0;
+  for (int i = 0; i < n; i++) {
+    const double *r = x + (size_t)i * v;
+    double mx = r[0], s = 0.0;
+    for (int j = 1; j < v; j++) mx = r[j] > mx ? r[j] : mx;
+    for (int j = 0; j < v; j++) s += exp(r[j] - mx);
+    double l = log(s) + mx - r[t[i]];
+    if (losses) losses[i] = l;
+    total += l;
+    if (d)
+      for (int j = 0; j < v; j++) d[(size_t)i * v + j] = (exp(r[j] - mx) / s - (j == t[i])) / n;
+  }
+  return total / n;
+}
+static double xent_loss(void *p) {
+  xent_fd *f = p;
+  return ref_xent(f->x, f->t, f->n, f->v, NULL, NULL);
+}
+
+static void test_xent(const xent_case *xc, int idx) {
+  int n = xc->n, v = xc->v;
+  size_t nv = (size_t)n * v;
+  char desc[96];
+  snprintf(desc, sizeof desc, "n=%d v=%d logits=%s%g*U(-1,1)%s%+g dscale=1/n", n, v,
+           xc->scale < 0 ? "round(" : "", fabs(xc->scale), xc->scale < 0 ? ")" : "", xc->offset);
+  rng_seed(500 + idx);
+  float *x = fnew(nv);
+  int32_t *t = dt_malloc(n * sizeof *t);
+  fill(x, nv, -fabs(xc->scale), fabs(xc->scale));
+  for (size_t i = 0; i < nv; i++) x[i] = (xc->scale < 0 ? roundf(x[i]) : x[i]) + (float)xc->offset;
+  for (int i = 0; i < n; i++) t[i] = (int32_t)(rng_u64() % v);
+  float dscale = 1.0f / n;
+  xent_out cpu = {fnew(n), fnew(nv), fnew(n), fnew(nv)};
+  xent_run(g_cpu, x, t, n, v, dscale, &cpu, desc);
+
+  if (g_cpu_checks) {
+    xent_fd f = {n, v, t, todouble(x, nv)};
+    double *rl = dnew(n), *rd = dnew(nv);
+    ref_xent(f.x, t, n, v, rl, rd);
+    cmp c;
+    cmp_init(&c, 1e-5, 1e-5);
+    cmp_fd(&c, "losses", cpu.losses, rl, n);
+    cmp_fd(&c, "losses (dlogits NULL)", cpu.losses_nograd, rl, n);
+    cmp_fd(&c, "dlogits", cpu.dlogits, rd, nv);
+    cmp_fd(&c, "dlogits (aliasing logits)", cpu.dlogits_alias, rd, nv);
+    check_done(&c, "softmax_xent", "cpu:f64", desc);
+    cmp_init(&c, 1e-6, 1e-4);
+    fd_grad(&c, "dlogits", xent_loss, &f, f.x, nv, cpu.dlogits, NULL);
+    check_done(&c, "softmax_xent", "cpu:fd", desc);
+    free(f.x), free(rl), free(rd);
+  }
+  if (g_other) {
+    xent_out gpu = {fnew(n), fnew(nv), fnew(n), fnew(nv)};
+    xent_run(g_other, x, t, n, v, dscale, &gpu, desc);
+    cmp c;
+    cmp_init(&c, TWIN_ATOL, TWIN_RTOL);
+    cmp_ff(&c, "losses", gpu.losses, cpu.losses, n);
+    cmp_ff(&c, "losses (dlogits NULL)", gpu.losses_nograd, cpu.losses, n);
+    cmp_ff(&c, "dlogits", gpu.dlogits, cpu.dlogits, nv);
+    cmp_ff(&c, "dlogits (aliasing logits)", gpu.dlogits_alias, cpu.dlogits, nv);
+    check_done(&c, "softmax_xent", "cuda:cpu", desc);
+    free(gpu.losses), free(gpu.dlogits), free(gpu.losses_nograd), free(gpu.dlogits_alias);
+  }
+  free(cpu.losses), free(cpu.dlogits), free(cpu.losses_nograd), free(cpu.dlogits_alias);
+  free(x), free(t);
+}
+
+/* ------------------------------------------------------------------ */
+/* optimizers: several steps against a float64 replay                 */
+
+#define OPT_STEPS 3
+
+typedef struct opt_case {
+  int adam; /* 0: SGD, 1: Adam/AdamW */
+  size_t n;
+  float lr, b1_or_mom, b2, eps, wd, grad_scale;
+  int decoupled_or_nesterov;
+  int prefill; /* SGD: buf holds history and step 1 has first=0; Adam: m, v non-zero */
+} opt_case;
+
+static const opt_case opt_cases[] = {
+    {0, 1001, 0.1f, 0.9f, 0, 0, 0.0f, 1.0f, 0, 0},
+    {0, 257, 0.1f, 0.9f, 0, 0, 0.01f, 0.5f, 1, 0},    /* nesterov, wd, grad_scale */
+    {0, 33, 0.05f, 0.0f, 0, 0, 0.1f, 1.0f, 0, 0},     /* no momentum */
+    {0, 1000, 0.1f, 0.8f, 0, 0, 0.001f, 2.0f, 0, 1},  /* first=0 from step 1 */
+    {0, 7, 0.1f, 0.9f, 0, 0, 0.0f, 1.0f, 1, 1},
+    {1, 1001, 1e-2f, 0.9f, 0.999f, 1e-8f, 0.0f, 1.0f, 0, 0},
+    {1, 1001, 1e-2f, 0.9f, 0.999f, 1e-8f, 0.1f, 1.0f, 1, 0},  /* AdamW */
+    {1, 513, 3e-3f, 0.9f, 0.95f, 1e-6f, 0.1f, 0.25f, 0, 1},   /* Adam + L2, grad_scale */
+    {1, 9, 1e-2f, 0.8f, 0.99f, 1e-8f, 0.01f, 4.0f, 1, 1},
+};
+
+typedef struct opt_hist {
+  float *p, *s1, *s2; /* (OPT_STEPS, n): p, buf or m, v after each step */
+} opt_hist;
+
+static void opt_run(dt_backend_t be, const opt_case *oc, const float *p0, const float *s10,
+                    const float *s20, const float *g, opt_hist *h, const char *op,
+                    const char *desc) {
+  size_t F = sizeof(float), n = oc->n;
+  devbufs d = {.be = be};
+  float *p = dput(&d, p0, n * F), *s1 = dput(&d, s10, n * F), *s2 = dput(&d, s20, n * F);
+  float *gd = dput(&d, NULL, n * F);
+  for (int t = 1; t <= OPT_STEPS; t++) {
+    const float *gt = g + (t - 1) * n;
+    be->h2d(be, gd, gt, n * F);
+    if (oc->adam)
+      be->k->adam_step(be->ctx, p, gd, s1, s2, n, oc->lr, oc->b1_or_mom, oc->b2, oc->eps,
+                       oc->wd, oc->decoupled_or_nesterov, t, oc->grad_scale);
+    else
+      be->k->sgd_step(be->ctx, p, gd, s1, n, oc->lr, oc->b1_or_mom, oc->wd,
+                      oc->decoupled_or_nesterov, t == 1 && !oc->prefill, oc->grad_scale);
+    dget(&d, h->p + (t - 1) * n, p, n * F, "p");
+    dget(&d, h->s1 + (t - 1) * n, s1, n * F, oc->adam ? "m" : "buf");
+    dget(&d, h->s2 + (t - 1) * n, s2, n * F, oc->adam ? "v" : "(unused)");
+    dkeep(&d, gd, gt, n * F, "g");
+  }
+  dfree(&d, op, desc);
+}
+
+/* one step of the documented update in float64 */
+static void ref_opt_step(const opt_case *oc, double *p, const float *g, double *s1, double *s2,
+                         int t) {
+  double lr = oc->lr, wd = oc->wd, gs = oc->grad_scale, mom = oc->b1_or_mom;
+  for (size_t i = 0; i < oc->n; i++) {
+    double gi = g[i] * gs;
+    if (!oc->adam) {
+      gi += wd * p[i];
+      s1[i] = (t == 1 && !oc->prefill) ? gi : mom * s1[i] + gi;
+      p[i] -= lr * (oc->decoupled_or_nesterov ? gi + mom * s1[i] : s1[i]);
+      continue;
+    }
+    double b1 = oc->b1_or_mom, b2 = oc->b2;
+    if (!oc->decoupled_or_nesterov) gi += wd * p[i];
+    s1[i] = b1 * s1[i] + (1 - b1) * gi;
+    s2[i] = b2 * s2[i] + (1 - b2) * gi * gi;
+    if (oc->decoupled_or_nesterov) p[i] -= lr * wd * p[i];
+    p[i] -= lr * (s1[i] / (1 - pow(b1, t))) / (sqrt(s2[i] / (1 - pow(b2, t))) + oc->eps);
+  }
+}
+
+static void test_opt(const opt_case *oc, int idx) {
+  size_t n = oc->n;
+  char desc[160];
+  const char *op = oc->adam ? "adam_step" : "sgd_step";
+  if (oc->adam)
+    snprintf(desc, sizeof desc, "n=%zu lr=%g b1=%g b2=%g eps=%g wd=%g %s grad_scale=%g%s t=1..%d",
+             n, oc->lr, oc->b1_or_mom, oc->b2, oc->eps, oc->wd,
+             oc->decoupled_or_nesterov ? "adamw" : "adam", oc->grad_scale,
+             oc->prefill ? " m,v!=0" : "", OPT_STEPS);
+  else
+    snprintf(desc, sizeof desc, "n=%zu lr=%g momentum=%g wd=%g nesterov=%d grad_scale=%g first=%d t=1..%d",
+             n, oc->lr, oc->b1_or_mom, oc->wd, oc->decoupled_or_nesterov, oc->grad_scale,
+             !oc->prefill, OPT_STEPS);
+  rng_seed(600 + idx);
+  float *p0 = fnew(n), *s10 = fnew(n), *s20 = fnew(n), *g = fnew(OPT_STEPS * n);
+  fill(p0, n, -1, 1), fill(g, OPT_STEPS * n, -1, 1);
+  if (oc->prefill) fill(s10, n, -0.5, 0.5), fill(s20, n, 0, 0.5);
+  if (!oc->adam && !oc->prefill) fill(s10, n, -9, 9); /* first=1 must ignore it */
+  opt_hist cpu = {fnew(OPT_STEPS * n), fnew(OPT_STEPS * n), fnew(OPT_STEPS * n)};
+  opt_run(g_cpu, oc, p0, s10, s20, g, &cpu, op, desc);
+
+  if (g_cpu_checks) {
+    double *p = todouble(p0, n), *s1 = todouble(s10, n), *s2 = todouble(s20, n);
+    cmp c;
+    cmp_init(&c, 1e-6, 1e-5);
+    for (int t = 1; t <= OPT_STEPS; t++) {
+      ref_opt_step(oc, p, g + (t - 1) * n, s1, s2, t);
+      cmp_fd(&c, "p", cpu.p + (t - 1) * n, p, n);
+      cmp_fd(&c, oc->adam ? "m" : "buf", cpu.s1 + (t - 1) * n, s1, n);
+      if (oc->adam) cmp_fd(&c, "v", cpu.s2 + (t - 1) * n, s2, n);
+    }
+    check_done(&c, op, "cpu:f64", desc);
+    free(p), free(s1), free(s2);
+  }
+  if (g_other) {
+    opt_hist gpu = {fnew(OPT_STEPS * n), fnew(OPT_STEPS * n), fnew(OPT_STEPS * n)};
+    opt_run(g_other, oc, p0, s10, s20, g, &gpu, op, desc);
+    cmp c;
+    cmp_init(&c, TWIN_ATOL, TWIN_RTOL);
+    cmp_ff(&c, "p", gpu.p, cpu.p, OPT_STEPS * n);
+    cmp_ff(&c, oc->adam ? "m" : "buf", gpu.s1, cpu.s1, OPT_STEPS * n);
+    if (oc->adam) cmp_ff(&c, "v", gpu.s2, cpu.s2, OPT_STEPS * n);
+    check_done(&c, op, "cuda:cpu", desc);
+    free(gpu.p), free(gpu.s1), free(gpu.s2);
+  }
+  free(cpu.p), free(cpu.s1), free(cpu.s2);
+  free(p0), free(s10), free(s20), free(g);
+}
+
+/* ------------------------------------------------------------------ */
+/* sumsq, scale, gather_u8_normalize                                  */
+
+typedef struct reduce_case {
+  size_t n;
+  double range;
+} reduce_case;
+
+static const reduce_case reduce_cases[] = {
+    {1, 1}, {1000, 1}, {4097, 1e3}, {(1u << 20) + 3, 1},
+};
+
+static void test_reduce(const reduce_case *rc, int idx) {
+  size_t n = rc->n, F = sizeof(float);
+  const float a = -0.37f;
+  char desc[64];
+  snprintf(desc, sizeof desc, "n=%zu x=U(-%g,%g) a=%g", n, rc->range, rc->range, a);
+  rng_seed(700 + idx);
+  float *x = fnew(n);
+  fill(x, n, -rc->range, rc->range);
+  float res[2][1];
+  float *scaled[2] = {fnew(n), fnew(n)};
+  dt_backend_t bes[2] = {g_cpu, g_other};
+  for (int b = 0; b < 2 && bes[b]; b++) {
+    devbufs d = {.be = bes[b]};
+    float *xd = dput(&d, x, n * F), *out = dput(&d, NULL, F), *xs = dput(&d, x, n * F);
+    bes[b]->k->sumsq(bes[b]->ctx, out, xd, n);
+    bes[b]->k->scale(bes[b]->ctx, xs, a, n);
+    dget(&d, res[b], out, F, "sumsq out");
+    dget(&d, scaled[b], xs, n * F, "x (scaled)");
+    dkeep(&d, xd, x, n * F, "x");
+    dfree(&d, "sumsq/scale", desc);
+  }
+  if (g_cpu_checks) {
+    double ss = 0.0;
+    for (size_t i = 0; i < n; i++) ss += (double)x[i] * x[i];
+    cmp c;
+    cmp_init(&c, 0.0, 1e-6);
+    cmp_one(&c, "out", 0, res[0][0], ss);
+    check_done(&c, "sumsq", "cpu:f64", desc);
+    cmp_init(&c, 0.0, 1.2e-7); /* one correctly rounded multiply */
+    for (size_t i = 0; i < n; i++) cmp_one(&c, "x", i, scaled[0][i], (double)x[i] * a);
+    check_done(&c, "scale", "cpu:f64", desc);
+  }
+  if (g_other) {
+    cmp c;
+    cmp_init(&c, 0.0, 1e-5); /* summation order differs */
+    cmp_one(&c, "out", 0, res[1][0], res[0][0]);
+    check_done(&c, "sumsq", "cuda:cpu", desc);
+    cmp_init(&c, 0.0, 0.0);
+    cmp_ff(&c, "x", scaled[1], scaled[0], n);
+    check_done(&c, "scale", "cuda:cpu", desc);
+  }
+  free(x), free(scaled[0]), free(scaled[1]);
+}
+
+typedef struct gather_case {
+  int m, row, n;
+  float mean, std;
+} gather_case;
+
+static const gather_case gather_cases[] = {
+    {12, 784, 9, 0.1307f, 0.3081f}, {5, 13, 7, 0.0f, 1.0f}, {3, 1, 4, 0.5f, 0.5f},
+    {64, 3072, 33, 0.45f, 0.22f},
+};
+
+static void test_gather(const gather_case *gc, int idx) {
+  size_t F = sizeof(float), no = (size_t)gc->n * gc->row, ns = (size_t)gc->m * gc->row;
+  char desc[96];
+  snprintf(desc, sizeof desc, "m=%d row=%d n=%d mean=%g std=%g", gc->m, gc->row, gc->n, gc->mean,
+           gc->std);
+  rng_seed(800 + idx);
+  uint8_t *src = dt_malloc(ns);
+  int32_t *ix = dt_malloc(gc->n * sizeof *ix);
+  for (size_t i = 0; i < ns; i++) src[i] = (uint8_t)(rng_u64() & 255);
+  src[0] = 0, src[ns - 1] = 255;
+  for (int i = 0; i < gc->n; i++) ix[i] = (int32_t)(rng_u64() % gc->m); /* repeats allowed */
+  ix[0] = gc->m - 1;
+  float *out[2] = {fnew(no), fnew(no)};
+  dt_backend_t bes[2] = {g_cpu, g_other};
+  for (int b = 0; b < 2 && bes[b]; b++) {
+    devbufs d = {.be = bes[b]};
+    uint8_t *sd = dput(&d, src, ns);
+    int32_t *id = dput(&d, ix, gc->n * sizeof *ix);
+    float *od = dput(&d, NULL, no * F);
+    bes[b]->k->gather_u8_normalize(bes[b]->ctx, od, sd, id, gc->n, gc->row, gc->mean, gc->std);
+    dget(&d, out[b], od, no * F, "out");
+    dkeep(&d, sd, src, ns, "src");
+    dkeep(&d, id, ix, gc->n * sizeof *ix, "idx");
+    dfree(&d, "gather_u8_normalize", desc);
+  }
+  if (g_cpu_checks) {
+    cmp c;
+    cmp_init(&c, 1e-6, 1e-6);
+    for (size_t i = 0; i < no; i++) {
+      double s = src[(size_t)ix[i / gc->row] * gc->row + i % gc->row];
+      cmp_one(&c, "out", i, out[0][i], (s / 255.0 - gc->mean) / gc->std);
+    }
+    check_done(&c, "gather_u8_normalize", "cpu:f64", desc);
+  }
+  if (g_other) {
+    cmp c;
+    cmp_init(&c, 0.0, 0.0);
+    cmp_ff(&c, "out", out[1], out[0], no);
+    check_done(&c, "gather_u8_normalize", "cuda:cpu", desc);
+  }
+  free(src), free(ix), free(out[0]), free(out[1]);
+}
+
+/* ------------------------------------------------------------------ */
+/* timing: LeNet-sized conv forward + backward                        */
+
+static double time_lenet_convs(dt_backend_t be, int iters) {
+  dt_conv2d_shape s[2] = {{64, 1, 32, 32, 6, 5, 5, 1, 0, 0, 0}, {64, 6, 14, 14, 16, 5, 5, 1, 0, 0, 0}};
+  float *inp[2], *w[2], *b[2], *out[2], *dw[2], *db[2], *dinp;
+  size_t wsb = 0, F = sizeof(float);
+  for (int l = 0; l < 2; l++) {
+    dt_conv2d_shape_init(&s[l]);
+    size_t ws = be->k->conv2d_workspace(be->ctx, &s[l]);
+    wsb = ws > wsb ? ws : wsb;
+    size_t nin = (size_t)s[l].n * s[l].c * s[l].h * s[l].w;
+    size_t nw = (size_t)s[l].oc * s[l].c * s[l].kh * s[l].kw;
+    size_t no = (size_t)s[l].n * s[l].oc * s[l].oh * s[l].ow;
+    float *h = fnew(nin > nw ? nin : nw);
+    fill(h, nin > nw ? nin : nw, -1, 1);
+    inp[l] = be->alloc(be, nin * F), w[l] = be->alloc(be, nw * F);
+    b[l] = be->alloc(be, s[l].oc * F), out[l] = be->alloc(be, no * F);
+    dw[l] = be->alloc(be, nw * F), db[l] = be->alloc(be, s[l].oc * F);
+    be->h2d(be, inp[l], h, nin * F), be->h2d(be, w[l], h, nw * F);
+    be->h2d(be, b[l], h, s[l].oc * F);
+    be->memset0(be, dw[l], nw * F), be->memset0(be, db[l], s[l].oc * F);
+    free(h);
+  }
+  dinp = be->alloc(be, (size_t)64 * 6 * 14 * 14 * F);
+  void *ws = be->alloc(be, wsb ? wsb : 1);
+  double t0 = 0.0;
+  for (int it = -2; it < iters; it++) { /* two warm-up rounds */
+    if (it == 0) {
+      be->sync(be);
+      t0 = dt_now();
+    }
+    be->k->conv2d_forward(be->ctx, out[0], inp[0], w[0], b[0], &s[0], ws);
+    be->k->conv2d_forward(be->ctx, out[1], inp[1], w[1], b[1], &s[1], ws);
+    /* dout = out (any values will do); the first layer needs no dinp */
+    be->k->conv2d_backward(be->ctx, dinp, dw[1], db[1], out[1], inp[1], w[1], &s[1], ws);
+    be->k->conv2d_backward(be->ctx, NULL, dw[0], db[0], out[0], inp[0], w[0], &s[0], ws);
+  }
+  be->sync(be);
+  double ms = (dt_now() - t0) * 1e3 / iters;
+  for (int l = 0; l < 2; l++) {
+    be->free(be, inp[l]), be->free(be, w[l]), be->free(be, b[l]), be->free(be, out[l]);
+    be->free(be, dw[l]), be->free(be, db[l]);
+  }
+  be->free(be, dinp), be->free(be, ws);
+  return ms;
+}
+
+/* ------------------------------------------------------------------ */
+
+static void usage(void) {
+  fprintf(stderr, "usage: test_kernels [--backend cpu|cuda|all] [--time]\n");
+  exit(2);
+}
+
+int main(int argc, char **argv) {
+  const char *which = "all";
+  int do_time = 0;
+  for (int i = 1; i < argc; i++) {
+    if (!strcmp(argv[i], "--backend") && i + 1 < argc) which = argv[++i];
+    else if (!strncmp(argv[i], "--backend=", 10)) which = argv[i] + 10;
+    else if (!strcmp(argv[i], "--time")) do_time = 1;
+    else usage();
+  }
+  if (strcmp(which, "cpu") && strcmp(which, "cuda") && strcmp(which, "all")) usage();
+  g_cpu_checks = strcmp(which, "cuda") != 0;
+  g_cpu = dt_backend_cpu_create(0);
+  if (strcmp(which, "cpu")) {
+    if (dt_cuda_device_count() > 0) {
+      dt_error err = {{0}};
+      g_other = dt_backend_cuda_create(0, &err);
+      if (!g_other) {
+        printf("FAIL cuda backend: %s\n0 passed, 1 failed\n", err.msg);
+        return 1;
+      }
+    } else if (!strcmp(which, "cuda")) {
+      printf("skip: no CUDA device (%s)\n",
+             dt_cuda_built() ? "built with CUDA, no GPU visible" : "built without CUDA");
+      return 77;
+    }
+  }
+  printf("# backends: %s%s%s\n", g_cpu->desc, g_other ? ", " : "", g_other ? g_other->desc : "");
+
+  /* an empty slot would crash the cases below */
+  if ((g_cpu_checks && !test_slots(g_cpu)) || (g_other && !test_slots(g_other))) {
+    printf("%d passed, %d failed\n", g_pass, g_fail);
+    return 1;
+  }
+  for (size_t i = 0; i < DT_ARRAY_LEN(linear_cases); i++) test_linear(&linear_cases[i], (int)i);
+  for (size_t i = 0; i < DT_ARRAY_LEN(conv_cases); i++) test_conv(&conv_cases[i], (int)i);
+  for (size_t i = 0; i < DT_ARRAY_LEN(pool_cases); i++) test_pool(&pool_cases[i], (int)i);
+  for (int a = 0; a < DT_ACT_COUNT; a++)
+    for (size_t i = 0; i < DT_ARRAY_LEN(act_sizes); i++)
+      test_act((dt_act)a, act_sizes[i], a * 10 + (int)i);
+  for (size_t i = 0; i < DT_ARRAY_LEN(xent_cases); i++) test_xent(&xent_cases[i], (int)i);
+  for (size_t i = 0; i < DT_ARRAY_LEN(opt_cases); i++) test_opt(&opt_cases[i], (int)i);
+  for (size_t i = 0; i < DT_ARRAY_LEN(reduce_cases); i++) test_reduce(&reduce_cases[i], (int)i);
+  for (size_t i = 0; i < DT_ARRAY_LEN(gather_cases); i++) test_gather(&gather_cases[i], (int)i);
+
+  if (do_time) {
+    dt_backend_t bes[2] = {g_cpu_checks ? g_cpu : NULL, g_other};
+    for (int b = 0; b < 2; b++)
+      if (bes[b])
+        printf("# time %-4s lenet conv1+conv2 forward+backward, batch 64: %.3f ms\n",
+               bes[b]->name, time_lenet_convs(bes[b], bes[b] == g_cpu ? 50 : 200));
+  }
+  printf("%d passed, %d failed\n", g_pass, g_fail);
+  if (g_other) dt_backend_destroy(g_other);
+  dt_backend_destroy(g_cpu);
+  return g_fail ? 1 : 0;
+}
