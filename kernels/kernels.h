@@ -57,7 +57,7 @@ typedef struct dt_kernels {
   /* ---- conv (kernels/conv.h) ----
    * Bytes of scratch the two calls below need for shape s (may be 0). */
   size_t (*conv2d_workspace)(void *ctx, const dt_conv2d_shape *s);
-  /* out (N,OC,OH,OW) = conv(inp, w) + b */
+  /* out (N,OC,OH,OW) = conv(inp, w) + b; b may be NULL */
   void (*conv2d_forward)(void *ctx, float *out, const float *inp, const float *w,
                          const float *b, const dt_conv2d_shape *s, void *ws);
   /* dinp (N,C,H,W) = ...  [=, skipped if NULL]; dw += ...; db += ... */
@@ -67,7 +67,8 @@ typedef struct dt_kernels {
 
   /* ---- pool (kernels/pool.h) ----
    * Max pooling; ties go to the first element of the window in row-major
-   * order, on every backend, so gradients agree exactly. */
+   * order and the first NaN wins (NaNs propagate), on every backend, so
+   * gradients agree exactly. */
   void (*maxpool2d_forward)(void *ctx, float *out, const float *inp, const dt_pool2d_shape *s);
   /* dinp (N,C,H,W) = scatter of dout to each window's argmax [=] */
   void (*maxpool2d_backward)(void *ctx, float *dinp, const float *dout, const float *inp,
@@ -82,7 +83,8 @@ typedef struct dt_kernels {
                        size_t n);
 
   /* ---- softmax / cross-entropy (kernels/xent.h) ----
-   * logits (N,V), targets (N) in [0,V). losses (N) = -log softmax(logits)[t].
+   * logits (N,V), targets (N) in [0,V). losses (N) = -log softmax(logits)[t]
+   * (skipped if NULL; a target outside [0,V) gives a NaN loss).
    * If dlogits is non-NULL: dlogits (N,V) = (softmax - onehot(t)) * dscale [=]
    * (dlogits may alias logits). Fused so no probability tensor is kept. */
   void (*softmax_xent)(void *ctx, float *losses, float *dlogits, const float *logits,
@@ -91,7 +93,8 @@ typedef struct dt_kernels {
   /* ---- optimizer (kernels/optimizer.h) ----
    * Every step first forms g' = g * grad_scale (clipping, loss scaling).
    * SGD with momentum (PyTorch semantics): g' += wd*p; buf = mom*buf + g'
-   * (buf = g' when first != 0); p -= lr * (nesterov ? g' + mom*buf : buf). */
+   * (buf = g' when first != 0); p -= lr * (nesterov ? g' + mom*buf : buf).
+   * buf may be NULL when momentum is 0. */
   void (*sgd_step)(void *ctx, float *p, const float *g, float *buf, size_t n, float lr,
                    float momentum, float wd, int nesterov, int first, float grad_scale);
   /* Adam / AdamW, t = step number starting at 1 (for bias correction).

@@ -29,7 +29,9 @@ struct dt_backend {
   /* host memory suited to copies (pinned on CUDA) */
   void *(*host_alloc)(dt_backend_t be, size_t bytes);
   void (*host_free)(dt_backend_t be, void *p);
-  /* copies are ordered on the backend's stream; d2h returns when the data is on the host */
+  /* copies are ordered on the backend's stream; d2h returns when the data is
+   * on the host. h2d may be asynchronous (CUDA, from pinned memory): the
+   * source must not change until the next d2h or sync. */
   void (*h2d)(dt_backend_t be, void *dst, const void *src, size_t bytes);
   void (*d2h)(dt_backend_t be, void *dst, const void *src, size_t bytes);
   void (*d2d)(dt_backend_t be, void *dst, const void *src, size_t bytes);

@@ -403,7 +403,8 @@ static const conv_case conv_cases[] = {
     {3, 2, 7, 9, 5, 4, 4, 2, 1, 0, 1},     /* even kernel, dinp NULL */
     {4, 1, 32, 32, 6, 5, 5, 1, 0, 1, 1},   /* LeNet conv1 */
     {3, 6, 14, 14, 16, 5, 5, 1, 0, 1, 1},  /* LeNet conv2 */
-    {29, 16, 32, 32, 8, 3, 3, 1, 1, 1, 0}, /* large enough that the CPU works in chunks */
+    {29, 16, 32, 32, 8, 3, 3, 1, 1, 1, 0}, /* the CPU works image by image */
+    {30, 4, 16, 16, 3, 3, 3, 1, 1, 1, 0},  /* the CPU works in chunks, the last one short */
 };
 
 typedef struct conv_data {

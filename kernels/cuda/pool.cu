@@ -6,7 +6,8 @@
 #include "pool.h"
 
 /* Index of the max of window (oh, ow) within its (H,W) plane; ties go to the
- * first element in row-major order (strict >), as on every backend. */
+ * first element in row-major order (strict >), and the first NaN wins so
+ * NaNs propagate, as on every backend. */
 static __device__ __forceinline__ int window_argmax(const float *plane, const dt_pool2d_shape &s,
                                                     int oh, int ow) {
   const int y0 = oh * s.stride, x0 = ow * s.stride;
@@ -16,7 +17,7 @@ static __device__ __forceinline__ int window_argmax(const float *plane, const dt
     for (int kx = 0; kx < s.k; kx++) {
       const int j = (y0 + ky) * s.w + x0 + kx;
       const float v = plane[j];
-      if (v > bv) {
+      if (v > bv || (isnan(v) && !isnan(bv))) {
         bv = v;
         best = j;
       }

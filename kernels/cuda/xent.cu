@@ -32,7 +32,7 @@ static __global__ void __launch_bounds__(XENT_THREADS)
   for (int j = threadIdx.x; j < v; j += blockDim.x) s += exp((double)x[j] - (double)m);
   s = dt_block_sum(s);
 
-  if (threadIdx.x == 0) losses[row] = (float)(log(s) - ((double)xt - (double)m));
+  if (threadIdx.x == 0 && losses) losses[row] = (float)(log(s) - ((double)xt - (double)m));
   if (dlogits) {
     float *d = dlogits + row * (size_t)v;
     const double inv = 1.0 / s;
