@@ -111,6 +111,8 @@ typedef struct dt_kernels {
   void (*sumsq)(void *ctx, float *out, const float *x, size_t n);
   /* x (n) *= a */
   void (*scale)(void *ctx, float *x, float a, size_t n);
+  /* y (n) += a * x, as one fused multiply-add per element on every backend */
+  void (*axpy)(void *ctx, float *y, float a, const float *x, size_t n);
   /* out (N,row) = (src[idx[i]*row + j] / 255 - mean) / std, for the image
    * batch gather: src is (M,row) uint8, idx (N) int32 device indices. */
   void (*gather_u8_normalize)(void *ctx, float *out, const uint8_t *src, const int32_t *idx,

@@ -1133,12 +1133,18 @@ static void test_reduce(const reduce_case *rc, int idx) {
   fill(x, n, -rc->range, rc->range);
   float res[2][1];
   float *scaled[2] = {fnew(n), fnew(n)};
+  float *ys[2] = {fnew(n), fnew(n)};
+  float *y0 = fnew(n);
+  fill(y0, n, -rc->range, rc->range);
   dt_backend_t bes[2] = {g_cpu, g_other};
   for (int b = 0; b < 2 && bes[b]; b++) {
     devbufs d = {.be = bes[b]};
     float *xd = dput(&d, x, n * F), *out = dput(&d, NULL, F), *xs = dput(&d, x, n * F);
     bes[b]->k->sumsq(bes[b]->ctx, out, xd, n);
     bes[b]->k->scale(bes[b]->ctx, xs, a, n);
+    float *yd = dput(&d, y0, n * F);
+    bes[b]->k->axpy(bes[b]->ctx, yd, a, xd, n);
+    dget(&d, ys[b], yd, n * F, "y (axpy)");
     dget(&d, res[b], out, F, "sumsq out");
     dget(&d, scaled[b], xs, n * F, "x (scaled)");
     dkeep(&d, xd, x, n * F, "x");
@@ -1154,6 +1160,9 @@ static void test_reduce(const reduce_case *rc, int idx) {
     cmp_init(&c, 0.0, 1.2e-7); /* one correctly rounded multiply */
     for (size_t i = 0; i < n; i++) cmp_one(&c, "x", i, scaled[0][i], (double)x[i] * a);
     check_done(&c, "scale", "cpu:f64", desc);
+    cmp_init(&c, 0.0, 1.2e-7); /* one correctly rounded fused multiply-add */
+    for (size_t i = 0; i < n; i++) cmp_one(&c, "y", i, ys[0][i], fma((double)a, x[i], y0[i]));
+    check_done(&c, "axpy", "cpu:f64", desc);
   }
   if (g_other) {
     cmp c;
@@ -1163,8 +1172,11 @@ static void test_reduce(const reduce_case *rc, int idx) {
     cmp_init(&c, 0.0, 0.0);
     cmp_ff(&c, "x", scaled[1], scaled[0], n);
     check_done(&c, "scale", "cuda:cpu", desc);
+    cmp_init(&c, 0.0, 0.0);
+    cmp_ff(&c, "y", ys[1], ys[0], n);
+    check_done(&c, "axpy", "cuda:cpu", desc);
   }
-  free(x), free(scaled[0]), free(scaled[1]);
+  free(x), free(scaled[0]), free(scaled[1]), free(ys[0]), free(ys[1]), free(y0);
 }
 
 typedef struct gather_case {

@@ -1,4 +1,6 @@
 /* reduce.c: fp32 reference reductions and small elementwise ops. */
+#include <math.h>
+
 #include "../reduce.h"
 
 /* out[0] = sum x^2, accumulated in double */
@@ -13,6 +15,12 @@ void dt_cpu_sumsq(void *ctx, float *out, const float *x, size_t n) {
 void dt_cpu_scale(void *ctx, float *x, float a, size_t n) {
   (void)ctx;
   for (size_t i = 0; i < n; i++) x[i] *= a;
+}
+
+/* y (n) += a * x, fused like the CUDA kernel so the backends agree exactly */
+void dt_cpu_axpy(void *ctx, float *y, float a, const float *x, size_t n) {
+  (void)ctx;
+  for (size_t i = 0; i < n; i++) y[i] = fmaf(a, x[i], y[i]);
 }
 
 /* out (N,row) = (src[idx[i]*row + j] / 255 - mean) / std; src (M,row) uint8 */

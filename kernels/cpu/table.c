@@ -24,5 +24,6 @@ const dt_kernels dt_cpu_kernels = {
     .adam_step = dt_cpu_adam_step,
     .sumsq = dt_cpu_sumsq,
     .scale = dt_cpu_scale,
+    .axpy = dt_cpu_axpy,
     .gather_u8_normalize = dt_cpu_gather_u8_normalize,
 };

@@ -31,6 +31,10 @@ static __global__ void scale_kernel(float *x, float a, size_t n) {
   DT_GRID_STRIDE(i, n) x[i] *= a;
 }
 
+static __global__ void axpy_kernel(float *y, float a, const float *x, size_t n) {
+  DT_GRID_STRIDE(i, n) y[i] = __fmaf_rn(a, x[i], y[i]);
+}
+
 /* out (N,row) from src (M,row) uint8 rows idx (N) */
 static __global__ void gather_u8_normalize_kernel(float *out, const uint8_t *src,
                                                   const int32_t *idx, int row, size_t total,
@@ -61,6 +65,13 @@ extern "C" void dt_cuda_scale(void *ctx, float *x, float a, size_t n) {
   if (n == 0) return;
   scale_kernel<<<dt_cuda_blocks(n, DT_CUDA_THREADS), DT_CUDA_THREADS, 0,
                  DT_CUDA_CTX(ctx)->stream>>>(x, a, n);
+  CUDA_LAUNCH_CHECK();
+}
+
+extern "C" void dt_cuda_axpy(void *ctx, float *y, float a, const float *x, size_t n) {
+  if (n == 0) return;
+  axpy_kernel<<<dt_cuda_blocks(n, DT_CUDA_THREADS), DT_CUDA_THREADS, 0,
+                DT_CUDA_CTX(ctx)->stream>>>(y, a, x, n);
   CUDA_LAUNCH_CHECK();
 }
 

@@ -28,9 +28,10 @@ extern "C" const dt_kernels dt_cuda_kernels = {
     .adam_step = dt_cuda_adam_step,
     .sumsq = dt_cuda_sumsq,
     .scale = dt_cuda_scale,
+    .axpy = dt_cuda_axpy,
     .gather_u8_normalize = dt_cuda_gather_u8_normalize,
 };
 
 /* A slot added to dt_kernels without an initializer here would be NULL;
  * keep the count in step (17 slots today). */
-static_assert(DT_KERNELS_SLOTS == 17, "dt_kernels changed: fill the new slots in table.cu");
+static_assert(DT_KERNELS_SLOTS == 18, "dt_kernels changed: fill the new slots in table.cu");
