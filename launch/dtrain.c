@@ -54,10 +54,6 @@ int main(int argc, char **argv) {
   dt_error err;
   if (dt_config_load(&cfg, argv[first], argc - first - 1, argv + first + 1, &err))
     dt_die_user_all("%s", err.msg);
-  if (world != cfg.parallel_dp * cfg.parallel_tp * cfg.parallel_pp)
-    dt_die_user_all("%d ranks, but [parallel] dp*tp*pp = %ld*%ld*%ld = %ld", world, cfg.parallel_dp,
-                cfg.parallel_tp, cfg.parallel_pp,
-                cfg.parallel_dp * cfg.parallel_tp * cfg.parallel_pp);
   char *text = dt_config_to_text(&cfg);
   if (rank == 0) {
     printf("# dtrain: resolved config of %s\n%s", cfg.path, text);

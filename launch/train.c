@@ -1,6 +1,7 @@
 /* train.c: the training loop for image classification (LeNet-5 on MNIST):
- * seeded resumable data order, gradient accumulation, clipping, LR schedule,
- * optimizer, evaluation, metrics and checkpoints. */
+ * seeded resumable data order split over data-parallel ranks, gradient
+ * accumulation, ZeRO-sharded optimizer, clipping, LR schedule, evaluation,
+ * metrics and sharded checkpoints. */
 #include "train.h"
 
 #include <errno.h>
@@ -16,6 +17,9 @@
 #include "../runtime/dataset.h"
 #include "../runtime/metrics.h"
 #include "../runtime/rng.h"
+#include "../parallel/comm.h"
+#include "../parallel/dp.h"
+#include "../parallel/grid.h"
 
 #define MNIST_MEAN 0.1307f
 #define MNIST_STD 0.3081f
@@ -28,6 +32,10 @@ typedef struct trainer {
   char *config_text;
   char run_dir[DT_STR * 2], ckpt_dir[DT_STR * 2];
   dt_backend_t be;
+  dt_grid grid;
+  dt_comm_t comm;   /* the data-parallel group */
+  dt_dp *dp;
+  int is_root;      /* world rank 0: logs, metrics, checkpoint metadata */
   dt_model *m;
   dt_image_set train, test;
   uint8_t *d_train_images, *d_test_images; /* resident on the device */
@@ -38,7 +46,7 @@ typedef struct trainer {
   float *d_states[2];
   int32_t *perm;
   int64_t perm_epoch;
-  int64_t batch, micro, eval_batch;
+  int64_t batch, rank_batch, micro, eval_batch; /* global, per dp rank, per forward */
   int64_t steps_per_epoch, total_steps;
   int64_t step, epoch, offset; /* optimizer steps done; loader position */
   uint64_t seed;
@@ -131,22 +139,28 @@ static void setup_optimizer(trainer *T) {
     T->state_names[0] = "exp_avg";
     T->state_names[1] = "exp_avg_sq";
   }
-  size_t bytes = T->m->nparams_total * sizeof(float);
+  size_t bytes = (T->dp->opt_hi - T->dp->opt_lo) * sizeof(float);
   for (int s = 0; s < T->nstates; s++) {
     T->d_states[s] = be->alloc(be, bytes);
     be->memset0(be, T->d_states[s], bytes);
   }
 }
 
-/* Returns the global gradient norm (before clipping). */
+/* Updates this rank's optimizer range [opt_lo, opt_hi) from the reduced
+ * gradients, then all-gathers the parameters (ZeRO >= 1). Returns the global
+ * gradient norm (before clipping). */
 static double optimizer_step(trainer *T, double lr) {
   const dt_config *c = T->cfg;
   dt_backend_t be = T->be;
   dt_model *m = T->m;
+  dt_dp *dp = T->dp;
+  float *grads = dt_dp_grads(dp); /* grads[0] is flat element opt_lo */
+  /* every rank adds the squares of its own shard once, so the sum over the
+   * group is the global norm at every ZeRO stage */
   float sumsq = 0;
-  be->k->sumsq(be->ctx, T->d_sumsq, m->g, m->nparams_total);
+  be->k->sumsq(be->ctx, T->d_sumsq, grads + (dp->own_lo - dp->opt_lo), dp->own_hi - dp->own_lo);
   be->d2h(be, &sumsq, T->d_sumsq, sizeof sumsq);
-  double norm = sqrt((double)sumsq);
+  double norm = sqrt(dt_dp_sum(dp, (double)sumsq));
   float gscale = 1.0f;
   if (c->optim_grad_clip > 0 && norm > c->optim_grad_clip)
     gscale = (float)(c->optim_grad_clip / (norm + 1e-6));
@@ -155,16 +169,20 @@ static double optimizer_step(trainer *T, double lr) {
   int decoupled = !strcmp(c->optim_name, "adamw");
   for (int i = 0; i < m->nparams; i++) {
     const dt_param *p = &m->params[i];
+    size_t a = DT_MAX(p->offset, dp->opt_lo), b = DT_MIN(p->offset + p->count, dp->opt_hi);
+    if (a >= b) continue;
     float wd = p->decay ? (float)c->optim_weight_decay : 0.0f;
-    float *pp = m->p + p->offset, *g = m->g + p->offset;
+    float *pp = m->p + a, *g = grads + (a - dp->opt_lo);
+    float *s0 = T->d_states[0] + (a - dp->opt_lo);
     if (sgd)
-      be->k->sgd_step(be->ctx, pp, g, T->d_states[0] + p->offset, p->count, (float)lr,
-                      (float)c->optim_momentum, wd, c->optim_nesterov, t == 1, gscale);
+      be->k->sgd_step(be->ctx, pp, g, s0, b - a, (float)lr, (float)c->optim_momentum, wd,
+                      c->optim_nesterov, t == 1, gscale);
     else
-      be->k->adam_step(be->ctx, pp, g, T->d_states[0] + p->offset, T->d_states[1] + p->offset,
-                       p->count, (float)lr, (float)c->optim_beta1, (float)c->optim_beta2,
-                       (float)c->optim_eps, wd, decoupled, t, gscale);
+      be->k->adam_step(be->ctx, pp, g, s0, T->d_states[1] + (a - dp->opt_lo), b - a, (float)lr,
+                       (float)c->optim_beta1, (float)c->optim_beta2, (float)c->optim_eps, wd,
+                       decoupled, t, gscale);
   }
+  dt_dp_gather_params(dp);
   return norm;
 }
 
@@ -176,20 +194,21 @@ static void fill_meta(const trainer *T, dt_ckpt_meta *meta) {
   meta->epoch = T->epoch;
   meta->epoch_offset = T->offset;
   meta->seed = T->seed;
-  snprintf(meta->optimizer, sizeof meta->optimizer, "%s", T->cfg->optim_name);
+  snprintf(meta->optimizer, sizeof meta->optimizer, "%.31s", T->cfg->optim_name);
   snprintf(meta->model, sizeof meta->model, "%s", T->m->family);
-  meta->dp = meta->tp = meta->pp = meta->world = 1;
-  meta->zero = 0;
+  meta->dp = T->grid.dp, meta->tp = T->grid.tp, meta->pp = T->grid.pp;
+  meta->world = T->grid.size;
+  meta->zero = T->cfg->parallel_zero;
 }
 
 static void host_buffers(trainer *T, dt_ckpt_buffers *b) {
   size_t n = T->m->nparams_total;
   memset(b, 0, sizeof *b);
-  b->params = dt_malloc(n * sizeof(float));
+  b->params = dt_calloc(n, sizeof(float));
   b->nstates = T->nstates;
   for (int s = 0; s < T->nstates; s++) {
     b->state_names[s] = T->state_names[s];
-    b->states[s] = dt_malloc(n * sizeof(float));
+    b->states[s] = dt_calloc(T->dp->opt_hi - T->dp->opt_lo + 1, sizeof(float));
   }
 }
 
@@ -198,67 +217,103 @@ static void free_host_buffers(dt_ckpt_buffers *b) {
   for (int s = 0; s < b->nstates; s++) free(b->states[s]);
 }
 
+/* Every rank writes the shard it owns into its own file; rank 0 makes the
+ * step directory first and commits it (meta.h5, rename, LATEST) last. */
 static void save_checkpoint(trainer *T) {
   dt_backend_t be = T->be;
+  dt_dp *dp = T->dp;
   dt_ckpt_buffers b;
   host_buffers(T, &b);
-  size_t bytes = T->m->nparams_total * sizeof(float);
-  be->d2h(be, b.params, T->m->p, bytes);
-  for (int s = 0; s < T->nstates; s++) be->d2h(be, b.states[s], T->d_states[s], bytes);
+  be->d2h(be, b.params, T->m->p, T->m->nparams_total * sizeof(float));
+  for (int s = 0; s < T->nstates; s++)
+    be->d2h(be, b.states[s], T->d_states[s], (dp->opt_hi - dp->opt_lo) * sizeof(float));
   dt_ckpt_meta meta;
   fill_meta(T, &meta);
   dt_error err;
-  char path[4096];
+  char tmp[4096], path[4096];
   double t0 = dt_now();
-  if (dt_ckpt_save(T->ckpt_dir, T->m->params, T->m->nparams, &meta, &b, T->config_text,
-                   (int)T->cfg->checkpoint_keep, path, sizeof path, &err))
+  int bad = T->is_root && dt_ckpt_prepare(T->ckpt_dir, T->step, tmp, sizeof tmp, &err);
+  MPI_Bcast(&bad, 1, MPI_INT, 0, MPI_COMM_WORLD);
+  if (bad) dt_die_user("saving checkpoint: %s", err.msg);
+  MPI_Bcast(tmp, sizeof tmp, MPI_CHAR, 0, MPI_COMM_WORLD);
+  /* pipeline and tensor ranks will own other slices; today the dp group
+   * partitions the flat buffers */
+  if (dt_ckpt_write_rank(tmp, T->grid.rank, T->m->params, T->m->nparams, dp->own_lo, dp->own_hi,
+                         &b, dp->opt_lo, &err))
     dt_die_user("saving checkpoint: %s", err.msg);
-  printf("checkpoint: saved %s (%.2f s)\n", path, dt_now() - t0);
-  fflush(stdout);
+  MPI_Barrier(MPI_COMM_WORLD);
+  if (T->is_root) {
+    if (dt_ckpt_commit(T->ckpt_dir, tmp, &meta, T->config_text, (int)T->cfg->checkpoint_keep,
+                       path, sizeof path, &err))
+      dt_die_user("saving checkpoint: %s", err.msg);
+    printf("checkpoint: saved %s (%d rank file%s, %.2f s)\n", path, T->grid.size,
+           T->grid.size == 1 ? "" : "s", dt_now() - t0);
+    fflush(stdout);
+  }
+  MPI_Barrier(MPI_COMM_WORLD);
   free_host_buffers(&b);
 }
 
-/* Returns 1 if a checkpoint was loaded. */
+/* Returns 1 if a checkpoint was loaded. Every rank reads the slices its own
+ * layout needs from whichever rank files hold them, so a run saved with one
+ * dp/ZeRO layout resumes with another. */
 static int maybe_resume(trainer *T) {
   dt_error err;
   char path[4096];
   int r = dt_ckpt_resolve(T->cfg->checkpoint_resume, T->ckpt_dir, path, sizeof path, &err);
-  if (r < 0) dt_die_user("%s", err.msg);
+  if (r < 0) dt_die_user_all("%s", err.msg);
   if (r == 0) return 0;
-  dt_ckpt_buffers b;
-  host_buffers(T, &b);
   dt_ckpt_meta meta;
   fill_meta(T, &meta);
-  if (dt_ckpt_load(path, T->m->params, T->m->nparams, &meta, &b, NULL, &err))
+  if (dt_ckpt_read_meta(path, &meta, NULL, &err)) dt_die_user_all("%s", err.msg);
+  dt_ckpt_buffers b;
+  host_buffers(T, &b);
+  dt_dp *dp = T->dp;
+  size_t n = T->m->nparams_total;
+  if (dt_ckpt_read_range(path, &meta, T->m->params, T->m->nparams, "params", 0, n, b.params,
+                         &err))
     dt_die_user("%s", err.msg);
+  for (int s = 0; s < T->nstates; s++)
+    if (dt_ckpt_read_range(path, &meta, T->m->params, T->m->nparams, T->state_names[s],
+                           dp->opt_lo, dp->opt_hi, b.states[s], &err))
+      dt_die_user("%s", err.msg);
   dt_backend_t be = T->be;
-  size_t bytes = T->m->nparams_total * sizeof(float);
-  be->h2d(be, T->m->p, b.params, bytes);
-  for (int s = 0; s < T->nstates; s++) be->h2d(be, T->d_states[s], b.states[s], bytes);
+  be->h2d(be, T->m->p, b.params, n * sizeof(float));
+  for (int s = 0; s < T->nstates; s++)
+    be->h2d(be, T->d_states[s], b.states[s], (dp->opt_hi - dp->opt_lo) * sizeof(float));
+  be->sync(be);
   free_host_buffers(&b);
-  if (meta.seed != T->seed)
+  if (T->is_root && meta.seed != T->seed)
     printf("note: checkpoint was made with train.seed=%llu; continuing its data order\n",
            (unsigned long long)meta.seed);
   T->seed = meta.seed;
   T->step = meta.step;
   T->epoch = meta.epoch;
   T->offset = meta.epoch_offset;
-  printf("resumed from %s at step %lld (epoch %lld, sample %lld of it)\n", path,
-         (long long)T->step, (long long)T->epoch, (long long)T->offset);
+  if (T->is_root)
+    printf("resumed from %s at step %lld (epoch %lld, sample %lld of it; saved by dp=%lld "
+           "zero=%lld on %lld rank%s)\n",
+           path, (long long)T->step, (long long)T->epoch, (long long)T->offset,
+           (long long)meta.dp, (long long)meta.zero, (long long)meta.world,
+           meta.world == 1 ? "" : "s");
   return 1;
 }
 
 /* ---------- evaluation ---------- */
 
+/* Each data-parallel rank evaluates its share of the test set; the counts are
+ * summed over the group and rank 0 logs them. */
 static void evaluate(trainer *T, double epoch_f) {
   dt_backend_t be = T->be;
   int nc = T->m->num_classes;
-  int64_t correct = 0, n = T->test.n;
-  int64_t cls_total[64] = {0}, cls_correct[64] = {0};
-  double loss_sum = 0;
+  int64_t n = T->test.n;
+  int64_t lo = n * T->grid.dp_rank / T->grid.dp, hi = n * (T->grid.dp_rank + 1) / T->grid.dp;
+  /* [correct, loss, per-class total, per-class correct] summed in doubles */
+  double acc_buf[2 + 2 * 64] = {0};
+  double *cls_total = acc_buf + 2, *cls_correct = acc_buf + 2 + 64;
   int32_t *idx = dt_malloc((size_t)T->eval_batch * sizeof(int32_t));
-  for (int64_t i0 = 0; i0 < n; i0 += T->eval_batch) {
-    int bn = (int)DT_MIN(T->eval_batch, n - i0);
+  for (int64_t i0 = lo; i0 < hi; i0 += T->eval_batch) {
+    int bn = (int)DT_MIN(T->eval_batch, hi - i0);
     for (int i = 0; i < bn; i++) idx[i] = (int32_t)(i0 + i);
     dt_image_batch b = make_batch(T, T->d_test_images, T->test.labels, idx, bn);
     const float *logits = T->m->forward_backward(T->m, &b, T->d_losses, 0.0f);
@@ -271,78 +326,144 @@ static void evaluate(trainer *T, double epoch_f) {
         if (l[k] > l[best]) best = k;
       int y = T->h_y[i];
       cls_total[y]++;
-      if (best == y) correct++, cls_correct[y]++;
-      loss_sum += T->h_losses[i];
+      if (best == y) acc_buf[0]++, cls_correct[y]++;
+      acc_buf[1] += T->h_losses[i];
     }
   }
   free(idx);
-  double acc = (double)correct / (double)n, loss = loss_sum / (double)n;
+  if (T->grid.dp > 1)
+    MPI_Allreduce(MPI_IN_PLACE, acc_buf, (int)DT_ARRAY_LEN(acc_buf), MPI_DOUBLE, MPI_SUM,
+                  T->comm->mpi);
+  if (!T->is_root) return;
+  double acc = acc_buf[0] / (double)n, loss = acc_buf[1] / (double)n;
   double cls[64];
-  for (int k = 0; k < nc; k++) cls[k] = cls_total[k] ? (double)cls_correct[k] / cls_total[k] : 0;
+  for (int k = 0; k < nc; k++) cls[k] = cls_total[k] ? cls_correct[k] / cls_total[k] : 0;
   dt_metric vals[] = {{"epoch", epoch_f, 0},
                       {"loss", loss, 0},
                       {"accuracy", acc, 0},
                       {"train_time_s", T->train_time, 0}};
   dt_metrics_log(T->metrics, "test", (long)T->step, vals, 4, "class_accuracy", cls, nc);
-  printf("eval  step %lld | epoch %.2f | test loss %.4f | test accuracy %.2f%% (%lld/%lld)\n",
-         (long long)T->step, epoch_f, loss, 100 * acc, (long long)correct, (long long)n);
+  printf("eval  step %lld | epoch %.2f | test loss %.4f | test accuracy %.2f%% (%.0f/%lld)\n",
+         (long long)T->step, epoch_f, loss, 100 * acc, acc_buf[0], (long long)n);
   fflush(stdout);
 }
 
 /* ---------- the loop ---------- */
+
+static void setup_parallel(trainer *T) {
+  const dt_config *c = T->cfg;
+  dt_error err;
+  if (dt_grid_init(&T->grid, (int)c->parallel_dp, (int)c->parallel_tp, (int)c->parallel_pp,
+                   &err))
+    dt_die_user_all("%s", err.msg);
+  T->is_root = T->grid.rank == 0;
+  dt_set_rank(T->grid.rank);
+  if (c->parallel_tp != 1 || c->parallel_pp != 1)
+    dt_die_user_all("[parallel] tp=%ld pp=%ld: tensor and pipeline parallelism are not built "
+                    "yet (only data parallelism: parallel.dp)",
+                    c->parallel_tp, c->parallel_pp);
+  if (c->parallel_zero > 2)
+    dt_die_user_all("[parallel] zero = %ld: ZeRO-3 is not built yet (zero = 0, 1 or 2)",
+                    c->parallel_zero);
+  if (strcmp(c->optim_offload, "none") != 0)
+    dt_die_user_all("[optim] offload = %s is not built yet", c->optim_offload);
+}
+
+static void setup_comm(trainer *T) {
+  const char *kind = T->cfg->parallel_comm;
+  if (!strcmp(kind, "auto")) kind = T->be->device == DT_DEVICE_CUDA ? "nccl" : "mpi";
+  if (!strcmp(kind, "nccl")) {
+    dt_error err;
+    T->comm = dt_comm_nccl_create(T->grid.dp_comm, T->be, &err);
+    if (!T->comm) dt_die_user_all("[parallel] comm = nccl: %s", err.msg);
+  } else {
+    T->comm = dt_comm_mpi_create(T->grid.dp_comm, T->be);
+  }
+}
+
+/* Rank 0 prints what each rank keeps, in MB; the ZeRO paper's accounting for
+ * fp32 Adam is params 4P, grads 4P (ZeRO-2: 4P/Nd), optimizer 8P (ZeRO>=1:
+ * 8P/Nd), P parameters over Nd data-parallel ranks. */
+static void print_memory(trainer *T) {
+  size_t pb, gb, ob;
+  dt_dp_memory(T->dp, T->nstates, &pb, &gb, &ob);
+  double row[5] = {(double)pb, (double)gb, (double)ob, (double)T->m->activation_bytes,
+                   (double)T->m->nparams_total * sizeof(float)};
+  double *all = T->is_root ? dt_malloc(sizeof row * (size_t)T->grid.size) : NULL;
+  MPI_Gather(row, 5, MPI_DOUBLE, all, 5, MPI_DOUBLE, 0, MPI_COMM_WORLD);
+  if (!T->is_root) return;
+  printf("memory per rank (bytes): zero=%ld, %zu parameters\n", T->cfg->parallel_zero,
+         T->m->nparams_total);
+  printf("  rank        params         grads     optimizer   activations\n");
+  for (int r = 0; r < T->grid.size; r++) {
+    double *x = all + 5 * r;
+    printf("  %4d  %12.0f  %12.0f  %12.0f  %12.0f\n", r, x[0], x[1], x[2], x[3]);
+  }
+  fflush(stdout);
+  free(all);
+}
 
 static void setup(trainer *T, const dt_config *c) {
   T->cfg = c;
   if (c->log_dir[0]) snprintf(T->run_dir, sizeof T->run_dir, "%s", c->log_dir);
   else snprintf(T->run_dir, sizeof T->run_dir, "runs/%s", c->name[0] ? c->name : "run");
   if (c->checkpoint_dir[0]) snprintf(T->ckpt_dir, sizeof T->ckpt_dir, "%s", c->checkpoint_dir);
-  else snprintf(T->ckpt_dir, sizeof T->ckpt_dir, "%s/checkpoints", T->run_dir);
+  else snprintf(T->ckpt_dir, sizeof T->ckpt_dir, "%.*s/checkpoints", DT_STR, T->run_dir);
   T->config_text = dt_config_to_text(c);
   T->seed = (uint64_t)c->train_seed;
   T->perm_epoch = -1;
+  setup_parallel(T);
 
-  if (c->parallel_dp * c->parallel_tp * c->parallel_pp != 1 || c->parallel_zero != 0)
-    dt_die_user_all("[parallel] dp=%ld tp=%ld pp=%ld zero=%ld: only dp=tp=pp=1 zero=0 is built so "
-                "far (the distributed engine is still to come)",
-                c->parallel_dp, c->parallel_tp, c->parallel_pp, c->parallel_zero);
   if (strcmp(c->train_precision, "fp32") != 0)
-    dt_die_user("[train] precision = %s: LeNet-5 trains in fp32 only for now", c->train_precision);
-  if (strcmp(c->optim_offload, "none") != 0)
-    dt_die_user("[optim] offload = %s needs the distributed engine (not built yet)",
-                c->optim_offload);
+    dt_die_user_all("[train] precision = %s: LeNet-5 trains in fp32 only for now",
+                    c->train_precision);
+  int dpn = T->grid.dp;
   T->batch = c->train_batch_size;
-  T->micro = c->train_micro_batch_size ? c->train_micro_batch_size : T->batch;
-  if (T->batch % T->micro != 0)
-    dt_die_user("[train] micro_batch_size = %lld does not divide batch_size = %lld",
-                (long long)T->micro, (long long)T->batch);
+  if (T->batch % dpn != 0)
+    dt_die_user_all("[train] batch_size = %lld is not divisible by parallel.dp = %d",
+                    (long long)T->batch, dpn);
+  T->rank_batch = T->batch / dpn;
+  T->micro = c->train_micro_batch_size ? c->train_micro_batch_size : T->rank_batch;
+  if (T->rank_batch % T->micro != 0)
+    dt_die_user_all("[train] micro_batch_size = %lld does not divide the per-rank batch "
+                    "batch_size/dp = %lld",
+                    (long long)T->micro, (long long)T->rank_batch);
   T->eval_batch = c->train_eval_batch_size;
 
   dt_error err;
-  T->be = dt_backend_create(c->train_device, 0, (int)c->train_threads, &err);
-  if (!T->be) dt_die_user("[train] device = %s: %s", c->train_device, err.msg);
+  T->be = dt_backend_create(c->train_device, T->grid.local_rank, (int)c->train_threads, &err);
+  if (!T->be) dt_die_user_all("[train] device = %s: %s", c->train_device, err.msg);
+  if (T->grid.size > 1) dt_grid_print(&T->grid, T->be->desc, stdout);
+  setup_comm(T);
   load_data(T);
   if (T->batch > T->train.n)
-    dt_die_user("[train] batch_size = %lld is larger than the %lld training samples",
-                (long long)T->batch, (long long)T->train.n);
+    dt_die_user_all("[train] batch_size = %lld is larger than the %lld training samples",
+                    (long long)T->batch, (long long)T->train.n);
   T->steps_per_epoch = T->train.n / T->batch; /* the last partial batch is dropped */
   T->total_steps = c->train_max_steps > 0 ? c->train_max_steps : c->train_epochs * T->steps_per_epoch;
 
   int maxb = (int)DT_MAX(T->micro, T->eval_batch);
   T->m = dt_model_create(c, T->be, maxb, &err);
-  if (!T->m) dt_die_user("%s", err.msg);
+  if (!T->m) dt_die_user_all("%s", err.msg);
   if (T->m->in_h != T->train.h || T->m->in_w != T->train.w)
-    dt_die_user("[data] dir = %s: images are %dx%d, but %s expects %dx%d", c->data_dir,
-                T->train.h, T->train.w, T->m->family, T->m->in_h, T->m->in_w);
+    dt_die_user_all("[data] dir = %s: images are %dx%d, but %s expects %dx%d", c->data_dir,
+                    T->train.h, T->train.w, T->m->family, T->m->in_h, T->m->in_w);
   if (T->train.num_classes > T->m->num_classes || T->train.num_classes > 64)
-    dt_die_user("[data] dir = %s: %d classes, but %s has %d outputs", c->data_dir,
-                T->train.num_classes, T->m->family, T->m->num_classes);
+    dt_die_user_all("[data] dir = %s: %d classes, but %s has %d outputs", c->data_dir,
+                    T->train.num_classes, T->m->family, T->m->num_classes);
+  T->dp = dt_dp_create(T->comm, T->be, T->m->params, T->m->nparams, T->m->nparams_total,
+                       T->m->p, T->m->g, (int)c->parallel_zero, c->parallel_bucket_mb);
+  T->m->grad_hook = dt_dp_grad_ready;
+  T->m->grad_hook_ctx = T->dp;
 
   dt_backend_t be = T->be;
   float *hp = dt_malloc(T->m->nparams_total * sizeof(float));
-  T->m->init(T->m, hp, T->seed);
+  T->m->init(T->m, hp, T->seed); /* same seed on every rank: identical replicas */
   be->h2d(be, T->m->p, hp, T->m->nparams_total * sizeof(float));
+  be->sync(be);
   free(hp);
   setup_optimizer(T);
+  print_memory(T);
 
   T->h_idx = be->host_alloc(be, (size_t)maxb * sizeof(int32_t));
   T->h_y = be->host_alloc(be, (size_t)maxb * sizeof(int32_t));
@@ -358,7 +479,7 @@ static void setup(trainer *T, const dt_config *c) {
 
 static void teardown(trainer *T) {
   dt_backend_t be = T->be;
-  dt_metrics_close(T->metrics);
+  if (T->metrics) dt_metrics_close(T->metrics);
   for (int s = 0; s < T->nstates; s++) be->free(be, T->d_states[s]);
   be->free(be, T->d_train_images);
   be->free(be, T->d_test_images);
@@ -371,30 +492,40 @@ static void teardown(trainer *T) {
   be->free(be, T->d_x);
   be->free(be, T->d_losses);
   be->free(be, T->d_sumsq);
+  dt_dp_destroy(T->dp);
+  dt_comm_destroy(T->comm);
   dt_model_destroy(T->m);
   dt_backend_destroy(be);
+  dt_grid_free(&T->grid);
   dt_image_set_free(&T->train);
   dt_image_set_free(&T->test);
   free(T->perm);
   free(T->config_text);
 }
 
-/* One optimizer step over batch/micro micro-batches. Returns the mean loss. */
+/* One optimizer step: this rank's rank_batch samples of the global batch in
+ * micro-batches, gradients reduced over the data-parallel group. Returns the
+ * mean loss over the global batch. */
 static double train_step(trainer *T) {
   dt_backend_t be = T->be;
   dt_model *m = T->m;
-  const int32_t *perm = epoch_perm(T, T->epoch);
-  be->memset0(be, m->g, m->nparams_total * sizeof(float));
+  const int32_t *perm = epoch_perm(T, T->epoch) + T->offset + T->grid.dp_rank * T->rank_batch;
   double loss_sum = 0;
-  float dscale = 1.0f / (float)T->batch;
-  for (int64_t j = 0; j < T->batch; j += T->micro) {
+  float dscale = 1.0f / (float)T->batch; /* summing over ranks gives the global mean */
+  for (int64_t j = 0; j < T->rank_batch; j += T->micro) {
+    int first = j == 0, last = j + T->micro == T->rank_batch;
+    /* ZeRO-2 keeps only the reduced shard, so each micro-batch starts afresh */
+    if (first || T->dp->zero >= 2)
+      be->memset0(be, m->g, m->nparams_total * sizeof(float));
+    dt_dp_micro_begin(T->dp, first, last);
     int n = (int)T->micro;
-    dt_image_batch b = make_batch(T, T->d_train_images, T->train.labels, perm + T->offset + j, n);
+    dt_image_batch b = make_batch(T, T->d_train_images, T->train.labels, perm + j, n);
     m->forward_backward(m, &b, T->d_losses, dscale);
     be->d2h(be, T->h_losses, T->d_losses, (size_t)n * sizeof(float));
     for (int i = 0; i < n; i++) loss_sum += T->h_losses[i];
+    dt_dp_micro_end(T->dp);
   }
-  return loss_sum / (double)T->batch;
+  return dt_dp_sum(T->dp, loss_sum) / (double)T->batch;
 }
 
 int dt_train(const dt_config *c) {
@@ -405,28 +536,30 @@ int dt_train(const dt_config *c) {
   maybe_resume(T);
 
   dt_error err;
-  T->metrics = dt_metrics_open(T->run_dir, c->log_tensorboard, &err);
-  if (!T->metrics) dt_die_user("[log] dir: %s", err.msg);
-  {
-    char path[DT_STR * 2 + 16];
+  if (T->is_root) {
+    T->metrics = dt_metrics_open(T->run_dir, c->log_tensorboard, &err);
+    if (!T->metrics) dt_die_user("[log] dir: %s", err.msg);
+    char path[2048];
     snprintf(path, sizeof path, "%s/config.ini", T->run_dir);
     FILE *fp = fopen(path, "w");
     if (fp) fputs(T->config_text, fp), fclose(fp);
+    printf("device: %s\nmodel: %s, %zu parameters, %.1f MB activations at micro-batch %d\n",
+           T->be->desc, T->m->family, T->m->nparams_total, T->m->activation_bytes / 1e6,
+           T->m->max_batch);
+    printf("data: %lld train / %lld test images; batch %lld = dp %d x %lld (micro %lld), %lld "
+           "steps/epoch, %lld steps\nrun dir: %s\n",
+           (long long)T->train.n, (long long)T->test.n, (long long)T->batch, T->grid.dp,
+           (long long)T->rank_batch, (long long)T->micro, (long long)T->steps_per_epoch,
+           (long long)T->total_steps, T->run_dir);
+    fflush(stdout);
   }
-  printf("device: %s\nmodel: %s, %zu parameters, %.1f MB activations at micro-batch %d\n",
-         T->be->desc, T->m->family, T->m->nparams_total, T->m->activation_bytes / 1e6,
-         T->m->max_batch);
-  printf("data: %lld train / %lld test images; batch %lld (micro %lld), %lld steps/epoch, %lld "
-         "steps\nrun dir: %s\n",
-         (long long)T->train.n, (long long)T->test.n, (long long)T->batch, (long long)T->micro,
-         (long long)T->steps_per_epoch, (long long)T->total_steps, T->run_dir);
-  fflush(stdout);
 
   signal(SIGINT, on_signal);
   signal(SIGTERM, on_signal);
   double t_start = dt_now(), t_log = t_start;
   int64_t log_samples = 0, run_samples = 0;
-  while (T->step < T->total_steps && !g_stop_signal) {
+  int stop = 0;
+  while (T->step < T->total_steps && !stop) {
     double t0 = dt_now();
     double lr = lr_at(T, T->step);
     double loss = train_step(T);
@@ -440,9 +573,10 @@ int dt_train(const dt_config *c) {
     int epoch_end = T->offset + T->batch > T->train.n;
     double epoch_f = (double)T->epoch + (double)T->offset / (double)(T->steps_per_epoch * T->batch);
     if (!isfinite(loss))
-      dt_die_user("step %lld: loss is %f (not finite); lower [optim] lr or set optim.grad_clip",
-                  (long long)T->step, loss);
-    if (T->step % c->log_every == 0 || T->step == T->total_steps || T->step == 1) {
+      dt_die_user_all("step %lld: loss is %f (not finite); lower [optim] lr or set "
+                      "optim.grad_clip",
+                      (long long)T->step, loss);
+    if (T->is_root && (T->step % c->log_every == 0 || T->step == T->total_steps || T->step == 1)) {
       double now = dt_now();
       double sps = log_samples / (now - t_log);
       dt_metric vals[] = {{"epoch", epoch_f, 0},       {"loss", loss, 0},
@@ -464,19 +598,25 @@ int dt_train(const dt_config *c) {
     int last = T->step == T->total_steps;
     if (epoch_end || last) {
       evaluate(T, epoch_end ? (double)T->epoch : epoch_f);
-      dt_metrics_flush(T->metrics);
+      if (T->is_root) dt_metrics_flush(T->metrics);
     }
     if (c->checkpoint_every > 0 && (T->step % c->checkpoint_every == 0 || last))
       save_checkpoint(T);
+    /* every rank stops at the same step, whichever got the signal */
+    int sig = (int)g_stop_signal;
+    if (T->grid.size > 1) MPI_Allreduce(MPI_IN_PLACE, &sig, 1, MPI_INT, MPI_MAX, MPI_COMM_WORLD);
+    if (sig) stop = sig;
   }
   int code = 0;
-  if (g_stop_signal) {
-    printf("stopped by signal %d at step %lld\n", (int)g_stop_signal, (long long)T->step);
+  if (stop) {
+    if (T->is_root) printf("stopped by signal %d at step %lld\n", stop, (long long)T->step);
     if (c->checkpoint_every > 0) save_checkpoint(T);
-    code = 128 + (int)g_stop_signal;
+    code = 128 + stop;
   }
-  printf("done: %lld steps, %.2f s training (%.0f img/s), %.2f s total\n", (long long)T->step,
-         T->train_time, T->train_time > 0 ? (double)run_samples / T->train_time : 0.0, dt_now() - t_start);
+  if (T->is_root)
+    printf("done: %lld steps, %.2f s training (%.0f img/s), %.2f s total\n", (long long)T->step,
+           T->train_time, T->train_time > 0 ? (double)run_samples / T->train_time : 0.0,
+           dt_now() - t_start);
   teardown(T);
   return code;
 }

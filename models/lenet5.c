@@ -76,17 +76,24 @@ static const float *lenet5_forward_backward(dt_model *m, const dt_image_batch *b
 
   /* backward: activation gradients ping-pong between d0 and d1 */
   float *d0 = L->d0, *d1 = L->d1;
+#define READY(w) dt_model_grad_ready(m, w), dt_model_grad_ready(m, w + 1)
   k->linear_backward(ctx, d0, GW(P_F3W), GW(P_F3B), L->dlogits, L->h4, W(P_F3W), n, 84, 10);
+  READY(P_F3W);
   k->act_backward(ctx, L->act, d0, d0, L->a4, (size_t)n * 84);
   k->linear_backward(ctx, d1, GW(P_F2W), GW(P_F2B), d0, L->h3, W(P_F2W), n, 120, 84);
+  READY(P_F2W);
   k->act_backward(ctx, L->act, d1, d1, L->a3, (size_t)n * 120);
   k->linear_backward(ctx, d0, GW(P_F1W), GW(P_F1B), d1, L->p2, W(P_F1W), n, 400, 120);
+  READY(P_F1W);
   pool_bwd(L, d1, d0, L->h2, &s2);
   k->act_backward(ctx, L->act, d1, d1, L->a2, (size_t)n * 16 * 10 * 10);
   k->conv2d_backward(ctx, d0, GW(P_C2W), GW(P_C2B), d1, L->p1, W(P_C2W), &c2, L->ws);
+  READY(P_C2W);
   pool_bwd(L, d1, d0, L->h1, &s1);
   k->act_backward(ctx, L->act, d1, d1, L->a1, (size_t)n * 6 * 28 * 28);
   k->conv2d_backward(ctx, NULL, GW(P_C1W), GW(P_C1B), d1, b->x, W(P_C1W), &c1, L->ws);
+  READY(P_C1W);
+#undef READY
 #undef W
 #undef GW
   return L->logits;

@@ -44,7 +44,17 @@ struct dt_model {
                                    float dscale);
   void (*destroy)(dt_model *m);
   void *impl;
+
+  /* Set by the engine: called during backward once parameter i's gradient
+   * for this micro-batch is complete, so its bucket can be reduced while
+   * backward goes on. NULL = nobody listens. */
+  void (*grad_hook)(void *ctx, int param_index);
+  void *grad_hook_ctx;
 };
+
+static inline void dt_model_grad_ready(dt_model *m, int param_index) {
+  if (m->grad_hook) m->grad_hook(m->grad_hook_ctx, param_index);
+}
 
 /* Builds the model named by cfg->model_name on be for micro-batches up to
  * max_batch. -1 with err on a config the model cannot take. */

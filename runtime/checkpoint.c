@@ -49,32 +49,42 @@ static void tensor_name(char *buf, size_t size, const char *group, const char *n
   snprintf(buf, size, "%s/%s", group, name);
 }
 
-static int write_tensor(hid_t f, const char *dset, const dt_param *p, const float *data,
-                        dt_error *err) {
-  if (dt_h5_write(f, dset, H5T_NATIVE_FLOAT, p->ndims, p->shape, data, 0, err)) return -1;
-  int64_t offset[DT_PARAM_MAXDIMS] = {0}; /* a single rank owns whole tensors for now */
-  int64_t tp_dim = p->tp_dim;
+/* Writes elements [a, b) of tensor p's flattened data as one dataset, whole
+ * tensors with their shape, slices as 1-D. */
+static int write_slice(hid_t f, const char *dset, const dt_param *p, size_t a, size_t b,
+                       const float *data, dt_error *err) {
+  int64_t n = (int64_t)(b - a), flat_offset = (int64_t)a, tp_dim = p->tp_dim;
+  int whole = a == 0 && b == p->count;
+  if (dt_h5_write(f, dset, H5T_NATIVE_FLOAT, whole ? p->ndims : 1, whole ? p->shape : &n, data,
+                  0, err))
+    return -1;
   if (dt_h5_attr_write_i64(f, dset, "full_shape", p->ndims, p->shape, err)) return -1;
-  if (dt_h5_attr_write_i64(f, dset, "offset", p->ndims, offset, err)) return -1;
+  if (dt_h5_attr_write_i64(f, dset, "flat_offset", 1, &flat_offset, err)) return -1;
   if (dt_h5_attr_write_i64(f, dset, "tp_dim", 1, &tp_dim, err)) return -1;
   return 0;
 }
 
-static int write_rank_file(const char *path, const dt_param *params, int nparams,
-                           const dt_ckpt_buffers *bufs, dt_error *err) {
+int dt_ckpt_write_rank(const char *tmp_path, int rank, const dt_param *params, int nparams,
+                       size_t lo, size_t hi, const dt_ckpt_buffers *bufs, size_t state_base,
+                       dt_error *err) {
+  char path[4300];
+  snprintf(path, sizeof path, "%s/rank%05d.h5", tmp_path, rank);
   hid_t f = dt_h5_create(path, err);
   if (f < 0) return -1;
   char name[256];
   int rc = 0;
   for (int i = 0; i < nparams && !rc; i++) {
     const dt_param *p = &params[i];
+    size_t a = DT_MAX(lo, p->offset), b = DT_MIN(hi, p->offset + p->count);
+    if (a >= b) continue;
     tensor_name(name, sizeof name, "params", p->name);
-    rc = write_tensor(f, name, p, bufs->params + p->offset, err);
+    rc = write_slice(f, name, p, a - p->offset, b - p->offset, bufs->params + a, err);
     for (int s = 0; s < bufs->nstates && !rc; s++) {
       char grp[128];
       snprintf(grp, sizeof grp, "optim/%s", bufs->state_names[s]);
       tensor_name(name, sizeof name, grp, p->name);
-      rc = write_tensor(f, name, p, bufs->states[s] + p->offset, err);
+      rc = write_slice(f, name, p, a - p->offset, b - p->offset,
+                       bufs->states[s] + (a - state_base), err);
     }
   }
   dt_h5_close(f);
@@ -150,20 +160,22 @@ static void prune(const char *dir, int keep) {
   }
 }
 
-int dt_ckpt_save(const char *dir, const dt_param *params, int nparams, const dt_ckpt_meta *meta,
-                 const dt_ckpt_buffers *bufs, const char *config_text, int keep, char *out_path,
-                 size_t out_size, dt_error *err) {
+int dt_ckpt_prepare(const char *dir, int64_t step, char *tmp_path, size_t size, dt_error *err) {
   if (mkdir_p(dir, err)) return -1;
-  char final[4096], tmp[4200], old[4200], file[4300];
+  snprintf(tmp_path, size, "%s/step_%08lld.tmp", dir, (long long)step);
+  rm_rf(tmp_path); /* left by a run that died while saving */
+  if (mkdir(tmp_path, 0777) != 0)
+    return dt_error_set(err, "%s: cannot create directory: %s", tmp_path, strerror(errno));
+  return 0;
+}
+
+int dt_ckpt_commit(const char *dir, const char *tmp_path, const dt_ckpt_meta *meta,
+                   const char *config_text, int keep, char *out_path, size_t out_size,
+                   dt_error *err) {
+  char final[4096], old[4200], file[4300];
   snprintf(final, sizeof final, "%s/step_%08lld", dir, (long long)meta->step);
-  snprintf(tmp, sizeof tmp, "%s.tmp", final);
   snprintf(old, sizeof old, "%s.old", final);
-  rm_rf(tmp); /* left by a run that died while saving */
-  if (mkdir(tmp, 0777) != 0)
-    return dt_error_set(err, "%s: cannot create directory: %s", tmp, strerror(errno));
-  snprintf(file, sizeof file, "%s/rank%05d.h5", tmp, 0);
-  if (write_rank_file(file, params, nparams, bufs, err)) goto fail;
-  snprintf(file, sizeof file, "%s/meta.h5", tmp);
+  snprintf(file, sizeof file, "%s/meta.h5", tmp_path);
   if (write_meta(file, meta, config_text, err)) goto fail;
   /* The same step saved again (a resumed run passing it once more) replaces
    * the old copy only after the new one is complete. */
@@ -172,8 +184,8 @@ int dt_ckpt_save(const char *dir, const dt_param *params, int nparams, const dt_
     dt_error_set(err, "%s: cannot move aside: %s", final, strerror(errno));
     goto fail;
   }
-  if (rename(tmp, final) != 0) {
-    dt_error_set(err, "%s: cannot rename to %s: %s", tmp, final, strerror(errno));
+  if (rename(tmp_path, final) != 0) {
+    dt_error_set(err, "%s: cannot rename to %s: %s", tmp_path, final, strerror(errno));
     goto fail;
   }
   rm_rf(old);
@@ -185,8 +197,26 @@ int dt_ckpt_save(const char *dir, const dt_param *params, int nparams, const dt_
   if (out_path) snprintf(out_path, out_size, "%s", final);
   return 0;
 fail:
-  rm_rf(tmp);
+  rm_rf(tmp_path);
   return -1;
+}
+
+static size_t table_total(const dt_param *params, int nparams) {
+  size_t total = 0;
+  for (int i = 0; i < nparams; i++) total = DT_MAX(total, params[i].offset + params[i].count);
+  return total;
+}
+
+int dt_ckpt_save(const char *dir, const dt_param *params, int nparams, const dt_ckpt_meta *meta,
+                 const dt_ckpt_buffers *bufs, const char *config_text, int keep, char *out_path,
+                 size_t out_size, dt_error *err) {
+  char tmp[4200];
+  if (dt_ckpt_prepare(dir, meta->step, tmp, sizeof tmp, err)) return -1;
+  if (dt_ckpt_write_rank(tmp, 0, params, nparams, 0, table_total(params, nparams), bufs, 0, err)) {
+    rm_rf(tmp);
+    return -1;
+  }
+  return dt_ckpt_commit(dir, tmp, meta, config_text, keep, out_path, out_size, err);
 }
 
 static int read_latest(const char *dir, char *path, size_t size, dt_error *err) {
@@ -233,30 +263,85 @@ static void shape_str(char *buf, size_t size, int nd, const int64_t *d) {
   if (o < (int)size) snprintf(buf + o, size - (size_t)o, ")");
 }
 
-static int read_tensor(hid_t f, const char *path, const char *dset, const dt_param *p, float *out,
-                       dt_error *err) {
-  if (!dt_h5_exists(f, dset))
-    return dt_error_set(err, "checkpoint %s: no tensor %s (was it saved by another model?)", path,
-                        dset);
+/* Copies the part of one stored slice of tensor p that falls in the flat
+ * range [lo, hi) into dst (dst[0] = flat lo); counts the elements copied. */
+static int read_slice(hid_t f, const char *file, const char *dset, const dt_param *p, size_t lo,
+                      size_t hi, float *dst, size_t *copied, dt_error *err) {
+  int64_t full[DT_H5_MAXDIMS], flat_offset = 0;
   int nd = 0;
   int64_t dims[DT_H5_MAXDIMS];
-  if (dt_h5_attr_read_i64(f, dset, "full_shape", p->ndims, dims, err) ||
-      dt_h5_dims(f, dset, &nd, dims, err))
-    goto shape_error;
-  int same = nd == p->ndims;
-  for (int d = 0; same && d < nd; d++) same = dims[d] == p->shape[d];
-  if (!same) goto shape_error;
-  return dt_h5_read(f, dset, H5T_NATIVE_FLOAT, p->ndims, p->shape, out, err);
-shape_error:;
-  char want[128], got[128] = "(unreadable)";
-  shape_str(want, sizeof want, p->ndims, p->shape);
-  if (dt_h5_dims(f, dset, &nd, dims, NULL) == 0) shape_str(got, sizeof got, nd, dims);
-  return dt_error_set(err, "checkpoint %s: %s has shape %s, but this model's %s is %s", path, dset,
-                      got, p->name, want);
+  if (dt_h5_dims(f, dset, &nd, dims, err)) return -1;
+  int same = dt_h5_attr_read_i64(f, dset, "full_shape", p->ndims, full, NULL) == 0;
+  for (int d = 0; same && d < p->ndims; d++) same = full[d] == p->shape[d];
+  if (!same) {
+    char want[128], got[128];
+    shape_str(want, sizeof want, p->ndims, p->shape);
+    if (dt_h5_attr_read_i64(f, dset, "full_shape", p->ndims, full, NULL) == 0)
+      shape_str(got, sizeof got, p->ndims, full);
+    else
+      shape_str(got, sizeof got, nd, dims);
+    return dt_error_set(err, "checkpoint %s: %s has shape %s, but this model's %s is %s", file,
+                        dset, got, p->name, want);
+  }
+  if (dt_h5_attr_read_i64(f, dset, "flat_offset", 1, &flat_offset, err)) return -1;
+  int64_t n = 1;
+  for (int d = 0; d < nd; d++) n *= dims[d];
+  if (flat_offset < 0 || (size_t)(flat_offset + n) > p->count)
+    return dt_error_set(err, "checkpoint %s: %s covers elements [%lld, %lld) of a tensor of %zu",
+                        file, dset, (long long)flat_offset, (long long)(flat_offset + n),
+                        p->count);
+  size_t s_lo = p->offset + (size_t)flat_offset, s_hi = s_lo + (size_t)n;
+  size_t a = DT_MAX(lo, s_lo), b = DT_MIN(hi, s_hi);
+  if (a >= b) return 0;
+  float *tmp = dt_malloc((size_t)n * sizeof(float));
+  int rc = dt_h5_read(f, dset, H5T_NATIVE_FLOAT, nd, dims, tmp, err);
+  if (!rc) {
+    memcpy(dst + (a - lo), tmp + (a - s_lo), (b - a) * sizeof(float));
+    *copied += b - a;
+  }
+  free(tmp);
+  return rc;
 }
 
-int dt_ckpt_load(const char *path, const dt_param *params, int nparams, dt_ckpt_meta *meta,
-                 const dt_ckpt_buffers *bufs, char **config_text, dt_error *err) {
+int dt_ckpt_read_range(const char *path, const dt_ckpt_meta *meta, const dt_param *params,
+                       int nparams, const char *group, size_t lo, size_t hi, float *dst,
+                       dt_error *err) {
+  size_t *copied = dt_calloc((size_t)nparams + 1, sizeof(size_t));
+  char grp[128], file[4300], dset[256];
+  if (!strcmp(group, "params")) snprintf(grp, sizeof grp, "params");
+  else snprintf(grp, sizeof grp, "optim/%s", group);
+  int rc = 0;
+  for (int64_t r = 0; r < meta->world && !rc; r++) {
+    snprintf(file, sizeof file, "%s/rank%05lld.h5", path, (long long)r);
+    hid_t f = dt_h5_open(file, err);
+    if (f < 0) {
+      rc = -1;
+      break;
+    }
+    for (int i = 0; i < nparams && !rc; i++) {
+      const dt_param *p = &params[i];
+      if (p->offset >= hi || p->offset + p->count <= lo) continue;
+      tensor_name(dset, sizeof dset, grp, p->name);
+      if (!dt_h5_exists(f, dset)) continue;
+      rc = read_slice(f, file, dset, p, lo, hi, dst, &copied[i], err);
+    }
+    dt_h5_close(f);
+  }
+  for (int i = 0; i < nparams && !rc; i++) {
+    const dt_param *p = &params[i];
+    size_t a = DT_MAX(lo, p->offset), b = DT_MIN(hi, p->offset + p->count);
+    size_t want = b > a ? b - a : 0;
+    if (copied[i] != want)
+      rc = dt_error_set(err,
+                        "checkpoint %s: %s/%s: %zu of the %zu elements this rank needs are "
+                        "missing (was it saved by another model?)",
+                        path, grp, p->name, want - DT_MIN(want, copied[i]), want);
+  }
+  free(copied);
+  return rc;
+}
+
+int dt_ckpt_read_meta(const char *path, dt_ckpt_meta *meta, char **config_text, dt_error *err) {
   char file[4300];
   snprintf(file, sizeof file, "%s/meta.h5", path);
   hid_t f = dt_h5_open(file, err);
@@ -284,8 +369,8 @@ int dt_ckpt_load(const char *path, const dt_param *params, int nparams, dt_ckpt_
                       "checkpoint %s holds %s optimizer state, but [optim] name is '%s' "
                       "(resume with optim.name=%s, or start afresh with checkpoint.resume=never)",
                       path, optim, meta->optimizer, optim);
-  if (!rc && (nums[0] < 0 || nums[1] < 0 || nums[2] < 0))
-    rc = dt_error_set(err, "checkpoint %s: negative step or loader position", file);
+  if (!rc && (nums[0] < 0 || nums[1] < 0 || nums[2] < 0 || nums[8] < 1 || nums[8] > 1000000))
+    rc = dt_error_set(err, "checkpoint %s: bad step, loader position or world size", file);
   if (!rc) {
     meta->step = nums[0];
     meta->epoch = nums[1];
@@ -295,31 +380,22 @@ int dt_ckpt_load(const char *path, const dt_param *params, int nparams, dt_ckpt_
     meta->world = nums[8];
   }
   free(fmt), free(model), free(optim);
-  if (rc) {
-    free(cfg);
-    return -1;
-  }
-
-  snprintf(file, sizeof file, "%s/rank%05d.h5", path, 0);
-  f = dt_h5_open(file, err);
-  if (f < 0) {
-    free(cfg);
-    return -1;
-  }
-  char name[256];
-  for (int i = 0; i < nparams && !rc; i++) {
-    const dt_param *p = &params[i];
-    tensor_name(name, sizeof name, "params", p->name);
-    rc = read_tensor(f, file, name, p, bufs->params + p->offset, err);
-    for (int s = 0; s < bufs->nstates && !rc; s++) {
-      char grp[128];
-      snprintf(grp, sizeof grp, "optim/%s", bufs->state_names[s]);
-      tensor_name(name, sizeof name, grp, p->name);
-      rc = read_tensor(f, file, name, p, bufs->states[s] + p->offset, err);
-    }
-  }
-  dt_h5_close(f);
   if (rc || !config_text) free(cfg);
   else *config_text = cfg;
   return rc ? -1 : 0;
+}
+
+int dt_ckpt_load(const char *path, const dt_param *params, int nparams, dt_ckpt_meta *meta,
+                 const dt_ckpt_buffers *bufs, char **config_text, dt_error *err) {
+  if (dt_ckpt_read_meta(path, meta, config_text, err)) return -1;
+  size_t total = table_total(params, nparams);
+  int rc = dt_ckpt_read_range(path, meta, params, nparams, "params", 0, total, bufs->params, err);
+  for (int s = 0; s < bufs->nstates && !rc; s++)
+    rc = dt_ckpt_read_range(path, meta, params, nparams, bufs->state_names[s], 0, total,
+                            bufs->states[s], err);
+  if (rc && config_text) {
+    free(*config_text);
+    *config_text = NULL;
+  }
+  return rc;
 }

@@ -34,9 +34,25 @@ typedef struct dt_ckpt_buffers {
   float *states[DT_CKPT_MAX_STATES];
 } dt_ckpt_buffers;
 
-/* Writes DIR/step_NNNNNNNN for meta->step, updates LATEST, then deletes the
- * oldest step directories beyond `keep` (0 = keep all). out_path (if non-NULL)
- * gets the directory written. */
+/* Sharded saving, in three steps the caller orders across ranks:
+ *   rank 0: dt_ckpt_prepare   (creates DIR/step_N.tmp, removing a stale one)
+ *   every rank, after a barrier: dt_ckpt_write_rank (its file, its slices)
+ *   rank 0, after a barrier: dt_ckpt_commit (meta.h5, rename, LATEST, prune).
+ * A rank writes the elements [lo, hi) of the flat buffers it owns: the
+ * parameters (params[] is the whole flat buffer) and each optimizer state
+ * (states[s][0] holds flat element state_base). Each tensor's slice is a
+ * dataset /params/<name> or /optim/<state>/<name>, tagged with the tensor's
+ * full_shape and the flat_offset of the slice in the flattened tensor; a
+ * whole tensor keeps its shape. */
+int dt_ckpt_prepare(const char *dir, int64_t step, char *tmp_path, size_t size, dt_error *err);
+int dt_ckpt_write_rank(const char *tmp_path, int rank, const dt_param *params, int nparams,
+                       size_t lo, size_t hi, const dt_ckpt_buffers *bufs, size_t state_base,
+                       dt_error *err);
+int dt_ckpt_commit(const char *dir, const char *tmp_path, const dt_ckpt_meta *meta,
+                   const char *config_text, int keep, char *out_path, size_t out_size,
+                   dt_error *err);
+
+/* One rank's whole save (prepare, write rank 0 with everything, commit). */
 int dt_ckpt_save(const char *dir, const dt_param *params, int nparams,
                  const dt_ckpt_meta *meta,
                  const dt_ckpt_buffers *bufs, const char *config_text, int keep,
@@ -47,10 +63,21 @@ int dt_ckpt_save(const char *dir, const dt_param *params, int nparams,
  * a directory holding LATEST -> 1 (or -1 with err if it is neither). */
 int dt_ckpt_resolve(const char *resume, const char *dir, char *path, size_t size, dt_error *err);
 
-/* Reads a checkpoint written by dt_ckpt_save into bufs and meta, checking the
- * format, meta->model and meta->optimizer (as the caller fills them) and
- * every parameter's shape against the table; meta is then overwritten.
+/* Reads meta.h5, checking the format, and meta->model and meta->optimizer
+ * against what the caller filled in; meta is then overwritten.
  * config_text (if non-NULL) gets the stored config, malloc'ed. */
+int dt_ckpt_read_meta(const char *path, dt_ckpt_meta *meta, char **config_text, dt_error *err);
+
+/* Fills dst[0 .. hi-lo) with flat elements [lo, hi) of `group` ("params" or a
+ * state name) from whichever rank files of the checkpoint hold them (the
+ * checkpoint's world size is meta->world), so any layout can resume any
+ * other. Checks every tensor's full shape against the table and that every
+ * element was found. */
+int dt_ckpt_read_range(const char *path, const dt_ckpt_meta *meta, const dt_param *params,
+                       int nparams, const char *group, size_t lo, size_t hi, float *dst,
+                       dt_error *err);
+
+/* One rank's whole load: meta, then all of params and every state. */
 int dt_ckpt_load(const char *path, const dt_param *params, int nparams, dt_ckpt_meta *meta,
                  const dt_ckpt_buffers *bufs, char **config_text, dt_error *err);
 
