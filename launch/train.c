@@ -20,6 +20,7 @@
 #include "../parallel/comm.h"
 #include "../parallel/dp.h"
 #include "../parallel/grid.h"
+#include "../parallel/watchdog.h"
 
 #define MNIST_MEAN 0.1307f
 #define MNIST_STD 0.3081f
@@ -233,6 +234,7 @@ static void save_checkpoint(trainer *T) {
   char tmp[4096], path[4096];
   double t0 = dt_now();
   int bad = T->is_root && dt_ckpt_prepare(T->ckpt_dir, T->step, tmp, sizeof tmp, &err);
+  dt_watchdog_enter("saving a checkpoint");
   MPI_Bcast(&bad, 1, MPI_INT, 0, MPI_COMM_WORLD);
   if (bad) dt_die_user("saving checkpoint: %s", err.msg);
   MPI_Bcast(tmp, sizeof tmp, MPI_CHAR, 0, MPI_COMM_WORLD);
@@ -251,6 +253,7 @@ static void save_checkpoint(trainer *T) {
     fflush(stdout);
   }
   MPI_Barrier(MPI_COMM_WORLD);
+  dt_watchdog_leave();
   free_host_buffers(&b);
 }
 
@@ -331,9 +334,12 @@ static void evaluate(trainer *T, double epoch_f) {
     }
   }
   free(idx);
-  if (T->grid.dp > 1)
+  if (T->grid.dp > 1) {
+    dt_watchdog_enter("the evaluation all-reduce");
     MPI_Allreduce(MPI_IN_PLACE, acc_buf, (int)DT_ARRAY_LEN(acc_buf), MPI_DOUBLE, MPI_SUM,
                   T->comm->mpi);
+    dt_watchdog_leave();
+  }
   if (!T->is_root) return;
   double acc = acc_buf[0] / (double)n, loss = acc_buf[1] / (double)n;
   double cls[64];
@@ -358,6 +364,7 @@ static void setup_parallel(trainer *T) {
     dt_die_user_all("%s", err.msg);
   T->is_root = T->grid.rank == 0;
   dt_set_rank(T->grid.rank);
+  if (T->grid.size > 1) dt_watchdog_start();
   if (c->parallel_tp != 1 || c->parallel_pp != 1)
     dt_die_user_all("[parallel] tp=%ld pp=%ld: tensor and pipeline parallelism are not built "
                     "yet (only data parallelism: parallel.dp)",
@@ -604,7 +611,11 @@ int dt_train(const dt_config *c) {
       save_checkpoint(T);
     /* every rank stops at the same step, whichever got the signal */
     int sig = (int)g_stop_signal;
-    if (T->grid.size > 1) MPI_Allreduce(MPI_IN_PLACE, &sig, 1, MPI_INT, MPI_MAX, MPI_COMM_WORLD);
+    if (T->grid.size > 1) {
+      dt_watchdog_enter("the end-of-step check");
+      MPI_Allreduce(MPI_IN_PLACE, &sig, 1, MPI_INT, MPI_MAX, MPI_COMM_WORLD);
+      dt_watchdog_leave();
+    }
     if (sig) stop = sig;
   }
   int code = 0;

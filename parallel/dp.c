@@ -4,6 +4,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "watchdog.h"
+
 /* The per-rank counts of the intersection of [lo, hi) with every shard. */
 static void shard_counts_of(const dt_dp *dp, size_t lo, size_t hi, size_t *counts) {
   size_t start = 0;
@@ -108,10 +110,12 @@ void dt_dp_micro_end(dt_dp *dp) {
   for (int k = 0; k < dp->nbuckets; k++)
     if (!dp->buckets[k].launched) launch(dp, &dp->buckets[k]);
   if (!dp->reducing) return;
+  dt_watchdog_enter("the gradient reduction");
   for (int k = 0; k < dp->nbuckets; k++) {
     dp->comm->wait(dp->comm, dp->buckets[k].req);
     dp->buckets[k].req = NULL;
   }
+  dt_watchdog_leave();
   if (dp->zero >= 2) {
     /* keep only the shard: the full buffer is scratch for the next micro-batch */
     size_t n = dp->own_hi - dp->own_lo;
@@ -127,12 +131,18 @@ float *dt_dp_grads(dt_dp *dp) {
 
 void dt_dp_gather_params(dt_dp *dp) {
   if (dp->zero == 0 || dp->comm->size == 1) return;
+  dt_watchdog_enter("the parameter all-gather");
   dp->comm->allgatherv(dp->comm, dp->p + dp->own_lo, dp->p, dp->shard_counts, DT_F32);
+  dt_watchdog_leave();
 }
 
 double dt_dp_sum(dt_dp *dp, double x) {
   double y = x;
-  if (dp->comm->size > 1) MPI_Allreduce(&x, &y, 1, MPI_DOUBLE, MPI_SUM, dp->comm->mpi);
+  if (dp->comm->size > 1) {
+    dt_watchdog_enter("an all-reduce of step statistics");
+    MPI_Allreduce(&x, &y, 1, MPI_DOUBLE, MPI_SUM, dp->comm->mpi);
+    dt_watchdog_leave();
+  }
   return y;
 }
 
