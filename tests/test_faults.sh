@@ -24,33 +24,34 @@ start_job() {
     [ "$p" != "$JOB" ] && [ "$(cat /proc/$p/comm 2>/dev/null)" = dtrain ] && echo "$p"; done))
 }
 
-# wait_down SECONDS: the job ends by itself within SECONDS; prints its exit code
+# wait_down SECONDS: sets RES to how the job ended ("exit N after T s", or
+# "hung" if it did not end by itself within SECONDS)
 wait_down() {
   local t0=$SECONDS
   while kill -0 $JOB 2>/dev/null; do
-    if [ $((SECONDS - t0)) -ge "$1" ]; then kill -9 $JOB "${RANKS[@]}" 2>/dev/null; echo "hung"; return; fi
+    if [ $((SECONDS - t0)) -ge "$1" ]; then kill -9 $JOB "${RANKS[@]}" 2>/dev/null; RES="hung"; return; fi
     sleep 0.5
   done
   wait $JOB
-  echo "exit $? after $((SECONDS - t0)) s"
+  RES="exit $? after $((SECONDS - t0)) s"
 }
 
 start_job killed
 check "2 rank processes found" test ${#RANKS[@]} -eq 2
 kill -9 "${RANKS[1]}"
-res=$(wait_down 60)
-echo "   killed rank: $res"
-check "killing a rank brings the job down within 60 s" bash -c "[[ '$res' == exit* && '$res' != 'exit 0'* ]]"
+wait_down 60
+echo "   killed rank: $RES"
+check "killing a rank brings the job down within 60 s" bash -c "[[ '$RES' == exit* && '$RES' != 'exit 0 '* ]]"
 check "the message names the rank" grep -qiE "rank|process name" "$TMP/killed.log"
 
 # a hung rank (stopped): the other one must not wait forever in a collective
 export DTRAIN_COMM_TIMEOUT_S=10
 start_job hung
 kill -STOP "${RANKS[1]}"
-res=$(wait_down 60)
+wait_down 60
 kill -9 "${RANKS[@]}" 2>/dev/null
-echo "   stopped rank: $res"
-check "a hung rank brings the job down within 60 s" bash -c "[[ '$res' == exit* && '$res' != 'exit 0'* ]]"
+echo "   stopped rank: $RES"
+check "a hung rank brings the job down within 60 s" bash -c "[[ '$RES' == exit* && '$RES' != 'exit 0 '* ]]"
 check "the timeout message names the rank" grep -qE "\[rank [01]\].*(timeout|timed out)" "$TMP/hung.log"
 grep -E "timeout|timed out" "$TMP/hung.log" | head -2 | sed 's/^/   /'
 finish
