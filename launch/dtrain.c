@@ -14,6 +14,7 @@ static void usage(FILE *f) {
           "usage: dtrain CONFIG.ini [section.key=value ...]\n"
           "       dtrain --help-config      every config key with its type, default and meaning\n"
           "       dtrain --print-config CONFIG.ini [overrides]   the resolved config, then exit\n"
+          "       dtrain --print-layout CONFIG.ini [overrides]   which rank is where, then exit\n"
           "       dtrain --version\n"
           "\n"
           "Trains the model CONFIG.ini describes. Overrides replace keys of the file, e.g.\n"
@@ -37,7 +38,8 @@ int main(int argc, char **argv) {
     return 0;
   }
   int print_only = !strcmp(argv[1], "--print-config");
-  int first = print_only ? 2 : 1;
+  int print_layout = !strcmp(argv[1], "--print-layout");
+  int first = print_only || print_layout ? 2 : 1;
   if (first >= argc || argv[first][0] == '-') {
     fprintf(stderr, "dtrain: error: %s is not a config file\n", first < argc ? argv[first] : "(nothing)");
     usage(stderr);
@@ -54,6 +56,11 @@ int main(int argc, char **argv) {
   dt_error err;
   if (dt_config_load(&cfg, argv[first], argc - first - 1, argv + first + 1, &err))
     dt_die_user_all("%s", err.msg);
+  if (print_layout) {
+    int code = dt_print_layout(&cfg);
+    MPI_Finalize();
+    return code;
+  }
   char *text = dt_config_to_text(&cfg);
   if (rank == 0) {
     printf("# dtrain: resolved config of %s\n%s", cfg.path, text);

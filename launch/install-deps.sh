@@ -22,3 +22,15 @@ if [ "${1:-}" = "--test" ]; then
       python3 -m pip install -q --break-system-packages -r "$here/requirements-test.txt"
   fi
 fi
+if [ "${1:-}" = "--test" ] && [ "$(id -u)" = 0 ]; then
+  # tests/test_slurm.sh starts a one-node Slurm cluster here (root only).
+  slurm_missing=()
+  for p in slurm-wlm munge; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || slurm_missing+=("$p")
+  done
+  if [ ${#slurm_missing[@]} -gt 0 ]; then
+    echo "installing: ${slurm_missing[*]}"
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${slurm_missing[@]}"
+  fi
+fi

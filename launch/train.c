@@ -10,6 +10,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include "../models/model.h"
 #include "../runtime/backend.h"
@@ -44,7 +45,9 @@ typedef struct trainer {
   float *d_x, *d_losses, *h_losses, *h_logits, *d_sumsq;
   int nstates;
   const char *state_names[2];
-  float *d_states[2];
+  float *d_states[2];  /* on opt_be, covering [opt_lo, opt_hi) */
+  dt_backend_t opt_be; /* where the optimizer runs: be, or the CPU with optim.offload=cpu */
+  float *h_p, *h_g;    /* offload: host master weights and gradients of [opt_lo, opt_hi) */
   int32_t *perm;
   int64_t perm_epoch;
   int64_t batch, rank_batch, micro, eval_batch; /* global, per dp rank, per forward */
@@ -140,11 +143,27 @@ static void setup_optimizer(trainer *T) {
     T->state_names[0] = "exp_avg";
     T->state_names[1] = "exp_avg_sq";
   }
-  size_t bytes = (T->dp->opt_hi - T->dp->opt_lo) * sizeof(float);
+  size_t n = T->dp->opt_hi - T->dp->opt_lo;
+  /* optim.offload=cpu: optimizer state, fp32 master weights and the update
+   * live on the host (the CPU backend's kernels), as DeepSpeed's offload */
+  int offload = !strcmp(T->cfg->optim_offload, "cpu");
+  T->opt_be = offload ? dt_backend_cpu_create(cpu_threads(T)) : be;
   for (int s = 0; s < T->nstates; s++) {
-    T->d_states[s] = be->alloc(be, bytes);
-    be->memset0(be, T->d_states[s], bytes);
+    T->d_states[s] = T->opt_be->alloc(T->opt_be, (n + 1) * sizeof(float));
+    T->opt_be->memset0(T->opt_be, T->d_states[s], (n + 1) * sizeof(float));
   }
+  if (offload) {
+    T->h_p = be->host_alloc(be, (n + 1) * sizeof(float));
+    T->h_g = be->host_alloc(be, (n + 1) * sizeof(float));
+  }
+}
+
+/* Offload: the host master weights follow the device parameters (at start
+ * and after a resume). */
+static void offload_pull_params(trainer *T) {
+  if (T->h_p)
+    T->be->d2h(T->be, T->h_p, T->m->p + T->dp->opt_lo,
+               (T->dp->opt_hi - T->dp->opt_lo) * sizeof(float));
 }
 
 /* Updates this rank's optimizer range [opt_lo, opt_hi) from the reduced
@@ -167,22 +186,31 @@ static double optimizer_step(trainer *T, double lr) {
     gscale = (float)(c->optim_grad_clip / (norm + 1e-6));
   int t = (int)(T->step + 1);
   int sgd = !strcmp(c->optim_name, "sgd");
+  dt_backend_t ob = T->opt_be;
+  size_t nopt = dp->opt_hi - dp->opt_lo;
+  float *pbase = m->p + dp->opt_lo; /* [0] = flat opt_lo, on ob */
+  if (T->h_p) {
+    be->d2h(be, T->h_g, grads, nopt * sizeof(float));
+    grads = T->h_g;
+    pbase = T->h_p;
+  }
   int decoupled = !strcmp(c->optim_name, "adamw");
   for (int i = 0; i < m->nparams; i++) {
     const dt_param *p = &m->params[i];
     size_t a = DT_MAX(p->offset, dp->opt_lo), b = DT_MIN(p->offset + p->count, dp->opt_hi);
     if (a >= b) continue;
     float wd = p->decay ? (float)c->optim_weight_decay : 0.0f;
-    float *pp = m->p + a, *g = grads + (a - dp->opt_lo);
+    float *pp = pbase + (a - dp->opt_lo), *g = grads + (a - dp->opt_lo);
     float *s0 = T->d_states[0] + (a - dp->opt_lo);
     if (sgd)
-      be->k->sgd_step(be->ctx, pp, g, s0, b - a, (float)lr, (float)c->optim_momentum, wd,
+      ob->k->sgd_step(ob->ctx, pp, g, s0, b - a, (float)lr, (float)c->optim_momentum, wd,
                       c->optim_nesterov, t == 1, gscale);
     else
-      be->k->adam_step(be->ctx, pp, g, s0, T->d_states[1] + (a - dp->opt_lo), b - a, (float)lr,
+      ob->k->adam_step(ob->ctx, pp, g, s0, T->d_states[1] + (a - dp->opt_lo), b - a, (float)lr,
                        (float)c->optim_beta1, (float)c->optim_beta2, (float)c->optim_eps, wd,
                        decoupled, t, gscale);
   }
+  if (T->h_p) be->h2d(be, m->p + dp->opt_lo, T->h_p, nopt * sizeof(float));
   dt_dp_gather_params(dp);
   return norm;
 }
@@ -227,7 +255,8 @@ static void save_checkpoint(trainer *T) {
   host_buffers(T, &b);
   be->d2h(be, b.params, T->m->p, T->m->nparams_total * sizeof(float));
   for (int s = 0; s < T->nstates; s++)
-    be->d2h(be, b.states[s], T->d_states[s], (dp->opt_hi - dp->opt_lo) * sizeof(float));
+    T->opt_be->d2h(T->opt_be, b.states[s], T->d_states[s],
+                   (dp->opt_hi - dp->opt_lo) * sizeof(float));
   dt_ckpt_meta meta;
   fill_meta(T, &meta);
   dt_error err;
@@ -283,8 +312,10 @@ static int maybe_resume(trainer *T) {
   dt_backend_t be = T->be;
   be->h2d(be, T->m->p, b.params, n * sizeof(float));
   for (int s = 0; s < T->nstates; s++)
-    be->h2d(be, T->d_states[s], b.states[s], (dp->opt_hi - dp->opt_lo) * sizeof(float));
+    T->opt_be->h2d(T->opt_be, T->d_states[s], b.states[s],
+                   (dp->opt_hi - dp->opt_lo) * sizeof(float));
   be->sync(be);
+  offload_pull_params(T);
   free_host_buffers(&b);
   if (T->is_root && meta.seed != T->seed)
     printf("note: checkpoint was made with train.seed=%llu; continuing its data order\n",
@@ -372,8 +403,15 @@ static void setup_parallel(trainer *T) {
   if (c->parallel_zero > 2)
     dt_die_user_all("[parallel] zero = %ld: ZeRO-3 is not built yet (zero = 0, 1 or 2)",
                     c->parallel_zero);
-  if (strcmp(c->optim_offload, "none") != 0)
-    dt_die_user_all("[optim] offload = %s is not built yet", c->optim_offload);
+}
+
+/* train.threads, or the node's cores shared among its ranks so that several
+ * CPU ranks on one machine do not oversubscribe it */
+static int cpu_threads(const trainer *T) {
+  if (T->cfg->train_threads > 0) return (int)T->cfg->train_threads;
+  long cores = sysconf(_SC_NPROCESSORS_ONLN);
+  int per = (int)(cores / DT_MAX(1, T->grid.local_size));
+  return per > 0 ? per : 1;
 }
 
 static void setup_comm(trainer *T) {
@@ -438,7 +476,7 @@ static void setup(trainer *T, const dt_config *c) {
   T->eval_batch = c->train_eval_batch_size;
 
   dt_error err;
-  T->be = dt_backend_create(c->train_device, T->grid.local_rank, (int)c->train_threads, &err);
+  T->be = dt_backend_create(c->train_device, T->grid.local_rank, cpu_threads(T), &err);
   if (!T->be) dt_die_user_all("[train] device = %s: %s", c->train_device, err.msg);
   if (T->grid.size > 1) dt_grid_print(&T->grid, T->be->desc, stdout);
   setup_comm(T);
@@ -470,6 +508,7 @@ static void setup(trainer *T, const dt_config *c) {
   be->sync(be);
   free(hp);
   setup_optimizer(T);
+  offload_pull_params(T);
   print_memory(T);
 
   T->h_idx = be->host_alloc(be, (size_t)maxb * sizeof(int32_t));
@@ -487,7 +526,9 @@ static void setup(trainer *T, const dt_config *c) {
 static void teardown(trainer *T) {
   dt_backend_t be = T->be;
   if (T->metrics) dt_metrics_close(T->metrics);
-  for (int s = 0; s < T->nstates; s++) be->free(be, T->d_states[s]);
+  for (int s = 0; s < T->nstates; s++) T->opt_be->free(T->opt_be, T->d_states[s]);
+  if (T->h_p) be->host_free(be, T->h_p), be->host_free(be, T->h_g);
+  if (T->opt_be != be) dt_backend_destroy(T->opt_be);
   be->free(be, T->d_train_images);
   be->free(be, T->d_test_images);
   be->host_free(be, T->h_idx);
@@ -533,6 +574,20 @@ static double train_step(trainer *T) {
     dt_dp_micro_end(T->dp);
   }
   return dt_dp_sum(T->dp, loss_sum) / (double)T->batch;
+}
+
+int dt_print_layout(const dt_config *c) {
+  trainer T;
+  memset(&T, 0, sizeof T);
+  T.cfg = c;
+  setup_parallel(&T);
+  dt_error err;
+  T.be = dt_backend_create(c->train_device, T.grid.local_rank, cpu_threads(&T), &err);
+  if (!T.be) dt_die_user_all("[train] device = %s: %s", c->train_device, err.msg);
+  dt_grid_print(&T.grid, T.be->desc, stdout);
+  dt_backend_destroy(T.be);
+  dt_grid_free(&T.grid);
+  return 0;
 }
 
 int dt_train(const dt_config *c) {

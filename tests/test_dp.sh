@@ -2,7 +2,8 @@
 # Data parallelism against one process: dp = 2, 4 x zero = 0, 1, 2 give the
 # same per-step losses as one process with the same global batch (within
 # 1e-5 relative, 20 steps), with and without gradient accumulation; and a
-# checkpoint saved by dp=4 zero=2 resumes as dp=2 zero=1 and as one process.
+# checkpoint saved by dp=4 zero=2 resumes as dp=2 zero=1 and as one process;
+# the optimizer offloaded to the host gives the same losses.
 . "$(dirname "$0")/e2e_common.sh"
 need_mnist
 D="$BUILD/dtrain"
@@ -45,6 +46,11 @@ for dp in 2 4; do
     done
   done
 done
+
+run="$TMP/offload"
+"${MPIRUN[@]}" -np 2 "$D" "$cfg" "${common[@]}" checkpoint.every=0 log.dir="$run" parallel.dp=2 \
+  parallel.zero=1 optim.offload=cpu >"$run.log" 2>&1
+check "dp=2 zero=1 optim.offload=cpu matches one process" close "$TMP/ref/metrics.jsonl" "$run/metrics.jsonl"
 
 # the memory table follows the ZeRO paper: params 4P, grads 4P (ZeRO-2 4P/Nd),
 # optimizer 8P (ZeRO>=1 8P/Nd) for fp32 Adam
