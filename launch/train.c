@@ -58,6 +58,15 @@ typedef struct trainer {
   dt_metrics *metrics;
 } trainer;
 
+/* train.threads, or the node's cores shared among its ranks so that several
+ * CPU ranks on one machine do not oversubscribe it */
+static int cpu_threads(const trainer *T) {
+  if (T->cfg->train_threads > 0) return (int)T->cfg->train_threads;
+  long cores = sysconf(_SC_NPROCESSORS_ONLN);
+  int per = (int)(cores / DT_MAX(1, T->grid.local_size));
+  return per > 0 ? per : 1;
+}
+
 /* ---------- data ---------- */
 
 static void load_data(trainer *T) {
@@ -403,15 +412,6 @@ static void setup_parallel(trainer *T) {
   if (c->parallel_zero > 2)
     dt_die_user_all("[parallel] zero = %ld: ZeRO-3 is not built yet (zero = 0, 1 or 2)",
                     c->parallel_zero);
-}
-
-/* train.threads, or the node's cores shared among its ranks so that several
- * CPU ranks on one machine do not oversubscribe it */
-static int cpu_threads(const trainer *T) {
-  if (T->cfg->train_threads > 0) return (int)T->cfg->train_threads;
-  long cores = sysconf(_SC_NPROCESSORS_ONLN);
-  int per = (int)(cores / DT_MAX(1, T->grid.local_size));
-  return per > 0 ? per : 1;
 }
 
 static void setup_comm(trainer *T) {
