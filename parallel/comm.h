@@ -35,6 +35,13 @@ typedef enum dt_redop { DT_SUM = 0, DT_MAX = 1, DT_MIN = 2 } dt_redop;
 size_t dt_dtype_size(dt_dtype t);
 const char *dt_dtype_name(dt_dtype t);
 
+/* bf16 / IEEE fp16 bit patterns <-> float, rounding to nearest even; NaN
+ * stays NaN. */
+float dt_bf16_to_float(uint16_t h);
+uint16_t dt_float_to_bf16(float f);
+float dt_f16_to_float(uint16_t h);
+uint16_t dt_float_to_f16(float f);
+
 typedef struct dt_comm *dt_comm_t;
 typedef struct dt_comm_req *dt_comm_req_t; /* an operation in flight */
 
