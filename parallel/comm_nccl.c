@@ -9,36 +9,8 @@
 #include <unistd.h>
 
 #include "comm.h"
+#include "../runtime/checks.h"
 
-#define CUDA_CHECK(x)                                                              \
-  do {                                                                             \
-    cudaError_t e_ = (x);                                                          \
-    if (e_ != cudaSuccess)                                                         \
-      dt_fatal("CUDA", cudaGetErrorString(e_), __FILE__, __LINE__, __func__, #x);  \
-  } while (0)
-
-#define NCCL_CHECK(x)                                                              \
-  do {                                                                             \
-    ncclResult_t r_ = (x);                                                         \
-    if (r_ != ncclSuccess)                                                         \
-      dt_fatal("NCCL", ncclGetErrorString(r_), __FILE__, __LINE__, __func__, #x);  \
-  } while (0)
-
-static DT_NORETURN void mpi_fail(int rc, const char *file, int line, const char *func,
-                                 const char *call) {
-  char msg[MPI_MAX_ERROR_STRING + 1];
-  int len = 0;
-  if (MPI_Error_string(rc, msg, &len) != MPI_SUCCESS) len = 0;
-  msg[len] = '\0';
-  if (!len) snprintf(msg, sizeof msg, "MPI error code %d", rc);
-  dt_fatal("MPI", msg, file, line, func, call);
-}
-
-#define MPI_CHECK(x)                                                             \
-  do {                                                                           \
-    int rc_ = (x);                                                               \
-    if (rc_ != MPI_SUCCESS) mpi_fail(rc_, __FILE__, __LINE__, __func__, #x);     \
-  } while (0)
 
 typedef struct nccl_impl {
   ncclComm_t nccl;

@@ -36,6 +36,10 @@ int dt_rank(void);
 DT_NORETURN void dt_fatal(const char *lib, const char *msg, const char *file,
                         int line, const char *func, const char *call);
 
+/* dt_fatal for an MPI return code, with MPI's own message. */
+DT_NORETURN void dt_fatal_mpi(int rc, const char *file, int line, const char *func,
+                              const char *call);
+
 /* Bad user input: print "dtrain: error: <msg>" once and exit with code 2
  * (MPI_Abort(2) when other ranks could be left waiting). */
 DT_NORETURN void dt_die_user(const char *fmt, ...)

@@ -44,12 +44,25 @@ void dt_fatal(const char *lib, const char *msg, const char *file, int line,
   abort_job(1);
 }
 
-void dt_die_user(const char *fmt, ...) {
-  va_list ap;
-  va_start(ap, fmt);
+void dt_fatal_mpi(int rc, const char *file, int line, const char *func, const char *call) {
+  char msg[MPI_MAX_ERROR_STRING + 1];
+  int len = 0;
+  if (MPI_Error_string(rc, msg, &len) != MPI_SUCCESS) len = 0;
+  msg[len] = '\0';
+  if (!len) snprintf(msg, sizeof msg, "MPI error code %d", rc);
+  dt_fatal("MPI", msg, file, line, func, call);
+}
+
+static void print_user_error(const char *fmt, va_list ap) {
   fprintf(stderr, "dtrain: error: ");
   vfprintf(stderr, fmt, ap);
   fprintf(stderr, "\n");
+}
+
+void dt_die_user(const char *fmt, ...) {
+  va_list ap;
+  va_start(ap, fmt);
+  print_user_error(fmt, ap);
   va_end(ap);
   abort_job(DT_EXIT_USER);
 }
@@ -58,9 +71,7 @@ void dt_die_user_all(const char *fmt, ...) {
   if (g_rank <= 0) {
     va_list ap;
     va_start(ap, fmt);
-    fprintf(stderr, "dtrain: error: ");
-    vfprintf(stderr, fmt, ap);
-    fprintf(stderr, "\n");
+    print_user_error(fmt, ap);
     va_end(ap);
   }
   fflush(stdout);

@@ -2,12 +2,10 @@
  * receives as `void *ctx`, the error checkers, launch helpers and small
  * device helpers shared by the kernels/cuda sources and runtime/backend_cuda.cu.
  *
- * Precision note: the project compiles CUDA with --use_fast_math, which turns
- * tanhf into tanh.approx (~1e-3 relative error), expf/logf into ex2/lg2.approx,
- * x/y and sqrtf into approximations. The fp32 kernels must agree with the CPU
- * reference, so they do their transcendentals in double (not touched by
- * fast-math) and use the _rn intrinsics where a correctly rounded float
- * division or square root matters. */
+ * Precision note: the fp32 kernels must agree with the CPU reference, so
+ * they do their transcendentals in double and use the _rn intrinsics where a
+ * correctly rounded float division or square root matters; that stays right
+ * even if --use_fast_math is turned on for future bf16 kernels. */
 #ifndef DT_KERNELS_CUDA_COMMON_H
 #define DT_KERNELS_CUDA_COMMON_H
 
@@ -18,6 +16,7 @@
 #include <stddef.h>
 
 #include "dt.h"
+#include "checks.h"
 
 typedef struct dt_cuda_ctx {
   cudaStream_t stream;   /* every kernel and copy of this backend runs here */
@@ -33,13 +32,6 @@ typedef struct dt_cuda_ctx {
 } dt_cuda_ctx;
 
 #define DT_CUDA_CTX(ctx) ((dt_cuda_ctx *)(ctx))
-
-#define CUDA_CHECK(x)                                                              \
-  do {                                                                             \
-    cudaError_t e_ = (x);                                                          \
-    if (e_ != cudaSuccess)                                                         \
-      dt_fatal("CUDA", cudaGetErrorString(e_), __FILE__, __LINE__, __func__, #x);  \
-  } while (0)
 
 #define CUBLAS_CHECK(x)                                                                     \
   do {                                                                                      \
