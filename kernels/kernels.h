@@ -117,6 +117,77 @@ typedef struct dt_kernels {
    * batch gather: src is (M,row) uint8, idx (N) int32 device indices. */
   void (*gather_u8_normalize)(void *ctx, float *out, const uint8_t *src, const int32_t *idx,
                               int n, int row, float mean, float std);
+
+  /* ---- norm (kernels/norm.h) ----
+   * Layer normalisation over the last dim (row statistics summed in double):
+   * out (N,C) = (inp - mean) * rstd * weight (C) + bias (C), with
+   * mean (N) and rstd (N) = 1/sqrt(var + eps) (biased variance) saved for
+   * the backward; mean and rstd may be NULL when no backward follows. */
+  void (*layernorm_forward)(void *ctx, float *out, float *mean, float *rstd, const float *inp,
+                            const float *weight, const float *bias, int n, int c, float eps);
+  /* dinp (N,C) += d/dinp       [+=: the residual stream's gradient, as in llm.c;
+   *                              zero it first where nothing accumulates]
+   * dweight (C) += sum_n dout * xhat; dbias (C) += sum_n dout      [+=]
+   * dout (N,C), inp (N,C) the forward's input, mean/rstd (N) its saved stats. */
+  void (*layernorm_backward)(void *ctx, float *dinp, float *dweight, float *dbias,
+                             const float *dout, const float *inp, const float *weight,
+                             const float *mean, const float *rstd, int n, int c);
+  /* Fused residual add + layer norm: res_out (N,C) = a + b (one fp32 add),
+   * then out, mean, rstd = layernorm_forward(res_out). res_out may alias a or
+   * b (the residual stream updated in place); out must not alias anything.
+   * Its backward is layernorm_backward with inp = res_out, whose dinp is the
+   * gradient of both a and b. */
+  void (*residual_layernorm_forward)(void *ctx, float *res_out, float *out, float *mean,
+                                     float *rstd, const float *a, const float *b,
+                                     const float *weight, const float *bias, int n, int c,
+                                     float eps);
+
+  /* ---- attention (kernels/attention.h) ----
+   * Multi-head scaled dot-product attention that keeps no (Tq,Tk) matrix:
+   * the forward saves only lse, the per-row logsumexp of the scaled scores,
+   * and the backward recomputes the probabilities from it (flash-attention).
+   * q is (B,Tq,NH,HS), k and v are (B,Tk,NH,HS), each row of NH*HS at a
+   * stride of q_stride (q) or kv_stride (k, v) elements between consecutive
+   * tokens: NH*HS for separate tensors, 3*NH*HS for views into a fused
+   * (B,T,3,NH,HS) qkv buffer, 2*NH*HS for a fused (B,Tk,2,NH,HS) kv one.
+   * Key j is visible to query i of batch b iff j < key_len[b] (key_len (B)
+   * int32 or NULL = all Tk keys; keys at or past key_len are padding) and,
+   * when causal, j <= i + (Tk - Tq) (bottom-right aligned: j <= i for
+   * self-attention). scores = scale * q.k (scale is usually 1/sqrt(HS)).
+   * out (B,Tq,NH,HS) contiguous [=]; lse (B,NH,Tq) [=]. A query that sees no
+   * key at all (key_len[b] == 0, or causal with Tq > Tk) gets out = 0 and
+   * lse = -inf, and later zero gradients, never NaN. Limits: HS <= 1024,
+   * B and NH <= 65535 (the CUDA grid; a larger size is a fatal error). */
+  void (*attention_forward)(void *ctx, float *out, float *lse, const float *q, const float *k,
+                            const float *v, int B, int Tq, int Tk, int NH, int HS, int q_stride,
+                            int kv_stride, int causal, const int32_t *key_len, float scale);
+  /* dq (strided like q), dk and dv (strided like k, v) [=, overwritten; only
+   * the NH*HS elements of each row are written, so they may be views into a
+   * fused dqkv buffer]; dout (B,Tq,NH,HS) contiguous; out and lse are the
+   * forward's. Padding keys get dk = dv = 0, masked queries dq = 0. */
+  void (*attention_backward)(void *ctx, float *dq, float *dk, float *dv, const float *dout,
+                             const float *q, const float *k, const float *v, const float *out,
+                             const float *lse, int B, int Tq, int Tk, int NH, int HS,
+                             int q_stride, int kv_stride, int causal, const int32_t *key_len,
+                             float scale);
+
+  /* ---- embedding (kernels/embedding.h) ----
+   * out (B,T,C) = wte[tokens[b,t]] + wpe[t] [=]; tokens (B,T) int32,
+   * wte (V,C), wpe (maxT,C) with T <= maxT, or NULL (no learned positions).
+   * A token outside [0,V) gives a NaN row and adds nothing to dwte in the
+   * backward; it is never read out of bounds. */
+  void (*embedding_forward)(void *ctx, float *out, const int32_t *tokens, const float *wte,
+                            const float *wpe, int B, int T, int C, int V);
+  /* Bytes of scratch embedding_backward needs for these sizes (may be 0). */
+  size_t (*embedding_backward_workspace)(void *ctx, int B, int T, int V);
+  /* dwte (V,C) += sum over (b,t) with tokens[b,t] == v of dout[b,t]  [+=]
+   * dwpe (maxT,C): rows t < T += sum_b dout[b,t]                      [+=]
+   * Either may be NULL (skipped). ws: embedding_backward_workspace bytes
+   * from the backend's alloc (NULL if that is 0). Deterministic: every
+   * backend adds each row's terms in (b,t) order with no float atomics, so
+   * the bits are the same run after run, and the same on CPU and CUDA. */
+  void (*embedding_backward)(void *ctx, float *dwte, float *dwpe, const float *dout,
+                             const int32_t *tokens, int B, int T, int C, int V, void *ws);
 } dt_kernels;
 
 /* The number of function slots in dt_kernels, for the test that checks that

@@ -1233,6 +1233,689 @@ static void test_gather(const gather_case *gc, int idx) {
 }
 
 /* ------------------------------------------------------------------ */
+/* layer norm, plain and fused with the residual add                   */
+
+typedef struct ln_case {
+  int n, c;
+  float eps;
+  double offset; /* inp = U(-2,2) + offset: a large mean tests the statistics */
+} ln_case;
+
+static const ln_case ln_cases[] = {
+    {1, 1, 1e-5f, 0},  {3, 7, 1e-5f, 0},      {17, 64, 1e-5f, 0},   {5, 768, 1e-5f, 0},
+    {4, 1600, 1e-5f, 0}, {6, 33, 1e-6f, 100}, {9, 300, 1e-1f, -3},
+};
+
+/* inputs first (a, r: the residual pair; *0: what the += gradients hold
+ * before), then outputs; res_alias is a's buffer updated in place */
+enum { LN_INP, LN_W, LN_B, LN_DOUT, LN_A, LN_R, LN_DINP0, LN_DW0, LN_DB0, LN_NIN,
+       LN_OUT = LN_NIN, LN_MEAN, LN_RSTD, LN_OUT_NOSTATS, LN_DINP, LN_DW, LN_DB, LN_RES,
+       LN_ROUT, LN_RMEAN, LN_RRSTD, LN_RES_ALIAS, LN_ROUT_ALIAS, LN_NBUF };
+static const char *ln_name[LN_NBUF] = {
+    "inp", "weight", "bias", "dout", "a", "b", "dinp0", "dweight0", "dbias0", "out", "mean",
+    "rstd", "out (mean,rstd NULL)", "dinp", "dweight", "dbias", "res_out", "out (residual)",
+    "mean (residual)", "rstd (residual)", "res_out (aliasing a)", "out (res_out aliasing a)"};
+
+static size_t ln_count(int i, const ln_case *lc) {
+  size_t nc = (size_t)lc->n * lc->c;
+  switch (i) {
+  case LN_W: case LN_B: case LN_DW0: case LN_DB0: case LN_DW: case LN_DB: return lc->c;
+  case LN_MEAN: case LN_RSTD: case LN_RMEAN: case LN_RRSTD: return lc->n;
+  default: return nc;
+  }
+}
+static void ln_alloc(float **x, const ln_case *lc) {
+  for (int i = 0; i < LN_NBUF; i++) x[i] = fnew(ln_count(i, lc));
+}
+static void ln_free(float **x) {
+  for (int i = 0; i < LN_NBUF; i++) free(x[i]);
+}
+
+static void ln_run(dt_backend_t be, const ln_case *lc, float **in, float **o, const char *desc) {
+  const int n = lc->n, c = lc->c;
+  size_t F = sizeof(float);
+  devbufs d = {.be = be};
+  float *p[LN_NBUF];
+  for (int i = 0; i < LN_NBUF; i++) {
+    const float *init = i < LN_NIN ? in[i] : NULL;
+    if (i == LN_DINP) init = in[LN_DINP0]; /* the += outputs start pre-filled */
+    if (i == LN_DW) init = in[LN_DW0];
+    if (i == LN_DB) init = in[LN_DB0];
+    if (i == LN_RES_ALIAS) init = in[LN_A];
+    p[i] = dput(&d, init, ln_count(i, lc) * F);
+  }
+  const dt_kernels *k = be->k;
+  k->layernorm_forward(be->ctx, p[LN_OUT], p[LN_MEAN], p[LN_RSTD], p[LN_INP], p[LN_W], p[LN_B],
+                       n, c, lc->eps);
+  k->layernorm_forward(be->ctx, p[LN_OUT_NOSTATS], NULL, NULL, p[LN_INP], p[LN_W], p[LN_B], n,
+                       c, lc->eps);
+  k->layernorm_backward(be->ctx, p[LN_DINP], p[LN_DW], p[LN_DB], p[LN_DOUT], p[LN_INP],
+                        p[LN_W], p[LN_MEAN], p[LN_RSTD], n, c);
+  k->residual_layernorm_forward(be->ctx, p[LN_RES], p[LN_ROUT], p[LN_RMEAN], p[LN_RRSTD],
+                                p[LN_A], p[LN_R], p[LN_W], p[LN_B], n, c, lc->eps);
+  k->residual_layernorm_forward(be->ctx, p[LN_RES_ALIAS], p[LN_ROUT_ALIAS], NULL, NULL,
+                                p[LN_RES_ALIAS], p[LN_R], p[LN_W], p[LN_B], n, c, lc->eps);
+  for (int i = 0; i < LN_NBUF; i++) {
+    if (i < LN_DINP0) dkeep(&d, p[i], in[i], ln_count(i, lc) * F, ln_name[i]);
+    else if (i >= LN_NIN) dget(&d, o[i], p[i], ln_count(i, lc) * F, ln_name[i]);
+  }
+  dfree(&d, "layernorm", desc);
+}
+
+/* out, mean, rstd (each may be NULL) of x (N,C) in float64 */
+static void ref_ln(double *out, double *mean, double *rstd, const double *x, const double *w,
+                   const double *b, int n, int c, double eps) {
+  for (int i = 0; i < n; i++) {
+    const double *r = x + (size_t)i * c;
+    double m = 0.0, v = 0.0;
+    for (int j = 0; j < c; j++) m += r[j];
+    m /= c;
+    for (int j = 0; j < c; j++) v += (r[j] - m) * (r[j] - m);
+    double s = 1.0 / sqrt(v / c + eps);
+    if (mean) mean[i] = m;
+    if (rstd) rstd[i] = s;
+    if (out)
+      for (int j = 0; j < c; j++) out[(size_t)i * c + j] = (r[j] - m) * s * w[j] + b[j];
+  }
+}
+/* overwrites dinp, dw, db; statistics recomputed from x */
+static void ref_ln_backward(double *dinp, double *dw, double *db, const double *dout,
+                            const double *x, const double *w, int n, int c, double eps) {
+  memset(dw, 0, sizeof(double) * c);
+  memset(db, 0, sizeof(double) * c);
+  for (int i = 0; i < n; i++) {
+    const double *r = x + (size_t)i * c, *dy = dout + (size_t)i * c;
+    double m, s, a = 0.0, bx = 0.0;
+    ref_ln(NULL, &m, &s, r, w, NULL, 1, c, eps);
+    for (int j = 0; j < c; j++) {
+      a += w[j] * dy[j];
+      bx += w[j] * dy[j] * (r[j] - m) * s;
+    }
+    for (int j = 0; j < c; j++) {
+      double xhat = (r[j] - m) * s;
+      dinp[(size_t)i * c + j] = (w[j] * dy[j] - a / c - xhat * bx / c) * s;
+      dw[j] += dy[j] * xhat;
+      db[j] += dy[j];
+    }
+  }
+}
+
+typedef struct ln_fd {
+  const ln_case *lc;
+  double *x, *w, *b, *dout, *out;
+} ln_fd;
+static double ln_loss(void *p) {
+  ln_fd *f = p;
+  ref_ln(f->out, NULL, NULL, f->x, f->w, f->b, f->lc->n, f->lc->c, f->lc->eps);
+  return dot(f->out, f->dout, (size_t)f->lc->n * f->lc->c);
+}
+
+static void ln_check_f64(const ln_case *lc, float **in, float **cpu, const char *desc) {
+  const int n = lc->n, c = lc->c;
+  size_t nc = (size_t)n * c;
+  ln_fd f = {lc, todouble(in[LN_INP], nc), todouble(in[LN_W], c), todouble(in[LN_B], c),
+             todouble(in[LN_DOUT], nc), dnew(nc)};
+  double *m = dnew(n), *s = dnew(n), *rd = dnew(nc), *rw = dnew(c), *rb = dnew(c);
+  cmp cm;
+  ref_ln(f.out, m, s, f.x, f.w, f.b, n, c, lc->eps);
+  cmp_init(&cm, 1e-5, 1e-5);
+  cmp_fd(&cm, "out", cpu[LN_OUT], f.out, nc);
+  cmp_fd(&cm, "out (mean,rstd NULL)", cpu[LN_OUT_NOSTATS], f.out, nc);
+  cmp_fd(&cm, "mean", cpu[LN_MEAN], m, n);
+  cmp_fd(&cm, "rstd", cpu[LN_RSTD], s, n);
+  check_done(&cm, "layernorm_forward", "cpu:f64", desc);
+
+  ref_ln_backward(rd, rw, rb, f.dout, f.x, f.w, n, c, lc->eps);
+  add_base(rd, in[LN_DINP0], nc), add_base(rw, in[LN_DW0], c), add_base(rb, in[LN_DB0], c);
+  cmp_init(&cm, 1e-5, 1e-4);
+  cmp_fd(&cm, "dinp", cpu[LN_DINP], rd, nc);
+  cmp_fd(&cm, "dweight", cpu[LN_DW], rw, c);
+  cmp_fd(&cm, "dbias", cpu[LN_DB], rb, c);
+  check_done(&cm, "layernorm_backward", "cpu:f64", desc);
+
+  cmp_init(&cm, 1e-4, 1e-3);
+  fd_grad(&cm, "dinp", ln_loss, &f, f.x, nc, cpu[LN_DINP], in[LN_DINP0]);
+  fd_grad(&cm, "dweight", ln_loss, &f, f.w, c, cpu[LN_DW], in[LN_DW0]);
+  fd_grad(&cm, "dbias", ln_loss, &f, f.b, c, cpu[LN_DB], in[LN_DB0]);
+  check_done(&cm, "layernorm_backward", "cpu:fd", desc);
+
+  /* residual: one fp32 add, then the norm of exactly that sum */
+  cmp_init(&cm, 0.0, 0.0);
+  for (size_t i = 0; i < nc; i++) {
+    float sum = in[LN_A][i] + in[LN_R][i];
+    cmp_one(&cm, "res_out", i, cpu[LN_RES][i], sum);
+    cmp_one(&cm, "res_out (aliasing a)", i, cpu[LN_RES_ALIAS][i], sum);
+  }
+  double *res = todouble(cpu[LN_RES], nc);
+  ref_ln(f.out, m, s, res, f.w, f.b, n, c, lc->eps);
+  cm.atol = 1e-5, cm.rtol = 1e-5; /* keeps the exact res_out results above */
+  cmp_fd(&cm, "out (residual)", cpu[LN_ROUT], f.out, nc);
+  cmp_fd(&cm, "out (res_out aliasing a)", cpu[LN_ROUT_ALIAS], f.out, nc);
+  cmp_fd(&cm, "mean (residual)", cpu[LN_RMEAN], m, n);
+  cmp_fd(&cm, "rstd (residual)", cpu[LN_RRSTD], s, n);
+  check_done(&cm, "residual_layernorm_fwd", "cpu:f64", desc);
+  free(res), free(f.x), free(f.w), free(f.b), free(f.dout), free(f.out);
+  free(m), free(s), free(rd), free(rw), free(rb);
+}
+
+static void test_ln(const ln_case *lc, int idx) {
+  char desc[96];
+  snprintf(desc, sizeof desc, "n=%d c=%d eps=%g inp=U(-2,2)%+g", lc->n, lc->c, lc->eps,
+           lc->offset);
+  rng_seed(900 + idx);
+  float *in[LN_NBUF], *cpu[LN_NBUF];
+  ln_alloc(in, lc), ln_alloc(cpu, lc);
+  for (int i = 0; i < LN_NIN; i++) fill(in[i], ln_count(i, lc), -1, 1);
+  fill(in[LN_INP], ln_count(LN_INP, lc), lc->offset - 2, lc->offset + 2);
+  fill(in[LN_A], ln_count(LN_A, lc), lc->offset - 2, lc->offset + 2);
+  fill(in[LN_W], lc->c, 0.5, 1.5);
+  ln_run(g_cpu, lc, in, cpu, desc);
+  if (g_cpu_checks) ln_check_f64(lc, in, cpu, desc);
+  if (g_other) {
+    float *gpu[LN_NBUF];
+    ln_alloc(gpu, lc);
+    ln_run(g_other, lc, in, gpu, desc);
+    static const int fwd[] = {LN_OUT, LN_MEAN, LN_RSTD, LN_OUT_NOSTATS};
+    static const int bwd[] = {LN_DINP, LN_DW, LN_DB};
+    static const int res[] = {LN_RES, LN_ROUT, LN_RMEAN, LN_RRSTD, LN_RES_ALIAS, LN_ROUT_ALIAS};
+    cmp cm;
+    cmp_init(&cm, TWIN_ATOL, TWIN_RTOL);
+    for (size_t i = 0; i < DT_ARRAY_LEN(fwd); i++)
+      cmp_ff(&cm, ln_name[fwd[i]], gpu[fwd[i]], cpu[fwd[i]], ln_count(fwd[i], lc));
+    check_done(&cm, "layernorm_forward", "cuda:cpu", desc);
+    cmp_init(&cm, TWIN_ATOL, TWIN_RTOL);
+    for (size_t i = 0; i < DT_ARRAY_LEN(bwd); i++)
+      cmp_ff(&cm, ln_name[bwd[i]], gpu[bwd[i]], cpu[bwd[i]], ln_count(bwd[i], lc));
+    check_done(&cm, "layernorm_backward", "cuda:cpu", desc);
+    cmp_init(&cm, TWIN_ATOL, TWIN_RTOL);
+    for (size_t i = 0; i < DT_ARRAY_LEN(res); i++)
+      cmp_ff(&cm, ln_name[res[i]], gpu[res[i]], cpu[res[i]], ln_count(res[i], lc));
+    check_done(&cm, "residual_layernorm_fwd", "cuda:cpu", desc);
+    ln_free(gpu);
+  }
+  ln_free(in), ln_free(cpu);
+}
+
+/* ------------------------------------------------------------------ */
+/* attention                                                          */
+
+/* Where q, k, v live: separate tensors; views into one fused (B,T,3,NH,HS)
+ * qkv buffer; q alone and k, v in one fused (B,Tk,2,NH,HS) buffer; or each
+ * inside a wider row with untouched elements on both sides. */
+typedef enum att_layout { ATT_SEP, ATT_QKV, ATT_KV, ATT_GAP } att_layout;
+static const char *att_layout_name[] = {"separate", "fused-qkv", "fused-kv", "gaps"};
+
+typedef struct att_case {
+  int B, Tq, Tk, NH, HS, causal;
+  int padded; /* key_len: b=0 partial, b=1 zero (a fully masked batch), b=2 > Tk, then random */
+  att_layout layout;
+  int fd;     /* run finite differences (small cases) */
+} att_case;
+
+static const att_case att_cases[] = {
+    {1, 4, 4, 1, 8, 1, 0, ATT_SEP, 1},
+    {2, 7, 7, 3, 50, 1, 0, ATT_QKV, 1},    /* GPT-1.6B's head size */
+    {2, 9, 9, 2, 64, 1, 0, ATT_QKV, 1},
+    {1, 5, 5, 2, 80, 1, 0, ATT_SEP, 1},
+    {2, 6, 6, 1, 128, 1, 0, ATT_QKV, 1},
+    {3, 8, 8, 2, 16, 0, 1, ATT_QKV, 1},    /* padded encoder self-attention */
+    {2, 5, 11, 2, 24, 0, 1, ATT_KV, 1},    /* cross-attention, Tq < Tk, padded source */
+    {2, 13, 6, 3, 32, 0, 0, ATT_GAP, 1},   /* Tq > Tk */
+    {3, 4, 9, 2, 16, 1, 1, ATT_GAP, 1},    /* causal, bottom-right, with padding */
+    {1, 9, 5, 1, 8, 1, 0, ATT_SEP, 1},     /* causal, Tq > Tk: the first rows see nothing */
+    {1, 200, 200, 2, 64, 1, 0, ATT_QKV, 0}, /* several key tiles on the GPU */
+    {3, 150, 150, 1, 50, 0, 1, ATT_QKV, 0},
+    {2, 3, 300, 2, 80, 0, 1, ATT_KV, 0},
+};
+
+/* buffer, offset (in rows of C = NH*HS) of q, k, v; width (in C) of each buffer */
+typedef struct att_place {
+  int buf[3], off[3], width[3], nbuf;
+} att_place;
+static att_place att_places(att_layout l) {
+  switch (l) {
+  case ATT_QKV: return (att_place){{0, 0, 0}, {0, 1, 2}, {3, 0, 0}, 1};
+  case ATT_KV: return (att_place){{0, 1, 1}, {0, 0, 1}, {1, 2, 0}, 2};
+  case ATT_GAP: return (att_place){{0, 1, 2}, {1, 1, 2}, {2, 3, 3}, 3};
+  default: return (att_place){{0, 1, 2}, {0, 0, 0}, {1, 1, 1}, 3};
+  }
+}
+
+#define ATT_STALE (-777.0f) /* what dq/dk/dv buffers hold before the backward */
+
+typedef struct att_geom {
+  const att_case *ac;
+  att_place pl;
+  int C;
+  size_t nt[3];   /* logical elements of q, k, v */
+  size_t nb[3];   /* elements of each buffer */
+  size_t no, nl;  /* out, lse */
+} att_geom;
+
+static att_geom att_geom_init(const att_case *ac) {
+  att_geom g = {ac, att_places(ac->layout), ac->NH * ac->HS, {0}, {0}, 0, 0};
+  g.nt[0] = (size_t)ac->B * ac->Tq * g.C;
+  g.nt[1] = g.nt[2] = (size_t)ac->B * ac->Tk * g.C;
+  for (int x = 0; x < 3; x++) {
+    int bi = g.pl.buf[x];
+    g.nb[bi] = (size_t)ac->B * (x == 0 ? ac->Tq : ac->Tk) * g.pl.width[bi] * g.C;
+  }
+  g.no = g.nt[0];
+  g.nl = (size_t)ac->B * ac->NH * ac->Tq;
+  return g;
+}
+/* index in its buffer of element e of logical tensor x (0 q, 1 k, 2 v) */
+static size_t att_at(const att_geom *g, int x, size_t e) {
+  size_t row = e / g->C, col = e % g->C;
+  return (row * g->pl.width[g->pl.buf[x]] + g->pl.off[x]) * g->C + col;
+}
+static void att_pack(const att_geom *g, float **bufs, float *const *t, float junk) {
+  for (int b = 0; b < g->pl.nbuf; b++)
+    for (size_t i = 0; i < g->nb[b]; i++) bufs[b][i] = junk;
+  for (int x = 0; x < 3; x++)
+    for (size_t e = 0; e < g->nt[x]; e++) bufs[g->pl.buf[x]][att_at(g, x, e)] = t[x][e];
+}
+/* logical tensors out of the buffers; every element no view covers must still be `stale` */
+static void att_unpack(const att_geom *g, float **t, float *const *bufs, float stale, cmp *c) {
+  for (int b = 0; b < g->pl.nbuf; b++) {
+    unsigned char *seen = dt_calloc(g->nb[b], 1);
+    for (int x = 0; x < 3; x++)
+      if (g->pl.buf[x] == b)
+        for (size_t e = 0; e < g->nt[x]; e++) {
+          size_t i = att_at(g, x, e);
+          t[x][e] = bufs[b][i];
+          seen[i] = 1;
+        }
+    for (size_t i = 0; i < g->nb[b]; i++)
+      if (!seen[i]) cmp_one(c, "element outside the views", i, bufs[b][i], stale);
+    free(seen);
+  }
+}
+
+typedef struct att_out {
+  float *out, *lse, *grad[3]; /* grad: dq, dk, dv as logical contiguous tensors */
+  cmp outside;                /* elements of the gradient buffers outside the views */
+} att_out;
+
+static void att_out_alloc(att_out *o, const att_geom *g) {
+  o->out = fnew(g->no), o->lse = fnew(g->nl);
+  for (int x = 0; x < 3; x++) o->grad[x] = fnew(g->nt[x]);
+  cmp_init(&o->outside, 0.0, 0.0);
+}
+static void att_out_free(att_out *o) {
+  free(o->out), free(o->lse), free(o->grad[0]), free(o->grad[1]), free(o->grad[2]);
+}
+
+static void att_run(dt_backend_t be, const att_geom *g, float **bufs, const float *dout_h,
+                    const int32_t *key_len, float scale, att_out *o, const char *desc) {
+  const att_case *ac = g->ac;
+  size_t F = sizeof(float);
+  devbufs d = {.be = be};
+  float *bd[3], *gd[3], *gh[3];
+  for (int b = 0; b < g->pl.nbuf; b++) {
+    gh[b] = fnew(g->nb[b]);
+    for (size_t i = 0; i < g->nb[b]; i++) gh[b][i] = ATT_STALE; /* the backward overwrites */
+    bd[b] = dput(&d, bufs[b], g->nb[b] * F);
+    gd[b] = dput(&d, gh[b], g->nb[b] * F);
+  }
+  const float *x[3];
+  float *dx[3];
+  for (int t = 0; t < 3; t++) {
+    x[t] = bd[g->pl.buf[t]] + (size_t)g->pl.off[t] * g->C;
+    dx[t] = gd[g->pl.buf[t]] + (size_t)g->pl.off[t] * g->C;
+  }
+  int qs = g->pl.width[g->pl.buf[0]] * g->C, kvs = g->pl.width[g->pl.buf[1]] * g->C;
+  int32_t *kl = key_len ? dput(&d, key_len, ac->B * sizeof(int32_t)) : NULL;
+  float *out = dput(&d, NULL, g->no * F), *lse = dput(&d, NULL, g->nl * F);
+  float *dout = dput(&d, dout_h, g->no * F);
+  be->k->attention_forward(be->ctx, out, lse, x[0], x[1], x[2], ac->B, ac->Tq, ac->Tk, ac->NH,
+                           ac->HS, qs, kvs, ac->causal, kl, scale);
+  be->k->attention_backward(be->ctx, dx[0], dx[1], dx[2], dout, x[0], x[1], x[2], out, lse,
+                            ac->B, ac->Tq, ac->Tk, ac->NH, ac->HS, qs, kvs, ac->causal, kl,
+                            scale);
+  dget(&d, o->out, out, g->no * F, "out");
+  dget(&d, o->lse, lse, g->nl * F, "lse");
+  for (int b = 0; b < g->pl.nbuf; b++) {
+    dget(&d, gh[b], gd[b], g->nb[b] * F, "dq/dk/dv buffer");
+    dkeep(&d, bd[b], bufs[b], g->nb[b] * F, "q/k/v buffer");
+  }
+  att_unpack(g, o->grad, gh, ATT_STALE, &o->outside);
+  dkeep(&d, dout, dout_h, g->no * F, "dout");
+  if (kl) dkeep(&d, kl, key_len, ac->B * sizeof(int32_t), "key_len");
+  dfree(&d, "attention", desc);
+  for (int b = 0; b < g->pl.nbuf; b++) free(gh[b]);
+}
+
+/* Written as a predicate, independently of the kernels' prefix form. */
+static int ref_att_visible(const att_case *ac, const int32_t *kl, int b, int i, int j) {
+  if (kl && j >= kl[b]) return 0;
+  return !ac->causal || j <= i + ac->Tk - ac->Tq;
+}
+
+/* probabilities p (Tk) of row (b,h,i) from scratch; returns how many keys are visible */
+static int ref_att_probs(double *p, const att_case *ac, const int32_t *kl, const double *q,
+                         const double *k, int b, int h, int i, double scale) {
+  const int C = ac->NH * ac->HS;
+  const double *qi = q + ((size_t)b * ac->Tq + i) * C + (size_t)h * ac->HS;
+  double m = -INFINITY, s = 0.0;
+  int nvis = 0;
+  for (int j = 0; j < ac->Tk; j++) {
+    p[j] = -INFINITY;
+    if (!ref_att_visible(ac, kl, b, i, j)) continue;
+    nvis++;
+    p[j] = scale * dot(qi, k + ((size_t)b * ac->Tk + j) * C + (size_t)h * ac->HS, ac->HS);
+    m = p[j] > m ? p[j] : m;
+  }
+  for (int j = 0; j < ac->Tk; j++) s += nvis ? exp(p[j] - m) : 0.0;
+  for (int j = 0; j < ac->Tk; j++) p[j] = nvis ? exp(p[j] - m) / s : 0.0;
+  return nvis;
+}
+
+static void ref_att_forward(double *out, double *lse, const att_case *ac, const int32_t *kl,
+                            const double *q, const double *k, const double *v, double scale) {
+  const int C = ac->NH * ac->HS, HS = ac->HS;
+  double *p = dnew(ac->Tk);
+  for (int b = 0; b < ac->B; b++)
+    for (int h = 0; h < ac->NH; h++)
+      for (int i = 0; i < ac->Tq; i++) {
+        int nvis = ref_att_probs(p, ac, kl, q, k, b, h, i, scale);
+        double *oi = out + ((size_t)b * ac->Tq + i) * C + (size_t)h * HS;
+        for (int d = 0; d < HS; d++) oi[d] = 0.0;
+        for (int j = 0; j < ac->Tk; j++)
+          for (int d = 0; d < HS; d++) oi[d] += p[j] * v[((size_t)b * ac->Tk + j) * C + h * HS + d];
+        if (lse) {
+          /* lse = scale*q.k_j - log p_j for any visible j; take the likeliest */
+          int jb = 0;
+          for (int j = 1; j < ac->Tk; j++) jb = p[j] > p[jb] ? j : jb;
+          const double *qi = q + ((size_t)b * ac->Tq + i) * C + (size_t)h * HS;
+          const double *kj = k + ((size_t)b * ac->Tk + jb) * C + (size_t)h * HS;
+          lse[((size_t)b * ac->NH + h) * ac->Tq + i] =
+              nvis ? scale * dot(qi, kj, HS) - log(p[jb]) : -INFINITY;
+        }
+      }
+  free(p);
+}
+
+/* overwrites dq, dk, dv; D_i = sum_j P_ij dP_ij from its definition */
+static void ref_att_backward(double **grad, const double *dout, const att_case *ac,
+                             const int32_t *kl, const double *q, const double *k,
+                             const double *v, double scale) {
+  const int C = ac->NH * ac->HS, HS = ac->HS;
+  double *p = dnew(ac->Tk), *dp = dnew(ac->Tk);
+  memset(grad[0], 0, sizeof(double) * ac->B * ac->Tq * C);
+  memset(grad[1], 0, sizeof(double) * ac->B * ac->Tk * C);
+  memset(grad[2], 0, sizeof(double) * ac->B * ac->Tk * C);
+  for (int b = 0; b < ac->B; b++)
+    for (int h = 0; h < ac->NH; h++)
+      for (int i = 0; i < ac->Tq; i++) {
+        ref_att_probs(p, ac, kl, q, k, b, h, i, scale);
+        size_t qo = ((size_t)b * ac->Tq + i) * C + (size_t)h * HS;
+        double D = 0.0;
+        for (int j = 0; j < ac->Tk; j++) {
+          dp[j] = dot(dout + qo, v + ((size_t)b * ac->Tk + j) * C + h * HS, HS);
+          D += p[j] * dp[j];
+        }
+        for (int j = 0; j < ac->Tk; j++) {
+          size_t ko = ((size_t)b * ac->Tk + j) * C + (size_t)h * HS;
+          double ds = p[j] * (dp[j] - D) * scale;
+          for (int d = 0; d < HS; d++) {
+            grad[0][qo + d] += ds * k[ko + d];
+            grad[1][ko + d] += ds * q[qo + d];
+            grad[2][ko + d] += p[j] * dout[qo + d];
+          }
+        }
+      }
+  free(p), free(dp);
+}
+
+typedef struct att_fd {
+  const att_case *ac;
+  const int32_t *kl;
+  double scale, *x[3], *dout, *out;
+} att_fd;
+static double att_loss(void *p) {
+  att_fd *f = p;
+  ref_att_forward(f->out, NULL, f->ac, f->kl, f->x[0], f->x[1], f->x[2], f->scale);
+  return dot(f->out, f->dout, (size_t)f->ac->B * f->ac->Tq * f->ac->NH * f->ac->HS);
+}
+
+static const char *att_grad_name[3] = {"dq", "dk", "dv"};
+
+static void att_check_f64(const att_geom *g, float **t, const float *dout, const int32_t *kl,
+                          float scale, const att_out *cpu, const char *desc) {
+  const att_case *ac = g->ac;
+  att_fd f = {ac, kl, scale, {todouble(t[0], g->nt[0]), todouble(t[1], g->nt[1]),
+                              todouble(t[2], g->nt[2])}, todouble(dout, g->no), dnew(g->no)};
+  double *lse = dnew(g->nl), *rg[3] = {dnew(g->nt[0]), dnew(g->nt[1]), dnew(g->nt[2])};
+  cmp c;
+  ref_att_forward(f.out, lse, ac, kl, f.x[0], f.x[1], f.x[2], scale);
+  cmp_init(&c, 1e-5, 1e-4);
+  cmp_fd(&c, "out", cpu->out, f.out, g->no);
+  cmp_fd(&c, "lse", cpu->lse, lse, g->nl);
+  check_done(&c, "attention_forward", "cpu:f64", desc);
+  ref_att_backward(rg, f.dout, ac, kl, f.x[0], f.x[1], f.x[2], scale);
+  c = cpu->outside;
+  c.atol = 1e-5, c.rtol = 1e-4;
+  for (int x = 0; x < 3; x++) cmp_fd(&c, att_grad_name[x], cpu->grad[x], rg[x], g->nt[x]);
+  check_done(&c, "attention_backward", "cpu:f64", desc);
+  if (ac->fd) {
+    cmp_init(&c, 1e-4, 1e-3);
+    for (int x = 0; x < 3; x++)
+      fd_grad(&c, att_grad_name[x], att_loss, &f, f.x[x], g->nt[x], cpu->grad[x], NULL);
+    check_done(&c, "attention_backward", "cpu:fd", desc);
+  }
+  for (int x = 0; x < 3; x++) free(f.x[x]), free(rg[x]);
+  free(f.dout), free(f.out), free(lse);
+}
+
+static void test_att(const att_case *ac, int idx) {
+  att_geom g = att_geom_init(ac);
+  rng_seed(1000 + idx);
+  int32_t *kl = NULL;
+  char desc[192], kls[64] = "";
+  if (ac->padded) {
+    kl = dt_malloc(ac->B * sizeof *kl);
+    for (int b = 0; b < ac->B; b++)
+      kl[b] = b == 0 ? 1 + (int32_t)(rng_u64() % (ac->Tk - 1)) : b == 1 ? 0
+            : b == 2 ? ac->Tk + 3 : (int32_t)(rng_u64() % (ac->Tk + 1));
+    int len = snprintf(kls, sizeof kls, " key_len=[");
+    for (int b = 0; b < ac->B && len < 48; b++)
+      len += snprintf(kls + len, sizeof kls - len, "%s%d", b ? "," : "", kl[b]);
+    snprintf(kls + len, sizeof kls - len, "]");
+  }
+  snprintf(desc, sizeof desc, "B=%d Tq=%d Tk=%d NH=%d HS=%d %s %s%s", ac->B, ac->Tq, ac->Tk,
+           ac->NH, ac->HS, ac->causal ? "causal" : "full", att_layout_name[ac->layout], kls);
+  float scale = (float)(1.0 / sqrt((double)ac->HS));
+  float *t[3], *bufs[3] = {NULL, NULL, NULL}, *dout = fnew(g.no);
+  for (int x = 0; x < 3; x++) {
+    t[x] = fnew(g.nt[x]);
+    fill(t[x], g.nt[x], x == 2 ? -1 : -2, x == 2 ? 1 : 2);
+  }
+  fill(dout, g.no, -1, 1);
+  for (int b = 0; b < g.pl.nbuf; b++) bufs[b] = fnew(g.nb[b]);
+  att_pack(&g, bufs, t, NAN); /* a kernel reading outside the views turns NaN */
+  att_out cpu;
+  att_out_alloc(&cpu, &g);
+  att_run(g_cpu, &g, bufs, dout, kl, scale, &cpu, desc);
+  if (g_cpu_checks) att_check_f64(&g, t, dout, kl, scale, &cpu, desc);
+  if (g_other) {
+    att_out gpu;
+    att_out_alloc(&gpu, &g);
+    att_run(g_other, &g, bufs, dout, kl, scale, &gpu, desc);
+    cmp c;
+    cmp_init(&c, TWIN_ATOL, TWIN_RTOL);
+    cmp_ff(&c, "out", gpu.out, cpu.out, g.no);
+    cmp_ff(&c, "lse", gpu.lse, cpu.lse, g.nl);
+    check_done(&c, "attention_forward", "cuda:cpu", desc);
+    c = gpu.outside;
+    c.atol = TWIN_ATOL, c.rtol = TWIN_RTOL;
+    for (int x = 0; x < 3; x++) cmp_ff(&c, att_grad_name[x], gpu.grad[x], cpu.grad[x], g.nt[x]);
+    check_done(&c, "attention_backward", "cuda:cpu", desc);
+    att_out_free(&gpu);
+  }
+  att_out_free(&cpu);
+  for (int x = 0; x < 3; x++) free(t[x]), free(bufs[x]);
+  free(dout), free(kl);
+}
+
+/* ------------------------------------------------------------------ */
+/* embedding                                                          */
+
+typedef struct emb_case {
+  int B, T, C, V, maxT;
+  int wpe;  /* learned positions */
+  int mode; /* 0: uniform tokens; 1: half of them token 0 (long runs); 2: also bad tokens */
+} emb_case;
+
+static const emb_case emb_cases[] = {
+    {1, 1, 1, 1, 1, 1, 0},      {2, 5, 7, 11, 8, 1, 0},     {3, 17, 33, 50, 20, 0, 0},
+    {4, 64, 96, 13, 80, 1, 1},  {2, 300, 50, 50257, 300, 1, 1},
+    {2, 6, 5, 9, 6, 1, 2},      {1, 40, 300, 7, 64, 0, 2},
+};
+
+/* inputs, then outputs: out; dwte, dwpe accumulating into their *0 values;
+ * the same with the other gradient NULL */
+enum { EMB_WTE, EMB_WPE, EMB_DOUT, EMB_DWTE0, EMB_DWPE0, EMB_NIN, EMB_OUT = EMB_NIN, EMB_DWTE,
+       EMB_DWPE, EMB_DWTE_ONLY, EMB_DWPE_ONLY, EMB_NBUF };
+static const char *emb_name[EMB_NBUF] = {"wte", "wpe", "dout", "dwte0", "dwpe0", "out", "dwte",
+                                         "dwpe", "dwte (dwpe NULL)", "dwpe (dwte NULL)"};
+
+static size_t emb_count(int i, const emb_case *ec) {
+  switch (i) {
+  case EMB_WTE: case EMB_DWTE0: case EMB_DWTE: case EMB_DWTE_ONLY: return (size_t)ec->V * ec->C;
+  case EMB_WPE: case EMB_DWPE0: case EMB_DWPE: case EMB_DWPE_ONLY: return (size_t)ec->maxT * ec->C;
+  default: return (size_t)ec->B * ec->T * ec->C;
+  }
+}
+
+static void emb_run(dt_backend_t be, const emb_case *ec, float **in, const int32_t *tok,
+                    float **o, const char *desc) {
+  size_t F = sizeof(float), nt = (size_t)ec->B * ec->T;
+  devbufs d = {.be = be};
+  float *p[EMB_NBUF];
+  for (int i = 0; i < EMB_NBUF; i++) {
+    const float *init = i < EMB_NIN ? in[i] : NULL;
+    if (i == EMB_DWTE || i == EMB_DWTE_ONLY) init = in[EMB_DWTE0];
+    if (i == EMB_DWPE || i == EMB_DWPE_ONLY) init = in[EMB_DWPE0];
+    p[i] = dput(&d, init, emb_count(i, ec) * F);
+  }
+  int32_t *td = dput(&d, tok, nt * sizeof(int32_t));
+  size_t wsb = be->k->embedding_backward_workspace(be->ctx, ec->B, ec->T, ec->V);
+  void *ws = dput(&d, NULL, wsb);
+  const dt_kernels *k = be->k;
+  float *wpe = ec->wpe ? p[EMB_WPE] : NULL;
+  k->embedding_forward(be->ctx, p[EMB_OUT], td, p[EMB_WTE], wpe, ec->B, ec->T, ec->C, ec->V);
+  k->embedding_backward(be->ctx, p[EMB_DWTE], p[EMB_DWPE], p[EMB_DOUT], td, ec->B, ec->T, ec->C,
+                        ec->V, ws);
+  k->embedding_backward(be->ctx, p[EMB_DWTE_ONLY], NULL, p[EMB_DOUT], td, ec->B, ec->T, ec->C,
+                        ec->V, ws);
+  k->embedding_backward(be->ctx, NULL, p[EMB_DWPE_ONLY], p[EMB_DOUT], td, ec->B, ec->T, ec->C,
+                        ec->V, ws);
+  for (int i = 0; i < EMB_NBUF; i++) {
+    if (i < EMB_NIN) dkeep(&d, p[i], in[i], emb_count(i, ec) * F, emb_name[i]);
+    else dget(&d, o[i], p[i], emb_count(i, ec) * F, emb_name[i]);
+  }
+  dkeep(&d, td, tok, nt * sizeof(int32_t), "tokens");
+  dget(&d, NULL, ws, wsb, "workspace");
+  dfree(&d, "embedding", desc);
+}
+
+/* out (B,T,C) in float64, NaN rows for bad tokens; with grad: dwte, dwpe (overwritten) */
+static void ref_emb(double *out, double *dwte, double *dwpe, const double *wte,
+                    const double *wpe, const double *dout, const int32_t *tok,
+                    const emb_case *ec) {
+  const int C = ec->C;
+  if (dwte) memset(dwte, 0, sizeof(double) * ec->V * C);
+  if (dwpe) memset(dwpe, 0, sizeof(double) * ec->maxT * C);
+  for (int i = 0; i < ec->B * ec->T; i++) {
+    int t = i % ec->T, ok = tok[i] >= 0 && tok[i] < ec->V;
+    for (int c = 0; c < C; c++) {
+      size_t o = (size_t)i * C + c;
+      if (out) out[o] = ok ? wte[(size_t)tok[i] * C + c] + (wpe ? wpe[(size_t)t * C + c] : 0.0) : NAN;
+      if (dwte && ok) dwte[(size_t)tok[i] * C + c] += dout[o];
+      if (dwpe) dwpe[(size_t)t * C + c] += dout[o];
+    }
+  }
+}
+
+typedef struct emb_fd {
+  const emb_case *ec;
+  const int32_t *tok;
+  double *wte, *wpe, *dout, *out;
+} emb_fd;
+static double emb_loss(void *p) {
+  emb_fd *f = p;
+  ref_emb(f->out, NULL, NULL, f->wte, f->ec->wpe ? f->wpe : NULL, NULL, f->tok, f->ec);
+  return dot(f->out, f->dout, (size_t)f->ec->B * f->ec->T * f->ec->C);
+}
+
+static void emb_check_f64(const emb_case *ec, float **in, const int32_t *tok, float **cpu,
+                          const char *desc) {
+  size_t nw = emb_count(EMB_WTE, ec), np = emb_count(EMB_WPE, ec), no = emb_count(EMB_OUT, ec);
+  emb_fd f = {ec, tok, todouble(in[EMB_WTE], nw), todouble(in[EMB_WPE], np),
+              todouble(in[EMB_DOUT], no), dnew(no)};
+  double *rw = dnew(nw), *rp = dnew(np);
+  cmp c;
+  ref_emb(f.out, rw, rp, f.wte, ec->wpe ? f.wpe : NULL, f.dout, tok, ec);
+  cmp_init(&c, 1e-6, 1e-6); /* one fp32 add */
+  cmp_fd(&c, "out", cpu[EMB_OUT], f.out, no);
+  check_done(&c, "embedding_forward", "cpu:f64", desc);
+  add_base(rw, in[EMB_DWTE0], nw), add_base(rp, in[EMB_DWPE0], np);
+  cmp_init(&c, 1e-4, 1e-4); /* long runs of fp32 adds */
+  cmp_fd(&c, "dwte", cpu[EMB_DWTE], rw, nw);
+  cmp_fd(&c, "dwpe", cpu[EMB_DWPE], rp, np);
+  check_done(&c, "embedding_backward", "cpu:f64", desc);
+  /* the NULL gradient must change nothing about the other one */
+  cmp_init(&c, 0.0, 0.0);
+  cmp_ff(&c, "dwte (dwpe NULL)", cpu[EMB_DWTE_ONLY], cpu[EMB_DWTE], nw);
+  cmp_ff(&c, "dwpe (dwte NULL)", cpu[EMB_DWPE_ONLY], cpu[EMB_DWPE], np);
+  check_done(&c, "embedding_backward", "cpu:null", desc);
+  if (ec->mode != 2) { /* NaN rows make the loss NaN */
+    cmp_init(&c, 1e-4, 1e-3);
+    fd_grad(&c, "dwte", emb_loss, &f, f.wte, nw, cpu[EMB_DWTE], in[EMB_DWTE0]);
+    if (ec->wpe) fd_grad(&c, "dwpe", emb_loss, &f, f.wpe, np, cpu[EMB_DWPE], in[EMB_DWPE0]);
+    check_done(&c, "embedding_backward", "cpu:fd", desc);
+  }
+  free(f.wte), free(f.wpe), free(f.dout), free(f.out), free(rw), free(rp);
+}
+
+static void test_emb(const emb_case *ec, int idx) {
+  size_t nt = (size_t)ec->B * ec->T;
+  char desc[128];
+  snprintf(desc, sizeof desc, "B=%d T=%d C=%d V=%d maxT=%d%s%s", ec->B, ec->T, ec->C, ec->V,
+           ec->maxT, ec->wpe ? "" : " wpe=NULL",
+           ec->mode == 1 ? " half token 0" : ec->mode == 2 ? " bad tokens" : "");
+  rng_seed(1100 + idx);
+  float *in[EMB_NBUF], *cpu[EMB_NBUF];
+  for (int i = 0; i < EMB_NBUF; i++) in[i] = fnew(emb_count(i, ec)), cpu[i] = fnew(emb_count(i, ec));
+  for (int i = 0; i < EMB_NIN; i++) fill(in[i], emb_count(i, ec), -1, 1);
+  int32_t *tok = dt_malloc(nt * sizeof *tok);
+  for (size_t i = 0; i < nt; i++) {
+    tok[i] = (int32_t)(rng_u64() % ec->V);
+    if (ec->mode >= 1 && rng_u64() % 2) tok[i] = 0;
+    if (ec->mode == 2 && i % 5 == 1) tok[i] = (i % 10 == 1) ? -1 : ec->V;
+  }
+  emb_run(g_cpu, ec, in, tok, cpu, desc);
+  if (g_cpu_checks) emb_check_f64(ec, in, tok, cpu, desc);
+  if (g_other) {
+    float *gpu[EMB_NBUF];
+    for (int i = 0; i < EMB_NBUF; i++) gpu[i] = fnew(emb_count(i, ec));
+    emb_run(g_other, ec, in, tok, gpu, desc);
+    /* both backends add in (b,t) order: the same bits */
+    cmp c;
+    cmp_init(&c, 0.0, 0.0);
+    cmp_ff(&c, "out", gpu[EMB_OUT], cpu[EMB_OUT], emb_count(EMB_OUT, ec));
+    check_done(&c, "embedding_forward", "cuda:cpu", desc);
+    cmp_init(&c, 0.0, 0.0);
+    for (int i = EMB_DWTE; i < EMB_NBUF; i++) cmp_ff(&c, emb_name[i], gpu[i], cpu[i], emb_count(i, ec));
+    check_done(&c, "embedding_backward", "cuda:cpu", desc);
+    for (int i = 0; i < EMB_NBUF; i++) free(gpu[i]);
+  }
+  for (int i = 0; i < EMB_NBUF; i++) free(in[i]), free(cpu[i]);
+  free(tok);
+}
+
+/* ------------------------------------------------------------------ */
 /* timing: LeNet-sized conv forward + backward                        */
 
 static double time_lenet_convs(dt_backend_t be, int iters) {
@@ -1330,6 +2013,9 @@ int main(int argc, char **argv) {
   for (size_t i = 0; i < DT_ARRAY_LEN(opt_cases); i++) test_opt(&opt_cases[i], (int)i);
   for (size_t i = 0; i < DT_ARRAY_LEN(reduce_cases); i++) test_reduce(&reduce_cases[i], (int)i);
   for (size_t i = 0; i < DT_ARRAY_LEN(gather_cases); i++) test_gather(&gather_cases[i], (int)i);
+  for (size_t i = 0; i < DT_ARRAY_LEN(ln_cases); i++) test_ln(&ln_cases[i], (int)i);
+  for (size_t i = 0; i < DT_ARRAY_LEN(att_cases); i++) test_att(&att_cases[i], (int)i);
+  for (size_t i = 0; i < DT_ARRAY_LEN(emb_cases); i++) test_emb(&emb_cases[i], (int)i);
 
   if (do_time) {
     dt_backend_t bes[2] = {g_cpu_checks ? g_cpu : NULL, g_other};

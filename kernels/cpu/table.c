@@ -1,7 +1,10 @@
 /* table.c: the CPU kernel table, every slot filled with the fp32 reference. */
 #include "../act.h"
+#include "../attention.h"
 #include "../conv.h"
+#include "../embedding.h"
 #include "../matmul.h"
+#include "../norm.h"
 #include "../optimizer.h"
 #include "../pool.h"
 #include "../reduce.h"
@@ -26,4 +29,12 @@ const dt_kernels dt_cpu_kernels = {
     .scale = dt_cpu_scale,
     .axpy = dt_cpu_axpy,
     .gather_u8_normalize = dt_cpu_gather_u8_normalize,
+    .layernorm_forward = dt_cpu_layernorm_forward,
+    .layernorm_backward = dt_cpu_layernorm_backward,
+    .residual_layernorm_forward = dt_cpu_residual_layernorm_forward,
+    .attention_forward = dt_cpu_attention_forward,
+    .attention_backward = dt_cpu_attention_backward,
+    .embedding_forward = dt_cpu_embedding_forward,
+    .embedding_backward_workspace = dt_cpu_embedding_backward_workspace,
+    .embedding_backward = dt_cpu_embedding_backward,
 };

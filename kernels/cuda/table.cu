@@ -3,9 +3,12 @@
  * declaration in kernels.h, seen first, gives this const object external
  * C linkage, so the C code links against it. */
 #include "act.h"
+#include "attention.h"
 #include "conv.h"
+#include "embedding.h"
 #include "kernels.h"
 #include "matmul.h"
+#include "norm.h"
 #include "optimizer.h"
 #include "pool.h"
 #include "reduce.h"
@@ -30,8 +33,16 @@ extern "C" const dt_kernels dt_cuda_kernels = {
     .scale = dt_cuda_scale,
     .axpy = dt_cuda_axpy,
     .gather_u8_normalize = dt_cuda_gather_u8_normalize,
+    .layernorm_forward = dt_cuda_layernorm_forward,
+    .layernorm_backward = dt_cuda_layernorm_backward,
+    .residual_layernorm_forward = dt_cuda_residual_layernorm_forward,
+    .attention_forward = dt_cuda_attention_forward,
+    .attention_backward = dt_cuda_attention_backward,
+    .embedding_forward = dt_cuda_embedding_forward,
+    .embedding_backward_workspace = dt_cuda_embedding_backward_workspace,
+    .embedding_backward = dt_cuda_embedding_backward,
 };
 
 /* A slot added to dt_kernels without an initializer here would be NULL;
- * keep the count in step (17 slots today). */
-static_assert(DT_KERNELS_SLOTS == 18, "dt_kernels changed: fill the new slots in table.cu");
+ * keep the count in step (26 slots today). */
+static_assert(DT_KERNELS_SLOTS == 26, "dt_kernels changed: fill the new slots in table.cu");

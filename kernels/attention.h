@@ -1,0 +1,38 @@
+/* attention.h: multi-head scaled dot-product attention (causal, padded keys,
+ * cross-attention) that saves only the per-row logsumexp. Semantics are
+ * documented on the slots of dt_kernels in kernels.h; kernels/cpu/attention.c
+ * is the fp32 reference and kernels/cuda/attention.cu the fast path. */
+#ifndef DT_KERNELS_ATTENTION_H
+#define DT_KERNELS_ATTENTION_H
+
+#include "kernels.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+void dt_cpu_attention_forward(void *ctx, float *out, float *lse, const float *q, const float *k,
+                              const float *v, int B, int Tq, int Tk, int NH, int HS,
+                              int q_stride, int kv_stride, int causal, const int32_t *key_len,
+                              float scale);
+void dt_cpu_attention_backward(void *ctx, float *dq, float *dk, float *dv, const float *dout,
+                               const float *q, const float *k, const float *v, const float *out,
+                               const float *lse, int B, int Tq, int Tk, int NH, int HS,
+                               int q_stride, int kv_stride, int causal, const int32_t *key_len,
+                               float scale);
+
+void dt_cuda_attention_forward(void *ctx, float *out, float *lse, const float *q, const float *k,
+                               const float *v, int B, int Tq, int Tk, int NH, int HS,
+                               int q_stride, int kv_stride, int causal, const int32_t *key_len,
+                               float scale);
+void dt_cuda_attention_backward(void *ctx, float *dq, float *dk, float *dv, const float *dout,
+                                const float *q, const float *k, const float *v,
+                                const float *out, const float *lse, int B, int Tq, int Tk,
+                                int NH, int HS, int q_stride, int kv_stride, int causal,
+                                const int32_t *key_len, float scale);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif

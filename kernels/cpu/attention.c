@@ -1,0 +1,105 @@
+/* attention.c: fp32 reference multi-head attention, one query row at a time
+ * with the scores of that row in double. Only lse (B,NH,Tq) is kept for the
+ * backward, which recomputes each probability as exp(score - lse). */
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "../attention.h"
+#include "dt.h"
+
+/* Keys visible to query i of batch b form the prefix [0, kend): key_len
+ * masks the padding at the end, causal masks keys past i + (Tk - Tq). */
+static int key_end(int b, int i, int Tq, int Tk, int causal, const int32_t *key_len) {
+  long e = Tk;
+  if (key_len && key_len[b] < e) e = key_len[b];
+  if (causal && (long)i + Tk - Tq + 1 < e) e = (long)i + Tk - Tq + 1;
+  return e < 0 ? 0 : (int)e;
+}
+
+static double dotf(const float *a, const float *b, int n) {
+  double s = 0.0;
+  for (int d = 0; d < n; d++) s += (double)a[d] * b[d];
+  return s;
+}
+
+/* out (B,Tq,NH,HS), lse (B,NH,Tq); q (B,Tq,NH,HS) rows at q_stride;
+ * k, v (B,Tk,NH,HS) rows at kv_stride; key_len (B) or NULL */
+void dt_cpu_attention_forward(void *ctx, float *out, float *lse, const float *q, const float *k,
+                              const float *v, int B, int Tq, int Tk, int NH, int HS,
+                              int q_stride, int kv_stride, int causal, const int32_t *key_len,
+                              float scale) {
+  (void)ctx;
+  double *s = dt_malloc(sizeof(double) * (Tk > 0 ? Tk : 1));
+  double *acc = dt_malloc(sizeof(double) * (HS > 0 ? HS : 1));
+  for (int b = 0; b < B; b++)
+    for (int h = 0; h < NH; h++)
+      for (int i = 0; i < Tq; i++) {
+        const float *qi = q + ((size_t)b * Tq + i) * q_stride + (size_t)h * HS;
+        float *oi = out + (((size_t)b * Tq + i) * NH + h) * HS;
+        const int kend = key_end(b, i, Tq, Tk, causal, key_len);
+        double m = -INFINITY, l = 0.0;
+        for (int j = 0; j < kend; j++) {
+          s[j] = scale * dotf(qi, k + ((size_t)b * Tk + j) * kv_stride + (size_t)h * HS, HS);
+          m = s[j] > m ? s[j] : m;
+        }
+        memset(acc, 0, sizeof(double) * HS);
+        for (int j = 0; j < kend; j++) {
+          const float *vj = v + ((size_t)b * Tk + j) * kv_stride + (size_t)h * HS;
+          const double p = exp(s[j] - m);
+          l += p;
+          for (int d = 0; d < HS; d++) acc[d] += p * vj[d];
+        }
+        for (int d = 0; d < HS; d++) oi[d] = kend ? (float)(acc[d] / l) : 0.0f;
+        lse[((size_t)b * NH + h) * Tq + i] = kend ? (float)(m + log(l)) : -INFINITY;
+      }
+  free(s), free(acc);
+}
+
+/* dq strided like q, dk and dv like k and v [=]; dout, out (B,Tq,NH,HS); lse (B,NH,Tq).
+ * With P = exp(S - lse) and D_i = dout_i . out_i:
+ *   dv_j = sum_i P_ij dout_i, dS_ij = P_ij (dout_i . v_j - D_i),
+ *   dq_i = scale sum_j dS_ij k_j, dk_j = scale sum_i dS_ij q_i. */
+void dt_cpu_attention_backward(void *ctx, float *dq, float *dk, float *dv, const float *dout,
+                               const float *q, const float *k, const float *v, const float *out,
+                               const float *lse, int B, int Tq, int Tk, int NH, int HS,
+                               int q_stride, int kv_stride, int causal, const int32_t *key_len,
+                               float scale) {
+  (void)ctx;
+  size_t nkv = (size_t)(Tk > 0 ? Tk : 1) * (HS > 0 ? HS : 1);
+  double *gk = dt_malloc(sizeof(double) * nkv), *gv = dt_malloc(sizeof(double) * nkv);
+  double *gq = dt_malloc(sizeof(double) * (HS > 0 ? HS : 1));
+  for (int b = 0; b < B; b++)
+    for (int h = 0; h < NH; h++) {
+      memset(gk, 0, sizeof(double) * nkv);
+      memset(gv, 0, sizeof(double) * nkv);
+      for (int i = 0; i < Tq; i++) {
+        const size_t qrow = ((size_t)b * Tq + i) * q_stride + (size_t)h * HS;
+        const size_t orow = (((size_t)b * Tq + i) * NH + h) * HS;
+        const float *qi = q + qrow, *doi = dout + orow;
+        const int kend = key_end(b, i, Tq, Tk, causal, key_len);
+        const double L = lse[((size_t)b * NH + h) * Tq + i], D = dotf(doi, out + orow, HS);
+        memset(gq, 0, sizeof(double) * HS);
+        for (int j = 0; j < kend; j++) {
+          const size_t krow = ((size_t)b * Tk + j) * kv_stride + (size_t)h * HS;
+          const float *kj = k + krow, *vj = v + krow;
+          const double p = exp(scale * dotf(qi, kj, HS) - L);
+          const double ds = p * (dotf(doi, vj, HS) - D) * scale;
+          for (int d = 0; d < HS; d++) {
+            gv[(size_t)j * HS + d] += p * doi[d];
+            gk[(size_t)j * HS + d] += ds * qi[d];
+            gq[d] += ds * kj[d];
+          }
+        }
+        for (int d = 0; d < HS; d++) dq[qrow + d] = (float)gq[d];
+      }
+      for (int j = 0; j < Tk; j++) {
+        const size_t krow = ((size_t)b * Tk + j) * kv_stride + (size_t)h * HS;
+        for (int d = 0; d < HS; d++) {
+          dk[krow + d] = (float)gk[(size_t)j * HS + d];
+          dv[krow + d] = (float)gv[(size_t)j * HS + d];
+        }
+      }
+    }
+  free(gk), free(gv), free(gq);
+}
