@@ -1,0 +1,674 @@
+/* textprep.c: text files and WOS abstracts -> GPT-2 token shards, and the
+ * shard loader. Every input is read and tokenized before anything is
+ * written, and shards are published by rename(2), as dataset.c does. */
+#include "textprep.h"
+
+#include <dirent.h>
+#include <errno.h>
+#include <limits.h>
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+#include <zlib.h>
+
+#include "bpe.h"
+#include "h5.h"
+
+#define ENCODE_SLICE (1 << 20) /* bytes encoded between progress checks */
+
+/* ---- paths ---- */
+
+typedef struct path_list {
+  char **p;
+  size_t n, cap;
+} path_list;
+
+static void paths_add(path_list *l, const char *path) {
+  if (l->n == l->cap) {
+    l->cap = l->cap ? 2 * l->cap : 16;
+    l->p = realloc(l->p, l->cap * sizeof *l->p);
+    DT_CHECK_ALLOC(l->p);
+  }
+  l->p[l->n++] = dt_strdup(path);
+}
+
+static void paths_free(path_list *l) {
+  for (size_t i = 0; i < l->n; i++) free(l->p[i]);
+  free(l->p);
+  memset(l, 0, sizeof *l);
+}
+
+static int cmp_str(const void *a, const void *b) {
+  return strcmp(*(char *const *)a, *(char *const *)b);
+}
+
+static int ends_with(const char *s, const char *suffix) {
+  size_t n = strlen(s), m = strlen(suffix);
+  return n >= m && !strcmp(s + n - m, suffix);
+}
+
+typedef int (*name_filter)(const char *name);
+
+/* Every regular file under dir whose name passes keep, unsorted. */
+static int walk(const char *dir, name_filter keep, path_list *out, dt_error *err) {
+  DIR *d = opendir(dir);
+  if (!d) return dt_error_set(err, "%s: cannot read directory: %s", dir, strerror(errno));
+  int rc = 0;
+  struct dirent *e;
+  while (!rc && (e = readdir(d))) {
+    if (!strcmp(e->d_name, ".") || !strcmp(e->d_name, "..")) continue;
+    char path[PATH_MAX];
+    if (snprintf(path, sizeof path, "%s/%s", dir, e->d_name) >= (int)sizeof path) {
+      rc = dt_error_set(err, "%s/%s: path too long", dir, e->d_name);
+      break;
+    }
+    struct stat st;
+    if (stat(path, &st) != 0) continue; /* a dangling link is not text */
+    if (S_ISDIR(st.st_mode)) rc = walk(path, keep, out, err);
+    else if (S_ISREG(st.st_mode) && keep(e->d_name)) paths_add(out, path);
+  }
+  closedir(d);
+  return rc;
+}
+
+static int is_text_name(const char *name) {
+  return ends_with(name, ".txt") || ends_with(name, ".txt.gz");
+}
+
+static int is_wos_x(const char *name) { return !strcmp(name, "X.txt"); }
+
+static const char *base_name(const char *path) {
+  size_t n = strlen(path);
+  while (n > 1 && path[n - 1] == '/') n--;
+  const char *s = path + n;
+  while (s > path && s[-1] != '/') s--;
+  return s;
+}
+
+static int mkdir_p(const char *dir, dt_error *err) {
+  char path[PATH_MAX];
+  size_t n = strlen(dir);
+  if (n == 0 || n >= sizeof path) return dt_error_set(err, "%s: bad output directory name", dir);
+  memcpy(path, dir, n + 1);
+  for (size_t i = 1; i <= n; i++) {
+    if (path[i] != '/' && path[i] != '\0') continue;
+    char c = path[i];
+    path[i] = '\0';
+    struct stat st;
+    if (mkdir(path, 0777) != 0 && errno != EEXIST)
+      return dt_error_set(err, "%s: cannot create directory: %s", path, strerror(errno));
+    if (stat(path, &st) != 0 || !S_ISDIR(st.st_mode))
+      return dt_error_set(err, "%s: exists and is not a directory", path);
+    path[i] = c;
+  }
+  return 0;
+}
+
+/* Reads a whole file, gunzipping when it is gzip (zlib reads plain files
+ * as they are). *data is malloc'ed and NUL-terminated. */
+static int read_text(const char *path, char **data, size_t *len, dt_error *err) {
+  gzFile g = gzopen(path, "rb");
+  if (!g) return dt_error_set(err, "%s: cannot open: %s", path, errno ? strerror(errno) : "gzopen failed");
+  gzbuffer(g, 1 << 18);
+  size_t cap = 1 << 20, n = 0;
+  char *buf = dt_malloc(cap + 1);
+  int rc = 0;
+  for (;;) {
+    if (n == cap) {
+      cap *= 2;
+      buf = realloc(buf, cap + 1);
+      DT_CHECK_ALLOC(buf);
+    }
+    unsigned want = (unsigned)DT_MIN(cap - n, (size_t)1 << 30);
+    int r = gzread(g, buf + n, want);
+    if (r < 0) {
+      int code;
+      const char *msg = gzerror(g, &code);
+      rc = dt_error_set(err, "%s: corrupt gzip stream (%s)", path,
+                        code == Z_ERRNO ? strerror(errno) : msg);
+      break;
+    }
+    if (r == 0) {
+      int code;
+      gzerror(g, &code);
+      if (code == Z_BUF_ERROR) rc = dt_error_set(err, "%s: truncated (gzip stream cut short)", path);
+      break;
+    }
+    n += (size_t)r;
+  }
+  gzclose(g);
+  if (rc) {
+    free(buf);
+    return -1;
+  }
+  buf[n] = '\0';
+  *data = buf;
+  *len = n;
+  return 0;
+}
+
+/* ---- the corpus: documents' tokens back to back ---- */
+
+typedef struct corpus {
+  dt_bpe *bpe;
+  dt_token_buf buf;
+  uint16_t *tok;
+  size_t n, cap;
+  int64_t *doc_end; /* end of each document in tok */
+  size_t docs, doc_cap;
+  int64_t bytes;
+  double t0, t_last;
+  int progress;
+} corpus;
+
+static void corpus_progress(corpus *c, int final) {
+  double now = dt_now();
+  if (!c->progress || (!final && now - c->t_last < 1.0)) return;
+  c->t_last = now;
+  double mb = (double)c->bytes / 1e6, secs = DT_MAX(now - c->t0, 1e-9);
+  fprintf(stderr, "dtrain-prep: %.1f MB read, %.2f MB/s, %lld tokens, %zu documents\n", mb,
+          mb / secs, (long long)c->n, c->docs);
+}
+
+/* Tokenizes one document (an empty one is dropped). */
+static void corpus_add(corpus *c, const char *text, size_t len) {
+  size_t at = 0;
+  size_t start = c->n;
+  while (at < len) {
+    size_t end = at + ENCODE_SLICE >= len ? len : dt_bpe_cut(c->bpe, text, len, at + ENCODE_SLICE);
+    c->buf.n = 0;
+    dt_bpe_encode_append(c->bpe, text + at, end - at, &c->buf);
+    if (c->n + c->buf.n > c->cap) {
+      while (c->n + c->buf.n > c->cap) c->cap = c->cap ? 2 * c->cap : 1 << 20;
+      c->tok = realloc(c->tok, c->cap * sizeof *c->tok);
+      DT_CHECK_ALLOC(c->tok);
+    }
+    for (size_t i = 0; i < c->buf.n; i++) c->tok[c->n + i] = (uint16_t)c->buf.ids[i];
+    c->n += c->buf.n;
+    c->bytes += (int64_t)(end - at);
+    at = end;
+    corpus_progress(c, 0);
+  }
+  if (c->n == start) return;
+  if (c->docs == c->doc_cap) {
+    c->doc_cap = c->doc_cap ? 2 * c->doc_cap : 1024;
+    c->doc_end = realloc(c->doc_end, c->doc_cap * sizeof *c->doc_end);
+    DT_CHECK_ALLOC(c->doc_end);
+  }
+  c->doc_end[c->docs++] = (int64_t)c->n;
+}
+
+static int corpus_init(corpus *c, const dt_textprep_opts *o, dt_error *err) {
+  memset(c, 0, sizeof *c);
+  if (!(o->val_fraction > 0 && o->val_fraction <= 0.5))
+    return dt_error_set(err, "--val-fraction %g: must be in (0, 0.5]", o->val_fraction);
+  const char *dir = o->tokenizer_dir ? o->tokenizer_dir : dt_textprep_default_tokenizer();
+  c->bpe = dt_bpe_load(dir, err);
+  if (!c->bpe) return -1;
+  if (dt_bpe_vocab_size(c->bpe) > 65536) {
+    dt_bpe_free(c->bpe);
+    return dt_error_set(err, "%s: %d tokens do not fit the uint16 shards", dir,
+                        dt_bpe_vocab_size(c->bpe));
+  }
+  c->progress = o->progress;
+  c->t0 = c->t_last = dt_now();
+  return 0;
+}
+
+static void corpus_free(corpus *c) {
+  dt_bpe_free(c->bpe);
+  dt_token_buf_free(&c->buf);
+  free(c->tok);
+  free(c->doc_end);
+  memset(c, 0, sizeof *c);
+}
+
+/* ---- splitting and writing ---- */
+
+typedef struct split {
+  uint16_t *tok;
+  int64_t n, docs;
+} split;
+
+static void split_doc(split *s, const uint16_t *tok, int64_t n, uint16_t eot) {
+  if (s->docs++ > 0) s->tok[s->n++] = eot;
+  memcpy(s->tok + s->n, tok, (size_t)n * sizeof *tok);
+  s->n += n;
+}
+
+/* train and val as the header describes: every k-th document to val. */
+static void make_splits(const corpus *c, double frac, split *train, split *val) {
+  uint16_t eot = (uint16_t)dt_bpe_eot(c->bpe);
+  train->tok = dt_malloc((c->n + c->docs + 1) * sizeof(uint16_t));
+  val->tok = dt_malloc((c->n + c->docs + 1) * sizeof(uint16_t));
+  if (c->docs == 1) {
+    int64_t n = (int64_t)c->n, nval = (int64_t)ceil(frac * (double)n);
+    nval = DT_MAX(1, DT_MIN(nval, n - 1));
+    split_doc(train, c->tok, n - nval, eot);
+    split_doc(val, c->tok + n - nval, nval, eot);
+    return;
+  }
+  size_t k = (size_t)DT_MAX(1L, lround(1.0 / frac));
+  for (size_t d = 0; d < c->docs; d++) {
+    int64_t from = d ? c->doc_end[d - 1] : 0;
+    int to_val = k > c->docs ? d == c->docs - 1 : d % k == k - 1;
+    split_doc(to_val ? val : train, c->tok + from, c->doc_end[d] - from, eot);
+  }
+}
+
+int dt_token_shard_write(const char *path, const uint16_t *tokens, int64_t n,
+                         const dt_token_meta *m, dt_error *err) {
+  hid_t f = dt_h5_create(path, err);
+  if (f < 0) return -1;
+  int rc = dt_h5_write(f, "/tokens", H5T_NATIVE_UINT16, 1, &n, tokens, 1, err);
+  if (!rc) rc = dt_h5_attr_write_str(f, "/", "format", DT_TOKENS_FORMAT, err);
+  if (!rc) rc = dt_h5_attr_write_i64(f, "/", "count", 1, &n, err);
+  if (!rc) rc = dt_h5_attr_write_i64(f, "/", "vocab_size", 1, &m->vocab_size, err);
+  if (!rc) rc = dt_h5_attr_write_i64(f, "/", "eot", 1, &m->eot, err);
+  if (!rc) rc = dt_h5_attr_write_i64(f, "/", "documents", 1, &m->documents, err);
+  if (!rc) rc = dt_h5_attr_write_str(f, "/", "tokenizer", m->tokenizer ? m->tokenizer : "gpt2", err);
+  if (!rc) rc = dt_h5_attr_write_str(f, "/", "name", m->name ? m->name : "", err);
+  if (!rc) rc = dt_h5_attr_write_str(f, "/", "source", m->source ? m->source : "", err);
+  /* Closing flushes: a full disk shows up here, not earlier. */
+  if (H5Fclose(f) < 0 && !rc) rc = dt_error_set(err, "%s: cannot finish writing (disk full?)", path);
+  return rc;
+}
+
+static int write_shards(corpus *c, const char *out_dir, const dt_textprep_opts *o,
+                        const char *name, const char *source, const char *what, dt_error *err) {
+  if (c->docs == 0 || c->n < 2)
+    return dt_error_set(err, "%s: no text to tokenize (%zu tokens)", what, c->n);
+  split sp[2] = {{0}, {0}};
+  make_splits(c, o->val_fraction, &sp[0], &sp[1]);
+  const char *names[2] = {"train", "val"};
+  char out[2][PATH_MAX], tmp[2][PATH_MAX];
+  int rc = mkdir_p(out_dir, err), written = 0;
+  for (int i = 0; i < 2 && !rc; i++) {
+    if (snprintf(out[i], sizeof out[i], "%s/%s.h5", out_dir, names[i]) >= (int)sizeof out[i] ||
+        snprintf(tmp[i], sizeof tmp[i], "%s.tmp", out[i]) >= (int)sizeof tmp[i]) {
+      rc = dt_error_set(err, "%s: output path too long", out_dir);
+      break;
+    }
+    dt_token_meta m = {.vocab_size = dt_bpe_vocab_size(c->bpe), .eot = dt_bpe_eot(c->bpe),
+                       .documents = sp[i].docs, .tokenizer = "gpt2", .name = name,
+                       .source = source};
+    written = i + 1; /* the tmp file may exist, even if half-written */
+    rc = dt_token_shard_write(tmp[i], sp[i].tok, sp[i].n, &m, err);
+  }
+  for (int i = 0; i < 2 && !rc; i++)
+    if (rename(tmp[i], out[i]) != 0)
+      rc = dt_error_set(err, "%s: cannot rename to %s: %s", tmp[i], out[i], strerror(errno));
+  if (rc)
+    for (int i = 0; i < written; i++) unlink(tmp[i]);
+  else
+    corpus_progress(c, 1); /* the last line, only when all went well */
+  free(sp[0].tok);
+  free(sp[1].tok);
+  return rc;
+}
+
+/* ---- dtrain-prep text ---- */
+
+const char *dt_textprep_default_tokenizer(void) {
+  static char buf[PATH_MAX];
+  const char *data = getenv("DTRAIN_DATA");
+  snprintf(buf, sizeof buf, "%s/gpt2-tokenizer", data && *data ? data : "data");
+  return buf;
+}
+
+/* The inputs, expanded: files as given, directories walked and sorted. */
+static int list_inputs(const char *const *inputs, int n_inputs, path_list *files, dt_error *err) {
+  if (n_inputs < 1) return dt_error_set(err, "no input files");
+  for (int i = 0; i < n_inputs; i++) {
+    struct stat st;
+    if (stat(inputs[i], &st) != 0)
+      return dt_error_set(err, "%s: %s", inputs[i], strerror(errno));
+    if (!S_ISDIR(st.st_mode)) {
+      paths_add(files, inputs[i]);
+      continue;
+    }
+    size_t before = files->n;
+    if (walk(inputs[i], is_text_name, files, err)) return -1;
+    if (files->n == before)
+      return dt_error_set(err, "%s: no .txt or .txt.gz files in this directory", inputs[i]);
+    qsort(files->p + before, files->n - before, sizeof *files->p, cmp_str);
+  }
+  return 0;
+}
+
+static char *join_lines(const char *const *s, int n) {
+  size_t len = 1;
+  for (int i = 0; i < n; i++) len += strlen(s[i]) + 1;
+  char *out = dt_malloc(len);
+  out[0] = '\0';
+  for (int i = 0; i < n; i++) {
+    if (i) strcat(out, "\n");
+    strcat(out, s[i]);
+  }
+  return out;
+}
+
+int dt_prep_text(const char *out_dir, const char *const *inputs, int n_inputs,
+                 const dt_textprep_opts *o, dt_error *err) {
+  path_list files = {0};
+  corpus c;
+  if (list_inputs(inputs, n_inputs, &files, err)) {
+    paths_free(&files);
+    return -1;
+  }
+  if (corpus_init(&c, o, err)) {
+    paths_free(&files);
+    return -1;
+  }
+  int rc = 0;
+  for (size_t i = 0; i < files.n && !rc; i++) {
+    char *text;
+    size_t len;
+    rc = read_text(files.p[i], &text, &len, err);
+    if (rc) break;
+    size_t skip = len >= 3 && !memcmp(text, "\xEF\xBB\xBF", 3) ? 3 : 0; /* a BOM is not text */
+    corpus_add(&c, text + skip, len - skip);
+    free(text);
+  }
+  if (!rc) {
+    char name[256];
+    const char *base = base_name(inputs[0]);
+    snprintf(name, sizeof name, "%.*s", (int)strcspn(base, "."), base);
+    char *source = join_lines(inputs, n_inputs);
+    char what[PATH_MAX + 32];
+    snprintf(what, sizeof what, "%s%s", inputs[0], n_inputs > 1 ? " and the other inputs" : "");
+    rc = write_shards(&c, out_dir, o, o->name ? o->name : name, source, what, err);
+    free(source);
+  }
+  corpus_free(&c);
+  paths_free(&files);
+  return rc;
+}
+
+/* ---- dtrain-prep wos ---- */
+
+/* Collapses runs of ASCII whitespace to one space and trims, in place. */
+static size_t collapse_ws(char *s, size_t n) {
+  size_t o = 0;
+  int space = 0;
+  for (size_t i = 0; i < n; i++) {
+    char ch = s[i];
+    if (ch == ' ' || ch == '\t' || ch == '\n' || ch == '\r' || ch == '\v' || ch == '\f') {
+      space = o > 0;
+      continue;
+    }
+    if (space) s[o++] = ' ';
+    space = 0;
+    s[o++] = ch;
+  }
+  return o;
+}
+
+/* Abstracts seen so far, for dropping duplicates. */
+typedef struct abstract_set {
+  char **text;
+  size_t *len;
+  uint64_t *hash;
+  size_t n, cap;
+  size_t *slot; /* index + 1, 0 empty */
+  size_t slots;
+  int64_t dropped;
+} abstract_set;
+
+static uint64_t fnv64(const char *p, size_t n) {
+  uint64_t h = 1469598103934665603ull;
+  for (size_t i = 0; i < n; i++) h = (h ^ (uint8_t)p[i]) * 1099511628211ull;
+  return h;
+}
+
+static void set_rehash(abstract_set *s) {
+  s->slots = s->slots ? 2 * s->slots : 4096;
+  free(s->slot);
+  s->slot = dt_calloc(s->slots, sizeof *s->slot);
+  for (size_t i = 0; i < s->n; i++) {
+    size_t k = s->hash[i] & (s->slots - 1);
+    while (s->slot[k]) k = (k + 1) & (s->slots - 1);
+    s->slot[k] = i + 1;
+  }
+}
+
+/* Adds a copy of text unless it is empty or already there. */
+static void set_add(abstract_set *s, const char *text, size_t len) {
+  if (len == 0) return;
+  if (2 * (s->n + 1) > s->slots) set_rehash(s);
+  uint64_t h = fnv64(text, len);
+  size_t k = h & (s->slots - 1);
+  for (; s->slot[k]; k = (k + 1) & (s->slots - 1)) {
+    size_t i = s->slot[k] - 1;
+    if (s->hash[i] == h && s->len[i] == len && !memcmp(s->text[i], text, len)) {
+      s->dropped++;
+      return;
+    }
+  }
+  if (s->n == s->cap) {
+    s->cap = s->cap ? 2 * s->cap : 1024;
+    s->text = realloc(s->text, s->cap * sizeof *s->text);
+    s->len = realloc(s->len, s->cap * sizeof *s->len);
+    s->hash = realloc(s->hash, s->cap * sizeof *s->hash);
+    DT_CHECK_ALLOC(s->text && s->len && s->hash);
+  }
+  s->text[s->n] = dt_malloc(len);
+  memcpy(s->text[s->n], text, len);
+  s->len[s->n] = len;
+  s->hash[s->n] = h;
+  s->slot[k] = ++s->n;
+}
+
+static void set_free(abstract_set *s) {
+  for (size_t i = 0; i < s->n; i++) free(s->text[i]);
+  free(s->text);
+  free(s->len);
+  free(s->hash);
+  free(s->slot);
+  memset(s, 0, sizeof *s);
+}
+
+/* The field of a tab-separated line (fields are counted from 0). */
+static int tsv_field(char *line, int want, char **field, size_t *len, int *nfields) {
+  int k = 0;
+  char *p = line;
+  *field = NULL;
+  for (;;) {
+    char *tab = strchr(p, '\t');
+    if (k == want) {
+      *field = p;
+      *len = tab ? (size_t)(tab - p) : strlen(p);
+    }
+    k++;
+    if (!tab) break;
+    p = tab + 1;
+  }
+  *nfields = k;
+  return *field ? 0 : -1;
+}
+
+/* Data1k.txt: the Abstract column of a TSV with a header line. */
+static int read_wos_tsv(const char *path, abstract_set *set, dt_error *err) {
+  char *data;
+  size_t n;
+  if (read_text(path, &data, &n, err)) return -1;
+  int rc = 0, line = 0, col = -1, ncols = 0;
+  for (char *p = data, *next; p < data + n && !rc; p = next) {
+    char *nl = memchr(p, '\n', (size_t)(data + n - p));
+    next = nl ? nl + 1 : data + n;
+    if (nl) *nl = '\0';
+    line++;
+    size_t ll = strlen(p);
+    if (ll && p[ll - 1] == '\r') p[--ll] = '\0';
+    if (line == 1) { /* the header: find "Abstract" */
+      char *f;
+      size_t fl;
+      for (int k = 0; !tsv_field(p, k, &f, &fl, &ncols); k++)
+        if (collapse_ws(f, fl) == 8 && !memcmp(f, "Abstract", 8)) col = k;
+      if (col < 0)
+        rc = dt_error_set(err, "%s:1: no Abstract column in the header (expected the WOS header "
+                          "\"Y1 Y2 Y Domain area keywords Abstract\", tab-separated)", path);
+      continue;
+    }
+    if (ll == 0) continue;
+    char *f;
+    size_t fl = 0;
+    int nf;
+    if (tsv_field(p, col, &f, &fl, &nf) || nf != ncols) {
+      rc = dt_error_set(err, "%s:%d: %d tab-separated fields, the header has %d", path, line, nf,
+                        ncols);
+      break;
+    }
+    fl = collapse_ws(f, fl);
+    if (fl >= 2 && f[0] == '"' && f[fl - 1] == '"') { /* a quoted field: "" is one quote */
+      size_t o = 0;
+      for (size_t i = 1; i + 1 < fl; i++) {
+        f[o++] = f[i];
+        if (f[i] == '"' && f[i + 1] == '"' && i + 2 < fl) i++;
+      }
+      fl = collapse_ws(f, o);
+    }
+    set_add(set, f, fl);
+  }
+  free(data);
+  return rc;
+}
+
+/* X.txt: one abstract per line. */
+static int read_wos_lines(const char *path, abstract_set *set, dt_error *err) {
+  char *data;
+  size_t n;
+  if (read_text(path, &data, &n, err)) return -1;
+  for (char *p = data, *next; p < data + n; p = next) {
+    char *nl = memchr(p, '\n', (size_t)(data + n - p));
+    next = nl ? nl + 1 : data + n;
+    set_add(set, p, collapse_ws(p, (size_t)((nl ? nl : data + n) - p)));
+  }
+  free(data);
+  return 0;
+}
+
+static void append(char *buf, size_t size, const char *s) {
+  size_t n = strlen(buf);
+  snprintf(buf + n, size - n, "%s", s);
+}
+
+int dt_prep_wos(const char *src, const char *out_dir, const dt_textprep_opts *o, dt_error *err) {
+  struct stat st;
+  if (stat(src, &st) != 0 || !S_ISDIR(st.st_mode))
+    return dt_error_set(err, "%s: no such directory (expected the WOS abstracts: Data1k.txt "
+                        "and/or */X.txt)", src);
+  path_list xs = {0};
+  abstract_set set = {0};
+  char tsv[PATH_MAX], source[8192];
+  snprintf(tsv, sizeof tsv, "%s/Data1k.txt", src);
+  int have_tsv = stat(tsv, &st) == 0;
+  int rc = walk(src, is_wos_x, &xs, err);
+  if (!rc && !have_tsv && xs.n == 0)
+    rc = dt_error_set(err, "%s: no Data1k.txt and no X.txt below it (the WOS layout: Data1k.txt, "
+                      "WOS1000/X.txt, WOS-more/X.txt, WOS11967/X.txt, ...)", src);
+  if (xs.n) qsort(xs.p, xs.n, sizeof *xs.p, cmp_str);
+  snprintf(source, sizeof source, "WOS abstracts in %s:", src);
+  if (!rc && have_tsv) {
+    rc = read_wos_tsv(tsv, &set, err);
+    append(source, sizeof source, " Data1k.txt");
+  }
+  for (size_t i = 0; i < xs.n && !rc; i++) {
+    rc = read_wos_lines(xs.p[i], &set, err);
+    append(source, sizeof source, have_tsv || i ? ", " : " ");
+    append(source, sizeof source, xs.p[i] + strlen(src) + 1);
+  }
+  corpus c;
+  if (!rc && set.n == 0) rc = dt_error_set(err, "%s: no abstracts found", src);
+  if (!rc && !(rc = corpus_init(&c, o, err))) {
+    for (size_t i = 0; i < set.n; i++) corpus_add(&c, set.text[i], set.len[i]);
+    rc = write_shards(&c, out_dir, o, o->name ? o->name : "wos", source, src, err);
+    if (!rc && o->progress)
+      fprintf(stderr, "dtrain-prep: %zu abstracts, %lld duplicates dropped\n", set.n,
+              (long long)set.dropped);
+    corpus_free(&c);
+  }
+  set_free(&set);
+  paths_free(&xs);
+  return rc;
+}
+
+/* ---- loading ---- */
+
+int dt_token_shard_is(const char *path) {
+  dt_error err;
+  hid_t f = dt_h5_open(path, &err);
+  if (f < 0) return 0;
+  char *format = dt_h5_attr_read_str(f, "/", "format", &err);
+  int yes = format && !strcmp(format, DT_TOKENS_FORMAT);
+  free(format);
+  dt_h5_close(f);
+  return yes;
+}
+
+static int load_tokens(hid_t f, const char *path, int vocab_size, uint16_t **tokens, int64_t *n,
+                       dt_error *err) {
+  char *format = dt_h5_attr_read_str(f, "/", "format", err);
+  if (!format) {
+    if (err) {
+      size_t l = strlen(err->msg);
+      snprintf(err->msg + l, sizeof err->msg - l, " (not a dtrain token shard?)");
+    }
+    return -1;
+  }
+  int bad = strcmp(format, DT_TOKENS_FORMAT) != 0;
+  if (bad) dt_error_set(err, "%s: format is \"%s\", expected \"%s\"", path, format, DT_TOKENS_FORMAT);
+  free(format);
+  if (bad) return -1;
+  int nd;
+  int64_t dims[DT_H5_MAXDIMS], count, vocab;
+  if (dt_h5_dims(f, "/tokens", &nd, dims, err)) return -1;
+  if (nd != 1 || dims[0] < 1)
+    return dt_error_set(err, "%s: dataset /tokens must be 1-D and not empty", path);
+  hid_t d = H5Dopen2(f, "/tokens", H5P_DEFAULT);
+  hid_t t = d >= 0 ? H5Dget_type(d) : -1;
+  int ok = t >= 0 && H5Tget_class(t) == H5T_INTEGER && H5Tget_size(t) == 2 &&
+           H5Tget_sign(t) == H5T_SGN_NONE;
+  if (t >= 0) H5Tclose(t);
+  if (d >= 0) H5Dclose(d);
+  if (!ok) return dt_error_set(err, "%s: dataset /tokens is not uint16", path);
+  if (dt_h5_attr_read_i64(f, "/", "count", 1, &count, err) ||
+      dt_h5_attr_read_i64(f, "/", "vocab_size", 1, &vocab, err))
+    return -1;
+  if (count != dims[0])
+    return dt_error_set(err, "%s: attribute count = %lld, but /tokens has %lld", path,
+                        (long long)count, (long long)dims[0]);
+  if (vocab < 1 || vocab > 65536)
+    return dt_error_set(err, "%s: attribute vocab_size = %lld, expected 1..65536", path,
+                        (long long)vocab);
+  int64_t limit = vocab_size > 0 ? DT_MIN(vocab, (int64_t)vocab_size) : vocab;
+  uint16_t *tok = dt_malloc((size_t)count * sizeof *tok);
+  if (dt_h5_read_rows(f, "/tokens", H5T_NATIVE_UINT16, 0, count, tok, err)) {
+    free(tok);
+    return -1;
+  }
+  for (int64_t i = 0; i < count; i++)
+    if (tok[i] >= limit) {
+      dt_error_set(err, "%s: /tokens[%lld] = %u is not below vocab_size %lld%s", path,
+                   (long long)i, tok[i], (long long)limit,
+                   limit < vocab ? " (the model's)" : "");
+      free(tok);
+      return -1;
+    }
+  *tokens = tok;
+  *n = count;
+  return 0;
+}
+
+int dt_token_shard_load(const char *path, int vocab_size, uint16_t **tokens, int64_t *n,
+                        dt_error *err) {
+  *tokens = NULL;
+  *n = 0;
+  hid_t f = dt_h5_open(path, err);
+  if (f < 0) return -1;
+  int rc = load_tokens(f, path, vocab_size, tokens, n, err);
+  dt_h5_close(f);
+  return rc;
+}
