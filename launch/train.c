@@ -171,7 +171,7 @@ static void setup_optimizer(trainer *T) {
  * and after a resume). */
 static void offload_pull_params(trainer *T) {
   if (T->h_p)
-    T->be->d2h(T->be, T->h_p, T->m->p + T->dp->opt_lo,
+    T->be->d2h(T->be, T->h_p, T->dp->pstore + (T->dp->opt_lo - T->dp->pstore_lo),
                (T->dp->opt_hi - T->dp->opt_lo) * sizeof(float));
 }
 
@@ -197,7 +197,8 @@ static double optimizer_step(trainer *T, double lr) {
   int sgd = !strcmp(c->optim_name, "sgd");
   dt_backend_t ob = T->opt_be;
   size_t nopt = dp->opt_hi - dp->opt_lo;
-  float *pbase = m->p + dp->opt_lo; /* [0] = flat opt_lo, on ob */
+  float *pdev = dp->pstore + (dp->opt_lo - dp->pstore_lo); /* [0] = flat opt_lo */
+  float *pbase = pdev; /* where the optimizer updates them, on ob */
   if (T->h_p) {
     be->d2h(be, T->h_g, grads, nopt * sizeof(float));
     grads = T->h_g;
@@ -219,7 +220,7 @@ static double optimizer_step(trainer *T, double lr) {
                        (float)c->optim_beta1, (float)c->optim_beta2, (float)c->optim_eps, wd,
                        decoupled, t, gscale);
   }
-  if (T->h_p) be->h2d(be, m->p + dp->opt_lo, T->h_p, nopt * sizeof(float));
+  if (T->h_p) be->h2d(be, pdev, T->h_p, nopt * sizeof(float));
   dt_dp_gather_params(dp);
   return norm;
 }
@@ -262,7 +263,8 @@ static void save_checkpoint(trainer *T) {
   dt_dp *dp = T->dp;
   dt_ckpt_buffers b;
   host_buffers(T, &b);
-  be->d2h(be, b.params, T->m->p, T->m->nparams_total * sizeof(float));
+  be->d2h(be, b.params + dp->pstore_lo, dp->pstore,
+          (dp->pstore_hi - dp->pstore_lo) * sizeof(float));
   for (int s = 0; s < T->nstates; s++)
     T->opt_be->d2h(T->opt_be, b.states[s], T->d_states[s],
                    (dp->opt_hi - dp->opt_lo) * sizeof(float));
@@ -311,15 +313,17 @@ static int maybe_resume(trainer *T) {
   host_buffers(T, &b);
   dt_dp *dp = T->dp;
   size_t n = T->m->nparams_total;
-  if (dt_ckpt_read_range(path, &meta, T->m->params, T->m->nparams, "params", 0, n, b.params,
-                         &err))
+  if (dt_ckpt_read_range(path, &meta, T->m->params, T->m->nparams, "params", dp->pstore_lo,
+                         dp->pstore_hi, b.params + dp->pstore_lo, &err))
     dt_die_user("%s", err.msg);
   for (int s = 0; s < T->nstates; s++)
     if (dt_ckpt_read_range(path, &meta, T->m->params, T->m->nparams, T->state_names[s],
                            dp->opt_lo, dp->opt_hi, b.states[s], &err))
       dt_die_user("%s", err.msg);
   dt_backend_t be = T->be;
-  be->h2d(be, T->m->p, b.params, n * sizeof(float));
+  (void)n;
+  be->h2d(be, dp->pstore, b.params + dp->pstore_lo,
+          (dp->pstore_hi - dp->pstore_lo) * sizeof(float));
   for (int s = 0; s < T->nstates; s++)
     T->opt_be->h2d(T->opt_be, T->d_states[s], b.states[s],
                    (dp->opt_hi - dp->opt_lo) * sizeof(float));
@@ -409,9 +413,6 @@ static void setup_parallel(trainer *T) {
     dt_die_user_all("[parallel] tp=%ld pp=%ld: tensor and pipeline parallelism are not built "
                     "yet (only data parallelism: parallel.dp)",
                     c->parallel_tp, c->parallel_pp);
-  if (c->parallel_zero > 2)
-    dt_die_user_all("[parallel] zero = %ld: ZeRO-3 is not built yet (zero = 0, 1 or 2)",
-                    c->parallel_zero);
 }
 
 static void setup_comm(trainer *T) {
@@ -426,9 +427,11 @@ static void setup_comm(trainer *T) {
   }
 }
 
-/* Rank 0 prints what each rank keeps, in MB; the ZeRO paper's accounting for
- * fp32 Adam is params 4P, grads 4P (ZeRO-2: 4P/Nd), optimizer 8P (ZeRO>=1:
- * 8P/Nd), P parameters over Nd data-parallel ranks. */
+/* Rank 0 prints what each rank keeps, in bytes, after the first step (when
+ * ZeRO-3's gather slots have their size); the ZeRO paper's accounting for
+ * fp32 Adam is params 4P (ZeRO-3: 4P/Nd, plus here two layers being
+ * gathered), grads 4P (ZeRO-2/3: 4P/Nd), optimizer 8P (ZeRO>=1: 8P/Nd), P
+ * parameters over Nd data-parallel ranks. */
 static void print_memory(trainer *T) {
   size_t pb, gb, ob;
   dt_dp_memory(T->dp, T->nstates, &pb, &gb, &ob);
@@ -497,19 +500,28 @@ static void setup(trainer *T, const dt_config *c) {
     dt_die_user_all("[data] dir = %s: %d classes, but %s has %d outputs", c->data_dir,
                     T->train.num_classes, T->m->family, T->m->num_classes);
   T->dp = dt_dp_create(T->comm, T->be, T->m->params, T->m->nparams, T->m->nparams_total,
-                       T->m->p, T->m->g, (int)c->parallel_zero, c->parallel_bucket_mb);
+                       T->m->g, (int)c->parallel_zero, c->parallel_bucket_mb);
   T->m->grad_hook = dt_dp_grad_ready;
   T->m->grad_hook_ctx = T->dp;
+  if (c->parallel_zero >= 3) { /* the model sees parameters only as gathered layers */
+    T->m->p = NULL;
+    T->m->param_ptr = T->dp->param_ptr;
+    T->m->param_fetch = dt_dp_fetch;
+    T->m->param_release = dt_dp_release;
+    T->m->param_hook_ctx = T->dp;
+  } else {
+    T->m->p = T->dp->pstore;
+  }
 
   dt_backend_t be = T->be;
   float *hp = dt_malloc(T->m->nparams_total * sizeof(float));
   T->m->init(T->m, hp, T->seed); /* same seed on every rank: identical replicas */
-  be->h2d(be, T->m->p, hp, T->m->nparams_total * sizeof(float));
+  be->h2d(be, T->dp->pstore, hp + T->dp->pstore_lo,
+          (T->dp->pstore_hi - T->dp->pstore_lo) * sizeof(float));
   be->sync(be);
   free(hp);
   setup_optimizer(T);
   offload_pull_params(T);
-  print_memory(T);
 
   T->h_idx = be->host_alloc(be, (size_t)maxb * sizeof(int32_t));
   T->h_y = be->host_alloc(be, (size_t)maxb * sizeof(int32_t));
@@ -628,6 +640,7 @@ int dt_train(const dt_config *c) {
     double gnorm = optimizer_step(T, lr);
     T->be->sync(T->be);
     T->train_time += dt_now() - t0;
+    if (run_samples == 0) print_memory(T);
     T->step++;
     T->offset += T->batch;
     log_samples += T->batch;
@@ -683,6 +696,8 @@ int dt_train(const dt_config *c) {
     printf("done: %lld steps, %.2f s training (%.0f img/s), %.2f s total\n", (long long)T->step,
            T->train_time, T->train_time > 0 ? (double)run_samples / T->train_time : 0.0,
            dt_now() - t_start);
+  if (T->is_root && T->dp->zero >= 3)
+    printf("zero-3: %ld layer gathers were prefetched\n", T->dp->prefetches);
   teardown(T);
   return code;
 }

@@ -50,26 +50,40 @@ static const float *lenet5_forward_backward(dt_model *m, const dt_image_batch *b
   const dt_kernels *k = m->be->k;
   void *ctx = m->be->ctx;
   const int n = b->n;
-  float *P = m->p, *G = m->g;
+  float *G = m->g;
   const dt_param *t = L->table;
-#define W(i) (P + t[i].offset)
+#define W(i) dt_model_param(m, i)
 #define GW(i) (G + t[i].offset)
+  /* each layer's weight and bias, fetched around their use (ZeRO-3 gathers
+   * them; otherwise these do nothing) */
+#define FETCH(w) dt_model_fetch(m, w, 2)
+#define RELEASE(w) dt_model_release(m, w, 2)
   dt_conv2d_shape c1 = L->c1, c2 = L->c2;
   dt_pool2d_shape s1 = L->s1, s2 = L->s2;
   c1.n = c2.n = s1.n = s2.n = n;
 
   /* forward */
+  FETCH(P_C1W);
   k->conv2d_forward(ctx, L->a1, b->x, W(P_C1W), W(P_C1B), &c1, L->ws);
+  RELEASE(P_C1W);
   act_fwd(L, L->h1, L->a1, (size_t)n * 6 * 28 * 28);
   pool_fwd(L, L->p1, L->h1, &s1);
+  FETCH(P_C2W);
   k->conv2d_forward(ctx, L->a2, L->p1, W(P_C2W), W(P_C2B), &c2, L->ws);
+  RELEASE(P_C2W);
   act_fwd(L, L->h2, L->a2, (size_t)n * 16 * 10 * 10);
   pool_fwd(L, L->p2, L->h2, &s2);
+  FETCH(P_F1W);
   k->linear_forward(ctx, L->a3, L->p2, W(P_F1W), W(P_F1B), n, 400, 120);
+  RELEASE(P_F1W);
   act_fwd(L, L->h3, L->a3, (size_t)n * 120);
+  FETCH(P_F2W);
   k->linear_forward(ctx, L->a4, L->h3, W(P_F2W), W(P_F2B), n, 120, 84);
+  RELEASE(P_F2W);
   act_fwd(L, L->h4, L->a4, (size_t)n * 84);
+  FETCH(P_F3W);
   k->linear_forward(ctx, L->logits, L->h4, W(P_F3W), W(P_F3B), n, 84, 10);
+  RELEASE(P_F3W);
   k->softmax_xent(ctx, losses, dscale != 0.0f ? L->dlogits : NULL, L->logits, b->y, n, 10,
                   dscale);
   if (dscale == 0.0f) return L->logits;
@@ -77,23 +91,35 @@ static const float *lenet5_forward_backward(dt_model *m, const dt_image_batch *b
   /* backward: activation gradients ping-pong between d0 and d1 */
   float *d0 = L->d0, *d1 = L->d1;
 #define READY(w) dt_model_grad_ready(m, w), dt_model_grad_ready(m, w + 1)
+  FETCH(P_F3W);
   k->linear_backward(ctx, d0, GW(P_F3W), GW(P_F3B), L->dlogits, L->h4, W(P_F3W), n, 84, 10);
+  RELEASE(P_F3W);
   READY(P_F3W);
   k->act_backward(ctx, L->act, d0, d0, L->a4, (size_t)n * 84);
+  FETCH(P_F2W);
   k->linear_backward(ctx, d1, GW(P_F2W), GW(P_F2B), d0, L->h3, W(P_F2W), n, 120, 84);
+  RELEASE(P_F2W);
   READY(P_F2W);
   k->act_backward(ctx, L->act, d1, d1, L->a3, (size_t)n * 120);
+  FETCH(P_F1W);
   k->linear_backward(ctx, d0, GW(P_F1W), GW(P_F1B), d1, L->p2, W(P_F1W), n, 400, 120);
+  RELEASE(P_F1W);
   READY(P_F1W);
   pool_bwd(L, d1, d0, L->h2, &s2);
   k->act_backward(ctx, L->act, d1, d1, L->a2, (size_t)n * 16 * 10 * 10);
+  FETCH(P_C2W);
   k->conv2d_backward(ctx, d0, GW(P_C2W), GW(P_C2B), d1, L->p1, W(P_C2W), &c2, L->ws);
+  RELEASE(P_C2W);
   READY(P_C2W);
   pool_bwd(L, d1, d0, L->h1, &s1);
   k->act_backward(ctx, L->act, d1, d1, L->a1, (size_t)n * 6 * 28 * 28);
+  FETCH(P_C1W);
   k->conv2d_backward(ctx, NULL, GW(P_C1W), GW(P_C1B), d1, b->x, W(P_C1W), &c1, L->ws);
+  RELEASE(P_C1W);
   READY(P_C1W);
 #undef READY
+#undef FETCH
+#undef RELEASE
 #undef W
 #undef GW
   return L->logits;
@@ -120,7 +146,7 @@ static void lenet5_destroy(dt_model *m) {
   lenet5 *L = (lenet5 *)m;
   dt_backend_t be = m->be;
   float *bufs[] = {L->a1, L->h1, L->p1, L->a2, L->h2, L->p2, L->a3, L->h3,
-                   L->a4, L->h4, L->logits, L->dlogits, L->d0, L->d1, m->p, m->g};
+                   L->a4, L->h4, L->logits, L->dlogits, L->d0, L->d1, m->g};
   for (size_t i = 0; i < DT_ARRAY_LEN(bufs); i++) be->free(be, bufs[i]);
   if (L->ws) be->free(be, L->ws);
   free(L);
@@ -171,9 +197,9 @@ dt_model *dt_lenet5_create(const dt_config *cfg, dt_backend_t be, int max_batch,
   dt_param_add(L->table, &np, &total, "fc3.bias", 1, (int64_t[]){10}, 0, 84, 10);
   m->nparams = np;
   m->nparams_total = total;
-  m->p = be->alloc(be, total * sizeof(float));
+  /* the parameters themselves belong to the engine (dt_model.p), which may
+   * keep them whole or sharded */
   m->g = be->alloc(be, total * sizeof(float));
-  be->memset0(be, m->p, total * sizeof(float));
   be->memset0(be, m->g, total * sizeof(float));
 
   L->c1 = (dt_conv2d_shape){.n = max_batch, .c = 1, .h = 28, .w = 28, .oc = 6, .kh = 5, .kw = 5,

@@ -28,7 +28,8 @@ struct dt_model {
   int nparams;
   dt_param *params;
   size_t nparams_total;       /* elements in the flat buffers */
-  float *p;                   /* parameters (device), owned by the model */
+  float *p;                   /* parameters (device); NULL when the engine shards them
+                               * (ZeRO-3), then param_ptr[i] points at gathered copies */
   float *g;                   /* gradients (device), owned by the model; backward accumulates */
   int in_c, in_h, in_w, num_classes;
   int max_batch;              /* largest micro-batch forward accepts */
@@ -50,10 +51,29 @@ struct dt_model {
    * backward goes on. NULL = nobody listens. */
   void (*grad_hook)(void *ctx, int param_index);
   void *grad_hook_ctx;
+
+  /* Set by the engine when parameters are sharded (ZeRO-3): a layer calls
+   * dt_model_fetch before it reads parameters [first, first+count) and
+   * dt_model_release when done, in forward and again in backward; in between
+   * param_ptr[i] points at the gathered parameter. */
+  void (*param_fetch)(void *ctx, int first, int count);
+  void (*param_release)(void *ctx, int first, int count);
+  void *param_hook_ctx;
+  float **param_ptr;
 };
 
 static inline void dt_model_grad_ready(dt_model *m, int param_index) {
   if (m->grad_hook) m->grad_hook(m->grad_hook_ctx, param_index);
+}
+static inline void dt_model_fetch(dt_model *m, int first, int count) {
+  if (m->param_fetch) m->param_fetch(m->param_hook_ctx, first, count);
+}
+static inline void dt_model_release(dt_model *m, int first, int count) {
+  if (m->param_release) m->param_release(m->param_hook_ctx, first, count);
+}
+/* The device address of parameter i for the layer that fetched it. */
+static inline float *dt_model_param(const dt_model *m, int i) {
+  return m->p ? m->p + m->params[i].offset : m->param_ptr[i];
 }
 
 /* Builds the model named by cfg->model_name on be for micro-batches up to

@@ -46,11 +46,11 @@ static void build_buckets(dt_dp *dp, double bucket_mb) {
 }
 
 dt_dp *dt_dp_create(dt_comm_t comm, dt_backend_t be, const dt_param *params, int nparams,
-                    size_t total, float *p, float *g, int zero, double bucket_mb) {
+                    size_t total, float *g, int zero, double bucket_mb) {
   dt_dp *dp = dt_calloc(1, sizeof *dp);
   dp->comm = comm, dp->be = be, dp->zero = zero;
   dp->params = params, dp->nparams = nparams, dp->total = total;
-  dp->p = p, dp->g = g;
+  dp->g = g;
   int n = comm->size;
   dp->shard_counts = dt_calloc((size_t)n, sizeof(size_t));
   size_t per = (total + (size_t)n - 1) / (size_t)n, start = 0;
@@ -63,13 +63,130 @@ dt_dp *dt_dp_create(dt_comm_t comm, dt_backend_t be, const dt_param *params, int
   dp->opt_lo = zero ? dp->own_lo : 0;
   dp->opt_hi = zero ? dp->own_hi : total;
   if (zero >= 2) dp->gacc = be->alloc(be, (dp->own_hi - dp->own_lo + 1) * sizeof(float));
+  dp->pstore_lo = zero >= 3 ? dp->own_lo : 0;
+  dp->pstore_hi = zero >= 3 ? dp->own_hi : total;
+  dp->pstore = be->alloc(be, (dp->pstore_hi - dp->pstore_lo + 1) * sizeof(float));
+  be->memset0(be, dp->pstore, (dp->pstore_hi - dp->pstore_lo + 1) * sizeof(float));
+  if (zero >= 3) {
+    dp->param_ptr = dt_calloc((size_t)nparams + 1, sizeof(float *));
+    for (int s = 0; s < 2; s++) dp->slots[s].counts = dt_calloc((size_t)n, sizeof(size_t));
+  }
   build_buckets(dp, bucket_mb);
   return dp;
+}
+
+/* ---- ZeRO-3: parameter groups gathered on use ---- */
+
+static void group_range(const dt_dp *dp, int first, int count, size_t *lo, size_t *hi) {
+  *lo = dp->params[first].offset;
+  *hi = dp->params[first + count - 1].offset + dp->params[first + count - 1].count;
+}
+
+/* Starts gathering group (first, count) into slot s. */
+static void gather_start(dt_dp *dp, dt_dp_slot *s, int first, int count) {
+  size_t lo, hi;
+  group_range(dp, first, count, &lo, &hi);
+  if (s->cap < hi - lo) {
+    if (s->buf) dp->be->free(dp->be, s->buf);
+    s->cap = hi - lo;
+    s->buf = dp->be->alloc(dp->be, s->cap * sizeof(float));
+  }
+  shard_counts_of(dp, lo, hi, s->counts);
+  size_t mine_lo = DT_MAX(lo, dp->own_lo);
+  const float *send = dp->pstore + (mine_lo < dp->own_hi ? mine_lo - dp->own_lo : 0);
+  s->req = dp->comm->allgatherv_async(dp->comm, send, s->buf, s->counts, DT_F32);
+  s->first = first, s->count = count, s->state = 1;
+}
+
+static void slot_wait(dt_dp *dp, dt_dp_slot *s) {
+  if (s->req) {
+    dt_watchdog_enter("a ZeRO-3 parameter gather");
+    dp->comm->wait(dp->comm, s->req);
+    dt_watchdog_leave();
+    s->req = NULL;
+  }
+}
+
+static dt_dp_slot *slot_holding(dt_dp *dp, int first) {
+  for (int i = 0; i < 2; i++)
+    if (dp->slots[i].state && dp->slots[i].first == first) return &dp->slots[i];
+  return NULL;
+}
+
+/* A slot not in use; a stale prefetch is finished and dropped. */
+static dt_dp_slot *slot_free(dt_dp *dp) {
+  for (int i = 0; i < 2; i++)
+    if (dp->slots[i].state == 0) return &dp->slots[i];
+  for (int i = 0; i < 2; i++)
+    if (dp->slots[i].state == 1) {
+      slot_wait(dp, &dp->slots[i]);
+      dp->slots[i].state = 0;
+      return &dp->slots[i];
+    }
+  dt_fatal("dtrain", "ZeRO-3: more than two parameter groups fetched at once", __FILE__,
+           __LINE__, __func__, "slot_free");
+}
+
+void dt_dp_fetch(void *ctx, int first, int count) {
+  dt_dp *dp = ctx;
+  dt_dp_slot *s = slot_holding(dp, first);
+  if (!s) {
+    s = slot_free(dp);
+    gather_start(dp, s, first, count);
+  }
+  slot_wait(dp, s);
+  s->state = 2;
+  size_t lo, hi;
+  group_range(dp, first, count, &lo, &hi);
+  for (int i = first; i < first + count; i++)
+    dp->param_ptr[i] = s->buf + (dp->params[i].offset - lo);
+  /* the first optimizer step records the order layers are fetched in; later
+   * ones prefetch the group that comes next in it */
+  if (!dp->seq_frozen) {
+    if (dp->nseq == dp->seq_cap) {
+      dp->seq_cap = dp->seq_cap ? 2 * dp->seq_cap : 16;
+      int *grown = dt_calloc((size_t)dp->seq_cap, 2 * sizeof(int));
+      if (dp->seq) memcpy(grown, dp->seq, (size_t)dp->nseq * 2 * sizeof(int));
+      free(dp->seq);
+      dp->seq = grown;
+    }
+    dp->seq[2 * dp->nseq] = first, dp->seq[2 * dp->nseq + 1] = count;
+    dp->nseq++;
+    return;
+  }
+  for (int j = dp->seq_pos; j + 1 < dp->nseq; j++) {
+    if (dp->seq[2 * j] != first) continue;
+    dp->seq_pos = j + 1;
+    int next = dp->seq[2 * (j + 1)], ncount = dp->seq[2 * (j + 1) + 1];
+    if (next != first && !slot_holding(dp, next))
+      for (int i = 0; i < 2; i++)
+        if (dp->slots[i].state == 0) {
+          gather_start(dp, &dp->slots[i], next, ncount);
+          dp->prefetches++;
+          break;
+        }
+    break;
+  }
+}
+
+void dt_dp_release(void *ctx, int first, int count) {
+  dt_dp *dp = ctx;
+  dt_dp_slot *s = slot_holding(dp, first);
+  if (s && s->state == 2) s->state = 0;
+  for (int i = first; i < first + count; i++) dp->param_ptr[i] = NULL;
 }
 
 void dt_dp_destroy(dt_dp *dp) {
   if (!dp) return;
   for (int k = 0; k < dp->nbuckets; k++) free(dp->buckets[k].counts);
+  for (int s = 0; s < 2; s++) {
+    slot_wait(dp, &dp->slots[s]);
+    if (dp->slots[s].buf) dp->be->free(dp->be, dp->slots[s].buf);
+    free(dp->slots[s].counts);
+  }
+  free(dp->param_ptr);
+  free(dp->seq);
+  dp->be->free(dp->be, dp->pstore);
   free(dp->buckets);
   free(dp->param_bucket);
   free(dp->shard_counts);
@@ -77,7 +194,27 @@ void dt_dp_destroy(dt_dp *dp) {
   free(dp);
 }
 
+/* After the first micro-batch has recorded the order layers are fetched in:
+ * both gather slots take the size of the largest group, once. */
+static void freeze_sequence(dt_dp *dp) {
+  if (dp->seq_frozen || dp->nseq == 0) return;
+  dp->seq_frozen = 1;
+  size_t most = 0, lo, hi;
+  for (int j = 0; j < dp->nseq; j++) {
+    group_range(dp, dp->seq[2 * j], dp->seq[2 * j + 1], &lo, &hi);
+    most = DT_MAX(most, hi - lo);
+  }
+  for (int s = 0; s < 2; s++) {
+    dt_dp_slot *sl = &dp->slots[s];
+    if (sl->state || sl->cap >= most) continue;
+    if (sl->buf) dp->be->free(dp->be, sl->buf);
+    sl->cap = most;
+    sl->buf = dp->be->alloc(dp->be, most * sizeof(float));
+  }
+}
+
 void dt_dp_micro_begin(dt_dp *dp, int first, int last) {
+  dp->seq_pos = 0;
   dp->reducing = dp->comm->size > 1 && (dp->zero >= 2 || last);
   dp->first_micro = first;
   for (int k = 0; k < dp->nbuckets; k++) {
@@ -107,6 +244,7 @@ void dt_dp_grad_ready(void *ctx, int i) {
 }
 
 void dt_dp_micro_end(dt_dp *dp) {
+  freeze_sequence(dp);
   for (int k = 0; k < dp->nbuckets; k++)
     if (!dp->buckets[k].launched) launch(dp, &dp->buckets[k]);
   if (!dp->reducing) return;
@@ -130,9 +268,9 @@ float *dt_dp_grads(dt_dp *dp) {
 }
 
 void dt_dp_gather_params(dt_dp *dp) {
-  if (dp->zero == 0 || dp->comm->size == 1) return;
+  if (dp->zero == 0 || dp->zero >= 3 || dp->comm->size == 1) return;
   dt_watchdog_enter("the parameter all-gather");
-  dp->comm->allgatherv(dp->comm, dp->p + dp->own_lo, dp->p, dp->shard_counts, DT_F32);
+  dp->comm->allgatherv(dp->comm, dp->pstore + dp->own_lo, dp->pstore, dp->shard_counts, DT_F32);
   dt_watchdog_leave();
 }
 
@@ -149,7 +287,8 @@ double dt_dp_sum(dt_dp *dp, double x) {
 void dt_dp_memory(const dt_dp *dp, int nstates, size_t *param_bytes, size_t *grad_bytes,
                   size_t *optim_bytes) {
   size_t shard = dp->own_hi - dp->own_lo;
-  *param_bytes = dp->total * sizeof(float);
+  *param_bytes = (dp->pstore_hi - dp->pstore_lo + dp->slots[0].cap + dp->slots[1].cap) *
+                 sizeof(float);
   *grad_bytes = (dp->zero >= 2 ? shard : dp->total) * sizeof(float);
   *optim_bytes = (size_t)nstates * (dp->opt_hi - dp->opt_lo) * sizeof(float);
 }

@@ -8,7 +8,11 @@
  *      only its shard of the optimizer state and master weights, then the
  *      parameters are all-gathered;
  *   2  as 1, and gradients are reduce-scattered after every micro-batch into
- *      a shard accumulator, so only the gradient shard outlives backward.
+ *      a shard accumulator, so only the gradient shard outlives backward;
+ *   3  as 2, and the parameters stay sharded too: a layer's parameters are
+ *      all-gathered into a working slot just before its forward and its
+ *      backward (the model calls dt_model_fetch), freed right after, and the
+ *      next layer's gather is started ahead of time (prefetch).
  * The shard of rank r is the flat range [own_lo, own_hi), contiguous and in
  * rank order; checkpoints are written in these shards at every stage. */
 #ifndef DT_DP_H
@@ -25,6 +29,15 @@ typedef struct dt_dp_bucket {
   size_t *counts;     /* per-rank element counts of this bucket's shards */
 } dt_dp_bucket;
 
+typedef struct dt_dp_slot {
+  float *buf;
+  size_t cap;                 /* elements */
+  int first, count;           /* the parameter group it holds */
+  int state;                  /* 0 free, 1 prefetched (gather may be in flight), 2 in use */
+  dt_comm_req_t req;
+  size_t *counts;             /* per-rank counts of the gather */
+} dt_dp_slot;
+
 typedef struct dt_dp {
   dt_comm_t comm;
   dt_backend_t be;
@@ -32,7 +45,10 @@ typedef struct dt_dp {
   const dt_param *params;
   int nparams;
   size_t total;               /* elements in the flat buffers */
-  float *p, *g;               /* the model's buffers */
+  float *g;                   /* the model's gradient buffer */
+  float *pstore;              /* the parameters this rank keeps: all of them, or (ZeRO-3)
+                               * its shard; pstore[0] is flat element pstore_lo */
+  size_t pstore_lo, pstore_hi;
   size_t own_lo, own_hi;      /* this rank's shard */
   size_t opt_lo, opt_hi;      /* the range this rank's optimizer updates */
   size_t *shard_counts;       /* per rank */
@@ -42,10 +58,21 @@ typedef struct dt_dp {
   int *param_bucket;          /* bucket of each parameter */
   int reducing;               /* this micro-batch's gradients are reduced */
   int first_micro;
+  /* ZeRO-3 */
+  float **param_ptr;          /* per parameter: its gathered copy, or NULL */
+  dt_dp_slot slots[2];
+  int *seq, nseq, seq_cap, seq_pos, seq_frozen; /* the order layers are fetched in */
+  long prefetches;            /* gathers started ahead of their layer */
 } dt_dp;
 
+/* Allocates the parameter storage (pstore) as the stage wants it. */
 dt_dp *dt_dp_create(dt_comm_t comm, dt_backend_t be, const dt_param *params, int nparams,
-                    size_t total, float *p, float *g, int zero, double bucket_mb);
+                    size_t total, float *g, int zero, double bucket_mb);
+
+/* ZeRO-3 fetch/release of parameters [first, first+count), for the model's
+ * param_fetch/param_release hooks (ctx = the dt_dp). */
+void dt_dp_fetch(void *dp, int first, int count);
+void dt_dp_release(void *dp, int first, int count);
 void dt_dp_destroy(dt_dp *dp);
 
 /* Before a micro-batch's forward/backward. `last` = the last micro-batch of
