@@ -110,7 +110,7 @@ static const int32_t *epoch_perm(trainer *T, int64_t epoch) {
 
 /* Uploads a micro-batch of sample indices and labels, then gathers and
  * normalises the images on the device. */
-static dt_image_batch make_batch(trainer *T, const uint8_t *d_images, const uint8_t *labels,
+static dt_batch make_batch(trainer *T, const uint8_t *d_images, const uint8_t *labels,
                                  const int32_t *idx, int n) {
   dt_backend_t be = T->be;
   for (int i = 0; i < n; i++) {
@@ -123,7 +123,7 @@ static dt_image_batch make_batch(trainer *T, const uint8_t *d_images, const uint
   be->h2d(be, T->d_y, T->h_y, (size_t)n * sizeof(int32_t));
   int row = T->train.h * T->train.w;
   be->k->gather_u8_normalize(be->ctx, T->d_x, d_images, T->d_idx, n, row, MNIST_MEAN, MNIST_STD);
-  return (dt_image_batch){.n = n, .x = T->d_x, .y = T->d_y};
+  return (dt_batch){.n = n, .x = T->d_x, .y = T->d_y};
 }
 
 /* ---------- schedule and optimizer ---------- */
@@ -362,7 +362,7 @@ static void evaluate(trainer *T, double epoch_f) {
   for (int64_t i0 = lo; i0 < hi; i0 += T->eval_batch) {
     int bn = (int)DT_MIN(T->eval_batch, hi - i0);
     for (int i = 0; i < bn; i++) idx[i] = (int32_t)(i0 + i);
-    dt_image_batch b = make_batch(T, T->d_test_images, T->test.labels, idx, bn);
+    dt_batch b = make_batch(T, T->d_test_images, T->test.labels, idx, bn);
     const float *logits = T->m->forward_backward(T->m, &b, T->d_losses, 0.0f);
     be->d2h(be, T->h_logits, logits, (size_t)bn * nc * sizeof(float));
     be->d2h(be, T->h_losses, T->d_losses, (size_t)bn * sizeof(float));
@@ -579,7 +579,7 @@ static double train_step(trainer *T) {
       be->memset0(be, m->g, m->nparams_total * sizeof(float));
     dt_dp_micro_begin(T->dp, first, last);
     int n = (int)T->micro;
-    dt_image_batch b = make_batch(T, T->d_train_images, T->train.labels, perm + j, n);
+    dt_batch b = make_batch(T, T->d_train_images, T->train.labels, perm + j, n);
     m->forward_backward(m, &b, T->d_losses, dscale);
     be->d2h(be, T->h_losses, T->d_losses, (size_t)n * sizeof(float));
     for (int i = 0; i < n; i++) loss_sum += T->h_losses[i];

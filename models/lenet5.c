@@ -44,7 +44,7 @@ static void pool_bwd(lenet5 *L, float *din, const float *dout, const float *in,
   else k->avgpool2d_backward(L->m.be->ctx, din, dout, s);
 }
 
-static const float *lenet5_forward_backward(dt_model *m, const dt_image_batch *b, float *losses,
+static const float *lenet5_forward_backward(dt_model *m, const dt_batch *b, float *losses,
                                             float dscale) {
   lenet5 *L = (lenet5 *)m;
   const dt_kernels *k = m->be->k;

@@ -14,16 +14,19 @@
 
 typedef struct dt_model dt_model;
 
-/* An image-classification micro-batch on the device: x (n, c, h, w) float,
- * y (n) int32 class ids. */
-typedef struct dt_image_batch {
-  int n;
+/* A micro-batch on the device. Image classifiers read x (n,c,h,w) and
+ * y (n) class ids; language models read tokens (n,t) and y (n,t), the next
+ * token at every position. */
+typedef struct dt_batch {
+  int n;                  /* images or sequences */
+  int t;                  /* tokens per sequence (0 for images) */
   const float *x;
+  const int32_t *tokens;
   const int32_t *y;
-} dt_image_batch;
+} dt_batch;
 
 struct dt_model {
-  const char *family;         /* "lenet5" */
+  const char *family;         /* "lenet5", "gpt" */
   dt_backend_t be;
   int nparams;
   dt_param *params;
@@ -31,18 +34,19 @@ struct dt_model {
   float *p;                   /* parameters (device); NULL when the engine shards them
                                * (ZeRO-3), then param_ptr[i] points at gathered copies */
   float *g;                   /* gradients (device), owned by the model; backward accumulates */
-  int in_c, in_h, in_w, num_classes;
-  int max_batch;              /* largest micro-batch forward accepts */
+  int in_c, in_h, in_w;       /* image models: input shape */
+  int num_classes;            /* classes, or the vocabulary of a language model */
+  int max_batch;              /* largest micro-batch forward accepts (n) */
+  int max_t;                  /* language models: longest sequence (t) */
   size_t activation_bytes;    /* device bytes of activations at max_batch */
 
   /* Seeded initialisation written into host_p (nparams_total floats). */
   void (*init)(dt_model *m, float *host_p, uint64_t seed);
-  /* Forward on b. losses (n, device) = per-sample cross-entropy. If dscale
-   * != 0 the gradient of dscale * sum(losses) is computed as well and
-   * accumulated (+=) into m->g. Returns the logits (n, num_classes), valid
-   * until the next call. */
-  const float *(*forward_backward)(dt_model *m, const dt_image_batch *b, float *losses,
-                                   float dscale);
+  /* Forward on b. losses (device) = cross-entropy per sample (n) or per
+   * token (n*t). If dscale != 0 the gradient of dscale * sum(losses) is
+   * computed as well and accumulated (+=) into m->g. Returns the logits
+   * (n[*t], num_classes), valid until the next call. */
+  const float *(*forward_backward)(dt_model *m, const dt_batch *b, float *losses, float dscale);
   void (*destroy)(dt_model *m);
   void *impl;
 
