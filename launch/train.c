@@ -1,5 +1,6 @@
-/* train.c: the training loop for image classification (LeNet-5 on MNIST):
- * seeded resumable data order split over data-parallel ranks, gradient
+/* train.c: the training loop, for image classification (LeNet-5 on MNIST)
+ * and language models (GPT on token shards): seeded resumable data order
+ * split over data-parallel ranks, gradient
  * accumulation, ZeRO-sharded optimizer, clipping, LR schedule, evaluation,
  * metrics and sharded checkpoints. */
 #include "train.h"
@@ -18,6 +19,7 @@
 #include "../runtime/dataset.h"
 #include "../runtime/metrics.h"
 #include "../runtime/rng.h"
+#include "../runtime/textprep.h"
 #include "../parallel/comm.h"
 #include "../parallel/dp.h"
 #include "../parallel/grid.h"
@@ -39,7 +41,13 @@ typedef struct trainer {
   dt_dp *dp;
   int is_root;      /* world rank 0: logs, metrics, checkpoint metadata */
   dt_model *m;
+  int lm;              /* a language model: samples are windows of seq tokens */
+  int64_t seq;
   dt_image_set train, test;
+  uint16_t *tok_train, *tok_eval;
+  int64_t ntok_train, ntok_eval;
+  int64_t ntrain, neval;   /* samples: images, or token windows */
+  int32_t *h_tok, *d_tok;  /* language models: (micro, seq) inputs */
   uint8_t *d_train_images, *d_test_images; /* resident on the device */
   int32_t *h_idx, *h_y, *d_idx, *d_y;
   float *d_x, *d_losses, *h_losses, *h_logits, *d_sumsq;
@@ -69,7 +77,40 @@ static int cpu_threads(const trainer *T) {
 
 /* ---------- data ---------- */
 
+/* Language models: train.h5 and val.h5 token shards; sample i is the window
+ * tokens[i*seq .. i*seq+seq] (inputs) shifted by one (targets). */
+static void load_tokens(trainer *T) {
+  const dt_config *c = T->cfg;
+  char path[DT_STR * 2 + 16];
+  dt_error err;
+  const char *names[2] = {"train.h5", "val.h5"};
+  uint16_t **toks[2] = {&T->tok_train, &T->tok_eval};
+  int64_t *counts[2] = {&T->ntok_train, &T->ntok_eval};
+  for (int i = 0; i < 2; i++) {
+    snprintf(path, sizeof path, "%s/%s", c->data_dir, names[i]);
+    struct stat st;
+    if (stat(path, &st) != 0)
+      dt_die_user_all("[data] dir = %s: %s not found (prepare text with: build/dtrain-prep text "
+                      "%s FILES... or build/dtrain-prep wos $DTRAIN_DATA/wos %s)",
+                      c->data_dir, names[i], c->data_dir, c->data_dir);
+    if (dt_token_shard_load(path, T->m->num_classes, toks[i], counts[i], &err))
+      dt_die_user_all("%s", err.msg);
+  }
+  T->ntrain = (T->ntok_train - 1) / T->seq;
+  T->neval = (T->ntok_eval - 1) / T->seq;
+  if (c->data_train_limit > 0) T->ntrain = DT_MIN(T->ntrain, c->data_train_limit);
+  if (c->data_test_limit > 0) T->neval = DT_MIN(T->neval, c->data_test_limit);
+  if (T->neval < 1)
+    dt_die_user_all("[data] dir = %s: val.h5 has %lld tokens, fewer than one window of "
+                    "train.seq_len + 1 = %lld",
+                    c->data_dir, (long long)T->ntok_eval, (long long)T->seq + 1);
+}
+
 static void load_data(trainer *T) {
+  if (T->lm) {
+    load_tokens(T);
+    return;
+  }
   const dt_config *c = T->cfg;
   char path[DT_STR * 2 + 16];
   dt_error err;
@@ -88,6 +129,14 @@ static void load_data(trainer *T) {
   if (T->train.h != T->test.h || T->train.w != T->test.w)
     dt_die_user("[data] dir = %s: train images are %dx%d but test images %dx%d", c->data_dir,
                 T->train.h, T->train.w, T->test.h, T->test.w);
+  if (T->m->in_h != T->train.h || T->m->in_w != T->train.w)
+    dt_die_user_all("[data] dir = %s: images are %dx%d, but %s expects %dx%d", c->data_dir,
+                    T->train.h, T->train.w, T->m->family, T->m->in_h, T->m->in_w);
+  if (T->train.num_classes > T->m->num_classes || T->train.num_classes > 64)
+    dt_die_user_all("[data] dir = %s: %d classes, but %s has %d outputs", c->data_dir,
+                    T->train.num_classes, T->m->family, T->m->num_classes);
+  T->ntrain = T->train.n;
+  T->neval = T->test.n;
   dt_backend_t be = T->be;
   size_t row = (size_t)T->train.h * T->train.w;
   T->d_train_images = be->alloc(be, (size_t)T->train.n * row);
@@ -102,16 +151,34 @@ static const int32_t *epoch_perm(trainer *T, int64_t epoch) {
   if (T->perm_epoch != epoch) {
     dt_rng r;
     dt_rng_seed(&r, T->seed, 0x5eed0000ULL + (uint64_t)epoch);
-    dt_rng_permutation(&r, T->perm, T->train.n);
+    dt_rng_permutation(&r, T->perm, T->ntrain);
     T->perm_epoch = epoch;
   }
   return T->perm;
 }
 
+/* A micro-batch of token windows: inputs and next-token targets. */
+static dt_batch make_lm_batch(trainer *T, const uint16_t *tokens, const int32_t *idx, int n) {
+  dt_backend_t be = T->be;
+  int64_t s = T->seq;
+  for (int i = 0; i < n; i++) {
+    const uint16_t *w = tokens + (int64_t)idx[i] * s;
+    for (int64_t j = 0; j < s; j++) {
+      T->h_tok[i * s + j] = w[j];
+      T->h_y[i * s + j] = w[j + 1];
+    }
+  }
+  be->h2d(be, T->d_tok, T->h_tok, (size_t)n * s * sizeof(int32_t));
+  be->h2d(be, T->d_y, T->h_y, (size_t)n * s * sizeof(int32_t));
+  return (dt_batch){.n = n, .t = (int)s, .tokens = T->d_tok, .y = T->d_y};
+}
+
 /* Uploads a micro-batch of sample indices and labels, then gathers and
  * normalises the images on the device. */
-static dt_batch make_batch(trainer *T, const uint8_t *d_images, const uint8_t *labels,
-                                 const int32_t *idx, int n) {
+static dt_batch make_batch(trainer *T, int eval, const int32_t *idx, int n) {
+  if (T->lm) return make_lm_batch(T, eval ? T->tok_eval : T->tok_train, idx, n);
+  const uint8_t *d_images = eval ? T->d_test_images : T->d_train_images;
+  const uint8_t *labels = eval ? T->test.labels : T->train.labels;
   dt_backend_t be = T->be;
   for (int i = 0; i < n; i++) {
     T->h_idx[i] = idx[i];
@@ -350,10 +417,50 @@ static int maybe_resume(trainer *T) {
 
 /* Each data-parallel rank evaluates its share of the test set; the counts are
  * summed over the group and rank 0 logs them. */
+/* Language models: mean loss per token over the validation windows, each
+ * rank taking its share. */
+static void evaluate_lm(trainer *T, double epoch_f) {
+  dt_backend_t be = T->be;
+  int64_t n = T->neval;
+  int64_t lo = n * T->grid.dp_rank / T->grid.dp, hi = n * (T->grid.dp_rank + 1) / T->grid.dp;
+  double sum = 0;
+  int32_t *idx = dt_malloc((size_t)T->micro * sizeof(int32_t));
+  for (int64_t i0 = lo; i0 < hi; i0 += T->micro) {
+    int bn = (int)DT_MIN(T->micro, hi - i0);
+    for (int i = 0; i < bn; i++) idx[i] = (int32_t)(i0 + i);
+    dt_batch b = make_batch(T, 1, idx, bn);
+    T->m->forward_backward(T->m, &b, T->d_losses, 0.0f);
+    be->d2h(be, T->h_losses, T->d_losses, (size_t)bn * T->seq * sizeof(float));
+    for (int64_t i = 0; i < bn * T->seq; i++) sum += T->h_losses[i];
+  }
+  free(idx);
+  if (T->grid.dp > 1) {
+    dt_watchdog_enter("the evaluation all-reduce");
+    MPI_Allreduce(MPI_IN_PLACE, &sum, 1, MPI_DOUBLE, MPI_SUM, T->comm->mpi);
+    dt_watchdog_leave();
+  }
+  if (!T->is_root) return;
+  double loss = sum / (double)(n * T->seq);
+  dt_metric vals[] = {{"epoch", epoch_f, 0},
+                      {"loss", loss, 0},
+                      {"perplexity", exp(loss), 0},
+                      {"train_time_s", T->train_time, 0}};
+  dt_metrics_log(T->metrics, "val", (long)T->step, vals, 4, NULL, NULL, 0);
+  printf("eval  step %lld | epoch %.2f | val loss %.4f | perplexity %.1f (%lld tokens)\n",
+         (long long)T->step, epoch_f, loss, exp(loss), (long long)(n * T->seq));
+  fflush(stdout);
+}
+
+/* Each data-parallel rank evaluates its share of the test set; the counts are
+ * summed over the group and rank 0 logs them. */
 static void evaluate(trainer *T, double epoch_f) {
+  if (T->lm) {
+    evaluate_lm(T, epoch_f);
+    return;
+  }
   dt_backend_t be = T->be;
   int nc = T->m->num_classes;
-  int64_t n = T->test.n;
+  int64_t n = T->neval;
   int64_t lo = n * T->grid.dp_rank / T->grid.dp, hi = n * (T->grid.dp_rank + 1) / T->grid.dp;
   /* [correct, loss, per-class total, per-class correct] summed in doubles */
   double acc_buf[2 + 2 * 64] = {0};
@@ -362,7 +469,7 @@ static void evaluate(trainer *T, double epoch_f) {
   for (int64_t i0 = lo; i0 < hi; i0 += T->eval_batch) {
     int bn = (int)DT_MIN(T->eval_batch, hi - i0);
     for (int i = 0; i < bn; i++) idx[i] = (int32_t)(i0 + i);
-    dt_batch b = make_batch(T, T->d_test_images, T->test.labels, idx, bn);
+    dt_batch b = make_batch(T, 1, idx, bn);
     const float *logits = T->m->forward_backward(T->m, &b, T->d_losses, 0.0f);
     be->d2h(be, T->h_logits, logits, (size_t)bn * nc * sizeof(float));
     be->d2h(be, T->h_losses, T->d_losses, (size_t)bn * sizeof(float));
@@ -483,22 +590,20 @@ static void setup(trainer *T, const dt_config *c) {
   if (!T->be) dt_die_user_all("[train] device = %s: %s", c->train_device, err.msg);
   if (T->grid.size > 1) dt_grid_print(&T->grid, T->be->desc, stdout);
   setup_comm(T);
-  load_data(T);
-  if (T->batch > T->train.n)
-    dt_die_user_all("[train] batch_size = %lld is larger than the %lld training samples",
-                    (long long)T->batch, (long long)T->train.n);
-  T->steps_per_epoch = T->train.n / T->batch; /* the last partial batch is dropped */
-  T->total_steps = c->train_max_steps > 0 ? c->train_max_steps : c->train_epochs * T->steps_per_epoch;
 
-  int maxb = (int)DT_MAX(T->micro, T->eval_batch);
+  /* language models evaluate in training micro-batches; classifiers in
+   * train.eval_batch_size */
+  T->lm = !strcmp(c->model_name, "gpt");
+  int maxb = (int)(T->lm ? T->micro : DT_MAX(T->micro, T->eval_batch));
   T->m = dt_model_create(c, T->be, maxb, &err);
   if (!T->m) dt_die_user_all("%s", err.msg);
-  if (T->m->in_h != T->train.h || T->m->in_w != T->train.w)
-    dt_die_user_all("[data] dir = %s: images are %dx%d, but %s expects %dx%d", c->data_dir,
-                    T->train.h, T->train.w, T->m->family, T->m->in_h, T->m->in_w);
-  if (T->train.num_classes > T->m->num_classes || T->train.num_classes > 64)
-    dt_die_user_all("[data] dir = %s: %d classes, but %s has %d outputs", c->data_dir,
-                    T->train.num_classes, T->m->family, T->m->num_classes);
+  T->seq = T->lm ? T->m->max_t : 0;
+  load_data(T);
+  if (T->batch > T->ntrain)
+    dt_die_user_all("[train] batch_size = %lld is larger than the %lld training samples",
+                    (long long)T->batch, (long long)T->ntrain);
+  T->steps_per_epoch = T->ntrain / T->batch; /* the last partial batch is dropped */
+  T->total_steps = c->train_max_steps > 0 ? c->train_max_steps : c->train_epochs * T->steps_per_epoch;
   T->dp = dt_dp_create(T->comm, T->be, T->m->params, T->m->nparams, T->m->nparams_total,
                        T->m->g, (int)c->parallel_zero, c->parallel_bucket_mb);
   T->m->grad_hook = dt_dp_grad_ready;
@@ -523,16 +628,22 @@ static void setup(trainer *T, const dt_config *c) {
   setup_optimizer(T);
   offload_pull_params(T);
 
+  size_t rows = (size_t)maxb * (T->lm ? (size_t)T->seq : 1); /* targets and losses */
   T->h_idx = be->host_alloc(be, (size_t)maxb * sizeof(int32_t));
-  T->h_y = be->host_alloc(be, (size_t)maxb * sizeof(int32_t));
+  T->h_y = be->host_alloc(be, rows * sizeof(int32_t));
   T->d_idx = be->alloc(be, (size_t)maxb * sizeof(int32_t));
-  T->d_y = be->alloc(be, (size_t)maxb * sizeof(int32_t));
-  T->d_x = be->alloc(be, (size_t)maxb * T->train.h * T->train.w * sizeof(float));
-  T->d_losses = be->alloc(be, (size_t)maxb * sizeof(float));
-  T->h_losses = be->host_alloc(be, (size_t)maxb * sizeof(float));
-  T->h_logits = be->host_alloc(be, (size_t)maxb * T->m->num_classes * sizeof(float));
+  T->d_y = be->alloc(be, rows * sizeof(int32_t));
+  T->d_losses = be->alloc(be, rows * sizeof(float));
+  T->h_losses = be->host_alloc(be, rows * sizeof(float));
+  if (T->lm) {
+    T->h_tok = be->host_alloc(be, rows * sizeof(int32_t));
+    T->d_tok = be->alloc(be, rows * sizeof(int32_t));
+  } else {
+    T->d_x = be->alloc(be, (size_t)maxb * T->train.h * T->train.w * sizeof(float));
+    T->h_logits = be->host_alloc(be, (size_t)maxb * T->m->num_classes * sizeof(float));
+  }
   T->d_sumsq = be->alloc(be, sizeof(float));
-  T->perm = dt_malloc((size_t)T->train.n * sizeof(int32_t));
+  T->perm = dt_malloc((size_t)T->ntrain * sizeof(int32_t));
 }
 
 static void teardown(trainer *T) {
@@ -550,6 +661,10 @@ static void teardown(trainer *T) {
   be->free(be, T->d_idx);
   be->free(be, T->d_y);
   be->free(be, T->d_x);
+  be->host_free(be, T->h_tok);
+  be->free(be, T->d_tok);
+  free(T->tok_train);
+  free(T->tok_eval);
   be->free(be, T->d_losses);
   be->free(be, T->d_sumsq);
   dt_dp_destroy(T->dp);
@@ -571,7 +686,10 @@ static double train_step(trainer *T) {
   dt_model *m = T->m;
   const int32_t *perm = epoch_perm(T, T->epoch) + T->offset + T->grid.dp_rank * T->rank_batch;
   double loss_sum = 0;
-  float dscale = 1.0f / (float)T->batch; /* summing over ranks gives the global mean */
+  /* the loss is the mean over the global batch's samples (or tokens); summing
+   * the gradients over ranks then gives its gradient */
+  double per_step = (double)T->batch * (T->lm ? (double)T->seq : 1.0);
+  float dscale = (float)(1.0 / per_step);
   for (int64_t j = 0; j < T->rank_batch; j += T->micro) {
     int first = j == 0, last = j + T->micro == T->rank_batch;
     /* ZeRO-2 keeps only the reduced shard, so each micro-batch starts afresh */
@@ -579,13 +697,14 @@ static double train_step(trainer *T) {
       be->memset0(be, m->g, m->nparams_total * sizeof(float));
     dt_dp_micro_begin(T->dp, first, last);
     int n = (int)T->micro;
-    dt_batch b = make_batch(T, T->d_train_images, T->train.labels, perm + j, n);
+    dt_batch b = make_batch(T, 0, perm + j, n);
     m->forward_backward(m, &b, T->d_losses, dscale);
-    be->d2h(be, T->h_losses, T->d_losses, (size_t)n * sizeof(float));
-    for (int i = 0; i < n; i++) loss_sum += T->h_losses[i];
+    size_t nl = (size_t)n * (T->lm ? (size_t)T->seq : 1);
+    be->d2h(be, T->h_losses, T->d_losses, nl * sizeof(float));
+    for (size_t i = 0; i < nl; i++) loss_sum += T->h_losses[i];
     dt_dp_micro_end(T->dp);
   }
-  return dt_dp_sum(T->dp, loss_sum) / (double)T->batch;
+  return dt_dp_sum(T->dp, loss_sum) / per_step;
 }
 
 int dt_print_layout(const dt_config *c) {
@@ -620,9 +739,10 @@ int dt_train(const dt_config *c) {
     printf("device: %s\nmodel: %s, %zu parameters, %.1f MB activations at micro-batch %d\n",
            T->be->desc, T->m->family, T->m->nparams_total, T->m->activation_bytes / 1e6,
            T->m->max_batch);
-    printf("data: %lld train / %lld test images; batch %lld = dp %d x %lld (micro %lld), %lld "
+    printf("data: %lld train / %lld %s %s; batch %lld = dp %d x %lld (micro %lld), %lld "
            "steps/epoch, %lld steps\nrun dir: %s\n",
-           (long long)T->train.n, (long long)T->test.n, (long long)T->batch, T->grid.dp,
+           (long long)T->ntrain, (long long)T->neval, T->lm ? "val" : "test",
+           T->lm ? "windows of train.seq_len tokens" : "images", (long long)T->batch, T->grid.dp,
            (long long)T->rank_batch, (long long)T->micro, (long long)T->steps_per_epoch,
            (long long)T->total_steps, T->run_dir);
     fflush(stdout);
@@ -645,7 +765,7 @@ int dt_train(const dt_config *c) {
     T->offset += T->batch;
     log_samples += T->batch;
     run_samples += T->batch;
-    int epoch_end = T->offset + T->batch > T->train.n;
+    int epoch_end = T->offset + T->batch > T->ntrain;
     double epoch_f = (double)T->epoch + (double)T->offset / (double)(T->steps_per_epoch * T->batch);
     if (!isfinite(loss))
       dt_die_user_all("step %lld: loss is %f (not finite); lower [optim] lr or set "
@@ -656,12 +776,13 @@ int dt_train(const dt_config *c) {
       double sps = log_samples / (now - t_log);
       dt_metric vals[] = {{"epoch", epoch_f, 0},       {"loss", loss, 0},
                           {"lr", lr, 0},               {"grad_norm", gnorm, 0},
-                          {"samples_per_s", sps, 0},   {"time_s", now - t_start, 0}};
-      dt_metrics_log(T->metrics, "train", (long)T->step, vals, 6, NULL, NULL, 0);
-      printf("step %6lld/%lld | epoch %5.2f | loss %.6f | lr %.3e | gnorm %.3f | %8.0f img/s | "
+                          {"samples_per_s", sps, 0},   {"time_s", now - t_start, 0},
+                          {"tokens_per_s", sps * (double)T->seq, 0}};
+      dt_metrics_log(T->metrics, "train", (long)T->step, vals, T->lm ? 7 : 6, NULL, NULL, 0);
+      printf("step %6lld/%lld | epoch %5.2f | loss %.6f | lr %.3e | gnorm %.3f | %8.0f %s | "
              "%.1f s\n",
-             (long long)T->step, (long long)T->total_steps, epoch_f, loss, lr, gnorm, sps,
-             now - t_start);
+             (long long)T->step, (long long)T->total_steps, epoch_f, loss, lr, gnorm,
+             T->lm ? sps * (double)T->seq : sps, T->lm ? "tok/s" : "img/s", now - t_start);
       fflush(stdout);
       t_log = now;
       log_samples = 0;
@@ -693,9 +814,11 @@ int dt_train(const dt_config *c) {
     code = 128 + stop;
   }
   if (T->is_root)
-    printf("done: %lld steps, %.2f s training (%.0f img/s), %.2f s total\n", (long long)T->step,
-           T->train_time, T->train_time > 0 ? (double)run_samples / T->train_time : 0.0,
-           dt_now() - t_start);
+    printf("done: %lld steps, %.2f s training (%.0f %s), %.2f s total\n", (long long)T->step,
+           T->train_time,
+           T->train_time > 0 ? (double)run_samples * (T->lm ? (double)T->seq : 1.0) / T->train_time
+                             : 0.0,
+           T->lm ? "tok/s" : "img/s", dt_now() - t_start);
   if (T->is_root && T->dp->zero >= 3)
     printf("zero-3: %ld layer gathers were prefetched\n", T->dp->prefetches);
   teardown(T);
