@@ -570,7 +570,8 @@ static void setup(trainer *T, const dt_config *c) {
   setup_parallel(T);
 
   if (strcmp(c->train_precision, "fp32") != 0)
-    dt_die_user_all("[train] precision = %s: LeNet-5 trains in fp32 only for now",
+    dt_die_user_all("[train] precision = %s: bf16 mixed precision is not built yet; use "
+                    "train.precision=fp32",
                     c->train_precision);
   int dpn = T->grid.dp;
   T->batch = c->train_batch_size;
