@@ -94,5 +94,8 @@ void dt_param_add(dt_param *table, int *count, size_t *total, const char *name, 
 
 /* Families */
 dt_model *dt_lenet5_create(const dt_config *cfg, dt_backend_t be, int max_batch, dt_error *err);
+/* GPT-2 (models/gpt.c): model.n_layer, n_head, n_embd, vocab_size, block_size;
+ * batches of up to max_batch sequences of train.seq_len (0 = block_size) tokens. */
+dt_model *dt_gpt_create(const dt_config *cfg, dt_backend_t be, int max_batch, dt_error *err);
 
 #endif

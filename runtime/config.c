@@ -44,10 +44,19 @@ typedef struct cfg_entry {
 #define ENUM(s, k, m, def, ch, help) {s, k, CT_ENUM, STRFIELD(m), def, 0, 0, 0, ch, help}
 
 static const cfg_entry k_schema[] = {
-  ENUM("model", "name", model_name, "lenet5", "lenet5", "model family"),
+  ENUM("model", "name", model_name, "lenet5", "lenet5|gpt", "model family"),
   ENUM("model", "activation", model_activation, "relu", "relu|tanh|gelu|gelu_tanh",
        "activation function"),
   ENUM("model", "pool", model_pool, "max", "max|avg", "pooling layers"),
+  INT("model", "n_layer", model_n_layer, "12", 1, NOHI, "gpt: transformer blocks"),
+  INT("model", "n_head", model_n_head, "12", 1, NOHI,
+      "gpt: attention heads (must divide n_embd)"),
+  INT("model", "n_embd", model_n_embd, "768", 1, NOHI, "gpt: hidden size"),
+  INT("model", "vocab_size", model_vocab_size, "50257", 2, 1e6, "gpt: vocabulary size"),
+  INT("model", "block_size", model_block_size, "1024", 1, NOHI,
+      "gpt: longest sequence (rows of the position table)"),
+  FLT("model", "dropout", model_dropout, "0", 0, 1, F_MAX_OPEN,
+      "gpt: dropout probability (only 0 is built)"),
 
   STR("data", "dir", data_dir, "data/mnist-h5", F_NONEMPTY,
       "directory holding the shards (train.h5, test.h5)"),
@@ -70,6 +79,10 @@ static const cfg_entry k_schema[] = {
   INT("train", "threads", train_threads, "0", 0, NOHI, "CPU threads (0 = all cores)"),
   INT("train", "eval_batch_size", train_eval_batch_size, "1000", 1, NOHI,
       "samples per evaluation batch"),
+  INT("train", "seq_len", train_seq_len, "0", 0, NOHI,
+      "language models: tokens per sequence (0 = model.block_size)"),
+  ENUM("train", "recompute", train_recompute, "none", "none|mlp|block",
+       "recompute activations in backward instead of keeping them (only none is built)"),
 
   ENUM("optim", "name", optim_name, "adam", "sgd|adam|adamw", "optimizer"),
   FLT("optim", "lr", optim_lr, "1e-3", 0, NOHI, F_MIN_OPEN, "peak learning rate (after warmup)"),

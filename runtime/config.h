@@ -12,9 +12,15 @@
 
 typedef struct dt_config {
   /* [model] */
-  char model_name[DT_STR];     /* lenet5 */
+  char model_name[DT_STR];     /* lenet5 | gpt */
   char model_activation[DT_STR]; /* relu | tanh | gelu | gelu_tanh */
   char model_pool[DT_STR];     /* max | avg */
+  long model_n_layer;          /* gpt: transformer blocks */
+  long model_n_head;           /* gpt: attention heads (must divide n_embd) */
+  long model_n_embd;           /* gpt: hidden size */
+  long model_vocab_size;       /* gpt: tokens */
+  long model_block_size;       /* gpt: most positions (learned position table rows) */
+  double model_dropout;        /* gpt: dropout probability (only 0 is built) */
   /* [data] */
   char data_dir[DT_STR];       /* holds train.h5 and test.h5 */
   long data_train_limit;       /* use only the first N training samples (0 = all) */
@@ -29,6 +35,8 @@ typedef struct dt_config {
   long train_seed;
   long train_threads;          /* CPU threads (OpenBLAS); 0 = all cores */
   long train_eval_batch_size;
+  long train_seq_len;          /* language models: tokens per sequence; 0 = model.block_size */
+  char train_recompute[DT_STR];/* none | mlp | block: activations recomputed in backward */
   /* [optim] */
   char optim_name[DT_STR];     /* sgd | adam | adamw */
   double optim_lr;

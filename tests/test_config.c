@@ -242,6 +242,12 @@ static void test_defaults(void) {
   CHECK_S(model_name, "lenet5");
   CHECK_S(model_activation, "relu");
   CHECK_S(model_pool, "max");
+  CHECK_L(model_n_layer, 12);
+  CHECK_L(model_n_head, 12);
+  CHECK_L(model_n_embd, 768);
+  CHECK_L(model_vocab_size, 50257);
+  CHECK_L(model_block_size, 1024);
+  CHECK_D(model_dropout, 0);
   CHECK_S(data_dir, "data/mnist-h5");
   CHECK_L(data_train_limit, 0);
   CHECK_L(data_test_limit, 0);
@@ -254,6 +260,8 @@ static void test_defaults(void) {
   CHECK_L(train_seed, 1234);
   CHECK_L(train_threads, 0);
   CHECK_L(train_eval_batch_size, 1000);
+  CHECK_L(train_seq_len, 0);
+  CHECK_S(train_recompute, "none");
   CHECK_S(optim_name, "adam");
   CHECK_D(optim_lr, 1e-3);
   CHECK_D(optim_min_lr, 0);
@@ -292,9 +300,15 @@ static const char *k_every_key =
     "\xEF\xBB\xBF# every key, all but model.name (one choice) off its default\r\n"
     "; a semicolon comment\n"
     "[model]\n"
-    "name = lenet5   # the only family here\n"
+    "name = lenet5   # a family\n"
     "activation=gelu_tanh\n"
     "  pool   =   avg  ; trailing comment\n"
+    "n_layer = 2\n"
+    "n_head = 4\n"
+    "n_embd = 32\n"
+    "vocab_size = 97\n"
+    "block_size = 16\n"
+    "dropout = 0.1\n"
     "\n"
     "[ data ]  # spaces inside the brackets\n"
     "dir = \"my data/mnist #1\"\n"
@@ -310,6 +324,8 @@ static const char *k_every_key =
     "seed = 42\n"
     "threads = 4\n"
     "eval_batch_size = 500\n"
+    "seq_len = 12\n"
+    "recompute = block\n"
     "[optim]\n"
     "name = sgd\n"
     "lr = 0.1\n"
@@ -350,6 +366,12 @@ static void check_every_key(const dt_config *c, const char *label) {
   CHECK_S(model_name, "lenet5");
   CHECK_S(model_activation, "gelu_tanh");
   CHECK_S(model_pool, "avg");
+  CHECK_L(model_n_layer, 2);
+  CHECK_L(model_n_head, 4);
+  CHECK_L(model_n_embd, 32);
+  CHECK_L(model_vocab_size, 97);
+  CHECK_L(model_block_size, 16);
+  CHECK_D(model_dropout, 0.1);
   CHECK_S(data_dir, "my data/mnist #1");
   CHECK_L(data_train_limit, 5000);
   CHECK_L(data_test_limit, 100);
@@ -362,6 +384,8 @@ static void check_every_key(const dt_config *c, const char *label) {
   CHECK_L(train_seed, 42);
   CHECK_L(train_threads, 4);
   CHECK_L(train_eval_batch_size, 500);
+  CHECK_L(train_seq_len, 12);
+  CHECK_S(train_recompute, "block");
   CHECK_S(optim_name, "sgd");
   CHECK_D(optim_lr, 0.1);
   CHECK_D(optim_min_lr, 1e-5);
@@ -502,7 +526,7 @@ static void test_round_trip(void) {
     if (*p == '[') sections++;
     else if (*p != '\n') keys++;
   }
-  check(keys == 43 && sections == 7, "to_text: %d keys in %d sections (want 43 in 7)", keys,
+  check(keys == 51 && sections == 7, "to_text: %d keys in %d sections (want 51 in 7)", keys,
         sections);
   check(strncmp(text, "[model]\nname = lenet5\n", 22) == 0 &&
             contains(text, "\n[optim]\nname = adam\nlr = 0.001\n") &&
@@ -524,7 +548,7 @@ static void test_help(void) {
         "print_help: keys, defaults, ranges, choices");
   int lines = 0;
   for (const char *p = buf; *p; p++) lines += *p == '\n' && p[1] == ' ' && p[2] == ' ' && p[3] != ' ';
-  check(lines == 43, "print_help: %d key lines (want 43)", lines);
+  check(lines == 51, "print_help: %d key lines (want 51)", lines);
   if (getenv("TEST_CONFIG_SHOW_HELP")) fputs(buf, stdout);
   free(buf);
 }
