@@ -361,10 +361,10 @@ int dt_ckpt_read_meta(const char *path, dt_ckpt_meta *meta, char **config_text, 
   dt_h5_close(f);
   if (!rc && strcmp(fmt, CKPT_FORMAT) != 0)
     rc = dt_error_set(err, "checkpoint %s: format '%s', expected '%s'", file, fmt, CKPT_FORMAT);
-  if (!rc && strcmp(model, meta->model) != 0)
+  if (!rc && meta->model[0] && strcmp(model, meta->model) != 0)
     rc = dt_error_set(err, "checkpoint %s was written by model '%s', but [model] name is '%s'",
                       path, model, meta->model);
-  if (!rc && strcmp(optim, meta->optimizer) != 0)
+  if (!rc && meta->optimizer[0] && strcmp(optim, meta->optimizer) != 0)
     rc = dt_error_set(err,
                       "checkpoint %s holds %s optimizer state, but [optim] name is '%s' "
                       "(resume with optim.name=%s, or start afresh with checkpoint.resume=never)",
@@ -378,6 +378,8 @@ int dt_ckpt_read_meta(const char *path, dt_ckpt_meta *meta, char **config_text, 
     meta->seed = (uint64_t)nums[3];
     meta->dp = nums[4], meta->tp = nums[5], meta->pp = nums[6], meta->zero = nums[7];
     meta->world = nums[8];
+    snprintf(meta->model, sizeof meta->model, "%.31s", model);
+    snprintf(meta->optimizer, sizeof meta->optimizer, "%.31s", optim);
   }
   free(fmt), free(model), free(optim);
   if (rc || !config_text) free(cfg);

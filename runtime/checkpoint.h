@@ -64,7 +64,8 @@ int dt_ckpt_save(const char *dir, const dt_param *params, int nparams,
 int dt_ckpt_resolve(const char *resume, const char *dir, char *path, size_t size, dt_error *err);
 
 /* Reads meta.h5, checking the format, and meta->model and meta->optimizer
- * against what the caller filled in; meta is then overwritten.
+ * against what the caller filled in (an empty string accepts any); meta is
+ * then overwritten.
  * config_text (if non-NULL) gets the stored config, malloc'ed. */
 int dt_ckpt_read_meta(const char *path, dt_ckpt_meta *meta, char **config_text, dt_error *err);
 

@@ -38,6 +38,15 @@ jsonl_field "$TMP/a/metrics.jsonl" train loss | awk '$1>10' >"$TMP/a.loss"
 jsonl_field "$TMP/b/metrics.jsonl" train loss >"$TMP/b.loss"
 check "GPT resumed at step 10: steps 11..20 bit-identical" diff "$TMP/a.loss" "$TMP/b.loss"
 
+# sampling from the checkpoint
+"$BUILD/dtrain-sample" "$TMP/a/checkpoints" "The results show" --tokens 20 --seed 3 \
+  --tokenizer "$DATA/gpt2-tokenizer" >"$TMP/sample.txt" 2>"$TMP/sample.err"
+check "dtrain-sample exits 0" test $? -eq 0
+check "dtrain-sample continues the prompt" bash -c "head -c 200 '$TMP/sample.txt' | grep -q '^The results show.'"
+"$BUILD/dtrain-sample" "$TMP/a/checkpoints" "x" --temperature 0 >/dev/null 2>"$TMP/sample.err"
+check "dtrain-sample rejects temperature 0 with exit 2" test $? -eq 2
+sed 's/^/   /' "$TMP/sample.txt" | head -3
+
 # data parallel: same losses as one process within 1e-5
 for zero in 1 3; do
   run="$TMP/dp2-z$zero"
