@@ -1,0 +1,382 @@
+/* gpt.c: GPT-2 as Hugging Face's GPT2LMHeadModel computes it (tanh GELU,
+ * LayerNorm eps 1e-5, no dropout): token + learned position embeddings,
+ * pre-LN blocks, a final LayerNorm and an LM head tied to the token table. */
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "../runtime/rng.h"
+#include "model.h"
+
+/* The parameter table, in Hugging Face's order: wte, wpe, then per block the
+ * L_* tensors below, then ln_f. Linear weights are stored (OC, C) as dtrain's
+ * linear kernels take them (HF's Conv1D keeps (C, OC)). */
+enum { P_WTE, P_WPE, P_BLOCK0 };
+enum {
+  L_LN1W, L_LN1B,       /* ln_1 (C) */
+  L_QKVW, L_QKVB,       /* attn.c_attn (3C, C), (3C) */
+  L_APROJW, L_APROJB,   /* attn.c_proj (C, C), (C) */
+  L_LN2W, L_LN2B,       /* ln_2 (C) */
+  L_FCW, L_FCB,         /* mlp.c_fc (4C, C), (4C) */
+  L_MPROJW, L_MPROJB,   /* mlp.c_proj (C, 4C), (C) */
+  L_COUNT
+};
+
+#define GPT_LN_EPS 1e-5f
+
+/* What one block keeps for the backward, each at (max_batch * max_t) rows. */
+typedef struct gpt_block_acts {
+  float *ln1, *ln1_mean, *ln1_rstd; /* (BT,C) (BT) (BT) */
+  float *qkv;                       /* (BT,3C) */
+  float *atty, *lse;                /* (BT,C) (B,NH,T) */
+  float *mid;                       /* (BT,C) residual after attention */
+  float *ln2, *ln2_mean, *ln2_rstd; /* (BT,C) (BT) (BT) */
+  float *fch, *fch_gelu;            /* (BT,4C) before and after GELU */
+} gpt_block_acts;
+
+typedef struct gpt {
+  dt_model m;
+  dt_param *table;
+  int L, NH, C, V, maxT;     /* maxT: rows of wpe (model.block_size) */
+  gpt_block_acts *blk;       /* (L) */
+  float **res;               /* (L+1) residual stream (BT,C): res[l] enters block l */
+  float *lnf, *lnf_mean, *lnf_rstd; /* (BT,C) (BT) (BT) */
+  float *logits, *dlogits;   /* (BT,V) */
+  float *scratch;            /* (BT,C): projection outputs in forward, dln/datty in backward */
+  float *dres;               /* (BT,C) gradient of the residual stream */
+  float *dqkv;               /* (BT,3C) */
+  float *dfch;               /* (BT,4C) */
+  void *emb_ws;
+} gpt;
+
+static int block_param(int l, int which) { return P_BLOCK0 + l * L_COUNT + which; }
+static int lnf_param(const gpt *G) { return P_BLOCK0 + G->L * L_COUNT; }
+
+/* The LayerNorm that follows block l: ln_1 of the next block, or ln_f. */
+static int next_ln_param(const gpt *G, int l) {
+  return l + 1 < G->L ? block_param(l + 1, L_LN1W) : lnf_param(G);
+}
+
+static void gpt_forward(gpt *G, const dt_batch *b) {
+  dt_model *m = &G->m;
+  const dt_kernels *k = m->be->k;
+  void *ctx = m->be->ctx;
+  const int BT = b->n * b->t, C = G->C, NH = G->NH, HS = C / NH;
+#define W(i) dt_model_param(m, i)
+
+  dt_model_fetch(m, P_WTE, 2);
+  k->embedding_forward(ctx, G->res[0], b->tokens, W(P_WTE), W(P_WPE), b->n, b->t, C, G->V);
+  dt_model_release(m, P_WTE, 2);
+  int p = block_param(0, L_LN1W);
+  dt_model_fetch(m, p, 2);
+  k->layernorm_forward(ctx, G->blk[0].ln1, G->blk[0].ln1_mean, G->blk[0].ln1_rstd, G->res[0],
+                       W(p), W(p + 1), BT, C, GPT_LN_EPS);
+  dt_model_release(m, p, 2);
+
+  for (int l = 0; l < G->L; l++) {
+    gpt_block_acts *a = &G->blk[l];
+    p = block_param(l, L_QKVW);
+    dt_model_fetch(m, p, 2);
+    k->linear_forward(ctx, a->qkv, a->ln1, W(p), W(p + 1), BT, C, 3 * C);
+    dt_model_release(m, p, 2);
+    k->attention_forward(ctx, a->atty, a->lse, a->qkv, a->qkv + C, a->qkv + 2 * C, b->n, b->t,
+                         b->t, NH, HS, 3 * C, 3 * C, 1, NULL, 1.0f / sqrtf((float)HS));
+    p = block_param(l, L_APROJW);
+    dt_model_fetch(m, p, 2);
+    k->linear_forward(ctx, G->scratch, a->atty, W(p), W(p + 1), BT, C, C);
+    dt_model_release(m, p, 2);
+    p = block_param(l, L_LN2W);
+    dt_model_fetch(m, p, 2);
+    k->residual_layernorm_forward(ctx, a->mid, a->ln2, a->ln2_mean, a->ln2_rstd, G->res[l],
+                                  G->scratch, W(p), W(p + 1), BT, C, GPT_LN_EPS);
+    dt_model_release(m, p, 2);
+    p = block_param(l, L_FCW);
+    dt_model_fetch(m, p, 2);
+    k->linear_forward(ctx, a->fch, a->ln2, W(p), W(p + 1), BT, C, 4 * C);
+    dt_model_release(m, p, 2);
+    k->act_forward(ctx, DT_ACT_GELU_TANH, a->fch_gelu, a->fch, (size_t)BT * 4 * C);
+    p = block_param(l, L_MPROJW);
+    dt_model_fetch(m, p, 2);
+    k->linear_forward(ctx, G->scratch, a->fch_gelu, W(p), W(p + 1), BT, 4 * C, C);
+    dt_model_release(m, p, 2);
+    /* the second residual add is fused with the LayerNorm that follows it */
+    int last = l + 1 == G->L;
+    float *ln = last ? G->lnf : G->blk[l + 1].ln1;
+    float *mean = last ? G->lnf_mean : G->blk[l + 1].ln1_mean;
+    float *rstd = last ? G->lnf_rstd : G->blk[l + 1].ln1_rstd;
+    p = next_ln_param(G, l);
+    dt_model_fetch(m, p, 2);
+    k->residual_layernorm_forward(ctx, G->res[l + 1], ln, mean, rstd, a->mid, G->scratch, W(p),
+                                  W(p + 1), BT, C, GPT_LN_EPS);
+    dt_model_release(m, p, 2);
+  }
+
+  /* LM head tied to the token table: logits = lnf @ wte^T */
+  dt_model_fetch(m, P_WTE, 1);
+  k->linear_forward(ctx, G->logits, G->lnf, W(P_WTE), NULL, BT, C, G->V);
+  dt_model_release(m, P_WTE, 1);
+#undef W
+}
+
+/* Parameter gradients accumulate into m->g; each parameter is announced
+ * ready once nothing later in the backward adds to it. */
+static void gpt_backward(gpt *G, const dt_batch *b) {
+  dt_model *m = &G->m;
+  const dt_kernels *k = m->be->k;
+  void *ctx = m->be->ctx;
+  const int BT = b->n * b->t, C = G->C, NH = G->NH, HS = C / NH;
+  float *g = m->g;
+  const dt_param *t = G->table;
+#define W(i) dt_model_param(m, i)
+#define GW(i) (g + t[i].offset)
+#define READY2(i) dt_model_grad_ready(m, i), dt_model_grad_ready(m, (i) + 1)
+  float *dln = G->scratch, *dres = G->dres;
+
+  /* LM head: wte's gradient is not final until the embedding's backward */
+  dt_model_fetch(m, P_WTE, 1);
+  k->linear_backward(ctx, dln, GW(P_WTE), NULL, G->dlogits, G->lnf, W(P_WTE), BT, C, G->V);
+  dt_model_release(m, P_WTE, 1);
+  int p = lnf_param(G);
+  m->be->memset0(m->be, dres, (size_t)BT * C * sizeof(float));
+  dt_model_fetch(m, p, 2);
+  k->layernorm_backward(ctx, dres, GW(p), GW(p + 1), dln, G->res[G->L], W(p), G->lnf_mean,
+                        G->lnf_rstd, BT, C);
+  dt_model_release(m, p, 2);
+  READY2(p);
+
+  for (int l = G->L - 1; l >= 0; l--) {
+    gpt_block_acts *a = &G->blk[l];
+    /* dres is d res[l+1] = d mid + d (mlp output) */
+    p = block_param(l, L_MPROJW);
+    dt_model_fetch(m, p, 2);
+    k->linear_backward(ctx, G->dfch, GW(p), GW(p + 1), dres, a->fch_gelu, W(p), BT, 4 * C, C);
+    dt_model_release(m, p, 2);
+    READY2(p);
+    k->act_backward(ctx, DT_ACT_GELU_TANH, G->dfch, G->dfch, a->fch, (size_t)BT * 4 * C);
+    p = block_param(l, L_FCW);
+    dt_model_fetch(m, p, 2);
+    k->linear_backward(ctx, dln, GW(p), GW(p + 1), G->dfch, a->ln2, W(p), BT, C, 4 * C);
+    dt_model_release(m, p, 2);
+    READY2(p);
+    p = block_param(l, L_LN2W);
+    dt_model_fetch(m, p, 2);
+    k->layernorm_backward(ctx, dres, GW(p), GW(p + 1), dln, a->mid, W(p), a->ln2_mean,
+                          a->ln2_rstd, BT, C);
+    dt_model_release(m, p, 2);
+    READY2(p);
+    /* dres is now d mid = d res[l] + d (attention output) */
+    p = block_param(l, L_APROJW);
+    dt_model_fetch(m, p, 2);
+    k->linear_backward(ctx, dln, GW(p), GW(p + 1), dres, a->atty, W(p), BT, C, C);
+    dt_model_release(m, p, 2);
+    READY2(p);
+    k->attention_backward(ctx, G->dqkv, G->dqkv + C, G->dqkv + 2 * C, dln, a->qkv, a->qkv + C,
+                          a->qkv + 2 * C, a->atty, a->lse, b->n, b->t, b->t, NH, HS, 3 * C,
+                          3 * C, 1, NULL, 1.0f / sqrtf((float)HS));
+    p = block_param(l, L_QKVW);
+    dt_model_fetch(m, p, 2);
+    k->linear_backward(ctx, dln, GW(p), GW(p + 1), G->dqkv, a->ln1, W(p), BT, C, 3 * C);
+    dt_model_release(m, p, 2);
+    READY2(p);
+    p = block_param(l, L_LN1W);
+    dt_model_fetch(m, p, 2);
+    k->layernorm_backward(ctx, dres, GW(p), GW(p + 1), dln, G->res[l], W(p), a->ln1_mean,
+                          a->ln1_rstd, BT, C);
+    dt_model_release(m, p, 2);
+    READY2(p);
+  }
+
+  /* dres is d res[0]: the embeddings need no parameter reads */
+  k->embedding_backward(ctx, GW(P_WTE), GW(P_WPE), dres, b->tokens, b->n, b->t, C, G->V,
+                        G->emb_ws);
+  dt_model_grad_ready(m, P_WPE);
+  dt_model_grad_ready(m, P_WTE);
+#undef READY2
+#undef GW
+#undef W
+}
+
+static const float *gpt_forward_backward(dt_model *m, const dt_batch *b, float *losses,
+                                         float dscale) {
+  gpt *G = (gpt *)m;
+  /* the engine sizes batches from max_batch and train.seq_len; a larger one
+   * would write past every activation buffer */
+  if (b->n < 1 || b->n > m->max_batch || b->t < 1 || b->t > m->max_t)
+    dt_die_user("gpt: a micro-batch of %d x %d tokens does not fit the model built for %d x %d "
+                "([train] micro_batch_size, [train] seq_len, [model] block_size = %d)",
+                b->n, b->t, m->max_batch, m->max_t, G->maxT);
+  gpt_forward(G, b);
+  m->be->k->softmax_xent(m->be->ctx, losses, dscale != 0.0f ? G->dlogits : NULL, G->logits, b->y,
+                         b->n * b->t, G->V, dscale);
+  if (dscale != 0.0f) gpt_backward(G, b);
+  return G->logits;
+}
+
+/* GPT-2's initialisation: weights and embeddings N(0, 0.02), the projections
+ * into the residual stream N(0, 0.02/sqrt(2*n_layer)), biases 0, LayerNorm
+ * weight 1 and bias 0. One RNG stream per tensor. */
+static void gpt_init(dt_model *m, float *host_p, uint64_t seed) {
+  gpt *G = (gpt *)m;
+  memset(host_p, 0, m->nparams_total * sizeof(float));
+  for (int i = 0; i < m->nparams; i++) {
+    const dt_param *p = &m->params[i];
+    float *w = host_p + p->offset;
+    if (strstr(p->name, "ln_")) {
+      if (strstr(p->name, ".weight"))
+        for (size_t j = 0; j < p->count; j++) w[j] = 1.0f;
+      continue;
+    }
+    if (p->ndims != 2) continue; /* biases */
+    double std = 0.02;
+    if (strstr(p->name, ".c_proj.weight")) std = 0.02 / sqrt(2.0 * G->L);
+    dt_rng r;
+    dt_rng_seed(&r, seed, 1000 + (uint64_t)i);
+    for (size_t j = 0; j < p->count; j++) w[j] = (float)(std * dt_rng_normal(&r));
+  }
+}
+
+static void gpt_destroy(dt_model *m) {
+  gpt *G = (gpt *)m;
+  dt_backend_t be = m->be;
+  for (int l = 0; l < G->L; l++) {
+    gpt_block_acts *a = &G->blk[l];
+    float *bufs[] = {a->ln1, a->ln1_mean, a->ln1_rstd, a->qkv, a->atty, a->lse, a->mid, a->ln2,
+                     a->ln2_mean, a->ln2_rstd, a->fch, a->fch_gelu};
+    for (size_t i = 0; i < DT_ARRAY_LEN(bufs); i++) be->free(be, bufs[i]);
+  }
+  for (int l = 0; l <= G->L; l++) be->free(be, G->res[l]);
+  float *bufs[] = {G->lnf, G->lnf_mean, G->lnf_rstd, G->logits, G->dlogits,
+                   G->scratch, G->dres, G->dqkv, G->dfch, m->g};
+  for (size_t i = 0; i < DT_ARRAY_LEN(bufs); i++) be->free(be, bufs[i]);
+  if (G->emb_ws) be->free(be, G->emb_ws);
+  free(G->blk);
+  free(G->res);
+  free(G->table);
+  free(G);
+}
+
+static float *act_alloc(dt_model *m, size_t n) {
+  m->activation_bytes += n * sizeof(float);
+  return m->be->alloc(m->be, n * sizeof(float));
+}
+
+/* Adds one tensor with its tensor-parallel split dimension. */
+static void add(gpt *G, int *np, size_t *total, const char *name, int ndims, int64_t d0,
+                int64_t d1, int decay, int tp_dim) {
+  int64_t shape[2] = {d0, d1};
+  int64_t fan_in = ndims == 2 ? d1 : d0, fan_out = d0;
+  dt_param_add(G->table, np, total, name, ndims, shape, decay, fan_in, fan_out);
+  G->table[*np - 1].tp_dim = tp_dim;
+}
+
+static void build_table(gpt *G) {
+  const int64_t C = G->C;
+  int np = 0;
+  size_t total = 0;
+  char name[DT_PARAM_NAME];
+  add(G, &np, &total, "wte.weight", 2, G->V, C, 1, 0);
+  add(G, &np, &total, "wpe.weight", 2, G->maxT, C, 1, -1);
+  for (int l = 0; l < G->L; l++) {
+    static const struct { const char *name; int ndims; int64_t rows, cols; int decay, tp; } b[] = {
+        {"ln_1.weight", 1, 1, 0, 0, -1},       {"ln_1.bias", 1, 1, 0, 0, -1},
+        {"attn.c_attn.weight", 2, 3, 1, 1, 0}, {"attn.c_attn.bias", 1, 3, 0, 0, 0},
+        {"attn.c_proj.weight", 2, 1, 1, 1, 1}, {"attn.c_proj.bias", 1, 1, 0, 0, -1},
+        {"ln_2.weight", 1, 1, 0, 0, -1},       {"ln_2.bias", 1, 1, 0, 0, -1},
+        {"mlp.c_fc.weight", 2, 4, 1, 1, 0},    {"mlp.c_fc.bias", 1, 4, 0, 0, 0},
+        {"mlp.c_proj.weight", 2, 1, 4, 1, 1},  {"mlp.c_proj.bias", 1, 1, 0, 0, -1}};
+    for (int i = 0; i < L_COUNT; i++) {
+      snprintf(name, sizeof name, "h.%d.%s", l, b[i].name);
+      add(G, &np, &total, name, b[i].ndims, b[i].rows * C, b[i].cols * C, b[i].decay, b[i].tp);
+    }
+  }
+  add(G, &np, &total, "ln_f.weight", 1, C, 0, 0, -1);
+  add(G, &np, &total, "ln_f.bias", 1, C, 0, 0, -1);
+  G->m.nparams = np;
+  G->m.nparams_total = total;
+}
+
+static int check_config(const dt_config *cfg, int max_batch, dt_error *err) {
+  if (cfg->model_dropout > 0)
+    return dt_error_set(err, "[model] dropout = %g: dropout is not built yet for gpt (only 0)",
+                        cfg->model_dropout);
+  if (strcmp(cfg->train_recompute, "none") != 0)
+    return dt_error_set(err, "[train] recompute = %s: activation recomputation is not built yet "
+                        "for gpt (only none)", cfg->train_recompute);
+  if (cfg->model_n_embd % cfg->model_n_head != 0)
+    return dt_error_set(err, "[model] n_head = %ld does not divide [model] n_embd = %ld",
+                        cfg->model_n_head, cfg->model_n_embd);
+  if (cfg->model_n_embd / cfg->model_n_head > 1024)
+    return dt_error_set(err, "[model] n_embd / n_head = %ld: heads larger than 1024 are not "
+                        "supported by the attention kernels", cfg->model_n_embd / cfg->model_n_head);
+  if (cfg->train_seq_len > cfg->model_block_size)
+    return dt_error_set(err, "[train] seq_len = %ld is longer than [model] block_size = %ld",
+                        cfg->train_seq_len, cfg->model_block_size);
+  if (max_batch < 1) return dt_error_set(err, "gpt: micro-batch size must be at least 1");
+  long T = cfg->train_seq_len ? cfg->train_seq_len : cfg->model_block_size;
+  /* the kernels take row counts (n*t) and widths (4C, V) as int */
+  double rows = (double)max_batch * (double)T;
+  if (rows * 4.0 * (double)cfg->model_n_embd > 2147483647.0)
+    return dt_error_set(err, "gpt: a micro-batch of %d x %ld tokens at [model] n_embd = %ld is "
+                        "too large (more than 2^31 elements per activation)", max_batch, T,
+                        cfg->model_n_embd);
+  return 0;
+}
+
+dt_model *dt_gpt_create(const dt_config *cfg, dt_backend_t be, int max_batch, dt_error *err) {
+  if (check_config(cfg, max_batch, err)) return NULL;
+  gpt *G = dt_calloc(1, sizeof *G);
+  dt_model *m = &G->m;
+  G->L = (int)cfg->model_n_layer;
+  G->NH = (int)cfg->model_n_head;
+  G->C = (int)cfg->model_n_embd;
+  G->V = (int)cfg->model_vocab_size;
+  G->maxT = (int)cfg->model_block_size;
+  m->family = "gpt";
+  m->be = be;
+  m->num_classes = G->V;
+  m->max_batch = max_batch;
+  m->max_t = (int)(cfg->train_seq_len ? cfg->train_seq_len : cfg->model_block_size);
+  G->table = dt_calloc((size_t)(P_BLOCK0 + G->L * L_COUNT + 2), sizeof *G->table);
+  m->params = G->table;
+  build_table(G);
+  m->g = be->alloc(be, m->nparams_total * sizeof(float));
+  be->memset0(be, m->g, m->nparams_total * sizeof(float));
+
+  const size_t BT = (size_t)max_batch * (size_t)m->max_t, C = (size_t)G->C;
+  G->blk = dt_calloc((size_t)G->L, sizeof *G->blk);
+  G->res = dt_calloc((size_t)G->L + 1, sizeof *G->res);
+  for (int l = 0; l <= G->L; l++) G->res[l] = act_alloc(m, BT * C);
+  for (int l = 0; l < G->L; l++) {
+    gpt_block_acts *a = &G->blk[l];
+    a->ln1 = act_alloc(m, BT * C);
+    a->ln1_mean = act_alloc(m, BT);
+    a->ln1_rstd = act_alloc(m, BT);
+    a->qkv = act_alloc(m, BT * 3 * C);
+    a->atty = act_alloc(m, BT * C);
+    a->lse = act_alloc(m, BT * (size_t)G->NH);
+    a->mid = act_alloc(m, BT * C);
+    a->ln2 = act_alloc(m, BT * C);
+    a->ln2_mean = act_alloc(m, BT);
+    a->ln2_rstd = act_alloc(m, BT);
+    a->fch = act_alloc(m, BT * 4 * C);
+    a->fch_gelu = act_alloc(m, BT * 4 * C);
+  }
+  G->lnf = act_alloc(m, BT * C);
+  G->lnf_mean = act_alloc(m, BT);
+  G->lnf_rstd = act_alloc(m, BT);
+  G->logits = act_alloc(m, BT * (size_t)G->V);
+  G->dlogits = act_alloc(m, BT * (size_t)G->V);
+  G->scratch = act_alloc(m, BT * C);
+  G->dres = act_alloc(m, BT * C);
+  G->dqkv = act_alloc(m, BT * 3 * C);
+  G->dfch = act_alloc(m, BT * 4 * C);
+  size_t ws = be->k->embedding_backward_workspace(be->ctx, max_batch, m->max_t, G->V);
+  G->emb_ws = ws ? be->alloc(be, ws) : NULL;
+  m->activation_bytes += ws;
+
+  m->init = gpt_init;
+  m->forward_backward = gpt_forward_backward;
+  m->destroy = gpt_destroy;
+  m->impl = G;
+  return m;
+}

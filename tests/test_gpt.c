@@ -1,0 +1,436 @@
+/* test_gpt.c: models/gpt.c on the CPU against Hugging Face's GPT2LMHeadModel
+ * (tests/fixtures/gpt2_tiny.h5, written by tests/oracle/make_gpt2_fixture.py):
+ * logits, loss, every gradient and one AdamW step; the same results through
+ * ZeRO-3 style fetch/release hooks; gradients final when announced ready; and
+ * the clear errors for configs the model cannot take.
+ * Usage: test_gpt FIXTURE.h5 */
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "../models/model.h"
+#include "../runtime/h5.h"
+
+static int g_pass, g_fail;
+#define CHECK(cond, ...)                             \
+  do {                                               \
+    if (cond) g_pass++, printf("ok   " __VA_ARGS__); \
+    else g_fail++, printf("FAIL " __VA_ARGS__);      \
+    printf("\n");                                    \
+  } while (0)
+
+/* ---- comparisons: |a-r| <= atol + rtol*|r|, reporting the worst element ---- */
+
+typedef struct worst {
+  size_t i;      /* index of the element furthest past its tolerance */
+  double a, r;   /* its values */
+  double excess; /* max over elements of |a-r| - (atol + rtol*|r|); <= 0 passes */
+  double absdiff; /* largest |a-r| */
+} worst;
+
+static worst compare(const float *a, const float *r, size_t n, double atol, double rtol) {
+  worst w = {0, 0, 0, -INFINITY, 0};
+  for (size_t i = 0; i < n; i++) {
+    double d = fabs((double)a[i] - (double)r[i]);
+    double e = isfinite(d) ? d - (atol + rtol * fabs((double)r[i])) : INFINITY;
+    if (!(d <= w.absdiff)) w.absdiff = d;
+    if (e > w.excess) w.excess = e, w.i = i, w.a = a[i], w.r = r[i];
+  }
+  if (n == 0) w.excess = 0;
+  return w;
+}
+
+static int check_close(const char *what, const float *a, const float *r, size_t n, double atol,
+                       double rtol, double *worst_abs) {
+  worst w = compare(a, r, n, atol, rtol);
+  if (worst_abs && w.absdiff > *worst_abs) *worst_abs = w.absdiff;
+  CHECK(w.excess <= 0, "%-36s max|diff| %.3g (worst [%zu]: %.9g vs %.9g)", what, w.absdiff, w.i,
+        w.a, w.r);
+  return w.excess <= 0;
+}
+
+/* ---- the fixture ---- */
+
+typedef struct fixture {
+  int L, NH, C, V, maxT, B, T;
+  double lr, b1, b2, eps, wd;
+  int32_t *tokens, *targets; /* (B,T) */
+  float *logits;             /* (B,T,V) */
+  float loss;
+  float *weights, *grads, *updated; /* flat, in the model's layout */
+} fixture;
+
+static int is_conv1d(const char *name) {
+  return strstr(name, "c_attn.weight") || strstr(name, "c_proj.weight") ||
+         strstr(name, "c_fc.weight");
+}
+
+/* Reads group/transformer.<name> for every parameter into flat (the model's
+ * layout), transposing HF's Conv1D (C, OC) weights into dtrain's (OC, C). */
+static int read_params(hid_t f, const char *group, const dt_model *m, float *flat,
+                       dt_error *err) {
+  for (int i = 0; i < m->nparams; i++) {
+    const dt_param *p = &m->params[i];
+    char ds[160];
+    snprintf(ds, sizeof ds, "%s/transformer.%s", group, p->name);
+    int64_t dims[2] = {p->shape[0], p->ndims > 1 ? p->shape[1] : 0};
+    float *dst = flat + p->offset;
+    if (p->ndims == 2 && is_conv1d(p->name)) {
+      int64_t hf[2] = {dims[1], dims[0]};
+      float *tmp = malloc(p->count * sizeof(float));
+      if (dt_h5_read(f, ds, H5T_NATIVE_FLOAT, 2, hf, tmp, err)) return free(tmp), -1;
+      for (int64_t o = 0; o < dims[0]; o++)
+        for (int64_t c = 0; c < dims[1]; c++) dst[o * dims[1] + c] = tmp[c * dims[0] + o];
+      free(tmp);
+    } else if (dt_h5_read(f, ds, H5T_NATIVE_FLOAT, p->ndims, dims, dst, err)) {
+      return -1;
+    }
+  }
+  return 0;
+}
+
+static int attr_int(hid_t f, const char *name, int *out, dt_error *err) {
+  int64_t v;
+  if (dt_h5_attr_read_i64(f, "/", name, 1, &v, err)) return -1;
+  *out = (int)v;
+  return 0;
+}
+
+static int load_fixture(const char *path, fixture *fx, dt_error *err) {
+  hid_t f = dt_h5_open(path, err);
+  if (f < 0) return -1;
+  int rc = attr_int(f, "n_layer", &fx->L, err) || attr_int(f, "n_head", &fx->NH, err) ||
+           attr_int(f, "n_embd", &fx->C, err) || attr_int(f, "vocab_size", &fx->V, err) ||
+           attr_int(f, "n_positions", &fx->maxT, err) || attr_int(f, "batch", &fx->B, err) ||
+           attr_int(f, "seq_len", &fx->T, err) ||
+           dt_h5_attr_read_f64(f, "/", "adamw_lr", 1, &fx->lr, err) ||
+           dt_h5_attr_read_f64(f, "/", "adamw_beta1", 1, &fx->b1, err) ||
+           dt_h5_attr_read_f64(f, "/", "adamw_beta2", 1, &fx->b2, err) ||
+           dt_h5_attr_read_f64(f, "/", "adamw_eps", 1, &fx->eps, err) ||
+           dt_h5_attr_read_f64(f, "/", "adamw_weight_decay", 1, &fx->wd, err);
+  if (!rc) {
+    size_t bt = (size_t)fx->B * fx->T;
+    int64_t d2[2] = {fx->B, fx->T}, d3[3] = {fx->B, fx->T, fx->V};
+    fx->tokens = malloc(bt * sizeof(int32_t));
+    fx->targets = malloc(bt * sizeof(int32_t));
+    fx->logits = malloc(bt * (size_t)fx->V * sizeof(float));
+    rc = dt_h5_read(f, "tokens", H5T_NATIVE_INT32, 2, d2, fx->tokens, err) ||
+         dt_h5_read(f, "targets", H5T_NATIVE_INT32, 2, d2, fx->targets, err) ||
+         dt_h5_read(f, "logits", H5T_NATIVE_FLOAT, 3, d3, fx->logits, err) ||
+         dt_h5_read(f, "loss", H5T_NATIVE_FLOAT, 0, NULL, &fx->loss, err);
+  }
+  dt_h5_close(f);
+  return rc ? -1 : 0;
+}
+
+static int load_params(const char *path, const dt_model *m, fixture *fx, dt_error *err) {
+  hid_t f = dt_h5_open(path, err);
+  if (f < 0) return -1;
+  size_t n = m->nparams_total;
+  fx->weights = calloc(n, sizeof(float));
+  fx->grads = calloc(n, sizeof(float));
+  fx->updated = calloc(n, sizeof(float));
+  int rc = read_params(f, "weights", m, fx->weights, err) ||
+           read_params(f, "grads", m, fx->grads, err) ||
+           read_params(f, "updated", m, fx->updated, err);
+  dt_h5_close(f);
+  return rc ? -1 : 0;
+}
+
+static void fixture_config(const fixture *fx, dt_config *cfg) {
+  dt_config_defaults(cfg);
+  snprintf(cfg->model_name, sizeof cfg->model_name, "gpt");
+  cfg->model_n_layer = fx->L;
+  cfg->model_n_head = fx->NH;
+  cfg->model_n_embd = fx->C;
+  cfg->model_vocab_size = fx->V;
+  cfg->model_block_size = fx->maxT;
+}
+
+/* ---- ZeRO-3 stand-in: parameters live only in `shard`; a fetch copies a
+ * group into a fresh malloc'ed slot, a release fills it with NaN (the slot is
+ * kept, so a read after release sees NaN instead of freed memory). ---- */
+
+typedef struct zero3 {
+  const dt_model *m;
+  const float *shard;  /* the full parameters, which the model must not see */
+  float **ptr;         /* (nparams) what dt_model_param returns */
+  int *live;           /* (nparams) fetches not yet released */
+  float **slots;       /* every slot handed out, freed at the end */
+  int nslots, cap;
+  int bad;             /* a release without a fetch, or a double fetch */
+  int fetches;
+} zero3;
+
+static void z3_fetch(void *ctx, int first, int count) {
+  zero3 *z = ctx;
+  size_t n = 0;
+  for (int i = first; i < first + count; i++) n += z->m->params[i].count;
+  float *slot = malloc(n * sizeof(float));
+  if (z->nslots == z->cap) {
+    z->cap = z->cap ? 2 * z->cap : 64;
+    z->slots = realloc(z->slots, (size_t)z->cap * sizeof *z->slots);
+  }
+  z->slots[z->nslots++] = slot;
+  for (int i = first; i < first + count; i++) {
+    const dt_param *p = &z->m->params[i];
+    memcpy(slot, z->shard + p->offset, p->count * sizeof(float));
+    z->ptr[i] = slot;
+    slot += p->count;
+    if (z->live[i]++) z->bad++;
+  }
+  z->fetches++;
+}
+
+static void z3_release(void *ctx, int first, int count) {
+  zero3 *z = ctx;
+  for (int i = first; i < first + count; i++) {
+    const dt_param *p = &z->m->params[i];
+    for (size_t j = 0; j < p->count; j++) z->ptr[i][j] = NAN;
+    if (--z->live[i] != 0) z->bad++;
+  }
+}
+
+/* ---- grad hook: records when each gradient is announced and what it held ---- */
+
+typedef struct ready_log {
+  const dt_model *m;
+  int *calls;      /* (nparams) */
+  float *snapshot; /* (nparams_total) gradient at the moment it was announced */
+} ready_log;
+
+static void on_ready(void *ctx, int i) {
+  ready_log *r = ctx;
+  const dt_param *p = &r->m->params[i];
+  r->calls[i]++;
+  memcpy(r->snapshot + p->offset, r->m->g + p->offset, p->count * sizeof(float));
+}
+
+/* ---- the checks ---- */
+
+static void check_bad_configs(const fixture *fx, dt_backend_t be) {
+  dt_config cfg;
+  dt_error err;
+  static const struct { const char *what, *key; } cases[] = {
+      {"n_head not dividing n_embd", "[model] n_head"},
+      {"dropout > 0", "[model] dropout"},
+      {"recompute = block", "[train] recompute"},
+      {"recompute = mlp", "[train] recompute"},
+      {"seq_len > block_size", "[train] seq_len"},
+  };
+  for (size_t c = 0; c < DT_ARRAY_LEN(cases); c++) {
+    fixture_config(fx, &cfg);
+    switch (c) {
+      case 0: cfg.model_n_head = 5; break;
+      case 1: cfg.model_dropout = 0.1; break;
+      case 2: snprintf(cfg.train_recompute, DT_STR, "block"); break;
+      case 3: snprintf(cfg.train_recompute, DT_STR, "mlp"); break;
+      case 4: cfg.train_seq_len = cfg.model_block_size + 1; break;
+    }
+    err.msg[0] = '\0';
+    dt_model *m = dt_model_create(&cfg, be, fx->B, &err);
+    int named = strstr(err.msg, cases[c].key) != NULL &&
+                (c != 0 || strstr(err.msg, "n_embd") != NULL);
+    CHECK(m == NULL && named, "bad config: %-26s -> %s", cases[c].what, err.msg);
+    dt_model_destroy(m);
+  }
+}
+
+/* One forward/backward of the fixture batch with g zeroed first. */
+static const float *run_batch(dt_model *m, const fixture *fx, float *losses) {
+  size_t n = m->nparams_total;
+  memset(m->g, 0, n * sizeof(float));
+  dt_batch b = {.n = fx->B, .t = fx->T, .tokens = fx->tokens, .y = fx->targets};
+  return m->forward_backward(m, &b, losses, 1.0f / (float)(fx->B * fx->T));
+}
+
+int main(int argc, char **argv) {
+  if (argc != 2) {
+    fprintf(stderr, "usage: %s tests/fixtures/gpt2_tiny.h5\n", argv[0]);
+    return 2;
+  }
+  dt_h5_init();
+  dt_error err;
+  fixture fx;
+  memset(&fx, 0, sizeof fx);
+  if (load_fixture(argv[1], &fx, &err)) {
+    printf("FAIL fixture: %s\n0 passed, 1 failed\n", err.msg);
+    return 1;
+  }
+  dt_backend_t be = dt_backend_cpu_create(1);
+  dt_config cfg;
+  fixture_config(&fx, &cfg);
+  dt_model *m = dt_model_create(&cfg, be, fx.B, &err);
+  CHECK(m != NULL, "gpt builds: L=%d NH=%d C=%d V=%d block=%d%s%s", fx.L, fx.NH, fx.C, fx.V,
+        fx.maxT, m ? "" : ": ", m ? "" : err.msg);
+  if (!m) return 1;
+  CHECK(m->nparams == 2 + 12 * fx.L + 2 && m->max_t == fx.maxT && m->num_classes == fx.V &&
+            m->activation_bytes > 0,
+        "table: %d tensors, %zu floats, activation_bytes %zu", m->nparams, m->nparams_total,
+        m->activation_bytes);
+  if (load_params(argv[1], m, &fx, &err)) {
+    printf("FAIL fixture: %s\n%d passed, %d failed\n", err.msg, g_pass, g_fail + 1);
+    return 1;
+  }
+
+  /* the CPU backend's device memory is host memory, so buffers are shared */
+  const size_t n = m->nparams_total, BT = (size_t)fx.B * fx.T;
+  float *p = calloc(n, sizeof(float));
+  memcpy(p, fx.weights, n * sizeof(float));
+  m->p = p;
+  ready_log rl = {m, calloc((size_t)m->nparams, sizeof(int)), calloc(n, sizeof(float))};
+  m->grad_hook = on_ready;
+  m->grad_hook_ctx = &rl;
+  float *losses = calloc(BT, sizeof(float));
+  const float *logits = run_batch(m, &fx, losses);
+
+  double worst_logit = 0, worst_grad = 0, worst_upd = 0;
+  check_close("logits (atol 1e-5, rtol 1e-4)", logits, fx.logits, BT * (size_t)fx.V, 1e-5, 1e-4,
+              &worst_logit);
+  double mean = 0;
+  for (size_t i = 0; i < BT; i++) mean += losses[i];
+  mean /= (double)BT;
+  CHECK(fabs(mean - fx.loss) <= 1e-5 + 1e-5 * fabs(fx.loss), "mean loss %.7f vs HF %.7f (diff %.2g)",
+        mean, (double)fx.loss, fabs(mean - fx.loss));
+  for (int i = 0; i < m->nparams; i++) {
+    const dt_param *q = &m->params[i];
+    char what[96];
+    snprintf(what, sizeof what, "grad %s", q->name);
+    check_close(what, m->g + q->offset, fx.grads + q->offset, q->count, 1e-6, 1e-4, &worst_grad);
+  }
+  int once = 1, final = 1;
+  for (int i = 0; i < m->nparams; i++) {
+    const dt_param *q = &m->params[i];
+    once &= rl.calls[i] == 1;
+    final &= memcmp(rl.snapshot + q->offset, m->g + q->offset, q->count * sizeof(float)) == 0;
+  }
+  CHECK(once, "grad_ready: every parameter announced exactly once");
+  CHECK(final, "grad_ready: every gradient already final when announced");
+
+  /* one AdamW step per tensor, decay only where the table says so. It is fed
+   * torch's gradients, not ours: on the first step Adam moves each weight by
+   * about lr * g/(|g| + eps), which for gradients near eps (1e-8) turns a 1e-10
+   * gradient difference into a 1e-6 weight difference, so our gradients would
+   * test the conditioning of Adam rather than the optimizer. */
+  float *mom = calloc(n, sizeof(float)), *var = calloc(n, sizeof(float));
+  for (int i = 0; i < m->nparams; i++) {
+    const dt_param *q = &m->params[i];
+    be->k->adam_step(be->ctx, p + q->offset, fx.grads + q->offset, mom + q->offset, var + q->offset,
+                     q->count, (float)fx.lr, (float)fx.b1, (float)fx.b2, (float)fx.eps,
+                     q->decay ? (float)fx.wd : 0.0f, 1, 1, 1.0f);
+  }
+  int upd_ok = 1;
+  for (int i = 0; i < m->nparams; i++) {
+    const dt_param *q = &m->params[i];
+    worst w = compare(p + q->offset, fx.updated + q->offset, q->count, 1e-7, 1e-6);
+    if (w.absdiff > worst_upd) worst_upd = w.absdiff;
+    if (w.excess > 0) {
+      upd_ok = 0;
+      printf("     %s: worst [%zu] %.9g vs %.9g\n", q->name, w.i, w.a, w.r);
+    }
+  }
+  CHECK(upd_ok, "AdamW step: every weight within 1e-7 + 1e-6*|r| of torch (max|diff| %.3g)",
+        worst_upd);
+
+  /* the same batch again through ZeRO-3 hooks: m->p is gone, every read must
+   * sit between a fetch and its release */
+  float *g1 = malloc(n * sizeof(float)), *logits1 = malloc(BT * (size_t)fx.V * sizeof(float));
+  float *losses1 = malloc(BT * sizeof(float));
+  memcpy(p, fx.weights, n * sizeof(float));
+  logits = run_batch(m, &fx, losses);
+  memcpy(g1, m->g, n * sizeof(float));
+  memcpy(logits1, logits, BT * (size_t)fx.V * sizeof(float));
+  memcpy(losses1, losses, BT * sizeof(float));
+  zero3 z = {.m = m, .shard = p};
+  z.ptr = calloc((size_t)m->nparams, sizeof(float *));
+  z.live = calloc((size_t)m->nparams, sizeof(int));
+  m->p = NULL;
+  m->param_ptr = z.ptr;
+  m->param_fetch = z3_fetch;
+  m->param_release = z3_release;
+  m->param_hook_ctx = &z;
+  logits = run_batch(m, &fx, losses);
+  int balanced = !z.bad;
+  for (int i = 0; i < m->nparams; i++) balanced &= z.live[i] == 0;
+  CHECK(balanced && z.fetches > 0, "zero-3: %d fetches, each released once, none nested",
+        z.fetches);
+  CHECK(memcmp(logits, logits1, BT * (size_t)fx.V * sizeof(float)) == 0 &&
+            memcmp(losses, losses1, BT * sizeof(float)) == 0,
+        "zero-3: logits and losses bit-identical to plain");
+  CHECK(memcmp(m->g, g1, n * sizeof(float)) == 0, "zero-3: gradients bit-identical to plain");
+  m->p = p;
+  m->param_fetch = m->param_release = NULL;
+  m->param_ptr = NULL;
+
+  /* forward only (dscale 0): the same logits and losses, no gradient */
+  memset(m->g, 0, n * sizeof(float));
+  dt_batch b = {.n = fx.B, .t = fx.T, .tokens = fx.tokens, .y = fx.targets};
+  logits = m->forward_backward(m, &b, losses, 0.0f);
+  int gzero = 1;
+  for (size_t i = 0; i < n; i++) gzero &= m->g[i] == 0.0f;
+  CHECK(memcmp(logits, logits1, BT * (size_t)fx.V * sizeof(float)) == 0 && gzero,
+        "forward only: same logits, gradients untouched");
+
+  /* a shorter batch (t < max_t) gives HF's logits for the leading positions:
+   * attention is causal, so the first 5 tokens do not see the rest */
+  {
+    int T5 = 5;
+    int32_t *tok = malloc((size_t)fx.B * T5 * sizeof(int32_t));
+    int32_t *tgt = malloc((size_t)fx.B * T5 * sizeof(int32_t));
+    float *ref = malloc((size_t)fx.B * T5 * fx.V * sizeof(float));
+    for (int s = 0; s < fx.B; s++) {
+      memcpy(tok + s * T5, fx.tokens + s * fx.T, T5 * sizeof(int32_t));
+      memcpy(tgt + s * T5, fx.targets + s * fx.T, T5 * sizeof(int32_t));
+      memcpy(ref + (size_t)s * T5 * fx.V, fx.logits + (size_t)s * fx.T * fx.V,
+             (size_t)T5 * fx.V * sizeof(float));
+    }
+    dt_batch b5 = {.n = fx.B, .t = T5, .tokens = tok, .y = tgt};
+    logits = m->forward_backward(m, &b5, losses, 0.0f);
+    check_close("logits, t=5 prefix", logits, ref, (size_t)fx.B * T5 * fx.V, 1e-5, 1e-4, NULL);
+    free(tok), free(tgt), free(ref);
+  }
+
+  /* seeded init: GPT-2's statistics, and the same seed gives the same bits */
+  {
+    float *h1 = malloc(n * sizeof(float)), *h2 = malloc(n * sizeof(float));
+    m->init(m, h1, 7);
+    m->init(m, h2, 7);
+    int same = memcmp(h1, h2, n * sizeof(float)) == 0;
+    double s2 = 0, sp = 0;
+    size_t cnt = 0, cntp = 0;
+    int ln_ok = 1;
+    for (int i = 0; i < m->nparams; i++) {
+      const dt_param *q = &m->params[i];
+      const float *w = h1 + q->offset;
+      for (size_t j = 0; j < q->count; j++) {
+        if (strstr(q->name, "ln_") && strstr(q->name, ".weight")) ln_ok &= w[j] == 1.0f;
+        else if (q->ndims == 1) ln_ok &= w[j] == 0.0f;
+        else if (strstr(q->name, "c_proj.weight")) sp += (double)w[j] * w[j], cntp++;
+        else s2 += (double)w[j] * w[j], cnt++;
+      }
+    }
+    double sd = sqrt(s2 / (double)cnt), sdp = sqrt(sp / (double)cntp);
+    double want_p = 0.02 / sqrt(2.0 * fx.L);
+    CHECK(same && ln_ok && fabs(sd - 0.02) < 0.002 && fabs(sdp - want_p) < 0.1 * want_p,
+          "init: std %.4f (want 0.02), c_proj std %.4f (want %.4f), LN 1/0, biases 0, "
+          "reproducible",
+          sd, sdp, want_p);
+    free(h1), free(h2);
+  }
+
+  printf("# worst |diff|: logits %.3g, loss %.3g, gradients %.3g, AdamW weights %.3g\n",
+         worst_logit, fabs(mean - fx.loss), worst_grad, worst_upd);
+  check_bad_configs(&fx, be);
+
+  for (int i = 0; i < z.nslots; i++) free(z.slots[i]);
+  free(z.slots), free(z.ptr), free(z.live);
+  free(g1), free(logits1), free(losses1), free(mom), free(var), free(losses), free(p);
+  free(rl.calls), free(rl.snapshot);
+  dt_model_destroy(m);
+  dt_backend_destroy(be);
+  free(fx.tokens), free(fx.targets), free(fx.logits), free(fx.weights), free(fx.grads),
+      free(fx.updated);
+  printf("%d passed, %d failed\n", g_pass, g_fail);
+  return g_fail ? 1 : 0;
+}
