@@ -1,5 +1,6 @@
 /* prep.c: dtrain-prep, which turns source data sets into the HDF5 shards
  * dtrain reads (and shows what a shard holds). No MPI: one process. */
+#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -10,6 +11,7 @@
 #include "dt.h"
 #include "h5.h"
 #include "textprep.h"
+#include "transprep.h"
 
 static const char *usage =
     "usage: dtrain-prep COMMAND ARGS...\n"
@@ -30,10 +32,21 @@ static const char *usage =
     "                    Abstract) and every X.txt below SRC (one abstract per line:\n"
     "                    WOS1000/, WOS-more/, WOS11967/, ...); whitespace collapsed,\n"
     "                    one document per abstract, duplicates dropped; same shards\n"
+    "  translation [OPTIONS] SRC_DIR OUT\n"
+    "                    aligned sentence files SRC_DIR/{train,dev,test}.{zh,en} (UTF-8,\n"
+    "                    line i of .zh translates line i of .en): trains a joint byte-level\n"
+    "                    BPE on train (OUT/tokenizer/encoder.json, vocab.bpe; <pad>=0,\n"
+    "                    <bos>=1, <eos>=2, byte c = 3+c, then the learned tokens) and writes\n"
+    "                    OUT/train.h5, valid.h5 (dev), test.h5: /src_tokens, /tgt_tokens\n"
+    "                    uint16 without bos/eos, /src_offsets, /tgt_offsets int64 [N+1],\n"
+    "                    /kept_lines int64 [N] (0-based line of each kept pair). Pairs with\n"
+    "                    an empty side or a side over --max-len are dropped and counted\n"
     "  inspect [--tokenizer DIR] FILE.h5\n"
     "                    print an image shard's count, dims, classes, class counts and\n"
     "                    first labels, or a token shard's count, vocabulary, first ids\n"
-    "                    and its first 200 characters decoded (when the tokenizer is there)\n"
+    "                    and its first 200 characters decoded (when the tokenizer is there),\n"
+    "                    or a pair shard's counts and first pairs (tokenizer: FILE's\n"
+    "                    directory/tokenizer)\n"
     "\n"
     "options of text and wos:\n"
     "  --tokenizer DIR      encoder.json and vocab.bpe (default $DTRAIN_DATA/gpt2-tokenizer,\n"
@@ -45,6 +58,17 @@ static const char *usage =
     "\n"
     "Token shards hold /tokens (uint16) and attributes format=dtrain-tokens-v1,\n"
     "vocab_size, eot, tokenizer, count, documents, name, source.\n"
+    "\n"
+    "options of translation:\n"
+    "  --vocab N            ids in all, specials included (default 16000, 260..65536)\n"
+    "  --max-len N          longest side kept, in tokens with bos and eos (default 256)\n"
+    "  --src L, --tgt L     the languages' file suffixes (default zh, en)\n"
+    "  --limit N            only the first N lines of every file (for tests)\n"
+    "Pair shards carry attributes format=dtrain-pairs-v1, split, vocab_size, pad_id,\n"
+    "bos_id, eos_id, pairs, lines, dropped_too_long, dropped_empty, max_len, src_lang,\n"
+    "tgt_lang, src_file, tgt_file, src_bytes, tgt_bytes, src_sha256, tgt_sha256,\n"
+    "src_tokens, tgt_tokens, tokenizer. Invalid UTF-8 or files of different line\n"
+    "counts are errors naming file:line; nothing in OUT changes then.\n"
     "\n"
     "options:\n"
     "  -h, --help        show this help\n"
@@ -193,8 +217,107 @@ static int cmd_inspect_tokens(const char *path, const char *tok_dir) {
   return rc;
 }
 
+/* The directory part of path ("." when none). */
+static void dir_of(const char *path, char *out, size_t size) {
+  const char *slash = strrchr(path, '/');
+  if (!slash) snprintf(out, size, ".");
+  else snprintf(out, size, "%.*s", (int)(slash == path ? 1 : slash - path), path);
+}
+
+/* Prints pair i of one side decoded (or its ids when there is no tokenizer). */
+static int print_side(const char *label, hid_t f, const char *tok_name, const int64_t off[2],
+                      const dt_bpe *b) {
+  dt_error err;
+  int64_t n = off[1] - off[0];
+  uint16_t *tok = dt_malloc((size_t)(n > 0 ? n : 1) * sizeof *tok);
+  int32_t *ids = dt_malloc((size_t)(n > 0 ? n : 1) * sizeof *ids);
+  int rc = n > 0 ? dt_h5_read_rows(f, tok_name, H5T_NATIVE_UINT16, off[0], n, tok, &err) : 0;
+  if (rc) {
+    fail(err.msg);
+  } else {
+    for (int64_t i = 0; i < n; i++) ids[i] = tok[i];
+    printf("%s (%lld tokens): ", label, (long long)n);
+    char *text;
+    size_t bytes;
+    if (b && dt_bpe_decode(b, ids, (size_t)n, &text, &bytes, &err) == 0) {
+      print_escaped(text, bytes);
+      free(text);
+    } else {
+      for (int64_t i = 0; i < n; i++) printf("%s%d", i ? " " : "", ids[i]);
+    }
+    printf("\n");
+  }
+  free(tok);
+  free(ids);
+  return rc ? DT_EXIT_USER : 0;
+}
+
+static int cmd_inspect_pairs(const char *path, const char *tok_dir) {
+  dt_error err;
+  hid_t f = dt_h5_open(path, &err);
+  if (f < 0) return fail(err.msg);
+  printf("file: %s\n", path);
+  const char *ints[] = {"vocab_size", "pad_id", "bos_id", "eos_id", "pairs", "lines",
+                        "dropped_too_long", "dropped_empty", "max_len", "src_tokens",
+                        "tgt_tokens"};
+  const char *strs[] = {"format", "split", "src_lang", "tgt_lang", "src_file", "tgt_file",
+                        "src_sha256", "tgt_sha256"};
+  int64_t v[DT_ARRAY_LEN(ints)];
+  for (size_t i = 0; i < DT_ARRAY_LEN(ints); i++) {
+    if (dt_h5_attr_read_i64(f, "/", ints[i], 1, &v[i], &err)) {
+      dt_h5_close(f);
+      return fail(err.msg);
+    }
+    printf("%s: %lld\n", ints[i], (long long)v[i]);
+  }
+  for (size_t i = 0; i < DT_ARRAY_LEN(strs); i++) {
+    char *s = dt_h5_attr_read_str(f, "/", strs[i], &err);
+    printf("%s: %s\n", strs[i], s ? s : "?");
+    free(s);
+  }
+  char dir[4096];
+  if (tok_dir) snprintf(dir, sizeof dir, "%s", tok_dir);
+  else {
+    dir_of(path, dir, sizeof dir - 16);
+    strcat(dir, "/tokenizer");
+  }
+  dt_bpe *b = dt_bpe_load(dir, &err);
+  int rc = 0;
+  if (!b && tok_dir) rc = fail(err.msg);
+  if (!b && !tok_dir) printf("tokenizer: (none in %s; --tokenizer DIR decodes)\n", dir);
+  if (b) printf("tokenizer: %s (%d ids)\n", dir, dt_bpe_vocab_size(b));
+  int64_t npairs = v[4];
+  for (int64_t i = 0; i < DT_MIN(npairs, 3) && !rc; i++) {
+    int64_t so[2], to[2], line;
+    if (dt_h5_read_rows(f, "/src_offsets", H5T_NATIVE_INT64, i, 2, so, &err) ||
+        dt_h5_read_rows(f, "/tgt_offsets", H5T_NATIVE_INT64, i, 2, to, &err) ||
+        dt_h5_read_rows(f, "/kept_lines", H5T_NATIVE_INT64, i, 1, &line, &err)) {
+      rc = fail(err.msg);
+      break;
+    }
+    printf("pair %lld (line %lld):\n", (long long)i, (long long)line + 1);
+    rc = print_side("  src", f, "/src_tokens", so, b);
+    if (!rc) rc = print_side("  tgt", f, "/tgt_tokens", to, b);
+  }
+  dt_bpe_free(b);
+  dt_h5_close(f);
+  return rc;
+}
+
+static int is_pair_shard(const char *path) {
+  dt_error err;
+  hid_t f = dt_h5_open(path, &err);
+  if (f < 0) return 0;
+  char *format = dt_h5_attr_read_str(f, "/", "format", &err);
+  int yes = format && !strcmp(format, DT_PAIRS_FORMAT);
+  free(format);
+  dt_h5_close(f);
+  return yes;
+}
+
 static int cmd_inspect(const char *path, const char *tok_dir) {
   if (dt_token_shard_is(path)) return cmd_inspect_tokens(path, tok_dir);
+  if (is_pair_shard(path)) return cmd_inspect_pairs(path, tok_dir);
   return cmd_inspect_images(path);
 }
 
@@ -298,6 +421,88 @@ static int cmd_wos(cli *c) {
   return report_shards(c->pos[1], dt_now() - t0);
 }
 
+/* A whole number in [lo, hi] for option name. */
+static int parse_int(const char *name, const char *val, long long lo, long long hi,
+                     long long *out) {
+  char *end, msg[256];
+  errno = 0;
+  long long v = strtoll(val, &end, 10);
+  if (end == val || *end || errno || v < lo || v > hi) {
+    snprintf(msg, sizeof msg, "%s '%s': expected a whole number in [%lld, %lld]", name, val, lo,
+             hi);
+    return fail(msg);
+  }
+  *out = v;
+  return 0;
+}
+
+static int cmd_translation(int argc, char **argv) {
+  dt_transprep_opts o = {.vocab_size = 16000, .max_len = 256, .src = "zh", .tgt = "en",
+                         .progress = 1};
+  const char *pos[2];
+  int npos = 0, only_pos = 0;
+  char msg[512];
+  for (int i = 2; i < argc; i++) {
+    const char *a = argv[i];
+    if (only_pos || a[0] != '-' || !a[1]) {
+      if (npos == 2) return fail("translation takes two arguments: SRC_DIR OUT (see dtrain-prep --help)");
+      pos[npos++] = a;
+      continue;
+    }
+    if (!strcmp(a, "--")) {
+      only_pos = 1;
+      continue;
+    }
+    const char *names[] = {"--vocab", "--max-len", "--src", "--tgt", "--limit"};
+    int which = -1;
+    const char *val = NULL;
+    for (int k = 0; k < (int)DT_ARRAY_LEN(names); k++) {
+      size_t l = strlen(names[k]);
+      if (!strncmp(a, names[k], l) && (a[l] == '\0' || a[l] == '=')) {
+        which = k;
+        val = a[l] == '=' ? a + l + 1 : NULL;
+      }
+    }
+    if (which < 0) {
+      snprintf(msg, sizeof msg, "unknown option '%s' for translation (see dtrain-prep --help)", a);
+      return fail(msg);
+    }
+    if (!val) {
+      if (i + 1 >= argc) {
+        snprintf(msg, sizeof msg, "%s needs a value (see dtrain-prep --help)", names[which]);
+        return fail(msg);
+      }
+      val = argv[++i];
+    }
+    long long v = 0;
+    if (which == 0 && parse_int("--vocab", val, 260, 65536, &v)) return DT_EXIT_USER;
+    if (which == 1 && parse_int("--max-len", val, 3, 1 << 30, &v)) return DT_EXIT_USER;
+    if (which == 4 && parse_int("--limit", val, 1, INT64_MAX, &v)) return DT_EXIT_USER;
+    if (which == 0) o.vocab_size = (int)v;
+    if (which == 1) o.max_len = (int)v;
+    if (which == 2) o.src = val;
+    if (which == 3) o.tgt = val;
+    if (which == 4) o.limit = v;
+  }
+  if (npos != 2) return fail("translation takes two arguments: SRC_DIR OUT (see dtrain-prep --help)");
+  dt_error err;
+  dt_transprep_report r;
+  double t0 = dt_now();
+  if (dt_prep_translation(pos[0], pos[1], &o, &r, &err)) return fail(err.msg);
+  printf("tokenizer %s/tokenizer: %d ids (3 specials, 256 bytes, %d merges) learned from %.1f MB "
+         "in %.2f s\n", pos[1], r.vocab, r.merges, (double)r.train_bytes / 1e6, r.train_secs);
+  for (int i = 0; i < 3; i++) {
+    const dt_transprep_split *s = &r.split[i];
+    printf("wrote %s/%s.h5: %lld pairs kept of %lld, %lld dropped too long, %lld dropped empty; "
+           "tokens %s %lld, %s %lld\n", pos[1], s->name, (long long)s->pairs, (long long)s->lines,
+           (long long)s->dropped_too_long, (long long)s->dropped_empty, o.src,
+           (long long)s->src_tokens, o.tgt, (long long)s->tgt_tokens);
+  }
+  printf("done in %.2f s (bpe %.2f s, encoding %.2f s)\n", dt_now() - t0, r.train_secs,
+         r.encode_secs);
+  return 0;
+}
+
 int main(int argc, char **argv) {
   if (argc < 2) {
     fputs(usage, stderr);
@@ -312,6 +517,7 @@ int main(int argc, char **argv) {
     if (argc != 4) return fail("mnist takes two arguments: SRC OUT (see dtrain-prep --help)");
     return cmd_mnist(argv[2], argv[3]);
   }
+  if (!strcmp(cmd, "translation")) return cmd_translation(argc, argv);
   if (!strcmp(cmd, "inspect") || !strcmp(cmd, "text") || !strcmp(cmd, "wos")) {
     static cli c;
     int inspect = !strcmp(cmd, "inspect");

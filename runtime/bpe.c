@@ -7,6 +7,7 @@
 
 #include <errno.h>
 #include <limits.h>
+#include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -33,7 +34,11 @@ struct dt_bpe {
   uint64_t *mkey;
   int32_t *mrank, *mid;
   size_t mmask;
-  uint8_t *cls; /* class of each code point below BMP */
+  const uint8_t *cls; /* class of each code point below BMP (shared, never freed) */
+  /* Specials named on vocab.bpe's first line (dtrain-trained tokenizers):
+   * whole tokens only, never the result of a merge. */
+  int32_t special[DT_BPE_MAX_SPECIALS];
+  int n_special;
   /* piece cache */
   cache_entry *cache;
   size_t cmask, cn;
@@ -115,10 +120,10 @@ static int class_of_cp(uint32_t cp) {
 
 /* The class of the character at s[i] and its length in bytes; a byte that
  * does not start valid UTF-8 is one character of class "other". */
-static inline int char_at(const dt_bpe *b, const uint8_t *s, size_t i, size_t n, size_t *len) {
+static inline int char_at(const uint8_t *cls, const uint8_t *s, size_t i, size_t n, size_t *len) {
   if (s[i] < 0x80) {
     *len = 1;
-    return b->cls[s[i]];
+    return cls[s[i]];
   }
   uint32_t cp;
   size_t l = utf8_decode(s + i, n - i, &cp);
@@ -127,14 +132,14 @@ static inline int char_at(const dt_bpe *b, const uint8_t *s, size_t i, size_t n,
     return CL_OTHER;
   }
   *len = l;
-  return cp < BMP ? b->cls[cp] : class_of_cp(cp);
+  return cp < BMP ? cls[cp] : class_of_cp(cp);
 }
 
 /* ---- pre-tokenizer ---- */
 
 /* The end of the piece that starts at i (< n): the regex's alternatives in
  * order, leftmost-first as a backtracking engine takes them. */
-static size_t next_piece(const dt_bpe *b, const uint8_t *s, size_t i, size_t n) {
+static size_t next_piece(const uint8_t *cls, const uint8_t *s, size_t i, size_t n) {
   if (s[i] == '\'' && i + 1 < n) { /* 's 't 're 've 'm 'll 'd (case-sensitive) */
     uint8_t c1 = s[i + 1];
     if (c1 == 's' || c1 == 't' || c1 == 'm' || c1 == 'd') return i + 2;
@@ -145,11 +150,11 @@ static size_t next_piece(const dt_bpe *b, const uint8_t *s, size_t i, size_t n) 
     }
   }
   size_t len, j;
-  int cl = char_at(b, s, i, n, &len);
+  int cl = char_at(cls, s, i, n, &len);
   j = i + len;
   if (s[i] == ' ' && j < n) { /* " ?" before a letter, number or other */
     size_t l1;
-    int c1 = char_at(b, s, j, n, &l1);
+    int c1 = char_at(cls, s, j, n, &l1);
     if (c1 != CL_SPACE) {
       cl = c1;
       j += l1;
@@ -158,7 +163,7 @@ static size_t next_piece(const dt_bpe *b, const uint8_t *s, size_t i, size_t n) 
   if (cl != CL_SPACE) {
     while (j < n) {
       size_t l;
-      if (char_at(b, s, j, n, &l) != cl) break;
+      if (char_at(cls, s, j, n, &l) != cl) break;
       j += l;
     }
     return j;
@@ -168,7 +173,7 @@ static size_t next_piece(const dt_bpe *b, const uint8_t *s, size_t i, size_t n) 
   size_t last = i;
   while (j < n) {
     size_t l;
-    if (char_at(b, s, j, n, &l) != CL_SPACE) break;
+    if (char_at(cls, s, j, n, &l) != CL_SPACE) break;
     last = j;
     j += l;
   }
@@ -307,7 +312,7 @@ int dt_bpe_encode_append(dt_bpe *b, const char *text, size_t len, dt_token_buf *
   const uint8_t *s = (const uint8_t *)text;
   size_t i = 0;
   while (i < len) {
-    size_t j = next_piece(b, s, i, len);
+    size_t j = next_piece(b->cls, s, i, len);
     encode_piece(b, s + i, j - i, out);
     i = j;
   }
@@ -602,11 +607,68 @@ out:
   return rc;
 }
 
+static int is_special(const dt_bpe *b, int32_t id) {
+  for (int k = 0; k < b->n_special; k++)
+    if (b->special[k] == id) return 1;
+  return 0;
+}
+
+int32_t dt_bpe_special(const dt_bpe *b, const char *name) {
+  size_t n = strlen(name), l = 0;
+  for (int k = 0; k < b->n_special; k++) {
+    const char *t = dt_bpe_token_bytes(b, b->special[k], &l);
+    if (l == n && !memcmp(t, name, n)) return b->special[k];
+  }
+  return -1;
+}
+
+/* "specials=A,B,C" on vocab.bpe's "#version" line: those tokens of
+ * encoder.json are special. GPT-2's own line has no such field. */
+static int parse_specials(dt_bpe *b, const char *path, const char *line, size_t len,
+                          const int unicode_byte[512], dt_error *err) {
+  static const char key[] = " specials=";
+  const char *p = NULL;
+  for (size_t i = 0; i + sizeof key - 1 <= len; i++)
+    if (!memcmp(line + i, key, sizeof key - 1)) p = line + i + sizeof key - 1;
+  if (!p) return 0;
+  const char *end = p;
+  while (end < line + len && *end != ' ' && *end != '\t') end++;
+  while (p < end) {
+    const char *comma = memchr(p, ',', (size_t)(end - p));
+    const char *e = comma ? comma : end;
+    char name[256];
+    size_t l;
+    if (e == p || (size_t)(e - p) >= sizeof name || b->n_special == DT_BPE_MAX_SPECIALS)
+      return dt_error_set(err, "%s:1: malformed specials= (at most %d names, comma-separated)",
+                          path, DT_BPE_MAX_SPECIALS);
+    memcpy(name, p, (size_t)(e - p));
+    if (token_to_bytes(unicode_byte, name, (size_t)(e - p), &l))
+      return dt_error_set(err, "%s:1: a special token outside GPT-2's byte alphabet", path);
+    int32_t id = -1;
+    for (int32_t t = 0; t < b->n_vocab && id < 0; t++)
+      if (b->tok_off[t + 1] - b->tok_off[t] == l && !memcmp(b->tok_bytes + b->tok_off[t], name, l))
+        id = t;
+    if (id < 0)
+      return dt_error_set(err, "%s:1: special token \"%.*s\" is not in encoder.json", path,
+                          (int)l, name);
+    b->special[b->n_special++] = id;
+    p = comma ? comma + 1 : end;
+  }
+  return 0;
+}
+
 /* Parses vocab.bpe ("#version" line, then "A B" per line, rank = order). */
 static int load_merges(dt_bpe *b, const char *path, const int unicode_byte[512], dt_error *err) {
   size_t n;
   char *s = read_file(path, &n, err);
   if (!s) return -1;
+  if (n && s[0] == '#') {
+    char *nl = memchr(s, '\n', n);
+    if (parse_specials(b, path, s, nl ? (size_t)(nl - s) : n, unicode_byte, err)) {
+      free(s);
+      return -1;
+    }
+  }
   tok_index x;
   size_t slots = 1;
   while (slots < (size_t)b->n_vocab * 2) slots *= 2;
@@ -615,7 +677,9 @@ static int load_merges(dt_bpe *b, const char *path, const int unicode_byte[512],
   for (size_t k = 0; k < slots; k++) x.slot[k] = -1;
   for (int32_t id = 0; id < b->n_vocab; id++) {
     size_t len = b->tok_off[id + 1] - b->tok_off[id];
-    if (tok_find(b, &x, b->tok_bytes + b->tok_off[id], len) >= 0) continue; /* keep the first */
+    /* A special is never the result of a merge, even when a learned token
+     * has the same bytes; among equal tokens the first one is kept. */
+    if (is_special(b, id) || tok_find(b, &x, b->tok_bytes + b->tok_off[id], len) >= 0) continue;
     size_t k = hash_bytes((const uint8_t *)b->tok_bytes + b->tok_off[id], len) & x.mask;
     while (x.slot[k] >= 0) k = (k + 1) & x.mask;
     x.slot[k] = id;
@@ -665,8 +729,13 @@ static int load_merges(dt_bpe *b, const char *path, const int unicode_byte[512],
   return rc;
 }
 
-static void build_classes(dt_bpe *b) {
-  b->cls = dt_calloc(BMP, 1);
+/* The class table is the same for every tokenizer: built once, shared by
+ * every dt_bpe and by dt_bpe_piece_end (the trainer has no dt_bpe). */
+static uint8_t *class_table;
+static pthread_once_t class_once = PTHREAD_ONCE_INIT;
+
+static void build_classes(void) {
+  uint8_t *cls = dt_calloc(BMP, 1);
   const struct {
     const uint32_t (*r)[2];
     size_t n;
@@ -677,7 +746,17 @@ static void build_classes(dt_bpe *b) {
   for (size_t k = 0; k < DT_ARRAY_LEN(t); k++)
     for (size_t i = 0; i < t[k].n; i++)
       for (uint32_t cp = t[k].r[i][0]; cp <= t[k].r[i][1] && cp < BMP; cp++)
-        b->cls[cp] = (uint8_t)t[k].cl;
+        cls[cp] = (uint8_t)t[k].cl;
+  class_table = cls;
+}
+
+static const uint8_t *classes(void) {
+  pthread_once(&class_once, build_classes);
+  return class_table;
+}
+
+size_t dt_bpe_piece_end(const char *text, size_t len, size_t i) {
+  return next_piece(classes(), (const uint8_t *)text, i, len);
 }
 
 dt_bpe *dt_bpe_load(const char *dir, dt_error *err) {
@@ -701,13 +780,16 @@ dt_bpe *dt_bpe_load(const char *dir, dt_error *err) {
                    c);
       goto fail;
     }
-  if (b->eot < 0) {
-    dt_error_set(err, "%s: no <|endoftext|> token", path);
-    goto fail;
-  }
+  char enc_path[4096];
+  snprintf(enc_path, sizeof enc_path, "%s", path);
   snprintf(path, sizeof path, "%s/vocab.bpe", dir);
   if (load_merges(b, path, unicode_byte, err)) goto fail;
-  build_classes(b);
+  if (b->eot < 0) b->eot = dt_bpe_special(b, "<eos>"); /* dtrain's own tokenizers */
+  if (b->eot < 0) {
+    dt_error_set(err, "%s: no <|endoftext|> token (nor a special <eos>)", enc_path);
+    goto fail;
+  }
+  b->cls = classes();
   cache_reset(b, 1 << 16);
   return b;
 fail:
@@ -722,7 +804,6 @@ void dt_bpe_free(dt_bpe *b) {
   free(b->mkey);
   free(b->mrank);
   free(b->mid);
-  free(b->cls);
   free(b->cache);
   free(b->ckeys);
   free(b->cvals);

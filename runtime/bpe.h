@@ -10,6 +10,7 @@
 
 #define DT_BPE_GPT2_VOCAB 50257
 #define DT_BPE_GPT2_EOT 50256 /* <|endoftext|> */
+#define DT_BPE_MAX_SPECIALS 8
 
 typedef struct dt_bpe dt_bpe;
 
@@ -24,9 +25,22 @@ typedef struct dt_token_buf {
 dt_bpe *dt_bpe_load(const char *dir, dt_error *err);
 void dt_bpe_free(dt_bpe *b);
 
-/* Number of ids (50257 for GPT-2) and the id of <|endoftext|>. */
+/* Number of ids (50257 for GPT-2) and the id of <|endoftext|> (for a
+ * tokenizer without one, dtrain's trained ones: the special <eos>). */
 int dt_bpe_vocab_size(const dt_bpe *b);
 int32_t dt_bpe_eot(const dt_bpe *b);
+
+/* Special tokens: vocab.bpe's first line may name some ("#version: 0.2
+ * dtrain-bpe specials=<pad>,<bos>,<eos>", as bpetrain.c writes); they are
+ * ordinary entries of encoder.json that no merge ever produces, so text that
+ * spells "<pad>" encodes as text. The id of the special with these bytes, or
+ * -1 (always -1 for GPT-2's files, which name none). */
+int32_t dt_bpe_special(const dt_bpe *b, const char *name);
+
+/* GPT-2's pre-tokenizer alone: the end of the piece that starts at i < len
+ * (what dt_bpe_encode merges within). No tokenizer needed: the BPE trainer
+ * counts these pieces. */
+size_t dt_bpe_piece_end(const char *text, size_t len, size_t i);
 
 /* Encodes len bytes of text. Any bytes are accepted: GPT-2 works on bytes, so
  * invalid UTF-8 still encodes (each bad byte is one "other" character for the

@@ -107,6 +107,12 @@ static int shape_str(char *buf, size_t size, int ndims, const int64_t *dims) {
 /* Chunked + deflate(1) + shuffle along dim 0 when asked and worth it. */
 static hid_t make_dcpl(hid_t type, int ndims, const int64_t *dims, int compress) {
   hid_t dcpl = H5Pcreate(H5P_DATASET_CREATE);
+  /* No modification times in the object headers: the same data makes the
+   * same file, byte for byte (dtrain-prep's outputs are compared so). */
+  if (dcpl >= 0 && H5Pset_obj_track_times(dcpl, 0) < 0) {
+    H5Pclose(dcpl);
+    return -1;
+  }
   if (dcpl < 0 || !compress || ndims < 1 || dims[0] <= 0) return dcpl;
   size_t row_bytes = H5Tget_size(type);
   for (int i = 1; i < ndims; i++) row_bytes *= (size_t)dims[i];
