@@ -1,6 +1,12 @@
 /* gpt.c: GPT-2 as Hugging Face's GPT2LMHeadModel computes it (tanh GELU,
- * LayerNorm eps 1e-5, no dropout): token + learned position embeddings,
- * pre-LN blocks, a final LayerNorm and an LM head tied to the token table. */
+ * LayerNorm eps 1e-5): token + learned position embeddings, pre-LN blocks, a
+ * final LayerNorm and an LM head tied to the token table. Dropout
+ * ([model] dropout) as HF's embd_pdrop and resid_pdrop, on the embedding
+ * output and on each residual branch before its add; HF's attn_pdrop, on the
+ * attention probabilities, is not applied: the fused attention kernel keeps
+ * no probability matrix to drop from. Activation recompute
+ * ([train] recompute) trades a second forward of the MLP or of a whole block
+ * for the memory of its activations, with bit-identical gradients. */
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -24,21 +30,31 @@ enum {
 
 #define GPT_LN_EPS 1e-5f
 
-/* What one block keeps for the backward, each at (max_batch * max_t) rows. */
+/* [train] recompute: none keeps every activation; mlp keeps no MLP hidden
+ * (fch, fch_gelu: 8 of a block's 16 (BT,C)-sized tensors) and recomputes it
+ * from ln2 in backward; block keeps only each block's input res[l] and
+ * re-runs the block's forward before its backward. */
+enum { RC_NONE, RC_MLP, RC_BLOCK };
+
+/* What one block keeps for the backward, each at (max_batch * max_t) rows.
+ * Under recompute = block there is one set, shared by all blocks. */
 typedef struct gpt_block_acts {
   float *ln1, *ln1_mean, *ln1_rstd; /* (BT,C) (BT) (BT) */
   float *qkv;                       /* (BT,3C) */
   float *atty, *lse;                /* (BT,C) (B,NH,T) */
   float *mid;                       /* (BT,C) residual after attention */
   float *ln2, *ln2_mean, *ln2_rstd; /* (BT,C) (BT) (BT) */
-  float *fch, *fch_gelu;            /* (BT,4C) before and after GELU */
+  float *fch, *fch_gelu;            /* (BT,4C) before and after GELU; NULL unless none */
 } gpt_block_acts;
 
 typedef struct gpt {
   dt_model m;
   dt_param *table;
   int L, NH, C, V, maxT;     /* maxT: rows of wpe (model.block_size) */
-  gpt_block_acts *blk;       /* (L) */
+  int recompute;             /* RC_* */
+  float dropout;             /* [model] dropout */
+  gpt_block_acts *acts;      /* (nacts): L sets, or 1 under recompute = block */
+  int nacts;
   float **res;               /* (L+1) residual stream (BT,C): res[l] enters block l */
   float *lnf, *lnf_mean, *lnf_rstd; /* (BT,C) (BT) (BT) */
   float *logits, *dlogits;   /* (BT,V) */
@@ -46,68 +62,130 @@ typedef struct gpt {
   float *dres;               /* (BT,C) gradient of the residual stream */
   float *dqkv;               /* (BT,3C) */
   float *dfch;               /* (BT,4C) */
+  float *hbuf;               /* (BT,4C) the MLP hidden of the block at hand, unless none */
+  float *dbranch;            /* (BT,C) a residual branch's gradient through dropout */
   void *emb_ws;
+  /* this call's dropout: p (0 in evaluation) and the batch it draws masks for */
+  float drop_p;
+  const dt_batch *drop_b;
 } gpt;
 
 static int block_param(int l, int which) { return P_BLOCK0 + l * L_COUNT + which; }
 static int lnf_param(const gpt *G) { return P_BLOCK0 + G->L * L_COUNT; }
+static gpt_block_acts *blk(gpt *G, int l) { return &G->acts[G->nacts == 1 ? 0 : l]; }
 
 /* The LayerNorm that follows block l: ln_1 of the next block, or ln_f. */
 static int next_ln_param(const gpt *G, int l) {
   return l + 1 < G->L ? block_param(l + 1, L_LN1W) : lnf_param(G);
 }
 
-static void gpt_forward(gpt *G, const dt_batch *b) {
+/* ---- dropout sites: 0 the embedding output, 1 + 2l block l's attention
+ * projection, 2 + 2l its MLP output. Site s counts its elements from s << 44,
+ * each sequence from its index in the step's global batch (b->sample0 + i),
+ * so no two sites or sequences of a step share a counter while a step holds
+ * fewer than 2^44 elements per site (batch * seq_len * n_embd), and the
+ * backward and any recompute regenerate the forward's mask. ---- */
+
+static uint64_t drop_offset(const gpt *G, const dt_batch *b, int site) {
+  return ((uint64_t)site << 44) + (uint64_t)b->sample0 * (uint64_t)b->t * (uint64_t)G->C;
+}
+
+/* x (BT,C) = dropout(x) in place; nothing when not training or p = 0 */
+static void drop_forward(gpt *G, int site, float *x) {
+  const dt_batch *b = G->drop_b;
+  if (G->drop_p <= 0.0f) return;
+  G->m.be->k->dropout_forward(G->m.be->ctx, x, x, (size_t)b->n * b->t * G->C, G->drop_p,
+                              b->seed, drop_offset(G, b, site));
+}
+
+/* The gradient through site's dropout: into dbranch (dres must survive for
+ * the residual path), or dres itself when there is no dropout. */
+static const float *drop_backward(gpt *G, int site, const float *dres) {
+  const dt_batch *b = G->drop_b;
+  if (G->drop_p <= 0.0f) return dres;
+  G->m.be->k->dropout_backward(G->m.be->ctx, G->dbranch, dres, (size_t)b->n * b->t * G->C,
+                               G->drop_p, b->seed, drop_offset(G, b, site));
+  return G->dbranch;
+}
+
+#define W(i) dt_model_param(m, i)
+
+/* Block l from its ln1 (already normalised) to mid = res[l] + drop(attn) and
+ * ln2 = LN(mid): the forward, and under recompute = block its replay. */
+static void attn_forward(gpt *G, const dt_batch *b, int l) {
   dt_model *m = &G->m;
   const dt_kernels *k = m->be->k;
   void *ctx = m->be->ctx;
   const int BT = b->n * b->t, C = G->C, NH = G->NH, HS = C / NH;
-#define W(i) dt_model_param(m, i)
+  gpt_block_acts *a = blk(G, l);
+  int p = block_param(l, L_QKVW);
+  dt_model_fetch(m, p, 2);
+  k->linear_forward(ctx, a->qkv, a->ln1, W(p), W(p + 1), BT, C, 3 * C);
+  dt_model_release(m, p, 2);
+  k->attention_forward(ctx, a->atty, a->lse, a->qkv, a->qkv + C, a->qkv + 2 * C, b->n, b->t,
+                       b->t, NH, HS, 3 * C, 3 * C, 1, NULL, 1.0f / sqrtf((float)HS));
+  p = block_param(l, L_APROJW);
+  dt_model_fetch(m, p, 2);
+  k->linear_forward(ctx, G->scratch, a->atty, W(p), W(p + 1), BT, C, C);
+  dt_model_release(m, p, 2);
+  drop_forward(G, 1 + 2 * l, G->scratch);
+  p = block_param(l, L_LN2W);
+  dt_model_fetch(m, p, 2);
+  k->residual_layernorm_forward(ctx, a->mid, a->ln2, a->ln2_mean, a->ln2_rstd, G->res[l],
+                                G->scratch, W(p), W(p + 1), BT, C, GPT_LN_EPS);
+  dt_model_release(m, p, 2);
+}
+
+/* c_fc then GELU of block l's ln2: kept in fch/fch_gelu (none), or into hbuf
+ * with GELU in place. Returns the GELU output. */
+static float *mlp_hidden_forward(gpt *G, int BT, int l, int gelu) {
+  dt_model *m = &G->m;
+  const dt_kernels *k = m->be->k;
+  gpt_block_acts *a = blk(G, l);
+  const int C = G->C, p = block_param(l, L_FCW);
+  float *fch = a->fch ? a->fch : G->hbuf, *out = a->fch ? a->fch_gelu : G->hbuf;
+  dt_model_fetch(m, p, 2);
+  k->linear_forward(m->be->ctx, fch, a->ln2, W(p), W(p + 1), BT, C, 4 * C);
+  dt_model_release(m, p, 2);
+  if (gelu) k->act_forward(m->be->ctx, DT_ACT_GELU_TANH, out, fch, (size_t)BT * 4 * C);
+  return out;
+}
+
+static void gpt_forward(gpt *G, const dt_batch *b) {
+  dt_model *m = &G->m;
+  const dt_kernels *k = m->be->k;
+  void *ctx = m->be->ctx;
+  const int BT = b->n * b->t, C = G->C;
 
   dt_model_fetch(m, P_WTE, 2);
   k->embedding_forward(ctx, G->res[0], b->tokens, W(P_WTE), W(P_WPE), b->n, b->t, C, G->V);
   dt_model_release(m, P_WTE, 2);
+  drop_forward(G, 0, G->res[0]);
   int p = block_param(0, L_LN1W);
   dt_model_fetch(m, p, 2);
-  k->layernorm_forward(ctx, G->blk[0].ln1, G->blk[0].ln1_mean, G->blk[0].ln1_rstd, G->res[0],
+  k->layernorm_forward(ctx, blk(G, 0)->ln1, blk(G, 0)->ln1_mean, blk(G, 0)->ln1_rstd, G->res[0],
                        W(p), W(p + 1), BT, C, GPT_LN_EPS);
   dt_model_release(m, p, 2);
 
   for (int l = 0; l < G->L; l++) {
-    gpt_block_acts *a = &G->blk[l];
-    p = block_param(l, L_QKVW);
-    dt_model_fetch(m, p, 2);
-    k->linear_forward(ctx, a->qkv, a->ln1, W(p), W(p + 1), BT, C, 3 * C);
-    dt_model_release(m, p, 2);
-    k->attention_forward(ctx, a->atty, a->lse, a->qkv, a->qkv + C, a->qkv + 2 * C, b->n, b->t,
-                         b->t, NH, HS, 3 * C, 3 * C, 1, NULL, 1.0f / sqrtf((float)HS));
-    p = block_param(l, L_APROJW);
-    dt_model_fetch(m, p, 2);
-    k->linear_forward(ctx, G->scratch, a->atty, W(p), W(p + 1), BT, C, C);
-    dt_model_release(m, p, 2);
-    p = block_param(l, L_LN2W);
-    dt_model_fetch(m, p, 2);
-    k->residual_layernorm_forward(ctx, a->mid, a->ln2, a->ln2_mean, a->ln2_rstd, G->res[l],
-                                  G->scratch, W(p), W(p + 1), BT, C, GPT_LN_EPS);
-    dt_model_release(m, p, 2);
-    p = block_param(l, L_FCW);
-    dt_model_fetch(m, p, 2);
-    k->linear_forward(ctx, a->fch, a->ln2, W(p), W(p + 1), BT, C, 4 * C);
-    dt_model_release(m, p, 2);
-    k->act_forward(ctx, DT_ACT_GELU_TANH, a->fch_gelu, a->fch, (size_t)BT * 4 * C);
+    attn_forward(G, b, l);
+    const float *h = mlp_hidden_forward(G, BT, l, 1);
     p = block_param(l, L_MPROJW);
     dt_model_fetch(m, p, 2);
-    k->linear_forward(ctx, G->scratch, a->fch_gelu, W(p), W(p + 1), BT, 4 * C, C);
+    k->linear_forward(ctx, G->scratch, h, W(p), W(p + 1), BT, 4 * C, C);
     dt_model_release(m, p, 2);
-    /* the second residual add is fused with the LayerNorm that follows it */
+    drop_forward(G, 2 + 2 * l, G->scratch);
+    /* the second residual add is fused with the LayerNorm that follows it;
+     * under recompute = block the next ln1 lands in the one shared set,
+     * whose ln1 this block has finished with */
     int last = l + 1 == G->L;
-    float *ln = last ? G->lnf : G->blk[l + 1].ln1;
-    float *mean = last ? G->lnf_mean : G->blk[l + 1].ln1_mean;
-    float *rstd = last ? G->lnf_rstd : G->blk[l + 1].ln1_rstd;
+    gpt_block_acts *nx = last ? NULL : blk(G, l + 1);
     p = next_ln_param(G, l);
     dt_model_fetch(m, p, 2);
-    k->residual_layernorm_forward(ctx, G->res[l + 1], ln, mean, rstd, a->mid, G->scratch, W(p),
-                                  W(p + 1), BT, C, GPT_LN_EPS);
+    k->residual_layernorm_forward(ctx, G->res[l + 1], last ? G->lnf : nx->ln1,
+                                  last ? G->lnf_mean : nx->ln1_mean,
+                                  last ? G->lnf_rstd : nx->ln1_rstd, blk(G, l)->mid, G->scratch,
+                                  W(p), W(p + 1), BT, C, GPT_LN_EPS);
     dt_model_release(m, p, 2);
   }
 
@@ -115,7 +193,47 @@ static void gpt_forward(gpt *G, const dt_batch *b) {
   dt_model_fetch(m, P_WTE, 1);
   k->linear_forward(ctx, G->logits, G->lnf, W(P_WTE), NULL, BT, C, G->V);
   dt_model_release(m, P_WTE, 1);
-#undef W
+}
+
+#define GW(i) (m->g + G->table[i].offset)
+#define READY2(i) dt_model_grad_ready(m, i), dt_model_grad_ready(m, (i) + 1)
+
+/* The MLP of block l backward: dres is d res[l+1]; leaves d ln2 in dln.
+ * Without a kept hidden, c_proj's backward is split around the hidden's
+ * recompute so one (BT,4C) buffer serves: d gelu-out = dout @ W needs no
+ * hidden, GELU's backward needs fch, then GELU in place gives the input of
+ * c_proj's weight gradient. The GEMMs are the ones of the single call, so
+ * the bits are too. */
+static void mlp_backward(gpt *G, int BT, int l, const float *dres, float *dln) {
+  dt_model *m = &G->m;
+  const dt_kernels *k = m->be->k;
+  void *ctx = m->be->ctx;
+  gpt_block_acts *a = blk(G, l);
+  const int C = G->C;
+  const size_t n4 = (size_t)BT * 4 * C;
+  const float *dout = drop_backward(G, 2 + 2 * l, dres);
+  int p = block_param(l, L_MPROJW);
+  if (a->fch) {
+    dt_model_fetch(m, p, 2);
+    k->linear_backward(ctx, G->dfch, GW(p), GW(p + 1), dout, a->fch_gelu, W(p), BT, 4 * C, C);
+    dt_model_release(m, p, 2);
+    READY2(p);
+    k->act_backward(ctx, DT_ACT_GELU_TANH, G->dfch, G->dfch, a->fch, n4);
+  } else {
+    mlp_hidden_forward(G, BT, l, 0); /* hbuf = fch */
+    dt_model_fetch(m, p, 2);
+    k->linear_backward(ctx, G->dfch, NULL, NULL, dout, NULL, W(p), BT, 4 * C, C);
+    dt_model_release(m, p, 2);
+    k->act_backward(ctx, DT_ACT_GELU_TANH, G->dfch, G->dfch, G->hbuf, n4);
+    k->act_forward(ctx, DT_ACT_GELU_TANH, G->hbuf, G->hbuf, n4);
+    k->linear_backward(ctx, NULL, GW(p), GW(p + 1), dout, G->hbuf, NULL, BT, 4 * C, C);
+    READY2(p);
+  }
+  p = block_param(l, L_FCW);
+  dt_model_fetch(m, p, 2);
+  k->linear_backward(ctx, dln, GW(p), GW(p + 1), G->dfch, a->ln2, W(p), BT, C, 4 * C);
+  dt_model_release(m, p, 2);
+  READY2(p);
 }
 
 /* Parameter gradients accumulate into m->g; each parameter is announced
@@ -125,11 +243,6 @@ static void gpt_backward(gpt *G, const dt_batch *b) {
   const dt_kernels *k = m->be->k;
   void *ctx = m->be->ctx;
   const int BT = b->n * b->t, C = G->C, NH = G->NH, HS = C / NH;
-  float *g = m->g;
-  const dt_param *t = G->table;
-#define W(i) dt_model_param(m, i)
-#define GW(i) (g + t[i].offset)
-#define READY2(i) dt_model_grad_ready(m, i), dt_model_grad_ready(m, (i) + 1)
   float *dln = G->scratch, *dres = G->dres;
 
   /* LM head: wte's gradient is not final until the embedding's backward */
@@ -145,19 +258,19 @@ static void gpt_backward(gpt *G, const dt_batch *b) {
   READY2(p);
 
   for (int l = G->L - 1; l >= 0; l--) {
-    gpt_block_acts *a = &G->blk[l];
+    gpt_block_acts *a = blk(G, l);
+    if (G->recompute == RC_BLOCK) {
+      /* replay the block up to ln2 from res[l]; layernorm_forward of res[l]
+       * gives the bits the fused residual+LayerNorm gave in the forward */
+      p = block_param(l, L_LN1W);
+      dt_model_fetch(m, p, 2);
+      k->layernorm_forward(ctx, a->ln1, a->ln1_mean, a->ln1_rstd, G->res[l], W(p), W(p + 1),
+                           BT, C, GPT_LN_EPS);
+      dt_model_release(m, p, 2);
+      attn_forward(G, b, l);
+    }
     /* dres is d res[l+1] = d mid + d (mlp output) */
-    p = block_param(l, L_MPROJW);
-    dt_model_fetch(m, p, 2);
-    k->linear_backward(ctx, G->dfch, GW(p), GW(p + 1), dres, a->fch_gelu, W(p), BT, 4 * C, C);
-    dt_model_release(m, p, 2);
-    READY2(p);
-    k->act_backward(ctx, DT_ACT_GELU_TANH, G->dfch, G->dfch, a->fch, (size_t)BT * 4 * C);
-    p = block_param(l, L_FCW);
-    dt_model_fetch(m, p, 2);
-    k->linear_backward(ctx, dln, GW(p), GW(p + 1), G->dfch, a->ln2, W(p), BT, C, 4 * C);
-    dt_model_release(m, p, 2);
-    READY2(p);
+    mlp_backward(G, BT, l, dres, dln);
     p = block_param(l, L_LN2W);
     dt_model_fetch(m, p, 2);
     k->layernorm_backward(ctx, dres, GW(p), GW(p + 1), dln, a->mid, W(p), a->ln2_mean,
@@ -165,9 +278,10 @@ static void gpt_backward(gpt *G, const dt_batch *b) {
     dt_model_release(m, p, 2);
     READY2(p);
     /* dres is now d mid = d res[l] + d (attention output) */
+    const float *dout = drop_backward(G, 1 + 2 * l, dres);
     p = block_param(l, L_APROJW);
     dt_model_fetch(m, p, 2);
-    k->linear_backward(ctx, dln, GW(p), GW(p + 1), dres, a->atty, W(p), BT, C, C);
+    k->linear_backward(ctx, dln, GW(p), GW(p + 1), dout, a->atty, W(p), BT, C, C);
     dt_model_release(m, p, 2);
     READY2(p);
     k->attention_backward(ctx, G->dqkv, G->dqkv + C, G->dqkv + 2 * C, dln, a->qkv, a->qkv + C,
@@ -186,15 +300,19 @@ static void gpt_backward(gpt *G, const dt_batch *b) {
     READY2(p);
   }
 
-  /* dres is d res[0]: the embeddings need no parameter reads */
+  /* dres is d res[0], through the embedding dropout (in place: dres is
+   * done with after this); the embeddings need no parameter reads */
+  if (G->drop_p > 0.0f)
+    k->dropout_backward(ctx, dres, dres, (size_t)BT * C, G->drop_p, b->seed,
+                        drop_offset(G, b, 0));
   k->embedding_backward(ctx, GW(P_WTE), GW(P_WPE), dres, b->tokens, b->n, b->t, C, G->V,
                         G->emb_ws);
   dt_model_grad_ready(m, P_WPE);
   dt_model_grad_ready(m, P_WTE);
+}
 #undef READY2
 #undef GW
 #undef W
-}
 
 static const float *gpt_forward_backward(dt_model *m, const dt_batch *b, float *losses,
                                          float dscale) {
@@ -205,10 +323,14 @@ static const float *gpt_forward_backward(dt_model *m, const dt_batch *b, float *
     dt_die_user("gpt: a micro-batch of %d x %d tokens does not fit the model built for %d x %d "
                 "([train] micro_batch_size, [train] seq_len, [model] block_size = %d)",
                 b->n, b->t, m->max_batch, m->max_t, G->maxT);
+  /* evaluation (dscale 0) sees the whole network, as model.eval() does */
+  G->drop_p = dscale != 0.0f ? G->dropout : 0.0f;
+  G->drop_b = b;
   gpt_forward(G, b);
   m->be->k->softmax_xent(m->be->ctx, losses, dscale != 0.0f ? G->dlogits : NULL, G->logits, b->y,
                          b->n * b->t, G->V, dscale);
   if (dscale != 0.0f) gpt_backward(G, b);
+  G->drop_b = NULL;
   return G->logits;
 }
 
@@ -238,18 +360,20 @@ static void gpt_init(dt_model *m, float *host_p, uint64_t seed) {
 static void gpt_destroy(dt_model *m) {
   gpt *G = (gpt *)m;
   dt_backend_t be = m->be;
-  for (int l = 0; l < G->L; l++) {
-    gpt_block_acts *a = &G->blk[l];
+  for (int l = 0; l < G->nacts; l++) {
+    gpt_block_acts *a = &G->acts[l];
     float *bufs[] = {a->ln1, a->ln1_mean, a->ln1_rstd, a->qkv, a->atty, a->lse, a->mid, a->ln2,
                      a->ln2_mean, a->ln2_rstd, a->fch, a->fch_gelu};
-    for (size_t i = 0; i < DT_ARRAY_LEN(bufs); i++) be->free(be, bufs[i]);
+    for (size_t i = 0; i < DT_ARRAY_LEN(bufs); i++)
+      if (bufs[i]) be->free(be, bufs[i]);
   }
   for (int l = 0; l <= G->L; l++) be->free(be, G->res[l]);
-  float *bufs[] = {G->lnf, G->lnf_mean, G->lnf_rstd, G->logits, G->dlogits,
-                   G->scratch, G->dres, G->dqkv, G->dfch, m->g};
-  for (size_t i = 0; i < DT_ARRAY_LEN(bufs); i++) be->free(be, bufs[i]);
+  float *bufs[] = {G->lnf,  G->lnf_mean, G->lnf_rstd, G->logits, G->dlogits, G->scratch,
+                   G->dres, G->dqkv,     G->dfch,     G->hbuf,   G->dbranch,  m->g};
+  for (size_t i = 0; i < DT_ARRAY_LEN(bufs); i++)
+    if (bufs[i]) be->free(be, bufs[i]);
   if (G->emb_ws) be->free(be, G->emb_ws);
-  free(G->blk);
+  free(G->acts);
   free(G->res);
   free(G->table);
   free(G);
@@ -295,13 +419,18 @@ static void build_table(gpt *G) {
   G->m.nparams_total = total;
 }
 
+static int recompute_mode(const char *s) {
+  if (!strcmp(s, "none")) return RC_NONE;
+  if (!strcmp(s, "mlp")) return RC_MLP;
+  return !strcmp(s, "block") ? RC_BLOCK : -1;
+}
+
 static int check_config(const dt_config *cfg, int max_batch, dt_error *err) {
-  if (cfg->model_dropout > 0)
-    return dt_error_set(err, "[model] dropout = %g: dropout is not built yet for gpt (only 0)",
-                        cfg->model_dropout);
-  if (strcmp(cfg->train_recompute, "none") != 0)
-    return dt_error_set(err, "[train] recompute = %s: activation recomputation is not built yet "
-                        "for gpt (only none)", cfg->train_recompute);
+  if (!(cfg->model_dropout >= 0 && cfg->model_dropout < 1))
+    return dt_error_set(err, "[model] dropout = %g: must be in [0, 1)", cfg->model_dropout);
+  if (recompute_mode(cfg->train_recompute) < 0)
+    return dt_error_set(err, "[train] recompute = %s: must be none, mlp or block",
+                        cfg->train_recompute);
   if (cfg->model_n_embd % cfg->model_n_head != 0)
     return dt_error_set(err, "[model] n_head = %ld does not divide [model] n_embd = %ld",
                         cfg->model_n_head, cfg->model_n_embd);
@@ -313,6 +442,12 @@ static int check_config(const dt_config *cfg, int max_batch, dt_error *err) {
                         cfg->train_seq_len, cfg->model_block_size);
   if (max_batch < 1) return dt_error_set(err, "gpt: micro-batch size must be at least 1");
   long T = cfg->train_seq_len ? cfg->train_seq_len : cfg->model_block_size;
+  /* each dropout site numbers a step's elements from its own 2^44 range */
+  if (cfg->model_dropout > 0 &&
+      (double)cfg->train_batch_size * (double)T * (double)cfg->model_n_embd >= 17592186044416.0)
+    return dt_error_set(err, "[model] dropout = %g: a step of [train] batch_size = %ld x %ld "
+                        "tokens x n_embd %ld has 2^44 elements or more per dropout site",
+                        cfg->model_dropout, cfg->train_batch_size, T, cfg->model_n_embd);
   /* the kernels take row counts (n*t) and widths (4C, V) as int */
   double rows = (double)max_batch * (double)T;
   if (rows * 4.0 * (double)cfg->model_n_embd > 2147483647.0)
@@ -343,11 +478,14 @@ dt_model *dt_gpt_create(const dt_config *cfg, dt_backend_t be, int max_batch, dt
   be->memset0(be, m->g, m->nparams_total * sizeof(float));
 
   const size_t BT = (size_t)max_batch * (size_t)m->max_t, C = (size_t)G->C;
-  G->blk = dt_calloc((size_t)G->L, sizeof *G->blk);
+  G->recompute = recompute_mode(cfg->train_recompute);
+  G->dropout = (float)cfg->model_dropout;
+  G->nacts = G->recompute == RC_BLOCK ? 1 : G->L;
+  G->acts = dt_calloc((size_t)G->nacts, sizeof *G->acts);
   G->res = dt_calloc((size_t)G->L + 1, sizeof *G->res);
   for (int l = 0; l <= G->L; l++) G->res[l] = act_alloc(m, BT * C);
-  for (int l = 0; l < G->L; l++) {
-    gpt_block_acts *a = &G->blk[l];
+  for (int l = 0; l < G->nacts; l++) {
+    gpt_block_acts *a = &G->acts[l];
     a->ln1 = act_alloc(m, BT * C);
     a->ln1_mean = act_alloc(m, BT);
     a->ln1_rstd = act_alloc(m, BT);
@@ -358,9 +496,13 @@ dt_model *dt_gpt_create(const dt_config *cfg, dt_backend_t be, int max_batch, dt
     a->ln2 = act_alloc(m, BT * C);
     a->ln2_mean = act_alloc(m, BT);
     a->ln2_rstd = act_alloc(m, BT);
-    a->fch = act_alloc(m, BT * 4 * C);
-    a->fch_gelu = act_alloc(m, BT * 4 * C);
+    if (G->recompute == RC_NONE) {
+      a->fch = act_alloc(m, BT * 4 * C);
+      a->fch_gelu = act_alloc(m, BT * 4 * C);
+    }
   }
+  if (G->recompute != RC_NONE) G->hbuf = act_alloc(m, BT * 4 * C);
+  if (G->dropout > 0.0f) G->dbranch = act_alloc(m, BT * C);
   G->lnf = act_alloc(m, BT * C);
   G->lnf_mean = act_alloc(m, BT);
   G->lnf_rstd = act_alloc(m, BT);

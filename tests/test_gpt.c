@@ -1,7 +1,10 @@
 /* test_gpt.c: models/gpt.c on the CPU against Hugging Face's GPT2LMHeadModel
  * (tests/fixtures/gpt2_tiny.h5, written by tests/oracle/make_gpt2_fixture.py):
  * logits, loss, every gradient and one AdamW step; the same results through
- * ZeRO-3 style fetch/release hooks; gradients final when announced ready; and
+ * ZeRO-3 style fetch/release hooks; gradients final when announced ready;
+ * recompute = mlp and block bit-identical to none (with and without dropout,
+ * plain and through the hooks) on less activation memory; dropout's training
+ * gradients against central differences, its evaluation equal to none; and
  * the clear errors for configs the model cannot take.
  * Usage: test_gpt FIXTURE.h5 */
 #include <math.h>
@@ -214,18 +217,18 @@ static void check_bad_configs(const fixture *fx, dt_backend_t be) {
   dt_error err;
   static const struct { const char *what, *key; } cases[] = {
       {"n_head not dividing n_embd", "[model] n_head"},
-      {"dropout > 0", "[model] dropout"},
-      {"recompute = block", "[train] recompute"},
-      {"recompute = mlp", "[train] recompute"},
+      {"dropout = 1", "[model] dropout"},
+      {"recompute = all", "[train] recompute"},
+      {"dropout, 2^44 elements a step", "[model] dropout"},
       {"seq_len > block_size", "[train] seq_len"},
   };
   for (size_t c = 0; c < DT_ARRAY_LEN(cases); c++) {
     fixture_config(fx, &cfg);
     switch (c) {
       case 0: cfg.model_n_head = 5; break;
-      case 1: cfg.model_dropout = 0.1; break;
-      case 2: snprintf(cfg.train_recompute, DT_STR, "block"); break;
-      case 3: snprintf(cfg.train_recompute, DT_STR, "mlp"); break;
+      case 1: cfg.model_dropout = 1.0; break;
+      case 2: snprintf(cfg.train_recompute, DT_STR, "all"); break;
+      case 3: cfg.model_dropout = 0.1, cfg.train_batch_size = 1L << 40; break;
       case 4: cfg.train_seq_len = cfg.model_block_size + 1; break;
     }
     err.msg[0] = '\0';
@@ -243,6 +246,223 @@ static const float *run_batch(dt_model *m, const fixture *fx, float *losses) {
   memset(m->g, 0, n * sizeof(float));
   dt_batch b = {.n = fx->B, .t = fx->T, .tokens = fx->tokens, .y = fx->targets};
   return m->forward_backward(m, &b, losses, 1.0f / (float)(fx->B * fx->T));
+}
+
+/* ---- recompute and dropout ---- */
+
+/* What a recompute = none run gave, for the other modes to match bit for bit. */
+typedef struct ref_run {
+  float *logits, *losses, *g;
+  size_t act_bytes;
+} ref_run;
+
+static dt_model *build(const fixture *fx, dt_backend_t be, const char *recompute, double dropout,
+                       float *p) {
+  dt_config cfg;
+  dt_error err;
+  fixture_config(fx, &cfg);
+  snprintf(cfg.train_recompute, DT_STR, "%s", recompute);
+  cfg.model_dropout = dropout;
+  dt_model *m = dt_model_create(&cfg, be, fx->B, &err);
+  if (!m) printf("FAIL build recompute=%s dropout=%g: %s\n", recompute, dropout, err.msg);
+  else m->p = p;
+  return m;
+}
+
+/* One training forward/backward of the fixture batch with dropout seed. */
+static const float *run_seeded(dt_model *m, const fixture *fx, float *losses, uint64_t seed) {
+  memset(m->g, 0, m->nparams_total * sizeof(float));
+  dt_batch b = {.n = fx->B, .t = fx->T, .tokens = fx->tokens, .y = fx->targets, .seed = seed};
+  return m->forward_backward(m, &b, losses, 1.0f / (float)(fx->B * fx->T));
+}
+
+static ref_run ref_take(const dt_model *m, const fixture *fx, const float *logits,
+                        const float *losses) {
+  size_t BT = (size_t)fx->B * fx->T, n = m->nparams_total;
+  ref_run r = {malloc(BT * fx->V * sizeof(float)), malloc(BT * sizeof(float)),
+               malloc(n * sizeof(float)), m->activation_bytes};
+  memcpy(r.logits, logits, BT * fx->V * sizeof(float));
+  memcpy(r.losses, losses, BT * sizeof(float));
+  memcpy(r.g, m->g, n * sizeof(float));
+  return r;
+}
+static void ref_free(ref_run *r) { free(r->logits), free(r->losses), free(r->g); }
+
+static int same_run(const dt_model *m, const fixture *fx, const float *logits,
+                    const float *losses, const ref_run *r) {
+  size_t BT = (size_t)fx->B * fx->T;
+  return memcmp(logits, r->logits, BT * fx->V * sizeof(float)) == 0 &&
+         memcmp(losses, r->losses, BT * sizeof(float)) == 0 &&
+         memcmp(m->g, r->g, m->nparams_total * sizeof(float)) == 0;
+}
+
+/* recompute = mode against none (ref, same dropout and seed): logits, losses
+ * and every gradient bit-identical, each gradient announced once and final
+ * when announced, and the same again through ZeRO-3 hooks whose fetches
+ * (the recompute's too) stay balanced and unnested. */
+static void check_recompute(const fixture *fx, dt_backend_t be, const char *mode, double dropout,
+                            uint64_t seed, float *p, const ref_run *ref, size_t *act_bytes) {
+  dt_model *m = build(fx, be, mode, dropout, p);
+  if (!m) {
+    g_fail++;
+    return;
+  }
+  *act_bytes = m->activation_bytes;
+  size_t BT = (size_t)fx->B * fx->T, n = m->nparams_total;
+  float *losses = calloc(BT, sizeof(float));
+  ready_log rl = {m, calloc((size_t)m->nparams, sizeof(int)), calloc(n, sizeof(float))};
+  m->grad_hook = on_ready;
+  m->grad_hook_ctx = &rl;
+  const float *logits = run_seeded(m, fx, losses, seed);
+  int once = 1, final = 1;
+  for (int i = 0; i < m->nparams; i++) {
+    const dt_param *q = &m->params[i];
+    once &= rl.calls[i] == 1;
+    final &= memcmp(rl.snapshot + q->offset, m->g + q->offset, q->count * sizeof(float)) == 0;
+  }
+  CHECK(same_run(m, fx, logits, losses, ref) && once && final,
+        "recompute=%-5s dropout=%g: logits, losses, gradients bit-identical to none; "
+        "each announced once, final", mode, dropout);
+  m->grad_hook = NULL;
+
+  zero3 z = {.m = m, .shard = p};
+  z.ptr = calloc((size_t)m->nparams, sizeof(float *));
+  z.live = calloc((size_t)m->nparams, sizeof(int));
+  m->p = NULL;
+  m->param_ptr = z.ptr;
+  m->param_fetch = z3_fetch;
+  m->param_release = z3_release;
+  m->param_hook_ctx = &z;
+  logits = run_seeded(m, fx, losses, seed);
+  int balanced = !z.bad && z.fetches > 0;
+  for (int i = 0; i < m->nparams; i++) balanced &= z.live[i] == 0;
+  CHECK(balanced && same_run(m, fx, logits, losses, ref),
+        "recompute=%-5s dropout=%g: zero-3 %d fetches balanced, unnested; bit-identical", mode,
+        dropout, z.fetches);
+  for (int i = 0; i < z.nslots; i++) free(z.slots[i]);
+  free(z.slots), free(z.ptr), free(z.live), free(rl.calls), free(rl.snapshot), free(losses);
+  dt_model_destroy(m);
+}
+
+static void check_recompute_modes(const fixture *fx, dt_backend_t be, float *p) {
+  static const double drops[] = {0.0, 0.2};
+  for (size_t d = 0; d < DT_ARRAY_LEN(drops); d++) {
+    dt_model *m = build(fx, be, "none", drops[d], p);
+    if (!m) {
+      g_fail++;
+      return;
+    }
+    size_t BT = (size_t)fx->B * fx->T;
+    float *losses = calloc(BT, sizeof(float));
+    const float *logits = run_seeded(m, fx, losses, 99);
+    ref_run ref = ref_take(m, fx, logits, losses);
+    size_t bytes_mlp = 0, bytes_block = 0;
+    check_recompute(fx, be, "mlp", drops[d], 99, p, &ref, &bytes_mlp);
+    check_recompute(fx, be, "block", drops[d], 99, p, &ref, &bytes_block);
+    CHECK(bytes_block < bytes_mlp && bytes_mlp < ref.act_bytes,
+          "activation bytes (dropout=%g): none %zu > mlp %zu > block %zu", drops[d],
+          ref.act_bytes, bytes_mlp, bytes_block);
+    ref_free(&ref);
+    free(losses);
+    dt_model_destroy(m);
+  }
+}
+
+/* The training loss dscale * sum(losses) with dropout on (seed fixed, so
+ * a deterministic function of the weights), summed in double. */
+static double train_loss(dt_model *m, const fixture *fx, float *losses, uint64_t seed) {
+  size_t BT = (size_t)fx->B * fx->T;
+  run_seeded(m, fx, losses, seed);
+  double s = 0;
+  for (size_t i = 0; i < BT; i++) s += losses[i];
+  return s / (double)BT;
+}
+
+/* Dropout: evaluation ignores it; training changes the loss, repeats with
+ * the same seed, differs with another; the masks follow sample0 + i, so a
+ * batch cut into two micro-batches drops the same elements; and central
+ * finite differences of the training loss match the gradients. */
+static void check_dropout(const fixture *fx, dt_backend_t be, float *p) {
+  const double P = 0.2;
+  const uint64_t seed = 4242;
+  size_t BT = (size_t)fx->B * fx->T, V = (size_t)fx->V;
+  dt_model *m0 = build(fx, be, "none", 0.0, p), *m = build(fx, be, "none", P, p);
+  if (!m0 || !m) {
+    g_fail++;
+    dt_model_destroy(m0), dt_model_destroy(m);
+    return;
+  }
+  size_t n = m->nparams_total;
+  float *l0 = calloc(BT, sizeof(float)), *l1 = calloc(BT, sizeof(float));
+  float *lg0 = malloc(BT * V * sizeof(float));
+  dt_batch b = {.n = fx->B, .t = fx->T, .tokens = fx->tokens, .y = fx->targets, .seed = seed};
+  memcpy(lg0, m0->forward_backward(m0, &b, l0, 0.0f), BT * V * sizeof(float));
+  const float *lg1 = m->forward_backward(m, &b, l1, 0.0f);
+  CHECK(memcmp(lg0, lg1, BT * V * sizeof(float)) == 0 && memcmp(l0, l1, BT * sizeof(float)) == 0,
+        "dropout=%g: evaluation (dscale 0) bit-identical to dropout=0", P);
+
+  double plain = train_loss(m0, fx, l0, seed), dropped = train_loss(m, fx, l1, seed);
+  float *g1 = malloc(n * sizeof(float));
+  memcpy(g1, m->g, n * sizeof(float));
+  double again = train_loss(m, fx, l1, seed);
+  int same_g = memcmp(g1, m->g, n * sizeof(float)) == 0;
+  double other = train_loss(m, fx, l1, seed + 1);
+  CHECK(dropped != plain && again == dropped && same_g && other != dropped,
+        "dropout=%g: training loss %.6f (no dropout %.6f), same seed same bits, seed+1 %.6f", P,
+        dropped, plain, other);
+
+  /* two micro-batches of one sequence each, sample0 = 0 and 1 */
+  train_loss(m, fx, l1, seed);
+  float *lsplit = calloc(BT, sizeof(float));
+  for (int s = 0; s < fx->B; s++) {
+    dt_batch bs = {.n = 1, .t = fx->T, .tokens = fx->tokens + s * fx->T,
+                   .y = fx->targets + s * fx->T, .seed = seed, .sample0 = s};
+    m->forward_backward(m, &bs, lsplit + (size_t)s * fx->T, 1.0f);
+  }
+  worst w = compare(lsplit, l1, BT, 1e-6, 1e-6);
+  CHECK(w.excess <= 0, "dropout=%g: masks follow the sequence, not the micro-batch (max|diff| "
+        "%.3g)", P, w.absdiff);
+  free(lsplit);
+
+  /* finite differences on the largest-gradient element of a few tensors */
+  train_loss(m, fx, l1, seed);
+  memcpy(g1, m->g, n * sizeof(float));
+  static const char *names[] = {"wte.weight", "wpe.weight", "h.0.attn.c_attn.weight",
+                                "h.0.attn.c_proj.bias", "h.0.mlp.c_fc.weight",
+                                "h.1.mlp.c_proj.weight", "h.1.ln_2.weight", "ln_f.bias"};
+  const float h = 1e-2f;
+  int fd_ok = 1;
+  double worst_rel = 0;
+  for (size_t t = 0; t < DT_ARRAY_LEN(names); t++) {
+    int i = dt_model_find_param(m, names[t]);
+    if (i < 0) {
+      fd_ok = 0;
+      printf("     no parameter %s\n", names[t]);
+      continue;
+    }
+    const dt_param *q = &m->params[i];
+    size_t j = q->offset;
+    for (size_t e = q->offset; e < q->offset + q->count; e++)
+      if (fabsf(g1[e]) > fabsf(g1[j])) j = e;
+    float w0 = p[j];
+    p[j] = w0 + h;
+    double fp = train_loss(m, fx, l1, seed);
+    p[j] = w0 - h;
+    double fm = train_loss(m, fx, l1, seed);
+    p[j] = w0;
+    double fd = (fp - fm) / (2.0 * (double)h), an = g1[j];
+    double rel = fabs(fd - an) / (fabs(an) + 1e-4);
+    if (rel > worst_rel) worst_rel = rel;
+    if (fabs(fd - an) > 1e-4 + 2e-2 * fabs(an)) {
+      fd_ok = 0;
+      printf("     %s[%zu]: finite difference %.6g vs gradient %.6g\n", names[t], j - q->offset,
+             fd, an);
+    }
+  }
+  CHECK(fd_ok, "dropout=%g: training gradients match central differences on %zu parameters "
+        "(worst relative %.2g)", P, DT_ARRAY_LEN(names), worst_rel);
+  free(l0), free(l1), free(lg0), free(g1);
+  dt_model_destroy(m0), dt_model_destroy(m);
 }
 
 int main(int argc, char **argv) {
@@ -422,6 +642,10 @@ int main(int argc, char **argv) {
   printf("# worst |diff|: logits %.3g, loss %.3g, gradients %.3g, AdamW weights %.3g\n",
          worst_logit, fabs(mean - fx.loss), worst_grad, worst_upd);
   check_bad_configs(&fx, be);
+
+  memcpy(p, fx.weights, n * sizeof(float));
+  check_recompute_modes(&fx, be, p);
+  check_dropout(&fx, be, p);
 
   for (int i = 0; i < z.nslots; i++) free(z.slots[i]);
   free(z.slots), free(z.ptr), free(z.live);

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # GPT end to end on the CPU: a tiny GPT on the Web of Science token shards
-# learns (validation loss falls), resumes bit for bit, and trains the same
-# with data parallelism (dp=2 at ZeRO 1 and 3) as in one process.
+# learns (validation loss falls), resumes bit for bit (with dropout too),
+# gives the same bits under activation recompute, and trains the same with
+# data parallelism (dp=2 at ZeRO 1 and 3, and with dropout) as in one process.
 . "$(dirname "$0")/e2e_common.sh"
 if [ ! -d "$DATA/wos" ] || [ ! -d "$DATA/gpt2-tokenizer" ]; then
   echo "no wos/ or gpt2-tokenizer/ in $DATA; skipping"; exit 77
@@ -38,6 +39,33 @@ jsonl_field "$TMP/a/metrics.jsonl" train loss | awk '$1>10' >"$TMP/a.loss"
 jsonl_field "$TMP/b/metrics.jsonl" train loss >"$TMP/b.loss"
 check "GPT resumed at step 10: steps 11..20 bit-identical" diff "$TMP/a.loss" "$TMP/b.loss"
 
+# activation recompute changes no bit of the gradients, so neither the losses
+jsonl_field "$TMP/a/metrics.jsonl" train loss >"$TMP/a-all.loss"
+for rc in mlp block; do
+  "$D" "$cfg" "${common[@]}" train.max_steps=20 checkpoint.every=0 train.recompute=$rc \
+    log.dir="$TMP/rc-$rc" >"$TMP/rc-$rc.log" 2>&1
+  check "GPT recompute=$rc exits 0" test $? -eq 0
+  jsonl_field "$TMP/rc-$rc/metrics.jsonl" train loss >"$TMP/rc-$rc.loss"
+  check "GPT recompute=$rc: 20 losses bit-identical to recompute=none" \
+    diff "$TMP/a-all.loss" "$TMP/rc-$rc.loss"
+done
+
+# dropout: the masks are a function of (train.seed, step, sequence), so a
+# resumed run drops what the straight one did (and dp=2 what one process
+# did, below)
+"$D" "$cfg" "${common[@]}" model.dropout=0.1 train.max_steps=20 checkpoint.every=10 \
+  checkpoint.keep=0 log.dir="$TMP/da" >"$TMP/da.log" 2>&1
+check "GPT dropout=0.1 trains 20 steps" test $? -eq 0
+"$D" "$cfg" "${common[@]}" model.dropout=0.1 train.max_steps=20 checkpoint.every=0 \
+  checkpoint.resume="$TMP/da/checkpoints/step_00000010" log.dir="$TMP/db" >"$TMP/db.log" 2>&1
+check "GPT dropout resume exits 0" test $? -eq 0
+jsonl_field "$TMP/da/metrics.jsonl" train loss | awk '$1>10' >"$TMP/da.loss"
+jsonl_field "$TMP/db/metrics.jsonl" train loss >"$TMP/db.loss"
+check "GPT dropout resumed at step 10: steps 11..20 bit-identical" \
+  diff "$TMP/da.loss" "$TMP/db.loss"
+check "GPT dropout=0.1 losses differ from dropout=0" \
+  bash -c "! diff -q '$TMP/a.loss' '$TMP/da.loss' >/dev/null"
+
 # sampling from the checkpoint
 "$BUILD/dtrain-sample" "$TMP/a/checkpoints" "The results show" --tokens 20 --seed 3 \
   --tokenizer "$DATA/gpt2-tokenizer" >"$TMP/sample.txt" 2>"$TMP/sample.err"
@@ -48,12 +76,17 @@ check "dtrain-sample rejects temperature 0 with exit 2" test $? -eq 2
 sed 's/^/   /' "$TMP/sample.txt" | head -3
 
 # data parallel: same losses as one process within 1e-5
-for zero in 1 3; do
-  run="$TMP/dp2-z$zero"
-  mpirun --oversubscribe --bind-to none -np 2 "$D" "$cfg" "${common[@]}" train.max_steps=20 \
-    checkpoint.every=0 parallel.dp=2 parallel.zero=$zero log.dir="$run" >"$run.log" 2>&1
-  check "GPT dp=2 zero=$zero exits 0" test $? -eq 0
-  python3 - "$TMP/a/metrics.jsonl" "$run/metrics.jsonl" <<'PY'
+# (the run to match, ZeRO stage, extra overrides)
+for c in "a 1" "a 3" "da 1 model.dropout=0.1"; do
+  set -- $c
+  ref=$1 zero=$2
+  shift 2
+  run="$TMP/dp2-$ref-z$zero"
+  mpirun --oversubscribe --bind-to none -np 2 "$D" "$cfg" "${common[@]}" "$@" \
+    train.max_steps=20 checkpoint.every=0 parallel.dp=2 parallel.zero=$zero log.dir="$run" \
+    >"$run.log" 2>&1
+  check "GPT dp=2 zero=$zero${*:+ $*} exits 0" test $? -eq 0
+  python3 - "$TMP/$ref/metrics.jsonl" "$run/metrics.jsonl" <<'PY'
 import json, sys
 def losses(p):
     return {r["step"]: r["loss"] for r in map(json.loads, open(p)) if r["split"] == "train"}
@@ -63,6 +96,6 @@ worst = max(abs(a[s] - b[s]) / abs(a[s]) for s in steps)
 print(f"   {len(steps)} steps, worst relative difference {worst:.2e}")
 sys.exit(0 if steps == list(range(1, 21)) and worst <= 1e-5 else 1)
 PY
-  check "GPT dp=2 zero=$zero matches one process" test $? -eq 0
+  check "GPT dp=2 zero=$zero${*:+ $*} matches one process" test $? -eq 0
 done
 finish
