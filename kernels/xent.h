@@ -12,7 +12,10 @@ extern "C" {
 
 void dt_cpu_softmax_xent(void *ctx, float *losses, float *dlogits, const float *logits, const int32_t *targets, int n, int v, float dscale);
 
+void dt_cpu_softmax_xent_smooth(void *ctx, float *losses, float *dlogits, const float *logits, const int32_t *targets, int n, int v, float dscale, float smoothing);
+
 void dt_cuda_softmax_xent(void *ctx, float *losses, float *dlogits, const float *logits, const int32_t *targets, int n, int v, float dscale);
+void dt_cuda_softmax_xent_smooth(void *ctx, float *losses, float *dlogits, const float *logits, const int32_t *targets, int n, int v, float dscale, float smoothing);
 
 #ifdef __cplusplus
 }

@@ -31,3 +31,41 @@ void dt_cpu_softmax_xent(void *ctx, float *losses, float *dlogits, const float *
     }
   }
 }
+
+/* Label smoothing spreads eps of the target's mass evenly over all V classes,
+ * so the loss is the mix of the target's and the mean's -log softmax and the
+ * gradient subtracts (1-eps)*onehot + eps/V. A negative target marks padding. */
+void dt_cpu_softmax_xent_smooth(void *ctx, float *losses, float *dlogits, const float *logits,
+                                const int32_t *targets, int n, int v, float dscale,
+                                float smoothing) {
+  (void)ctx;
+  const double eps = smoothing;
+  for (int i = 0; i < n; i++) {
+    const float *x = logits + (size_t)i * v;
+    const int t = targets[i];
+    if (t < 0) {
+      if (losses) losses[i] = 0.0f;
+      if (dlogits)
+        for (int j = 0; j < v; j++) dlogits[(size_t)i * v + j] = 0.0f;
+      continue;
+    }
+    float mx = x[0];
+    for (int j = 1; j < v; j++) mx = x[j] > mx ? x[j] : mx;
+    double sum = 0.0, xsum = 0.0;
+    for (int j = 0; j < v; j++) {
+      sum += expf(x[j] - mx);
+      xsum += (double)x[j] - mx;
+    }
+    const double lse_rel = log(sum);
+    const double xt = t < v ? (double)x[t] - mx : NAN; /* a bad target: NaN, as on the GPU */
+    if (losses) losses[i] = (float)((1.0 - eps) * (lse_rel - xt) + eps * (lse_rel - xsum / v));
+    if (dlogits) {
+      float *d = dlogits + (size_t)i * v;
+      const double inv = 1.0 / sum, off = eps / v;
+      for (int j = 0; j < v; j++) {
+        double p = expf(x[j] - mx) * inv;
+        d[j] = (float)((p - (j == t ? 1.0 - eps : 0.0) - off) * dscale);
+      }
+    }
+  }
+}

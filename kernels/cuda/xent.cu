@@ -51,3 +51,58 @@ extern "C" void dt_cuda_softmax_xent(void *ctx, float *losses, float *dlogits,
                                                                         targets, v, dscale);
   CUDA_LAUNCH_CHECK();
 }
+
+/* Label-smoothed variant (see kernels.h): also sums the logits for the mean
+ * term; a negative target is padding and gets a zero loss and gradient row. */
+static __global__ void __launch_bounds__(XENT_THREADS)
+    softmax_xent_smooth_kernel(float *losses, float *dlogits, const float *logits,
+                               const int32_t *targets, int v, float dscale, float smoothing) {
+  const size_t row = blockIdx.x;
+  const float *x = logits + row * (size_t)v;
+  const int t = targets[row];
+  if (t < 0) { /* uniform per block, so no thread skips a barrier below */
+    if (threadIdx.x == 0 && losses) losses[row] = 0.0f;
+    if (dlogits)
+      for (int j = threadIdx.x; j < v; j += blockDim.x) dlogits[row * (size_t)v + j] = 0.0f;
+    return;
+  }
+  const float xt = t < v ? x[t] : __int_as_float(0x7fc00000);
+
+  float m = -INFINITY;
+  for (int j = threadIdx.x; j < v; j += blockDim.x) {
+    const float u = x[j];
+    m = (u > m || u != u) ? u : m;
+  }
+  m = dt_block_max(m);
+
+  double s = 0.0, xs = 0.0;
+  for (int j = threadIdx.x; j < v; j += blockDim.x) {
+    s += exp((double)x[j] - (double)m);
+    xs += (double)x[j] - (double)m;
+  }
+  s = dt_block_sum(s);
+  xs = dt_block_sum(xs);
+
+  const double eps = smoothing;
+  if (threadIdx.x == 0 && losses) {
+    const double lse = log(s);
+    losses[row] = (float)((1.0 - eps) * (lse - ((double)xt - (double)m)) + eps * (lse - xs / v));
+  }
+  if (dlogits) {
+    float *d = dlogits + row * (size_t)v;
+    const double inv = 1.0 / s, off = eps / v;
+    for (int j = threadIdx.x; j < v; j += blockDim.x) {
+      const double p = exp((double)x[j] - (double)m) * inv;
+      d[j] = (float)((p - (j == t ? 1.0 - eps : 0.0) - off) * (double)dscale);
+    }
+  }
+}
+
+extern "C" void dt_cuda_softmax_xent_smooth(void *ctx, float *losses, float *dlogits,
+                                            const float *logits, const int32_t *targets, int n,
+                                            int v, float dscale, float smoothing) {
+  if (n <= 0) return;
+  softmax_xent_smooth_kernel<<<n, XENT_THREADS, 0, DT_CUDA_CTX(ctx)->stream>>>(
+      losses, dlogits, logits, targets, v, dscale, smoothing);
+  CUDA_LAUNCH_CHECK();
+}

@@ -1,0 +1,464 @@
+/* test_transformer.c: models/transformer.c on the CPU backend: gradients by
+ * central differences in every tensor (post/pre-LN, shared/separate
+ * embeddings, relu/gelu, sinusoidal/learned positions), padding masks (a
+ * padded batch equals its sentences alone), label smoothing and the ignore
+ * index, ZeRO-3 fetch/release hooks, gradients final when announced,
+ * incremental decoding against the teacher-forced forward, and bad configs.
+ * Usage: test_transformer */
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "../models/model.h"
+#include "../models/transformer.h"
+#include "../runtime/rng.h"
+
+static int g_pass, g_fail;
+#define CHECK(cond, ...)                             \
+  do {                                               \
+    if (cond) g_pass++, printf("ok   " __VA_ARGS__); \
+    else g_fail++, printf("FAIL " __VA_ARGS__);      \
+    printf("\n");                                    \
+    fflush(stdout);                                  \
+  } while (0)
+
+/* The tiny model: d 16, 2 heads, 1 + 2 layers, ff 32, vocab 23, 8 positions. */
+enum { NB = 3, TS = 7, TT = 6, V = 23, PAD = 1 };
+static const int32_t k_src_len[NB] = {7, 4, 2};
+static const int32_t k_tgt_len[NB] = {6, 3, 5};
+
+typedef struct variant {
+  const char *norm, *act, *pos;
+  int shared;
+  double smoothing;
+} variant;
+
+static void tiny_config(dt_config *cfg, const variant *v) {
+  dt_config_defaults(cfg);
+  snprintf(cfg->model_name, DT_STR, "transformer");
+  cfg->model_n_embd = 16;
+  cfg->model_n_head = 2;
+  cfg->model_n_enc_layer = 1;
+  cfg->model_n_dec_layer = 2;
+  cfg->model_d_ff = 32;
+  cfg->model_vocab_size = V;
+  cfg->model_block_size = 8;
+  snprintf(cfg->model_norm, DT_STR, "%s", v->norm);
+  snprintf(cfg->model_activation, DT_STR, "%s", v->act);
+  snprintf(cfg->model_pos, DT_STR, "%s", v->pos);
+  cfg->model_share_embeddings = v->shared;
+  cfg->train_label_smoothing = v->smoothing;
+}
+
+/* A padded batch: random ids, PAD past each length, y = -1 past tgt_len. */
+typedef struct batch {
+  int32_t src[NB * TS], tok[NB * TT], y[NB * TT];
+  dt_batch b;
+} batch;
+
+static void make_batch(batch *bt, uint64_t seed, int use_tgt_len) {
+  dt_rng r;
+  dt_rng_seed(&r, seed, 1);
+  for (int s = 0; s < NB; s++) {
+    for (int j = 0; j < TS; j++)
+      bt->src[s * TS + j] = j < k_src_len[s] ? 2 + (int32_t)dt_rng_below(&r, V - 2) : PAD;
+    int tl = use_tgt_len ? k_tgt_len[s] : TT;
+    for (int j = 0; j < TT; j++) {
+      bt->tok[s * TT + j] = j < tl ? (j == 0 ? 0 : 2 + (int32_t)dt_rng_below(&r, V - 2)) : PAD;
+      bt->y[s * TT + j] = j < tl ? 2 + (int32_t)dt_rng_below(&r, V - 2) : -1;
+    }
+  }
+  bt->b = (dt_batch){.n = NB, .t = TT, .tokens = bt->tok, .y = bt->y, .ts = TS, .src = bt->src,
+                     .src_len = k_src_len, .tgt_len = use_tgt_len ? k_tgt_len : NULL};
+}
+
+static dt_model *make_model(dt_backend_t be, const variant *v, uint64_t seed) {
+  dt_config cfg;
+  tiny_config(&cfg, v);
+  dt_error err = {{0}};
+  dt_model *m = dt_model_create(&cfg, be, NB, &err);
+  if (!m) {
+    printf("FAIL create: %s\n", err.msg);
+    exit(1);
+  }
+  m->p = malloc(m->nparams_total * sizeof(float));
+  m->init(m, m->p, seed);
+  /* break the init's symmetries (zero biases, unit LayerNorms) so every
+   * tensor's gradient is exercised */
+  dt_rng r;
+  dt_rng_seed(&r, seed, 99);
+  for (int i = 0; i < m->nparams; i++) {
+    const dt_param *q = &m->params[i];
+    if (q->ndims == 1)
+      for (size_t j = 0; j < q->count; j++) m->p[q->offset + j] += (float)(0.2 * dt_rng_normal(&r));
+  }
+  return m;
+}
+
+/* sum of losses * dscale in double, the quantity the gradient is of */
+static double run(dt_model *m, const dt_batch *b, float *losses, float dscale, int grad) {
+  if (grad) memset(m->g, 0, m->nparams_total * sizeof(float));
+  m->forward_backward(m, b, losses, grad ? dscale : 0.0f);
+  double s = 0;
+  for (int i = 0; i < b->n * b->t; i++) s += (double)losses[i] * dscale;
+  return s;
+}
+
+static void test_gradients(dt_backend_t be, const variant *v, const char *desc) {
+  dt_model *m = make_model(be, v, 11);
+  batch bt;
+  make_batch(&bt, 5, 1);
+  float losses[NB * TT];
+  const float dscale = 1.0f / 14.0f; /* 14 real target tokens */
+  const double l0 = run(m, &bt.b, losses, dscale, 1);
+  int pad_ok = 1;
+  for (int s = 0; s < NB; s++)
+    for (int j = k_tgt_len[s]; j < TT; j++) pad_ok &= losses[s * TT + j] == 0.0f;
+  float *g = malloc(m->nparams_total * sizeof(float));
+  memcpy(g, m->g, m->nparams_total * sizeof(float));
+  dt_rng r;
+  dt_rng_seed(&r, 3, 4);
+  /* central differences of an fp32 forward: the step trades truncation
+   * (h^2) against rounding of the loss (~1e-7 / h). An entry whose one-sided
+   * slopes disagree has a ReLU kink within h, where no difference quotient
+   * is the derivative: it is skipped and counted. */
+  const double h = 1e-3;
+  int bad = 0, checked = 0, kinks = 0;
+  double worst = 0;
+  const char *worst_name = "";
+  for (int i = 0; i < m->nparams; i++) {
+    const dt_param *q = &m->params[i];
+    for (int k = 0; k < 5; k++) {
+      size_t j = q->offset + dt_rng_below(&r, q->count);
+      float save = m->p[j];
+      m->p[j] = save + (float)h;
+      double lp = run(m, &bt.b, losses, dscale, 0);
+      m->p[j] = save - (float)h;
+      double lm = run(m, &bt.b, losses, dscale, 0);
+      m->p[j] = save;
+      double fd = (lp - lm) / (2 * h), an = g[j];
+      if (fabs((lp - l0) - (l0 - lm)) / h > 0.1 * fabs(fd) + 2e-3) {
+        kinks++;
+        continue;
+      }
+      double excess = fabs(fd - an) / (2e-2 * fabs(an) + 3e-4);
+      checked++;
+      if (excess > 1) bad++;
+      if (excess > worst) worst = excess, worst_name = q->name;
+    }
+  }
+  CHECK(bad == 0 && pad_ok,
+        "gradients %-34s %d entries of %d tensors (%d at kinks skipped), worst "
+        "|fd-g|/(2e-2|g|+3e-4) = %.2f (%s)%s",
+        desc, checked, m->nparams, kinks, worst, worst_name,
+        pad_ok ? "" : "; padded losses not 0");
+  free(g);
+  free(m->p);
+  dt_model_destroy(m);
+}
+
+/* A padded batch equals each sentence alone, unpadded. */
+static void test_masks(dt_backend_t be, const variant *v) {
+  dt_model *m = make_model(be, v, 21);
+  batch bt;
+  make_batch(&bt, 8, 1);
+  size_t n = m->nparams_total;
+  float losses[NB * TT], l1[TT];
+  const float *lg = m->forward_backward(m, &bt.b, losses, 0.0f);
+  float *logits = malloc(NB * TT * V * sizeof(float));
+  memcpy(logits, lg, sizeof(float) * NB * TT * V);
+  run(m, &bt.b, losses, 1.0f, 1);
+  float *gbatch = malloc(n * sizeof(float)), *gsum = calloc(n, sizeof(float));
+  memcpy(gbatch, m->g, n * sizeof(float));
+  double dl = 0, dlog = 0;
+  for (int s = 0; s < NB; s++) {
+    int ts = k_src_len[s], t = k_tgt_len[s];
+    dt_batch one = {.n = 1, .t = t, .tokens = bt.tok + s * TT, .y = bt.y + s * TT, .ts = ts,
+                    .src = bt.src + s * TS, .src_len = &k_src_len[s], .tgt_len = &k_tgt_len[s]};
+    memset(m->g, 0, n * sizeof(float));
+    lg = m->forward_backward(m, &one, l1, 1.0f);
+    for (int j = 0; j < t; j++) {
+      dl = fmax(dl, fabs(l1[j] - losses[s * TT + j]));
+      for (int c = 0; c < V; c++)
+        dlog = fmax(dlog, fabs(lg[j * V + c] - logits[((size_t)s * TT + j) * V + c]));
+    }
+    for (size_t i = 0; i < n; i++) gsum[i] += m->g[i];
+  }
+  double dg = 0, gmax = 0;
+  for (size_t i = 0; i < n; i++) {
+    dg = fmax(dg, fabs(gsum[i] - gbatch[i]));
+    gmax = fmax(gmax, fabs(gbatch[i]));
+  }
+  CHECK(dl <= 1e-5 && dlog <= 1e-5, "masks: padded batch vs sentences alone: max|dloss| %.2g, "
+        "max|dlogit| %.2g", dl, dlog);
+  CHECK(dg <= 1e-5 * fmax(1.0, gmax), "masks: batch gradient = sum of sentence gradients "
+        "(max|diff| %.2g, max|g| %.2g)", dg, gmax);
+  free(logits), free(gbatch), free(gsum), free(m->p);
+  dt_model_destroy(m);
+}
+
+/* smoothing 0 is plain cross-entropy; negative targets are ignored */
+static void test_smoothing(dt_backend_t be) {
+  enum { N = 5, C = 11 };
+  float x[N * C], l0[N], l1[N], d0[N * C], d1[N * C];
+  int32_t t[N] = {3, -1, 0, 10, -1};
+  dt_rng r;
+  dt_rng_seed(&r, 1, 2);
+  for (int i = 0; i < N * C; i++) x[i] = (float)(3 * dt_rng_normal(&r));
+  be->k->softmax_xent_smooth(be->ctx, l0, d0, x, t, N, C, 0.5f, 0.0f);
+  int32_t tp[N];
+  for (int i = 0; i < N; i++) tp[i] = t[i] < 0 ? 0 : t[i];
+  be->k->softmax_xent(be->ctx, l1, d1, x, tp, N, C, 0.5f);
+  int same = 1, ign = 1;
+  for (int i = 0; i < N; i++) {
+    if (t[i] < 0) {
+      ign &= l0[i] == 0.0f;
+      for (int j = 0; j < C; j++) ign &= d0[i * C + j] == 0.0f;
+      continue;
+    }
+    same &= fabsf(l0[i] - l1[i]) <= 1e-6f * fabsf(l1[i]) + 1e-7f;
+    for (int j = 0; j < C; j++) same &= fabsf(d0[i * C + j] - d1[i * C + j]) <= 1e-7f;
+  }
+  CHECK(same && ign, "label smoothing 0 == softmax_xent; targets < 0 give loss 0 and zero rows");
+  /* and through the model: smoothing 0 vs 0.1 differ only where y >= 0 */
+  variant v0 = {"post", "relu", "sinusoidal", 1, 0.0}, v1 = v0;
+  v1.smoothing = 0.1;
+  dt_model *m0 = make_model(be, &v0, 2), *m1 = make_model(be, &v1, 2);
+  batch bt;
+  make_batch(&bt, 9, 1);
+  float a[NB * TT], b[NB * TT], c[NB * TT];
+  const float *lg = m0->forward_backward(m0, &bt.b, a, 0.0f);
+  /* smoothing applies to training (dscale != 0); evaluation reports NLL */
+  m1->forward_backward(m1, &bt.b, b, 1.0f);
+  m1->forward_backward(m1, &bt.b, c, 0.0f);
+  /* the model's losses against a float64 reference from its own logits */
+  double err0 = 0, err1 = 0, err2 = 0;
+  for (int i = 0; i < NB * TT; i++) {
+    if (bt.y[i] < 0) {
+      err0 = fmax(err0, fabs(a[i])), err1 = fmax(err1, fabs(b[i])), err2 = fmax(err2, fabs(c[i]));
+      continue;
+    }
+    const float *row = lg + (size_t)i * V;
+    double mx = row[0], s = 0, mean = 0;
+    for (int j = 1; j < V; j++) mx = fmax(mx, row[j]);
+    for (int j = 0; j < V; j++) s += exp(row[j] - mx), mean += row[j];
+    double lse = log(s) + mx, nll = lse - row[bt.y[i]], smooth = lse - mean / V;
+    err0 = fmax(err0, fabs(a[i] - nll));
+    err1 = fmax(err1, fabs(b[i] - (0.9 * nll + 0.1 * smooth)));
+    err2 = fmax(err2, fabs(c[i] - nll));
+  }
+  CHECK(err0 < 1e-5 && err1 < 1e-5 && err2 < 1e-5, "model losses: eps 0 = NLL (%.2g), eps 0.1 "
+        "in training = PyTorch's label-smoothed loss (%.2g), in evaluation = NLL (%.2g), "
+        "padding 0", err0, err1, err2);
+  free(m0->p), free(m1->p);
+  dt_model_destroy(m0), dt_model_destroy(m1);
+}
+
+/* ---- ZeRO-3 stand-in, as in test_gpt.c: a fetch copies a group into a fresh
+ * slot, a release fills it with NaN ---- */
+typedef struct zero3 {
+  const dt_model *m;
+  const float *shard;
+  float **ptr, **slots;
+  int *live, nslots, cap, bad, fetches;
+} zero3;
+
+static void z3_fetch(void *ctx, int first, int count) {
+  zero3 *z = ctx;
+  size_t n = 0;
+  for (int i = first; i < first + count; i++) n += z->m->params[i].count;
+  float *slot = malloc(n * sizeof(float));
+  if (z->nslots == z->cap) {
+    z->cap = z->cap ? 2 * z->cap : 64;
+    z->slots = realloc(z->slots, (size_t)z->cap * sizeof *z->slots);
+  }
+  z->slots[z->nslots++] = slot;
+  for (int i = first; i < first + count; i++) {
+    const dt_param *p = &z->m->params[i];
+    memcpy(slot, z->shard + p->offset, p->count * sizeof(float));
+    z->ptr[i] = slot;
+    slot += p->count;
+    if (z->live[i]++) z->bad++;
+  }
+  z->fetches++;
+}
+static void z3_release(void *ctx, int first, int count) {
+  zero3 *z = ctx;
+  for (int i = first; i < first + count; i++) {
+    const dt_param *p = &z->m->params[i];
+    for (size_t j = 0; j < p->count; j++) z->ptr[i][j] = NAN;
+    if (--z->live[i] != 0) z->bad++;
+  }
+}
+
+typedef struct ready_log {
+  const dt_model *m;
+  int *calls;
+  float *snapshot;
+} ready_log;
+static void on_ready(void *ctx, int i) {
+  ready_log *r = ctx;
+  const dt_param *p = &r->m->params[i];
+  r->calls[i]++;
+  memcpy(r->snapshot + p->offset, r->m->g + p->offset, p->count * sizeof(float));
+}
+
+static void test_zero3(dt_backend_t be, const variant *v, const char *desc) {
+  dt_model *m = make_model(be, v, 31);
+  batch bt;
+  make_batch(&bt, 12, 1);
+  size_t n = m->nparams_total;
+  float l1[NB * TT], l2[NB * TT];
+  ready_log rl = {m, calloc((size_t)m->nparams, sizeof(int)), calloc(n, sizeof(float))};
+  m->grad_hook = on_ready;
+  m->grad_hook_ctx = &rl;
+  run(m, &bt.b, l1, 0.1f, 1);
+  float *logits1 = malloc(sizeof(float) * NB * TT * V), *g1 = malloc(n * sizeof(float));
+  memcpy(logits1, m->forward_backward(m, &bt.b, l1, 0.0f), sizeof(float) * NB * TT * V);
+  run(m, &bt.b, l1, 0.1f, 1);
+  memcpy(g1, m->g, n * sizeof(float));
+  int once = 1;
+  for (int i = 0; i < m->nparams; i++) once &= rl.calls[i] == 2;
+  int final = memcmp(rl.snapshot, m->g, n * sizeof(float)) == 0;
+  CHECK(once && final, "grad hooks %-30s every tensor announced once per backward, final when "
+        "announced", desc);
+  m->grad_hook = NULL;
+
+  float *shard = m->p;
+  zero3 z = {.m = m, .shard = shard};
+  z.ptr = calloc((size_t)m->nparams, sizeof(float *));
+  z.live = calloc((size_t)m->nparams, sizeof(int));
+  m->p = NULL;
+  m->param_ptr = z.ptr;
+  m->param_fetch = z3_fetch;
+  m->param_release = z3_release;
+  m->param_hook_ctx = &z;
+  memset(m->g, 0, n * sizeof(float));
+  const float *logits = m->forward_backward(m, &bt.b, l2, 0.1f);
+  int balanced = !z.bad;
+  for (int i = 0; i < m->nparams; i++) balanced &= z.live[i] == 0;
+  CHECK(balanced && z.fetches > 0 &&
+            memcmp(logits, logits1, sizeof(float) * NB * TT * V) == 0 &&
+            memcmp(l1, l2, sizeof l1) == 0 && memcmp(m->g, g1, n * sizeof(float)) == 0,
+        "zero-3 %-35s %d fetches balanced, logits, losses, gradients bit-identical", desc,
+        z.fetches);
+  m->p = shard;
+  m->param_fetch = m->param_release = NULL;
+  m->param_ptr = NULL;
+  for (int i = 0; i < z.nslots; i++) free(z.slots[i]);
+  free(z.slots), free(z.ptr), free(z.live), free(rl.calls), free(rl.snapshot);
+  free(logits1), free(g1), free(m->p);
+  dt_model_destroy(m);
+}
+
+/* Incremental decoding with beam 2: hypothesis (s,0) follows batch A's
+ * tokens, (s,1) batch B's; after step 3 they swap parents (and streams).
+ * Every step's logits must equal the teacher-forced forward's. */
+static void test_decode(dt_backend_t be, const variant *v, const char *desc) {
+  dt_model *m = make_model(be, v, 41);
+  batch A, B;
+  make_batch(&A, 14, 0);
+  make_batch(&B, 15, 0);
+  memcpy(B.src, A.src, sizeof A.src);
+  float losses[NB * TT];
+  float *la = malloc(sizeof(float) * NB * TT * V), *lb = malloc(sizeof(float) * NB * TT * V);
+  memcpy(la, m->forward_backward(m, &A.b, losses, 0.0f), sizeof(float) * NB * TT * V);
+  memcpy(lb, m->forward_backward(m, &B.b, losses, 0.0f), sizeof(float) * NB * TT * V);
+  dt_error err = {{0}};
+  dt_transformer_decode *d = dt_transformer_decode_create(m, NB, 2, TS, TT, &err);
+  if (!d) {
+    CHECK(0, "decode %s: %s", desc, err.msg);
+    return;
+  }
+  dt_transformer_encode(d, A.src, k_src_len, NB, TS);
+  double worst = 0;
+  int swapped = 0;
+  for (int step = 0; step < TT; step++) {
+    if (step == 3) {
+      int32_t parent[2 * NB];
+      for (int k = 0; k < 2 * NB; k++) parent[k] = k ^ 1;
+      dt_transformer_decode_reorder(d, parent);
+      swapped = 1;
+    }
+    int32_t tok[2 * NB];
+    for (int s = 0; s < NB; s++)
+      for (int h = 0; h < 2; h++) {
+        int stream = h ^ swapped; /* 0: A, 1: B */
+        tok[2 * s + h] = (stream ? B.tok : A.tok)[s * TT + step];
+      }
+    const float *lg = dt_transformer_decode_step(d, tok);
+    for (int s = 0; s < NB; s++)
+      for (int h = 0; h < 2; h++) {
+        const float *ref = ((h ^ swapped) ? lb : la) + ((size_t)s * TT + step) * V;
+        for (int c = 0; c < V; c++) worst = fmax(worst, fabs(lg[(2 * s + h) * V + c] - ref[c]));
+      }
+  }
+  CHECK(worst <= 1e-5 && dt_transformer_decode_len(d) == TT,
+        "decode %-35s %d steps, beam 2, reorder at step 3: max|logit - teacher forced| %.2g",
+        desc, TT, worst);
+  dt_transformer_decode_free(d);
+  free(la), free(lb), free(m->p);
+  dt_model_destroy(m);
+}
+
+static void test_bad_configs(dt_backend_t be) {
+  static const struct { const char *what, *key; } cases[] = {
+      {"n_head 3 of d_model 16", "n_head"}, {"norm = mid", "norm"},
+      {"pos = rope", "pos"},                {"dropout 0.1", "dropout"},
+      {"activation tanh", "activation"},    {"seq_len > block_size", "seq_len"},
+  };
+  variant v = {"post", "relu", "sinusoidal", 1, 0.1};
+  for (size_t c = 0; c < sizeof cases / sizeof cases[0]; c++) {
+    dt_config cfg;
+    tiny_config(&cfg, &v);
+    switch (c) {
+      case 0: cfg.model_n_head = 3; break;
+      case 1: snprintf(cfg.model_norm, DT_STR, "mid"); break;
+      case 2: snprintf(cfg.model_pos, DT_STR, "rope"); break;
+      case 3: cfg.model_dropout = 0.1; break;
+      case 4: snprintf(cfg.model_activation, DT_STR, "tanh"); break;
+      case 5: cfg.train_seq_len = cfg.model_block_size + 1; break;
+    }
+    dt_error err = {{0}};
+    dt_model *m = dt_model_create(&cfg, be, NB, &err);
+    CHECK(m == NULL && strstr(err.msg, cases[c].key), "bad config: %-24s -> %s", cases[c].what,
+          err.msg);
+    dt_model_destroy(m);
+  }
+  /* the schema takes the keys */
+  dt_config cfg;
+  dt_config_defaults(&cfg);
+  dt_error err = {{0}};
+  const char *text = "[model]\nname = transformer\nnorm = pre\npos = learned\nn_enc_layer = 3\n"
+                     "n_dec_layer = 3\nd_ff = 1024\nshare_embeddings = false\n"
+                     "[train]\nlabel_smoothing = 0.1\n";
+  int rc = dt_config_parse_text(&cfg, text, "inline", &err);
+  CHECK(rc == 0 && !strcmp(cfg.model_norm, "pre") && cfg.model_n_dec_layer == 3 &&
+            cfg.model_d_ff == 1024 && !cfg.model_share_embeddings &&
+            fabs(cfg.train_label_smoothing - 0.1) < 1e-12,
+        "config: transformer keys parse%s%s", rc ? ": " : "", rc ? err.msg : "");
+}
+
+int main(void) {
+  dt_backend_t be = dt_backend_cpu_create(1);
+  static const variant vs[] = {
+      {"post", "relu", "sinusoidal", 1, 0.1}, {"pre", "gelu", "learned", 0, 0.1},
+      {"post", "gelu", "learned", 0, 0.0},    {"pre", "relu", "sinusoidal", 1, 0.2},
+  };
+  for (size_t i = 0; i < sizeof vs / sizeof vs[0]; i++) {
+    char desc[96];
+    snprintf(desc, sizeof desc, "[%s %s %s %s eps=%.1f]", vs[i].norm, vs[i].act, vs[i].pos,
+             vs[i].shared ? "shared" : "separate", vs[i].smoothing);
+    test_gradients(be, &vs[i], desc);
+    test_zero3(be, &vs[i], desc);
+    test_decode(be, &vs[i], desc);
+  }
+  test_masks(be, &vs[0]);
+  test_masks(be, &vs[1]);
+  test_smoothing(be);
+  test_bad_configs(be);
+  dt_backend_destroy(be);
+  printf("%d passed, %d failed\n", g_pass, g_fail);
+  return g_fail ? 1 : 0;
+}
