@@ -50,7 +50,9 @@ typedef struct dt_kernels {
   void (*linear_forward)(void *ctx, float *out, const float *inp, const float *w,
                          const float *b, int n, int c, int oc);
   /* dinp (N,C) = dout (N,OC) @ w (OC,C)          [=, skipped if dinp NULL]
-   * dw (OC,C) += dout^T @ inp; db (OC) += sum_n dout  [+=, db may be NULL] */
+   * dw (OC,C) += dout^T @ inp; db (OC) += sum_n dout  [+=, db may be NULL]
+   * dw may be NULL too (then inp is not read), and w is not read when dinp
+   * is NULL: activation recompute calls the two halves apart. */
   void (*linear_backward)(void *ctx, float *dinp, float *dw, float *db, const float *dout,
                           const float *inp, const float *w, int n, int c, int oc);
 
@@ -89,6 +91,16 @@ typedef struct dt_kernels {
    * (dlogits may alias logits). Fused so no probability tensor is kept. */
   void (*softmax_xent)(void *ctx, float *losses, float *dlogits, const float *logits,
                        const int32_t *targets, int n, int v, float dscale);
+  /* Label-smoothed cross-entropy with an ignore index, as PyTorch's
+   * CrossEntropyLoss(label_smoothing=eps, ignore_index=<any negative>, reduction='none'):
+   * losses (N) = (1-eps) * (lse - logit[t]) + eps * (lse - mean_j logit[j])
+   * (skipped if NULL); dlogits (N,V) = (softmax - (1-eps)*onehot(t) - eps/V) * dscale [=]
+   * (skipped if NULL; may alias logits). A target < 0 is ignored: loss 0 and
+   * a zero dlogits row; a target >= V gives a NaN loss. eps = 0 is plain
+   * cross-entropy. */
+  void (*softmax_xent_smooth)(void *ctx, float *losses, float *dlogits, const float *logits,
+                              const int32_t *targets, int n, int v, float dscale,
+                              float smoothing);
 
   /* ---- optimizer (kernels/optimizer.h) ----
    * Every step first forms g' = g * grad_scale (clipping, loss scaling).
@@ -188,6 +200,20 @@ typedef struct dt_kernels {
    * the bits are the same run after run, and the same on CPU and CUDA. */
   void (*embedding_backward)(void *ctx, float *dwte, float *dwpe, const float *dout,
                              const int32_t *tokens, int B, int T, int C, int V, void *ws);
+
+  /* ---- dropout (kernels/dropout.h) ----
+   * Inverted dropout, p in [0,1): out (n) = keep(i) ? inp * 1/(1-p) : 0 [=].
+   * keep(i) is a counter-based hash of (seed, offset + i) (dt_dropout_keep),
+   * so no mask is stored, every backend drops the same elements bit for bit
+   * and a recompute of the forward reproduces the mask. offset lets a caller
+   * give each site and sample its own disjoint counters. p = 0 is the
+   * identity. In place (out == inp) is allowed. */
+  void (*dropout_forward)(void *ctx, float *out, const float *inp, size_t n, float p,
+                          uint64_t seed, uint64_t offset);
+  /* dinp (n) = keep(i) ? dout * 1/(1-p) : 0 [=], the same mask for the same
+   * (seed, offset); dinp may alias dout. */
+  void (*dropout_backward)(void *ctx, float *dinp, const float *dout, size_t n, float p,
+                           uint64_t seed, uint64_t offset);
 } dt_kernels;
 
 /* The number of function slots in dt_kernels, for the test that checks that

@@ -17,7 +17,12 @@
 #include "../runtime/backend.h"
 #include "../runtime/checkpoint.h"
 #include "../runtime/dataset.h"
+#include "../runtime/hf_gpt2.h"
 #include "../runtime/metrics.h"
+#include "../runtime/pairdata.h"
+#include "../runtime/bleu.h"
+#include "../runtime/bpe.h"
+#include "../models/translate.h"
 #include "../runtime/rng.h"
 #include "../runtime/textprep.h"
 #include "../parallel/comm.h"
@@ -42,6 +47,14 @@ typedef struct trainer {
   int is_root;      /* world rank 0: logs, metrics, checkpoint metadata */
   dt_model *m;
   int lm;              /* a language model: samples are windows of seq tokens */
+  int s2s;             /* translation: a step is one token-count batch of pairs */
+  dt_pair_set pairs_train, pairs_val;
+  dt_pair_batches bat_train, bat_val;
+  int32_t *h_src, *d_src, *h_slen, *d_slen, *h_tlen, *d_tlen; /* (micro, max_len), (micro) */
+  int64_t step_tokens;  /* s2s: target tokens of the last step (global) */
+  int64_t step_samples; /* s2s: sentences of the last step (global) */
+  dt_bpe *bpe;          /* s2s: data.dir/tokenizer, for validation BLEU */
+  dt_translator *tr;
   int64_t seq;
   dt_image_set train, test;
   uint16_t *tok_train, *tok_eval;
@@ -106,9 +119,63 @@ static void load_tokens(trainer *T) {
                     c->data_dir, (long long)T->ntok_eval, (long long)T->seq + 1);
 }
 
+/* Translation: train.h5 and valid.h5 pair shards, cut into token-count
+ * batches of length-sorted pairs; a training step is one batch, an epoch
+ * visits every batch once in a seeded order. */
+static void load_pairs(trainer *T) {
+  const dt_config *c = T->cfg;
+  char path[DT_STR * 2 + 16];
+  dt_error err;
+  const char *names[2] = {"train.h5", "valid.h5"};
+  dt_pair_set *sets[2] = {&T->pairs_train, &T->pairs_val};
+  for (int i = 0; i < 2; i++) {
+    snprintf(path, sizeof path, "%s/%s", c->data_dir, names[i]);
+    struct stat st;
+    if (stat(path, &st) != 0)
+      dt_die_user_all("[data] dir = %s: %s not found (prepare translation pairs with: "
+                      "build/dtrain-prep translation $DTRAIN_DATA/wmt-zh-en %s)",
+                      c->data_dir, names[i], c->data_dir);
+    if (dt_pair_set_load(sets[i], path, T->m->num_classes, &err)) dt_die_user_all("%s", err.msg);
+  }
+  int64_t max_len = DT_MIN(T->m->max_t, T->m->max_src_t);
+  int64_t sentences = c->train_batch_size, multiple = c->train_batch_multiple;
+  int64_t tokens = c->train_batch_tokens > 0 ? c->train_batch_tokens : INT64_MAX;
+  if (multiple % T->grid.dp != 0)
+    dt_die_user_all("[train] batch_multiple = %lld is not divisible by parallel.dp = %d (every "
+                    "rank takes the same number of sentences)",
+                    (long long)multiple, T->grid.dp);
+  if (sentences < multiple)
+    dt_die_user_all("[train] batch_size = %lld is below [train] batch_multiple = %lld",
+                    (long long)sentences, (long long)multiple);
+  if (tokens < multiple * max_len)
+    dt_die_user_all("[train] batch_tokens = %lld cannot hold batch_multiple = %lld pairs of the "
+                    "longest length %lld ([model] block_size): raise it to at least %lld",
+                    (long long)tokens, (long long)multiple, (long long)max_len,
+                    (long long)(multiple * max_len));
+  if (dt_pair_batches_make(&T->pairs_train, tokens, sentences, (int)multiple, max_len,
+                           &T->bat_train, &err) ||
+      dt_pair_batches_make(&T->pairs_val, tokens, T->micro, 1, max_len, &T->bat_val, &err))
+    dt_die_user_all("[data] dir = %s: %s", c->data_dir, err.msg);
+  if (T->bat_train.nbatches < 1 || T->bat_val.nbatches < 1)
+    dt_die_user_all("[data] dir = %s: no usable %s pairs (all longer than %lld tokens?)",
+                    c->data_dir, T->bat_train.nbatches < 1 ? "train" : "valid",
+                    (long long)max_len);
+  T->ntrain = T->bat_train.nbatches;
+  if (c->data_train_limit > 0) T->ntrain = DT_MIN(T->ntrain, c->data_train_limit);
+  T->neval = T->bat_val.start[T->bat_val.nbatches]; /* pairs */
+  if (T->is_root && (T->bat_train.skipped || T->bat_val.skipped))
+    printf("data: %lld train and %lld valid pairs left out (longer than %lld tokens, or the "
+           "last partial batch)\n",
+           (long long)T->bat_train.skipped, (long long)T->bat_val.skipped, (long long)max_len);
+}
+
 static void load_data(trainer *T) {
   if (T->lm) {
     load_tokens(T);
+    return;
+  }
+  if (T->s2s) {
+    load_pairs(T);
     return;
   }
   const dt_config *c = T->cfg;
@@ -157,6 +224,17 @@ static const int32_t *epoch_perm(trainer *T, int64_t epoch) {
   return T->perm;
 }
 
+/* The dropout seed of the coming optimizer step, a pure function of
+ * (train.seed, step) like the data order, so a resumed run draws the masks
+ * the uninterrupted one did. Models number each sequence's elements from its
+ * place in the global batch (dt_batch.sample0), which covers micro-batches
+ * and dp ranks. */
+static uint64_t dropout_seed(const trainer *T) {
+  dt_rng r;
+  dt_rng_seed(&r, T->seed, 0xd40900000000ULL + (uint64_t)T->step);
+  return dt_rng_u64(&r);
+}
+
 /* A micro-batch of token windows: inputs and next-token targets. */
 static dt_batch make_lm_batch(trainer *T, const uint16_t *tokens, const int32_t *idx, int n) {
   dt_backend_t be = T->be;
@@ -171,6 +249,22 @@ static dt_batch make_lm_batch(trainer *T, const uint16_t *tokens, const int32_t 
   be->h2d(be, T->d_tok, T->h_tok, (size_t)n * s * sizeof(int32_t));
   be->h2d(be, T->d_y, T->h_y, (size_t)n * s * sizeof(int32_t));
   return (dt_batch){.n = n, .t = (int)s, .tokens = T->d_tok, .y = T->d_y};
+}
+
+/* Translation: n pairs, padded to this micro-batch's longest source and
+ * target. *real gets the target tokens that count in the loss. */
+static dt_batch make_s2s_batch(trainer *T, const dt_pair_set *set, const int32_t *idx, int n,
+                               int64_t *real) {
+  dt_backend_t be = T->be;
+  int ts, t;
+  *real = dt_pair_fill(set, idx, n, T->h_src, T->h_slen, T->h_tok, T->h_y, T->h_tlen, &ts, &t);
+  be->h2d(be, T->d_src, T->h_src, (size_t)n * ts * sizeof(int32_t));
+  be->h2d(be, T->d_slen, T->h_slen, (size_t)n * sizeof(int32_t));
+  be->h2d(be, T->d_tok, T->h_tok, (size_t)n * t * sizeof(int32_t));
+  be->h2d(be, T->d_y, T->h_y, (size_t)n * t * sizeof(int32_t));
+  be->h2d(be, T->d_tlen, T->h_tlen, (size_t)n * sizeof(int32_t));
+  return (dt_batch){.n = n, .t = t, .ts = ts, .tokens = T->d_tok, .y = T->d_y, .src = T->d_src,
+                    .src_len = T->d_slen, .tgt_len = T->d_tlen};
 }
 
 /* Uploads a micro-batch of sample indices and labels, then gathers and
@@ -200,6 +294,10 @@ static double lr_at(const trainer *T, int64_t s) {
   double base = c->optim_lr, lo = c->optim_min_lr;
   int64_t W = c->optim_warmup_steps;
   if (s < W) return base * (double)(s + 1) / (double)W;
+  /* the Transformer paper's d^-0.5 * min(s^-0.5, s * W^-1.5), with its peak
+   * at step W scaled to optim.lr */
+  if (!strcmp(c->optim_schedule, "inverse_sqrt"))
+    return base * sqrt((double)DT_MAX(W, 1) / (double)(s + 1));
   double p = T->total_steps > W ? (double)(s - W) / (double)(T->total_steps - W) : 1.0;
   if (p > 1) p = 1;
   if (!strcmp(c->optim_schedule, "cosine")) return lo + 0.5 * (base - lo) * (1 + cos(M_PI * p));
@@ -415,6 +513,23 @@ static int maybe_resume(trainer *T) {
 
 /* ---------- evaluation ---------- */
 
+/* ZeRO-3 gathers parameters inside every forward, collectively, so every
+ * rank must run as many evaluation forwards as the busiest one: a rank with
+ * fewer runs the rest on a throwaway one-sample batch. mine = this rank's
+ * forwards, most = the largest count over the group. */
+static void eval_pad_forwards(trainer *T, int64_t mine, int64_t most) {
+  if (T->dp->zero < 3) return;
+  for (int64_t k = mine; k < most; k++) {
+    int32_t idx0 = 0;
+    int64_t real;
+    dt_batch b = T->s2s ? make_s2s_batch(T, &T->pairs_val, T->bat_val.order, 1, &real)
+                        : make_batch(T, 1, &idx0, 1);
+    T->m->forward_backward(T->m, &b, T->d_losses, 0.0f);
+    T->be->sync(T->be);
+  }
+}
+
+
 /* Each data-parallel rank evaluates its share of the test set; the counts are
  * summed over the group and rank 0 logs them. */
 /* Language models: mean loss per token over the validation windows, each
@@ -434,6 +549,8 @@ static void evaluate_lm(trainer *T, double epoch_f) {
     for (int64_t i = 0; i < bn * T->seq; i++) sum += T->h_losses[i];
   }
   free(idx);
+  eval_pad_forwards(T, (hi - lo + T->micro - 1) / T->micro,
+                    ((n + T->grid.dp - 1) / T->grid.dp + T->micro - 1) / T->micro);
   if (T->grid.dp > 1) {
     dt_watchdog_enter("the evaluation all-reduce");
     MPI_Allreduce(MPI_IN_PLACE, &sum, 1, MPI_DOUBLE, MPI_SUM, T->comm->mpi);
@@ -451,11 +568,109 @@ static void evaluate_lm(trainer *T, double epoch_f) {
   fflush(stdout);
 }
 
+/* Translation BLEU: greedy translations of the first log.bleu_sentences
+ * validation pairs against their references (the target ids decoded back to
+ * text: the tokenizer round-trips every line exactly), each rank taking a
+ * share; the n-gram statistics are summed over the group. Returns -1 when
+ * BLEU cannot be computed in this layout. */
+static double validation_bleu(trainer *T, double *chrf) {
+  const dt_pair_set *P = &T->pairs_val;
+  if (!T->tr || !T->m->p) return -1; /* ZeRO-3: no whole replica to decode with */
+  int64_t n = T->cfg->log_bleu_sentences > 0 ? DT_MIN(P->n, T->cfg->log_bleu_sentences) : P->n;
+  int64_t lo = n * T->grid.dp_rank / T->grid.dp, hi = n * (T->grid.dp_rank + 1) / T->grid.dp;
+  int k = (int)(hi - lo);
+  int32_t **src = dt_calloc((size_t)k + 1, sizeof(int32_t *)), **out = dt_calloc((size_t)k + 1, sizeof(int32_t *));
+  int *src_len = dt_calloc((size_t)k + 1, sizeof(int)), *out_len = dt_calloc((size_t)k + 1, sizeof(int));
+  for (int i = 0; i < k; i++) {
+    int64_t p = lo + i, l = P->src_off[p + 1] - P->src_off[p];
+    src[i] = dt_malloc((size_t)l * sizeof(int32_t));
+    for (int64_t j = 0; j < l; j++) src[i][j] = P->src[P->src_off[p] + j];
+    src_len[i] = (int)l;
+  }
+  dt_translate(T->tr, k, (const int32_t *const *)src, src_len, out, out_len, NULL);
+  dt_bleu_stats bs = {0};
+  dt_chrf_stats cs = {0};
+  dt_error err;
+  for (int i = 0; i < k; i++) {
+    int64_t p = lo + i, l = P->tgt_off[p + 1] - P->tgt_off[p];
+    int32_t *r = dt_malloc((size_t)l * sizeof(int32_t));
+    for (int64_t j = 0; j < l; j++) r[j] = P->tgt[P->tgt_off[p] + j];
+    char *hyp = NULL, *reft = NULL;
+    size_t bytes;
+    if (dt_bpe_decode(T->bpe, out[i], (size_t)out_len[i], &hyp, &bytes, &err) ||
+        dt_bpe_decode(T->bpe, r, (size_t)l, &reft, &bytes, &err))
+      dt_die_user("validation BLEU: %s", err.msg);
+    dt_bleu_add(&bs, hyp, reft);
+    dt_chrf_add(&cs, hyp, reft);
+    free(hyp), free(reft), free(r), free(src[i]), free(out[i]);
+  }
+  free(src), free(out), free(src_len), free(out_len);
+  if (T->grid.dp > 1) {
+    dt_watchdog_enter("the BLEU all-reduce");
+    MPI_Allreduce(MPI_IN_PLACE, &bs, (int)DT_BLEU_STATS_N, MPI_INT64_T, MPI_SUM, T->comm->mpi);
+    MPI_Allreduce(MPI_IN_PLACE, &cs, (int)DT_CHRF_STATS_N, MPI_INT64_T, MPI_SUM, T->comm->mpi);
+    dt_watchdog_leave();
+  }
+  double bp, prec[DT_BLEU_ORDER];
+  *chrf = dt_chrf_score(&cs);
+  return dt_bleu_score(&bs, &bp, prec);
+}
+
+/* Translation: mean loss per target token over the validation pairs (each
+ * rank every dp-th batch), and BLEU when due. */
+static void evaluate_s2s(trainer *T, double epoch_f, int with_bleu) {
+  dt_backend_t be = T->be;
+  const dt_pair_batches *B = &T->bat_val;
+  double acc[2] = {0, 0}; /* loss sum, tokens */
+  for (int64_t b = T->grid.dp_rank; b < B->nbatches; b += T->grid.dp) {
+    int64_t real;
+    dt_batch bt = make_s2s_batch(T, &T->pairs_val, B->order + B->start[b],
+                                 (int)(B->start[b + 1] - B->start[b]), &real);
+    T->m->forward_backward(T->m, &bt, T->d_losses, 0.0f);
+    size_t nl = (size_t)bt.n * bt.t;
+    be->d2h(be, T->h_losses, T->d_losses, nl * sizeof(float));
+    for (size_t i = 0; i < nl; i++) acc[0] += T->h_losses[i];
+    acc[1] += (double)real;
+  }
+  int64_t nb = B->nbatches, dp = T->grid.dp;
+  eval_pad_forwards(T, (nb - T->grid.dp_rank + dp - 1) / dp, (nb + dp - 1) / dp);
+  if (T->grid.dp > 1) {
+    dt_watchdog_enter("the evaluation all-reduce");
+    MPI_Allreduce(MPI_IN_PLACE, acc, 2, MPI_DOUBLE, MPI_SUM, T->comm->mpi);
+    dt_watchdog_leave();
+  }
+  double chrf = 0, bleu = with_bleu ? validation_bleu(T, &chrf) : -1;
+  if (!T->is_root) return;
+  double loss = acc[0] / acc[1];
+  dt_metric vals[6] = {{"epoch", epoch_f, 0},
+                       {"loss", loss, 0},
+                       {"perplexity", exp(loss), 0},
+                       {"train_time_s", T->train_time, 0}};
+  int nv = 4;
+  if (bleu >= 0) vals[nv++] = (dt_metric){"bleu", bleu, 0}, vals[nv++] = (dt_metric){"chrf", chrf, 0};
+  dt_metrics_log(T->metrics, "val", (long)T->step, vals, nv, NULL, NULL, 0);
+  printf("eval  step %lld | epoch %.2f | val loss %.4f | perplexity %.2f (%.0f tokens)",
+         (long long)T->step, epoch_f, loss, exp(loss), acc[1]);
+  if (bleu >= 0)
+    printf(" | BLEU %.2f chrF %.2f (greedy, %lld sentences)", bleu, chrf,
+           (long long)(T->cfg->log_bleu_sentences > 0
+                           ? DT_MIN(T->pairs_val.n, T->cfg->log_bleu_sentences)
+                           : T->pairs_val.n));
+  else if (with_bleu)
+    printf(" | BLEU not computed with parallel.zero=3");
+  printf("\n");
+  fflush(stdout);
+}
+
 /* Each data-parallel rank evaluates its share of the test set; the counts are
  * summed over the group and rank 0 logs them. */
 static void evaluate(trainer *T, double epoch_f) {
   if (T->lm) {
     evaluate_lm(T, epoch_f);
+    return;
+  }
+  if (T->s2s) {
+    evaluate_s2s(T, epoch_f, 1);
     return;
   }
   dt_backend_t be = T->be;
@@ -485,6 +700,8 @@ static void evaluate(trainer *T, double epoch_f) {
     }
   }
   free(idx);
+  eval_pad_forwards(T, (hi - lo + T->eval_batch - 1) / T->eval_batch,
+                    ((n + T->grid.dp - 1) / T->grid.dp + T->eval_batch - 1) / T->eval_batch);
   if (T->grid.dp > 1) {
     dt_watchdog_enter("the evaluation all-reduce");
     MPI_Allreduce(MPI_IN_PLACE, acc_buf, (int)DT_ARRAY_LEN(acc_buf), MPI_DOUBLE, MPI_SUM,
@@ -558,6 +775,29 @@ static void print_memory(trainer *T) {
   free(all);
 }
 
+/* model.init_from: Hugging Face GPT-2 weights replace the seeded init in the
+ * full host copy, on every rank alike, before the engine hands each rank its
+ * slice, so every dp/ZeRO layout starts from them. A run that resumes takes
+ * its weights from the checkpoint instead. */
+static void import_weights(trainer *T, float *hp) {
+  const dt_config *c = T->cfg;
+  if (!c->model_init_from[0]) return;
+  dt_error err;
+  char path[4096], file[4200];
+  if (dt_ckpt_resolve(c->checkpoint_resume, T->ckpt_dir, path, sizeof path, &err) > 0) {
+    if (T->is_root) printf("init: resuming, so [model] init_from = %s is not read\n",
+                           c->model_init_from);
+    return;
+  }
+  if (strcmp(T->m->family, "gpt") != 0)
+    dt_die_user_all("[model] init_from = %s: only gpt models start from Hugging Face GPT-2 "
+                    "weights (model.name = %s)", c->model_init_from, c->model_name);
+  if (dt_hf_gpt2_import(c->model_init_from, c, T->m->params, T->m->nparams, hp, file,
+                        sizeof file, &err))
+    dt_die_user_all("[model] init_from: %s", err.msg);
+  if (T->is_root) printf("init: %zu parameters from %s\n", T->m->nparams_total, file);
+}
+
 static void setup(trainer *T, const dt_config *c) {
   T->cfg = c;
   if (c->log_dir[0]) snprintf(T->run_dir, sizeof T->run_dir, "%s", c->log_dir);
@@ -574,13 +814,25 @@ static void setup(trainer *T, const dt_config *c) {
                     "train.precision=fp32",
                     c->train_precision);
   int dpn = T->grid.dp;
+  T->s2s = !strcmp(c->model_name, "transformer");
   T->batch = c->train_batch_size;
-  if (T->batch % dpn != 0)
+  if (T->s2s) {
+    /* a step is one token-count batch of at most batch_size sentences; each
+     * rank runs its share in forwards of at most micro_batch_size sentences */
+    T->micro = c->train_micro_batch_size ? c->train_micro_batch_size : T->batch / dpn;
+    if (T->micro < 1)
+      dt_die_user_all("[train] batch_size = %lld leaves no sentence for each of parallel.dp = %d "
+                      "ranks", (long long)T->batch, dpn);
+    T->batch = 1;
+    T->rank_batch = 1;
+  } else if (T->batch % dpn != 0)
     dt_die_user_all("[train] batch_size = %lld is not divisible by parallel.dp = %d",
                     (long long)T->batch, dpn);
-  T->rank_batch = T->batch / dpn;
-  T->micro = c->train_micro_batch_size ? c->train_micro_batch_size : T->rank_batch;
-  if (T->rank_batch % T->micro != 0)
+  if (!T->s2s) {
+    T->rank_batch = T->batch / dpn;
+    T->micro = c->train_micro_batch_size ? c->train_micro_batch_size : T->rank_batch;
+  }
+  if (!T->s2s && T->rank_batch % T->micro != 0)
     dt_die_user_all("[train] micro_batch_size = %lld does not divide the per-rank batch "
                     "batch_size/dp = %lld",
                     (long long)T->micro, (long long)T->rank_batch);
@@ -595,7 +847,7 @@ static void setup(trainer *T, const dt_config *c) {
   /* language models evaluate in training micro-batches; classifiers in
    * train.eval_batch_size */
   T->lm = !strcmp(c->model_name, "gpt");
-  int maxb = (int)(T->lm ? T->micro : DT_MAX(T->micro, T->eval_batch));
+  int maxb = (int)(T->lm || T->s2s ? T->micro : DT_MAX(T->micro, T->eval_batch));
   T->m = dt_model_create(c, T->be, maxb, &err);
   if (!T->m) dt_die_user_all("%s", err.msg);
   T->seq = T->lm ? T->m->max_t : 0;
@@ -622,6 +874,7 @@ static void setup(trainer *T, const dt_config *c) {
   dt_backend_t be = T->be;
   float *hp = dt_malloc(T->m->nparams_total * sizeof(float));
   T->m->init(T->m, hp, T->seed); /* same seed on every rank: identical replicas */
+  import_weights(T, hp);
   be->h2d(be, T->dp->pstore, hp + T->dp->pstore_lo,
           (T->dp->pstore_hi - T->dp->pstore_lo) * sizeof(float));
   be->sync(be);
@@ -630,16 +883,42 @@ static void setup(trainer *T, const dt_config *c) {
   offload_pull_params(T);
 
   size_t rows = (size_t)maxb * (T->lm ? (size_t)T->seq : 1); /* targets and losses */
+  if (T->s2s) rows = (size_t)maxb * (size_t)DT_MAX(T->m->max_t, T->m->max_src_t);
   T->h_idx = be->host_alloc(be, (size_t)maxb * sizeof(int32_t));
   T->h_y = be->host_alloc(be, rows * sizeof(int32_t));
   T->d_idx = be->alloc(be, (size_t)maxb * sizeof(int32_t));
   T->d_y = be->alloc(be, rows * sizeof(int32_t));
   T->d_losses = be->alloc(be, rows * sizeof(float));
   T->h_losses = be->host_alloc(be, rows * sizeof(float));
-  if (T->lm) {
+  if (T->lm || T->s2s) {
     T->h_tok = be->host_alloc(be, rows * sizeof(int32_t));
     T->d_tok = be->alloc(be, rows * sizeof(int32_t));
-  } else {
+  }
+  if (T->s2s) {
+    T->h_src = be->host_alloc(be, rows * sizeof(int32_t));
+    T->d_src = be->alloc(be, rows * sizeof(int32_t));
+    T->h_slen = be->host_alloc(be, (size_t)maxb * sizeof(int32_t));
+    T->d_slen = be->alloc(be, (size_t)maxb * sizeof(int32_t));
+    T->h_tlen = be->host_alloc(be, (size_t)maxb * sizeof(int32_t));
+    T->d_tlen = be->alloc(be, (size_t)maxb * sizeof(int32_t));
+    /* validation BLEU decodes with the tokenizer the shards were made with */
+    char tokdir[DT_STR + 16];
+    snprintf(tokdir, sizeof tokdir, "%s/tokenizer", c->data_dir);
+    T->bpe = dt_bpe_load(tokdir, &err);
+    if (!T->bpe) dt_die_user_all("[data] dir = %s: %s", c->data_dir, err.msg);
+    if (dt_bpe_vocab_size(T->bpe) != T->pairs_train.vocab)
+      dt_die_user_all("[data] dir = %s: the tokenizer has %d ids but train.h5 %lld", c->data_dir,
+                      dt_bpe_vocab_size(T->bpe), (long long)T->pairs_train.vocab);
+    if (c->parallel_zero < 3) {
+      dt_translate_opts o = {.beam = 1, .alpha = 0, .len_a = c->decode_max_len_a,
+                             .len_b = (int)c->decode_max_len_b,
+                             .max_sent = (int)DT_MIN(c->decode_batch, T->micro),
+                             .pad = (int32_t)T->pairs_train.pad, .bos = (int32_t)T->pairs_train.bos,
+                             .eos = (int32_t)T->pairs_train.eos};
+      T->tr = dt_translator_create(T->m, &o, &err);
+      if (!T->tr) dt_die_user_all("validation BLEU: %s", err.msg);
+    }
+  } else if (!T->lm) {
     T->d_x = be->alloc(be, (size_t)maxb * T->train.h * T->train.w * sizeof(float));
     T->h_logits = be->host_alloc(be, (size_t)maxb * T->m->num_classes * sizeof(float));
   }
@@ -664,6 +943,15 @@ static void teardown(trainer *T) {
   be->free(be, T->d_x);
   be->host_free(be, T->h_tok);
   be->free(be, T->d_tok);
+  if (T->s2s) {
+    dt_translator_free(T->tr);
+    dt_bpe_free(T->bpe);
+    be->host_free(be, T->h_src), be->free(be, T->d_src);
+    be->host_free(be, T->h_slen), be->free(be, T->d_slen);
+    be->host_free(be, T->h_tlen), be->free(be, T->d_tlen);
+    dt_pair_batches_free(&T->bat_train), dt_pair_batches_free(&T->bat_val);
+    dt_pair_set_free(&T->pairs_train), dt_pair_set_free(&T->pairs_val);
+  }
   free(T->tok_train);
   free(T->tok_eval);
   be->free(be, T->d_losses);
@@ -679,10 +967,43 @@ static void teardown(trainer *T) {
   free(T->config_text);
 }
 
+/* Translation: one step is one token-count batch. Its n sentences (a
+ * multiple of dp) are split evenly over the ranks and each rank's share into
+ * micro-batches of at most train.micro_batch_size; the loss is the mean over
+ * the batch's target tokens, so every rank scales by the same 1/tokens. */
+static double train_step_s2s(trainer *T) {
+  dt_backend_t be = T->be;
+  dt_model *m = T->m;
+  const dt_pair_batches *B = &T->bat_train;
+  int64_t b = epoch_perm(T, T->epoch)[T->offset];
+  int64_t n = B->start[b + 1] - B->start[b], per_rank = n / T->grid.dp;
+  const int32_t *mine = B->order + B->start[b] + per_rank * T->grid.dp_rank;
+  int64_t nmicro = (per_rank + T->micro - 1) / T->micro;
+  float dscale = (float)(1.0 / (double)B->ntgt[b]);
+  double loss_sum = 0;
+  for (int64_t j = 0; j < nmicro; j++) {
+    int first = j == 0, last = j + 1 == nmicro;
+    if (first || T->dp->zero >= 2) be->memset0(be, m->g, m->nparams_total * sizeof(float));
+    dt_dp_micro_begin(T->dp, first, last);
+    int64_t lo = per_rank * j / nmicro, hi = per_rank * (j + 1) / nmicro;
+    int64_t real;
+    dt_batch bt = make_s2s_batch(T, &T->pairs_train, mine + lo, (int)(hi - lo), &real);
+    m->forward_backward(m, &bt, T->d_losses, dscale);
+    size_t nl = (size_t)bt.n * bt.t;
+    be->d2h(be, T->h_losses, T->d_losses, nl * sizeof(float));
+    for (size_t i = 0; i < nl; i++) loss_sum += T->h_losses[i];
+    dt_dp_micro_end(T->dp);
+  }
+  T->step_tokens = B->ntgt[b];
+  T->step_samples = n;
+  return dt_dp_sum(T->dp, loss_sum) / (double)B->ntgt[b];
+}
+
 /* One optimizer step: this rank's rank_batch samples of the global batch in
  * micro-batches, gradients reduced over the data-parallel group. Returns the
  * mean loss over the global batch. */
 static double train_step(trainer *T) {
+  if (T->s2s) return train_step_s2s(T);
   dt_backend_t be = T->be;
   dt_model *m = T->m;
   const int32_t *perm = epoch_perm(T, T->epoch) + T->offset + T->grid.dp_rank * T->rank_batch;
@@ -699,6 +1020,8 @@ static double train_step(trainer *T) {
     dt_dp_micro_begin(T->dp, first, last);
     int n = (int)T->micro;
     dt_batch b = make_batch(T, 0, perm + j, n);
+    b.seed = dropout_seed(T);
+    b.sample0 = T->grid.dp_rank * T->rank_batch + j;
     m->forward_backward(m, &b, T->d_losses, dscale);
     size_t nl = (size_t)n * (T->lm ? (size_t)T->seq : 1);
     be->d2h(be, T->h_losses, T->d_losses, nl * sizeof(float));
@@ -740,6 +1063,14 @@ int dt_train(const dt_config *c) {
     printf("device: %s\nmodel: %s, %zu parameters, %.1f MB activations at micro-batch %d\n",
            T->be->desc, T->m->family, T->m->nparams_total, T->m->activation_bytes / 1e6,
            T->m->max_batch);
+    if (T->s2s)
+      printf("data: %lld train pairs in %lld batches of <= %ld padded tokens / %lld valid "
+             "pairs; each batch split over dp %d (micro %lld sentences), %lld steps/epoch, %lld "
+             "steps\nrun dir: %s\n",
+             (long long)T->bat_train.start[T->bat_train.nbatches], (long long)T->ntrain,
+             c->train_batch_tokens, (long long)T->neval, T->grid.dp, (long long)T->micro,
+             (long long)T->steps_per_epoch, (long long)T->total_steps, T->run_dir);
+    else
     printf("data: %lld train / %lld %s %s; batch %lld = dp %d x %lld (micro %lld), %lld "
            "steps/epoch, %lld steps\nrun dir: %s\n",
            (long long)T->ntrain, (long long)T->neval, T->lm ? "val" : "test",
@@ -753,6 +1084,9 @@ int dt_train(const dt_config *c) {
   signal(SIGTERM, on_signal);
   double t_start = dt_now(), t_log = t_start;
   int64_t log_samples = 0, run_samples = 0;
+  /* tokens (language and translation models) or images */
+  double log_units = 0, run_units = 0;
+  const char *unit = T->lm || T->s2s ? "tok/s" : "img/s";
   int stop = 0;
   while (T->step < T->total_steps && !stop) {
     double t0 = dt_now();
@@ -764,8 +1098,11 @@ int dt_train(const dt_config *c) {
     if (run_samples == 0) print_memory(T);
     T->step++;
     T->offset += T->batch;
-    log_samples += T->batch;
-    run_samples += T->batch;
+    log_samples += T->s2s ? T->step_samples : T->batch;
+    run_samples += T->s2s ? T->step_samples : T->batch;
+    double units = T->s2s ? (double)T->step_tokens : (double)T->batch * (T->lm ? (double)T->seq : 1.0);
+    log_units += units;
+    run_units += units;
     int epoch_end = T->offset + T->batch > T->ntrain;
     double epoch_f = (double)T->epoch + (double)T->offset / (double)(T->steps_per_epoch * T->batch);
     if (!isfinite(loss))
@@ -774,19 +1111,21 @@ int dt_train(const dt_config *c) {
                       (long long)T->step, loss);
     if (T->is_root && (T->step % c->log_every == 0 || T->step == T->total_steps || T->step == 1)) {
       double now = dt_now();
-      double sps = log_samples / (now - t_log);
+      double sps = log_samples / (now - t_log), ups = log_units / (now - t_log);
       dt_metric vals[] = {{"epoch", epoch_f, 0},       {"loss", loss, 0},
                           {"lr", lr, 0},               {"grad_norm", gnorm, 0},
                           {"samples_per_s", sps, 0},   {"time_s", now - t_start, 0},
-                          {"tokens_per_s", sps * (double)T->seq, 0}};
-      dt_metrics_log(T->metrics, "train", (long)T->step, vals, T->lm ? 7 : 6, NULL, NULL, 0);
+                          {"tokens_per_s", ups, 0}};
+      dt_metrics_log(T->metrics, "train", (long)T->step, vals, T->lm || T->s2s ? 7 : 6, NULL,
+                     NULL, 0);
       printf("step %6lld/%lld | epoch %5.2f | loss %.6f | lr %.3e | gnorm %.3f | %8.0f %s | "
              "%.1f s\n",
-             (long long)T->step, (long long)T->total_steps, epoch_f, loss, lr, gnorm,
-             T->lm ? sps * (double)T->seq : sps, T->lm ? "tok/s" : "img/s", now - t_start);
+             (long long)T->step, (long long)T->total_steps, epoch_f, loss, lr, gnorm, ups, unit,
+             now - t_start);
       fflush(stdout);
       t_log = now;
       log_samples = 0;
+      log_units = 0;
     }
     if (epoch_end) {
       T->epoch++;
@@ -795,6 +1134,9 @@ int dt_train(const dt_config *c) {
     int last = T->step == T->total_steps;
     if (epoch_end || last) {
       evaluate(T, epoch_end ? (double)T->epoch : epoch_f);
+      if (T->is_root) dt_metrics_flush(T->metrics);
+    } else if (T->s2s && c->log_bleu_every > 0 && T->step % c->log_bleu_every == 0) {
+      evaluate_s2s(T, epoch_f, 1);
       if (T->is_root) dt_metrics_flush(T->metrics);
     }
     if (c->checkpoint_every > 0 && (T->step % c->checkpoint_every == 0 || last))
@@ -817,9 +1159,7 @@ int dt_train(const dt_config *c) {
   if (T->is_root)
     printf("done: %lld steps, %.2f s training (%.0f %s), %.2f s total\n", (long long)T->step,
            T->train_time,
-           T->train_time > 0 ? (double)run_samples * (T->lm ? (double)T->seq : 1.0) / T->train_time
-                             : 0.0,
-           T->lm ? "tok/s" : "img/s", dt_now() - t_start);
+           T->train_time > 0 ? run_units / T->train_time : 0.0, unit, dt_now() - t_start);
   if (T->is_root && T->dp->zero >= 3)
     printf("zero-3: %ld layer gathers were prefetched\n", T->dp->prefetches);
   teardown(T);

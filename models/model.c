@@ -7,6 +7,8 @@
 dt_model *dt_model_create(const dt_config *cfg, dt_backend_t be, int max_batch, dt_error *err) {
   if (!strcmp(cfg->model_name, "lenet5")) return dt_lenet5_create(cfg, be, max_batch, err);
   if (!strcmp(cfg->model_name, "gpt")) return dt_gpt_create(cfg, be, max_batch, err);
+  if (!strcmp(cfg->model_name, "transformer"))
+    return dt_transformer_create(cfg, be, max_batch, err);
   dt_error_set(err, "[model] name: unknown model '%s'", cfg->model_name);
   return NULL;
 }

@@ -23,6 +23,20 @@ typedef struct dt_batch {
   const float *x;
   const int32_t *tokens;
   const int32_t *y;
+  /* Sequence to sequence (the Transformer): tokens (n,t) is the decoder input
+   * (bos + target, padded), y (n,t) the next target token (target + eos) and
+   * -1 at padded positions, which add neither loss nor gradient. */
+  int ts;                   /* seq2seq: source tokens per sequence (padded) */
+  const int32_t *src;       /* (n, ts) source ids, padded with the pad id */
+  const int32_t *src_len;   /* (n) real source lengths (1..ts) */
+  const int32_t *tgt_len;   /* (n) real decoder-input lengths (1..t); NULL = all t */
+  /* Dropout (training only): the masks are a function of (seed, sample0 + i,
+   * position) alone. The engine draws seed per optimizer step from
+   * train.seed, so a resumed run drops the same elements; sample0 is the
+   * index of the micro-batch's first sequence in the step's global batch,
+   * so the masks do not depend on the micro-batch size or the dp layout. */
+  uint64_t seed;
+  int64_t sample0;
 } dt_batch;
 
 struct dt_model {
@@ -38,6 +52,7 @@ struct dt_model {
   int num_classes;            /* classes, or the vocabulary of a language model */
   int max_batch;              /* largest micro-batch forward accepts (n) */
   int max_t;                  /* language models: longest sequence (t) */
+  int max_src_t;              /* seq2seq models: longest source sequence (ts) */
   size_t activation_bytes;    /* device bytes of activations at max_batch */
 
   /* Seeded initialisation written into host_p (nparams_total floats). */
@@ -97,5 +112,12 @@ dt_model *dt_lenet5_create(const dt_config *cfg, dt_backend_t be, int max_batch,
 /* GPT-2 (models/gpt.c): model.n_layer, n_head, n_embd, vocab_size, block_size;
  * batches of up to max_batch sequences of train.seq_len (0 = block_size) tokens. */
 dt_model *dt_gpt_create(const dt_config *cfg, dt_backend_t be, int max_batch, dt_error *err);
+/* The encoder-decoder Transformer (models/transformer.c, decoding API in
+ * models/transformer.h): model.n_embd (d_model), n_head, n_enc_layer,
+ * n_dec_layer, d_ff, norm, pos, share_embeddings, activation, vocab_size,
+ * block_size; source and target sequences of up to train.seq_len
+ * (0 = block_size) tokens. */
+dt_model *dt_transformer_create(const dt_config *cfg, dt_backend_t be, int max_batch,
+                                dt_error *err);
 
 #endif

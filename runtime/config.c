@@ -44,9 +44,9 @@ typedef struct cfg_entry {
 #define ENUM(s, k, m, def, ch, help) {s, k, CT_ENUM, STRFIELD(m), def, 0, 0, 0, ch, help}
 
 static const cfg_entry k_schema[] = {
-  ENUM("model", "name", model_name, "lenet5", "lenet5|gpt", "model family"),
+  ENUM("model", "name", model_name, "lenet5", "lenet5|gpt|transformer", "model family"),
   ENUM("model", "activation", model_activation, "relu", "relu|tanh|gelu|gelu_tanh",
-       "activation function"),
+       "activation function (transformer: of the feed-forward layers, relu or gelu)"),
   ENUM("model", "pool", model_pool, "max", "max|avg", "pooling layers"),
   INT("model", "n_layer", model_n_layer, "12", 1, NOHI, "gpt: transformer blocks"),
   INT("model", "n_head", model_n_head, "12", 1, NOHI,
@@ -56,7 +56,23 @@ static const cfg_entry k_schema[] = {
   INT("model", "block_size", model_block_size, "1024", 1, NOHI,
       "gpt: longest sequence (rows of the position table)"),
   FLT("model", "dropout", model_dropout, "0", 0, 1, F_MAX_OPEN,
-      "gpt: dropout probability (only 0 is built)"),
+      "gpt: dropout probability in training, on the embeddings and on each residual branch "
+      "(attention and MLP outputs) as GPT-2 does; not on the attention probabilities, which "
+      "the fused attention kernel never forms"),
+  STR("model", "init_from", model_init_from, "", 0,
+      "gpt: start from Hugging Face GPT-2 weights: a .safetensors file or a directory with "
+      "model.safetensors (\"\" = seeded init; not applied when resuming)"),
+  INT("model", "n_enc_layer", model_n_enc_layer, "6", 1, NOHI, "transformer: encoder layers"),
+  INT("model", "n_dec_layer", model_n_dec_layer, "6", 1, NOHI, "transformer: decoder layers"),
+  INT("model", "d_ff", model_d_ff, "2048", 1, NOHI,
+      "transformer: feed-forward width (n_embd is d_model, n_head the heads)"),
+  ENUM("model", "norm", model_norm, "post", "post|pre",
+       "transformer: LayerNorm after each residual add (the paper) or before each sublayer"),
+  ENUM("model", "pos", model_pos, "sinusoidal", "sinusoidal|learned",
+       "transformer: position encodings (block_size positions at most)"),
+  BOOL("model", "share_embeddings", model_share_embeddings, "true",
+       "transformer: one table for source and target embeddings and the output projection "
+       "(a joint vocabulary)"),
 
   STR("data", "dir", data_dir, "data/mnist-h5", F_NONEMPTY,
       "directory holding the shards (train.h5, test.h5)"),
@@ -82,13 +98,22 @@ static const cfg_entry k_schema[] = {
   INT("train", "seq_len", train_seq_len, "0", 0, NOHI,
       "language models: tokens per sequence (0 = model.block_size)"),
   ENUM("train", "recompute", train_recompute, "none", "none|mlp|block",
-       "recompute activations in backward instead of keeping them (only none is built)"),
+       "gpt: recompute activations in backward instead of keeping them: mlp the MLP hidden "
+       "(the largest), block all but each block's input; gradients are unchanged"),
+  INT("train", "batch_tokens", train_batch_tokens, "0", 0, NOHI,
+      "transformer: padded tokens per global batch (n sentences x the longest side; batches "
+      "are cut from length-sorted pairs; 0 = use batch_size sentences)"),
+  INT("train", "batch_multiple", train_batch_multiple, "8", 1, NOHI,
+      "transformer: sentences per batch are a multiple of this (parallel.dp must divide it)"),
+  FLT("train", "label_smoothing", train_label_smoothing, "0.1", 0, 1, F_MAX_OPEN,
+      "transformer: label smoothing epsilon of the cross-entropy (0 = plain)"),
 
   ENUM("optim", "name", optim_name, "adam", "sgd|adam|adamw", "optimizer"),
   FLT("optim", "lr", optim_lr, "1e-3", 0, NOHI, F_MIN_OPEN, "peak learning rate (after warmup)"),
   FLT("optim", "min_lr", optim_min_lr, "0", 0, NOHI, 0, "floor of the decaying schedules"),
-  ENUM("optim", "schedule", optim_schedule, "cosine", "constant|cosine|linear|step",
-       "learning-rate schedule after warmup"),
+  ENUM("optim", "schedule", optim_schedule, "cosine", "constant|cosine|linear|step|inverse_sqrt",
+       "learning-rate schedule after warmup (inverse_sqrt: lr * sqrt(warmup_steps / step), "
+       "the Transformer paper's)"),
   INT("optim", "warmup_steps", optim_warmup_steps, "0", 0, NOHI,
       "linear warmup over N optimizer steps"),
   FLT("optim", "step_gamma", optim_step_gamma, "0.1", 0, 1, F_MIN_OPEN,
@@ -125,6 +150,19 @@ static const cfg_entry k_schema[] = {
   STR("log", "dir", log_dir, "", 0, "run directory (\"\" = runs/<config file stem>)"),
   INT("log", "every", log_every, "50", 1, NOHI, "log every N optimizer steps"),
   BOOL("log", "tensorboard", log_tensorboard, "true", "write TensorBoard event files"),
+  INT("log", "bleu_every", log_bleu_every, "0", 0, NOHI,
+      "transformer: BLEU of greedy translations of the validation set every N steps and at "
+      "the end (0 = only at the end)"),
+  INT("log", "bleu_sentences", log_bleu_sentences, "500", 0, NOHI,
+      "transformer: validation sentences translated for BLEU (0 = all)"),
+
+  INT("decode", "beam", decode_beam, "4", 1, 64, "translation: beam size (1 = greedy)"),
+  FLT("decode", "len_penalty", decode_len_penalty, "0.6", 0, 10, 0,
+      "translation: GNMT length penalty exponent alpha, ((5+len)/6)^alpha"),
+  FLT("decode", "max_len_a", decode_max_len_a, "1.5", 0, NOHI, 0,
+      "translation: at most max_len_a * source tokens + max_len_b target tokens"),
+  INT("decode", "max_len_b", decode_max_len_b, "10", 1, NOHI, "see max_len_a"),
+  INT("decode", "batch", decode_batch, "32", 1, NOHI, "translation: sentences decoded together"),
 };
 
 #define NENTRIES ((int)DT_ARRAY_LEN(k_schema))

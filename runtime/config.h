@@ -12,7 +12,7 @@
 
 typedef struct dt_config {
   /* [model] */
-  char model_name[DT_STR];     /* lenet5 | gpt */
+  char model_name[DT_STR];     /* lenet5 | gpt | transformer */
   char model_activation[DT_STR]; /* relu | tanh | gelu | gelu_tanh */
   char model_pool[DT_STR];     /* max | avg */
   long model_n_layer;          /* gpt: transformer blocks */
@@ -20,7 +20,14 @@ typedef struct dt_config {
   long model_n_embd;           /* gpt: hidden size */
   long model_vocab_size;       /* gpt: tokens */
   long model_block_size;       /* gpt: most positions (learned position table rows) */
-  double model_dropout;        /* gpt: dropout probability (only 0 is built) */
+  double model_dropout;        /* gpt: dropout probability in training */
+  char model_init_from[DT_STR]; /* gpt: HF GPT-2 safetensors to start from; "" = seeded init */
+  long model_n_enc_layer;      /* transformer: encoder layers */
+  long model_n_dec_layer;      /* transformer: decoder layers */
+  long model_d_ff;             /* transformer: feed-forward width */
+  char model_norm[DT_STR];     /* transformer: post | pre (LayerNorm placement) */
+  char model_pos[DT_STR];      /* transformer: sinusoidal | learned positions */
+  int model_share_embeddings;  /* transformer: one table for source, target and output */
   /* [data] */
   char data_dir[DT_STR];       /* holds train.h5 and test.h5 */
   long data_train_limit;       /* use only the first N training samples (0 = all) */
@@ -37,11 +44,14 @@ typedef struct dt_config {
   long train_eval_batch_size;
   long train_seq_len;          /* language models: tokens per sequence; 0 = model.block_size */
   char train_recompute[DT_STR];/* none | mlp | block: activations recomputed in backward */
+  long train_batch_tokens;      /* transformer: padded tokens per global batch; 0 = batch_size */
+  long train_batch_multiple;   /* transformer: sentences per batch divisible by this */
+  double train_label_smoothing; /* transformer: epsilon of the label-smoothed cross-entropy */
   /* [optim] */
   char optim_name[DT_STR];     /* sgd | adam | adamw */
   double optim_lr;
   double optim_min_lr;
-  char optim_schedule[DT_STR]; /* constant | cosine | linear | step */
+  char optim_schedule[DT_STR]; /* constant | cosine | linear | step | inverse_sqrt */
   long optim_warmup_steps;
   double optim_step_gamma;     /* step schedule: lr *= gamma every step_size epochs */
   long optim_step_size;
@@ -64,6 +74,14 @@ typedef struct dt_config {
   char log_dir[DT_STR];        /* "" = runs/<config file stem> */
   long log_every;
   int log_tensorboard;
+  long log_bleu_every;         /* transformer: validation BLEU every N steps (0 = at the end) */
+  long log_bleu_sentences;     /* transformer: validation sentences for BLEU (0 = all) */
+  /* [decode] */
+  long decode_beam;            /* beam size, 1 = greedy */
+  double decode_len_penalty;   /* GNMT alpha */
+  double decode_max_len_a;     /* target tokens <= a * source + b */
+  long decode_max_len_b;
+  long decode_batch;           /* sentences decoded together */
   /* provenance */
   char path[DT_STR];           /* the .ini file it came from */
   char name[DT_STR];           /* the file's stem, e.g. lenet5-mnist */

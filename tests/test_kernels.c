@@ -989,6 +989,118 @@ static void test_xent(const xent_case *xc, int idx) {
 }
 
 /* ------------------------------------------------------------------ */
+/* label-smoothed cross-entropy with ignored (negative) targets        */
+
+typedef struct xsm_case {
+  int n, v;
+  double scale, eps; /* logits = scale * U(-1,1); every third target is -1 */
+} xsm_case;
+
+static const xsm_case xsm_cases[] = {
+    {1, 2, 3, 0.1}, {4, 10, 3, 0.0}, {7, 33, 5, 0.1}, {6, 1000, 4, 0.2}, {3, 50257, 6, 0.1},
+};
+
+typedef struct xsm_fd {
+  int n, v;
+  const int32_t *t;
+  double *x, eps;
+} xsm_fd;
+/* sum over rows of the smoothed loss / n, in float64; dlogits too if d */
+static double ref_xsm(const double *x, const int32_t *t, int n, int v, double eps, double *losses,
+                      double *d) {
+  double total = 0.0;
+  for (int i = 0; i < n; i++) {
+    const double *r = x + (size_t)i * v;
+    if (t[i] < 0) {
+      if (losses) losses[i] = 0.0;
+      if (d)
+        for (int j = 0; j < v; j++) d[(size_t)i * v + j] = 0.0;
+      continue;
+    }
+    double mx = r[0], s = 0.0, mean = 0.0;
+    for (int j = 1; j < v; j++) mx = r[j] > mx ? r[j] : mx;
+    for (int j = 0; j < v; j++) s += exp(r[j] - mx), mean += r[j] / v;
+    double lse = log(s) + mx, l = (1 - eps) * (lse - r[t[i]]) + eps * (lse - mean);
+    if (losses) losses[i] = l;
+    total += l;
+    if (d)
+      for (int j = 0; j < v; j++)
+        d[(size_t)i * v + j] = (exp(r[j] - mx) / s - (j == t[i]) * (1 - eps) - eps / v) / n;
+  }
+  return total / n;
+}
+static double xsm_loss(void *p) {
+  xsm_fd *f = p;
+  return ref_xsm(f->x, f->t, f->n, f->v, f->eps, NULL, NULL);
+}
+
+static void xsm_run(dt_backend_t be, const float *logits, const int32_t *t, int n, int v,
+                    float dscale, float eps, xent_out *o, const char *desc) {
+  size_t F = sizeof(float), nv = (size_t)n * v;
+  devbufs d = {.be = be};
+  float *x = dput(&d, logits, nv * F), *xa = dput(&d, logits, nv * F);
+  int32_t *tg = dput(&d, t, n * sizeof(int32_t));
+  float *loss = dput(&d, NULL, n * F), *dl = dput(&d, NULL, nv * F);
+  float *loss2 = dput(&d, NULL, n * F), *loss3 = dput(&d, NULL, n * F);
+  be->k->softmax_xent_smooth(be->ctx, loss, dl, x, tg, n, v, dscale, eps);
+  be->k->softmax_xent_smooth(be->ctx, loss2, NULL, x, tg, n, v, dscale, eps);
+  be->k->softmax_xent_smooth(be->ctx, loss3, xa, xa, tg, n, v, dscale, eps);
+  dget(&d, o->losses, loss, n * F, "losses");
+  dget(&d, o->dlogits, dl, nv * F, "dlogits");
+  dget(&d, o->losses_nograd, loss2, n * F, "losses (dlogits NULL)");
+  dget(&d, o->dlogits_alias, xa, nv * F, "dlogits (aliasing logits)");
+  dkeep(&d, x, logits, nv * F, "logits");
+  dkeep(&d, tg, t, n * sizeof(int32_t), "targets");
+  dfree(&d, "softmax_xent_smooth", desc);
+}
+
+static void test_xsm(const xsm_case *xc, int idx) {
+  int n = xc->n, v = xc->v;
+  size_t nv = (size_t)n * v;
+  char desc[96];
+  snprintf(desc, sizeof desc, "n=%d v=%d logits=%g*U(-1,1) eps=%g ignore=every 3rd", n, v,
+           xc->scale, xc->eps);
+  rng_seed(700 + idx);
+  float *x = fnew(nv);
+  int32_t *t = dt_malloc(n * sizeof *t);
+  fill(x, nv, -xc->scale, xc->scale);
+  for (int i = 0; i < n; i++) t[i] = i % 3 == 2 ? -1 : (int32_t)(rng_u64() % v);
+  float dscale = 1.0f / n, eps = (float)xc->eps;
+  xent_out cpu = {fnew(n), fnew(nv), fnew(n), fnew(nv)};
+  xsm_run(g_cpu, x, t, n, v, dscale, eps, &cpu, desc);
+  if (g_cpu_checks) {
+    xsm_fd f = {n, v, t, todouble(x, nv), (double)eps};
+    double *rl = dnew(n), *rd = dnew(nv);
+    ref_xsm(f.x, t, n, v, f.eps, rl, rd);
+    cmp c;
+    cmp_init(&c, 1e-5, 1e-5);
+    cmp_fd(&c, "losses", cpu.losses, rl, n);
+    cmp_fd(&c, "losses (dlogits NULL)", cpu.losses_nograd, rl, n);
+    cmp_fd(&c, "dlogits", cpu.dlogits, rd, nv);
+    cmp_fd(&c, "dlogits (aliasing logits)", cpu.dlogits_alias, rd, nv);
+    check_done(&c, "softmax_xent_smooth", "cpu:f64", desc);
+    cmp_init(&c, 1e-6, 1e-4);
+    fd_grad(&c, "dlogits", xsm_loss, &f, f.x, nv, cpu.dlogits, NULL);
+    check_done(&c, "softmax_xent_smooth", "cpu:fd", desc);
+    free(f.x), free(rl), free(rd);
+  }
+  if (g_other) {
+    xent_out gpu = {fnew(n), fnew(nv), fnew(n), fnew(nv)};
+    xsm_run(g_other, x, t, n, v, dscale, eps, &gpu, desc);
+    cmp c;
+    cmp_init(&c, TWIN_ATOL, TWIN_RTOL);
+    cmp_ff(&c, "losses", gpu.losses, cpu.losses, n);
+    cmp_ff(&c, "losses (dlogits NULL)", gpu.losses_nograd, cpu.losses, n);
+    cmp_ff(&c, "dlogits", gpu.dlogits, cpu.dlogits, nv);
+    cmp_ff(&c, "dlogits (aliasing logits)", gpu.dlogits_alias, cpu.dlogits, nv);
+    check_done(&c, "softmax_xent_smooth", "cuda:cpu", desc);
+    free(gpu.losses), free(gpu.dlogits), free(gpu.losses_nograd), free(gpu.dlogits_alias);
+  }
+  free(cpu.losses), free(cpu.dlogits), free(cpu.losses_nograd), free(cpu.dlogits_alias);
+  free(x), free(t);
+}
+
+/* ------------------------------------------------------------------ */
 /* optimizers: several steps against a float64 replay                 */
 
 #define OPT_STEPS 3
@@ -1916,6 +2028,132 @@ static void test_emb(const emb_case *ec, int idx) {
 }
 
 /* ------------------------------------------------------------------ */
+/* dropout                                                            */
+
+typedef struct drop_case {
+  size_t n;
+  float p;
+  uint64_t seed, offset;
+} drop_case;
+
+static const drop_case drop_cases[] = {
+    {1, 0.5f, 1, 0},         {1000, 0.0f, 2, 0},          {1000, 0.1f, 3, 0},
+    {4097, 0.5f, 4, 77},     {(1u << 20) + 3, 0.1f, 5, 0}, {(1u << 20) + 3, 0.9f, 6, 1ull << 44},
+    {100000, 0.25f, 7, 123456789012ull},
+};
+
+enum { DROP_OUT, DROP_DIN, DROP_INPLACE, DROP_SHIFT, DROP_NBUF };
+
+/* On be: out = forward(x), din = backward(dy), forward in place on a copy of
+ * x, and forward of x[1..] at offset + 1 (the same counters, one along). */
+static void drop_run(dt_backend_t be, const drop_case *dc, const float *x, const float *dy,
+                     float **o, const char *desc) {
+  size_t n = dc->n, F = sizeof(float);
+  devbufs d = {.be = be};
+  float *xd = dput(&d, x, n * F), *dyd = dput(&d, dy, n * F), *od = dput(&d, NULL, n * F);
+  float *dd = dput(&d, NULL, n * F), *ip = dput(&d, x, n * F);
+  float *sd = dput(&d, NULL, n * F);
+  be->k->dropout_forward(be->ctx, od, xd, n, dc->p, dc->seed, dc->offset);
+  be->k->dropout_backward(be->ctx, dd, dyd, n, dc->p, dc->seed, dc->offset);
+  be->k->dropout_forward(be->ctx, ip, ip, n, dc->p, dc->seed, dc->offset);
+  if (n > 1) be->k->dropout_forward(be->ctx, sd, xd + 1, n - 1, dc->p, dc->seed, dc->offset + 1);
+  dget(&d, o[DROP_OUT], od, n * F, "out");
+  dget(&d, o[DROP_DIN], dd, n * F, "dinp");
+  dget(&d, o[DROP_INPLACE], ip, n * F, "out (in place)");
+  dget(&d, o[DROP_SHIFT], sd, n * F, "out (offset+1)");
+  dkeep(&d, xd, x, n * F, "inp");
+  dkeep(&d, dyd, dy, n * F, "dout");
+  dfree(&d, "dropout", desc);
+}
+
+static void drop_check_cpu(const drop_case *dc, const float *x, const float *dy, float **o,
+                           const char *desc) {
+  size_t n = dc->n, kept = 0, exact = 1, same_mask = 1, p0 = 1, shift = 1, inplace = 1;
+  const float scale = 1.0f / (1.0f - dc->p);
+  double sum = 0.0;
+  for (size_t i = 0; i < n; i++) {
+    int k = o[DROP_OUT][i] != 0.0f;
+    kept += (size_t)k;
+    sum += k ? scale : 0.0; /* the output for an all-ones input */
+    exact &= o[DROP_OUT][i] == (k ? x[i] * scale : 0.0f);
+    same_mask &= (o[DROP_DIN][i] != 0.0f) == k && o[DROP_DIN][i] == (k ? dy[i] * scale : 0.0f);
+    inplace &= o[DROP_INPLACE][i] == o[DROP_OUT][i];
+    if (i + 1 < n) shift &= o[DROP_SHIFT][i] == o[DROP_OUT][i + 1];
+    p0 &= dc->p != 0.0f || o[DROP_OUT][i] == x[i];
+  }
+  /* kept ~ Binomial(n, 1-p): within 5 standard deviations (+1 for tiny n) */
+  double q = 1.0 - dc->p, sd = sqrt((double)n * dc->p * q);
+  double dev = fabs((double)kept - q * (double)n);
+  int frac_ok = dev <= 5.0 * sd + 1.0;
+  int mean_ok = fabs(sum / (double)n - 1.0) <= (5.0 * sd + 1.0) / (q * (double)n);
+  char why[160];
+  snprintf(why, sizeof why, "kept %zu of %zu (expected %.1f, sd %.1f), mean of ones %.5f", kept,
+           n, q * (double)n, sd, sum / (double)n);
+  if (frac_ok && mean_ok) {
+    printf("ok   %-20s %-9s %s  %s\n", "dropout_mask", "cpu:stat", desc, why);
+    g_pass++;
+  } else {
+    check_fail("dropout_mask", "cpu:stat", desc, why);
+  }
+  cmp c;
+  cmp_init(&c, 0.0, 0.0);
+  cmp_one(&c, "out == keep ? x*scale : 0", 0, exact, 1);
+  cmp_one(&c, "p = 0 is the identity", 0, p0, 1);
+  cmp_one(&c, "in place == out of place", 0, inplace, 1);
+  cmp_one(&c, "counter = offset + i", 0, shift, 1);
+  check_done(&c, "dropout_forward", "cpu:ref", desc);
+  cmp_init(&c, 0.0, 0.0);
+  cmp_one(&c, "forward's mask and scale", 0, same_mask, 1);
+  check_done(&c, "dropout_backward", "cpu:ref", desc);
+}
+
+static void test_dropout(const drop_case *dc, int idx) {
+  size_t n = dc->n;
+  char desc[96];
+  snprintf(desc, sizeof desc, "n=%zu p=%g seed=%llu offset=%llu", n, dc->p,
+           (unsigned long long)dc->seed, (unsigned long long)dc->offset);
+  rng_seed(1200 + idx);
+  /* |x| >= 0.5, so a zero output is a dropped element */
+  float *x = fnew(n), *dy = fnew(n), *o[DROP_NBUF], *again = fnew(n), *other = fnew(n);
+  for (size_t i = 0; i < n; i++) {
+    x[i] = (float)(urand(0.5, 1.5) * (rng_u64() & 1 ? 1 : -1));
+    dy[i] = (float)(urand(0.5, 1.5) * (rng_u64() & 1 ? 1 : -1));
+  }
+  for (int i = 0; i < DROP_NBUF; i++) o[i] = fnew(n);
+  drop_run(g_cpu, dc, x, dy, o, desc);
+  if (g_cpu_checks) {
+    drop_check_cpu(dc, x, dy, o, desc);
+    /* determinism across calls, and another seed another mask */
+    g_cpu->k->dropout_forward(g_cpu->ctx, again, x, n, dc->p, dc->seed, dc->offset);
+    g_cpu->k->dropout_forward(g_cpu->ctx, other, x, n, dc->p, dc->seed + 1, dc->offset);
+    cmp c;
+    cmp_init(&c, 0.0, 0.0);
+    cmp_ff(&c, "out (second call)", again, o[DROP_OUT], n);
+    if (n >= 1000 && dc->p > 0.0f)
+      cmp_one(&c, "seed+1 differs", 0, memcmp(other, o[DROP_OUT], n * sizeof(float)) != 0, 1);
+    check_done(&c, "dropout_forward", "cpu:det", desc);
+  }
+  if (g_other) {
+    float *gpu[DROP_NBUF];
+    for (int i = 0; i < DROP_NBUF; i++) gpu[i] = fnew(n);
+    drop_run(g_other, dc, x, dy, gpu, desc);
+    /* one hash, one rounded multiply: the same bits */
+    static const char *names[DROP_NBUF] = {"out", "dinp", "out (in place)", "out (offset+1)"};
+    cmp c;
+    cmp_init(&c, 0.0, 0.0);
+    for (int i = 0; i < DROP_NBUF; i++)
+      if (i != DROP_DIN) cmp_ff(&c, names[i], gpu[i], o[i], i == DROP_SHIFT ? n - 1 : n);
+    check_done(&c, "dropout_forward", "cuda:cpu", desc);
+    cmp_init(&c, 0.0, 0.0);
+    cmp_ff(&c, names[DROP_DIN], gpu[DROP_DIN], o[DROP_DIN], n);
+    check_done(&c, "dropout_backward", "cuda:cpu", desc);
+    for (int i = 0; i < DROP_NBUF; i++) free(gpu[i]);
+  }
+  for (int i = 0; i < DROP_NBUF; i++) free(o[i]);
+  free(x), free(dy), free(again), free(other);
+}
+
+/* ------------------------------------------------------------------ */
 /* timing: LeNet-sized conv forward + backward                        */
 
 static double time_lenet_convs(dt_backend_t be, int iters) {
@@ -2010,12 +2248,14 @@ int main(int argc, char **argv) {
     for (size_t i = 0; i < DT_ARRAY_LEN(act_sizes); i++)
       test_act((dt_act)a, act_sizes[i], a * 10 + (int)i);
   for (size_t i = 0; i < DT_ARRAY_LEN(xent_cases); i++) test_xent(&xent_cases[i], (int)i);
+  for (size_t i = 0; i < DT_ARRAY_LEN(xsm_cases); i++) test_xsm(&xsm_cases[i], (int)i);
   for (size_t i = 0; i < DT_ARRAY_LEN(opt_cases); i++) test_opt(&opt_cases[i], (int)i);
   for (size_t i = 0; i < DT_ARRAY_LEN(reduce_cases); i++) test_reduce(&reduce_cases[i], (int)i);
   for (size_t i = 0; i < DT_ARRAY_LEN(gather_cases); i++) test_gather(&gather_cases[i], (int)i);
   for (size_t i = 0; i < DT_ARRAY_LEN(ln_cases); i++) test_ln(&ln_cases[i], (int)i);
   for (size_t i = 0; i < DT_ARRAY_LEN(att_cases); i++) test_att(&att_cases[i], (int)i);
   for (size_t i = 0; i < DT_ARRAY_LEN(emb_cases); i++) test_emb(&emb_cases[i], (int)i);
+  for (size_t i = 0; i < DT_ARRAY_LEN(drop_cases); i++) test_dropout(&drop_cases[i], (int)i);
 
   if (do_time) {
     dt_backend_t bes[2] = {g_cpu_checks ? g_cpu : NULL, g_other};

@@ -2,6 +2,7 @@
 #include "../act.h"
 #include "../attention.h"
 #include "../conv.h"
+#include "../dropout.h"
 #include "../embedding.h"
 #include "../matmul.h"
 #include "../norm.h"
@@ -23,6 +24,7 @@ const dt_kernels dt_cpu_kernels = {
     .act_forward = dt_cpu_act_forward,
     .act_backward = dt_cpu_act_backward,
     .softmax_xent = dt_cpu_softmax_xent,
+    .softmax_xent_smooth = dt_cpu_softmax_xent_smooth,
     .sgd_step = dt_cpu_sgd_step,
     .adam_step = dt_cpu_adam_step,
     .sumsq = dt_cpu_sumsq,
@@ -37,4 +39,6 @@ const dt_kernels dt_cpu_kernels = {
     .embedding_forward = dt_cpu_embedding_forward,
     .embedding_backward_workspace = dt_cpu_embedding_backward_workspace,
     .embedding_backward = dt_cpu_embedding_backward,
+    .dropout_forward = dt_cpu_dropout_forward,
+    .dropout_backward = dt_cpu_dropout_backward,
 };

@@ -5,6 +5,7 @@
 #include "act.h"
 #include "attention.h"
 #include "conv.h"
+#include "dropout.h"
 #include "embedding.h"
 #include "kernels.h"
 #include "matmul.h"
@@ -27,6 +28,7 @@ extern "C" const dt_kernels dt_cuda_kernels = {
     .act_forward = dt_cuda_act_forward,
     .act_backward = dt_cuda_act_backward,
     .softmax_xent = dt_cuda_softmax_xent,
+    .softmax_xent_smooth = dt_cuda_softmax_xent_smooth,
     .sgd_step = dt_cuda_sgd_step,
     .adam_step = dt_cuda_adam_step,
     .sumsq = dt_cuda_sumsq,
@@ -41,8 +43,10 @@ extern "C" const dt_kernels dt_cuda_kernels = {
     .embedding_forward = dt_cuda_embedding_forward,
     .embedding_backward_workspace = dt_cuda_embedding_backward_workspace,
     .embedding_backward = dt_cuda_embedding_backward,
+    .dropout_forward = dt_cuda_dropout_forward,
+    .dropout_backward = dt_cuda_dropout_backward,
 };
 
 /* A slot added to dt_kernels without an initializer here would be NULL;
- * keep the count in step (26 slots today). */
-static_assert(DT_KERNELS_SLOTS == 26, "dt_kernels changed: fill the new slots in table.cu");
+ * keep the count in step (29 slots today). */
+static_assert(DT_KERNELS_SLOTS == 29, "dt_kernels changed: fill the new slots in table.cu");
