@@ -48,6 +48,11 @@ void dt_cpu_dropout_forward(void *ctx, float *out, const float *inp, size_t n, f
 void dt_cpu_dropout_backward(void *ctx, float *dinp, const float *dout, size_t n, float p,
                              uint64_t seed, uint64_t offset);
 
+void dt_cpu_dropout_rows(void *ctx, float *y, const float *x, int rows, size_t width,
+                         size_t stride, float p, uint64_t seed, uint64_t offset);
+void dt_cuda_dropout_rows(void *ctx, float *y, const float *x, int rows, size_t width,
+                          size_t stride, float p, uint64_t seed, uint64_t offset);
+
 void dt_cuda_dropout_forward(void *ctx, float *out, const float *inp, size_t n, float p,
                              uint64_t seed, uint64_t offset);
 void dt_cuda_dropout_backward(void *ctx, float *dinp, const float *dout, size_t n, float p,

@@ -214,6 +214,14 @@ typedef struct dt_kernels {
    * (seed, offset); dinp may alias dout. */
   void (*dropout_backward)(void *ctx, float *dinp, const float *dout, size_t n, float p,
                            uint64_t seed, uint64_t offset);
+  /* The same dropout over rows (rows, width) whose counters are stride apart:
+   * y[r*width + j] = keep(offset + r*stride + j) ? x * 1/(1-p) : 0 [=], for
+   * forward and backward alike (the map is its own derivative). A padded
+   * batch (n, t, D) at stride maxT*D gives each (sequence, position) the same
+   * counters whatever t this batch is padded to. width <= stride; y may
+   * alias x. */
+  void (*dropout_rows)(void *ctx, float *y, const float *x, int rows, size_t width,
+                       size_t stride, float p, uint64_t seed, uint64_t offset);
 } dt_kernels;
 
 /* The number of function slots in dt_kernels, for the test that checks that

@@ -4,7 +4,12 @@
  * from the source and target lengths, a causal decoder with cross-attention,
  * an output projection optionally tied to one joint embedding table, and a
  * label-smoothed loss that ignores padded targets. Also the incremental
- * decoder of transformer.h. No dropout yet (see check_config). */
+ * decoder of transformer.h. Dropout ([model] dropout) as the paper and
+ * fairseq's transformer_wmt_en_de apply it: on the embedding sums (encoder
+ * and decoder) and on every sublayer's output before its residual add.
+ * fairseq's attention_dropout and activation_dropout (on the attention
+ * probabilities and after fc1's activation) are 0 in those recipes and not
+ * built: the fused attention kernel never forms the probabilities. */
 #include "transformer.h"
 
 #include <math.h>
@@ -67,6 +72,11 @@ typedef struct tf {
   float *dqkv, *dfc;                  /* (R,3D) (R,F) */
   float *dkv, *denc, *denc_tmp;       /* (S,2D) (S,D) (S,D) */
   void *emb_ws;
+  float dropout;                      /* [model] dropout */
+  /* this call's dropout: p (0 in evaluation and decoding) and its batch */
+  float drop_p;
+  const dt_batch *drop_b;
+  float *dbranch;                     /* (RM,D) a branch's gradient through dropout */
   float **bufs;                       /* every device buffer, for destroy */
   int nbufs, capbufs;
 } tf;
@@ -79,6 +89,38 @@ static int dec_sub(const tf *T, int l, int s) { return T->p_dec0 + (3 * l + s) *
 static void ready2(dt_model *m, int p) {
   dt_model_grad_ready(m, p);
   dt_model_grad_ready(m, p + 1);
+}
+
+/* ---- dropout sites: 0 the encoder's embedding sum, 1 the decoder's, then
+ * one per sublayer in parameter order (enc_site, dec_site). Site s counts
+ * from s << 44; sequence i of a micro-batch from (b->sample0 + i) * max_t * D
+ * within it, its index in the step's global batch times a fixed stride, so a
+ * token's counters depend neither on the micro-batch split nor on how long
+ * the micro-batch is padded. Distinct while a step holds fewer than 2^44
+ * elements per site (check_config, and tf_forward_backward for sample0);
+ * the backward regenerates the forward's masks. ---- */
+
+enum { SITE_ENC_EMB, SITE_DEC_EMB, SITE_SUB0 };
+static int enc_site(const tf *T, int l, int s) { (void)T; return SITE_SUB0 + 2 * l + s; }
+static int dec_site(const tf *T, int l, int s) { return SITE_SUB0 + 2 * T->Le + 3 * l + s; }
+
+static uint64_t drop_stride(const tf *T) { return (uint64_t)T->m.max_t * (uint64_t)T->D; }
+
+/* y (n,t,D) = dropout(x) at site; nothing when p = 0 (x is then y) */
+static void drop(tf *T, int site, float *y, const float *x, int n, int t) {
+  const dt_batch *b = T->drop_b;
+  if (T->drop_p <= 0.0f) return;
+  T->m.be->k->dropout_rows(T->m.be->ctx, y, x, n, (size_t)t * T->D, drop_stride(T), T->drop_p,
+                           b->seed,
+                           ((uint64_t)site << 44) + (uint64_t)b->sample0 * drop_stride(T));
+}
+
+/* The gradient through a branch's dropout: into dbranch, since dres must
+ * survive for the residual path; dres itself when there is no dropout. */
+static const float *drop_backward(tf *T, int site, const float *dres, const pass *ps) {
+  if (T->drop_p <= 0.0f) return dres;
+  drop(T, site, T->dbranch, dres, ps->n, ps->t);
+  return T->dbranch;
 }
 
 /* ---- forward pieces ---- */
@@ -170,11 +212,13 @@ static void branch_forward(tf *T, int kind, int p, sub_acts *a, const float *u, 
   }
 }
 
-static void sub_forward(tf *T, int kind, int p, sub_acts *a, const float *xin, const pass *ps) {
+static void sub_forward(tf *T, int kind, int p, int site, sub_acts *a, const float *xin,
+                        const pass *ps) {
   const int R = ps->n * ps->t;
   const float *u = sub_begin(T, p, a, xin, R);
   float *h = sub_h(T, a);
   branch_forward(T, kind, p, a, u, h, ps);
+  drop(T, site, h, h, ps->n, ps->t);
   sub_end(T, p, a, xin, h, R);
 }
 
@@ -194,11 +238,12 @@ static const float *encoder_forward(tf *T, const int32_t *src, const int32_t *sr
                                     int ts) {
   pass ps = {.n = n, .t = ts, .causal = 0, .self_len = src_len};
   embed_forward(T, T->enc_x0, src, n, ts, T->p_enc_emb, T->p_enc_pos, 0);
+  drop(T, SITE_ENC_EMB, T->enc_x0, T->enc_x0, n, ts);
   const float *x = T->enc_x0;
   for (int l = 0; l < T->Le; l++)
     for (int s = 0; s < 2; s++) {
       sub_acts *a = &T->enc[2 * l + s];
-      sub_forward(T, s ? SUB_FFN : SUB_SELF, enc_sub(T, l, s), a, x, &ps);
+      sub_forward(T, s ? SUB_FFN : SUB_SELF, enc_sub(T, l, s), enc_site(T, l, s), a, x, &ps);
       x = a->out;
     }
   return final_ln(T, T->p_enc_ln, T->enc_ln, T->enc_mean, T->enc_rstd, x, n * ts);
@@ -208,11 +253,12 @@ static const float *decoder_forward(tf *T, const dt_batch *b, const float *enc) 
   pass ps = {.n = b->n, .t = b->t, .causal = 1, .self_len = b->tgt_len, .enc = enc,
              .ts = b->ts, .src_len = b->src_len};
   embed_forward(T, T->dec_x0, b->tokens, b->n, b->t, T->p_dec_emb, T->p_dec_pos, 0);
+  drop(T, SITE_DEC_EMB, T->dec_x0, T->dec_x0, b->n, b->t);
   const float *x = T->dec_x0;
   for (int l = 0; l < T->Ld; l++)
     for (int s = 0; s < 3; s++) {
       sub_acts *a = &T->dec[3 * l + s];
-      sub_forward(T, s, dec_sub(T, l, s), a, x, &ps);
+      sub_forward(T, s, dec_sub(T, l, s), dec_site(T, l, s), a, x, &ps);
       x = a->out;
     }
   return final_ln(T, T->p_dec_ln, T->dec_ln, T->dec_mean, T->dec_rstd, x, b->n * b->t);
@@ -278,14 +324,14 @@ static void branch_backward(tf *T, int kind, int p, sub_acts *a, const float *u,
 
 /* On entry *dres is d out; on return d xin. Post-LN needs a second buffer,
  * so the two pointers may trade places. */
-static void sub_backward(tf *T, int kind, int p, sub_acts *a, const float *xin, const pass *ps,
-                         float **dres, float **spare) {
+static void sub_backward(tf *T, int kind, int p, int site, sub_acts *a, const float *xin,
+                         const pass *ps, float **dres, float **spare) {
   dt_model *m = &T->m;
   const dt_kernels *k = m->be->k;
   void *ctx = m->be->ctx;
   const int R = ps->n * ps->t, D = T->D;
   if (T->pre) {
-    branch_backward(T, kind, p, a, a->ln, *dres, T->du, ps);
+    branch_backward(T, kind, p, a, a->ln, drop_backward(T, site, *dres, ps), T->du, ps);
     dt_model_fetch(m, p + SP_LNW, 2);
     k->layernorm_backward(ctx, *dres, GW(p + SP_LNW), GW(p + SP_LNB), T->du, xin, W(p + SP_LNW),
                           a->mean, a->rstd, R, D);
@@ -300,7 +346,7 @@ static void sub_backward(tf *T, int kind, int p, sub_acts *a, const float *xin, 
                         a->mean, a->rstd, R, D);
   dt_model_release(m, p + SP_LNW, 2);
   ready2(m, p + SP_LNW);
-  branch_backward(T, kind, p, a, xin, dsum, T->du, ps);
+  branch_backward(T, kind, p, a, xin, drop_backward(T, site, dsum, ps), T->du, ps);
   k->axpy(ctx, dsum, 1.0f, T->du, (size_t)R * D);
   *spare = *dres;
   *dres = dsum;
@@ -353,8 +399,10 @@ static void tf_backward(tf *T, const dt_batch *b, const float *enc, const float 
   for (int l = T->Ld - 1; l >= 0; l--)
     for (int s = 2; s >= 0; s--) {
       const float *xin = l == 0 && s == 0 ? T->dec_x0 : T->dec[3 * l + s - 1].out;
-      sub_backward(T, s, dec_sub(T, l, s), &T->dec[3 * l + s], xin, &pd, &dres, &spare);
+      sub_backward(T, s, dec_sub(T, l, s), dec_site(T, l, s), &T->dec[3 * l + s], xin, &pd,
+                   &dres, &spare);
     }
+  drop(T, SITE_DEC_EMB, dres, dres, n, b->t);
   embed_backward(T, dres, b->tokens, n, b->t, T->p_dec_emb, T->p_dec_pos);
   if (!T->shared) dt_model_grad_ready(m, T->p_dec_emb);
 
@@ -368,9 +416,10 @@ static void tf_backward(tf *T, const dt_batch *b, const float *enc, const float 
   for (int l = T->Le - 1; l >= 0; l--)
     for (int s = 1; s >= 0; s--) {
       const float *xin = l == 0 && s == 0 ? T->enc_x0 : T->enc[2 * l + s - 1].out;
-      sub_backward(T, s ? SUB_FFN : SUB_SELF, enc_sub(T, l, s), &T->enc[2 * l + s], xin, &pe,
-                   &dres, &spare);
+      sub_backward(T, s ? SUB_FFN : SUB_SELF, enc_sub(T, l, s), enc_site(T, l, s),
+                   &T->enc[2 * l + s], xin, &pe, &dres, &spare);
     }
+  drop(T, SITE_ENC_EMB, dres, dres, n, b->ts);
   embed_backward(T, dres, b->src, n, b->ts, T->p_enc_emb, T->p_enc_pos);
   dt_model_grad_ready(m, T->p_enc_emb);
 }
@@ -385,6 +434,15 @@ static const float *tf_forward_backward(dt_model *m, const dt_batch *b, float *l
                 "not fit the model built for %d x %d x %d ([train] micro_batch_size, [train] "
                 "seq_len, [model] block_size)",
                 b->n, b->ts, b->t, m->max_batch, m->max_src_t, m->max_t);
+  /* evaluation (dscale 0) sees the whole network */
+  T->drop_p = dscale != 0.0f ? T->dropout : 0.0f;
+  T->drop_b = b;
+  if (T->drop_p > 0.0f &&
+      (b->sample0 < 0 ||
+       (double)(b->sample0 + b->n) * (double)drop_stride(T) >= 17592186044416.0))
+    dt_die_user("transformer: dropout counters of sequences %lld..%lld (x %d tokens x %d) reach "
+                "2^44, where the next site's begin",
+                (long long)b->sample0, (long long)(b->sample0 + b->n), m->max_t, T->D);
   const float *enc = encoder_forward(T, b->src, b->src_len, b->n, b->ts);
   const float *y = decoder_forward(T, b, enc);
   logits_forward(T, T->logits, y, b->n * b->t);
@@ -395,6 +453,9 @@ static const float *tf_forward_backward(dt_model *m, const dt_batch *b, float *l
                                 T->logits, b->y, b->n * b->t, T->V, dscale,
                                 dscale != 0.0f ? T->smoothing : 0.0f);
   if (dscale != 0.0f) tf_backward(T, b, enc, y);
+  /* dt_transformer_encode runs encoder_forward too: no dropout there */
+  T->drop_p = 0.0f;
+  T->drop_b = NULL;
   return T->logits;
 }
 
@@ -543,12 +604,8 @@ static void build_table(tf *T) {
 }
 
 static int check_config(const dt_config *cfg, int max_batch, dt_error *err) {
-  if (cfg->model_dropout > 0)
-    /* Hook: dropout goes after each attention softmax, on each branch output
-     * before its residual add, on the fc1 activation and on the embedding
-     * sums, with the dropout kernels and dt_batch's seed. */
-    return dt_error_set(err, "[model] dropout = %g: dropout is not built yet for the "
-                        "transformer (only 0)", cfg->model_dropout);
+  if (!(cfg->model_dropout >= 0 && cfg->model_dropout < 1))
+    return dt_error_set(err, "[model] dropout = %g: must be in [0, 1)", cfg->model_dropout);
   if (strcmp(cfg->train_recompute, "none") != 0)
     return dt_error_set(err, "[train] recompute = %s: activation recomputation is not built yet "
                         "for the transformer (only none)", cfg->train_recompute);
@@ -574,6 +631,13 @@ static int check_config(const dt_config *cfg, int max_batch, dt_error *err) {
                         cfg->train_label_smoothing);
   if (max_batch < 1) return dt_error_set(err, "transformer: micro-batch size must be at least 1");
   long T = cfg->train_seq_len ? cfg->train_seq_len : cfg->model_block_size;
+  /* each dropout site numbers a step's elements from its own 2^44 range,
+   * batch_size sentences (at most) of T positions x n_embd each */
+  if (cfg->model_dropout > 0 &&
+      (double)cfg->train_batch_size * (double)T * (double)cfg->model_n_embd >= 17592186044416.0)
+    return dt_error_set(err, "[model] dropout = %g: a step of [train] batch_size = %ld x %ld "
+                        "tokens x n_embd %ld has 2^44 elements or more per dropout site",
+                        cfg->model_dropout, cfg->train_batch_size, T, cfg->model_n_embd);
   double rows = (double)max_batch * (double)T;
   double width = fmax(fmax(3.0 * cfg->model_n_embd, (double)cfg->model_d_ff),
                       (double)cfg->model_vocab_size);
@@ -636,6 +700,7 @@ dt_model *dt_transformer_create(const dt_config *cfg, dt_backend_t be, int max_b
            : !strcmp(cfg->model_activation, "gelu") ? DT_ACT_GELU
                                                     : DT_ACT_GELU_TANH;
   T->smoothing = (float)cfg->train_label_smoothing;
+  T->dropout = (float)cfg->model_dropout;
   m->family = "transformer";
   m->be = be;
   m->num_classes = T->V;
@@ -674,6 +739,7 @@ dt_model *dt_transformer_create(const dt_config *cfg, dt_backend_t be, int max_b
   T->d1 = act_alloc(T, RM * D);
   T->du = act_alloc(T, RM * D);
   T->datt = act_alloc(T, RM * D);
+  if (T->dropout > 0.0f) T->dbranch = act_alloc(T, RM * D);
   T->dqkv = act_alloc(T, RM * 3 * D);
   T->dfc = act_alloc(T, RM * (size_t)T->F);
   T->dkv = act_alloc(T, S * 2 * D);

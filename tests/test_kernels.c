@@ -2153,6 +2153,60 @@ static void test_dropout(const drop_case *dc, int idx) {
   free(x), free(dy), free(again), free(other);
 }
 
+/* dropout_rows: row r of y is dropout_forward of row r of x at offset +
+ * r*stride, and the GPU gives the CPU's bits */
+typedef struct drop_rows_case {
+  int rows;
+  size_t width, stride;
+  float p;
+  uint64_t seed, offset;
+} drop_rows_case;
+
+static const drop_rows_case drop_rows_cases[] = {
+    {1, 17, 17, 0.5f, 11, 0}, {5, 300, 1000, 0.3f, 12, 1ull << 44},
+    {64, 4097, 8192, 0.1f, 13, 3}, {7, 1000, 1000, 0.0f, 14, 0},
+};
+
+static void drop_rows_run(dt_backend_t be, const drop_rows_case *dc, const float *x, float *y,
+                          const char *desc) {
+  size_t n = (size_t)dc->rows * dc->width, F = sizeof(float);
+  devbufs d = {.be = be};
+  float *xd = dput(&d, x, n * F), *yd = dput(&d, NULL, n * F);
+  be->k->dropout_rows(be->ctx, yd, xd, dc->rows, dc->width, dc->stride, dc->p, dc->seed,
+                      dc->offset);
+  dget(&d, y, yd, n * F, "y");
+  dkeep(&d, xd, x, n * F, "x");
+  dfree(&d, "dropout_rows", desc);
+}
+
+static void test_dropout_rows(const drop_rows_case *dc, int idx) {
+  size_t n = (size_t)dc->rows * dc->width;
+  char desc[96];
+  snprintf(desc, sizeof desc, "rows=%d width=%zu stride=%zu p=%g", dc->rows, dc->width,
+           dc->stride, dc->p);
+  rng_seed(1300 + idx);
+  float *x = fnew(n), *y = fnew(n), *ref = fnew(n);
+  for (size_t i = 0; i < n; i++) x[i] = (float)urand(-1.5, 1.5);
+  drop_rows_run(g_cpu, dc, x, y, desc);
+  cmp c;
+  if (g_cpu_checks) {
+    for (int r = 0; r < dc->rows; r++)
+      g_cpu->k->dropout_forward(g_cpu->ctx, ref + (size_t)r * dc->width,
+                                x + (size_t)r * dc->width, dc->width, dc->p, dc->seed,
+                                dc->offset + (uint64_t)r * dc->stride);
+    cmp_init(&c, 0.0, 0.0);
+    cmp_ff(&c, "y == per-row dropout_forward", y, ref, n);
+    check_done(&c, "dropout_rows", "cpu:ref", desc);
+  }
+  if (g_other) {
+    drop_rows_run(g_other, dc, x, ref, desc);
+    cmp_init(&c, 0.0, 0.0);
+    cmp_ff(&c, "y", ref, y, n);
+    check_done(&c, "dropout_rows", "cuda:cpu", desc);
+  }
+  free(x), free(y), free(ref);
+}
+
 /* ------------------------------------------------------------------ */
 /* timing: LeNet-sized conv forward + backward                        */
 
@@ -2256,6 +2310,8 @@ int main(int argc, char **argv) {
   for (size_t i = 0; i < DT_ARRAY_LEN(att_cases); i++) test_att(&att_cases[i], (int)i);
   for (size_t i = 0; i < DT_ARRAY_LEN(emb_cases); i++) test_emb(&emb_cases[i], (int)i);
   for (size_t i = 0; i < DT_ARRAY_LEN(drop_cases); i++) test_dropout(&drop_cases[i], (int)i);
+  for (size_t i = 0; i < DT_ARRAY_LEN(drop_rows_cases); i++)
+    test_dropout_rows(&drop_rows_cases[i], (int)i);
 
   if (do_time) {
     dt_backend_t bes[2] = {g_cpu_checks ? g_cpu : NULL, g_other};

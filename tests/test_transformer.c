@@ -3,8 +3,13 @@
  * embeddings, relu/gelu, sinusoidal/learned positions), padding masks (a
  * padded batch equals its sentences alone), label smoothing and the ignore
  * index, ZeRO-3 fetch/release hooks, gradients final when announced,
- * incremental decoding against the teacher-forced forward, and bad configs.
- * Usage: test_transformer */
+ * incremental decoding against the teacher-forced forward, dropout (the
+ * same checks in training mode, evaluation = no dropout, masks a function of
+ * the seed and each sentence's place in the batch), and bad configs.
+ * --backend cuda instead builds the model on the GPU and compares it with
+ * the CPU one (logits, losses, gradients), and reruns the padding and decode
+ * checks there; it exits 77 without a GPU.
+ * Usage: test_transformer [--backend cpu|cuda] */
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -32,6 +37,7 @@ typedef struct variant {
   const char *norm, *act, *pos;
   int shared;
   double smoothing;
+  double dropout;
 } variant;
 
 static void tiny_config(dt_config *cfg, const variant *v) {
@@ -49,6 +55,7 @@ static void tiny_config(dt_config *cfg, const variant *v) {
   snprintf(cfg->model_pos, DT_STR, "%s", v->pos);
   cfg->model_share_embeddings = v->shared;
   cfg->train_label_smoothing = v->smoothing;
+  cfg->model_dropout = v->dropout;
 }
 
 /* A padded batch: random ids, PAD past each length, y = -1 past tgt_len. */
@@ -70,7 +77,8 @@ static void make_batch(batch *bt, uint64_t seed, int use_tgt_len) {
     }
   }
   bt->b = (dt_batch){.n = NB, .t = TT, .tokens = bt->tok, .y = bt->y, .ts = TS, .src = bt->src,
-                     .src_len = k_src_len, .tgt_len = use_tgt_len ? k_tgt_len : NULL};
+                     .src_len = k_src_len, .tgt_len = use_tgt_len ? k_tgt_len : NULL,
+                     .seed = 0xd0d0 + seed};
 }
 
 static dt_model *make_model(dt_backend_t be, const variant *v, uint64_t seed) {
@@ -119,7 +127,9 @@ static void test_gradients(dt_backend_t be, const variant *v, const char *desc) 
   memcpy(g, m->g, m->nparams_total * sizeof(float));
   dt_rng r;
   dt_rng_seed(&r, 3, 4);
-  /* central differences of an fp32 forward: the step trades truncation
+  /* the differences are of the training loss (label smoothing, dropout
+   * with the batch's fixed masks): evaluation would drop both.
+   * central differences of an fp32 forward: the step trades truncation
    * (h^2) against rounding of the loss (~1e-7 / h). An entry whose one-sided
    * slopes disagree has a ReLU kink within h, where no difference quotient
    * is the derivative: it is skipped and counted. */
@@ -133,9 +143,9 @@ static void test_gradients(dt_backend_t be, const variant *v, const char *desc) 
       size_t j = q->offset + dt_rng_below(&r, q->count);
       float save = m->p[j];
       m->p[j] = save + (float)h;
-      double lp = run(m, &bt.b, losses, dscale, 0);
+      double lp = run(m, &bt.b, losses, dscale, 1);
       m->p[j] = save - (float)h;
-      double lm = run(m, &bt.b, losses, dscale, 0);
+      double lm = run(m, &bt.b, losses, dscale, 1);
       m->p[j] = save;
       double fd = (lp - lm) / (2 * h), an = g[j];
       if (fabs((lp - l0) - (l0 - lm)) / h > 0.1 * fabs(fd) + 2e-3) {
@@ -222,7 +232,7 @@ static void test_smoothing(dt_backend_t be) {
   }
   CHECK(same && ign, "label smoothing 0 == softmax_xent; targets < 0 give loss 0 and zero rows");
   /* and through the model: smoothing 0 vs 0.1 differ only where y >= 0 */
-  variant v0 = {"post", "relu", "sinusoidal", 1, 0.0}, v1 = v0;
+  variant v0 = {"post", "relu", "sinusoidal", 1, 0.0, 0}, v1 = v0;
   v1.smoothing = 0.1;
   dt_model *m0 = make_model(be, &v0, 2), *m1 = make_model(be, &v1, 2);
   batch bt;
@@ -315,8 +325,9 @@ static void test_zero3(dt_backend_t be, const variant *v, const char *desc) {
   m->grad_hook_ctx = &rl;
   run(m, &bt.b, l1, 0.1f, 1);
   float *logits1 = malloc(sizeof(float) * NB * TT * V), *g1 = malloc(n * sizeof(float));
-  memcpy(logits1, m->forward_backward(m, &bt.b, l1, 0.0f), sizeof(float) * NB * TT * V);
-  run(m, &bt.b, l1, 0.1f, 1);
+  /* training logits: with dropout they are not evaluation's */
+  memset(m->g, 0, n * sizeof(float));
+  memcpy(logits1, m->forward_backward(m, &bt.b, l1, 0.1f), sizeof(float) * NB * TT * V);
   memcpy(g1, m->g, n * sizeof(float));
   int once = 1;
   for (int i = 0; i < m->nparams; i++) once &= rl.calls[i] == 2;
@@ -402,13 +413,70 @@ static void test_decode(dt_backend_t be, const variant *v, const char *desc) {
   dt_model_destroy(m);
 }
 
+/* Dropout: evaluation is the dropout-0 model bit for bit; training masks
+ * are fixed by the seed (same bits again, another seed another loss); and
+ * sentence s alone, unpadded, with sample0 = s gives the padded batch's
+ * losses and gradient share, so masks follow the sentence, not the split
+ * or the padding. (Gradients by central differences with dropout on are
+ * test_gradients on the dropout variants.) */
+static void test_dropout(dt_backend_t be, const variant *v, const char *desc) {
+  variant v0 = *v;
+  v0.dropout = 0;
+  dt_model *m = make_model(be, v, 61), *m0 = make_model(be, &v0, 61);
+  batch bt;
+  make_batch(&bt, 17, 1);
+  size_t n = m->nparams_total, NV = (size_t)NB * TT * V;
+  float l0[NB * TT], l1[NB * TT], l2[NB * TT];
+  float *lg0 = malloc(NV * sizeof(float));
+  memcpy(lg0, m0->forward_backward(m0, &bt.b, l0, 0.0f), NV * sizeof(float));
+  const float *lg1 = m->forward_backward(m, &bt.b, l1, 0.0f);
+  CHECK(memcmp(lg0, lg1, NV * sizeof(float)) == 0 && memcmp(l0, l1, sizeof l0) == 0,
+        "dropout %-34s evaluation (dscale 0) bit-identical to dropout 0", desc);
+
+  const float dscale = 1.0f / 14.0f;
+  double plain = run(m0, &bt.b, l0, dscale, 1), dropped = run(m, &bt.b, l1, dscale, 1);
+  float *g1 = malloc(n * sizeof(float));
+  memcpy(g1, m->g, n * sizeof(float));
+  double again = run(m, &bt.b, l2, dscale, 1);
+  int same = memcmp(l1, l2, sizeof l1) == 0 && memcmp(g1, m->g, n * sizeof(float)) == 0;
+  bt.b.seed++;
+  double other = run(m, &bt.b, l2, dscale, 1);
+  bt.b.seed--;
+  CHECK(dropped != plain && again == dropped && same && other != dropped,
+        "dropout %-34s training loss %.6f (dropout 0: %.6f), same seed same bits, seed+1 %.6f",
+        desc, dropped, plain, other);
+
+  float *gsum = calloc(n, sizeof(float));
+  double dl = 0;
+  for (int s = 0; s < NB; s++) {
+    int ts = k_src_len[s], t = k_tgt_len[s];
+    dt_batch one = {.n = 1, .t = t, .tokens = bt.tok + s * TT, .y = bt.y + s * TT, .ts = ts,
+                    .src = bt.src + s * TS, .src_len = &k_src_len[s], .tgt_len = &k_tgt_len[s],
+                    .seed = bt.b.seed, .sample0 = s};
+    float l[TT];
+    run(m, &one, l, dscale, 1);
+    for (int j = 0; j < t; j++) dl = fmax(dl, fabs(l[j] - l1[s * TT + j]));
+    for (size_t i = 0; i < n; i++) gsum[i] += m->g[i];
+  }
+  double dg = 0, gmax = 0;
+  for (size_t i = 0; i < n; i++) {
+    dg = fmax(dg, fabs(gsum[i] - g1[i]));
+    gmax = fmax(gmax, fabs(g1[i]));
+  }
+  CHECK(dl <= 1e-5 && dg <= 1e-5 * fmax(1.0, gmax),
+        "dropout %-34s %d micro-batches of one unpadded sentence (sample0 = s) = the padded "
+        "batch: max|dloss| %.2g, max|dg| %.2g", desc, NB, dl, dg);
+  free(lg0), free(g1), free(gsum), free(m->p), free(m0->p);
+  dt_model_destroy(m), dt_model_destroy(m0);
+}
+
 static void test_bad_configs(dt_backend_t be) {
   static const struct { const char *what, *key; } cases[] = {
       {"n_head 3 of d_model 16", "n_head"}, {"norm = mid", "norm"},
-      {"pos = rope", "pos"},                {"dropout 0.1", "dropout"},
+      {"pos = rope", "pos"},                {"dropout 1", "dropout"},
       {"activation tanh", "activation"},    {"seq_len > block_size", "seq_len"},
   };
-  variant v = {"post", "relu", "sinusoidal", 1, 0.1};
+  variant v = {"post", "relu", "sinusoidal", 1, 0.1, 0};
   for (size_t c = 0; c < sizeof cases / sizeof cases[0]; c++) {
     dt_config cfg;
     tiny_config(&cfg, &v);
@@ -416,7 +484,7 @@ static void test_bad_configs(dt_backend_t be) {
       case 0: cfg.model_n_head = 3; break;
       case 1: snprintf(cfg.model_norm, DT_STR, "mid"); break;
       case 2: snprintf(cfg.model_pos, DT_STR, "rope"); break;
-      case 3: cfg.model_dropout = 0.1; break;
+      case 3: cfg.model_dropout = 1.0; break;
       case 4: snprintf(cfg.model_activation, DT_STR, "tanh"); break;
       case 5: cfg.train_seq_len = cfg.model_block_size + 1; break;
     }
@@ -440,22 +508,292 @@ static void test_bad_configs(dt_backend_t be) {
         "config: transformer keys parse%s%s", rc ? ": " : "", rc ? err.msg : "");
 }
 
-int main(void) {
-  dt_backend_t be = dt_backend_cpu_create(1);
-  static const variant vs[] = {
-      {"post", "relu", "sinusoidal", 1, 0.1}, {"pre", "gelu", "learned", 0, 0.1},
-      {"post", "gelu", "learned", 0, 0.0},    {"pre", "relu", "sinusoidal", 1, 0.2},
-  };
-  for (size_t i = 0; i < sizeof vs / sizeof vs[0]; i++) {
-    char desc[96];
-    snprintf(desc, sizeof desc, "[%s %s %s %s eps=%.1f]", vs[i].norm, vs[i].act, vs[i].pos,
-             vs[i].shared ? "shared" : "separate", vs[i].smoothing);
-    test_gradients(be, &vs[i], desc);
-    test_zero3(be, &vs[i], desc);
-    test_decode(be, &vs[i], desc);
+/* ---- --backend cuda: the model on the device against the CPU model with
+ * the same weights. Batches, parameters and results travel by h2d/d2h, so
+ * these functions run on any backend. ---- */
+
+static void *dev_dup(dt_backend_t be, const void *h, size_t bytes) {
+  void *p = be->alloc(be, bytes);
+  be->h2d(be, p, h, bytes);
+  return p;
+}
+
+/* a device copy of a host batch; free with dev_batch_free */
+typedef struct dev_batch {
+  dt_batch b;
+  void *buf[5];
+} dev_batch;
+
+static void dev_batch_make(dt_backend_t be, dev_batch *d, const dt_batch *h) {
+  const size_t nt = (size_t)h->n * h->t * sizeof(int32_t);
+  d->b = *h;
+  d->b.tokens = d->buf[0] = dev_dup(be, h->tokens, nt);
+  d->b.y = d->buf[1] = dev_dup(be, h->y, nt);
+  d->b.src = d->buf[2] = dev_dup(be, h->src, (size_t)h->n * h->ts * sizeof(int32_t));
+  d->b.src_len = d->buf[3] = dev_dup(be, h->src_len, (size_t)h->n * sizeof(int32_t));
+  d->buf[4] = h->tgt_len ? dev_dup(be, h->tgt_len, (size_t)h->n * sizeof(int32_t)) : NULL;
+  d->b.tgt_len = d->buf[4];
+}
+static void dev_batch_free(dt_backend_t be, dev_batch *d) {
+  for (int i = 0; i < 5; i++)
+    if (d->buf[i]) be->free(be, d->buf[i]);
+}
+
+/* the model of v on be with ref's weights */
+static dt_model *dev_model(dt_backend_t be, const variant *v, const dt_model *ref) {
+  dt_config cfg;
+  tiny_config(&cfg, v);
+  dt_error err = {{0}};
+  dt_model *m = dt_model_create(&cfg, be, NB, &err);
+  if (!m) {
+    printf("FAIL create on %s: %s\n", be->desc, err.msg);
+    exit(1);
   }
-  test_masks(be, &vs[0]);
-  test_masks(be, &vs[1]);
+  m->p = dev_dup(be, ref->p, m->nparams_total * sizeof(float));
+  return m;
+}
+static void dev_model_free(dt_model *m) {
+  m->be->free(m->be, m->p);
+  dt_model_destroy(m);
+}
+
+/* One forward(+backward) of a device batch; losses (n*t), logits (n*t*V)
+ * and gradients (when training) back on the host; NULL skips one. */
+static void dev_run(dt_model *m, const dt_batch *db, float *losses, float *logits, float *g,
+                    float dscale) {
+  dt_backend_t be = m->be;
+  const size_t nl = (size_t)db->n * db->t;
+  float *dl = be->alloc(be, nl * sizeof(float));
+  if (dscale != 0.0f) be->memset0(be, m->g, m->nparams_total * sizeof(float));
+  const float *lg = m->forward_backward(m, db, dl, dscale);
+  be->d2h(be, losses, dl, nl * sizeof(float));
+  if (logits) be->d2h(be, logits, lg, nl * V * sizeof(float));
+  if (g && dscale != 0.0f) be->d2h(be, g, m->g, m->nparams_total * sizeof(float));
+  be->free(be, dl);
+}
+
+/* max |a - b| over n, and max |b| */
+static double maxdiff(const float *a, const float *b, size_t n, double *bmax) {
+  double d = 0, mx = 0;
+  for (size_t i = 0; i < n; i++) {
+    d = fmax(d, fabs((double)a[i] - b[i]));
+    mx = fmax(mx, fabs((double)b[i]));
+  }
+  if (bmax) *bmax = mx;
+  return d;
+}
+
+/* logits, losses (evaluation and training) and every gradient on dev
+ * against the CPU, within float32 accumulation-order differences; with
+ * dropout the two backends draw the same masks (one hash), so the same
+ * tolerance holds. */
+static void dev_compare(dt_backend_t cpu, dt_backend_t dev, const variant *v, const char *desc) {
+  dt_model *mc = make_model(cpu, v, 51), *md = dev_model(dev, v, mc);
+  batch bt;
+  make_batch(&bt, 16, 1);
+  dev_batch db;
+  dev_batch_make(dev, &db, &bt.b);
+  const size_t NL = NB * TT, NV = NL * V, n = mc->nparams_total;
+  float lc[NB * TT], ld[NB * TT];
+  float *gc = malloc(n * sizeof(float)), *gd = malloc(n * sizeof(float));
+  float *xc = malloc(NV * sizeof(float)), *xd = malloc(NV * sizeof(float));
+  double lgmax, lmax, gmax;
+  memcpy(xc, mc->forward_backward(mc, &bt.b, lc, 0.0f), NV * sizeof(float));
+  dev_run(md, &db.b, ld, xd, NULL, 0.0f);
+  double dlog = maxdiff(xd, xc, NV, &lgmax), dle = maxdiff(ld, lc, NL, &lmax);
+  int ok_eval = dlog <= 1e-4 * fmax(1.0, lgmax) && dle <= 1e-4 * fmax(1.0, lmax);
+  const float dscale = 1.0f / 14.0f;
+  run(mc, &bt.b, lc, dscale, 1);
+  memcpy(gc, mc->g, n * sizeof(float));
+  dev_run(md, &db.b, ld, NULL, gd, dscale);
+  double dlt = maxdiff(ld, lc, NL, &lmax), dg = maxdiff(gd, gc, n, &gmax);
+  /* the worst tensor, relative to its own largest gradient */
+  double worst = 0;
+  const char *wname = "";
+  for (int i = 0; i < mc->nparams; i++) {
+    const dt_param *q = &mc->params[i];
+    double qmax, d = maxdiff(gd + q->offset, gc + q->offset, q->count, &qmax);
+    double r = d / fmax(qmax, 1e-3 * gmax);
+    if (r > worst) worst = r, wname = q->name;
+  }
+  CHECK(ok_eval && dlt <= 1e-4 * fmax(1.0, lmax) && dg <= 1e-4 * gmax,
+        "%s vs cpu %-30s eval max|dlogit| %.2g (max %.2g), |dloss| %.2g; train |dloss| %.2g, "
+        "max|dg| %.2g of max|g| %.2g (worst tensor %.2g relative, %s)",
+        "cuda", desc, dlog, lgmax, dle, dlt, dg, gmax, worst, wname);
+  dev_batch_free(dev, &db);
+  free(gc), free(gd), free(xc), free(xd), free(mc->p);
+  dt_model_destroy(mc);
+  dev_model_free(md);
+}
+
+/* test_masks on dev: a padded batch equals each sentence alone, unpadded
+ * (with dropout, at sample0 = s, in training too) */
+static void dev_masks(dt_backend_t cpu, dt_backend_t dev, const variant *v, const char *desc) {
+  dt_model *mc = make_model(cpu, v, 21), *md = dev_model(dev, v, mc);
+  batch bt;
+  make_batch(&bt, 8, 1);
+  dev_batch db;
+  dev_batch_make(dev, &db, &bt.b);
+  const size_t n = mc->nparams_total, NV = (size_t)NB * TT * V;
+  float losses[NB * TT], ltrain[NB * TT], l1[TT];
+  float *logits = malloc(NV * sizeof(float)), *lg1 = malloc((size_t)TT * V * sizeof(float));
+  float *gbatch = malloc(n * sizeof(float)), *g1 = malloc(n * sizeof(float));
+  float *gsum = calloc(n, sizeof(float));
+  dev_run(md, &db.b, losses, logits, NULL, 0.0f);
+  dev_run(md, &db.b, ltrain, NULL, gbatch, 1.0f);
+  double dl = 0, dlog = 0, dlt = 0;
+  for (int s = 0; s < NB; s++) {
+    int ts = k_src_len[s], t = k_tgt_len[s];
+    dt_batch one = {.n = 1, .t = t, .tokens = bt.tok + s * TT, .y = bt.y + s * TT, .ts = ts,
+                    .src = bt.src + s * TS, .src_len = &k_src_len[s], .tgt_len = &k_tgt_len[s],
+                    .seed = bt.b.seed, .sample0 = s};
+    dev_batch d1;
+    dev_batch_make(dev, &d1, &one);
+    dev_run(md, &d1.b, l1, lg1, NULL, 0.0f);
+    for (int j = 0; j < t; j++) {
+      dl = fmax(dl, fabs(l1[j] - losses[s * TT + j]));
+      for (int c = 0; c < V; c++)
+        dlog = fmax(dlog, fabs(lg1[j * V + c] - logits[((size_t)s * TT + j) * V + c]));
+    }
+    dev_run(md, &d1.b, l1, NULL, g1, 1.0f);
+    for (int j = 0; j < t; j++) dlt = fmax(dlt, fabs(l1[j] - ltrain[s * TT + j]));
+    for (size_t i = 0; i < n; i++) gsum[i] += g1[i];
+    dev_batch_free(dev, &d1);
+  }
+  double gmax, dg = maxdiff(gsum, gbatch, n, &gmax);
+  /* 1e-4: cuBLAS may pick other reduction orders for other shapes */
+  CHECK(dl <= 1e-4 && dlog <= 1e-4 && dlt <= 1e-4 && dg <= 1e-4 * fmax(1.0, gmax),
+        "%s masks %-30s padded batch vs sentences alone: max|dloss| %.2g (training %.2g), "
+        "max|dlogit| %.2g, gradient sum max|diff| %.2g (max|g| %.2g)",
+        "cuda", desc, dl, dlt, dlog, dg, gmax);
+  dev_batch_free(dev, &db);
+  free(logits), free(lg1), free(gbatch), free(g1), free(gsum), free(mc->p);
+  dt_model_destroy(mc);
+  dev_model_free(md);
+}
+
+/* test_decode on dev: incremental decoding with beam 2 and a reorder at step
+ * 3 against the teacher-forced forward, both on the device */
+static void dev_decode(dt_backend_t cpu, dt_backend_t dev, const variant *v, const char *desc) {
+  dt_model *mc = make_model(cpu, v, 41), *md = dev_model(dev, v, mc);
+  batch A, B;
+  make_batch(&A, 14, 0);
+  make_batch(&B, 15, 0);
+  memcpy(B.src, A.src, sizeof A.src);
+  dev_batch da, dbb;
+  dev_batch_make(dev, &da, &A.b);
+  dev_batch_make(dev, &dbb, &B.b);
+  const size_t NV = (size_t)NB * TT * V;
+  float losses[NB * TT];
+  float *la = malloc(NV * sizeof(float)), *lb = malloc(NV * sizeof(float));
+  float *lg = malloc((size_t)2 * NB * V * sizeof(float));
+  dev_run(md, &da.b, losses, la, NULL, 0.0f);
+  dev_run(md, &dbb.b, losses, lb, NULL, 0.0f);
+  dt_error err = {{0}};
+  dt_transformer_decode *d = dt_transformer_decode_create(md, NB, 2, TS, TT, &err);
+  if (!d) {
+    CHECK(0, "%s decode %s: %s", "cuda", desc, err.msg);
+    exit(1);
+  }
+  dt_transformer_encode(d, da.b.src, da.b.src_len, NB, TS);
+  int32_t *dtok = dev->alloc(dev, 2 * NB * sizeof(int32_t));
+  int32_t *dpar = dev->alloc(dev, 2 * NB * sizeof(int32_t));
+  double worst = 0;
+  int swapped = 0;
+  for (int step = 0; step < TT; step++) {
+    int32_t tok[2 * NB], parent[2 * NB];
+    if (step == 3) {
+      for (int k = 0; k < 2 * NB; k++) parent[k] = k ^ 1;
+      dev->h2d(dev, dpar, parent, sizeof parent);
+      dt_transformer_decode_reorder(d, dpar);
+      swapped = 1;
+    }
+    for (int s = 0; s < NB; s++)
+      for (int h = 0; h < 2; h++) tok[2 * s + h] = ((h ^ swapped) ? B.tok : A.tok)[s * TT + step];
+    dev->h2d(dev, dtok, tok, sizeof tok);
+    dev->d2h(dev, lg, dt_transformer_decode_step(d, dtok), (size_t)2 * NB * V * sizeof(float));
+    for (int s = 0; s < NB; s++)
+      for (int h = 0; h < 2; h++) {
+        const float *ref = ((h ^ swapped) ? lb : la) + ((size_t)s * TT + step) * V;
+        for (int c = 0; c < V; c++) worst = fmax(worst, fabs(lg[(2 * s + h) * V + c] - ref[c]));
+      }
+  }
+  CHECK(worst <= 1e-4 && dt_transformer_decode_len(d) == TT,
+        "%s decode %-30s %d steps, beam 2, reorder at step 3: max|logit - teacher forced| %.2g",
+        "cuda", desc, TT, worst);
+  dt_transformer_decode_free(d);
+  dev->free(dev, dtok), dev->free(dev, dpar);
+  dev_batch_free(dev, &da), dev_batch_free(dev, &dbb);
+  free(la), free(lb), free(lg), free(mc->p);
+  dt_model_destroy(mc);
+  dev_model_free(md);
+}
+
+static const variant k_variants[] = {
+    {"post", "relu", "sinusoidal", 1, 0.1, 0},   {"pre", "gelu", "learned", 0, 0.1, 0},
+    {"post", "gelu", "learned", 0, 0.0, 0},      {"pre", "relu", "sinusoidal", 1, 0.2, 0},
+    {"post", "relu", "sinusoidal", 1, 0.1, 0.2}, {"pre", "gelu", "learned", 0, 0.1, 0.2},
+};
+
+static void describe(char *desc, size_t cap, const variant *v) {
+  int k = snprintf(desc, cap, "[%s %s %s %s eps=%.1f", v->norm, v->act, v->pos,
+                   v->shared ? "shared" : "separate", v->smoothing);
+  snprintf(desc + k, cap - (size_t)k, v->dropout > 0 ? " p=%.1f]" : "]", v->dropout);
+}
+
+static int run_cuda(void) {
+  if (dt_cuda_device_count() < 1) {
+    printf("skip: no CUDA device (%s)\n",
+           dt_cuda_built() ? "built with CUDA, no GPU visible" : "built without CUDA");
+    return 77;
+  }
+  dt_error err = {{0}};
+  dt_backend_t gpu = dt_backend_cuda_create(0, &err);
+  if (!gpu) {
+    printf("FAIL cuda backend: %s\n0 passed, 1 failed\n", err.msg);
+    return 1;
+  }
+  dt_backend_t cpu = dt_backend_cpu_create(1);
+  printf("# backends: %s, %s\n", cpu->desc, gpu->desc);
+  for (size_t i = 0; i < sizeof k_variants / sizeof k_variants[0]; i++) {
+    char desc[96];
+    describe(desc, sizeof desc, &k_variants[i]);
+    dev_compare(cpu, gpu, &k_variants[i], desc);
+    dev_masks(cpu, gpu, &k_variants[i], desc);
+    dev_decode(cpu, gpu, &k_variants[i], desc);
+  }
+  dt_backend_destroy(gpu);
+  dt_backend_destroy(cpu);
+  printf("%d passed, %d failed\n", g_pass, g_fail);
+  return g_fail ? 1 : 0;
+}
+
+static void usage(void) {
+  fprintf(stderr, "usage: test_transformer [--backend cpu|cuda]\n");
+  exit(2);
+}
+
+int main(int argc, char **argv) {
+  const char *which = "cpu";
+  for (int i = 1; i < argc; i++) {
+    if (!strcmp(argv[i], "--backend") && i + 1 < argc) which = argv[++i];
+    else if (!strncmp(argv[i], "--backend=", 10)) which = argv[i] + 10;
+    else usage();
+  }
+  if (!strcmp(which, "cuda")) return run_cuda();
+  if (strcmp(which, "cpu")) usage();
+  dt_backend_t be = dt_backend_cpu_create(1);
+  const size_t nv = sizeof k_variants / sizeof k_variants[0];
+  for (size_t i = 0; i < nv; i++) {
+    char desc[96];
+    describe(desc, sizeof desc, &k_variants[i]);
+    test_gradients(be, &k_variants[i], desc);
+    test_zero3(be, &k_variants[i], desc);
+    test_decode(be, &k_variants[i], desc);
+    if (k_variants[i].dropout > 0) test_dropout(be, &k_variants[i], desc);
+  }
+  test_masks(be, &k_variants[0]);
+  test_masks(be, &k_variants[1]);
   test_smoothing(be);
   test_bad_configs(be);
   dt_backend_destroy(be);

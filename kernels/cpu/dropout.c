@@ -24,3 +24,11 @@ void dt_cpu_dropout_backward(void *ctx, float *dinp, const float *dout, size_t n
   (void)ctx;
   dropout_apply(dinp, dout, n, p, seed, offset);
 }
+
+void dt_cpu_dropout_rows(void *ctx, float *y, const float *x, int rows, size_t width,
+                         size_t stride, float p, uint64_t seed, uint64_t offset) {
+  (void)ctx;
+  for (int r = 0; r < rows; r++)
+    dropout_apply(y + (size_t)r * width, x + (size_t)r * width, width, p, seed,
+                  offset + (uint64_t)r * stride);
+}

@@ -41,4 +41,5 @@ const dt_kernels dt_cpu_kernels = {
     .embedding_backward = dt_cpu_embedding_backward,
     .dropout_forward = dt_cpu_dropout_forward,
     .dropout_backward = dt_cpu_dropout_backward,
+    .dropout_rows = dt_cpu_dropout_rows,
 };

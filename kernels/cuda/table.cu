@@ -45,8 +45,9 @@ extern "C" const dt_kernels dt_cuda_kernels = {
     .embedding_backward = dt_cuda_embedding_backward,
     .dropout_forward = dt_cuda_dropout_forward,
     .dropout_backward = dt_cuda_dropout_backward,
+    .dropout_rows = dt_cuda_dropout_rows,
 };
 
 /* A slot added to dt_kernels without an initializer here would be NULL;
  * keep the count in step (29 slots today). */
-static_assert(DT_KERNELS_SLOTS == 29, "dt_kernels changed: fill the new slots in table.cu");
+static_assert(DT_KERNELS_SLOTS == 30, "dt_kernels changed: fill the new slots in table.cu");
