@@ -1,31 +1,282 @@
 #!/usr/bin/env bash
-# On a machine with an NVIDIA GPU: build the CUDA backend, run the GPU test
-# suite (every CUDA kernel against its CPU twin, collectives on the GPU),
-# LeNet-5 on the GPU, and the benchmarks. Usage: scripts/gpu-check.sh [OUT_DIR]
-# cuDNN may live in a Python wheel (nvidia-cudnn) that ships only
-# libcudnn.so.9; a link farm in build-gpu-deps/ gives meson the names it needs.
+# Every GPU check and benchmark of the project, stage by stage, each with its
+# own time limit and a PASS / FAIL / SKIP line with its time, then a summary.
+#
+# Usage: scripts/gpu-check.sh [--dry-run] [tests|bench|all]   (default all)
+#   tests: preflight, CUDA build, the meson `gpu` suite (kernels_cuda,
+#          gpt_hf_cuda, transformer_cuda: each model and kernel on the GPU
+#          against its CPU twin or the HF fixture), LeNet-5 on the GPU
+#          (bench/lenet5.sh cuda, must reach 99%), bench/comm with NCCL at
+#          np 1 and MPI at np 2 on the GPU, and dp equivalence on the GPU
+#          (LeNet, comm=mpi, np 2 zero 1 and np 4 zero 3 sharing the one GPU,
+#          20 steps against one process).                     about 5 min
+#   bench: the build (reused when warm), bench/gpt.sh gpt-124m (mb 16 x 1024)
+#          and gpt-1.6b (largest micro-batch that fits), and gpt-124m-wos
+#          for train.max_time_s=120 with its final validation loss.  about 6 min
+#   --dry-run prints the stages and their limits and runs nothing.
+# Each half fits the device tool's 600 s per-command limit; `all` does not.
+#
+# Output: one line per stage on stdout, the last lines a summary table.
+# Under $OUT (the device tool returns what is written there; default
+# gpu-check-out/): summary-MODE.txt, logs-MODE.tar.gz (every stage's log),
+# gpt-bench.txt. The tool returns at most 8 files, so logs go in one tarball.
+#
+# Data: DTRAIN_DATA (default .device-carry/ when it holds mnist/, else data/)
+# must hold mnist/ (the four IDX files), wos/ and gpt2-tokenizer/. The device
+# machine has no network, so copy them into the git-ignored .device-carry/
+# here and carry that folder (about 17 MB):
+#   mkdir -p .device-carry && cp -r ../shared/data/{mnist,wos,gpt2-tokenizer} .device-carry/
+# then, from the device tool, one call per half:
+#   run(command="scripts/gpu-check.sh tests", carry=[".device-carry"], timeout_s=600)
+#   run(command="scripts/gpu-check.sh bench", carry=[".device-carry"], timeout_s=600)
+# The second call reuses build-gpu/ if the machine is still warm (30 s).
+#
+# Build: build-gpu/ (GPU_BUILD overrides) with -Dcuda=enabled. cuDNN may live
+# in a Python wheel (nvidia-cudnn) that ships only libcudnn.so.9; a link farm
+# in build-gpu-deps/ gives meson the names it needs. The build needs meson,
+# ninja, nvcc, an MPI (mpicc, mpiexec), HDF5, OpenBLAS and NCCL; preflight
+# names any that is missing and then every later stage is skipped. Not yet
+# seen on the device image: whether its OS has the MPI, HDF5 and OpenBLAS
+# development packages (its recipe lists CUDA, PyTorch, CMake, ninja).
 set -uo pipefail
 cd "$(dirname "$0")/.."
-out=${1:-gpu-check-out}
-mkdir -p "$out"
-export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
-export DTRAIN_DATA=${DTRAIN_DATA:-$PWD/data}
-opts=(-Dcuda=enabled)
-wheel=$(python3 -c "import nvidia.cudnn as m; print(m.__path__[0])" 2>/dev/null || true)
-if [ -n "$wheel" ] && [ ! -e /usr/include/cudnn.h ] && [ ! -e /usr/local/cuda/include/cudnn.h ]; then
-  farm=$PWD/build-gpu-deps/cudnn
-  mkdir -p "$farm/lib"
-  ln -sfn "$wheel/include" "$farm/include"
-  for f in "$wheel"/lib/libcudnn*.so.*; do
-    b=$(basename "$f"); ln -sf "$f" "$farm/lib/$b"; ln -sf "$f" "$farm/lib/${b%%.so.*}.so"
-  done
-  opts+=(-Dcudnn_dir="$farm")
-  export LD_LIBRARY_PATH="$wheel/lib:${LD_LIBRARY_PATH:-}"
+root=$PWD
+dry=0 mode=all
+for a in "$@"; do
+  case $a in
+    --dry-run) dry=1 ;;
+    tests|bench|all) mode=$a ;;
+    -h|--help) sed -n '2,/^set -uo/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 0 ;;
+    *) echo "usage: scripts/gpu-check.sh [--dry-run] [tests|bench|all]" >&2; exit 2 ;;
+  esac
+done
+out=${OUT:-$root/gpu-check-out}
+build=${GPU_BUILD:-$root/build-gpu}
+if [ -z "${DTRAIN_DATA:-}" ]; then
+  if [ -d "$root/.device-carry/mnist" ]; then DTRAIN_DATA=$root/.device-carry; else DTRAIN_DATA=$root/data; fi
 fi
-nvidia-smi -L | tee "$out/gpu.txt"
-[ -d build-gpu ] || meson setup build-gpu "${opts[@]}" >"$out/setup.log" 2>&1 || { tail -30 "$out/setup.log"; exit 1; }
-ninja -C build-gpu >"$out/build.log" 2>&1 || { tail -30 "$out/build.log"; exit 1; }
-meson test -C build-gpu --suite gpu --suite kernels --suite parallel --print-errorlogs 2>&1 | tee "$out/test.log" | tail -25
-build-gpu/tests/test_kernels --backend cuda >"$out/kernels_cuda.txt" 2>&1; tail -3 "$out/kernels_cuda.txt"
-bench/lenet5.sh "$PWD/build-gpu" cuda 2>&1 | tee "$out/bench_lenet5.txt"
-mpiexec -n 1 build-gpu/bench/comm --backend cuda --comm nccl --max 1G >"$out/bench_comm_nccl.txt" 2>&1; tail -4 "$out/bench_comm_nccl.txt"
+export DTRAIN_DATA root build
+export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
+export OMPI_MCA_rmaps_base_oversubscribe=1 OMPI_MCA_mpi_yield_when_idle=1
+work=$(mktemp -d); trap 'rm -rf "$work"' EXIT
+logs=$work/logs; mkdir -p "$logs"
+export work logs
+[ $dry = 1 ] || mkdir -p "$out"
+summary=$out/summary-$mode.txt
+t_all=$(date +%s)
+have_gpu=0 built=0 npass=0 nfail=0 nskip=0
+rows=()
+
+# stage NAME LIMIT_S FUNCTION DESCRIPTION: runs FUNCTION in a child bash under
+# `timeout`, its output to $logs/NAME.log. The function exits 0 (PASS),
+# 77 (SKIP) or anything else (FAIL), and may write one line to
+# $logs/NAME.detail for the summary.
+stage() {
+  local name=$1 limit=$2 fn=$3 desc=$4 need=${5:-}
+  if [ $dry = 1 ]; then
+    printf '  %-16s limit %4s s  %s\n' "$name" "$limit" "$desc"; return
+  fi
+  local verdict detail="" t0 t1 rc
+  if [ "$need" = gpu ] && [ $have_gpu = 0 ]; then verdict=SKIP detail="no GPU"
+  elif [ "$need" = gpu ] && [ $built = 0 ]; then verdict=SKIP detail="no CUDA build"
+  else
+    t0=$(date +%s.%N)
+    timeout -k 15 "$limit" bash -c "set -uo pipefail; $(declare -f "$fn"); $fn" >"$logs/$name.log" 2>&1
+    rc=$?
+    t1=$(date +%s.%N)
+    [ -s "$logs/$name.detail" ] && detail=$(head -1 "$logs/$name.detail")
+    case $rc in
+      0) verdict=PASS ;;
+      77) verdict=SKIP; [ -n "$detail" ] || detail=$(grep -m1 -i "skip" "$logs/$name.log" | cut -c1-100) ;;
+      124|137) verdict=FAIL detail="timed out after $limit s${detail:+; $detail}" ;;
+      *) verdict=FAIL detail="exit $rc${detail:+; $detail}" ;;
+    esac
+  fi
+  local secs
+  secs=$(awk -v a="${t0:-0}" -v b="${t1:-0}" 'BEGIN{printf "%.1f", b-a}')
+  case $verdict in PASS) npass=$((npass+1)) ;; FAIL) nfail=$((nfail+1)) ;; *) nskip=$((nskip+1)) ;; esac
+  local row
+  row=$(printf '%-4s  %-16s %7s s  %s' "$verdict" "$name" "$secs" "$detail")
+  rows+=("$row")
+  echo "$row"
+  if [ $verdict = FAIL ]; then sed 's/^/      | /' "$logs/$name.log" | tail -15; fi
+  return 0
+}
+
+# ---- stages (each runs in its own bash: only exported variables are seen) ----
+
+st_preflight() {
+  local miss=() t
+  for t in meson ninja nvcc mpicc mpiexec pkg-config python3 timeout; do
+    command -v $t >/dev/null || { [ $t = nvcc ] && [ -x /usr/local/cuda/bin/nvcc ]; } || miss+=($t)
+  done
+  pkg-config --exists hdf5 2>/dev/null || [ -e /usr/include/hdf5/serial/hdf5.h ] || [ -e /usr/include/hdf5.h ] || miss+=(hdf5-dev)
+  [ -e /usr/include/cblas.h ] || pkg-config --exists openblas 2>/dev/null || ls /usr/include/*/cblas.h >/dev/null 2>&1 || miss+=(openblas-dev)
+  local d
+  for d in mnist wos gpt2-tokenizer; do [ -d "$DTRAIN_DATA/$d" ] || miss+=("DTRAIN_DATA/$d"); done
+  echo "DTRAIN_DATA=$DTRAIN_DATA"
+  nvidia-smi -L 2>&1 || true
+  nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv 2>&1 || true
+  (command -v nvcc >/dev/null && nvcc --version || /usr/local/cuda/bin/nvcc --version) 2>&1 | tail -2
+  meson --version 2>&1; mpiexec --version 2>&1 | head -1
+  if [ ${#miss[@]} -gt 0 ]; then echo "missing: ${miss[*]}" | tee "$logs/preflight.detail"; exit 1; fi
+  if ! nvidia-smi -L >/dev/null 2>&1; then echo "skip: no GPU (nvidia-smi -L fails)" | tee "$logs/preflight.detail"; exit 77; fi
+  nvidia-smi --query-gpu=name --format=csv,noheader | head -1 >"$logs/preflight.detail"
+}
+
+st_build() {
+  export PATH=$PATH:/usr/local/cuda/bin
+  local opts=(-Dcuda=enabled) wheel farm f b
+  wheel=$(python3 -c "import nvidia.cudnn as m; print(m.__path__[0])" 2>/dev/null || true)
+  if [ -n "$wheel" ] && [ ! -e /usr/include/cudnn.h ] && [ ! -e /usr/local/cuda/include/cudnn.h ]; then
+    farm=$root/build-gpu-deps/cudnn
+    mkdir -p "$farm/lib"
+    ln -sfn "$wheel/include" "$farm/include"
+    for f in "$wheel"/lib/libcudnn*.so.*; do
+      b=$(basename "$f"); ln -sf "$f" "$farm/lib/$b"; ln -sf "$f" "$farm/lib/${b%%.so.*}.so"
+    done
+    opts+=(-Dcudnn_dir="$farm")
+  fi
+  if [ ! -f "$build/build.ninja" ]; then meson setup "$build" "${opts[@]}" || exit 1; fi
+  ninja -C "$build" || exit 1
+  "$build/dtrain" --version
+  "$build/dtrain" --version | grep -q "CUDA backend built" || { echo "dtrain built without CUDA" | tee "$logs/build.detail"; exit 1; }
+}
+
+st_gpu_suite() {
+  meson test -C "$build" --suite gpu --no-rebuild --print-errorlogs --num-processes 1 2>&1
+  local rc=$?
+  # meson's summary: "Ok: N", "Fail: N", "Skipped: N" ...
+  local ok fail skip
+  ok=$(sed -n 's/^Ok: *\([0-9]*\).*/\1/p' "$build/meson-logs/testlog.txt" | tail -1)
+  fail=$(sed -n 's/^Fail: *\([0-9]*\).*/\1/p' "$build/meson-logs/testlog.txt" | tail -1)
+  skip=$(sed -n 's/^Skipped: *\([0-9]*\).*/\1/p' "$build/meson-logs/testlog.txt" | tail -1)
+  grep -E "^ *[0-9]+/[0-9]+ .*(OK|FAIL|SKIP|TIMEOUT)" "$build/meson-logs/testlog.txt" | tail -10
+  echo "ok ${ok:-?}, fail ${fail:-?}, skipped ${skip:-?}" >"$logs/gpu_suite.detail"
+  [ "$rc" = 0 ] || exit 1
+  [ "${ok:-0}" -gt 0 ] || exit 77
+}
+
+st_lenet_gpu() {
+  "$root/bench/lenet5.sh" "$build" cuda | tee "$work/lenet.txt" || exit 1
+  # the device row: "  cuda   DESC  epochs  t99_s  images/s  final_acc%"
+  awk '$1 == "cuda" {acc=$NF; sub("%","",acc); print "t99 " $(NF-2) " s, " $(NF-1) " img/s, final " $NF > ENVIRON["logs"] "/lenet_gpu.detail";
+       exit !(acc + 0 >= 99.0)}' "$work/lenet.txt"
+}
+
+st_comm_nccl() {
+  mpiexec -n 1 "$build/bench/comm" --backend cuda --comm nccl --max 1G || exit 1
+}
+
+st_comm_mpi() {
+  mpiexec --oversubscribe -n 2 "$build/bench/comm" --backend cuda --comm mpi --max 256M || exit 1
+}
+
+# LeNet-5 data parallel on the GPU: one process against dp 2 (zero 1) and
+# dp 4 (zero 3), the ranks sharing the GPU over comm=mpi (NCCL refuses two
+# ranks on one GPU). 20 steps of per-step losses within 1e-4 relative: the
+# CPU test holds 1e-5, but here each rank's micro-batch is 1/dp of the
+# batch, so cuBLAS picks GEMMs of another M and sums in another order.
+st_dp_gpu() {
+  "$build/dtrain-prep" mnist "$DTRAIN_DATA/mnist" "$work/mnist" >/dev/null || exit 1
+  local common=(data.dir="$work/mnist" data.train_limit=2000 data.test_limit=400
+    train.device=cuda train.batch_size=40 train.max_steps=20 log.every=1
+    log.tensorboard=false optim.warmup_steps=5 optim.grad_clip=1.0 checkpoint.every=0)
+  local cfg=$root/configs/lenet5-mnist.ini bad=0 np zero
+  "$build/dtrain" "$cfg" "${common[@]}" log.dir="$work/dp-ref" >"$work/dp-ref.log" 2>&1 ||
+    { tail -5 "$work/dp-ref.log"; exit 1; }
+  for np in 2 4; do
+    zero=$([ $np = 2 ] && echo 1 || echo 3)
+    mpirun --oversubscribe --bind-to none -np $np "$build/dtrain" "$cfg" "${common[@]}" \
+      parallel.dp=$np parallel.zero=$zero parallel.comm=mpi log.dir="$work/dp$np" \
+      >"$work/dp$np.log" 2>&1 || { echo "dp=$np zero=$zero: exit $?"; tail -5 "$work/dp$np.log"; bad=1; continue; }
+    python3 - "$work/dp-ref/metrics.jsonl" "$work/dp$np/metrics.jsonl" "dp=$np zero=$zero" <<'PY' || bad=1
+import json, sys
+def losses(p):
+    return {r["step"]: r["loss"] for r in map(json.loads, open(p)) if r["split"] == "train"}
+a, b = losses(sys.argv[1]), losses(sys.argv[2])
+if not a or set(a) != set(b):
+    print(f"{sys.argv[3]}: steps differ"); sys.exit(1)
+worst = max(abs(a[s] - b[s]) / abs(a[s]) for s in a)
+print(f"{sys.argv[3]}: {len(a)} steps, worst relative loss difference {worst:.2e} (limit 1e-4)")
+sys.exit(0 if worst <= 1e-4 else 1)
+PY
+  done
+  grep -h "worst relative" "$logs/dp_gpu.log" 2>/dev/null | sed 's/, worst relative loss difference/: worst/; s/ (limit 1e-4)//' | paste -sd';' >"$logs/dp_gpu.detail"
+  exit $bad
+}
+
+st_gpt_124m() {
+  OUT_LOGDIR=$logs OUT_CSV=$work/gpt.csv "$root/bench/gpt.sh" "$build" gpt-124m:16 | tee -a "$work/gpt-bench.txt"
+  local rc=${PIPESTATUS[0]}
+  awk '$1 == "gpt-124m" {print $6 " tok/s, " $7 " ms/step, MFU " $8 "%, peak " $9 " GiB"}' "$work/gpt-bench.txt" >"$logs/gpt_124m.detail"
+  exit "$rc"
+}
+
+st_gpt_1_6b() {
+  STEPS=8 WARMUP=2 OUT_LOGDIR=$logs OUT_CSV=$work/gpt.csv "$root/bench/gpt.sh" "$build" gpt-1.6b | tee -a "$work/gpt-bench.txt"
+  local rc=${PIPESTATUS[0]}
+  awk '$1 == "gpt-1.6b" {print "mb " $3 ": " $6 " tok/s, " $7 " ms/step, MFU " $8 "%, peak " $9 " GiB"}' "$work/gpt-bench.txt" >"$logs/gpt_1_6b.detail"
+  exit "$rc"
+}
+
+# configs/gpt-124m-wos.ini (the course lab's task) for 120 s of training,
+# then its validation loss.
+st_gpt_wos() {
+  "$build/dtrain-prep" wos "$DTRAIN_DATA/wos" "$work/wos-tokens" >/dev/null || exit 1
+  "$build/dtrain" "$root/configs/gpt-124m-wos.ini" data.dir="$work/wos-tokens" \
+    train.device=cuda train.max_time_s=120 checkpoint.every=0 log.tensorboard=false \
+    log.dir="$work/wos-run" || exit 1
+  python3 - "$work/wos-run/metrics.jsonl" >"$logs/gpt_wos.detail" <<'PY'
+import json, sys
+rows = [json.loads(l) for l in open(sys.argv[1])]
+tr = [r for r in rows if r["split"] == "train"]
+va = [r for r in rows if r["split"] == "val"]
+first, last = tr[0], tr[-1]
+print(f"{last['step']} steps, train loss {first['loss']:.3f} -> {last['loss']:.3f}, "
+      f"final val loss {va[-1]['loss']:.4f}, {last['tokens_per_s']:.0f} tok/s")
+PY
+  cat "$logs/gpt_wos.detail"
+}
+
+# ---- the plan ----
+echo "# scripts/gpu-check.sh $mode$([ $dry = 1 ] && echo ' (dry run)'), $(date -u '+%Y-%m-%d %H:%M UTC'), DTRAIN_DATA=$DTRAIN_DATA"
+stage preflight 60 st_preflight "tools, data folders, nvidia-smi"
+if [ $dry = 0 ]; then
+  case ${rows[-1]} in PASS*) have_gpu=1 ;; esac
+fi
+if [ $have_gpu = 1 ] || [ $dry = 1 ]; then
+  stage build 420 st_build "meson setup $(basename "$build") -Dcuda=enabled (cuDNN from the wheel) + ninja"
+  [ $dry = 1 ] || case ${rows[-1]} in PASS*) built=1 ;; esac
+else
+  rows+=("$(printf '%-4s  %-16s %7s s  %s' SKIP build 0.0 "preflight did not pass")"); nskip=$((nskip+1))
+  echo "${rows[-1]}"
+fi
+if [ $mode != bench ]; then
+  stage gpu_suite 300 st_gpu_suite "meson test --suite gpu (kernels_cuda, gpt_hf_cuda, transformer_cuda)" gpu
+  stage lenet_gpu 240 st_lenet_gpu "bench/lenet5.sh cuda: LeNet-5 10 epochs, >= 99% test accuracy" gpu
+  stage comm_nccl_np1 150 st_comm_nccl "mpiexec -n 1 bench/comm --backend cuda --comm nccl --max 1G" gpu
+  stage comm_mpi_np2 150 st_comm_mpi "mpiexec -n 2 bench/comm --backend cuda --comm mpi --max 256M" gpu
+  stage dp_gpu 240 st_dp_gpu "LeNet dp=2 zero=1, dp=4 zero=3 (comm=mpi, one GPU) vs one process, 20 steps" gpu
+fi
+if [ $mode != tests ]; then
+  stage gpt_124m 240 st_gpt_124m "bench/gpt.sh gpt-124m:16 (T 1024, 12 steps, 3 warm-up)" gpu
+  stage gpt_1_6b 330 st_gpt_1_6b "bench/gpt.sh gpt-1.6b (largest of mb 16,12,8,4,2,1 that fits; 8 steps)" gpu
+  stage gpt_wos 240 st_gpt_wos "configs/gpt-124m-wos.ini, train.max_time_s=120, final val loss" gpu
+fi
+[ $dry = 1 ] && exit 0
+
+total=$(( $(date +%s) - t_all ))
+{
+  echo "# gpu-check $mode: $npass passed, $nfail failed, $nskip skipped, ${total} s"
+  echo "# $(head -1 "$logs/preflight.detail" 2>/dev/null), $(date -u '+%Y-%m-%d %H:%M UTC')"
+  printf '%s\n' "${rows[@]}"
+  if [ -s "$work/gpt-bench.txt" ]; then echo; cat "$work/gpt-bench.txt"; fi
+} >"$summary"
+[ -s "$work/gpt-bench.txt" ] && cp "$work/gpt-bench.txt" "$out/gpt-bench.txt"
+[ -s "$work/lenet.txt" ] && cp "$work/lenet.txt" "$logs/lenet-table.txt"
+tar -czf "$out/logs-$mode.tar.gz" -C "$work" logs 2>/dev/null
+echo
+echo "================ summary ($summary) ================"
+cat "$summary"
+[ $nfail = 0 ]
