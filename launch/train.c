@@ -587,7 +587,7 @@ static double validation_bleu(trainer *T, double *chrf) {
     for (int64_t j = 0; j < l; j++) src[i][j] = P->src[P->src_off[p] + j];
     src_len[i] = (int)l;
   }
-  dt_translate(T->tr, k, (const int32_t *const *)src, src_len, out, out_len, NULL);
+  dt_translate(T->tr, k, (const int32_t *const *)src, src_len, out, out_len, NULL, NULL);
   dt_bleu_stats bs = {0};
   dt_chrf_stats cs = {0};
   dt_error err;
@@ -988,6 +988,8 @@ static double train_step_s2s(trainer *T) {
     int64_t lo = per_rank * j / nmicro, hi = per_rank * (j + 1) / nmicro;
     int64_t real;
     dt_batch bt = make_s2s_batch(T, &T->pairs_train, mine + lo, (int)(hi - lo), &real);
+    bt.seed = dropout_seed(T);
+    bt.sample0 = per_rank * T->grid.dp_rank + lo; /* the first sentence's place in the batch */
     m->forward_backward(m, &bt, T->d_losses, dscale);
     size_t nl = (size_t)bt.n * bt.t;
     be->d2h(be, T->h_losses, T->d_losses, nl * sizeof(float));
@@ -1131,7 +1133,15 @@ int dt_train(const dt_config *c) {
       T->epoch++;
       T->offset = 0;
     }
-    int last = T->step == T->total_steps;
+    /* train.max_time_s: rank 0's clock decides, so every rank stops at the
+     * same step */
+    int out_of_time = c->train_max_time_s > 0 && T->train_time >= c->train_max_time_s;
+    if (c->train_max_time_s > 0 && T->grid.size > 1) {
+      dt_watchdog_enter("the time-budget check");
+      MPI_Bcast(&out_of_time, 1, MPI_INT, 0, MPI_COMM_WORLD);
+      dt_watchdog_leave();
+    }
+    int last = T->step == T->total_steps || out_of_time;
     if (epoch_end || last) {
       evaluate(T, epoch_end ? (double)T->epoch : epoch_f);
       if (T->is_root) dt_metrics_flush(T->metrics);
@@ -1149,6 +1159,12 @@ int dt_train(const dt_config *c) {
       dt_watchdog_leave();
     }
     if (sig) stop = sig;
+    if (out_of_time) {
+      if (T->is_root)
+        printf("stopping at step %lld: train.max_time_s = %g s of training reached\n",
+               (long long)T->step, c->train_max_time_s);
+      break;
+    }
   }
   int code = 0;
   if (stop) {

@@ -143,7 +143,8 @@ int main(int argc, char **argv) {
   int *out_len = dt_calloc((size_t)(nlines + 1), sizeof(int));
   int64_t truncated = 0;
   double t0 = dt_now();
-  dt_translate(tr, nlines, (const int32_t *const *)src, src_len, out, out_len, &truncated);
+  dt_translate(tr, nlines, (const int32_t *const *)src, src_len, out, out_len, NULL,
+               &truncated);
   double secs = dt_now() - t0;
   char **hyp = dt_calloc((size_t)(nlines + 1), sizeof(char *));
   int64_t out_tokens = 0;

@@ -92,7 +92,7 @@ static int by_len(const void *a, const void *b) {
 }
 
 void dt_translate(dt_translator *t, int n, const int32_t *const *src, const int *src_len,
-                  int32_t **out, int *out_len, int64_t *truncated) {
+                  int32_t **out, int *out_len, double *out_score, int64_t *truncated) {
   dt_backend_t be = t->m->be;
   int *order = dt_malloc((size_t)(n > 0 ? n : 1) * sizeof(int));
   for (int i = 0; i < n; i++) order[i] = i;
@@ -123,6 +123,7 @@ void dt_translate(dt_translator *t, int n, const int32_t *const *src, const int 
     for (int j = 0; j < bn; j++) {
       int i = order[i0 + j];
       out_len[i] = res.len[j];
+      if (out_score) out_score[i] = res.score[j];
       out[i] = dt_malloc((size_t)(res.len[j] > 0 ? res.len[j] : 1) * sizeof(int32_t));
       memcpy(out[i], res.tokens + (size_t)j * max_len, (size_t)res.len[j] * sizeof(int32_t));
     }

@@ -25,9 +25,10 @@ void dt_translator_free(dt_translator *t);
 /* Translates n sentences of source ids (src[i], src_len[i] ids each, without
  * eos; longer than the model takes: cut, and counted in *truncated if not
  * NULL). out[i] gets a malloc'ed array of out_len[i] target ids (no bos or
- * eos). Sentences are decoded in groups of max_sent, sorted by length so
+ * eos) and, if out_score is not NULL, out_score[i] its length-normalised
+ * log-probability. Sentences are decoded in groups of max_sent, sorted by length so
  * little padding is decoded; the order of out follows src. */
 void dt_translate(dt_translator *t, int n, const int32_t *const *src, const int *src_len,
-                  int32_t **out, int *out_len, int64_t *truncated);
+                  int32_t **out, int *out_len, double *out_score, int64_t *truncated);
 
 #endif

@@ -56,9 +56,10 @@ static const cfg_entry k_schema[] = {
   INT("model", "block_size", model_block_size, "1024", 1, NOHI,
       "gpt: longest sequence (rows of the position table)"),
   FLT("model", "dropout", model_dropout, "0", 0, 1, F_MAX_OPEN,
-      "gpt: dropout probability in training, on the embeddings and on each residual branch "
-      "(attention and MLP outputs) as GPT-2 does; not on the attention probabilities, which "
-      "the fused attention kernel never forms"),
+      "gpt, transformer: dropout probability in training, on the embeddings (transformer: "
+      "each stack's embedding + position sum) and on each residual branch's output before "
+      "its add (attention, cross-attention, feed-forward), as GPT-2 and the Transformer paper "
+      "do; not on the attention probabilities, which the fused attention kernel never forms"),
   STR("model", "init_from", model_init_from, "", 0,
       "gpt: start from Hugging Face GPT-2 weights: a .safetensors file or a directory with "
       "model.safetensors (\"\" = seeded init; not applied when resuming)"),
@@ -91,6 +92,9 @@ static const cfg_entry k_schema[] = {
   INT("train", "epochs", train_epochs, "10", 0, NOHI, "passes over the training set"),
   INT("train", "max_steps", train_max_steps, "0", 0, NOHI,
       "stop after N optimizer steps (0 = the epochs decide)"),
+  FLT("train", "max_time_s", train_max_time_s, "0", 0, NOHI, 0,
+      "stop after this many seconds of training (evaluation and checkpoints not counted), "
+      "then evaluate and checkpoint as at the last step (0 = no limit)"),
   INT("train", "seed", train_seed, "1234", 0, NOHI, "seed for initialization and data order"),
   INT("train", "threads", train_threads, "0", 0, NOHI, "CPU threads (0 = all cores)"),
   INT("train", "eval_batch_size", train_eval_batch_size, "1000", 1, NOHI,

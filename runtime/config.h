@@ -20,7 +20,7 @@ typedef struct dt_config {
   long model_n_embd;           /* gpt: hidden size */
   long model_vocab_size;       /* gpt: tokens */
   long model_block_size;       /* gpt: most positions (learned position table rows) */
-  double model_dropout;        /* gpt: dropout probability in training */
+  double model_dropout;        /* gpt, transformer: dropout probability in training */
   char model_init_from[DT_STR]; /* gpt: HF GPT-2 safetensors to start from; "" = seeded init */
   long model_n_enc_layer;      /* transformer: encoder layers */
   long model_n_dec_layer;      /* transformer: decoder layers */
@@ -39,6 +39,7 @@ typedef struct dt_config {
   long train_micro_batch_size; /* per rank and forward/backward; 0 = batch_size / dp */
   long train_epochs;
   long train_max_steps;        /* 0 = the epochs decide */
+  double train_max_time_s;     /* training-time budget in seconds; 0 = none */
   long train_seed;
   long train_threads;          /* CPU threads (OpenBLAS); 0 = all cores */
   long train_eval_batch_size;

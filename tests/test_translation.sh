@@ -69,6 +69,39 @@ PY
   check "Transformer dp=2 zero=$zero matches one process" test $? -eq 0
 done
 
+# dropout: the masks are a function of (train.seed, step, sentence's place in
+# the global batch, position), so a resumed run and a dp=2 run drop the same
+# elements as the straight single-process one (half common's batches, to keep
+# it short: the config rejects a key given twice)
+drop=(data.dir="$TMP/wmt" train.batch_size=16 train.batch_tokens=512 train.batch_multiple=4
+      train.micro_batch_size=8 log.every=1 log.tensorboard=false train.threads=1
+      log.bleu_sentences=4 model.dropout=0.1 train.max_steps=20)
+"$D" "$cfg" "${drop[@]}" checkpoint.every=10 checkpoint.keep=0 log.dir="$TMP/da" \
+  >"$TMP/da.log" 2>&1
+"$D" "$cfg" "${drop[@]}" checkpoint.every=0 checkpoint.resume="$TMP/da/checkpoints/step_00000010" \
+  log.dir="$TMP/db" >"$TMP/db.log" 2>&1
+check "dropout 0.1: resume exits 0" test $? -eq 0
+jsonl_field "$TMP/da/metrics.jsonl" train loss >"$TMP/da.all"
+awk '$1>10' "$TMP/da.all" >"$TMP/da.loss"
+jsonl_field "$TMP/db/metrics.jsonl" train loss >"$TMP/db.loss"
+check "dropout 0.1: resumed at step 10, steps 11..20 bit-identical" \
+  bash -c "[ -s '$TMP/db.loss' ] && diff '$TMP/da.loss' '$TMP/db.loss'"
+mpirun --oversubscribe --bind-to none -np 2 "$D" "$cfg" "${drop[@]}" checkpoint.every=0 \
+  parallel.dp=2 parallel.zero=1 log.dir="$TMP/ddp2" >"$TMP/ddp2.log" 2>&1
+rc=$?
+check "dropout 0.1: dp=2 zero=1 exits 0" test $rc -eq 0
+[ $rc -eq 0 ] || tail -5 "$TMP/ddp2.log"
+python3 - "$TMP/da/metrics.jsonl" "$TMP/ddp2/metrics.jsonl" <<'PY'
+import json, sys
+def losses(p):
+    return {r["step"]: r["loss"] for r in map(json.loads, open(p)) if r["split"] == "train"}
+a, b = losses(sys.argv[1]), losses(sys.argv[2])
+worst = max(abs(a[s] - b[s]) / abs(a[s]) for s in a)
+print(f"   {len(a)} steps, worst relative difference {worst:.3g}")
+sys.exit(0 if len(a) == 20 and a.keys() == b.keys() and worst < 1e-5 else 1)
+PY
+check "dropout 0.1: dp=2 zero=1 matches one process" test $? -eq 0
+
 # translation from the checkpoint: greedy and beam, one line out per line in
 head -n 12 "$DATA/wmt-zh-en/dev.zh" >"$TMP/in.zh"
 head -n 12 "$DATA/wmt-zh-en/dev.en" >"$TMP/ref.en"
@@ -82,6 +115,14 @@ for beam in 1 4; do
     bash -c "[ \$(wc -l <'$TMP/out$beam.en') -eq 12 ] && grep -q '^BLEU = ' '$TMP/tr$beam.err'"
 done
 sed 's/^/   /' "$TMP/out4.en" | head -2
+
+# a training-time budget: stops early, still evaluates and checkpoints
+"$D" "$cfg" "${common[@]}" train.max_steps=100000 train.max_time_s=2 checkpoint.every=1000 \
+  log.dir="$TMP/budget" >"$TMP/budget.log" 2>&1
+check "train.max_time_s=2 stops early with a validation row and a checkpoint" \
+  bash -c "[ $? -eq 0 ] && grep -q 'stopping at step' '$TMP/budget.log' &&
+           grep -q '\"split\": *\"val\"' '$TMP/budget/metrics.jsonl' &&
+           [ -f '$TMP/budget/checkpoints/LATEST' ]"
 
 # bad settings: exit 2 with the key or file named
 "$D" "$cfg" "${common[@]}" model.vocab_size=700 train.max_steps=1 log.dir="$TMP/bad1" \
