@@ -98,4 +98,18 @@ sys.exit(0 if steps == list(range(1, 21)) and worst <= 1e-5 else 1)
 PY
   check "GPT dp=2 zero=$zero${*:+ $*} matches one process" test $? -eq 0
 done
+
+# bad inputs: exit 2 with one message naming the file or key
+"$D" "$cfg" "${common[@]}" model.vocab_size=1000 train.max_steps=1 log.dir="$TMP/bad-vocab" \
+  >"$TMP/bad-vocab.log" 2>&1
+check "shard ids beyond model.vocab_size -> exit 2 naming train.h5" \
+  bash -c "[ $? -eq 2 ] && grep -q 'train.h5.*not below vocab_size 1000' '$TMP/bad-vocab.log'"
+"$D" "$cfg" "${common[@]}" model.block_size=16 train.max_steps=1 log.dir="$TMP/bad-T" \
+  >"$TMP/bad-T.log" 2>&1
+check "train.seq_len longer than model.block_size -> exit 2 naming both keys" \
+  bash -c "[ $? -eq 2 ] && grep -q 'seq_len = 32 is longer than \[model\] block_size = 16' '$TMP/bad-T.log'"
+"$D" "$cfg" "${common[@]}" model.n_head=5 train.max_steps=1 log.dir="$TMP/bad-h" \
+  >"$TMP/bad-h.log" 2>&1
+check "n_head not dividing n_embd -> exit 2" \
+  bash -c "[ $? -eq 2 ] && grep -q 'n_head = 5 does not divide' '$TMP/bad-h.log'"
 finish
