@@ -2,7 +2,7 @@
 # GPT end to end on the CPU: a tiny GPT on the Web of Science token shards
 # learns (validation loss falls), resumes bit for bit (with dropout too),
 # gives the same bits under activation recompute, and trains the same with
-# data parallelism (dp=2 at ZeRO 1 and 3, and with dropout) as in one process.
+# data parallelism (dp=2 and 4 at ZeRO 0-3, and with dropout) as in one process.
 . "$(dirname "$0")/e2e_common.sh"
 if [ ! -d "$DATA/wos" ] || [ ! -d "$DATA/gpt2-tokenizer" ]; then
   echo "no wos/ or gpt2-tokenizer/ in $DATA; skipping"; exit 77
@@ -75,17 +75,21 @@ check "dtrain-sample continues the prompt" bash -c "head -c 200 '$TMP/sample.txt
 check "dtrain-sample rejects temperature 0 with exit 2" test $? -eq 2
 sed 's/^/   /' "$TMP/sample.txt" | head -3
 
-# data parallel: same losses as one process within 1e-5
-# (the run to match, ZeRO stage, extra overrides)
-for c in "a 1" "a 3" "da 1 model.dropout=0.1"; do
+# data parallel: same losses as one process within 1e-5, dp 2 and 4 at every
+# ZeRO stage (the run to match, dp, ZeRO stage, extra overrides); at dp=4 each
+# rank holds 2 of the 8 sequences, so its micro-batch is 2
+common4=("${common[@]/train.micro_batch_size=4/train.micro_batch_size=2}")
+for c in "a 2 0" "a 2 1" "a 2 2" "a 2 3" "a 4 0" "a 4 1" "a 4 2" "a 4 3" \
+         "da 2 1 model.dropout=0.1"; do
   set -- $c
-  ref=$1 zero=$2
-  shift 2
-  run="$TMP/dp2-$ref-z$zero"
-  mpirun --oversubscribe --bind-to none -np 2 "$D" "$cfg" "${common[@]}" "$@" \
-    train.max_steps=20 checkpoint.every=0 parallel.dp=2 parallel.zero=$zero log.dir="$run" \
+  ref=$1 dp=$2 zero=$3
+  shift 3
+  run="$TMP/dp$dp-$ref-z$zero"
+  if [ "$dp" = 4 ]; then args=("${common4[@]}"); else args=("${common[@]}"); fi
+  mpirun --oversubscribe --bind-to none -np "$dp" "$D" "$cfg" "${args[@]}" "$@" \
+    train.max_steps=20 checkpoint.every=0 parallel.dp=$dp parallel.zero=$zero log.dir="$run" \
     >"$run.log" 2>&1
-  check "GPT dp=2 zero=$zero${*:+ $*} exits 0" test $? -eq 0
+  check "GPT dp=$dp zero=$zero${*:+ $*} exits 0" test $? -eq 0
   python3 - "$TMP/$ref/metrics.jsonl" "$run/metrics.jsonl" <<'PY'
 import json, sys
 def losses(p):
@@ -96,7 +100,7 @@ worst = max(abs(a[s] - b[s]) / abs(a[s]) for s in steps)
 print(f"   {len(steps)} steps, worst relative difference {worst:.2e}")
 sys.exit(0 if steps == list(range(1, 21)) and worst <= 1e-5 else 1)
 PY
-  check "GPT dp=2 zero=$zero${*:+ $*} matches one process" test $? -eq 0
+  check "GPT dp=$dp zero=$zero${*:+ $*} matches one process" test $? -eq 0
 done
 
 # bad inputs: exit 2 with one message naming the file or key

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The Transformer end to end on the CPU: a tiny model on a slice of WMT19
 # zh-en learns (validation loss falls, BLEU rows logged), resumes bit for bit,
-# trains the same with dp=2 (ZeRO 1 and 3) as in one process, translates with
+# trains the same with dp=2 and 4 (ZeRO 0-3) as in one process, translates with
 # greedy and beam search, and rejects bad settings with exit 2.
 . "$(dirname "$0")/e2e_common.sh"
 if [ ! -d "$DATA/wmt-zh-en" ]; then
@@ -50,12 +50,15 @@ check "Transformer resumed at step 10: steps 11..20 bit-identical" \
   bash -c "[ -s '$TMP/b.loss' ] && diff '$TMP/a.loss' '$TMP/b.loss'"
 
 # data parallel: same losses as one process within 1e-5
-for zero in 1 3; do
-  run="$TMP/dp2-z$zero"
-  mpirun --oversubscribe --bind-to none -np 2 "$D" "$cfg" "${common[@]}" train.max_steps=20 \
-    checkpoint.every=0 parallel.dp=2 parallel.zero=$zero log.dir="$run" >"$run.log" 2>&1
+# (batch_multiple 4: every batch splits evenly over 2 or 4 ranks)
+for c in "2 0" "2 1" "2 2" "2 3" "4 0" "4 1" "4 2" "4 3"; do
+  set -- $c
+  dp=$1 zero=$2
+  run="$TMP/dp$dp-z$zero"
+  mpirun --oversubscribe --bind-to none -np $dp "$D" "$cfg" "${common[@]}" train.max_steps=20 \
+    checkpoint.every=0 parallel.dp=$dp parallel.zero=$zero log.dir="$run" >"$run.log" 2>&1
   rc=$?
-  check "Transformer dp=2 zero=$zero exits 0" test $rc -eq 0
+  check "Transformer dp=$dp zero=$zero exits 0" test $rc -eq 0
   [ $rc -eq 0 ] || tail -5 "$run.log"
   python3 - "$TMP/a/metrics.jsonl" "$run/metrics.jsonl" <<'PY'
 import json, sys
@@ -66,7 +69,7 @@ worst = max(abs(a[s] - b[s]) / abs(a[s]) for s in a)
 print(f"   {len(a)} steps, worst relative difference {worst:.3g}")
 sys.exit(0 if len(a) == 20 and a.keys() == b.keys() and worst < 1e-5 else 1)
 PY
-  check "Transformer dp=2 zero=$zero matches one process" test $? -eq 0
+  check "Transformer dp=$dp zero=$zero matches one process" test $? -eq 0
 done
 
 # dropout: the masks are a function of (train.seed, step, sentence's place in
