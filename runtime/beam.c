@@ -7,6 +7,8 @@
 
 #include "dt.h"
 
+int dt_beam_keep_all = 0;
+
 double dt_beam_length_penalty(int len, double alpha) {
   return alpha == 0.0 ? 1.0 : pow((5.0 + len) / 6.0, alpha);
 }
@@ -21,6 +23,35 @@ static int by_score_desc(const void *pa, const void *pb) {
   if (a->score != b->score) return a->score > b->score ? -1 : 1;
   if (a->row != b->row) return a->row < b->row ? -1 : 1; /* deterministic ties */
   return a->tok < b->tok ? -1 : a->tok > b->tok;
+}
+
+/* Keeps the best m candidates of a stream in a heap whose root is the worst
+ * kept (by_score_desc order), so a row's V tokens cost V log m, not a sort. */
+static void heap_sift_down(cand *h, int n, int i) {
+  for (;;) {
+    int l = 2 * i + 1, r = l + 1, w = i;
+    if (l < n && by_score_desc(&h[l], &h[w]) > 0) w = l;
+    if (r < n && by_score_desc(&h[r], &h[w]) > 0) w = r;
+    if (w == i) return;
+    cand t = h[i];
+    h[i] = h[w], h[w] = t;
+    i = w;
+  }
+}
+
+static void heap_push(cand *h, int *n, int m, cand x) {
+  if (*n < m) { /* sift up */
+    int i = (*n)++;
+    h[i] = x;
+    while (i > 0 && by_score_desc(&h[(i - 1) / 2], &h[i]) < 0) {
+      cand t = h[i];
+      h[i] = h[(i - 1) / 2], h[(i - 1) / 2] = t;
+      i = (i - 1) / 2;
+    }
+  } else if (by_score_desc(&x, &h[0]) < 0) { /* better than the worst kept */
+    h[0] = x;
+    heap_sift_down(h, *n, 0);
+  }
 }
 
 typedef struct sentence {
@@ -39,7 +70,7 @@ int dt_beam_search(int B, int K, int V, int32_t bos, int32_t eos, int max_len, d
   double *score = dt_malloc((size_t)R * sizeof(double)), *nscore = dt_malloc((size_t)R * sizeof(double));
   int32_t *hist = dt_calloc((size_t)R * (max_len + 1), sizeof(int32_t));
   int32_t *nhist = dt_calloc((size_t)R * (max_len + 1), sizeof(int32_t));
-  cand *c = dt_malloc((size_t)K * V * sizeof(cand));
+  cand *c = dt_malloc((size_t)K * (dt_beam_keep_all ? V : DT_MIN(2 * K, V)) * sizeof(cand));
   sentence *S = dt_calloc((size_t)B, sizeof(sentence));
   for (int b = 0; b < B; b++) {
     S[b].best = -INFINITY;
@@ -54,15 +85,20 @@ int dt_beam_search(int B, int K, int V, int32_t bos, int32_t eos, int max_len, d
     int all_done = 1;
     for (int b = 0; b < B; b++) {
       sentence *s = &S[b];
-      int nc = 0;
+      /* Only the best 2K candidates of the sentence can matter: each row
+       * has one eos, so among them at most K finish and at least K stay
+       * live. Each row's best 2K are kept in a heap, then the union sorted. */
+      int nc = 0, m = dt_beam_keep_all ? V : DT_MIN(2 * K, V);
       if (!s->done)
         for (int k = 0; k < K; k++) {
-          int r = b * K + k;
+          int r = b * K + k, nh = 0;
           if (score[r] == -INFINITY) continue;
+          cand *h = c + nc;
           for (int v = 0; v < V; v++) {
             double x = score[r] + (double)lp[(size_t)r * V + v];
-            if (x > -INFINITY) c[nc++] = (cand){x, r, v};
+            if (x > -INFINITY) heap_push(h, &nh, m, (cand){x, r, v});
           }
+          nc += nh;
         }
       qsort(c, (size_t)nc, sizeof(cand), by_score_desc);
       int live = 0, last_step = t + 1 == max_len;

@@ -34,6 +34,10 @@ int dt_beam_search(int B, int K, int V, int32_t bos, int32_t eos, int max_len, d
                    dt_beam_step_fn step, void *ctx, dt_beam_result *out);
 void dt_beam_result_free(dt_beam_result *r);
 
+/* Tests only: nonzero makes every step sort all K*V candidates instead of
+ * each row's best 2K, to check that the shortcut never changes a result. */
+extern int dt_beam_keep_all;
+
 /* GNMT's length penalty ((5 + len) / 6)^alpha. */
 double dt_beam_length_penalty(int len, double alpha);
 

@@ -58,6 +58,29 @@ static int toy_step(void *ctx, int rows, const int32_t *parents, const int32_t *
   return 0;
 }
 
+/* The same decoder over a 40-token vocabulary (eos made unlikely). */
+enum { BIGV = 40 };
+static int big_step(void *ctx, int rows, const int32_t *parents, const int32_t *tokens,
+                    float *lp) {
+  toy *d = ctx;
+  for (int r = 0; r < rows; r++) {
+    uint64_t prev = parents ? d->state[parents[r]] : mix(2000 + (uint64_t)(r / d->K));
+    d->tmp[r] = parents ? mix(prev ^ (uint64_t)(tokens[r] + 1) * 0x100000001b3ULL) : prev;
+  }
+  memcpy(d->state, d->tmp, (size_t)rows * sizeof(uint64_t));
+  for (int r = 0; r < rows; r++) {
+    double z[BIGV], mx = -1e30, sum = 0;
+    for (int v = 0; v < BIGV; v++) {
+      z[v] = 4.0 * ((double)(mix(d->state[r] * 31 + (uint64_t)v) >> 11) / 9007199254740992.0);
+      if (v == EOS) z[v] -= 1.0;
+      mx = z[v] > mx ? z[v] : mx;
+    }
+    for (int v = 0; v < BIGV; v++) sum += exp(z[v] - mx);
+    for (int v = 0; v < BIGV; v++) lp[(size_t)r * BIGV + v] = (float)(z[v] - mx - log(sum));
+  }
+  return 0;
+}
+
 /* Exhaustive: every sequence ending in eos within MAXLEN tokens, or of
  * MAXLEN tokens without eos. */
 typedef struct best {
@@ -141,6 +164,28 @@ int main(void) {
     CHECK(greedy_ok, "alpha %.1f: beam 1 is greedy search", alpha);
     CHECK(narrow_ok, "alpha %.1f: beam 3 never beats the optimum", alpha);
     dt_beam_result_free(&wide), dt_beam_result_free(&one), dt_beam_result_free(&narrow);
+  }
+  /* a vocabulary much larger than 2K: keeping each row's best 2K
+   * candidates must give exactly what sorting all of them gives */
+  for (int K = 1; K <= 4; K++) {
+    int same = 1;
+    for (int keep = 0; keep < 2; keep++) {
+      static dt_beam_result r2[2];
+      dt_beam_keep_all = keep;
+      toy d = {K, calloc((size_t)8 * K, 8), calloc((size_t)8 * K, 8), 0};
+      dt_beam_search(8, K, BIGV, BOS, EOS, MAXLEN, 0.6, big_step, &d, &r2[keep]);
+      free(d.state), free(d.tmp);
+      if (keep) {
+        for (int b = 0; b < 8; b++)
+          same &= r2[0].len[b] == r2[1].len[b] && r2[0].score[b] == r2[1].score[b] &&
+                  !memcmp(r2[0].tokens + b * MAXLEN, r2[1].tokens + b * MAXLEN,
+                          (size_t)r2[0].len[b] * sizeof(int32_t));
+        dt_beam_result_free(&r2[0]), dt_beam_result_free(&r2[1]);
+      }
+    }
+    dt_beam_keep_all = 0;
+    CHECK(same, "beam %d over %d tokens: each row's best %d candidates give the full sort's "
+          "result for 8 sentences", K, BIGV, 2 * K);
   }
   printf("%d passed, %d failed\n", g_pass, g_fail);
   return g_fail ? 1 : 0;
