@@ -58,18 +58,12 @@ int main(int argc, char **argv) {
   struct stat st;
   if (stat(ckpt, &st) != 0 || !S_ISDIR(st.st_mode))
     dt_die_user("%s: not a directory (a checkpoint step directory, or one holding LATEST)", ckpt);
-  int r = dt_ckpt_resolve(ckpt, "", path, sizeof path, &err);
-  if (r <= 0) dt_die_user("%s", r < 0 ? err.msg : "no checkpoint there");
   dt_ckpt_meta meta;
-  memset(&meta, 0, sizeof meta); /* empty model/optimizer: accept what is there */
-  char *text = NULL;
-  if (dt_ckpt_read_meta(path, &meta, &text, &err)) dt_die_user("%s", err.msg);
+  dt_config cfg;
+  if (dt_ckpt_open_run(ckpt, path, sizeof path, &meta, &cfg, &err)) dt_die_user("%s", err.msg);
   if (strcmp(meta.model, "gpt") != 0)
     dt_die_user("%s: model '%s' has no Hugging Face GPT-2 naming (only gpt checkpoints export)",
                 path, meta.model);
-  dt_config cfg;
-  if (dt_config_parse_text(&cfg, text, path, &err)) dt_die_user("%s", err.msg);
-  free(text);
   /* the parameter table is all that is needed: a CPU model with one-token
    * activations keeps a big model's export from allocating a training batch */
   snprintf(cfg.train_device, sizeof cfg.train_device, "cpu");

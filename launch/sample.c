@@ -100,15 +100,9 @@ int main(int argc, char **argv) {
   MPI_Init(&argc, &argv);
   dt_error err;
   char path[4096], tok_default[4096];
-  int r = dt_ckpt_resolve(ckpt, "", path, sizeof path, &err);
-  if (r <= 0) dt_die_user("%s", r < 0 ? err.msg : "no checkpoint there");
   dt_ckpt_meta meta;
-  memset(&meta, 0, sizeof meta); /* empty model/optimizer: accept what is there */
-  char *text = NULL;
-  if (dt_ckpt_read_meta(path, &meta, &text, &err)) dt_die_user("%s", err.msg);
   dt_config cfg;
-  if (dt_config_parse_text(&cfg, text, path, &err)) dt_die_user("%s", err.msg);
-  free(text);
+  if (dt_ckpt_open_run(ckpt, path, sizeof path, &meta, &cfg, &err)) dt_die_user("%s", err.msg);
   snprintf(cfg.train_device, sizeof cfg.train_device, "%s", device);
 
   dt_backend_t be = dt_backend_create(cfg.train_device, 0, 0, &err);

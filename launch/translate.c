@@ -25,31 +25,25 @@ static void usage(FILE *f) {
           "One sentence per line in, one translation per line out, in order.\n");
 }
 
-static void *grow(void *p, size_t bytes) {
-  void *q = realloc(p, bytes);
-  DT_CHECK_ALLOC(q);
-  return q;
-}
-
 /* Reads a whole stream into lines (trailing '\n' and '\r' removed). */
 static char **read_lines(FILE *f, const char *name, int *n) {
-  size_t cap = 1 << 16, len = 0;
-  char *buf = dt_malloc(cap);
-  size_t r;
+  size_t cap = 0, len = 0, r;
+  char *buf = dt_grow(NULL, &cap, 1 << 16, 1);
   while ((r = fread(buf + len, 1, cap - len, f)) > 0) {
     len += r;
-    if (len == cap) buf = grow(buf, cap *= 2);
+    if (len == cap) buf = dt_grow(buf, &cap, cap + 1, 1);
   }
   if (ferror(f)) dt_die_user("%s: read error", name);
-  int nl = 0, ncap = 1024;
-  char **lines = dt_malloc((size_t)ncap * sizeof(char *));
+  int nl = 0;
+  size_t ncap = 0;
+  char **lines = NULL;
   size_t start = 0;
   for (size_t i = 0; i <= len; i++) {
     if (i < len && buf[i] != '\n') continue;
     if (i == len && start == len) break; /* no final empty line after the last '\n' */
     size_t e = i;
     if (e > start && buf[e - 1] == '\r') e--;
-    if (nl == ncap) lines = grow(lines, (size_t)(ncap *= 2) * sizeof(char *));
+    lines = dt_grow(lines, &ncap, (size_t)nl + 1, sizeof(char *));
     lines[nl] = dt_malloc(e - start + 1);
     memcpy(lines[nl], buf + start, e - start);
     lines[nl++][e - start] = 0;
@@ -73,15 +67,9 @@ int main(int argc, char **argv) {
   MPI_Init(&argc, &argv);
   dt_error err;
   char path[4096], tok_default[4096];
-  int r = dt_ckpt_resolve(ckpt, "", path, sizeof path, &err);
-  if (r <= 0) dt_die_user("%s", r < 0 ? err.msg : "no checkpoint there");
   dt_ckpt_meta meta;
-  memset(&meta, 0, sizeof meta); /* empty model/optimizer: accept what is there */
-  char *text = NULL;
-  if (dt_ckpt_read_meta(path, &meta, &text, &err)) dt_die_user("%s", err.msg);
   dt_config cfg;
-  if (dt_config_parse_text(&cfg, text, path, &err)) dt_die_user("%s", err.msg);
-  free(text);
+  if (dt_ckpt_open_run(ckpt, path, sizeof path, &meta, &cfg, &err)) dt_die_user("%s", err.msg);
   for (int i = 2; i < argc; i++) {
     if (!strcmp(argv[i], "--tokenizer") && i + 1 < argc) tokdir = argv[++i];
     else if (!strcmp(argv[i], "--device") && i + 1 < argc) device = argv[++i];

@@ -53,16 +53,6 @@ struct dt_bpe {
 
 /* ---- small helpers ---- */
 
-static void *grow(void *p, size_t *cap, size_t need, size_t elem) {
-  if (need <= *cap) return p;
-  size_t c = *cap ? *cap : 64;
-  while (c < need) c *= 2;
-  p = realloc(p, c * elem);
-  DT_CHECK_ALLOC(p);
-  *cap = c;
-  return p;
-}
-
 static uint64_t hash_bytes(const uint8_t *p, size_t n) {
   uint64_t h = 1469598103934665603ull; /* FNV-1a */
   for (size_t i = 0; i < n; i++) h = (h ^ p[i]) * 1099511628211ull;
@@ -210,11 +200,11 @@ static inline int32_t merge_get(const dt_bpe *b, int32_t left, int32_t right, in
 static void bpe_piece(dt_bpe *b, const uint8_t *p, size_t len, dt_token_buf *out) {
   if (len > b->work_cap) {
     size_t cap = b->work_cap;
-    b->sym = grow(b->sym, &cap, len, sizeof(int32_t));
+    b->sym = dt_grow(b->sym, &cap, len, sizeof(int32_t));
     cap = b->work_cap;
-    b->rank = grow(b->rank, &cap, len, sizeof(int32_t));
+    b->rank = dt_grow(b->rank, &cap, len, sizeof(int32_t));
     cap = b->work_cap;
-    b->merged = grow(b->merged, &cap, len, sizeof(int32_t));
+    b->merged = dt_grow(b->merged, &cap, len, sizeof(int32_t));
     b->work_cap = cap;
   }
   int32_t *sym = b->sym, *rank = b->rank, *merged = b->merged;
@@ -237,7 +227,7 @@ static void bpe_piece(dt_bpe *b, const uint8_t *p, size_t len, dt_token_buf *out
     if (k > 0) rank[k - 1] = merge_get(b, sym[k - 1], sym[k], &merged[k - 1]);
     if (k + 1 < m) rank[k] = merge_get(b, sym[k], sym[k + 1], &merged[k]);
   }
-  out->ids = grow(out->ids, &out->cap, out->n + m, sizeof(int32_t));
+  out->ids = dt_grow(out->ids, &out->cap, out->n + m, sizeof(int32_t));
   memcpy(out->ids + out->n, sym, m * sizeof *sym);
   out->n += m;
 }
@@ -270,7 +260,7 @@ static void cache_grow(dt_bpe *b) {
 /* Encodes one piece through the cache. */
 static void encode_piece(dt_bpe *b, const uint8_t *p, size_t len, dt_token_buf *out) {
   if (len == 1) {
-    out->ids = grow(out->ids, &out->cap, out->n + 1, sizeof(int32_t));
+    out->ids = dt_grow(out->ids, &out->cap, out->n + 1, sizeof(int32_t));
     out->ids[out->n++] = b->byte_id[p[0]];
     return;
   }
@@ -282,7 +272,7 @@ static void encode_piece(dt_bpe *b, const uint8_t *p, size_t len, dt_token_buf *
   size_t k = h & b->cmask;
   for (cache_entry *e = &b->cache[k]; e->key_len; k = (k + 1) & b->cmask, e = &b->cache[k]) {
     if (e->hash == h && e->key_len == len && !memcmp(b->ckeys + e->key_off, p, len)) {
-      out->ids = grow(out->ids, &out->cap, out->n + e->val_n, sizeof(int32_t));
+      out->ids = dt_grow(out->ids, &out->cap, out->n + e->val_n, sizeof(int32_t));
       memcpy(out->ids + out->n, b->cvals + e->val_off, e->val_n * sizeof(int32_t));
       out->n += e->val_n;
       return;
@@ -295,8 +285,8 @@ static void encode_piece(dt_bpe *b, const uint8_t *p, size_t len, dt_token_buf *
     k = h & b->cmask;
   }
   size_t nv = out->n - at;
-  b->ckeys = grow(b->ckeys, &b->ckeys_cap, b->ckeys_n + len, 1);
-  b->cvals = grow(b->cvals, &b->cvals_cap, b->cvals_n + nv, sizeof(int32_t));
+  b->ckeys = dt_grow(b->ckeys, &b->ckeys_cap, b->ckeys_n + len, 1);
+  b->cvals = dt_grow(b->cvals, &b->cvals_cap, b->cvals_n + nv, sizeof(int32_t));
   while (b->cache[k].key_len) k = (k + 1) & b->cmask;
   b->cache[k] = (cache_entry){.hash = h, .key_off = (uint32_t)b->ckeys_n,
                               .val_off = (uint32_t)b->cvals_n, .key_len = (uint16_t)len,
@@ -410,36 +400,6 @@ static int token_to_bytes(const int unicode_byte[512], char *s, size_t len, size
   return 0;
 }
 
-static char *read_file(const char *path, size_t *len, dt_error *err) {
-  FILE *f = fopen(path, "rb");
-  if (!f) {
-    dt_error_set(err, "%s: cannot open: %s", path, strerror(errno));
-    return NULL;
-  }
-  size_t cap = 1 << 20, n = 0;
-  char *buf = dt_malloc(cap + 1);
-  for (;;) {
-    if (n == cap) {
-      cap *= 2;
-      buf = realloc(buf, cap + 1);
-      DT_CHECK_ALLOC(buf);
-    }
-    size_t r = fread(buf + n, 1, cap - n, f);
-    n += r;
-    if (r == 0) break;
-  }
-  int bad = ferror(f);
-  fclose(f);
-  if (bad) {
-    free(buf);
-    dt_error_set(err, "%s: read error", path);
-    return NULL;
-  }
-  buf[n] = '\0';
-  *len = n;
-  return buf;
-}
-
 /* A JSON string starting at s[*i] == '"': its UTF-8 into out (cap >= the
  * remaining input suffices). Advances *i past the closing quote. */
 static int json_string(const char *s, size_t n, size_t *i, char *out, size_t *out_len) {
@@ -523,7 +483,7 @@ static int32_t tok_find(const dt_bpe *b, const tok_index *x, const char *p, size
 /* Parses encoder.json {"token": id, ...} into b's token table. */
 static int load_encoder(dt_bpe *b, const char *path, const int unicode_byte[512], dt_error *err) {
   size_t n;
-  char *s = read_file(path, &n, err);
+  char *s = dt_read_file(path, &n, err);
   if (!s) return -1;
   char *strings = dt_malloc(n + 1); /* every key's bytes, concatenated */
   size_t strings_n = 0, cap = 0, count = 0;
@@ -554,9 +514,9 @@ static int load_encoder(dt_bpe *b, const char *path, const int unicode_byte[512]
     long v = strtol(s + i, &end, 10);
     if (end == s + i || errno || v < 0 || v > 10000000) goto bad;
     i = skip_ws(s, n, (size_t)(end - s));
-    off = grow(off, &cap, count + 1, sizeof *off);
-    len = grow(len, &cap2, count + 1, sizeof *len);
-    ids = grow(ids, &cap3, count + 1, sizeof *ids);
+    off = dt_grow(off, &cap, count + 1, sizeof *off);
+    len = dt_grow(len, &cap2, count + 1, sizeof *len);
+    ids = dt_grow(ids, &cap3, count + 1, sizeof *ids);
     off[count] = (uint32_t)strings_n;
     len[count] = (uint32_t)l;
     ids[count++] = (int32_t)v;
@@ -660,7 +620,7 @@ static int parse_specials(dt_bpe *b, const char *path, const char *line, size_t 
 /* Parses vocab.bpe ("#version" line, then "A B" per line, rank = order). */
 static int load_merges(dt_bpe *b, const char *path, const int unicode_byte[512], dt_error *err) {
   size_t n;
-  char *s = read_file(path, &n, err);
+  char *s = dt_read_file(path, &n, err);
   if (!s) return -1;
   if (n && s[0] == '#') {
     char *nl = memchr(s, '\n', n);

@@ -29,16 +29,6 @@ static void vec_push(vec32 *x, int32_t v) {
   x->v[x->n++] = v;
 }
 
-static void *grow(void *p, size_t *cap, size_t need, size_t elem) {
-  if (need <= *cap) return p;
-  size_t c = *cap ? *cap : 64;
-  while (c < need) c *= 2;
-  p = realloc(p, c * elem);
-  DT_CHECK_ALLOC(p);
-  *cap = c;
-  return p;
-}
-
 static uint64_t hash_bytes(const char *p, size_t n) {
   uint64_t h = 1469598103934665603ull; /* FNV-1a */
   for (size_t i = 0; i < n; i++) h = (h ^ (uint8_t)p[i]) * 1099511628211ull;
@@ -103,9 +93,9 @@ static size_t strset_append(strset *s, const char *p, size_t len, int index) {
     int64_t found = strset_find(s, p, len, h, &at);
     if (found >= 0) return (size_t)found;
   }
-  s->off = grow(s->off, &s->off_cap, s->n + 2, sizeof *s->off);
-  s->hash = grow(s->hash, &s->hash_cap, s->n + 1, sizeof *s->hash);
-  s->bytes = grow(s->bytes, &s->bytes_cap, s->bytes_n + len + 1, 1);
+  s->off = dt_grow(s->off, &s->off_cap, s->n + 2, sizeof *s->off);
+  s->hash = dt_grow(s->hash, &s->hash_cap, s->n + 1, sizeof *s->hash);
+  s->bytes = dt_grow(s->bytes, &s->bytes_cap, s->bytes_n + len + 1, 1);
   if (s->n == 0) s->off[0] = 0;
   memcpy(s->bytes + s->bytes_n, p, len);
   s->bytes_n += len;
@@ -168,7 +158,8 @@ void dt_bpe_trainer_add(dt_bpe_trainer *t, const char *text, size_t len) {
     size_t j = dt_bpe_piece_end(text, len, i);
     size_t before = t->pieces.n;
     size_t k = strset_append(&t->pieces, text + i, j - i, 1);
-    t->piece_count = grow(t->piece_count, &t->piece_count_cap, t->pieces.n, sizeof(int64_t));
+    t->piece_count =
+        dt_grow(t->piece_count, &t->piece_count_cap, t->pieces.n, sizeof(int64_t));
     if (t->pieces.n > before) t->piece_count[k] = 0;
     t->piece_count[k]++;
     i = j;
@@ -270,7 +261,7 @@ static int heap_before(const heap_entry *x, const heap_entry *y) {
 }
 
 static void heap_push(heap *h, heap_entry v) {
-  h->e = grow(h->e, &h->cap, h->n + 1, sizeof *h->e);
+  h->e = dt_grow(h->e, &h->cap, h->n + 1, sizeof *h->e);
   size_t i = h->n++;
   while (i > 0 && heap_before(&v, &h->e[(i - 1) / 2])) {
     h->e[i] = h->e[(i - 1) / 2];
@@ -395,11 +386,11 @@ static void push_fresh(train_state *s) {
 
 static void add_merge(dt_bpe_trainer *t, int32_t a, int32_t b, int64_t count) {
   size_t cap = t->merge_cap;
-  t->merge_left = grow(t->merge_left, &cap, t->merges + 1, sizeof *t->merge_left);
+  t->merge_left = dt_grow(t->merge_left, &cap, t->merges + 1, sizeof *t->merge_left);
   cap = t->merge_cap;
-  t->merge_right = grow(t->merge_right, &cap, t->merges + 1, sizeof *t->merge_right);
+  t->merge_right = dt_grow(t->merge_right, &cap, t->merges + 1, sizeof *t->merge_right);
   cap = t->merge_cap;
-  t->merge_count = grow(t->merge_count, &cap, t->merges + 1, sizeof *t->merge_count);
+  t->merge_count = dt_grow(t->merge_count, &cap, t->merges + 1, sizeof *t->merge_count);
   t->merge_cap = cap;
   t->merge_left[t->merges] = a;
   t->merge_right[t->merges] = b;

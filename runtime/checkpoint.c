@@ -401,3 +401,16 @@ int dt_ckpt_load(const char *path, const dt_param *params, int nparams, dt_ckpt_
   }
   return rc;
 }
+
+int dt_ckpt_open_run(const char *ckpt, char *path, size_t size, dt_ckpt_meta *meta,
+                     dt_config *cfg, dt_error *err) {
+  int r = dt_ckpt_resolve(ckpt, "", path, size, err);
+  if (r < 0) return -1;
+  if (r == 0) return dt_error_set(err, "%s: no checkpoint there", ckpt);
+  memset(meta, 0, sizeof *meta); /* empty model/optimizer: accept what is there */
+  char *text = NULL;
+  if (dt_ckpt_read_meta(path, meta, &text, err)) return -1;
+  int rc = dt_config_parse_text(cfg, text, path, err);
+  free(text);
+  return rc;
+}

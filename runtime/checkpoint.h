@@ -10,6 +10,7 @@
 
 #include <stdint.h>
 
+#include "config.h"
 #include "param.h"
 #include "dt.h"
 
@@ -68,6 +69,13 @@ int dt_ckpt_resolve(const char *resume, const char *dir, char *path, size_t size
  * then overwritten.
  * config_text (if non-NULL) gets the stored config, malloc'ed. */
 int dt_ckpt_read_meta(const char *path, dt_ckpt_meta *meta, char **config_text, dt_error *err);
+
+/* For the tools that read a finished run (dtrain-sample, -translate,
+ * -export): resolves ckpt (a step directory, or one holding LATEST) into
+ * path, reads its metadata (any model, any optimizer) and parses the config
+ * it was trained with into cfg. -1 with err naming the checkpoint. */
+int dt_ckpt_open_run(const char *ckpt, char *path, size_t size, dt_ckpt_meta *meta,
+                     dt_config *cfg, dt_error *err);
 
 /* Fills dst[0 .. hi-lo) with flat elements [lo, hi) of `group` ("params" or a
  * state name) from whichever rank files of the checkpoint hold them (the

@@ -58,6 +58,15 @@ void *dt_malloc(size_t bytes);
 void *dt_calloc(size_t n, size_t size);
 char *dt_strdup(const char *s);
 
+/* Grows the array p (*cap elements of elem bytes) to hold at least need,
+ * doubling from 64; returns the (maybe moved) array and updates *cap. */
+void *dt_grow(void *p, size_t *cap, size_t need, size_t elem);
+
+/* Reads a whole file into a malloc'ed, NUL-terminated buffer (*len bytes,
+ * the NUL not counted). NULL with err ("PATH: cannot open: ...", "PATH: read
+ * error") on failure; errno is left as fopen set it. */
+char *dt_read_file(const char *path, size_t *len, dt_error *err);
+
 /* Monotonic wall clock in seconds. */
 double dt_now(void);
 

@@ -1,7 +1,9 @@
 /* error.c: fatal (internal) and user (exit 2) error reporting. */
 #include "dt.h"
 
+#include <errno.h>
 #include <mpi.h>
+#include <stdio.h>
 #include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
@@ -100,6 +102,48 @@ char *dt_strdup(const char *s) {
   char *p = dt_malloc(n);
   memcpy(p, s, n);
   return p;
+}
+
+void *dt_grow(void *p, size_t *cap, size_t need, size_t elem) {
+  if (need <= *cap) return p;
+  size_t c = *cap ? *cap : 64;
+  while (c < need) c *= 2;
+  p = realloc(p, c * elem);
+  DT_CHECK_ALLOC(p);
+  *cap = c;
+  return p;
+}
+
+char *dt_read_file(const char *path, size_t *len, dt_error *err) {
+  FILE *f = fopen(path, "rb");
+  if (!f) {
+    int e = errno;
+    dt_error_set(err, "%s: cannot open: %s", path, strerror(e));
+    errno = e;
+    return NULL;
+  }
+  size_t cap = 1 << 20, n = 0;
+  char *buf = dt_malloc(cap + 1);
+  for (;;) {
+    if (n == cap) {
+      cap *= 2;
+      buf = realloc(buf, cap + 1);
+      DT_CHECK_ALLOC(buf);
+    }
+    size_t r = fread(buf + n, 1, cap - n, f);
+    n += r;
+    if (r == 0) break;
+  }
+  int bad = ferror(f);
+  fclose(f);
+  if (bad) {
+    free(buf);
+    dt_error_set(err, "%s: read error", path);
+    return NULL;
+  }
+  buf[n] = '\0';
+  *len = n;
+  return buf;
 }
 
 double dt_now(void) {

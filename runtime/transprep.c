@@ -146,32 +146,14 @@ static int text_read(text_file *f, const char *dir, const char *name, int64_t li
   memset(f, 0, sizeof *f);
   if (snprintf(f->path, sizeof f->path, "%s/%s", dir, name) >= (int)sizeof f->path)
     return dt_error_set(err, "%s/%s: path too long", dir, name);
-  FILE *in = fopen(f->path, "rb");
-  if (!in) {
+  size_t n;
+  char *buf = dt_read_file(f->path, &n, err);
+  if (!buf) {
     if (errno == ENOENT)
       return dt_error_set(err, "%s: no such file (SRC_DIR must hold train, dev and test files "
                           "for both languages)", f->path);
-    return dt_error_set(err, "%s: cannot open: %s", f->path, strerror(errno));
+    return -1;
   }
-  size_t cap = 1 << 20, n = 0;
-  char *buf = dt_malloc(cap + 1);
-  for (;;) {
-    if (n == cap) {
-      cap *= 2;
-      buf = realloc(buf, cap + 1);
-      DT_CHECK_ALLOC(buf);
-    }
-    size_t r = fread(buf + n, 1, cap - n, in);
-    n += r;
-    if (r == 0) break;
-  }
-  int bad = ferror(in);
-  fclose(in);
-  if (bad) {
-    free(buf);
-    return dt_error_set(err, "%s: read error", f->path);
-  }
-  buf[n] = '\0';
   f->data = buf;
   f->bytes = n;
   sha256 h;
