@@ -57,7 +57,8 @@ typedef struct gpt {
   int nacts;
   float **res;               /* (L+1) residual stream (BT,C): res[l] enters block l */
   float *lnf, *lnf_mean, *lnf_rstd; /* (BT,C) (BT) (BT) */
-  float *logits, *dlogits;   /* (BT,V) */
+  int chunk;                 /* rows of logits at a time ([train] classifier_chunk) */
+  float *logits, *dlogits;   /* (chunk,V) */
   float *scratch;            /* (BT,C): projection outputs in forward, dln/datty in backward */
   float *dres;               /* (BT,C) gradient of the residual stream */
   float *dqkv;               /* (BT,3C) */
@@ -188,14 +189,37 @@ static void gpt_forward(gpt *G, const dt_batch *b) {
                                   W(p), W(p + 1), BT, C, GPT_LN_EPS);
     dt_model_release(m, p, 2);
   }
-
-  /* LM head tied to the token table: logits = lnf @ wte^T */
-  dt_model_fetch(m, P_WTE, 1);
-  k->linear_forward(ctx, G->logits, G->lnf, W(P_WTE), NULL, BT, C, G->V);
-  dt_model_release(m, P_WTE, 1);
 }
 
 #define GW(i) (m->g + G->table[i].offset)
+
+/* The LM head tied to the token table and the loss, chunk by chunk: rows
+ * [r0, r0+R) get logits = lnf @ wte^T, their losses, and when training
+ * (dscale != 0) dlogits, d lnf (into dln) and wte's gradient before the next
+ * chunk reuses the buffers, so no (BT,V) tensor is ever kept: at gpt-124m's
+ * 16 x 1024 tokens that is 3.3 GB of logits and as much of dlogits. wte's
+ * gradient sums its chunks' terms one GEMM after the other. Returns the
+ * logits when the batch was one chunk, else NULL. */
+static const float *gpt_classifier(gpt *G, const dt_batch *b, float *losses, float dscale,
+                                   float *dln) {
+  dt_model *m = &G->m;
+  const dt_kernels *k = m->be->k;
+  void *ctx = m->be->ctx;
+  const int BT = b->n * b->t, C = G->C, V = G->V;
+  dt_model_fetch(m, P_WTE, 1);
+  for (int r0 = 0; r0 < BT; r0 += G->chunk) {
+    const int R = DT_MIN(G->chunk, BT - r0);
+    const float *x = G->lnf + (size_t)r0 * C;
+    k->linear_forward(ctx, G->logits, x, W(P_WTE), NULL, R, C, V);
+    k->softmax_xent(ctx, losses ? losses + r0 : NULL, dscale != 0.0f ? G->dlogits : NULL,
+                    G->logits, b->y + r0, R, V, dscale);
+    if (dscale != 0.0f)
+      k->linear_backward(ctx, dln + (size_t)r0 * C, GW(P_WTE), NULL, G->dlogits, x, W(P_WTE), R,
+                         C, V);
+  }
+  dt_model_release(m, P_WTE, 1);
+  return BT <= G->chunk ? G->logits : NULL;
+}
 #define READY2(i) dt_model_grad_ready(m, i), dt_model_grad_ready(m, (i) + 1)
 
 /* The MLP of block l backward: dres is d res[l+1]; leaves d ln2 in dln.
@@ -237,7 +261,8 @@ static void mlp_backward(gpt *G, int BT, int l, const float *dres, float *dln) {
 }
 
 /* Parameter gradients accumulate into m->g; each parameter is announced
- * ready once nothing later in the backward adds to it. */
+ * ready once nothing later in the backward adds to it. Starts from d lnf in
+ * G->scratch, which gpt_classifier left there. */
 static void gpt_backward(gpt *G, const dt_batch *b) {
   dt_model *m = &G->m;
   const dt_kernels *k = m->be->k;
@@ -245,10 +270,8 @@ static void gpt_backward(gpt *G, const dt_batch *b) {
   const int BT = b->n * b->t, C = G->C, NH = G->NH, HS = C / NH;
   float *dln = G->scratch, *dres = G->dres;
 
-  /* LM head: wte's gradient is not final until the embedding's backward */
-  dt_model_fetch(m, P_WTE, 1);
-  k->linear_backward(ctx, dln, GW(P_WTE), NULL, G->dlogits, G->lnf, W(P_WTE), BT, C, G->V);
-  dt_model_release(m, P_WTE, 1);
+  /* wte's gradient from the LM head is in; it is not final until the
+   * embedding's backward */
   int p = lnf_param(G);
   m->be->memset0(m->be, dres, (size_t)BT * C * sizeof(float));
   dt_model_fetch(m, p, 2);
@@ -327,11 +350,10 @@ static const float *gpt_forward_backward(dt_model *m, const dt_batch *b, float *
   G->drop_p = dscale != 0.0f ? G->dropout : 0.0f;
   G->drop_b = b;
   gpt_forward(G, b);
-  m->be->k->softmax_xent(m->be->ctx, losses, dscale != 0.0f ? G->dlogits : NULL, G->logits, b->y,
-                         b->n * b->t, G->V, dscale);
+  const float *logits = gpt_classifier(G, b, losses, dscale, G->scratch);
   if (dscale != 0.0f) gpt_backward(G, b);
   G->drop_b = NULL;
-  return G->logits;
+  return logits;
 }
 
 /* GPT-2's initialisation: weights and embeddings N(0, 0.02), the projections
@@ -454,6 +476,13 @@ static int check_config(const dt_config *cfg, int max_batch, dt_error *err) {
     return dt_error_set(err, "gpt: a micro-batch of %d x %ld tokens at [model] n_embd = %ld is "
                         "too large (more than 2^31 elements per activation)", max_batch, T,
                         cfg->model_n_embd);
+  double chunk = cfg->train_classifier_chunk > 0 && cfg->train_classifier_chunk < rows
+                     ? (double)cfg->train_classifier_chunk
+                     : rows;
+  if (chunk * (double)cfg->model_vocab_size > 2147483647.0)
+    return dt_error_set(err, "[train] classifier_chunk = %ld: %.0f rows of logits x vocab_size "
+                        "%ld is 2^31 elements or more; use a smaller chunk",
+                        cfg->train_classifier_chunk, chunk, cfg->model_vocab_size);
   return 0;
 }
 
@@ -506,8 +535,11 @@ dt_model *dt_gpt_create(const dt_config *cfg, dt_backend_t be, int max_batch, dt
   G->lnf = act_alloc(m, BT * C);
   G->lnf_mean = act_alloc(m, BT);
   G->lnf_rstd = act_alloc(m, BT);
-  G->logits = act_alloc(m, BT * (size_t)G->V);
-  G->dlogits = act_alloc(m, BT * (size_t)G->V);
+  G->chunk = cfg->train_classifier_chunk > 0 && (size_t)cfg->train_classifier_chunk < BT
+                 ? (int)cfg->train_classifier_chunk
+                 : (int)BT;
+  G->logits = act_alloc(m, (size_t)G->chunk * G->V);
+  G->dlogits = act_alloc(m, (size_t)G->chunk * G->V);
   G->scratch = act_alloc(m, BT * C);
   G->dres = act_alloc(m, BT * C);
   G->dqkv = act_alloc(m, BT * 3 * C);

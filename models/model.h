@@ -60,7 +60,9 @@ struct dt_model {
   /* Forward on b. losses (device) = cross-entropy per sample (n) or per
    * token (n*t). If dscale != 0 the gradient of dscale * sum(losses) is
    * computed as well and accumulated (+=) into m->g. Returns the logits
-   * (n[*t], num_classes), valid until the next call. */
+   * (n[*t], num_classes), valid until the next call, or NULL when the
+   * language models computed them in chunks of [train] classifier_chunk
+   * rows and the batch took more than one (they are never all kept). */
   const float *(*forward_backward)(dt_model *m, const dt_batch *b, float *losses, float dscale);
   void (*destroy)(dt_model *m);
   void *impl;

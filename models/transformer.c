@@ -66,7 +66,8 @@ typedef struct tf {
   sub_acts *enc, *dec;                /* (2 Le), (3 Ld) */
   float *enc_ln, *enc_mean, *enc_rstd; /* pre-LN: the encoder's final LayerNorm */
   float *dec_ln, *dec_mean, *dec_rstd; /* pre-LN: the decoder's final LayerNorm */
-  float *logits, *dlogits;            /* (n*t, V) */
+  int chunk;                          /* rows of logits at a time ([train] classifier_chunk) */
+  float *logits, *dlogits;            /* (chunk, V) */
   float *tmp;                         /* (R,D) branch output (post-LN) */
   float *d0, *d1, *du, *datt;         /* (R,D) backward scratch */
   float *dqkv, *dfc;                  /* (R,3D) (R,F) */
@@ -378,7 +379,7 @@ static void final_ln_backward(tf *T, int p, const float *x, const float *mean, c
   ready2(m, p);
 }
 
-static void tf_backward(tf *T, const dt_batch *b, const float *enc, const float *y) {
+static void tf_backward(tf *T, const dt_batch *b, const float *enc) {
   dt_model *m = &T->m;
   const int n = b->n, BT = n * b->t, S = n * b->ts;
   const pass pd = {.n = n, .t = b->t, .causal = 1, .self_len = b->tgt_len, .enc = enc,
@@ -387,11 +388,9 @@ static void tf_backward(tf *T, const dt_batch *b, const float *enc, const float 
   float *dres = T->d0, *spare = T->d1;
 
   m->be->memset0(m->be, T->denc, (size_t)S * T->D * sizeof(float));
-  /* the output projection: a tied table is not final before the embeddings */
-  dt_model_fetch(m, T->p_out, 1);
-  m->be->k->linear_backward(m->be->ctx, T->pre ? T->tmp : dres, GW(T->p_out), NULL, T->dlogits,
-                            y, W(T->p_out), BT, T->D, T->V);
-  dt_model_release(m, T->p_out, 1);
+  /* tf_classifier left d y in T->tmp (pre-LN) or T->d0 = dres, and the
+   * output projection's gradient; a tied table is not final before the
+   * embeddings */
   if (T->p_out != T->p_dec_emb) dt_model_grad_ready(m, T->p_out);
   const float *dec_last = T->dec[3 * T->Ld - 1].out;
   if (T->pre) final_ln_backward(T, T->p_dec_ln, dec_last, T->dec_mean, T->dec_rstd, T->tmp, dres, BT);
@@ -424,6 +423,37 @@ static void tf_backward(tf *T, const dt_batch *b, const float *enc, const float 
   dt_model_grad_ready(m, T->p_enc_emb);
 }
 
+/* The output projection and the loss, chunk by chunk: rows [r0, r0+R) of the
+ * decoder output y get their logits, losses and, when training, dlogits, the
+ * gradient of y (into T->tmp under pre-LN, else T->d0, where tf_backward
+ * picks it up) and the projection's gradient, before the next chunk reuses
+ * the (chunk, V) buffers. Label smoothing is a training device: evaluation
+ * (dscale = 0) reports the plain cross-entropy, so validation loss and
+ * perplexity mean what they mean for every other model. Returns the logits
+ * when the batch was one chunk, else NULL. */
+static const float *tf_classifier(tf *T, const dt_batch *b, const float *y, float *losses,
+                                  float dscale) {
+  dt_model *m = &T->m;
+  const dt_kernels *k = m->be->k;
+  void *ctx = m->be->ctx;
+  const int BT = b->n * b->t, D = T->D, V = T->V;
+  float *dy = T->pre ? T->tmp : T->d0;
+  dt_model_fetch(m, T->p_out, 1);
+  for (int r0 = 0; r0 < BT; r0 += T->chunk) {
+    const int R = DT_MIN(T->chunk, BT - r0);
+    const float *x = y + (size_t)r0 * D;
+    k->linear_forward(ctx, T->logits, x, W(T->p_out), NULL, R, D, V);
+    k->softmax_xent_smooth(ctx, losses ? losses + r0 : NULL, dscale != 0.0f ? T->dlogits : NULL,
+                           T->logits, b->y + r0, R, V, dscale,
+                           dscale != 0.0f ? T->smoothing : 0.0f);
+    if (dscale != 0.0f)
+      k->linear_backward(ctx, dy + (size_t)r0 * D, GW(T->p_out), NULL, T->dlogits, x,
+                         W(T->p_out), R, D, V);
+  }
+  dt_model_release(m, T->p_out, 1);
+  return BT <= T->chunk ? T->logits : NULL;
+}
+
 static const float *tf_forward_backward(dt_model *m, const dt_batch *b, float *losses,
                                         float dscale) {
   tf *T = (tf *)m;
@@ -445,18 +475,12 @@ static const float *tf_forward_backward(dt_model *m, const dt_batch *b, float *l
                 (long long)b->sample0, (long long)(b->sample0 + b->n), m->max_t, T->D);
   const float *enc = encoder_forward(T, b->src, b->src_len, b->n, b->ts);
   const float *y = decoder_forward(T, b, enc);
-  logits_forward(T, T->logits, y, b->n * b->t);
-  /* label smoothing is a training device: evaluation (dscale = 0) reports
-   * the plain cross-entropy, so validation loss and perplexity mean what they
-   * mean for every other model */
-  m->be->k->softmax_xent_smooth(m->be->ctx, losses, dscale != 0.0f ? T->dlogits : NULL,
-                                T->logits, b->y, b->n * b->t, T->V, dscale,
-                                dscale != 0.0f ? T->smoothing : 0.0f);
-  if (dscale != 0.0f) tf_backward(T, b, enc, y);
+  const float *logits = tf_classifier(T, b, y, losses, dscale);
+  if (dscale != 0.0f) tf_backward(T, b, enc);
   /* dt_transformer_encode runs encoder_forward too: no dropout there */
   T->drop_p = 0.0f;
   T->drop_b = NULL;
-  return T->logits;
+  return logits;
 }
 
 /* ---- initialisation: nn.Transformer's Xavier-uniform projections, zero
@@ -639,12 +663,18 @@ static int check_config(const dt_config *cfg, int max_batch, dt_error *err) {
                         "tokens x n_embd %ld has 2^44 elements or more per dropout site",
                         cfg->model_dropout, cfg->train_batch_size, T, cfg->model_n_embd);
   double rows = (double)max_batch * (double)T;
-  double width = fmax(fmax(3.0 * cfg->model_n_embd, (double)cfg->model_d_ff),
-                      (double)cfg->model_vocab_size);
+  double width = fmax(3.0 * cfg->model_n_embd, (double)cfg->model_d_ff);
   if (rows * width > 2147483647.0)
     return dt_error_set(err, "transformer: a micro-batch of %d x %ld tokens is too large (more "
                         "than 2^31 elements per activation; lower [train] micro_batch_size)",
                         max_batch, T);
+  double chunk = cfg->train_classifier_chunk > 0 && cfg->train_classifier_chunk < rows
+                     ? (double)cfg->train_classifier_chunk
+                     : rows;
+  if (chunk * (double)cfg->model_vocab_size > 2147483647.0)
+    return dt_error_set(err, "[train] classifier_chunk = %ld: %.0f rows of logits x vocab_size "
+                        "%ld is 2^31 elements or more; use a smaller chunk",
+                        cfg->train_classifier_chunk, chunk, cfg->model_vocab_size);
   return 0;
 }
 
@@ -732,8 +762,11 @@ dt_model *dt_transformer_create(const dt_config *cfg, dt_backend_t be, int max_b
     T->dec_mean = act_alloc(T, R);
     T->dec_rstd = act_alloc(T, R);
   }
-  T->logits = act_alloc(T, R * (size_t)T->V);
-  T->dlogits = act_alloc(T, R * (size_t)T->V);
+  T->chunk = cfg->train_classifier_chunk > 0 && (size_t)cfg->train_classifier_chunk < R
+                 ? (int)cfg->train_classifier_chunk
+                 : (int)R;
+  T->logits = act_alloc(T, (size_t)T->chunk * T->V);
+  T->dlogits = act_alloc(T, (size_t)T->chunk * T->V);
   T->tmp = act_alloc(T, RM * D);
   T->d0 = act_alloc(T, RM * D);
   T->d1 = act_alloc(T, RM * D);

@@ -104,6 +104,10 @@ static const cfg_entry k_schema[] = {
   ENUM("train", "recompute", train_recompute, "none", "none|mlp|block",
        "gpt: recompute activations in backward instead of keeping them: mlp the MLP hidden "
        "(the largest), block all but each block's input; gradients are unchanged"),
+  INT("train", "classifier_chunk", train_classifier_chunk, "2048", 0, NOHI,
+      "gpt, transformer: rows (tokens) whose logits the output layer computes at a time; "
+      "each chunk's loss and gradient are done before the next, so only chunk x vocab "
+      "logits are kept (0 = the whole micro-batch at once)"),
   INT("train", "batch_tokens", train_batch_tokens, "0", 0, NOHI,
       "transformer: padded tokens per global batch (n sentences x the longest side; batches "
       "are cut from length-sorted pairs; 0 = use batch_size sentences)"),

@@ -45,6 +45,7 @@ typedef struct dt_config {
   long train_eval_batch_size;
   long train_seq_len;          /* language models: tokens per sequence; 0 = model.block_size */
   char train_recompute[DT_STR];/* none | mlp | block: activations recomputed in backward */
+  long train_classifier_chunk; /* rows of logits computed at a time (0 = all) */
   long train_batch_tokens;      /* transformer: padded tokens per global batch; 0 = batch_size */
   long train_batch_multiple;   /* transformer: sentences per batch divisible by this */
   double train_label_smoothing; /* transformer: epsilon of the label-smoothed cross-entropy */

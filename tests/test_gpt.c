@@ -419,6 +419,65 @@ static void check_recompute_modes(const fixture *fx, dt_backend_t be, float *p) 
   }
 }
 
+/* [train] classifier_chunk: the LM head and loss computed a few rows at a
+ * time (chunks that do and do not divide B*T, down to one row) give the
+ * whole batch's losses and gradients up to the order in which wte's
+ * gradient sums its rows (training with dropout, and evaluation), return no
+ * logits once the batch takes more than one chunk, and keep less memory. */
+static void check_classifier_chunk(const fixture *fx, dt_backend_t be, float *p) {
+  const size_t BT = (size_t)fx->B * fx->T;
+  dt_model *m0 = build(fx, be, "none", 0.2, p);
+  if (!m0) {
+    g_fail++;
+    return;
+  }
+  const size_t n = m0->nparams_total;
+  float *losses = dev_floats(BT);
+  const float *lg0 = run_seeded(m0, fx, losses, 7);
+  float *l0 = host_copy(losses, BT), *g0 = host_copy(m0->g, n);
+  m0->forward_backward(m0, &(dt_batch){.n = fx->B, .t = fx->T, .tokens = fx->d_tokens,
+                                       .y = fx->d_targets}, losses, 0.0f);
+  float *e0 = host_copy(losses, BT);
+  double gmax = 0;
+  for (size_t i = 0; i < n; i++) gmax = fmax(gmax, fabs(g0[i]));
+  const int chunks[] = {1, 7, (int)BT - 1};
+  for (size_t c = 0; c < DT_ARRAY_LEN(chunks); c++) {
+    dt_config cfg;
+    dt_error err;
+    fixture_config(fx, &cfg);
+    cfg.model_dropout = 0.2;
+    cfg.train_classifier_chunk = chunks[c];
+    dt_model *m = dt_model_create(&cfg, be, fx->B, &err);
+    if (!m) {
+      printf("FAIL build classifier_chunk=%d: %s\n", chunks[c], err.msg);
+      g_fail++;
+      continue;
+    }
+    m->p = p;
+    const float *lg = run_seeded(m, fx, losses, 7);
+    float *l1 = host_copy(losses, BT), *g1 = host_copy(m->g, n);
+    m->forward_backward(m, &(dt_batch){.n = fx->B, .t = fx->T, .tokens = fx->d_tokens,
+                                       .y = fx->d_targets}, losses, 0.0f);
+    float *e1 = host_copy(losses, BT);
+    double dl = 0, de = 0, dg = 0;
+    for (size_t i = 0; i < BT; i++) {
+      dl = fmax(dl, fabs((double)l1[i] - l0[i]) / fabs(l0[i]));
+      de = fmax(de, fabs((double)e1[i] - e0[i]) / fabs(e0[i]));
+    }
+    for (size_t i = 0; i < n; i++) dg = fmax(dg, fabs((double)g1[i] - g0[i]));
+    CHECK(lg == NULL && lg0 != NULL && dl <= 1e-6 && de <= 1e-6 && dg <= 1e-6 * gmax &&
+              m->activation_bytes < m0->activation_bytes,
+          "classifier_chunk=%-3d: losses within %.2g (train) %.2g (eval) relative, gradients "
+          "%.2g of max |g| %.3g, no logits returned, %zu < %zu activation bytes",
+          chunks[c], dl, de, dg / gmax, gmax, m->activation_bytes, m0->activation_bytes);
+    free(l1), free(g1), free(e1);
+    dt_model_destroy(m);
+  }
+  free(l0), free(g0), free(e0);
+  g_be->free(g_be, losses);
+  dt_model_destroy(m0);
+}
+
 /* The training loss dscale * sum(losses) with dropout on (seed fixed, so
  * a deterministic function of the weights), summed in double. */
 static double train_loss(dt_model *m, const fixture *fx, float *losses, uint64_t seed) {
@@ -767,6 +826,7 @@ int main(int argc, char **argv) {
   be->sync(be);
   check_recompute_modes(&fx, be, p);
   check_dropout(&fx, be, p);
+  check_classifier_chunk(&fx, be, p);
 
   for (int i = 0; i < z.nslots; i++) be->free(be, z.slots[i]);
   free(z.slots), free(z.ptr), free(z.live);

@@ -113,6 +113,53 @@ static double run(dt_model *m, const dt_batch *b, float *losses, float dscale, i
   return s;
 }
 
+/* [train] classifier_chunk = 4 (not dividing the 18 rows) and 1 against the
+ * whole batch at once: the same losses in training and evaluation, and the
+ * same gradients up to the order in which the output projection's gradient
+ * sums its rows; no logits are returned once the batch takes two chunks. */
+static void test_chunk(dt_backend_t be, const variant *v, const char *desc) {
+  dt_model *m0 = make_model(be, v, 11);
+  batch bt;
+  make_batch(&bt, 5, 1);
+  const size_t n = m0->nparams_total;
+  float l0[NB * TT], e0[NB * TT], l1[NB * TT], e1[NB * TT];
+  float *g0 = malloc(n * sizeof(float));
+  run(m0, &bt.b, l0, 0.1f, 1);
+  memcpy(g0, m0->g, n * sizeof(float));
+  run(m0, &bt.b, e0, 0.1f, 0);
+  double gmax = 0;
+  for (size_t i = 0; i < n; i++) gmax = fmax(gmax, fabs(g0[i]));
+  static const int chunks[] = {4, 1};
+  for (int c = 0; c < 2; c++) {
+    dt_config cfg;
+    tiny_config(&cfg, v);
+    cfg.train_classifier_chunk = chunks[c];
+    dt_error err = {{0}};
+    dt_model *m = dt_model_create(&cfg, be, NB, &err);
+    if (!m) {
+      printf("FAIL create classifier_chunk=%d: %s\n", chunks[c], err.msg);
+      g_fail++;
+      continue;
+    }
+    m->p = m0->p;
+    memset(m->g, 0, n * sizeof(float));
+    const float *lg = m->forward_backward(m, &bt.b, l1, 0.1f);
+    run(m, &bt.b, e1, 0.1f, 0);
+    double dl = 0, dg = 0;
+    for (int i = 0; i < NB * TT; i++)
+      dl = fmax(dl, fmax(fabs((double)l1[i] - l0[i]), fabs((double)e1[i] - e0[i])));
+    for (size_t i = 0; i < n; i++) dg = fmax(dg, fabs((double)m->g[i] - g0[i]));
+    CHECK(lg == NULL && dl <= 1e-6 && dg <= 1e-6 * gmax,
+          "classifier_chunk=%d %-30s losses within %.2g, gradients %.2g of max |g|, no logits",
+          chunks[c], desc, dl, dg / gmax);
+    m->p = NULL;
+    dt_model_destroy(m);
+  }
+  free(g0);
+  free(m0->p);
+  dt_model_destroy(m0);
+}
+
 static void test_gradients(dt_backend_t be, const variant *v, const char *desc) {
   dt_model *m = make_model(be, v, 11);
   batch bt;
@@ -790,6 +837,7 @@ int main(int argc, char **argv) {
     test_gradients(be, &k_variants[i], desc);
     test_zero3(be, &k_variants[i], desc);
     test_decode(be, &k_variants[i], desc);
+    test_chunk(be, &k_variants[i], desc);
     if (k_variants[i].dropout > 0) test_dropout(be, &k_variants[i], desc);
   }
   test_masks(be, &k_variants[0]);
