@@ -809,10 +809,6 @@ static void setup(trainer *T, const dt_config *c) {
   T->perm_epoch = -1;
   setup_parallel(T);
 
-  if (strcmp(c->train_precision, "fp32") != 0)
-    dt_die_user_all("[train] precision = %s: bf16 mixed precision is not built yet; use "
-                    "train.precision=fp32",
-                    c->train_precision);
   int dpn = T->grid.dp;
   T->s2s = !strcmp(c->model_name, "transformer");
   T->batch = c->train_batch_size;
@@ -841,6 +837,8 @@ static void setup(trainer *T, const dt_config *c) {
   dt_error err;
   T->be = dt_backend_create(c->train_device, T->grid.local_rank, cpu_threads(T), &err);
   if (!T->be) dt_die_user_all("[train] device = %s: %s", c->train_device, err.msg);
+  T->be->set_matmul_precision(T->be, strcmp(c->train_precision, "bf16") ? DT_PREC_FP32
+                                                                        : DT_PREC_BF16);
   if (T->grid.size > 1) dt_grid_print(&T->grid, T->be->desc, stdout);
   setup_comm(T);
 
@@ -1062,9 +1060,14 @@ int dt_train(const dt_config *c) {
     snprintf(path, sizeof path, "%s/config.ini", T->run_dir);
     FILE *fp = fopen(path, "w");
     if (fp) fputs(T->config_text, fp), fclose(fp);
-    printf("device: %s\nmodel: %s, %zu parameters, %.1f MB activations at micro-batch %d\n",
+    printf("device: %s\nmodel: %s, %zu parameters, %.1f MB activations at micro-batch %d, "
+           "%s\n",
            T->be->desc, T->m->family, T->m->nparams_total, T->m->activation_bytes / 1e6,
-           T->m->max_batch);
+           T->m->max_batch,
+           strcmp(c->train_precision, "bf16")
+               ? "fp32"
+               : "bf16 matmuls (bf16 operands, fp32 accumulation; fp32 master weights, "
+                 "activations and optimizer)");
     if (T->s2s)
       printf("data: %lld train pairs in %lld batches of <= %ld padded tokens / %lld valid "
              "pairs; each batch split over dp %d (micro %lld sentences), %lld steps/epoch, %lld "

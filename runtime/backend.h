@@ -17,6 +17,15 @@ typedef enum dt_device { DT_DEVICE_CPU = 0, DT_DEVICE_CUDA = 1 } dt_device;
 
 typedef struct dt_backend *dt_backend_t;
 
+/* Precision of the linear layers' GEMMs (linear_forward / linear_backward;
+ * conv and attention stay fp32). FP32: fp32 operands. BF16: each operand is
+ * rounded to bfloat16 (nearest even) first; the products, which bf16 makes
+ * exact in fp32, are summed in fp32 into an fp32 output. On the GPU that is
+ * a tensor-core GEMM with bf16 inputs and fp32 accumulation; on the CPU, the
+ * same rounding before an fp32 sgemm, so both backends compute the same
+ * function up to summation order. */
+typedef enum dt_precision { DT_PREC_FP32 = 0, DT_PREC_BF16 = 1 } dt_precision;
+
 struct dt_backend {
   const char *name;      /* "cpu" or "cuda" */
   dt_device device;
@@ -38,6 +47,9 @@ struct dt_backend {
   void (*memset0)(dt_backend_t be, void *p, size_t bytes);
   void (*sync)(dt_backend_t be);
   void (*destroy)(dt_backend_t be);
+  /* Sets the linear layers' GEMM precision for later kernel calls
+   * (DT_PREC_FP32 at creation). */
+  void (*set_matmul_precision)(dt_backend_t be, dt_precision p);
 };
 
 /* The CPU backend; nthreads <= 0 keeps OpenBLAS's default. */

@@ -6,6 +6,7 @@
 #include <unistd.h>
 
 #include "backend.h"
+#include "../kernels/matmul.h"
 
 /* OpenBLAS exports this; the Debian cblas.h declares it too, but keep the
  * prototype here so other BLAS headers still compile. */
@@ -29,13 +30,19 @@ static void cpu_memset0(dt_backend_t be, void *p, size_t bytes) {
   if (bytes) memset(p, 0, bytes);
 }
 static void cpu_sync(dt_backend_t be) { (void)be; }
-static void cpu_destroy(dt_backend_t be) { free(be); }
+static void cpu_destroy(dt_backend_t be) {
+  dt_cpu_ctx_free(be->ctx);
+  free(be);
+}
+static void cpu_set_matmul_precision(dt_backend_t be, dt_precision p) {
+  ((dt_cpu_ctx *)be->ctx)->matmul_bf16 = p == DT_PREC_BF16;
+}
 
 dt_backend_t dt_backend_cpu_create(int nthreads) {
   dt_backend_t be = dt_calloc(1, sizeof *be);
   be->name = "cpu";
   be->device = DT_DEVICE_CPU;
-  be->ctx = NULL;
+  be->ctx = dt_calloc(1, sizeof(dt_cpu_ctx));
   be->k = &dt_cpu_kernels;
   be->alloc = cpu_alloc;
   be->free = cpu_free;
@@ -47,6 +54,7 @@ dt_backend_t dt_backend_cpu_create(int nthreads) {
   be->memset0 = cpu_memset0;
   be->sync = cpu_sync;
   be->destroy = cpu_destroy;
+  be->set_matmul_precision = cpu_set_matmul_precision;
   if (nthreads > 0) openblas_set_num_threads(nthreads);
   long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
   snprintf(be->desc, sizeof be->desc, "CPU, %d of %ld cores (OpenBLAS)",

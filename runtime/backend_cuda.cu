@@ -71,6 +71,9 @@ static void cuda_memset0(dt_backend_t be, void *p, size_t bytes) {
   if (bytes) CUDA_CHECK(cudaMemsetAsync(p, 0, bytes, cuda_ctx(be)->stream));
 }
 
+static void cuda_set_matmul_precision(dt_backend_t be, dt_precision p) {
+  cuda_ctx(be)->matmul_bf16 = p == DT_PREC_BF16;
+}
 static void cuda_sync(dt_backend_t be) { CUDA_CHECK(cudaStreamSynchronize(cuda_ctx(be)->stream)); }
 
 static void cuda_destroy(dt_backend_t be) {
@@ -78,6 +81,8 @@ static void cuda_destroy(dt_backend_t be) {
   CUDA_CHECK(cudaSetDevice(c->device));
   CUDA_CHECK(cudaStreamSynchronize(c->stream));
   CUDA_CHECK(cudaFree(c->scratch));
+  CUDA_CHECK(cudaFree(c->bf16_buf[0]));
+  CUDA_CHECK(cudaFree(c->bf16_buf[1]));
   CUDNN_CHECK(cudnnDestroy(c->cudnn));
   CUBLAS_CHECK(cublasLtDestroy(c->lt));
   CUBLAS_CHECK(cublasDestroy(c->cublas));
@@ -149,5 +154,6 @@ extern "C" dt_backend_t dt_backend_cuda_create(int device, dt_error *err) {
   be->memset0 = cuda_memset0;
   be->sync = cuda_sync;
   be->destroy = cuda_destroy;
+  be->set_matmul_precision = cuda_set_matmul_precision;
   return be;
 }

@@ -478,6 +478,57 @@ static void check_classifier_chunk(const fixture *fx, dt_backend_t be, float *p)
   dt_model_destroy(m0);
 }
 
+/* train.precision = bf16 (bf16 matmul operands, fp32 accumulation) against
+ * HF's fp32 fixture, with bf16 tolerances: rounding each operand to 8
+ * significant bits moves a product by up to 2^-8 relative, so errors of a
+ * few 1e-3 of each tensor's scale are expected. Logits within 2% of their
+ * largest magnitude, the mean loss within 0.1%, and every gradient tensor
+ * within 5% in relative L2 norm; the run must also differ from fp32's, or
+ * nothing was rounded. */
+static void check_bf16_oracle(const fixture *fx, dt_backend_t be, float *p) {
+  const size_t BT = (size_t)fx->B * fx->T, V = (size_t)fx->V;
+  dt_model *m = build(fx, be, "none", 0.0, p);
+  if (!m) {
+    g_fail++;
+    return;
+  }
+  float *losses = dev_floats(BT);
+  be->set_matmul_precision(be, DT_PREC_BF16);
+  float *hl = host_copy(run_batch(m, fx, losses), BT * V), *hloss = host_copy(losses, BT);
+  float *g = host_copy(m->g, m->nparams_total);
+  be->set_matmul_precision(be, DT_PREC_FP32);
+  double lmax = 0, ldiff = 0, mean = 0;
+  for (size_t i = 0; i < BT * V; i++) {
+    lmax = fmax(lmax, fabs(fx->logits[i]));
+    ldiff = fmax(ldiff, fabs((double)hl[i] - fx->logits[i]));
+  }
+  for (size_t i = 0; i < BT; i++) mean += hloss[i];
+  mean /= (double)BT;
+  double worst = 0;
+  const char *worst_name = "";
+  for (int i = 0; i < m->nparams; i++) {
+    const dt_param *q = &m->params[i];
+    double e2 = 0, r2 = 0;
+    for (size_t j = 0; j < q->count; j++) {
+      double r = fx->grads[q->offset + j], d = g[q->offset + j] - r;
+      e2 += d * d, r2 += r * r;
+    }
+    double rel = r2 > 0 ? sqrt(e2 / r2) : sqrt(e2);
+    if (!(rel <= worst)) worst = rel, worst_name = q->name;
+  }
+  float *f32 = host_copy(run_batch(m, fx, losses), BT * V);
+  int moved = memcmp(f32, hl, BT * V * sizeof(float)) != 0;
+  CHECK(ldiff <= 0.02 * lmax && fabs(mean - fx->loss) <= 0.001 * fabs(fx->loss) &&
+            worst <= 0.05 && moved,
+        "bf16 matmuls vs HF fp32: logits max|diff| %.3g (%.2g of max |logit|), loss %.6f vs "
+        "%.6f, worst gradient rel. L2 error %.3g (%s)%s",
+        ldiff, ldiff / lmax, mean, (double)fx->loss, worst, worst_name,
+        moved ? "" : "; identical to fp32: nothing was rounded");
+  free(hl), free(hloss), free(g), free(f32);
+  g_be->free(g_be, losses);
+  dt_model_destroy(m);
+}
+
 /* The training loss dscale * sum(losses) with dropout on (seed fixed, so
  * a deterministic function of the weights), summed in double. */
 static double train_loss(dt_model *m, const fixture *fx, float *losses, uint64_t seed) {
@@ -827,6 +878,7 @@ int main(int argc, char **argv) {
   check_recompute_modes(&fx, be, p);
   check_dropout(&fx, be, p);
   check_classifier_chunk(&fx, be, p);
+  check_bf16_oracle(&fx, be, p);
 
   for (int i = 0; i < z.nslots; i++) be->free(be, z.slots[i]);
   free(z.slots), free(z.ptr), free(z.live);

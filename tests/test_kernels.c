@@ -3,6 +3,7 @@
  * central finite differences, every other backend against its CPU twin.
  * Guard bytes after every buffer catch out-of-bounds writes; inputs must
  * come back unchanged. Usage: test_kernels [--backend cpu|cuda|all] [--time] */
+#include <float.h>
 #include <math.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -10,6 +11,7 @@
 #include <string.h>
 
 #include "backend.h"
+#include "../kernels/matmul.h"
 #include "dt.h"
 
 /* ------------------------------------------------------------------ */
@@ -325,6 +327,100 @@ static void add_base(double *ref, const float *base, size_t n) {
   for (size_t i = 0; i < n; i++) ref[i] += base[i];
 }
 
+/* dt_bf16_round: nearest bf16 with ties to even (7 stored mantissa bits:
+ * the spacing after 1 is 2^-7), overflow to infinity, NaN kept. */
+static void test_bf16_round(void) {
+  const float e8 = ldexpf(1.0f, -8), e7 = ldexpf(1.0f, -7), e6 = ldexpf(1.0f, -6);
+  const struct { float x, want; } t[] = {
+      {1.0f + e8, 1.0f},                           /* tie, 1 is even */
+      {1.0f + 3 * e8, 1.0f + e6},                  /* tie, 1 + 2^-6 is even */
+      {1.0f + e8 + ldexpf(1.0f, -20), 1.0f + e7},  /* above the tie */
+      {-(1.0f + e8 + ldexpf(1.0f, -20)), -(1.0f + e7)},
+      {3.0f, 3.0f}, {0.0f, 0.0f}, {FLT_MAX, INFINITY}, {-FLT_MAX, -INFINITY},
+      {ldexpf(1.0f, -130), ldexpf(1.0f, -130)},    /* subnormals keep their top 7 bits */
+      {ldexpf(1.0f, -140), 0.0f},                  /* below bf16's least subnormal, 2^-133 */
+  };
+  int ok = 1;
+  for (size_t i = 0; i < DT_ARRAY_LEN(t); i++)
+    if (dt_bf16_round(t[i].x) != t[i].want) {
+      printf("     dt_bf16_round(%.9g) = %.9g, want %.9g\n", t[i].x, dt_bf16_round(t[i].x),
+             t[i].want);
+      ok = 0;
+    }
+  ok &= isnan(dt_bf16_round(NAN)) && signbit(dt_bf16_round(-0.0f));
+  if (ok) {
+    printf("ok   %-20s %-9s ties to even, overflow, NaN, -0, subnormal\n", "bf16_round", "cpu");
+    g_pass++;
+  } else {
+    check_fail("bf16_round", "cpu", "", "wrong rounding");
+  }
+}
+
+static double *bf16_rounded(const float *x, size_t n) {
+  double *d = dnew(n);
+  for (size_t i = 0; i < n; i++) d[i] = dt_bf16_round(x[i]);
+  return d;
+}
+
+/* DT_PREC_BF16: the linear kernels on bf16-rounded operands. The CPU
+ * against f64 on the rounded operands (db sums dout unrounded), as tight as
+ * fp32 since bf16 products are exact; its output must differ from fp32's
+ * (the rounding happened); the GPU against the CPU. */
+static void test_linear_bf16(const linear_case *lc, const linear_data *in,
+                             const linear_data *f32, const char *desc) {
+  size_t nin = (size_t)lc->n * lc->c, nw = (size_t)lc->oc * lc->c, no = (size_t)lc->n * lc->oc;
+  linear_data b16;
+  linear_alloc(&b16, lc);
+  g_cpu->set_matmul_precision(g_cpu, DT_PREC_BF16);
+  linear_run(g_cpu, in, &b16, desc);
+  g_cpu->set_matmul_precision(g_cpu, DT_PREC_FP32);
+  if (g_cpu_checks) {
+    double *ri = bf16_rounded(in->inp, nin), *rw = bf16_rounded(in->w, nw);
+    double *rd = bf16_rounded(in->dout, no), *d = todouble(in->dout, no);
+    double *rb = todouble(in->b, lc->oc), *out = dnew(no);
+    double *rdinp = dnew(nin), *rdw = dnew(nw), *rdb = dnew(lc->oc), *xi = dnew(nin),
+           *xw = dnew(nw);
+    ref_linear_forward(out, ri, rw, lc->bias ? rb : NULL, lc->n, lc->c, lc->oc);
+    ref_linear_backward(rdinp, rdw, xw, rd, ri, rw, lc->n, lc->c, lc->oc);
+    ref_linear_backward(xi, xw, rdb, d, ri, rw, lc->n, lc->c, lc->oc);
+    add_base(rdw, in->dw0, nw), add_base(rdb, in->db0, lc->oc);
+    cmp c;
+    cmp_init(&c, 1e-5, 1e-4);
+    cmp_fd(&c, "out", b16.out, out, no);
+    if (lc->dinp) cmp_fd(&c, "dinp", b16.dinp, rdinp, nin);
+    cmp_fd(&c, "dw", b16.dw, rdw, nw);
+    if (lc->db) cmp_fd(&c, "db", b16.db, rdb, lc->oc);
+    check_done(&c, "linear_bf16", "cpu:f64", desc);
+    double moved = 0;
+    for (size_t i = 0; i < no; i++) moved = fmax(moved, fabs((double)b16.out[i] - f32->out[i]));
+    if (moved > 0) {
+      printf("ok   %-20s %-9s %s  differs from fp32 by up to %.2e\n", "linear_bf16", "cpu:fp32",
+             desc, moved);
+      g_pass++;
+    } else {
+      check_fail("linear_bf16", "cpu:fp32", desc, "bf16 output equals fp32's: no rounding");
+    }
+    free(ri), free(rw), free(rd), free(d), free(rb), free(out);
+    free(rdinp), free(rdw), free(rdb), free(xi), free(xw);
+  }
+  if (g_other) {
+    linear_data gpu;
+    linear_alloc(&gpu, lc);
+    g_other->set_matmul_precision(g_other, DT_PREC_BF16);
+    linear_run(g_other, in, &gpu, desc);
+    g_other->set_matmul_precision(g_other, DT_PREC_FP32);
+    cmp c;
+    cmp_init(&c, TWIN_ATOL, TWIN_RTOL);
+    cmp_ff(&c, "out", gpu.out, b16.out, no);
+    if (lc->dinp) cmp_ff(&c, "dinp", gpu.dinp, b16.dinp, nin);
+    cmp_ff(&c, "dw", gpu.dw, b16.dw, nw);
+    if (lc->db) cmp_ff(&c, "db", gpu.db, b16.db, lc->oc);
+    check_done(&c, "linear_bf16", "cuda:cpu", desc);
+    linear_free(&gpu);
+  }
+  linear_free(&b16);
+}
+
 static void test_linear(const linear_case *lc, int idx) {
   char desc[128];
   snprintf(desc, sizeof desc, "n=%d c=%d oc=%d%s%s%s", lc->n, lc->c, lc->oc,
@@ -379,6 +475,7 @@ static void test_linear(const linear_case *lc, int idx) {
     check_done(&c, "linear_backward", "cuda:cpu", desc);
     linear_free(&gpu);
   }
+  test_linear_bf16(lc, &in, &cpu, desc);
   linear_free(&in);
   linear_free(&cpu);
 }
@@ -2295,6 +2392,7 @@ int main(int argc, char **argv) {
     printf("%d passed, %d failed\n", g_pass, g_fail);
     return 1;
   }
+  if (g_cpu_checks) test_bf16_round();
   for (size_t i = 0; i < DT_ARRAY_LEN(linear_cases); i++) test_linear(&linear_cases[i], (int)i);
   for (size_t i = 0; i < DT_ARRAY_LEN(conv_cases); i++) test_conv(&conv_cases[i], (int)i);
   for (size_t i = 0; i < DT_ARRAY_LEN(pool_cases); i++) test_pool(&pool_cases[i], (int)i);

@@ -1,13 +1,37 @@
 /* matmul.c: fp32 reference for the linear layer; every GEMM goes through
- * OpenBLAS so the CPU path is also fast enough to train LeNet-5. */
+ * OpenBLAS so the CPU path is also fast enough to train LeNet-5. Under
+ * DT_PREC_BF16 (dt_cpu_ctx.matmul_bf16) each operand is first rounded to
+ * bf16 into scratch, which is the GPU's bf16 tensor-core GEMM up to the
+ * order of the fp32 sums. */
 #include <cblas.h>
+#include <stdlib.h>
 
 #include "../matmul.h"
+#include "dt.h"
+
+void dt_cpu_ctx_free(dt_cpu_ctx *c) {
+  if (!c) return;
+  free(c->tmp[0]), free(c->tmp[1]);
+  free(c);
+}
+
+/* x (n) itself in fp32 mode, else its bf16 rounding in scratch slot `slot` */
+static const float *operand(void *ctx, int slot, const float *x, size_t n) {
+  dt_cpu_ctx *c = ctx;
+  if (!c || !c->matmul_bf16) return x;
+  if (c->cap[slot] < n) {
+    free(c->tmp[slot]);
+    c->tmp[slot] = dt_malloc(n * sizeof(float));
+    c->cap[slot] = n;
+  }
+  float *t = c->tmp[slot];
+  for (size_t i = 0; i < n; i++) t[i] = dt_bf16_round(x[i]);
+  return t;
+}
 
 /* out (N,OC) = inp (N,C) @ w (OC,C)^T + b (OC); b may be NULL */
 void dt_cpu_linear_forward(void *ctx, float *out, const float *inp, const float *w,
                            const float *b, int n, int c, int oc) {
-  (void)ctx;
   if (n <= 0 || oc <= 0) return;
   float beta = 0.0f;
   if (b) {
@@ -18,6 +42,8 @@ void dt_cpu_linear_forward(void *ctx, float *out, const float *inp, const float 
     for (size_t i = 0; i < (size_t)n * oc; i++) out[i] = 0.0f;
   }
   if (c <= 0) return;
+  inp = operand(ctx, 0, inp, (size_t)n * c);
+  w = operand(ctx, 1, w, (size_t)oc * c);
   cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, n, oc, c, 1.0f, inp, c, w, c, beta,
               out, oc);
 }
@@ -26,19 +52,20 @@ void dt_cpu_linear_forward(void *ctx, float *out, const float *inp, const float 
  * dw (OC,C) += dout^T @ inp; db (OC) += sum_n dout [+=, db may be NULL] */
 void dt_cpu_linear_backward(void *ctx, float *dinp, float *dw, float *db, const float *dout,
                             const float *inp, const float *w, int n, int c, int oc) {
-  (void)ctx;
   if (n <= 0 || c <= 0) return;
+  /* bf16: dout rounded once (slot 0) for both GEMMs; db sums it unrounded */
+  const float *dout_r = oc > 0 && (dinp || dw) ? operand(ctx, 0, dout, (size_t)n * oc) : dout;
   if (dinp) {
     if (oc > 0)
-      cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, n, c, oc, 1.0f, dout, oc, w, c,
-                  0.0f, dinp, c);
+      cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, n, c, oc, 1.0f, dout_r, oc,
+                  operand(ctx, 1, w, (size_t)oc * c), c, 0.0f, dinp, c);
     else
       for (size_t i = 0; i < (size_t)n * c; i++) dinp[i] = 0.0f;
   }
   if (oc <= 0) return;
   if (dw)
-    cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, oc, c, n, 1.0f, dout, oc, inp, c,
-                1.0f, dw, c);
+    cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, oc, c, n, 1.0f, dout_r, oc,
+                operand(ctx, 1, inp, (size_t)n * c), c, 1.0f, dw, c);
   if (db)
     for (int i = 0; i < n; i++)
       for (int o = 0; o < oc; o++) db[o] += dout[(size_t)i * oc + o];

@@ -29,6 +29,11 @@ typedef struct dt_cuda_ctx {
    * in stream order, so one buffer per backend is enough */
   double *scratch;
   int scratch_count;     /* doubles in scratch */
+  /* DT_PREC_BF16: the linear layers' operands, rounded to bf16 here before
+   * each GEMM (grown on demand, used in stream order) */
+  int matmul_bf16;
+  void *bf16_buf[2];
+  size_t bf16_cap[2];    /* elements */
 } dt_cuda_ctx;
 
 #define DT_CUDA_CTX(ctx) ((dt_cuda_ctx *)(ctx))
