@@ -3,6 +3,7 @@
  * to it. Compiled only when the CUDA backend is built (DT_HAVE_CUDA). */
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 
 #include "../kernels/cuda/cuda_common.h"
 #include "backend.h"
@@ -83,6 +84,7 @@ static void cuda_destroy(dt_backend_t be) {
   CUDA_CHECK(cudaFree(c->scratch));
   CUDA_CHECK(cudaFree(c->bf16_buf[0]));
   CUDA_CHECK(cudaFree(c->bf16_buf[1]));
+  CUDA_CHECK(cudaFree(c->att_d));
   CUDNN_CHECK(cudnnDestroy(c->cudnn));
   CUBLAS_CHECK(cublasLtDestroy(c->lt));
   CUBLAS_CHECK(cublasDestroy(c->cublas));
@@ -133,6 +135,8 @@ extern "C" dt_backend_t dt_backend_cuda_create(int device, dt_error *err) {
   CUBLAS_CHECK(cublasLtCreate(&c->lt));
   CUDNN_CHECK(cudnnCreate(&c->cudnn));
   CUDNN_CHECK(cudnnSetStream(c->cudnn, c->stream));
+  const char *att = getenv("DTRAIN_ATTENTION");
+  c->att_simple = att && !strcmp(att, "simple");
   c->scratch_count = DT_CUDA_SCRATCH_COUNT;
   CUDA_CHECK(cudaMalloc((void **)&c->scratch, sizeof(double) * DT_CUDA_SCRATCH_COUNT));
 

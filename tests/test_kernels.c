@@ -11,6 +11,7 @@
 #include <string.h>
 
 #include "backend.h"
+#include "../kernels/attention.h"
 #include "../kernels/matmul.h"
 #include "dt.h"
 
@@ -1675,6 +1676,13 @@ static const att_case att_cases[] = {
     {1, 200, 200, 2, 64, 1, 0, ATT_QKV, 0}, /* several key tiles on the GPU */
     {3, 150, 150, 1, 50, 0, 1, ATT_QKV, 0},
     {2, 3, 300, 2, 80, 0, 1, ATT_KV, 0},
+    /* the tiled GPU kernels' edges: 64-row tiles, full and partial, causal
+     * bottom-right across tiles, the largest tiled head size */
+    {2, 130, 130, 2, 128, 1, 0, ATT_QKV, 0},
+    {1, 70, 150, 2, 64, 1, 1, ATT_GAP, 0},
+    {2, 64, 64, 1, 50, 1, 0, ATT_SEP, 0},
+    {1, 129, 65, 1, 16, 1, 0, ATT_SEP, 0}, /* Tq > Tk: a whole tile sees nothing */
+    {1, 33, 40, 2, 129, 0, 1, ATT_KV, 0},  /* past the tiled kernels: attention.cu */
 };
 
 /* buffer, offset (in rows of C = NH*HS) of q, k, v; width (in C) of each buffer */
@@ -1947,7 +1955,12 @@ static void test_att(const att_case *ac, int idx) {
   att_out_alloc(&cpu, &g);
   att_run(g_cpu, &g, bufs, dout, kl, scale, &cpu, desc);
   if (g_cpu_checks) att_check_f64(&g, t, dout, kl, scale, &cpu, desc);
-  if (g_other) {
+#ifdef DT_HAVE_CUDA
+  /* the tiled kernels (flash.cu) where the head size allows, then the
+   * one-row-per-block ones (attention.cu), each against the CPU */
+  for (int simple = dt_cuda_flash_supported(ac->HS) ? 0 : 1; g_other && simple < 2; simple++) {
+    const char *vs = simple ? "cuda:cpu" : "flash:cpu";
+    dt_cuda_set_attention_simple(g_other->ctx, simple);
     att_out gpu;
     att_out_alloc(&gpu, &g);
     att_run(g_other, &g, bufs, dout, kl, scale, &gpu, desc);
@@ -1955,13 +1968,15 @@ static void test_att(const att_case *ac, int idx) {
     cmp_init(&c, TWIN_ATOL, TWIN_RTOL);
     cmp_ff(&c, "out", gpu.out, cpu.out, g.no);
     cmp_ff(&c, "lse", gpu.lse, cpu.lse, g.nl);
-    check_done(&c, "attention_forward", "cuda:cpu", desc);
+    check_done(&c, "attention_forward", vs, desc);
     c = gpu.outside;
     c.atol = TWIN_ATOL, c.rtol = TWIN_RTOL;
     for (int x = 0; x < 3; x++) cmp_ff(&c, att_grad_name[x], gpu.grad[x], cpu.grad[x], g.nt[x]);
-    check_done(&c, "attention_backward", "cuda:cpu", desc);
+    check_done(&c, "attention_backward", vs, desc);
     att_out_free(&gpu);
   }
+  if (g_other) dt_cuda_set_attention_simple(g_other->ctx, 0);
+#endif
   att_out_free(&cpu);
   for (int x = 0; x < 3; x++) free(t[x]), free(bufs[x]);
   free(dout), free(kl);

@@ -1,5 +1,7 @@
-/* attention.cu: multi-head attention on the GPU, plain and obviously correct
- * (no tensor cores yet). Forward: one block per (query row, head, batch),
+/* attention.cu: multi-head attention on the GPU. Head sizes up to 128 go to
+ * the tiled kernels of flash.cu; the kernels here, plain and obviously
+ * correct (no tiling, no tensor cores), serve larger heads and
+ * DTRAIN_ATTENTION=simple. Forward: one block per (query row, head, batch),
  * keys in tiles of blockDim with an online softmax; only lse is saved.
  * Backward: one block per query row for dq and one per key row for dk and dv,
  * each recomputing P = exp(score - lse); no atomics, so it is deterministic.
@@ -165,6 +167,10 @@ static __global__ void __launch_bounds__(ATT_THREADS)
   for (int d = tid; d < HS; d += blockDim.x) dk[krow + d] = (float)gk[d], dv[krow + d] = (float)gv[d];
 }
 
+extern "C" void dt_cuda_set_attention_simple(void *ctx, int simple) {
+  DT_CUDA_CTX(ctx)->att_simple = simple != 0;
+}
+
 static void att_check_sizes(int B, int Tq, int Tk, int NH, int HS) {
   char msg[160];
   if (NH <= 65535 && B <= 65535 && HS <= 1024) return; /* grid y, z; shared memory */
@@ -179,6 +185,11 @@ extern "C" void dt_cuda_attention_forward(void *ctx, float *out, float *lse, con
                                           int causal, const int32_t *key_len, float scale) {
   if (B <= 0 || Tq <= 0 || NH <= 0 || HS <= 0) return;
   att_check_sizes(B, Tq, Tk, NH, HS);
+  if (!DT_CUDA_CTX(ctx)->att_simple && dt_cuda_flash_supported(HS)) {
+    dt_cuda_flash_forward(ctx, out, lse, q, k, v, B, Tq, Tk, NH, HS, q_stride, kv_stride, causal,
+                          key_len, scale);
+    return;
+  }
   const size_t shm = sizeof(double) * (HS + ATT_THREADS) + sizeof(float) * HS;
   attention_fwd_kernel<<<dim3(Tq, NH, B), ATT_THREADS, shm, DT_CUDA_CTX(ctx)->stream>>>(
       out, lse, q, k, v, Tq, Tk, NH, HS, q_stride, kv_stride, causal, key_len, scale);
@@ -193,6 +204,11 @@ extern "C" void dt_cuda_attention_backward(void *ctx, float *dq, float *dk, floa
                                            float scale) {
   if (B <= 0 || NH <= 0 || HS <= 0) return;
   att_check_sizes(B, Tq, Tk, NH, HS);
+  if (!DT_CUDA_CTX(ctx)->att_simple && dt_cuda_flash_supported(HS)) {
+    dt_cuda_flash_backward(ctx, dq, dk, dv, dout, q, k, v, out, lse, B, Tq, Tk, NH, HS, q_stride,
+                           kv_stride, causal, key_len, scale);
+    return;
+  }
   cudaStream_t st = DT_CUDA_CTX(ctx)->stream;
   if (Tq > 0) {
     const size_t shm = sizeof(double) * (HS + ATT_THREADS) + sizeof(float) * 2 * HS;

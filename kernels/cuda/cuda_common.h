@@ -34,6 +34,12 @@ typedef struct dt_cuda_ctx {
   int matmul_bf16;
   void *bf16_buf[2];
   size_t bf16_cap[2];    /* elements */
+  /* attention: 1 = the one-row-per-block kernels of attention.cu even where
+   * the tiled ones of flash.cu apply (DTRAIN_ATTENTION=simple at creation);
+   * att_d is flash backward's rowsum(dout * out), grown on demand */
+  int att_simple;
+  float *att_d;
+  size_t att_d_cap;      /* floats */
 } dt_cuda_ctx;
 
 #define DT_CUDA_CTX(ctx) ((dt_cuda_ctx *)(ctx))
