@@ -25,12 +25,16 @@ void dt_cuda_attention_forward(void *ctx, float *out, float *lse, const float *q
                                const float *v, int B, int Tq, int Tk, int NH, int HS,
                                int q_stride, int kv_stride, int causal, const int32_t *key_len,
                                float scale);
-/* The tiled kernels of kernels/cuda/flash.cu, which dt_cuda_attention_*
- * use for head sizes flash_supported accepts unless the backend was made
- * with DTRAIN_ATTENTION=simple or set_attention_simple(ctx, 1) was called
- * (tests run both against the CPU). */
+/* Which CUDA attention kernels run. AUTO: the tiled ones of
+ * kernels/cuda/flash.cu for head sizes flash_supported accepts, on the
+ * tensor cores (bf16 operands, fp32 accumulation) when the backend's matmul
+ * precision is bf16, else in fp32; the one-row-per-block kernels of
+ * attention.cu otherwise. FP32: the tiled fp32 ones even under bf16.
+ * SIMPLE: always attention.cu's. The backend starts from DTRAIN_ATTENTION
+ * (auto | fp32 | simple; default auto); tests set each in turn. */
+enum { DT_ATT_AUTO = 0, DT_ATT_FP32 = 1, DT_ATT_SIMPLE = 2 };
 int dt_cuda_flash_supported(int HS);
-void dt_cuda_set_attention_simple(void *ctx, int simple);
+void dt_cuda_set_attention_impl(void *ctx, int impl);
 void dt_cuda_flash_forward(void *ctx, float *out, float *lse, const float *q, const float *k,
                            const float *v, int B, int Tq, int Tk, int NH, int HS, int q_stride,
                            int kv_stride, int causal, const int32_t *key_len, float scale);

@@ -5,6 +5,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "../kernels/attention.h"
 #include "../kernels/cuda/cuda_common.h"
 #include "backend.h"
 
@@ -123,7 +124,17 @@ extern "C" dt_backend_t dt_backend_cuda_create(int device, dt_error *err) {
   cudaDeviceProp prop;
   CUDA_CHECK(cudaGetDeviceProperties(&prop, device));
 
+  const char *att = getenv("DTRAIN_ATTENTION");
+  const int att_impl = !att || !*att || !strcmp(att, "auto") ? DT_ATT_AUTO
+                       : !strcmp(att, "fp32")               ? DT_ATT_FP32
+                       : !strcmp(att, "simple")             ? DT_ATT_SIMPLE
+                                                            : -1;
+  if (att_impl < 0) {
+    dt_error_set(err, "DTRAIN_ATTENTION=%s: expected auto, fp32 or simple", att);
+    return NULL;
+  }
   dt_cuda_ctx *c = (dt_cuda_ctx *)dt_calloc(1, sizeof *c);
+  c->att_impl = att_impl;
   c->device = device;
   c->sm_count = prop.multiProcessorCount;
   CUDA_CHECK(cudaStreamCreateWithFlags(&c->stream, cudaStreamNonBlocking));
@@ -135,8 +146,6 @@ extern "C" dt_backend_t dt_backend_cuda_create(int device, dt_error *err) {
   CUBLAS_CHECK(cublasLtCreate(&c->lt));
   CUDNN_CHECK(cudnnCreate(&c->cudnn));
   CUDNN_CHECK(cudnnSetStream(c->cudnn, c->stream));
-  const char *att = getenv("DTRAIN_ATTENTION");
-  c->att_simple = att && !strcmp(att, "simple");
   c->scratch_count = DT_CUDA_SCRATCH_COUNT;
   CUDA_CHECK(cudaMalloc((void **)&c->scratch, sizeof(double) * DT_CUDA_SCRATCH_COUNT));
 

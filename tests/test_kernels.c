@@ -1956,26 +1956,50 @@ static void test_att(const att_case *ac, int idx) {
   att_run(g_cpu, &g, bufs, dout, kl, scale, &cpu, desc);
   if (g_cpu_checks) att_check_f64(&g, t, dout, kl, scale, &cpu, desc);
 #ifdef DT_HAVE_CUDA
-  /* the tiled kernels (flash.cu) where the head size allows, then the
-   * one-row-per-block ones (attention.cu), each against the CPU */
-  for (int simple = dt_cuda_flash_supported(ac->HS) ? 0 : 1; g_other && simple < 2; simple++) {
-    const char *vs = simple ? "cuda:cpu" : "flash:cpu";
-    dt_cuda_set_attention_simple(g_other->ctx, simple);
+  /* on the GPU: the tiled fp32 kernels (flash.cu) where the head size
+   * allows, the one-row-per-block ones (attention.cu), each against the CPU;
+   * then the tiled bf16 tensor-core ones against the CPU on bf16-rounded
+   * q, k, v and dout, within bf16 tolerances (they also round P and dS) */
+  const int tiled = dt_cuda_flash_supported(ac->HS);
+  att_out cpu16;
+  att_out_alloc(&cpu16, &g);
+  if (g_other && tiled) {
+    float *r16[3] = {NULL, NULL, NULL}, *dout16 = fnew(g.no);
+    for (int b = 0; b < g.pl.nbuf; b++) {
+      r16[b] = fnew(g.nb[b]);
+      for (size_t i = 0; i < g.nb[b]; i++) r16[b][i] = dt_bf16_round(bufs[b][i]);
+    }
+    for (size_t i = 0; i < g.no; i++) dout16[i] = dt_bf16_round(dout[i]);
+    att_run(g_cpu, &g, r16, dout16, kl, scale, &cpu16, desc);
+    for (int b = 0; b < 3; b++) free(r16[b]);
+    free(dout16);
+  }
+  for (int run = tiled ? 0 : 1; g_other && run < 3 + tiled - 1; run++) {
+    const int bf16 = run == 2;
+    const char *vs = run == 0 ? "flash:cpu" : run == 1 ? "cuda:cpu" : "flash16:cpu16";
+    const double atol = bf16 ? 1e-2 : TWIN_ATOL, rtol = bf16 ? 1e-2 : TWIN_RTOL;
+    const att_out *want = bf16 ? &cpu16 : &cpu;
+    dt_cuda_set_attention_impl(g_other->ctx, run == 1 ? DT_ATT_SIMPLE : DT_ATT_AUTO);
+    g_other->set_matmul_precision(g_other, bf16 ? DT_PREC_BF16 : DT_PREC_FP32);
     att_out gpu;
     att_out_alloc(&gpu, &g);
     att_run(g_other, &g, bufs, dout, kl, scale, &gpu, desc);
     cmp c;
-    cmp_init(&c, TWIN_ATOL, TWIN_RTOL);
-    cmp_ff(&c, "out", gpu.out, cpu.out, g.no);
-    cmp_ff(&c, "lse", gpu.lse, cpu.lse, g.nl);
+    cmp_init(&c, atol, rtol);
+    cmp_ff(&c, "out", gpu.out, want->out, g.no);
+    cmp_ff(&c, "lse", gpu.lse, want->lse, g.nl);
     check_done(&c, "attention_forward", vs, desc);
     c = gpu.outside;
-    c.atol = TWIN_ATOL, c.rtol = TWIN_RTOL;
-    for (int x = 0; x < 3; x++) cmp_ff(&c, att_grad_name[x], gpu.grad[x], cpu.grad[x], g.nt[x]);
+    c.atol = atol, c.rtol = rtol;
+    for (int x = 0; x < 3; x++) cmp_ff(&c, att_grad_name[x], gpu.grad[x], want->grad[x], g.nt[x]);
     check_done(&c, "attention_backward", vs, desc);
     att_out_free(&gpu);
   }
-  if (g_other) dt_cuda_set_attention_simple(g_other->ctx, 0);
+  att_out_free(&cpu16);
+  if (g_other) {
+    dt_cuda_set_attention_impl(g_other->ctx, DT_ATT_AUTO);
+    g_other->set_matmul_precision(g_other, DT_PREC_FP32);
+  }
 #endif
   att_out_free(&cpu);
   for (int x = 0; x < 3; x++) free(t[x]), free(bufs[x]);

@@ -167,8 +167,8 @@ static __global__ void __launch_bounds__(ATT_THREADS)
   for (int d = tid; d < HS; d += blockDim.x) dk[krow + d] = (float)gk[d], dv[krow + d] = (float)gv[d];
 }
 
-extern "C" void dt_cuda_set_attention_simple(void *ctx, int simple) {
-  DT_CUDA_CTX(ctx)->att_simple = simple != 0;
+extern "C" void dt_cuda_set_attention_impl(void *ctx, int impl) {
+  DT_CUDA_CTX(ctx)->att_impl = impl;
 }
 
 static void att_check_sizes(int B, int Tq, int Tk, int NH, int HS) {
@@ -185,7 +185,7 @@ extern "C" void dt_cuda_attention_forward(void *ctx, float *out, float *lse, con
                                           int causal, const int32_t *key_len, float scale) {
   if (B <= 0 || Tq <= 0 || NH <= 0 || HS <= 0) return;
   att_check_sizes(B, Tq, Tk, NH, HS);
-  if (!DT_CUDA_CTX(ctx)->att_simple && dt_cuda_flash_supported(HS)) {
+  if (DT_CUDA_CTX(ctx)->att_impl != DT_ATT_SIMPLE && dt_cuda_flash_supported(HS)) {
     dt_cuda_flash_forward(ctx, out, lse, q, k, v, B, Tq, Tk, NH, HS, q_stride, kv_stride, causal,
                           key_len, scale);
     return;
@@ -204,7 +204,7 @@ extern "C" void dt_cuda_attention_backward(void *ctx, float *dq, float *dk, floa
                                            float scale) {
   if (B <= 0 || NH <= 0 || HS <= 0) return;
   att_check_sizes(B, Tq, Tk, NH, HS);
-  if (!DT_CUDA_CTX(ctx)->att_simple && dt_cuda_flash_supported(HS)) {
+  if (DT_CUDA_CTX(ctx)->att_impl != DT_ATT_SIMPLE && dt_cuda_flash_supported(HS)) {
     dt_cuda_flash_backward(ctx, dq, dk, dv, dout, q, k, v, out, lse, B, Tq, Tk, NH, HS, q_stride,
                            kv_stride, causal, key_len, scale);
     return;

@@ -34,10 +34,9 @@ typedef struct dt_cuda_ctx {
   int matmul_bf16;
   void *bf16_buf[2];
   size_t bf16_cap[2];    /* elements */
-  /* attention: 1 = the one-row-per-block kernels of attention.cu even where
-   * the tiled ones of flash.cu apply (DTRAIN_ATTENTION=simple at creation);
-   * att_d is flash backward's rowsum(dout * out), grown on demand */
-  int att_simple;
+  /* attention kernels (DT_ATT_*, from DTRAIN_ATTENTION at creation); att_d
+   * is flash backward's rowsum(dout * out), grown on demand */
+  int att_impl;
   float *att_d;
   size_t att_d_cap;      /* floats */
 } dt_cuda_ctx;

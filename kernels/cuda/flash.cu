@@ -1,5 +1,6 @@
-/* flash.cu: tiled flash attention (FlashAttention-2's loop order) in fp32 on
- * the CUDA cores, for head sizes up to FA_MAX_HS. attention.cu's kernels
+/* flash.cu: tiled flash attention (FlashAttention-2's loop order) for head
+ * sizes up to FA_MAX_HS: in fp32 on the CUDA cores, and under
+ * train.precision = bf16 on the tensor cores (the fb_ kernels below). attention.cu's kernels
  * take one block per query (or key) row and stream every key (or query)
  * row from L2 for it; here a block owns FA_T rows of one (batch, head),
  * stages them in shared memory once, and streams the other side through
@@ -328,6 +329,281 @@ static __global__ void __launch_bounds__(FA_THREADS)
   }
 }
 
+/* ---- bf16 tensor-core variants (train.precision = bf16) ----
+ * The same tiles and loop order, with the products on the tensor cores
+ * through WMMA 16x16x16 bf16 fragments and fp32 accumulation: q, k, v and
+ * dout are rounded to bf16 as they are staged in shared memory, and so are
+ * P (before P V, dV) and dS (before dK, dQ); the softmax, its statistics,
+ * D and every accumulator stay fp32. 4 warps; warp w owns rows w*16..+15 of
+ * its block's tile, and its score rows are handled two lanes per row (32
+ * columns each). Head dims are padded to a multiple of 16 with zeros. */
+#include <mma.h>
+
+#include <cuda_bf16.h>
+
+namespace wm = nvcuda::wmma;
+typedef __nv_bfloat16 bf16;
+typedef wm::fragment<wm::matrix_a, 16, 16, 16, bf16, wm::row_major> fb_a;
+typedef wm::fragment<wm::matrix_b, 16, 16, 16, bf16, wm::row_major> fb_b_row;
+typedef wm::fragment<wm::matrix_b, 16, 16, 16, bf16, wm::col_major> fb_b_col;
+typedef wm::fragment<wm::accumulator, 16, 16, 16, float> fb_acc;
+
+#define FB_THREADS 128
+#define FB_LDS (FA_T + 4) /* fp32 score tiles */
+#define FB_LDP (FA_T + 8) /* bf16 P / dS tiles */
+
+/* Leading dimensions for head size HS: bf16 row tiles, fp32 accumulators.
+ * Every region and fragment offset is a multiple of 32 bytes (WMMA). */
+struct fb_dims {
+  int hs16, ldh, ldo;
+  __host__ __device__ fb_dims(int HS) : hs16((HS + 15) / 16 * 16), ldh(hs16 + 8), ldo(hs16 + 4) {}
+};
+
+/* rows [r0, r0 + FA_T) of a (rows, stride) fp32 view into a bf16 tile
+ * (FA_T, ldh); rows at or past nrows and dims at or past HS become 0 */
+static __device__ __forceinline__ void fb_load(bf16 *dst, const float *src, size_t stride, int r0,
+                                               int nrows, int HS, const fb_dims &g) {
+  for (int idx = threadIdx.x; idx < FA_T * g.hs16; idx += FB_THREADS) {
+    const int r = idx / g.hs16, d = idx - r * g.hs16;
+    const float x = r0 + r < nrows && d < HS ? src[(size_t)(r0 + r) * stride + d] : 0.0f;
+    dst[r * g.ldh + d] = __float2bfloat16_rn(x);
+  }
+}
+
+/* out (16 x 64, ld FB_LDS) = A rows (16 x hs16, ld ldh) . B rows^T, B a
+ * (64 x hs16, ld ldh) tile whose rows are the output columns */
+static __device__ __forceinline__ void fb_scores(float *out, const bf16 *A, const bf16 *Bt,
+                                                 const fb_dims &g) {
+  for (int n = 0; n < FA_T / 16; n++) {
+    fb_acc c;
+    wm::fill_fragment(c, 0.0f);
+    for (int kk = 0; kk < g.hs16; kk += 16) {
+      fb_a a;
+      fb_b_col b;
+      wm::load_matrix_sync(a, A + kk, g.ldh);
+      wm::load_matrix_sync(b, Bt + n * 16 * g.ldh + kk, g.ldh);
+      wm::mma_sync(c, a, b, c);
+    }
+    wm::store_matrix_sync(out + n * 16, c, FB_LDS, wm::mem_row_major);
+  }
+}
+
+/* acc (16 x hs16 fp32, ld ldo) += W (16 x 64 bf16, ld FB_LDP) . X (64 x hs16, ld ldh) */
+static __device__ __forceinline__ void fb_accumulate(float *acc, const bf16 *W, const bf16 *X,
+                                                     const fb_dims &g) {
+  for (int n = 0; n < g.hs16; n += 16) {
+    fb_acc c;
+    wm::load_matrix_sync(c, acc + n, g.ldo, wm::mem_row_major);
+    for (int kk = 0; kk < FA_T; kk += 16) {
+      fb_a a;
+      fb_b_row b;
+      wm::load_matrix_sync(a, W + kk, FB_LDP);
+      wm::load_matrix_sync(b, X + kk * g.ldh + n, g.ldh);
+      wm::mma_sync(c, a, b, c);
+    }
+    wm::store_matrix_sync(acc + n, c, g.ldo, wm::mem_row_major);
+  }
+}
+
+static __host__ __device__ size_t fb_align(size_t bytes) { return (bytes + 127) / 128 * 128; }
+
+/* shared: Qs Ks Vs (bf16 FA_T x ldh) | S (fp32 FA_T x FB_LDS) | O (fp32 FA_T
+ * x ldo) | P (bf16 FA_T x FB_LDP) | M, L (fp32 FA_T) */
+static __global__ void __launch_bounds__(FB_THREADS)
+    flash_bf16_fwd_kernel(float *out, float *lse, const float *q, const float *k, const float *v,
+                          int Tq, int Tk, int NH, int HS, int q_stride, int kv_stride,
+                          int causal, const int32_t *key_len, float scale) {
+  extern __shared__ __align__(128) unsigned char fbsm[];
+  const fb_dims g(HS);
+  const size_t tile = fb_align(sizeof(bf16) * FA_T * g.ldh);
+  bf16 *Qs = (bf16 *)fbsm, *Ks = (bf16 *)(fbsm + tile), *Vs = (bf16 *)(fbsm + 2 * tile);
+  float *S = (float *)(fbsm + 3 * tile);
+  float *O = S + FA_T * FB_LDS;
+  bf16 *P = (bf16 *)(O + FA_T * g.ldo);
+  float *M = (float *)(P + FA_T * FB_LDP), *L = M + FA_T;
+  const int i0 = blockIdx.x * FA_T, h = blockIdx.y, b = blockIdx.z;
+  const int tid = threadIdx.x, w = tid >> 5, lane = tid & 31;
+  const float *qb = q + (size_t)b * Tq * q_stride + (size_t)h * HS;
+  const float *kb = k + (size_t)b * Tk * kv_stride + (size_t)h * HS;
+  const float *vb = v + (size_t)b * Tk * kv_stride + (size_t)h * HS;
+  const int kmax = fa_key_end(b, min(i0 + FA_T, Tq) - 1, Tq, Tk, causal, key_len);
+  const int r = w * 16 + (lane >> 1), c0 = (lane & 1) * 32; /* this lane's score row, columns */
+  const int kend = fa_key_end(b, i0 + r, Tq, Tk, causal, key_len);
+  fb_load(Qs, qb, (size_t)q_stride, i0, Tq, HS, g);
+  for (int idx = tid; idx < FA_T * g.ldo; idx += FB_THREADS) O[idx] = 0.0f;
+  if (tid < FA_T) M[tid] = -INFINITY, L[tid] = 0.0f;
+  for (int j0 = 0; j0 < kmax; j0 += FA_T) {
+    __syncthreads(); /* Ks, Vs free again (and Qs, O, M, L published) */
+    fb_load(Ks, kb, (size_t)kv_stride, j0, Tk, HS, g);
+    fb_load(Vs, vb, (size_t)kv_stride, j0, Tk, HS, g);
+    __syncthreads();
+    float *Sw = S + w * 16 * FB_LDS;
+    fb_scores(Sw, Qs + w * 16 * g.ldh, Ks, g);
+    __syncwarp();
+    float *srow = S + r * FB_LDS + c0;
+    float mt = -INFINITY;
+    for (int c = 0; c < 32; c++) {
+      const float s = j0 + c0 + c < kend ? srow[c] * scale : -INFINITY;
+      srow[c] = s;
+      mt = fmaxf(mt, s);
+    }
+    mt = fmaxf(mt, __shfl_xor_sync(0xffffffffu, mt, 1));
+    const float mo = M[r], mn = fmaxf(mo, mt);
+    const float corr = mn == -INFINITY ? 1.0f : __expf(mo - mn);
+    float rs = 0.0f;
+    bf16 *prow = P + r * FB_LDP + c0;
+    for (int c = 0; c < 32; c++) {
+      const bf16 p = __float2bfloat16_rn(mn == -INFINITY ? 0.0f : __expf(srow[c] - mn));
+      prow[c] = p;
+      rs += __bfloat162float(p); /* the sum of what P V adds up */
+    }
+    rs += __shfl_xor_sync(0xffffffffu, rs, 1);
+    for (int d = lane & 1; d < g.hs16; d += 2) O[r * g.ldo + d] *= corr;
+    __syncwarp(); /* both lanes of the row read M before it changes */
+    if (!(lane & 1)) M[r] = mn, L[r] = L[r] * corr + rs;
+    __syncwarp();
+    fb_accumulate(O + w * 16 * g.ldo, P + w * 16 * FB_LDP, Vs, g);
+  }
+  __syncthreads(); /* O, M, L of a block with no key tile come from other warps */
+  for (int idx = lane; idx < 16 * HS; idx += 32) {
+    const int rr = w * 16 + idx / HS, d = idx % HS, i = i0 + rr;
+    if (i < Tq)
+      out[(((size_t)b * Tq + i) * NH + h) * HS + d] = L[rr] > 0.0f ? O[rr * g.ldo + d] / L[rr] : 0.0f;
+  }
+  if (lane < 16) {
+    const int rr = w * 16 + lane, i = i0 + rr;
+    if (i < Tq) lse[((size_t)b * NH + h) * Tq + i] = L[rr] > 0.0f ? M[rr] + logf(L[rr]) : -INFINITY;
+  }
+}
+
+/* dk, dv for FA_T keys (warp w: keys w*16..+15), over the query tiles that
+ * see them. shared: Ks Vs Qs dOs (bf16) | S dP (fp32 FA_T x FB_LDS) | Pt dSt
+ * (bf16 FA_T x FB_LDP) | dK dV (fp32 FA_T x ldo) | Lq Dq (fp32 FA_T) */
+static __global__ void __launch_bounds__(FB_THREADS)
+    flash_bf16_dkv_kernel(float *dk, float *dv, const float *dout, const float *q,
+                          const float *k, const float *v, const float *lse, const float *Dg,
+                          int Tq, int Tk, int NH, int HS, int q_stride, int kv_stride,
+                          int causal, const int32_t *key_len, float scale) {
+  extern __shared__ __align__(128) unsigned char fbsm[];
+  const fb_dims g(HS);
+  const size_t tile = fb_align(sizeof(bf16) * FA_T * g.ldh);
+  bf16 *Ks = (bf16 *)fbsm, *Vs = (bf16 *)(fbsm + tile), *Qs = (bf16 *)(fbsm + 2 * tile),
+       *dOs = (bf16 *)(fbsm + 3 * tile);
+  float *S = (float *)(fbsm + 4 * tile), *dP = S + FA_T * FB_LDS;
+  bf16 *Pt = (bf16 *)(dP + FA_T * FB_LDS), *dSt = Pt + FA_T * FB_LDP;
+  float *dK = (float *)(dSt + FA_T * FB_LDP), *dV = dK + FA_T * g.ldo;
+  float *Lq = dV + FA_T * g.ldo, *Dq = Lq + FA_T;
+  const int j0 = blockIdx.x * FA_T, h = blockIdx.y, b = blockIdx.z;
+  const int tid = threadIdx.x, w = tid >> 5, lane = tid & 31;
+  const float *qb = q + (size_t)b * Tq * q_stride + (size_t)h * HS;
+  const float *kb = k + (size_t)b * Tk * kv_stride + (size_t)h * HS;
+  const float *vb = v + (size_t)b * Tk * kv_stride + (size_t)h * HS;
+  const float *dob = dout + (size_t)b * Tq * NH * HS + (size_t)h * HS;
+  const float *lb = lse + ((size_t)b * NH + h) * Tq, *db = Dg + ((size_t)b * NH + h) * Tq;
+  const int r = w * 16 + (lane >> 1), c0 = (lane & 1) * 32, j = j0 + r;
+  fb_load(Ks, kb, (size_t)kv_stride, j0, Tk, HS, g);
+  fb_load(Vs, vb, (size_t)kv_stride, j0, Tk, HS, g);
+  for (int idx = tid; idx < 2 * FA_T * g.ldo; idx += FB_THREADS) dK[idx] = 0.0f; /* dK, dV */
+  int istart = causal ? max(0, j0 - (Tk - Tq)) : 0;
+  if (key_len && j0 >= key_len[b]) istart = Tq;
+  for (int i0 = istart; i0 < Tq; i0 += FA_T) {
+    __syncthreads(); /* Qs, dOs, Lq, Dq free again */
+    fb_load(Qs, qb, (size_t)q_stride, i0, Tq, HS, g);
+    fb_load(dOs, dob, (size_t)NH * HS, i0, Tq, HS, g);
+    if (tid < FA_T) {
+      Lq[tid] = i0 + tid < Tq ? lb[i0 + tid] : 0.0f;
+      Dq[tid] = i0 + tid < Tq ? db[i0 + tid] : 0.0f;
+    }
+    __syncthreads();
+    fb_scores(S + w * 16 * FB_LDS, Ks + w * 16 * g.ldh, Qs, g);   /* k_j . q_i */
+    fb_scores(dP + w * 16 * FB_LDS, Vs + w * 16 * g.ldh, dOs, g); /* v_j . dout_i */
+    __syncwarp();
+    for (int c = 0; c < 32; c++) {
+      const int col = c0 + c, i = i0 + col;
+      const int vis = i < Tq && j < fa_key_end(b, i, Tq, Tk, causal, key_len);
+      const bf16 p =
+          __float2bfloat16_rn(vis ? __expf(S[r * FB_LDS + col] * scale - Lq[col]) : 0.0f);
+      Pt[r * FB_LDP + col] = p;
+      dSt[r * FB_LDP + col] = __float2bfloat16_rn(
+          vis ? __bfloat162float(p) * (dP[r * FB_LDS + col] - Dq[col]) * scale : 0.0f);
+    }
+    __syncwarp();
+    fb_accumulate(dV + w * 16 * g.ldo, Pt + w * 16 * FB_LDP, dOs, g);
+    fb_accumulate(dK + w * 16 * g.ldo, dSt + w * 16 * FB_LDP, Qs, g);
+  }
+  __syncthreads(); /* dK, dV of a block with no query tile were zeroed by all */
+  for (int idx = lane; idx < 16 * HS; idx += 32) {
+    const int rr = w * 16 + idx / HS, d = idx % HS, jj = j0 + rr;
+    if (jj < Tk) {
+      const size_t row = ((size_t)b * Tk + jj) * kv_stride + (size_t)h * HS;
+      dk[row + d] = dK[rr * g.ldo + d], dv[row + d] = dV[rr * g.ldo + d];
+    }
+  }
+}
+
+/* dq for FA_T queries (warp w: queries w*16..+15) over their key tiles.
+ * shared: Qs dOs Ks Vs (bf16) | S dP (fp32) | dS (bf16) | dQ (fp32) */
+static __global__ void __launch_bounds__(FB_THREADS)
+    flash_bf16_dq_kernel(float *dq, const float *dout, const float *q, const float *k,
+                         const float *v, const float *lse, const float *Dg, int Tq, int Tk,
+                         int NH, int HS, int q_stride, int kv_stride, int causal,
+                         const int32_t *key_len, float scale) {
+  extern __shared__ __align__(128) unsigned char fbsm[];
+  const fb_dims g(HS);
+  const size_t tile = fb_align(sizeof(bf16) * FA_T * g.ldh);
+  bf16 *Qs = (bf16 *)fbsm, *dOs = (bf16 *)(fbsm + tile), *Ks = (bf16 *)(fbsm + 2 * tile),
+       *Vs = (bf16 *)(fbsm + 3 * tile);
+  float *S = (float *)(fbsm + 4 * tile), *dP = S + FA_T * FB_LDS;
+  bf16 *dS = (bf16 *)(dP + FA_T * FB_LDS);
+  float *dQ = (float *)(dS + FA_T * FB_LDP);
+  const int i0 = blockIdx.x * FA_T, h = blockIdx.y, b = blockIdx.z;
+  const int tid = threadIdx.x, w = tid >> 5, lane = tid & 31;
+  const float *qb = q + (size_t)b * Tq * q_stride + (size_t)h * HS;
+  const float *kb = k + (size_t)b * Tk * kv_stride + (size_t)h * HS;
+  const float *vb = v + (size_t)b * Tk * kv_stride + (size_t)h * HS;
+  const float *dob = dout + (size_t)b * Tq * NH * HS + (size_t)h * HS;
+  const int kmax = fa_key_end(b, min(i0 + FA_T, Tq) - 1, Tq, Tk, causal, key_len);
+  const int r = w * 16 + (lane >> 1), c0 = (lane & 1) * 32, i = i0 + r;
+  const int kend = i < Tq ? fa_key_end(b, i, Tq, Tk, causal, key_len) : 0;
+  const float Li = i < Tq ? lse[((size_t)b * NH + h) * Tq + i] : 0.0f;
+  const float Di = i < Tq ? Dg[((size_t)b * NH + h) * Tq + i] : 0.0f;
+  fb_load(Qs, qb, (size_t)q_stride, i0, Tq, HS, g);
+  fb_load(dOs, dob, (size_t)NH * HS, i0, Tq, HS, g);
+  for (int idx = tid; idx < FA_T * g.ldo; idx += FB_THREADS) dQ[idx] = 0.0f;
+  for (int j0 = 0; j0 < kmax; j0 += FA_T) {
+    __syncthreads(); /* Ks, Vs free again (and Qs, dOs, dQ published) */
+    fb_load(Ks, kb, (size_t)kv_stride, j0, Tk, HS, g);
+    fb_load(Vs, vb, (size_t)kv_stride, j0, Tk, HS, g);
+    __syncthreads();
+    fb_scores(S + w * 16 * FB_LDS, Qs + w * 16 * g.ldh, Ks, g);
+    fb_scores(dP + w * 16 * FB_LDS, dOs + w * 16 * g.ldh, Vs, g);
+    __syncwarp();
+    for (int c = 0; c < 32; c++) {
+      const int col = c0 + c, vis = j0 + col < kend;
+      const bf16 p = __float2bfloat16_rn(vis ? __expf(S[r * FB_LDS + col] * scale - Li) : 0.0f);
+      dS[r * FB_LDP + col] = __float2bfloat16_rn(
+          vis ? __bfloat162float(p) * (dP[r * FB_LDS + col] - Di) * scale : 0.0f);
+    }
+    __syncwarp();
+    fb_accumulate(dQ + w * 16 * g.ldo, dS + w * 16 * FB_LDP, Ks, g);
+  }
+  __syncthreads();
+  for (int idx = lane; idx < 16 * HS; idx += 32) {
+    const int rr = w * 16 + idx / HS, d = idx % HS, ii = i0 + rr;
+    if (ii < Tq) dq[((size_t)b * Tq + ii) * q_stride + (size_t)h * HS + d] = dQ[rr * g.ldo + d];
+  }
+}
+
+/* bytes of shared memory: bf16 tiles, fp32 score tiles, bf16 weight tiles,
+ * fp32 accumulators, fp32 vectors of FA_T */
+static size_t fb_smem(int HS, int tiles, int scores, int weights, int accs, int vecs) {
+  const fb_dims g(HS);
+  return (size_t)tiles * fb_align(sizeof(bf16) * FA_T * g.ldh) +
+         sizeof(float) * ((size_t)scores * FA_T * FB_LDS + (size_t)accs * FA_T * g.ldo +
+                          (size_t)vecs * FA_T) +
+         sizeof(bf16) * (size_t)weights * FA_T * FB_LDP;
+}
+
 static size_t fa_smem(int HS, int tiles, int weight_tiles, int vecs) {
   return sizeof(float) * ((size_t)tiles * FA_T * (HS + 1) +
                           (size_t)weight_tiles * FA_T * (FA_T + 1) + (size_t)vecs * FA_T);
@@ -346,6 +622,15 @@ extern "C" void dt_cuda_flash_forward(void *ctx, float *out, float *lse, const f
                                       const float *k, const float *v, int B, int Tq, int Tk,
                                       int NH, int HS, int q_stride, int kv_stride, int causal,
                                       const int32_t *key_len, float scale) {
+  dt_cuda_ctx *c = DT_CUDA_CTX(ctx);
+  if (c->matmul_bf16 && c->att_impl == DT_ATT_AUTO) {
+    const size_t shm = fb_smem(HS, 3, 1, 1, 1, 2);
+    fa_allow_smem(flash_bf16_fwd_kernel, shm);
+    flash_bf16_fwd_kernel<<<dim3((Tq + FA_T - 1) / FA_T, NH, B), FB_THREADS, shm, c->stream>>>(
+        out, lse, q, k, v, Tq, Tk, NH, HS, q_stride, kv_stride, causal, key_len, scale);
+    CUDA_LAUNCH_CHECK();
+    return;
+  }
   const size_t shm = fa_smem(HS, 3, 1, 0);
   fa_allow_smem(flash_fwd_kernel, shm);
   flash_fwd_kernel<<<dim3((Tq + FA_T - 1) / FA_T, NH, B), FA_THREADS, shm,
@@ -373,6 +658,25 @@ extern "C" void dt_cuda_flash_backward(void *ctx, float *dq, float *dk, float *d
     const unsigned blocks = (unsigned)((nrows * 32 + 255) / 256);
     flash_rowdot_kernel<<<blocks, 256, 0, c->stream>>>(D, dout, out, B, Tq, NH, HS);
     CUDA_LAUNCH_CHECK();
+  }
+  if (c->matmul_bf16 && c->att_impl == DT_ATT_AUTO) {
+    if (Tk > 0) {
+      const size_t shm = fb_smem(HS, 4, 2, 2, 2, 2);
+      fa_allow_smem(flash_bf16_dkv_kernel, shm);
+      flash_bf16_dkv_kernel<<<dim3((Tk + FA_T - 1) / FA_T, NH, B), FB_THREADS, shm,
+                              c->stream>>>(dk, dv, dout, q, k, v, lse, D, Tq, Tk, NH, HS,
+                                           q_stride, kv_stride, causal, key_len, scale);
+      CUDA_LAUNCH_CHECK();
+    }
+    if (Tq > 0) {
+      const size_t shm = fb_smem(HS, 4, 2, 1, 1, 0);
+      fa_allow_smem(flash_bf16_dq_kernel, shm);
+      flash_bf16_dq_kernel<<<dim3((Tq + FA_T - 1) / FA_T, NH, B), FB_THREADS, shm,
+                             c->stream>>>(dq, dout, q, k, v, lse, D, Tq, Tk, NH, HS, q_stride,
+                                          kv_stride, causal, key_len, scale);
+      CUDA_LAUNCH_CHECK();
+    }
+    return;
   }
   if (Tk > 0) {
     const size_t shm = fa_smem(HS, 4, 2, 2);
