@@ -111,12 +111,18 @@ check "dtrain-sample continues the prompt" bash -c "head -c 200 '$TMP/sample.txt
 check "dtrain-sample rejects temperature 0 with exit 2" test $? -eq 2
 sed 's/^/   /' "$TMP/sample.txt" | head -3
 
+# the bf16 reference for the dp=2 bf16 run below (rounding is elementwise,
+# so splitting the batch changes only the order of the fp32 sums)
+"$D" "$cfg" "${common[@]}" train.max_steps=20 checkpoint.every=0 train.precision=bf16 \
+  log.dir="$TMP/bf" >"$TMP/bf.log" 2>&1
+check "GPT bf16 20 steps exits 0" test $? -eq 0
+
 # data parallel: same losses as one process within 1e-5, dp 2 and 4 at every
 # ZeRO stage (the run to match, dp, ZeRO stage, extra overrides); at dp=4 each
 # rank holds 2 of the 8 sequences, so its micro-batch is 2
 common4=("${common[@]/train.micro_batch_size=4/train.micro_batch_size=2}")
 for c in "a 2 0" "a 2 1" "a 2 2" "a 2 3" "a 4 0" "a 4 1" "a 4 2" "a 4 3" \
-         "da 2 1 model.dropout=0.1"; do
+         "da 2 1 model.dropout=0.1" "bf 2 1 train.precision=bf16"; do
   set -- $c
   ref=$1 dp=$2 zero=$3
   shift 3
