@@ -119,7 +119,9 @@ check "GPT bf16 20 steps exits 0" test $? -eq 0
 
 # data parallel: same losses as one process within 1e-5, dp 2 and 4 at every
 # ZeRO stage (the run to match, dp, ZeRO stage, extra overrides); at dp=4 each
-# rank holds 2 of the 8 sequences, so its micro-batch is 2
+# rank holds 2 of the 8 sequences, so its micro-batch is 2. In bf16 within
+# 1e-4: a gradient whose fp32 sums differ in the last bit can round to the
+# other bf16 neighbour (3e-6 measured here; other BLAS kernels sum otherwise)
 common4=("${common[@]/train.micro_batch_size=4/train.micro_batch_size=2}")
 for c in "a 2 0" "a 2 1" "a 2 2" "a 2 3" "a 4 0" "a 4 1" "a 4 2" "a 4 3" \
          "da 2 1 model.dropout=0.1" "bf 2 1 train.precision=bf16"; do
@@ -132,7 +134,8 @@ for c in "a 2 0" "a 2 1" "a 2 2" "a 2 3" "a 4 0" "a 4 1" "a 4 2" "a 4 3" \
     train.max_steps=20 checkpoint.every=0 parallel.dp=$dp parallel.zero=$zero log.dir="$run" \
     >"$run.log" 2>&1
   check "GPT dp=$dp zero=$zero${*:+ $*} exits 0" test $? -eq 0
-  python3 - "$TMP/$ref/metrics.jsonl" "$run/metrics.jsonl" <<'PY'
+  tol=1e-5; [ "$ref" = bf ] && tol=1e-4
+  python3 - "$TMP/$ref/metrics.jsonl" "$run/metrics.jsonl" "$tol" <<'PY'
 import json, sys
 def losses(p):
     return {r["step"]: r["loss"] for r in map(json.loads, open(p)) if r["split"] == "train"}
@@ -140,7 +143,7 @@ a, b = losses(sys.argv[1]), losses(sys.argv[2])
 steps = sorted(b)
 worst = max(abs(a[s] - b[s]) / abs(a[s]) for s in steps)
 print(f"   {len(steps)} steps, worst relative difference {worst:.2e}")
-sys.exit(0 if steps == list(range(1, 21)) and worst <= 1e-5 else 1)
+sys.exit(0 if steps == list(range(1, 21)) and worst <= float(sys.argv[3]) else 1)
 PY
   check "GPT dp=$dp zero=$zero${*:+ $*} matches one process" test $? -eq 0
 done
