@@ -48,7 +48,7 @@ static __global__ void __launch_bounds__(ATT_THREADS)
     attention_fwd_kernel(float *out, float *lse, const float *q, const float *k, const float *v,
                          int Tq, int Tk, int NH, int HS, int q_stride, int kv_stride,
                          int causal, const int32_t *key_len, float scale) {
-  extern __shared__ double sm[];
+  DT_DYN_SMEM(double, sm);
   double *acc = sm, *ps = sm + HS;
   float *qs = (float *)(ps + blockDim.x);
   const int i = blockIdx.x, h = blockIdx.y, b = blockIdx.z, tid = threadIdx.x;
@@ -86,7 +86,7 @@ static __global__ void __launch_bounds__(ATT_THREADS)
                             const float *v, const float *out, const float *lse, int Tq, int Tk,
                             int NH, int HS, int q_stride, int kv_stride, int causal,
                             const int32_t *key_len, float scale) {
-  extern __shared__ double sm[];
+  DT_DYN_SMEM(double, sm);
   double *gq = sm, *dss = sm + HS;
   float *qs = (float *)(dss + blockDim.x), *dos = qs + HS;
   const int i = blockIdx.x, h = blockIdx.y, b = blockIdx.z, tid = threadIdx.x;
@@ -129,7 +129,7 @@ static __global__ void __launch_bounds__(ATT_THREADS)
                              const float *k, const float *v, const float *out, const float *lse,
                              int Tq, int Tk, int NH, int HS, int q_stride, int kv_stride,
                              int causal, const int32_t *key_len, float scale) {
-  extern __shared__ double sm[];
+  DT_DYN_SMEM(double, sm);
   double *gk = sm, *gv = sm + HS, *ps = sm + 2 * HS, *dss = ps + blockDim.x;
   float *ks = (float *)(dss + blockDim.x), *vs = ks + HS;
   const int j = blockIdx.x, h = blockIdx.y, b = blockIdx.z, tid = threadIdx.x;

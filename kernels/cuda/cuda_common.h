@@ -43,6 +43,12 @@ typedef struct dt_cuda_ctx {
 
 #define DT_CUDA_CTX(ctx) ((dt_cuda_ctx *)(ctx))
 
+/* A kernel's dynamic shared memory, 128-byte aligned (WMMA wants 32). A
+ * macro so that tests/emu can give each emulated block its own. */
+#ifndef DT_DYN_SMEM
+#define DT_DYN_SMEM(T, name) extern __shared__ __align__(128) T name[]
+#endif
+
 #define CUBLAS_CHECK(x)                                                                     \
   do {                                                                                      \
     cublasStatus_t s_ = (x);                                                                \

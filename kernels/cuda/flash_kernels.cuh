@@ -9,10 +9,9 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#ifndef DT_CUDA_EMU
 #include <cuda_bf16.h>
 #include <mma.h>
-/* a kernel's dynamic shared memory, 128-byte aligned (WMMA wants 32) */
+#ifndef DT_DYN_SMEM /* cuda_common.h's, when it was not included first */
 #define DT_DYN_SMEM(T, name) extern __shared__ __align__(128) T name[]
 #endif
 

@@ -20,7 +20,11 @@
 #define DT_CUDA_EMU 1
 
 #include <algorithm>
+#include <atomic>
 #include <barrier>
+#include <condition_variable>
+#include <functional>
+#include <mutex>
 #include <cmath>
 #include <cstdint>
 #include <cstring>
@@ -35,30 +39,76 @@ struct dim3 {
 };
 
 namespace emu {
+/* A barrier that threads leaving the kernel drop out of, as exited GPU
+ * threads stop counting for __syncthreads. */
+struct xbarrier {
+  std::mutex m;
+  int live = 0, waiting = 0;
+  std::atomic<uint64_t> gen{0};
+  void reset(int n) { live = n, waiting = 0; }
+  void wait() {
+    uint64_t g;
+    {
+      std::lock_guard<std::mutex> l(m);
+      g = gen.load(std::memory_order_relaxed);
+      if (++waiting == live) {
+        waiting = 0;
+        gen.fetch_add(1, std::memory_order_release);
+        return;
+      }
+    }
+    /* more threads than cores: yield rather than sleep on a condition
+     * variable, whose wake-ups of every waiter cost far more here */
+    while (gen.load(std::memory_order_acquire) == g) std::this_thread::yield();
+  }
+  void drop() {
+    std::lock_guard<std::mutex> l(m);
+    live--;
+    if (waiting > 0 && waiting == live) {
+      waiting = 0;
+      gen.fetch_add(1, std::memory_order_release);
+    }
+  }
+};
+
 struct block_state {
   unsigned nthreads;
-  std::barrier<> block_bar;
-  std::vector<std::unique_ptr<std::barrier<>>> warp_bar;
+  xbarrier block_bar;
+  std::vector<xbarrier> warp_bar;
   std::vector<uint64_t> slots; /* one shuffle slot per thread */
   std::vector<unsigned char> smem;
-  block_state(unsigned n, size_t shm) : nthreads(n), block_bar((std::ptrdiff_t)n), slots(n), smem(shm + 128) {
-    for (unsigned w = 0; w < (n + 31) / 32; w++)
-      warp_bar.emplace_back(new std::barrier<>((std::ptrdiff_t)std::min(32u, n - 32 * w)));
+  std::barrier<> end_bar; /* every thread done with this block */
+  std::atomic<bool> synced{false}; /* a barrier or shuffle was used */
+  block_state(unsigned n, size_t shm)
+      : nthreads(n), warp_bar((n + 31) / 32), slots(n), smem(shm + 128), end_bar((std::ptrdiff_t)n) {
+    reset();
+  }
+  void reset() {
+    block_bar.reset((int)nthreads);
+    for (unsigned w = 0; w < warp_bar.size(); w++)
+      warp_bar[w].reset((int)std::min(32u, nthreads - 32 * w));
   }
 };
 inline thread_local dim3 tl_threadIdx, tl_blockIdx, tl_blockDim, tl_gridDim;
 inline thread_local block_state *tl_block;
+inline thread_local unsigned tl_tid; /* linear thread index in the block */
 
 inline void *dyn_smem() {
   uintptr_t p = (uintptr_t)tl_block->smem.data();
   return (void *)((p + 127) & ~(uintptr_t)127);
 }
-inline void syncthreads() { tl_block->block_bar.arrive_and_wait(); }
-inline void syncwarp() { tl_block->warp_bar[tl_threadIdx.x / 32]->arrive_and_wait(); }
+inline void syncthreads() {
+  tl_block->synced.store(true, std::memory_order_relaxed);
+  tl_block->block_bar.wait();
+}
+inline void syncwarp() {
+  tl_block->synced.store(true, std::memory_order_relaxed);
+  tl_block->warp_bar[tl_tid / 32].wait();
+}
 
 template <typename T> T shfl_xor(T v, int lanemask) {
   static_assert(sizeof(T) <= sizeof(uint64_t), "shuffle of a wide type");
-  const unsigned me = tl_threadIdx.x, other = me ^ (unsigned)lanemask;
+  const unsigned me = tl_tid, other = me ^ (unsigned)lanemask;
   uint64_t bits = 0;
   std::memcpy(&bits, &v, sizeof(T));
   tl_block->slots[me] = bits;
@@ -70,23 +120,80 @@ template <typename T> T shfl_xor(T v, int lanemask) {
   return r;
 }
 
-/* Runs kernel(args...) over grid x block, one block at a time, each block's
- * threads concurrently. */
-template <typename K, typename... A>
-void launch(dim3 grid, dim3 block, size_t shm, K kernel, A... args) {
-  for (unsigned bz = 0; bz < grid.z; bz++)
-    for (unsigned by = 0; by < grid.y; by++)
-      for (unsigned bx = 0; bx < grid.x; bx++) {
-        block_state st(block.x, shm);
-        std::vector<std::thread> th;
-        for (unsigned t = 0; t < block.x; t++)
-          th.emplace_back([&, t] {
-            tl_threadIdx = dim3(t, 0, 0), tl_blockIdx = dim3(bx, by, bz);
-            tl_blockDim = block, tl_gridDim = grid, tl_block = &st;
-            kernel(args...);
-          });
-        for (auto &x : th) x.join();
-      }
+/* Worker threads kept for the whole process: a launch hands thread t of
+ * every block to worker t, which runs the blocks in order. */
+struct pool {
+  std::mutex m;
+  std::condition_variable start, done;
+  std::vector<std::thread> th;
+  std::function<void(unsigned)> work;
+  unsigned active = 0, finished = 0;
+  uint64_t gen = 0;
+  void grow(unsigned n) {
+    while (th.size() < n) {
+      const unsigned id = (unsigned)th.size();
+      th.emplace_back([this, id] {
+        uint64_t seen = 0;
+        for (;;) {
+          std::function<void(unsigned)> w;
+          {
+            std::unique_lock<std::mutex> l(m);
+            start.wait(l, [&] { return gen != seen; });
+            seen = gen;
+            if (id >= active) continue;
+            w = work;
+          }
+          w(id);
+          std::lock_guard<std::mutex> l(m);
+          if (++finished == active) done.notify_all();
+        }
+      });
+      th.back().detach();
+    }
+  }
+  void run(unsigned n, std::function<void(unsigned)> f) {
+    grow(n);
+    std::unique_lock<std::mutex> l(m);
+    work = std::move(f), active = n, finished = 0, gen++;
+    start.notify_all();
+    done.wait(l, [&] { return finished == active; });
+  }
+};
+inline pool &the_pool() {
+  static pool *p = new pool; /* never destroyed: its threads are detached */
+  return *p;
+}
+
+/* Runs kernel(args...) over grid x block, one block at a time; warps are
+ * formed from the linear thread index x + y*bx + z*bx*by, as on the GPU. */
+template <typename... P>
+void launch(dim3 grid, dim3 block, size_t shm, void (*kernel)(P...),
+            typename std::type_identity<P>::type... args) { /* converted at the call, as <<<>>> */
+  const unsigned n = block.x * block.y * block.z;
+  if (n == 0 || grid.x == 0 || grid.y == 0 || grid.z == 0) return;
+  block_state st(n, shm);
+  the_pool().run(n, [&](unsigned t) {
+    tl_threadIdx = dim3(t % block.x, (t / block.x) % block.y, t / (block.x * block.y));
+    tl_tid = t;
+    tl_blockDim = block, tl_gridDim = grid, tl_block = &st;
+    /* A kernel whose first block used no barrier, shuffle or dynamic
+     * shared memory (an elementwise one) runs its other blocks without the
+     * per-block rendezvous: its threads cannot see each other anyway. */
+    bool free_run = false;
+    for (unsigned bz = 0; bz < grid.z; bz++)
+      for (unsigned by = 0; by < grid.y; by++)
+        for (unsigned bx = 0; bx < grid.x; bx++) {
+          tl_blockIdx = dim3(bx, by, bz);
+          kernel(args...);
+          if (free_run) continue;
+          st.block_bar.drop();
+          st.warp_bar[t / 32].drop();
+          st.end_bar.arrive_and_wait();
+          if (t == 0) st.reset();
+          st.end_bar.arrive_and_wait();
+          free_run = shm == 0 && !st.synced.load();
+        }
+  });
 }
 } // namespace emu
 
@@ -104,9 +211,31 @@ void launch(dim3 grid, dim3 block, size_t shm, K kernel, A... args) {
 #define __shfl_xor_sync(mask, v, o) emu::shfl_xor((v), (o))
 #define DT_DYN_SMEM(T, name) T *name = (T *)emu::dyn_smem()
 
+#define __shared__ static /* blocks run one at a time */
+#define __align__(n) alignas(n)
+#ifndef __CUDACC__
+#define __CUDACC__ 1 /* the project's headers then declare their device helpers */
+#endif
+
+using std::isinf;
+using std::isnan;
 using std::max;
 using std::min;
 inline float __expf(float x) { return std::exp(x); }
+inline float __fmul_rn(float a, float b) { return a * b; }
+inline float __fdiv_rn(float a, float b) { return a / b; }
+inline float __fsqrt_rn(float a) { return std::sqrt(a); }
+inline float __fmaf_rn(float a, float b, float c) { return std::fma(a, b, c); }
+inline float __int_as_float(int i) {
+  float f;
+  std::memcpy(&f, &i, 4);
+  return f;
+}
+inline int __float_as_int(float f) {
+  int i;
+  std::memcpy(&i, &f, 4);
+  return i;
+}
 
 /* ---- bf16 ---- */
 struct __nv_bfloat16 {
@@ -157,7 +286,7 @@ inline void load_matrix_sync(fragment<accumulator, 16, 16, 16, float> &f, const 
 }
 inline void store_matrix_sync(float *p, const fragment<accumulator, 16, 16, 16, float> &f,
                               unsigned ldm, layout_t l) {
-  const unsigned lane = threadIdx.x % 32;
+  const unsigned lane = emu::tl_tid % 32;
   for (int e = (int)lane; e < 256; e += 32) {
     const int r = e / 16, c = e % 16;
     (l == mem_row_major ? p[r * ldm + c] : p[c * ldm + r]) = f.x[r][c];

@@ -1,0 +1,3 @@
+/* cuda_bf16.h for the CPU emulation: the type is in cuda_emu.h. */
+#pragma once
+#include "cuda_emu.h"

@@ -1,0 +1,3 @@
+/* mma.h for the CPU emulation: WMMA is in cuda_emu.h. */
+#pragma once
+#include "cuda_emu.h"
