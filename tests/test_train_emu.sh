@@ -1,0 +1,81 @@
+#!/usr/bin/env bash
+# dtrain itself with train.device=cuda on the emulated CUDA backend
+# (tests/emu: every CUDA kernel source run on the CPU, cuBLAS by OpenBLAS):
+# the trainer's GPU paths (device buffers, pinned staging for MPI, the bf16
+# matmul and attention kernels, checkpoints from device memory) against the
+# same runs on the CPU backend. GPT-tiny and LeNet-5 for a few steps each.
+# This is no GPU test: the GPU checks stay in scripts/gpu-check.sh.
+. "$(dirname "$0")/e2e_common.sh"
+E="$BUILD/tests/dtrain_emu"
+[ -x "$E" ] || { echo "no tests/dtrain_emu (needs a C++20 compiler); skipping"; exit 77; }
+if [ ! -d "$DATA/wos" ] || [ ! -d "$DATA/gpt2-tokenizer" ] || [ ! -d "$DATA/mnist" ]; then
+  echo "no wos/, gpt2-tokenizer/ or mnist/ in $DATA; skipping"; exit 77
+fi
+export ASAN_OPTIONS=detect_leaks=0 OMPI_MCA_mpi_yield_when_idle=1
+"$BUILD/dtrain-prep" wos --tokenizer "$DATA/gpt2-tokenizer" "$DATA/wos" "$TMP/wos" >/dev/null 2>&1 ||
+  { echo "prep failed"; exit 1; }
+need_mnist
+gpt="$SRC/configs/gpt-tiny.ini"
+common=(data.dir="$TMP/wos" train.seq_len=16 train.batch_size=4 train.micro_batch_size=2
+        data.test_limit=8 log.every=1 log.tensorboard=false train.threads=1
+        parallel.comm=mpi train.max_steps=4)
+
+# worst relative per-step train loss difference of two runs, at most $3
+close() {
+  python3 - "$1/metrics.jsonl" "$2/metrics.jsonl" "$3" <<'PY'
+import json, sys
+def losses(p):
+    return {r["step"]: r["loss"] for r in map(json.loads, open(p)) if r["split"] == "train"}
+a, b = losses(sys.argv[1]), losses(sys.argv[2])
+worst = max(abs(a[s] - b[s]) / abs(a[s]) for s in a) if a and set(a) == set(b) else float("inf")
+print(f"   {len(a)} steps, worst relative loss difference {worst:.2e} (limit {sys.argv[3]})")
+sys.exit(0 if worst <= float(sys.argv[3]) else 1)
+PY
+}
+
+for dev in cpu cuda; do
+  "$E" "$gpt" "${common[@]}" train.device=$dev checkpoint.every=2 checkpoint.keep=0 \
+    log.dir="$TMP/g-$dev" >"$TMP/g-$dev.log" 2>&1
+  check "GPT-tiny 4 steps on $dev exits 0" test $? -eq 0
+done
+check "the emulated device is the one used" grep -q "CPU emulation of CUDA" "$TMP/g-cuda.log"
+close "$TMP/g-cpu" "$TMP/g-cuda" 1e-5
+check "GPT-tiny: cuda losses within 1e-5 of the CPU's" test $? -eq 0
+
+"$E" "$gpt" "${common[@]}" train.device=cuda \
+  checkpoint.resume="$TMP/g-cuda/checkpoints/step_00000002" log.dir="$TMP/g-res" \
+  >"$TMP/g-res.log" 2>&1
+check "GPT-tiny resumes on cuda from step 2" test $? -eq 0
+jsonl_field "$TMP/g-cuda/metrics.jsonl" train loss | awk '$1 > 2' >"$TMP/a.loss"
+jsonl_field "$TMP/g-res/metrics.jsonl" train loss >"$TMP/b.loss"
+check "GPT-tiny cuda resume: steps 3..4 bit-identical" diff "$TMP/a.loss" "$TMP/b.loss"
+
+# bf16: the CPU rounds the matmul operands only, the GPU kernels also
+# attention's P and dS, so the two agree to bf16 accuracy
+for dev in cpu cuda; do
+  "$E" "$gpt" "${common[@]}" train.device=$dev train.precision=bf16 log.dir="$TMP/b-$dev" \
+    >"$TMP/b-$dev.log" 2>&1
+  check "GPT-tiny bf16 on $dev exits 0" test $? -eq 0
+done
+close "$TMP/b-cpu" "$TMP/b-cuda" 1e-2
+check "GPT-tiny bf16: cuda losses within 1% of the CPU's" test $? -eq 0
+
+common1=("${common[@]/train.micro_batch_size=2/train.micro_batch_size=1}")
+mpirun --oversubscribe --bind-to none -np 2 "$E" "$gpt" "${common1[@]}" train.device=cuda \
+  parallel.dp=2 parallel.zero=3 log.dir="$TMP/g-dp2" \
+  >"$TMP/g-dp2.log" 2>&1
+check "GPT-tiny dp=2 zero=3 on cuda (MPI through pinned buffers) exits 0" test $? -eq 0
+close "$TMP/g-cuda" "$TMP/g-dp2" 1e-5
+check "GPT-tiny dp=2 zero=3 on cuda matches one process" test $? -eq 0
+
+lenet=(data.dir="$TMP/mnist" data.train_limit=400 data.test_limit=100 train.batch_size=40
+       train.max_steps=10 log.every=1 log.tensorboard=false checkpoint.every=0 train.threads=1
+       parallel.comm=mpi)
+for dev in cpu cuda; do
+  "$E" "$SRC/configs/lenet5-mnist.ini" "${lenet[@]}" train.device=$dev log.dir="$TMP/l-$dev" \
+    >"$TMP/l-$dev.log" 2>&1
+  check "LeNet-5 10 steps on $dev exits 0" test $? -eq 0
+done
+close "$TMP/l-cpu" "$TMP/l-cuda" 1e-5
+check "LeNet-5: cuda losses within 1e-5 of the CPU's" test $? -eq 0
+finish
