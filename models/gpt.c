@@ -476,14 +476,7 @@ static int check_config(const dt_config *cfg, int max_batch, dt_error *err) {
     return dt_error_set(err, "gpt: a micro-batch of %d x %ld tokens at [model] n_embd = %ld is "
                         "too large (more than 2^31 elements per activation)", max_batch, T,
                         cfg->model_n_embd);
-  double chunk = cfg->train_classifier_chunk > 0 && cfg->train_classifier_chunk < rows
-                     ? (double)cfg->train_classifier_chunk
-                     : rows;
-  if (chunk * (double)cfg->model_vocab_size > 2147483647.0)
-    return dt_error_set(err, "[train] classifier_chunk = %ld: %.0f rows of logits x vocab_size "
-                        "%ld is 2^31 elements or more; use a smaller chunk",
-                        cfg->train_classifier_chunk, chunk, cfg->model_vocab_size);
-  return 0;
+  return dt_classifier_chunk_check(cfg, (size_t)rows, err);
 }
 
 dt_model *dt_gpt_create(const dt_config *cfg, dt_backend_t be, int max_batch, dt_error *err) {
@@ -535,9 +528,7 @@ dt_model *dt_gpt_create(const dt_config *cfg, dt_backend_t be, int max_batch, dt
   G->lnf = act_alloc(m, BT * C);
   G->lnf_mean = act_alloc(m, BT);
   G->lnf_rstd = act_alloc(m, BT);
-  G->chunk = cfg->train_classifier_chunk > 0 && (size_t)cfg->train_classifier_chunk < BT
-                 ? (int)cfg->train_classifier_chunk
-                 : (int)BT;
+  G->chunk = (int)dt_classifier_chunk(cfg, BT); /* checked to fit in check_config */
   G->logits = act_alloc(m, (size_t)G->chunk * G->V);
   G->dlogits = act_alloc(m, (size_t)G->chunk * G->V);
   G->scratch = act_alloc(m, BT * C);

@@ -17,6 +17,20 @@ void dt_model_destroy(dt_model *m) {
   if (m) m->destroy(m);
 }
 
+size_t dt_classifier_chunk(const dt_config *cfg, size_t rows) {
+  const long c = cfg->train_classifier_chunk;
+  return c > 0 && (size_t)c < rows ? (size_t)c : rows;
+}
+
+int dt_classifier_chunk_check(const dt_config *cfg, size_t rows, dt_error *err) {
+  const double chunk = dt_classifier_chunk(cfg, rows);
+  if (chunk * (double)cfg->model_vocab_size > 2147483647.0)
+    return dt_error_set(err, "[train] classifier_chunk = %ld: %.0f rows of logits x vocab_size "
+                        "%ld is 2^31 elements or more; use a smaller chunk",
+                        cfg->train_classifier_chunk, chunk, cfg->model_vocab_size);
+  return 0;
+}
+
 int dt_model_find_param(const dt_model *m, const char *name) {
   for (int i = 0; i < m->nparams; i++)
     if (!strcmp(m->params[i].name, name)) return i;

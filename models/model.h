@@ -105,6 +105,13 @@ void dt_model_destroy(dt_model *m);
 /* Index of a parameter by name, -1 if absent. */
 int dt_model_find_param(const dt_model *m, const char *name);
 
+/* Language models' output layer ([train] classifier_chunk): the rows of
+ * logits computed at a time for micro-batches of up to `rows` tokens, and
+ * the check that chunk x vocab_size fits the kernels' int sizes (-1 with
+ * err when not). */
+size_t dt_classifier_chunk(const dt_config *cfg, size_t rows);
+int dt_classifier_chunk_check(const dt_config *cfg, size_t rows, dt_error *err);
+
 /* Appends a parameter to a table being built (helper for model files). */
 void dt_param_add(dt_param *table, int *count, size_t *total, const char *name, int ndims,
                   const int64_t *shape, int decay, int64_t fan_in, int64_t fan_out);

@@ -668,14 +668,7 @@ static int check_config(const dt_config *cfg, int max_batch, dt_error *err) {
     return dt_error_set(err, "transformer: a micro-batch of %d x %ld tokens is too large (more "
                         "than 2^31 elements per activation; lower [train] micro_batch_size)",
                         max_batch, T);
-  double chunk = cfg->train_classifier_chunk > 0 && cfg->train_classifier_chunk < rows
-                     ? (double)cfg->train_classifier_chunk
-                     : rows;
-  if (chunk * (double)cfg->model_vocab_size > 2147483647.0)
-    return dt_error_set(err, "[train] classifier_chunk = %ld: %.0f rows of logits x vocab_size "
-                        "%ld is 2^31 elements or more; use a smaller chunk",
-                        cfg->train_classifier_chunk, chunk, cfg->model_vocab_size);
-  return 0;
+  return dt_classifier_chunk_check(cfg, (size_t)rows, err);
 }
 
 static void alloc_sub(tf *T, sub_acts *a, int kind, size_t R, size_t S, size_t n, size_t t) {
@@ -762,9 +755,7 @@ dt_model *dt_transformer_create(const dt_config *cfg, dt_backend_t be, int max_b
     T->dec_mean = act_alloc(T, R);
     T->dec_rstd = act_alloc(T, R);
   }
-  T->chunk = cfg->train_classifier_chunk > 0 && (size_t)cfg->train_classifier_chunk < R
-                 ? (int)cfg->train_classifier_chunk
-                 : (int)R;
+  T->chunk = (int)dt_classifier_chunk(cfg, R); /* checked to fit in check_config */
   T->logits = act_alloc(T, (size_t)T->chunk * T->V);
   T->dlogits = act_alloc(T, (size_t)T->chunk * T->V);
   T->tmp = act_alloc(T, RM * D);

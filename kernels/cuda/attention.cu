@@ -9,19 +9,12 @@
  * --use_fast_math leaves double alone), to track the CPU reference. */
 #include <math.h>
 
+#include "att_keys.cuh"
 #include "attention.h"
 #include "cuda_common.h"
 
 #define ATT_THREADS 128
 
-/* Same rule as the CPU: the keys query i of batch b sees are [0, key_end). */
-static __device__ __forceinline__ int key_end(int b, int i, int Tq, int Tk, int causal,
-                                              const int32_t *key_len) {
-  long long e = Tk;
-  if (key_len && key_len[b] < e) e = key_len[b];
-  if (causal && (long long)i + Tk - Tq + 1 < e) e = (long long)i + Tk - Tq + 1;
-  return e < 0 ? 0 : (int)e;
-}
 
 /* a (global or shared float) . b over n, in double */
 static __device__ __forceinline__ double dot_d(const float *a, const float *b, int n) {
@@ -55,7 +48,7 @@ static __global__ void __launch_bounds__(ATT_THREADS)
   const float *qi = q + ((size_t)b * Tq + i) * q_stride + (size_t)h * HS;
   const float *kb = k + (size_t)b * Tk * kv_stride + (size_t)h * HS;
   const float *vb = v + (size_t)b * Tk * kv_stride + (size_t)h * HS;
-  const int kend = key_end(b, i, Tq, Tk, causal, key_len);
+  const int kend = fa_key_end(b, i, Tq, Tk, causal, key_len);
   for (int d = tid; d < HS; d += blockDim.x) qs[d] = qi[d], acc[d] = 0.0;
   __syncthreads();
   double m = -INFINITY, l = 0.0; /* uniform across the block */
@@ -94,7 +87,7 @@ static __global__ void __launch_bounds__(ATT_THREADS)
   const size_t orow = (((size_t)b * Tq + i) * NH + h) * HS;
   const float *kb = k + (size_t)b * Tk * kv_stride + (size_t)h * HS;
   const float *vb = v + (size_t)b * Tk * kv_stride + (size_t)h * HS;
-  const int kend = key_end(b, i, Tq, Tk, causal, key_len);
+  const int kend = fa_key_end(b, i, Tq, Tk, causal, key_len);
   double dd = 0.0;
   for (int d = tid; d < HS; d += blockDim.x) {
     qs[d] = q[qrow + d], dos[d] = dout[orow + d], gq[d] = 0.0;

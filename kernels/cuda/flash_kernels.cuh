@@ -11,6 +11,8 @@
 
 #include <cuda_bf16.h>
 #include <mma.h>
+
+#include "att_keys.cuh"
 #ifndef DT_DYN_SMEM /* cuda_common.h's, when it was not included first */
 #define DT_DYN_SMEM(T, name) extern __shared__ __align__(128) T name[]
 #endif
@@ -20,14 +22,6 @@
 #define FA_MAX_HS 128
 #define FA_NE (FA_MAX_HS / 16)
 
-/* The keys query i of batch b sees are [0, key_end): as the CPU reference. */
-static __device__ __forceinline__ int fa_key_end(int b, int i, int Tq, int Tk, int causal,
-                                                 const int32_t *key_len) {
-  long long e = Tk;
-  if (key_len && key_len[b] < e) e = key_len[b];
-  if (causal && (long long)i + Tk - Tq + 1 < e) e = (long long)i + Tk - Tq + 1;
-  return e < 0 ? 0 : (int)e;
-}
 
 /* Rows [r0, r0 + FA_T) of a (rows, stride) tensor view (src at row 0 of this
  * batch and head) into dst (FA_T, hsp); rows at or past nrows become 0. */
