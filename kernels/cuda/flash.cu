@@ -1,7 +1,8 @@
-/* flash.cu: tiled flash attention (FlashAttention-2's loop order) for head
- * sizes up to FA_MAX_HS: in fp32 on the CUDA cores, and under
- * train.precision = bf16 on the tensor cores (the fb_ kernels below). attention.cu's kernels
- * take one block per query (or key) row and stream every key (or query)
+/* flash.cu: the host side of tiled flash attention (FlashAttention-2's loop
+ * order) for head sizes up to FA_MAX_HS; the kernels are in
+ * flash_kernels.cuh: in fp32 on the CUDA cores, and under train.precision =
+ * bf16 on the tensor cores (its fb_ kernels). attention.cu's kernels take
+ * one block per query (or key) row and stream every key (or query)
  * row from L2 for it; here a block owns FA_T rows of one (batch, head),
  * stages them in shared memory once, and streams the other side through
  * shared memory FA_T rows at a time, so each loaded row is used FA_T times.
@@ -26,8 +27,8 @@
 #include "cuda_common.h"
 #include "flash_kernels.cuh"
 
-/* Kernels that need more than 48 KiB of dynamic shared memory must say so
- * once per device; the largest size any head size asks is set. */
+/* A kernel that needs more than 48 KiB of dynamic shared memory must opt in:
+ * set before each launch to what that launch asks (a cheap host call). */
 template <typename K> static void fa_allow_smem(K kernel, size_t bytes) {
   CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
                                   (int)bytes));
