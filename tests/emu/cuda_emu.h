@@ -1,7 +1,8 @@
 /* cuda_emu.h: just enough of CUDA to run this project's hand-written kernels
  * on the CPU, so their index arithmetic, masks, tiling and barriers are
  * tested where no GPU is (CI, and most sessions). Each thread of a block is
- * a fiber on the calling thread (see emu::launch): __syncthreads and
+ * a fiber on the calling thread (see emu::launch; even blocks run their
+ * threads first to last, odd ones last to first): __syncthreads and
  * __syncwarp are barriers of the block's and the warp's fibers, and
  * __shfl_xor_sync an exchange through per-thread slots between two warp
  * barriers. WMMA fragments hold the whole 16x16 tile in every lane (the
@@ -273,10 +274,15 @@ void launch(dim3 grid, dim3 block, size_t shm, void (*kernel)(P...),
           f.done = f.blocked = false, f.bar = -1;
           ctx_init(f.ctx, f.stack.get(), fiber_stack, fiber_main);
         }
+        /* odd blocks run their threads last to first: a barrier missing
+         * between a write and a read shows whichever thread order it
+         * depends on */
+        const bool reverse = (bx + by + bz) & 1u;
         unsigned left = n;
         while (left > 0) {
           bool ran = false;
-          for (unsigned t = 0; t < n; t++) {
+          for (unsigned i = 0; i < n; i++) {
+            const unsigned t = reverse ? n - 1 - i : i;
             fiber &f = fib[t];
             if (f.done || f.blocked) continue;
             tl_tid = t;
