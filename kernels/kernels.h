@@ -9,10 +9,31 @@
 
 #include <stddef.h>
 #include <stdint.h>
+#include <string.h>
 
 #ifdef __cplusplus
 extern "C" {
 #endif
+
+/* bfloat16 as a 16-bit pattern: the nearest to f with ties to even, as the
+ * GPU's __float2bfloat16_rn; NaN stays a (quiet) NaN, values past the
+ * largest bf16 round to infinity. The one rounding of the CPU kernels, the
+ * bf16 collectives (parallel/comm.c) and the CUDA emulation (tests/emu). */
+static inline uint16_t dt_bf16_bits(float f) {
+  uint32_t u;
+  memcpy(&u, &f, sizeof u);
+  if ((u & 0x7fffffffu) > 0x7f800000u) return (uint16_t)((u >> 16) | 0x0040u);
+  u += 0x7fffu + ((u >> 16) & 1u); /* ties go to the even upper half */
+  return (uint16_t)(u >> 16);
+}
+static inline float dt_bf16_value(uint16_t h) {
+  const uint32_t u = (uint32_t)h << 16;
+  float f;
+  memcpy(&f, &u, sizeof f);
+  return f;
+}
+/* f rounded to bf16, as a float */
+static inline float dt_bf16_round(float f) { return dt_bf16_value(dt_bf16_bits(f)); }
 
 typedef struct dt_conv2d_shape {
   int n, c, h, w;      /* input (N,C,H,W) */

@@ -22,16 +22,6 @@ typedef struct dt_cpu_ctx {
 } dt_cpu_ctx;
 void dt_cpu_ctx_free(dt_cpu_ctx *c);
 
-/* x rounded to the nearest bfloat16 (ties to even), as a float: what
- * __float2bfloat16_rn gives on the GPU. NaN stays NaN; values past the
- * largest bf16 round to infinity. */
-static inline float dt_bf16_round(float x) {
-  union { float f; uint32_t u; } v = {x};
-  if ((v.u & 0x7fffffffu) > 0x7f800000u) return x;
-  v.u = (v.u + 0x7fffu + ((v.u >> 16) & 1u)) & 0xffff0000u;
-  return v.f;
-}
-
 void dt_cuda_linear_forward(void *ctx, float *out, const float *inp, const float *w, const float *b, int n, int c, int oc);
 void dt_cuda_linear_backward(void *ctx, float *dinp, float *dw, float *db, const float *dout, const float *inp, const float *w, int n, int c, int oc);
 

@@ -35,14 +35,9 @@ static float f32_from_bits(uint32_t u) {
   return f;
 }
 
-float dt_bf16_to_float(uint16_t h) { return f32_from_bits((uint32_t)h << 16); }
+float dt_bf16_to_float(uint16_t h) { return dt_bf16_value(h); }
 
-uint16_t dt_float_to_bf16(float f) {
-  uint32_t u = f32_bits(f);
-  if ((u & 0x7fffffffu) > 0x7f800000u) return (uint16_t)((u >> 16) | 0x0040u); /* quiet NaN */
-  u += 0x7fffu + ((u >> 16) & 1u); /* ties go to the even upper half */
-  return (uint16_t)(u >> 16);
-}
+uint16_t dt_float_to_bf16(float f) { return dt_bf16_bits(f); }
 
 float dt_f16_to_float(uint16_t h) {
   uint32_t sign = (uint32_t)(h & 0x8000u) << 16;

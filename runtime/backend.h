@@ -18,7 +18,9 @@ typedef enum dt_device { DT_DEVICE_CPU = 0, DT_DEVICE_CUDA = 1 } dt_device;
 typedef struct dt_backend *dt_backend_t;
 
 /* Precision of the linear layers' GEMMs (linear_forward / linear_backward;
- * conv and attention stay fp32). FP32: fp32 operands. BF16: each operand is
+ * conv stays fp32, and so does attention on the CPU, while the CUDA backend
+ * also runs attention's products in bf16: kernels/attention.h). FP32: fp32
+ * operands. BF16: each operand is
  * rounded to bfloat16 (nearest even) first; the products, which bf16 makes
  * exact in fp32, are summed in fp32 into an fp32 output. On the GPU that is
  * a tensor-core GEMM with bf16 inputs and fp32 accumulation; on the CPU, the

@@ -33,15 +33,27 @@ typedef struct dt_cuda_ctx {
    * each GEMM (grown on demand, used in stream order) */
   int matmul_bf16;
   void *bf16_buf[2];
-  size_t bf16_cap[2];    /* elements */
+  size_t bf16_cap[2];    /* bytes */
   /* attention kernels (DT_ATT_*, from DTRAIN_ATTENTION at creation); att_d
    * is flash backward's rowsum(dout * out), grown on demand */
   int att_impl;
-  float *att_d;
-  size_t att_d_cap;      /* floats */
+  void *att_d;
+  size_t att_d_cap;      /* bytes */
 } dt_cuda_ctx;
 
 #define DT_CUDA_CTX(ctx) ((dt_cuda_ctx *)(ctx))
+
+/* *buf with room for `bytes`, reallocated when *cap (bytes) is smaller;
+ * used in stream order, and cudaFree waits for kernels still reading the
+ * old buffer. */
+static inline void *dt_cuda_grow(void **buf, size_t *cap, size_t bytes) {
+  if (*cap < bytes) {
+    CUDA_CHECK(cudaFree(*buf));
+    CUDA_CHECK(cudaMalloc(buf, bytes));
+    *cap = bytes;
+  }
+  return *buf;
+}
 
 /* A kernel's dynamic shared memory, 128-byte aligned (WMMA wants 32). A
  * macro so that tests/emu can give each emulated block its own. */

@@ -27,12 +27,21 @@
 #include "cuda_common.h"
 #include "flash_kernels.cuh"
 
-/* A kernel that needs more than 48 KiB of dynamic shared memory must opt in:
- * set before each launch to what that launch asks (a cheap host call). */
-template <typename K> static void fa_allow_smem(K kernel, size_t bytes) {
+/* A kernel that needs more than 48 KiB of dynamic shared memory must opt in.
+ * Each kernel's largest request so far is remembered (`allowed`, one per
+ * call site), so the driver is asked only when a launch needs more; a
+ * process uses one GPU. */
+template <typename K> static void fa_allow_smem(K kernel, size_t bytes, size_t *allowed) {
+  if (bytes <= *allowed) return;
   CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
                                   (int)bytes));
+  *allowed = bytes;
 }
+#define FA_ALLOW_SMEM(kernel, bytes)           \
+  do {                                         \
+    static size_t allowed_ = 48 * 1024;        \
+    fa_allow_smem(kernel, bytes, &allowed_);   \
+  } while (0)
 
 extern "C" int dt_cuda_flash_supported(int HS) { return HS >= 1 && HS <= FA_MAX_HS; }
 
@@ -43,14 +52,14 @@ extern "C" void dt_cuda_flash_forward(void *ctx, float *out, float *lse, const f
   dt_cuda_ctx *c = DT_CUDA_CTX(ctx);
   if (c->matmul_bf16 && c->att_impl == DT_ATT_AUTO) {
     const size_t shm = fb_smem(HS, 3, 1, 1, 1, 2);
-    fa_allow_smem(flash_bf16_fwd_kernel, shm);
+    FA_ALLOW_SMEM(flash_bf16_fwd_kernel, shm);
     flash_bf16_fwd_kernel<<<dim3((Tq + FA_T - 1) / FA_T, NH, B), FB_THREADS, shm, c->stream>>>(
         out, lse, q, k, v, Tq, Tk, NH, HS, q_stride, kv_stride, causal, key_len, scale);
     CUDA_LAUNCH_CHECK();
     return;
   }
   const size_t shm = fa_smem(HS, 3, 1, 0);
-  fa_allow_smem(flash_fwd_kernel, shm);
+  FA_ALLOW_SMEM(flash_fwd_kernel, shm);
   flash_fwd_kernel<<<dim3((Tq + FA_T - 1) / FA_T, NH, B), FA_THREADS, shm,
                      DT_CUDA_CTX(ctx)->stream>>>(out, lse, q, k, v, Tq, Tk, NH, HS, q_stride,
                                                  kv_stride, causal, key_len, scale);
@@ -67,12 +76,7 @@ extern "C" void dt_cuda_flash_backward(void *ctx, float *dq, float *dk, float *d
   const size_t nrows = (size_t)B * NH * Tq;
   float *D = NULL;
   if (nrows) {
-    if (c->att_d_cap < nrows) {
-      CUDA_CHECK(cudaFree(c->att_d)); /* waits for kernels still reading it */
-      CUDA_CHECK(cudaMalloc((void **)&c->att_d, nrows * sizeof(float)));
-      c->att_d_cap = nrows;
-    }
-    D = c->att_d;
+    D = (float *)dt_cuda_grow(&c->att_d, &c->att_d_cap, nrows * sizeof(float));
     const unsigned blocks = (unsigned)((nrows * 32 + 255) / 256);
     flash_rowdot_kernel<<<blocks, 256, 0, c->stream>>>(D, dout, out, B, Tq, NH, HS);
     CUDA_LAUNCH_CHECK();
@@ -80,7 +84,7 @@ extern "C" void dt_cuda_flash_backward(void *ctx, float *dq, float *dk, float *d
   if (c->matmul_bf16 && c->att_impl == DT_ATT_AUTO) {
     if (Tk > 0) {
       const size_t shm = fb_smem(HS, 4, 2, 2, 2, 2);
-      fa_allow_smem(flash_bf16_dkv_kernel, shm);
+      FA_ALLOW_SMEM(flash_bf16_dkv_kernel, shm);
       flash_bf16_dkv_kernel<<<dim3((Tk + FA_T - 1) / FA_T, NH, B), FB_THREADS, shm,
                               c->stream>>>(dk, dv, dout, q, k, v, lse, D, Tq, Tk, NH, HS,
                                            q_stride, kv_stride, causal, key_len, scale);
@@ -88,7 +92,7 @@ extern "C" void dt_cuda_flash_backward(void *ctx, float *dq, float *dk, float *d
     }
     if (Tq > 0) {
       const size_t shm = fb_smem(HS, 4, 2, 1, 1, 0);
-      fa_allow_smem(flash_bf16_dq_kernel, shm);
+      FA_ALLOW_SMEM(flash_bf16_dq_kernel, shm);
       flash_bf16_dq_kernel<<<dim3((Tq + FA_T - 1) / FA_T, NH, B), FB_THREADS, shm,
                              c->stream>>>(dq, dout, q, k, v, lse, D, Tq, Tk, NH, HS, q_stride,
                                           kv_stride, causal, key_len, scale);
@@ -98,7 +102,7 @@ extern "C" void dt_cuda_flash_backward(void *ctx, float *dq, float *dk, float *d
   }
   if (Tk > 0) {
     const size_t shm = fa_smem(HS, 4, 2, 2);
-    fa_allow_smem(flash_bwd_dkv_kernel, shm);
+    FA_ALLOW_SMEM(flash_bwd_dkv_kernel, shm);
     flash_bwd_dkv_kernel<<<dim3((Tk + FA_T - 1) / FA_T, NH, B), FA_THREADS, shm, c->stream>>>(
         dk, dv, dout, q, k, v, lse, D, Tq, Tk, NH, HS, q_stride, kv_stride, causal, key_len,
         scale);
@@ -106,7 +110,7 @@ extern "C" void dt_cuda_flash_backward(void *ctx, float *dq, float *dk, float *d
   }
   if (Tq > 0) {
     const size_t shm = fa_smem(HS, 4, 1, 0);
-    fa_allow_smem(flash_bwd_dq_kernel, shm);
+    FA_ALLOW_SMEM(flash_bwd_dq_kernel, shm);
     flash_bwd_dq_kernel<<<dim3((Tq + FA_T - 1) / FA_T, NH, B), FA_THREADS, shm, c->stream>>>(
         dq, dout, q, k, v, lse, D, Tq, Tk, NH, HS, q_stride, kv_stride, causal, key_len, scale);
     CUDA_LAUNCH_CHECK();

@@ -36,13 +36,8 @@ static __global__ void to_bf16_kernel(__nv_bfloat16 *out, const float *in, size_
 
 /* x (n) rounded to bf16 into scratch slot `slot` */
 static const __nv_bfloat16 *bf16_operand(dt_cuda_ctx *c, int slot, const float *x, size_t n) {
-  if (c->bf16_cap[slot] < n) {
-    /* cudaFree waits for the GEMMs that may still read the old buffer */
-    CUDA_CHECK(cudaFree(c->bf16_buf[slot]));
-    CUDA_CHECK(cudaMalloc(&c->bf16_buf[slot], n * sizeof(__nv_bfloat16)));
-    c->bf16_cap[slot] = n;
-  }
-  __nv_bfloat16 *t = (__nv_bfloat16 *)c->bf16_buf[slot];
+  __nv_bfloat16 *t = (__nv_bfloat16 *)dt_cuda_grow(&c->bf16_buf[slot], &c->bf16_cap[slot],
+                                                    n * sizeof(__nv_bfloat16));
   to_bf16_kernel<<<dt_cuda_blocks(n, DT_CUDA_THREADS), DT_CUDA_THREADS, 0, c->stream>>>(t, x, n);
   CUDA_LAUNCH_CHECK();
   return t;

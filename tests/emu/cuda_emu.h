@@ -32,6 +32,8 @@
 #include <type_traits>
 #include <vector>
 
+#include "kernels.h" /* dt_bf16_bits: the project's one bf16 rounding */
+
 struct dim3 {
   unsigned x, y, z;
   dim3(unsigned a = 1, unsigned b = 1, unsigned c = 1) : x(a), y(b), z(c) {}
@@ -356,18 +358,9 @@ inline int __float_as_int(float f) {
 struct __nv_bfloat16 {
   uint16_t bits;
 };
-inline float __bfloat162float(__nv_bfloat16 h) {
-  uint32_t u = (uint32_t)h.bits << 16;
-  float f;
-  std::memcpy(&f, &u, 4);
-  return f;
-}
+inline float __bfloat162float(__nv_bfloat16 h) { return dt_bf16_value(h.bits); }
 inline __nv_bfloat16 __float2bfloat16_rn(float x) {
-  uint32_t u;
-  std::memcpy(&u, &x, 4);
-  if ((u & 0x7fffffffu) > 0x7f800000u) return {(uint16_t)((u >> 16) | 0x40u)}; /* quiet NaN */
-  u += 0x7fffu + ((u >> 16) & 1u);
-  return {(uint16_t)(u >> 16)};
+  return {dt_bf16_bits(x)};
 }
 
 /* ---- WMMA, m16n16k16 ---- */
