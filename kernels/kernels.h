@@ -76,6 +76,19 @@ typedef struct dt_kernels {
    * is NULL: activation recompute calls the two halves apart. */
   void (*linear_backward)(void *ctx, float *dinp, float *dw, float *db, const float *dout,
                           const float *inp, const float *w, int n, int c, int oc);
+  /* A linear layer and the activation after it (an MLP's first half):
+   * out (N,OC) = act(pre), pre = inp @ w^T + b; pre (N,OC) is written too
+   * unless NULL (it is what act_backward and linear_backward_act need),
+   * and must not alias out. The GPU fuses bias and GELU (tanh) into the
+   * GEMM (a cuBLASLt epilogue); other activations run as act_forward. */
+  void (*linear_act_forward)(void *ctx, dt_act act, float *out, float *pre, const float *inp,
+                             const float *w, const float *b, int n, int c, int oc);
+  /* The backward through the activation that feeds a linear layer:
+   * dpre (N,C) = (dout (N,OC) @ w (OC,C)) * act'(pre (N,C))  [=], i.e.
+   * linear_backward's dinp then act_backward in place; dpre must not alias
+   * dout or pre. Fused on the GPU for GELU (tanh) as above. */
+  void (*linear_backward_act)(void *ctx, dt_act act, float *dpre, const float *dout,
+                              const float *w, const float *pre, int n, int c, int oc);
 
   /* ---- conv (kernels/conv.h) ----
    * Bytes of scratch the two calls below need for shape s (may be 0). */

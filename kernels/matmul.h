@@ -12,6 +12,8 @@ extern "C" {
 
 void dt_cpu_linear_forward(void *ctx, float *out, const float *inp, const float *w, const float *b, int n, int c, int oc);
 void dt_cpu_linear_backward(void *ctx, float *dinp, float *dw, float *db, const float *dout, const float *inp, const float *w, int n, int c, int oc);
+void dt_cpu_linear_act_forward(void *ctx, dt_act act, float *out, float *pre, const float *inp, const float *w, const float *b, int n, int c, int oc);
+void dt_cpu_linear_backward_act(void *ctx, dt_act act, float *dpre, const float *dout, const float *w, const float *pre, int n, int c, int oc);
 
 /* The CPU backend's kernel context: the linear layers' GEMM precision and
  * the scratch that holds bf16-rounded operands. A NULL ctx is fp32. */
@@ -19,11 +21,20 @@ typedef struct dt_cpu_ctx {
   int matmul_bf16;
   float *tmp[2];
   size_t cap[2]; /* floats in tmp[i] */
+  /* set_weights: the parameters [wsrc, wsrc+wn) and their bf16 rounding
+   * w16, made on first use (w16_fresh) */
+  const float *wsrc;
+  size_t wn;
+  float *w16;
+  size_t w16_cap;
+  int w16_fresh;
 } dt_cpu_ctx;
 void dt_cpu_ctx_free(dt_cpu_ctx *c);
 
 void dt_cuda_linear_forward(void *ctx, float *out, const float *inp, const float *w, const float *b, int n, int c, int oc);
 void dt_cuda_linear_backward(void *ctx, float *dinp, float *dw, float *db, const float *dout, const float *inp, const float *w, int n, int c, int oc);
+void dt_cuda_linear_act_forward(void *ctx, dt_act act, float *out, float *pre, const float *inp, const float *w, const float *b, int n, int c, int oc);
+void dt_cuda_linear_backward_act(void *ctx, dt_act act, float *dpre, const float *dout, const float *w, const float *pre, int n, int c, int oc);
 
 #ifdef __cplusplus
 }

@@ -63,7 +63,8 @@ typedef struct gpt {
   float *dres;               /* (BT,C) gradient of the residual stream */
   float *dqkv;               /* (BT,3C) */
   float *dfch;               /* (BT,4C) */
-  float *hbuf;               /* (BT,4C) the MLP hidden of the block at hand, unless none */
+  float *hpre, *hbuf;        /* (BT,4C) the MLP hidden of the block at hand, before and
+                              * after GELU, unless none */
   float *dbranch;            /* (BT,C) a residual branch's gradient through dropout */
   void *emb_ws;
   /* this call's dropout: p (0 in evaluation) and the batch it draws masks for */
@@ -137,18 +138,21 @@ static void attn_forward(gpt *G, const dt_batch *b, int l) {
   dt_model_release(m, p, 2);
 }
 
-/* c_fc then GELU of block l's ln2: kept in fch/fch_gelu (none), or into hbuf
- * with GELU in place. Returns the GELU output. */
-static float *mlp_hidden_forward(gpt *G, int BT, int l, int gelu) {
+/* c_fc then GELU of block l's ln2, one fused GEMM on the GPU, into
+ * fch/fch_gelu (none) or hpre/hbuf (recompute). Returns GELU's output.
+ * Recompute makes the very same call, so the GPU's epilogue GELU gives the
+ * same bits the second time: an elementwise GELU after a plain GEMM could
+ * round differently. */
+static float *mlp_hidden_forward(gpt *G, int BT, int l) {
   dt_model *m = &G->m;
   const dt_kernels *k = m->be->k;
   gpt_block_acts *a = blk(G, l);
   const int C = G->C, p = block_param(l, L_FCW);
-  float *fch = a->fch ? a->fch : G->hbuf, *out = a->fch ? a->fch_gelu : G->hbuf;
+  float *out = a->fch ? a->fch_gelu : G->hbuf;
   dt_model_fetch(m, p, 2);
-  k->linear_forward(m->be->ctx, fch, a->ln2, W(p), W(p + 1), BT, C, 4 * C);
+  k->linear_act_forward(m->be->ctx, DT_ACT_GELU_TANH, out, a->fch ? a->fch : G->hpre, a->ln2,
+                        W(p), W(p + 1), BT, C, 4 * C);
   dt_model_release(m, p, 2);
-  if (gelu) k->act_forward(m->be->ctx, DT_ACT_GELU_TANH, out, fch, (size_t)BT * 4 * C);
   return out;
 }
 
@@ -170,7 +174,7 @@ static void gpt_forward(gpt *G, const dt_batch *b) {
 
   for (int l = 0; l < G->L; l++) {
     attn_forward(G, b, l);
-    const float *h = mlp_hidden_forward(G, BT, l, 1);
+    const float *h = mlp_hidden_forward(G, BT, l);
     p = block_param(l, L_MPROJW);
     dt_model_fetch(m, p, 2);
     k->linear_forward(ctx, G->scratch, h, W(p), W(p + 1), BT, 4 * C, C);
@@ -223,36 +227,25 @@ static const float *gpt_classifier(gpt *G, const dt_batch *b, float *losses, flo
 #define READY2(i) dt_model_grad_ready(m, i), dt_model_grad_ready(m, (i) + 1)
 
 /* The MLP of block l backward: dres is d res[l+1]; leaves d ln2 in dln.
- * Without a kept hidden, c_proj's backward is split around the hidden's
- * recompute so one (BT,4C) buffer serves: d gelu-out = dout @ W needs no
- * hidden, GELU's backward needs fch, then GELU in place gives the input of
- * c_proj's weight gradient. The GEMMs are the ones of the single call, so
- * the bits are too. */
+ * c_proj's d input and GELU's backward are one call (one fused GEMM on the
+ * GPU): dfch = (dout @ W) * GELU'(fch). Without a kept hidden, the hidden
+ * is first recomputed into hpre/hbuf by the forward's own call, so every
+ * mode gives the same bits. */
 static void mlp_backward(gpt *G, int BT, int l, const float *dres, float *dln) {
   dt_model *m = &G->m;
   const dt_kernels *k = m->be->k;
   void *ctx = m->be->ctx;
   gpt_block_acts *a = blk(G, l);
   const int C = G->C;
-  const size_t n4 = (size_t)BT * 4 * C;
   const float *dout = drop_backward(G, 2 + 2 * l, dres);
+  const float *h = a->fch ? a->fch_gelu : mlp_hidden_forward(G, BT, l);
+  const float *pre = a->fch ? a->fch : G->hpre;
   int p = block_param(l, L_MPROJW);
-  if (a->fch) {
-    dt_model_fetch(m, p, 2);
-    k->linear_backward(ctx, G->dfch, GW(p), GW(p + 1), dout, a->fch_gelu, W(p), BT, 4 * C, C);
-    dt_model_release(m, p, 2);
-    READY2(p);
-    k->act_backward(ctx, DT_ACT_GELU_TANH, G->dfch, G->dfch, a->fch, n4);
-  } else {
-    mlp_hidden_forward(G, BT, l, 0); /* hbuf = fch */
-    dt_model_fetch(m, p, 2);
-    k->linear_backward(ctx, G->dfch, NULL, NULL, dout, NULL, W(p), BT, 4 * C, C);
-    dt_model_release(m, p, 2);
-    k->act_backward(ctx, DT_ACT_GELU_TANH, G->dfch, G->dfch, G->hbuf, n4);
-    k->act_forward(ctx, DT_ACT_GELU_TANH, G->hbuf, G->hbuf, n4);
-    k->linear_backward(ctx, NULL, GW(p), GW(p + 1), dout, G->hbuf, NULL, BT, 4 * C, C);
-    READY2(p);
-  }
+  dt_model_fetch(m, p, 2);
+  k->linear_backward(ctx, NULL, GW(p), GW(p + 1), dout, h, NULL, BT, 4 * C, C);
+  k->linear_backward_act(ctx, DT_ACT_GELU_TANH, G->dfch, dout, W(p), pre, BT, 4 * C, C);
+  dt_model_release(m, p, 2);
+  READY2(p);
   p = block_param(l, L_FCW);
   dt_model_fetch(m, p, 2);
   k->linear_backward(ctx, dln, GW(p), GW(p + 1), G->dfch, a->ln2, W(p), BT, C, 4 * C);
@@ -349,9 +342,11 @@ static const float *gpt_forward_backward(dt_model *m, const dt_batch *b, float *
   /* evaluation (dscale 0) sees the whole network, as model.eval() does */
   G->drop_p = dscale != 0.0f ? G->dropout : 0.0f;
   G->drop_b = b;
+  dt_model_weights_begin(m);
   gpt_forward(G, b);
   const float *logits = gpt_classifier(G, b, losses, dscale, G->scratch);
   if (dscale != 0.0f) gpt_backward(G, b);
+  dt_model_weights_end(m);
   G->drop_b = NULL;
   return logits;
 }
@@ -391,7 +386,8 @@ static void gpt_destroy(dt_model *m) {
   }
   for (int l = 0; l <= G->L; l++) be->free(be, G->res[l]);
   float *bufs[] = {G->lnf,  G->lnf_mean, G->lnf_rstd, G->logits, G->dlogits, G->scratch,
-                   G->dres, G->dqkv,     G->dfch,     G->hbuf,   G->dbranch,  m->g};
+                   G->dres, G->dqkv,     G->dfch,     G->hpre,   G->hbuf,     G->dbranch,
+                   m->g};
   for (size_t i = 0; i < DT_ARRAY_LEN(bufs); i++)
     if (bufs[i]) be->free(be, bufs[i]);
   if (G->emb_ws) be->free(be, G->emb_ws);
@@ -523,7 +519,10 @@ dt_model *dt_gpt_create(const dt_config *cfg, dt_backend_t be, int max_batch, dt
       a->fch_gelu = act_alloc(m, BT * 4 * C);
     }
   }
-  if (G->recompute != RC_NONE) G->hbuf = act_alloc(m, BT * 4 * C);
+  if (G->recompute != RC_NONE) {
+    G->hpre = act_alloc(m, BT * 4 * C);
+    G->hbuf = act_alloc(m, BT * 4 * C);
+  }
   if (G->dropout > 0.0f) G->dbranch = act_alloc(m, BT * C);
   G->lnf = act_alloc(m, BT * C);
   G->lnf_mean = act_alloc(m, BT);

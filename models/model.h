@@ -92,6 +92,14 @@ static inline void dt_model_fetch(dt_model *m, int first, int count) {
 static inline void dt_model_release(dt_model *m, int first, int count) {
   if (m->param_release) m->param_release(m->param_hook_ctx, first, count);
 }
+/* Around a forward_backward: the whole parameter buffer, when the model
+ * holds it (not under ZeRO-3), may be read as one bf16 copy (backend.h
+ * set_weights); after, no copy is trusted, since the optimizer moves on. */
+static inline void dt_model_weights_begin(dt_model *m) {
+  m->be->set_weights(m->be, m->p, m->p ? m->nparams_total : 0);
+}
+static inline void dt_model_weights_end(dt_model *m) { m->be->set_weights(m->be, NULL, 0); }
+
 /* The device address of parameter i for the layer that fetched it. */
 static inline float *dt_model_param(const dt_model *m, int i) {
   return m->p ? m->p + m->params[i].offset : m->param_ptr[i];

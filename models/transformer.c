@@ -204,9 +204,8 @@ static void branch_forward(tf *T, int kind, int p, sub_acts *a, const float *u, 
     attn_out_forward(T, p, a, h, R);
   } else {
     dt_model_fetch(m, p, 2);
-    k->linear_forward(ctx, a->a, u, W(p), W(p + 1), R, D, T->F);
+    k->linear_act_forward(ctx, T->act, a->c, a->a, u, W(p), W(p + 1), R, D, T->F);
     dt_model_release(m, p, 2);
-    k->act_forward(ctx, T->act, a->c, a->a, (size_t)R * T->F);
     dt_model_fetch(m, p + SP_W2, 2);
     k->linear_forward(ctx, h, a->c, W(p + SP_W2), W(p + SP_B2), R, T->F, D);
     dt_model_release(m, p + SP_W2, 2);
@@ -284,11 +283,10 @@ static void branch_backward(tf *T, int kind, int p, sub_acts *a, const float *u,
   const float scale = 1.0f / sqrtf((float)HS);
   if (kind == SUB_FFN) {
     dt_model_fetch(m, p + SP_W2, 2);
-    k->linear_backward(ctx, T->dfc, GW(p + SP_W2), GW(p + SP_B2), dout, a->c, W(p + SP_W2), R,
-                       T->F, D);
+    k->linear_backward(ctx, NULL, GW(p + SP_W2), GW(p + SP_B2), dout, a->c, NULL, R, T->F, D);
+    k->linear_backward_act(ctx, T->act, T->dfc, dout, W(p + SP_W2), a->a, R, T->F, D);
     dt_model_release(m, p + SP_W2, 2);
     ready2(m, p + SP_W2);
-    k->act_backward(ctx, T->act, T->dfc, T->dfc, a->a, (size_t)R * T->F);
     dt_model_fetch(m, p, 2);
     k->linear_backward(ctx, du, GW(p), GW(p + 1), T->dfc, u, W(p), R, D, T->F);
     dt_model_release(m, p, 2);
@@ -473,10 +471,12 @@ static const float *tf_forward_backward(dt_model *m, const dt_batch *b, float *l
     dt_die_user("transformer: dropout counters of sequences %lld..%lld (x %d tokens x %d) reach "
                 "2^44, where the next site's begin",
                 (long long)b->sample0, (long long)(b->sample0 + b->n), m->max_t, T->D);
+  dt_model_weights_begin(m);
   const float *enc = encoder_forward(T, b->src, b->src_len, b->n, b->ts);
   const float *y = decoder_forward(T, b, enc);
   const float *logits = tf_classifier(T, b, y, losses, dscale);
   if (dscale != 0.0f) tf_backward(T, b, enc);
+  dt_model_weights_end(m);
   /* dt_transformer_encode runs encoder_forward too: no dropout there */
   T->drop_p = 0.0f;
   T->drop_b = NULL;

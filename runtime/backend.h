@@ -52,6 +52,15 @@ struct dt_backend {
   /* Sets the linear layers' GEMM precision for later kernel calls
    * (DT_PREC_FP32 at creation). */
   void (*set_matmul_precision)(dt_backend_t be, dt_precision p);
+  /* The model's flat parameters [w, w+n), unchanged until the next call
+   * (w NULL: none). Under DT_PREC_BF16 the backend rounds them to bf16
+   * once, on the first GEMM that reads one of them, and linear layers read
+   * their weights from that copy (2 bytes a parameter on the GPU) instead of rounding
+   * them again at every call: a chunked classifier would otherwise round
+   * the whole token table twice per chunk. The bits are the same either
+   * way. GPT and the Transformer call it around each forward_backward
+   * (dt_model_weights_*), so the copy never outlives its weights. */
+  void (*set_weights)(dt_backend_t be, const float *w, size_t n);
 };
 
 /* The CPU backend; nthreads <= 0 keeps OpenBLAS's default. */

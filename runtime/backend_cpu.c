@@ -37,6 +37,10 @@ static void cpu_destroy(dt_backend_t be) {
 static void cpu_set_matmul_precision(dt_backend_t be, dt_precision p) {
   ((dt_cpu_ctx *)be->ctx)->matmul_bf16 = p == DT_PREC_BF16;
 }
+static void cpu_set_weights(dt_backend_t be, const float *w, size_t n) {
+  dt_cpu_ctx *c = be->ctx;
+  c->wsrc = w, c->wn = w ? n : 0, c->w16_fresh = 0;
+}
 
 dt_backend_t dt_backend_cpu_create(int nthreads) {
   dt_backend_t be = dt_calloc(1, sizeof *be);
@@ -55,6 +59,7 @@ dt_backend_t dt_backend_cpu_create(int nthreads) {
   be->sync = cpu_sync;
   be->destroy = cpu_destroy;
   be->set_matmul_precision = cpu_set_matmul_precision;
+  be->set_weights = cpu_set_weights;
   if (nthreads > 0) openblas_set_num_threads(nthreads);
   long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
   snprintf(be->desc, sizeof be->desc, "CPU, %d of %ld cores (OpenBLAS)",

@@ -76,6 +76,10 @@ static void cuda_memset0(dt_backend_t be, void *p, size_t bytes) {
 static void cuda_set_matmul_precision(dt_backend_t be, dt_precision p) {
   cuda_ctx(be)->matmul_bf16 = p == DT_PREC_BF16;
 }
+static void cuda_set_weights(dt_backend_t be, const float *w, size_t n) {
+  dt_cuda_ctx *c = cuda_ctx(be);
+  c->wsrc = w, c->wn = w ? n : 0, c->w16_fresh = 0;
+}
 static void cuda_sync(dt_backend_t be) { CUDA_CHECK(cudaStreamSynchronize(cuda_ctx(be)->stream)); }
 
 static void cuda_destroy(dt_backend_t be) {
@@ -86,6 +90,8 @@ static void cuda_destroy(dt_backend_t be) {
   CUDA_CHECK(cudaFree(c->bf16_buf[0]));
   CUDA_CHECK(cudaFree(c->bf16_buf[1]));
   CUDA_CHECK(cudaFree(c->att_d));
+  CUDA_CHECK(cudaFree(c->lt_ws));
+  CUDA_CHECK(cudaFree(c->w16));
   CUDNN_CHECK(cudnnDestroy(c->cudnn));
   CUBLAS_CHECK(cublasLtDestroy(c->lt));
   CUBLAS_CHECK(cublasDestroy(c->cublas));
@@ -133,7 +139,17 @@ extern "C" dt_backend_t dt_backend_cuda_create(int device, dt_error *err) {
     dt_error_set(err, "DTRAIN_ATTENTION=%s: expected auto, fp32 or simple", att);
     return NULL;
   }
+  const char *gm = getenv("DTRAIN_GEMM");
+  const int gemm_mode = !gm || !*gm || !strcmp(gm, "auto") ? DT_GEMM_AUTO
+                        : !strcmp(gm, "cublas")            ? DT_GEMM_CUBLAS
+                        : !strcmp(gm, "lt")                ? DT_GEMM_LT
+                                                           : -1;
+  if (gemm_mode < 0) {
+    dt_error_set(err, "DTRAIN_GEMM=%s: expected auto, cublas or lt", gm);
+    return NULL;
+  }
   dt_cuda_ctx *c = (dt_cuda_ctx *)dt_calloc(1, sizeof *c);
+  c->gemm_mode = gemm_mode;
   c->att_impl = att_impl;
   c->device = device;
   c->sm_count = prop.multiProcessorCount;
@@ -168,5 +184,6 @@ extern "C" dt_backend_t dt_backend_cuda_create(int device, dt_error *err) {
   be->sync = cuda_sync;
   be->destroy = cuda_destroy;
   be->set_matmul_precision = cuda_set_matmul_precision;
+  be->set_weights = cuda_set_weights;
   return be;
 }

@@ -422,6 +422,58 @@ static void test_linear_bf16(const linear_case *lc, const linear_data *in,
   linear_free(&b16);
 }
 
+/* set_weights under bf16: GEMMs read weights lying in the given
+ * parameters from one bf16 copy. Same bits as rounding per call; a change
+ * made behind its back is not seen (so the copy is really what is read);
+ * a new set_weights picks the change up. */
+/* out = in @ w^T, then dinp = out @ w; both into host */
+static void wcopy_run(dt_backend_t be, const float *in, const float *w, float *out, float *dinp,
+                      int n, int c, int oc, float *host) {
+  be->k->linear_forward(be->ctx, out, in, w, NULL, n, c, oc);
+  be->k->linear_backward(be->ctx, dinp, NULL, NULL, out, NULL, w, n, c, oc);
+  be->d2h(be, host, out, sizeof(float) * (size_t)n * oc);
+  be->d2h(be, host + (size_t)n * oc, dinp, sizeof(float) * (size_t)n * c);
+}
+static void test_weight_copy(dt_backend_t be) {
+  enum { N = 5, C = 24, OC = 16, PAD = 7 };
+  const size_t np = PAD + (size_t)OC * C + PAD, F = sizeof(float);
+  float *hp = fnew(np), *hp2 = fnew(np), *hin = fnew((size_t)N * C);
+  rng_seed(900);
+  fill(hp, np, -1, 1), fill(hp2, np, -1, 1), fill(hin, (size_t)N * C, -1, 1);
+  float *p = be->alloc(be, np * F), *in = be->alloc(be, (size_t)N * C * F);
+  float *out = be->alloc(be, (size_t)N * OC * F), *dinp = be->alloc(be, (size_t)N * C * F);
+  float *w = p + PAD;
+  float res[5][N * OC + N * C];
+  be->h2d(be, in, hin, (size_t)N * C * F);
+  be->set_matmul_precision(be, DT_PREC_BF16);
+  for (int r = 0; r < 5; r++) {
+    /* 0: hp per call, 1: hp from the copy, 2: hp2 behind the copy's back,
+     * 3: hp2 after a new set_weights, 4: hp2 per call */
+    if (r == 0 || r == 1) be->h2d(be, p, hp, np * F);
+    if (r == 2) be->h2d(be, p, hp2, np * F);
+    if (r == 1 || r == 3) be->set_weights(be, p, np);
+    if (r == 4) be->set_weights(be, NULL, 0);
+    wcopy_run(be, in, w, out, dinp, N, C, OC, res[r]);
+  }
+  be->set_weights(be, NULL, 0);
+  be->set_matmul_precision(be, DT_PREC_FP32);
+  char vs[24];
+  snprintf(vs, sizeof vs, "%s:bf16", be->name);
+  const size_t bytes = sizeof res[0];
+  if (memcmp(res[0], res[1], bytes))
+    check_fail("weight_copy", vs, "", "the bf16 copy gives other bits than rounding per call");
+  else if (memcmp(res[1], res[2], bytes))
+    check_fail("weight_copy", vs, "", "weights changed behind set_weights were read: no copy");
+  else if (memcmp(res[3], res[4], bytes))
+    check_fail("weight_copy", vs, "", "a new set_weights did not refresh the copy");
+  else {
+    printf("ok   %-20s %-9s same bits as per call; refreshed by set_weights\n", "weight_copy", vs);
+    g_pass++;
+  }
+  be->free(be, p), be->free(be, in), be->free(be, out), be->free(be, dinp);
+  free(hp), free(hp2), free(hin);
+}
+
 static void test_linear(const linear_case *lc, int idx) {
   char desc[128];
   snprintf(desc, sizeof desc, "n=%d c=%d oc=%d%s%s%s", lc->n, lc->c, lc->oc,
@@ -970,6 +1022,175 @@ static void test_act(dt_act a, size_t n, int idx) {
   }
   free(cpu.out), free(cpu.out_inplace), free(cpu.dinp), free(cpu.dinp_inplace);
   free(x), free(dy);
+}
+
+/* ------------------------------------------------------------------ */
+/* linear + activation (the MLP's fused GEMMs)                        */
+
+typedef struct lact_case {
+  int n, c, oc;
+  int bias, pre; /* pass b / pre (else NULL) */
+  dt_act act;
+  int off;       /* device pointers 4 bytes past 256-byte alignment */
+} lact_case;
+
+/* On the GPU GELU (tanh) goes through cuBLASLt's epilogues, whose aux
+ * matrix needs a leading dimension (oc forward, c backward) divisible by 8;
+ * the other cases take the unfused path. */
+static const lact_case lact_cases[] = {
+    {4, 8, 16, 1, 1, DT_ACT_GELU_TANH, 0},  {5, 7, 24, 0, 1, DT_ACT_GELU_TANH, 0},
+    {3, 16, 8, 1, 0, DT_ACT_GELU_TANH, 0},  {6, 12, 10, 1, 1, DT_ACT_GELU_TANH, 0},
+    {9, 16, 32, 1, 1, DT_ACT_GELU_TANH, 1}, {4, 8, 16, 1, 1, DT_ACT_RELU, 0},
+    {4, 8, 16, 0, 0, DT_ACT_GELU, 0},       {64, 96, 128, 1, 1, DT_ACT_GELU_TANH, 0},
+};
+
+typedef struct lact_data {
+  float *inp, *w, *b, *dout, *pre_in;  /* inputs; pre_in (N,C) feeds the backward */
+  float *out, *pre, *dpre;             /* outputs (N,OC) (N,OC) (N,C) */
+} lact_data;
+
+/* dput at `off` bytes past the allocation's start */
+static void *dput_at(devbufs *d, const void *host, size_t bytes, size_t off) {
+  unsigned char *tmp = dt_malloc(off + bytes + 1);
+  memset(tmp, 0, off);
+  if (host) memcpy(tmp + off, host, bytes);
+  else memset(tmp + off, 0xFF, bytes);
+  unsigned char *p = dput(d, tmp, off + bytes);
+  free(tmp);
+  return p + off;
+}
+
+static void lact_run(dt_backend_t be, const lact_case *lc, const lact_data *in, lact_data *o,
+                     const char *desc) {
+  const size_t F = sizeof(float), off = lc->off ? 4 : 0;
+  const size_t nin = (size_t)lc->n * lc->c, nw = (size_t)lc->oc * lc->c,
+               no = (size_t)lc->n * lc->oc;
+  devbufs d = {.be = be};
+  float *inp = dput_at(&d, in->inp, nin * F, off), *w = dput_at(&d, in->w, nw * F, off);
+  float *b = lc->bias ? dput_at(&d, in->b, lc->oc * F, off) : NULL;
+  float *out = dput_at(&d, NULL, no * F, off);
+  float *pre = lc->pre ? dput_at(&d, NULL, no * F, off) : NULL;
+  float *dout = dput_at(&d, in->dout, no * F, off), *pin = dput_at(&d, in->pre_in, nin * F, off);
+  float *dpre = dput_at(&d, NULL, nin * F, off);
+  be->k->linear_act_forward(be->ctx, lc->act, out, pre, inp, w, b, lc->n, lc->c, lc->oc);
+  be->k->linear_backward_act(be->ctx, lc->act, dpre, dout, w, pin, lc->n, lc->c, lc->oc);
+  dget(&d, o->out, out, no * F, "out");
+  if (pre) dget(&d, o->pre, pre, no * F, "pre");
+  dget(&d, o->dpre, dpre, nin * F, "dpre");
+  dkeep(&d, inp, in->inp, nin * F, "inp");
+  dkeep(&d, w, in->w, nw * F, "w");
+  dkeep(&d, dout, in->dout, no * F, "dout");
+  dkeep(&d, pin, in->pre_in, nin * F, "pre (backward)");
+  if (b) dkeep(&d, b, in->b, lc->oc * F, "b");
+  dfree(&d, "linear_act", desc);
+}
+
+typedef struct lact_fd {
+  const lact_case *lc;
+  double *inp, *w, *b, *dout, *pre_in, *h, *y;
+} lact_fd;
+/* forward: sum(dout * act(inp @ w^T + b)) */
+static double lact_loss_fwd(void *p) {
+  lact_fd *f = p;
+  const lact_case *lc = f->lc;
+  const size_t no = (size_t)lc->n * lc->oc;
+  ref_linear_forward(f->h, f->inp, f->w, lc->bias ? f->b : NULL, lc->n, lc->c, lc->oc);
+  for (size_t i = 0; i < no; i++) f->y[i] = ref_act(lc->act, f->h[i]);
+  return dot(f->y, f->dout, no);
+}
+/* backward: dpre is the gradient in pre of sum(dout * (act(pre) @ w^T)) */
+static double lact_loss_bwd(void *p) {
+  lact_fd *f = p;
+  const lact_case *lc = f->lc;
+  const size_t nin = (size_t)lc->n * lc->c;
+  for (size_t i = 0; i < nin; i++) f->h[i] = ref_act(lc->act, f->pre_in[i]);
+  ref_linear_forward(f->y, f->h, f->w, NULL, lc->n, lc->c, lc->oc);
+  return dot(f->y, f->dout, (size_t)lc->n * lc->oc);
+}
+
+static void lact_alloc(lact_data *x, const lact_case *lc) {
+  const size_t nin = (size_t)lc->n * lc->c, nw = (size_t)lc->oc * lc->c,
+               no = (size_t)lc->n * lc->oc;
+  *x = (lact_data){fnew(nin), fnew(nw), fnew(lc->oc), fnew(no), fnew(nin),
+                   fnew(no), fnew(no), fnew(nin)};
+}
+static void lact_free(lact_data *x) {
+  float *all[] = {x->inp, x->w, x->b, x->dout, x->pre_in, x->out, x->pre, x->dpre};
+  for (size_t i = 0; i < DT_ARRAY_LEN(all); i++) free(all[i]);
+}
+
+static void lact_twin(const lact_case *lc, const lact_data *in, const lact_data *cpu,
+                      const char *desc, const char *vs) {
+  const size_t nin = (size_t)lc->n * lc->c, no = (size_t)lc->n * lc->oc;
+  lact_data gpu;
+  lact_alloc(&gpu, lc);
+  lact_run(g_other, lc, in, &gpu, desc);
+  cmp c;
+  cmp_init(&c, TWIN_ATOL, TWIN_RTOL);
+  cmp_ff(&c, "out", gpu.out, cpu->out, no);
+  if (lc->pre) cmp_ff(&c, "pre", gpu.pre, cpu->pre, no);
+  check_done(&c, "linear_act_forward", vs, desc);
+  cmp_init(&c, TWIN_ATOL, TWIN_RTOL);
+  cmp_ff(&c, "dpre", gpu.dpre, cpu->dpre, nin);
+  check_done(&c, "linear_backward_act", vs, desc);
+  lact_free(&gpu);
+}
+
+static void test_linear_act(const lact_case *lc, int idx) {
+  char desc[128];
+  snprintf(desc, sizeof desc, "%s n=%d c=%d oc=%d%s%s%s", act_name[lc->act], lc->n, lc->c,
+           lc->oc, lc->bias ? "" : " b=NULL", lc->pre ? "" : " pre=NULL",
+           lc->off ? " unaligned" : "");
+  const size_t nin = (size_t)lc->n * lc->c, nw = (size_t)lc->oc * lc->c,
+               no = (size_t)lc->n * lc->oc;
+  rng_seed(700 + idx);
+  lact_data in, cpu;
+  lact_alloc(&in, lc);
+  lact_alloc(&cpu, lc);
+  fill(in.inp, nin, -1, 1), fill(in.w, nw, -1, 1), fill(in.b, lc->oc, -1, 1);
+  fill(in.dout, no, -1, 1), fill(in.pre_in, nin, -3, 3);
+  lact_run(g_cpu, lc, &in, &cpu, desc);
+  if (g_cpu_checks) {
+    lact_fd f = {lc, todouble(in.inp, nin), todouble(in.w, nw), todouble(in.b, lc->oc),
+                 todouble(in.dout, no), todouble(in.pre_in, nin), dnew(no + nin), dnew(no + nin)};
+    cmp c;
+    cmp_init(&c, 1e-5, 1e-4);
+    lact_loss_fwd(&f);
+    cmp_fd(&c, "out", cpu.out, f.y, no);
+    if (lc->pre) cmp_fd(&c, "pre", cpu.pre, f.h, no);
+    check_done(&c, "linear_act_forward", "cpu:f64", desc);
+    /* dpre = (dout @ w) * act'(pre) */
+    double *g = dnew(nin);
+    for (int i = 0; i < lc->n; i++)
+      for (int k = 0; k < lc->c; k++) {
+        double s = 0.0;
+        for (int o = 0; o < lc->oc; o++)
+          s += f.dout[(size_t)i * lc->oc + o] * f.w[(size_t)o * lc->c + k];
+        g[(size_t)i * lc->c + k] = s * ref_act_grad(lc->act, f.pre_in[(size_t)i * lc->c + k]);
+      }
+    cmp_init(&c, 1e-5, 1e-4);
+    cmp_fd(&c, "dpre", cpu.dpre, g, nin);
+    check_done(&c, "linear_backward_act", "cpu:f64", desc);
+    cmp_init(&c, 1e-4, 1e-3);
+    fd_grad(&c, "dpre", lact_loss_bwd, &f, f.pre_in, nin, cpu.dpre, NULL);
+    check_done(&c, "linear_backward_act", "cpu:fd", desc);
+    free(g), free(f.inp), free(f.w), free(f.b), free(f.dout), free(f.pre_in), free(f.h), free(f.y);
+  }
+  if (g_other) {
+    lact_twin(lc, &in, &cpu, desc, "cuda:cpu");
+    /* bf16 operands: both backends round them the same way */
+    lact_data c16;
+    lact_alloc(&c16, lc);
+    g_cpu->set_matmul_precision(g_cpu, DT_PREC_BF16);
+    g_other->set_matmul_precision(g_other, DT_PREC_BF16);
+    lact_run(g_cpu, lc, &in, &c16, desc);
+    lact_twin(lc, &in, &c16, desc, "cuda:bf16");
+    g_cpu->set_matmul_precision(g_cpu, DT_PREC_FP32);
+    g_other->set_matmul_precision(g_other, DT_PREC_FP32);
+    lact_free(&c16);
+  }
+  lact_free(&in);
+  lact_free(&cpu);
 }
 
 /* ------------------------------------------------------------------ */
@@ -2433,11 +2654,14 @@ int main(int argc, char **argv) {
   }
   if (g_cpu_checks) test_bf16_round();
   for (size_t i = 0; i < DT_ARRAY_LEN(linear_cases); i++) test_linear(&linear_cases[i], (int)i);
+  if (g_cpu_checks) test_weight_copy(g_cpu);
+  if (g_other) test_weight_copy(g_other);
   for (size_t i = 0; i < DT_ARRAY_LEN(conv_cases); i++) test_conv(&conv_cases[i], (int)i);
   for (size_t i = 0; i < DT_ARRAY_LEN(pool_cases); i++) test_pool(&pool_cases[i], (int)i);
   for (int a = 0; a < DT_ACT_COUNT; a++)
     for (size_t i = 0; i < DT_ARRAY_LEN(act_sizes); i++)
       test_act((dt_act)a, act_sizes[i], a * 10 + (int)i);
+  for (size_t i = 0; i < DT_ARRAY_LEN(lact_cases); i++) test_linear_act(&lact_cases[i], (int)i);
   for (size_t i = 0; i < DT_ARRAY_LEN(xent_cases); i++) test_xent(&xent_cases[i], (int)i);
   for (size_t i = 0; i < DT_ARRAY_LEN(xsm_cases); i++) test_xsm(&xsm_cases[i], (int)i);
   for (size_t i = 0; i < DT_ARRAY_LEN(opt_cases); i++) test_opt(&opt_cases[i], (int)i);

@@ -6,12 +6,13 @@
 #include <cblas.h>
 #include <stdlib.h>
 
+#include "../act.h"
 #include "../matmul.h"
 #include "dt.h"
 
 void dt_cpu_ctx_free(dt_cpu_ctx *c) {
   if (!c) return;
-  free(c->tmp[0]), free(c->tmp[1]);
+  free(c->tmp[0]), free(c->tmp[1]), free(c->w16);
   free(c);
 }
 
@@ -19,6 +20,19 @@ void dt_cpu_ctx_free(dt_cpu_ctx *c) {
 static const float *operand(void *ctx, int slot, const float *x, size_t n) {
   dt_cpu_ctx *c = ctx;
   if (!c || !c->matmul_bf16) return x;
+  const uintptr_t a = (uintptr_t)x, w0 = (uintptr_t)c->wsrc;
+  if (c->wsrc && a >= w0 && (a - w0) / sizeof(float) + n <= c->wn) { /* a weight */
+    if (!c->w16_fresh) {
+      if (c->w16_cap < c->wn) {
+        free(c->w16);
+        c->w16 = dt_malloc(c->wn * sizeof(float));
+        c->w16_cap = c->wn;
+      }
+      for (size_t i = 0; i < c->wn; i++) c->w16[i] = dt_bf16_round(c->wsrc[i]);
+      c->w16_fresh = 1;
+    }
+    return c->w16 + (x - c->wsrc);
+  }
   if (c->cap[slot] < n) {
     free(c->tmp[slot]);
     c->tmp[slot] = dt_malloc(n * sizeof(float));
@@ -69,4 +83,20 @@ void dt_cpu_linear_backward(void *ctx, float *dinp, float *dw, float *db, const 
   if (db)
     for (int i = 0; i < n; i++)
       for (int o = 0; o < oc; o++) db[o] += dout[(size_t)i * oc + o];
+}
+
+/* out = act(inp @ w^T + b), pre = the GEMM's output when asked for: the two
+ * kernels one after the other, which is what the GPU fuses. */
+void dt_cpu_linear_act_forward(void *ctx, dt_act act, float *out, float *pre, const float *inp,
+                               const float *w, const float *b, int n, int c, int oc) {
+  float *h = pre ? pre : out;
+  dt_cpu_linear_forward(ctx, h, inp, w, b, n, c, oc);
+  if (n > 0 && oc > 0) dt_cpu_act_forward(ctx, act, out, h, (size_t)n * oc);
+}
+
+/* dpre = (dout @ w) * act'(pre) */
+void dt_cpu_linear_backward_act(void *ctx, dt_act act, float *dpre, const float *dout,
+                                const float *w, const float *pre, int n, int c, int oc) {
+  dt_cpu_linear_backward(ctx, dpre, NULL, NULL, dout, NULL, w, n, c, oc);
+  if (n > 0 && c > 0) dt_cpu_act_backward(ctx, act, dpre, dpre, pre, (size_t)n * c);
 }

@@ -34,12 +34,30 @@ typedef struct dt_cuda_ctx {
   int matmul_bf16;
   void *bf16_buf[2];
   size_t bf16_cap[2];    /* bytes */
+  /* set_weights: the parameters [wsrc, wsrc+wn) and their bf16 copy w16,
+   * made on first use (w16_fresh) */
+  const float *wsrc;
+  size_t wn;
+  void *w16;
+  size_t w16_cap;        /* bytes */
+  int w16_fresh;
+  /* linear layers: DT_GEMM_* from DTRAIN_GEMM at creation; cuBLASLt's
+   * workspace (allocated on first use); whether the fallback was reported */
+  int gemm_mode;
+  void *lt_ws;
+  size_t lt_ws_bytes;
+  int lt_warned;
   /* attention kernels (DT_ATT_*, from DTRAIN_ATTENTION at creation); att_d
    * is flash backward's rowsum(dout * out), grown on demand */
   int att_impl;
   void *att_d;
   size_t att_d_cap;      /* bytes */
 } dt_cuda_ctx;
+
+/* DTRAIN_GEMM: auto (cuBLASLt's fused epilogues where it has an algorithm,
+ * else cuBLAS and separate kernels), cublas (never cuBLASLt), lt (cuBLASLt
+ * required wherever the epilogue is used: a missing algorithm is fatal) */
+enum { DT_GEMM_AUTO = 0, DT_GEMM_CUBLAS = 1, DT_GEMM_LT = 2 };
 
 #define DT_CUDA_CTX(ctx) ((dt_cuda_ctx *)(ctx))
 

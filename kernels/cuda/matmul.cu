@@ -1,9 +1,15 @@
 /* matmul.cu: linear layers on the GPU: cuBLAS GEMMs (row-major mapped onto
  * column-major cuBLAS), fp32 or, under DT_PREC_BF16, bf16 operands on the
- * tensor cores with fp32 accumulation and output, plus small kernels for the
- * bias and its gradient. Also the row-major fp32 GEMM helpers the conv
+ * tensor cores with fp32 accumulation and output. The bias, and GELU (tanh)
+ * with its backward, are fused into cuBLASLt's epilogues; where cuBLASLt
+ * offers no algorithm (or DTRAIN_GEMM=cublas), plain cuBLAS and small
+ * kernels do the same. Also the row-major fp32 GEMM helpers the conv
  * kernels share. */
 #include <cuda_bf16.h>
+#include <stdint.h>
+#include <stdio.h>
+
+#include "act.h"
 
 #include "cuda_common.h"
 #include "matmul.h"
@@ -34,8 +40,22 @@ static __global__ void to_bf16_kernel(__nv_bfloat16 *out, const float *in, size_
   DT_GRID_STRIDE(i, n) out[i] = __float2bfloat16_rn(in[i]);
 }
 
-/* x (n) rounded to bf16 into scratch slot `slot` */
+/* x (n) rounded to bf16 into scratch slot `slot`, or, when x lies in the
+ * parameters given to set_weights, its place in their bf16 copy (made by
+ * the first call that needs it) */
 static const __nv_bfloat16 *bf16_operand(dt_cuda_ctx *c, int slot, const float *x, size_t n) {
+  const uintptr_t a = (uintptr_t)x, w0 = (uintptr_t)c->wsrc;
+  if (c->wsrc && a >= w0 && (a - w0) / sizeof(float) + n <= c->wn) {
+    __nv_bfloat16 *w16 = (__nv_bfloat16 *)c->w16;
+    if (!c->w16_fresh) {
+      w16 = (__nv_bfloat16 *)dt_cuda_grow(&c->w16, &c->w16_cap, c->wn * sizeof(__nv_bfloat16));
+      to_bf16_kernel<<<dt_cuda_blocks(c->wn, DT_CUDA_THREADS), DT_CUDA_THREADS, 0, c->stream>>>(
+          w16, c->wsrc, c->wn);
+      CUDA_LAUNCH_CHECK();
+      c->w16_fresh = 1;
+    }
+    return w16 + (x - c->wsrc);
+  }
   __nv_bfloat16 *t = (__nv_bfloat16 *)dt_cuda_grow(&c->bf16_buf[slot], &c->bf16_cap[slot],
                                                     n * sizeof(__nv_bfloat16));
   to_bf16_kernel<<<dt_cuda_blocks(n, DT_CUDA_THREADS), DT_CUDA_THREADS, 0, c->stream>>>(t, x, n);
@@ -52,6 +72,126 @@ static void gemm_rm_bf16(dt_cuda_ctx *c, int ta, int tb, int m, int n, int k, fl
                             ta ? CUBLAS_OP_T : CUBLAS_OP_N, n, m, k, &alpha, b, CUDA_R_16BF, ldb,
                             a, CUDA_R_16BF, lda, &beta, out, CUDA_R_32F, n, CUBLAS_COMPUTE_32F,
                             CUBLAS_GEMM_DEFAULT));
+}
+
+/* ---- cuBLASLt: one GEMM with its epilogue ---- */
+
+/* The alignment promised to cuBLASLt for p: the largest power of two up to
+ * 256 that divides its address. Its heuristics assume 256 unless told, and
+ * rows of a chunk (the classifier's) start anywhere. */
+static uint32_t lt_align(const void *p) {
+  uint32_t a = 256;
+  while (a > 1 && (uintptr_t)p % a) a >>= 1;
+  return a;
+}
+
+#define LT_ATTR(desc, attr, v) \
+  CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(desc, attr, &(v), sizeof(v)))
+#define LT_PREF(pref, attr, v) \
+  CUBLAS_CHECK(cublasLtMatmulPreferenceSetAttribute(pref, attr, &(v), sizeof(v)))
+
+static const char *lt_epi_name(cublasLtEpilogue_t e) {
+  switch (e) {
+    case CUBLASLT_EPILOGUE_BIAS: return "bias";
+    case CUBLASLT_EPILOGUE_GELU: return "gelu";
+    case CUBLASLT_EPILOGUE_GELU_BIAS: return "gelu+bias";
+    case CUBLASLT_EPILOGUE_GELU_AUX: return "gelu+aux";
+    case CUBLASLT_EPILOGUE_GELU_AUX_BIAS: return "gelu+aux+bias";
+    case CUBLASLT_EPILOGUE_DGELU: return "dgelu";
+    default: return "default";
+  }
+}
+
+/* Row-major out (M,N) = epi(op(A) @ op(B) [+ bias (N) on every row]), with
+ * fp32 accumulation and output, A and B both fp32 or both bf16 (the
+ * layouts of dt_cuda_gemm_rm). aux (M,N), row-major, is the epilogue's
+ * second matrix: GELU's input, written by GELU_AUX*, read by DGELU. In
+ * cuBLASLt's column-major terms D (N,M) = op(B') op(A') with B' = our B,
+ * so the bias runs along D's rows as it must, and aux's leading dimension
+ * is N. Returns 0, having launched nothing, when cuBLASLt has no algorithm
+ * (DTRAIN_GEMM=lt makes that fatal, to prove the fused path ran). */
+static int lt_gemm_rm(dt_cuda_ctx *c, cublasLtEpilogue_t epi, int ta, int tb, int m, int n,
+                      int k, const void *a, const void *b, cudaDataType dtype, float *out,
+                      const float *bias, void *aux) {
+  if (c->gemm_mode == DT_GEMM_CUBLAS || m <= 0 || n <= 0 || k <= 0) return 0;
+  /* documented: GELU's aux needs a leading dimension divisible by 8 */
+  if (aux && n % 8) return 0;
+  if (c->lt_ws_bytes == 0) {
+    c->lt_ws_bytes = (size_t)32 << 20; /* what cuBLAS asks for on Hopper */
+    CUDA_CHECK(cudaMalloc(&c->lt_ws, c->lt_ws_bytes));
+  }
+  cublasLtMatmulDesc_t desc;
+  cublasLtMatrixLayout_t la, lb, ld;
+  cublasLtMatmulPreference_t pref;
+  CUBLAS_CHECK(cublasLtMatmulDescCreate(&desc, CUBLAS_COMPUTE_32F, CUDA_R_32F));
+  const cublasOperation_t opa = tb ? CUBLAS_OP_T : CUBLAS_OP_N;
+  const cublasOperation_t opb = ta ? CUBLAS_OP_T : CUBLAS_OP_N;
+  LT_ATTR(desc, CUBLASLT_MATMUL_DESC_TRANSA, opa);
+  LT_ATTR(desc, CUBLASLT_MATMUL_DESC_TRANSB, opb);
+  const uint32_t e = (uint32_t)epi;
+  LT_ATTR(desc, CUBLASLT_MATMUL_DESC_EPILOGUE, e);
+  if (bias) LT_ATTR(desc, CUBLASLT_MATMUL_DESC_BIAS_POINTER, bias);
+  if (aux) {
+    const int64_t aux_ld = n;
+    LT_ATTR(desc, CUBLASLT_MATMUL_DESC_EPILOGUE_AUX_POINTER, aux);
+    LT_ATTR(desc, CUBLASLT_MATMUL_DESC_EPILOGUE_AUX_LD, aux_ld);
+  }
+  /* stored shapes (before op), column-major */
+  const uint64_t ar = tb ? k : n, ac = tb ? n : k, br = ta ? m : k, bc = ta ? k : m;
+  CUBLAS_CHECK(cublasLtMatrixLayoutCreate(&la, dtype, ar, ac, (int64_t)ar));
+  CUBLAS_CHECK(cublasLtMatrixLayoutCreate(&lb, dtype, br, bc, (int64_t)br));
+  CUBLAS_CHECK(cublasLtMatrixLayoutCreate(&ld, CUDA_R_32F, n, m, n));
+  CUBLAS_CHECK(cublasLtMatmulPreferenceCreate(&pref));
+  const uint64_t ws = c->lt_ws_bytes;
+  const uint32_t al_a = lt_align(b), al_b = lt_align(a), al_d = lt_align(out);
+  LT_PREF(pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, ws);
+  LT_PREF(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_A_BYTES, al_a);
+  LT_PREF(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_B_BYTES, al_b);
+  LT_PREF(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_C_BYTES, al_d);
+  LT_PREF(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_D_BYTES, al_d);
+  cublasLtMatmulHeuristicResult_t h;
+  int got = 0;
+  const cublasStatus_t st =
+      cublasLtMatmulAlgoGetHeuristic(c->lt, desc, la, lb, ld, ld, pref, 1, &h, &got);
+  const int ok = st == CUBLAS_STATUS_SUCCESS && got > 0;
+  if (ok) {
+    const float one = 1.0f, zero = 0.0f;
+    CUBLAS_CHECK(cublasLtMatmul(c->lt, desc, &one, b, la, a, lb, &zero, out, ld, out, ld, &h.algo,
+                                c->lt_ws, c->lt_ws_bytes, c->stream));
+  }
+  CUBLAS_CHECK(cublasLtMatmulPreferenceDestroy(pref));
+  CUBLAS_CHECK(cublasLtMatrixLayoutDestroy(ld));
+  CUBLAS_CHECK(cublasLtMatrixLayoutDestroy(lb));
+  CUBLAS_CHECK(cublasLtMatrixLayoutDestroy(la));
+  CUBLAS_CHECK(cublasLtMatmulDescDestroy(desc));
+  if (!ok) {
+    char what[192];
+    snprintf(what, sizeof what,
+             "cuBLASLt has no algorithm for a %s GEMM with the %s epilogue, M=%d N=%d K=%d "
+             "(%s)",
+             dtype == CUDA_R_16BF ? "bf16" : "fp32", lt_epi_name(epi), m, n, k,
+             cublasGetStatusString(st));
+    if (c->gemm_mode == DT_GEMM_LT)
+      dt_fatal("cuBLASLt", "DTRAIN_GEMM=lt and no fused algorithm", __FILE__, __LINE__,
+               __func__, what);
+    if (!c->lt_warned) { /* once: the unfused path is slower, not wrong */
+      fprintf(stderr, "dtrain: warning: %s; using cuBLAS and separate kernels\n", what);
+      c->lt_warned = 1;
+    }
+  }
+  return ok;
+}
+
+/* The operands of a linear layer's GEMM in the current precision: fp32 as
+ * they are, or rounded to bf16 into scratch slots s0 and s1. */
+typedef struct lt_ops {
+  const void *x, *y;
+  cudaDataType t;
+} lt_ops;
+static lt_ops lt_operands(dt_cuda_ctx *c, const float *x, size_t nx, const float *y, size_t ny) {
+  lt_ops o = {x, y, CUDA_R_32F};
+  if (c->matmul_bf16) o = {bf16_operand(c, 0, x, nx), bf16_operand(c, 1, y, ny), CUDA_R_16BF};
+  return o;
 }
 
 /* out (N,OC) += b (OC), broadcast over rows */
@@ -82,6 +222,11 @@ extern "C" void dt_cuda_linear_forward(void *ctx, float *out, const float *inp, 
                                        const float *b, int n, int c, int oc) {
   dt_cuda_ctx *cc = DT_CUDA_CTX(ctx);
   if (n <= 0 || oc <= 0) return;
+  if (b && c > 0 && cc->gemm_mode != DT_GEMM_CUBLAS) { /* bias in the epilogue */
+    const lt_ops o = lt_operands(cc, inp, (size_t)n * c, w, (size_t)oc * c);
+    if (lt_gemm_rm(cc, CUBLASLT_EPILOGUE_BIAS, 0, 1, n, oc, c, o.x, o.y, o.t, out, b, NULL))
+      return;
+  }
   if (c <= 0) { /* empty product: out = b (or 0) */
     CUDA_CHECK(cudaMemsetAsync(out, 0, sizeof(float) * (size_t)n * oc, cc->stream));
   } else if (cc->matmul_bf16) {
@@ -129,4 +274,35 @@ extern "C" void dt_cuda_linear_backward(void *ctx, float *dinp, float *dw, float
     bias_grad_kernel<<<(oc + 31) / 32, block, 0, cc->stream>>>(db, dout, n, oc);
     CUDA_LAUNCH_CHECK();
   }
+}
+
+extern "C" void dt_cuda_linear_act_forward(void *ctx, dt_act act, float *out, float *pre,
+                                           const float *inp, const float *w, const float *b,
+                                           int n, int c, int oc) {
+  dt_cuda_ctx *cc = DT_CUDA_CTX(ctx);
+  if (act == DT_ACT_GELU_TANH && n > 0 && c > 0 && oc > 0 && cc->gemm_mode != DT_GEMM_CUBLAS) {
+    const cublasLtEpilogue_t epi = pre ? (b ? CUBLASLT_EPILOGUE_GELU_AUX_BIAS
+                                            : CUBLASLT_EPILOGUE_GELU_AUX)
+                                       : (b ? CUBLASLT_EPILOGUE_GELU_BIAS : CUBLASLT_EPILOGUE_GELU);
+    const lt_ops o = lt_operands(cc, inp, (size_t)n * c, w, (size_t)oc * c);
+    if (lt_gemm_rm(cc, epi, 0, 1, n, oc, c, o.x, o.y, o.t, out, b, pre)) return;
+  }
+  float *h = pre ? pre : out;
+  dt_cuda_linear_forward(ctx, h, inp, w, b, n, c, oc);
+  if (n > 0 && oc > 0) dt_cuda_act_forward(ctx, act, out, h, (size_t)n * oc);
+}
+
+extern "C" void dt_cuda_linear_backward_act(void *ctx, dt_act act, float *dpre, const float *dout,
+                                            const float *w, const float *pre, int n, int c,
+                                            int oc) {
+  dt_cuda_ctx *cc = DT_CUDA_CTX(ctx);
+  if (act == DT_ACT_GELU_TANH && n > 0 && c > 0 && oc > 0 && cc->gemm_mode != DT_GEMM_CUBLAS) {
+    /* dpre (N,C) = dout (N,OC) @ w (OC,C), times GELU'(pre) in the epilogue */
+    const lt_ops o = lt_operands(cc, dout, (size_t)n * oc, w, (size_t)oc * c);
+    if (lt_gemm_rm(cc, CUBLASLT_EPILOGUE_DGELU, 0, 0, n, c, oc, o.x, o.y, o.t, dpre, NULL,
+                   (void *)pre))
+      return;
+  }
+  dt_cuda_linear_backward(ctx, dpre, NULL, NULL, dout, NULL, w, n, c, oc);
+  if (n > 0 && c > 0) dt_cuda_act_backward(ctx, act, dpre, dpre, pre, (size_t)n * c);
 }

@@ -18,6 +18,8 @@
 extern "C" const dt_kernels dt_cuda_kernels = {
     .linear_forward = dt_cuda_linear_forward,
     .linear_backward = dt_cuda_linear_backward,
+    .linear_act_forward = dt_cuda_linear_act_forward,
+    .linear_backward_act = dt_cuda_linear_backward_act,
     .conv2d_workspace = dt_cuda_conv2d_workspace,
     .conv2d_forward = dt_cuda_conv2d_forward,
     .conv2d_backward = dt_cuda_conv2d_backward,
@@ -50,4 +52,4 @@ extern "C" const dt_kernels dt_cuda_kernels = {
 
 /* A slot added to dt_kernels without an initializer here would be NULL;
  * keep the count in step (29 slots today). */
-static_assert(DT_KERNELS_SLOTS == 30, "dt_kernels changed: fill the new slots in table.cu");
+static_assert(DT_KERNELS_SLOTS == 32, "dt_kernels changed: fill the new slots in table.cu");

@@ -30,8 +30,9 @@ inline const char *cudaGetErrorString(cudaError_t e) {
   return e == cudaSuccess ? "no error" : "out of memory (emulated)";
 }
 inline cudaError_t cudaGetLastError() { return cudaSuccess; }
+/* 256-byte aligned, as the driver's: cuBLASLt's alignment rules see it */
 inline cudaError_t cudaMalloc(void **p, size_t n) {
-  *p = std::malloc(n ? n : 1);
+  if (posix_memalign(p, 256, n ? n : 1)) *p = nullptr;
   return *p ? cudaSuccess : cudaErrorMemoryAllocation;
 }
 template <typename T> cudaError_t cudaMalloc(T **p, size_t n) { return cudaMalloc((void **)p, n); }
