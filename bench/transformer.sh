@@ -68,12 +68,20 @@ budget_s=$(awk -v m="$minutes" 'BEGIN { printf "%g", m * 60 }')
 
 # ---- dtrain: train for the budget (a final checkpoint at the stop), then translate
 if [[ " $systems " == *" dtrain "* ]]; then
+  # on a GPU, bf16 matmuls as the PyTorch baseline's bf16 autocast (unless
+  # the command line says otherwise)
+  prec=()
+  if [[ " $* " != *" train.precision="* ]] && "$build/dtrain" --version 2>/dev/null |
+       grep -q "CUDA backend built" && command -v nvidia-smi >/dev/null &&
+       nvidia-smi -L >/dev/null 2>&1; then
+    prec=(train.precision=bf16)
+  fi
   # epochs high enough that the budget, not the epoch count, ends training;
   # checkpoint.every: only the final checkpoint (always written at the last step)
   "$build/dtrain" "$here/configs/transformer-wmt19.ini" data.dir="$prep" \
     model.vocab_size="$vocab" train.max_time_s="$budget_s" train.epochs=100000 \
     checkpoint.every=100000000 checkpoint.resume=never log.dir="$work/dtrain" \
-    log.tensorboard=false "$@" >"$work/dtrain-train.log" 2>&1 ||
+    log.tensorboard=false ${prec[@]+"${prec[@]}"} "$@" >"$work/dtrain-train.log" 2>&1 ||
     { tail -20 "$work/dtrain-train.log"; exit 1; }
   grep -E '^(device|model|done|stopping):' "$work/dtrain-train.log" | sed 's/^/# dtrain /' || true
   "$build/dtrain-translate" "$work/dtrain/checkpoints" decode.beam=4 --ref "$work/test.kept.en" \
