@@ -59,8 +59,8 @@ def step(L, C, NH, B, act):
     bwd = [
         ("mlp proj dW, db (+conv)", 2 * N * 4 * C * C,
          NC * (conv + g) + 4 * NC * (conv + g) + NC * act + 4 * wg),
-        ("mlp proj dX * GELU' (+conv)", 2 * N * 4 * C * C,
-         NC * (conv + g) + 4 * NC * act + 4 * NC * act),
+        # one call with the row above: dout is converted once for both
+        ("mlp proj dX * GELU'", 2 * N * 4 * C * C, NC * g + 4 * NC * act + 4 * NC * act),
         ("fc dX, dW, db (+conv)", 2 * 2 * N * 4 * C * C,
          4 * NC * (conv + 2 * g) + NC * (conv + g) + NC * act + 4 * NC * act + 4 * wg),
         ("LayerNorm bwd x2", 0, 2 * 4 * NC * act),

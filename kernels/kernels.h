@@ -83,12 +83,15 @@ typedef struct dt_kernels {
    * GEMM (a cuBLASLt epilogue); other activations run as act_forward. */
   void (*linear_act_forward)(void *ctx, dt_act act, float *out, float *pre, const float *inp,
                              const float *w, const float *b, int n, int c, int oc);
-  /* The backward through the activation that feeds a linear layer:
-   * dpre (N,C) = (dout (N,OC) @ w (OC,C)) * act'(pre (N,C))  [=], i.e.
-   * linear_backward's dinp then act_backward in place; dpre must not alias
-   * dout or pre. Fused on the GPU for GELU (tanh) as above. */
-  void (*linear_backward_act)(void *ctx, dt_act act, float *dpre, const float *dout,
-                              const float *w, const float *pre, int n, int c, int oc);
+  /* linear_backward of the layer an activation feeds (an MLP's second
+   * half), with d input taken on through the activation:
+   * dpre (N,C) = (dout (N,OC) @ w (OC,C)) * act'(pre (N,C))  [=];
+   * dw += dout^T @ inp, db += sum_n dout as in linear_backward (each may be
+   * NULL; inp is not read without dw). dpre must not alias dout, inp or pre.
+   * The GPU fuses act' for GELU (tanh) into the GEMM's epilogue. */
+  void (*linear_backward_act)(void *ctx, dt_act act, float *dpre, float *dw, float *db,
+                              const float *dout, const float *inp, const float *w,
+                              const float *pre, int n, int c, int oc);
 
   /* ---- conv (kernels/conv.h) ----
    * Bytes of scratch the two calls below need for shape s (may be 0). */

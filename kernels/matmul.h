@@ -13,7 +13,7 @@ extern "C" {
 void dt_cpu_linear_forward(void *ctx, float *out, const float *inp, const float *w, const float *b, int n, int c, int oc);
 void dt_cpu_linear_backward(void *ctx, float *dinp, float *dw, float *db, const float *dout, const float *inp, const float *w, int n, int c, int oc);
 void dt_cpu_linear_act_forward(void *ctx, dt_act act, float *out, float *pre, const float *inp, const float *w, const float *b, int n, int c, int oc);
-void dt_cpu_linear_backward_act(void *ctx, dt_act act, float *dpre, const float *dout, const float *w, const float *pre, int n, int c, int oc);
+void dt_cpu_linear_backward_act(void *ctx, dt_act act, float *dpre, float *dw, float *db, const float *dout, const float *inp, const float *w, const float *pre, int n, int c, int oc);
 
 /* The CPU backend's kernel context: the linear layers' GEMM precision and
  * the scratch that holds bf16-rounded operands. A NULL ctx is fp32. */
@@ -34,7 +34,7 @@ void dt_cpu_ctx_free(dt_cpu_ctx *c);
 void dt_cuda_linear_forward(void *ctx, float *out, const float *inp, const float *w, const float *b, int n, int c, int oc);
 void dt_cuda_linear_backward(void *ctx, float *dinp, float *dw, float *db, const float *dout, const float *inp, const float *w, int n, int c, int oc);
 void dt_cuda_linear_act_forward(void *ctx, dt_act act, float *out, float *pre, const float *inp, const float *w, const float *b, int n, int c, int oc);
-void dt_cuda_linear_backward_act(void *ctx, dt_act act, float *dpre, const float *dout, const float *w, const float *pre, int n, int c, int oc);
+void dt_cuda_linear_backward_act(void *ctx, dt_act act, float *dpre, float *dw, float *db, const float *dout, const float *inp, const float *w, const float *pre, int n, int c, int oc);
 
 #ifdef __cplusplus
 }

@@ -242,8 +242,8 @@ static void mlp_backward(gpt *G, int BT, int l, const float *dres, float *dln) {
   const float *pre = a->fch ? a->fch : G->hpre;
   int p = block_param(l, L_MPROJW);
   dt_model_fetch(m, p, 2);
-  k->linear_backward(ctx, NULL, GW(p), GW(p + 1), dout, h, NULL, BT, 4 * C, C);
-  k->linear_backward_act(ctx, DT_ACT_GELU_TANH, G->dfch, dout, W(p), pre, BT, 4 * C, C);
+  k->linear_backward_act(ctx, DT_ACT_GELU_TANH, G->dfch, GW(p), GW(p + 1), dout, h, W(p), pre, BT,
+                         4 * C, C);
   dt_model_release(m, p, 2);
   READY2(p);
   p = block_param(l, L_FCW);

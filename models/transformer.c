@@ -283,8 +283,8 @@ static void branch_backward(tf *T, int kind, int p, sub_acts *a, const float *u,
   const float scale = 1.0f / sqrtf((float)HS);
   if (kind == SUB_FFN) {
     dt_model_fetch(m, p + SP_W2, 2);
-    k->linear_backward(ctx, NULL, GW(p + SP_W2), GW(p + SP_B2), dout, a->c, NULL, R, T->F, D);
-    k->linear_backward_act(ctx, T->act, T->dfc, dout, W(p + SP_W2), a->a, R, T->F, D);
+    k->linear_backward_act(ctx, T->act, T->dfc, GW(p + SP_W2), GW(p + SP_B2), dout, a->c,
+                           W(p + SP_W2), a->a, R, T->F, D);
     dt_model_release(m, p + SP_W2, 2);
     ready2(m, p + SP_W2);
     dt_model_fetch(m, p, 2);

@@ -1029,7 +1029,8 @@ static void test_act(dt_act a, size_t n, int idx) {
 
 typedef struct lact_case {
   int n, c, oc;
-  int bias, pre; /* pass b / pre (else NULL) */
+  int bias, pre; /* pass b and db / pre (else NULL) */
+  int dw;        /* pass dw (else NULL) */
   dt_act act;
   int off;       /* device pointers 4 bytes past 256-byte alignment */
 } lact_case;
@@ -1038,15 +1039,16 @@ typedef struct lact_case {
  * matrix needs a leading dimension (oc forward, c backward) divisible by 8;
  * the other cases take the unfused path. */
 static const lact_case lact_cases[] = {
-    {4, 8, 16, 1, 1, DT_ACT_GELU_TANH, 0},  {5, 7, 24, 0, 1, DT_ACT_GELU_TANH, 0},
-    {3, 16, 8, 1, 0, DT_ACT_GELU_TANH, 0},  {6, 12, 10, 1, 1, DT_ACT_GELU_TANH, 0},
-    {9, 16, 32, 1, 1, DT_ACT_GELU_TANH, 1}, {4, 8, 16, 1, 1, DT_ACT_RELU, 0},
-    {4, 8, 16, 0, 0, DT_ACT_GELU, 0},       {64, 96, 128, 1, 1, DT_ACT_GELU_TANH, 0},
+    {4, 8, 16, 1, 1, 1, DT_ACT_GELU_TANH, 0},  {5, 7, 24, 0, 1, 1, DT_ACT_GELU_TANH, 0},
+    {3, 16, 8, 1, 0, 0, DT_ACT_GELU_TANH, 0},  {6, 12, 10, 1, 1, 1, DT_ACT_GELU_TANH, 0},
+    {9, 16, 32, 1, 1, 1, DT_ACT_GELU_TANH, 1}, {4, 8, 16, 1, 1, 1, DT_ACT_RELU, 0},
+    {4, 8, 16, 0, 0, 1, DT_ACT_GELU, 0},       {64, 96, 128, 1, 1, 1, DT_ACT_GELU_TANH, 0},
 };
 
 typedef struct lact_data {
   float *inp, *w, *b, *dout, *pre_in;  /* inputs; pre_in (N,C) feeds the backward */
-  float *out, *pre, *dpre;             /* outputs (N,OC) (N,OC) (N,C) */
+  float *dw0, *db0;                    /* what dw and db hold before */
+  float *out, *pre, *dpre, *dw, *db;   /* outputs (N,OC) (N,OC) (N,C) (OC,C) (OC) */
 } lact_data;
 
 /* dput at `off` bytes past the allocation's start */
@@ -1072,11 +1074,17 @@ static void lact_run(dt_backend_t be, const lact_case *lc, const lact_data *in, 
   float *pre = lc->pre ? dput_at(&d, NULL, no * F, off) : NULL;
   float *dout = dput_at(&d, in->dout, no * F, off), *pin = dput_at(&d, in->pre_in, nin * F, off);
   float *dpre = dput_at(&d, NULL, nin * F, off);
+  float *dw = lc->dw ? dput_at(&d, in->dw0, nw * F, off) : NULL;
+  float *db = lc->bias ? dput_at(&d, in->db0, lc->oc * F, off) : NULL;
   be->k->linear_act_forward(be->ctx, lc->act, out, pre, inp, w, b, lc->n, lc->c, lc->oc);
-  be->k->linear_backward_act(be->ctx, lc->act, dpre, dout, w, pin, lc->n, lc->c, lc->oc);
+  /* the backward's layer input (for dw) is inp: any (N,C) values do */
+  be->k->linear_backward_act(be->ctx, lc->act, dpre, dw, db, dout, inp, w, pin, lc->n, lc->c,
+                             lc->oc);
   dget(&d, o->out, out, no * F, "out");
   if (pre) dget(&d, o->pre, pre, no * F, "pre");
   dget(&d, o->dpre, dpre, nin * F, "dpre");
+  if (dw) dget(&d, o->dw, dw, nw * F, "dw");
+  if (db) dget(&d, o->db, db, lc->oc * F, "db");
   dkeep(&d, inp, in->inp, nin * F, "inp");
   dkeep(&d, w, in->w, nw * F, "w");
   dkeep(&d, dout, in->dout, no * F, "dout");
@@ -1111,11 +1119,12 @@ static double lact_loss_bwd(void *p) {
 static void lact_alloc(lact_data *x, const lact_case *lc) {
   const size_t nin = (size_t)lc->n * lc->c, nw = (size_t)lc->oc * lc->c,
                no = (size_t)lc->n * lc->oc;
-  *x = (lact_data){fnew(nin), fnew(nw), fnew(lc->oc), fnew(no), fnew(nin),
-                   fnew(no), fnew(no), fnew(nin)};
+  *x = (lact_data){fnew(nin), fnew(nw), fnew(lc->oc), fnew(no), fnew(nin), fnew(nw),
+                   fnew(lc->oc), fnew(no), fnew(no), fnew(nin), fnew(nw), fnew(lc->oc)};
 }
 static void lact_free(lact_data *x) {
-  float *all[] = {x->inp, x->w, x->b, x->dout, x->pre_in, x->out, x->pre, x->dpre};
+  float *all[] = {x->inp, x->w,   x->b,   x->dout, x->pre_in, x->dw0,
+                  x->db0, x->out, x->pre, x->dpre, x->dw,     x->db};
   for (size_t i = 0; i < DT_ARRAY_LEN(all); i++) free(all[i]);
 }
 
@@ -1132,6 +1141,8 @@ static void lact_twin(const lact_case *lc, const lact_data *in, const lact_data 
   check_done(&c, "linear_act_forward", vs, desc);
   cmp_init(&c, TWIN_ATOL, TWIN_RTOL);
   cmp_ff(&c, "dpre", gpu.dpre, cpu->dpre, nin);
+  if (lc->dw) cmp_ff(&c, "dw", gpu.dw, cpu->dw, (size_t)lc->oc * lc->c);
+  if (lc->bias) cmp_ff(&c, "db", gpu.db, cpu->db, lc->oc);
   check_done(&c, "linear_backward_act", vs, desc);
   lact_free(&gpu);
 }
@@ -1149,6 +1160,7 @@ static void test_linear_act(const lact_case *lc, int idx) {
   lact_alloc(&cpu, lc);
   fill(in.inp, nin, -1, 1), fill(in.w, nw, -1, 1), fill(in.b, lc->oc, -1, 1);
   fill(in.dout, no, -1, 1), fill(in.pre_in, nin, -3, 3);
+  fill(in.dw0, nw, -1, 1), fill(in.db0, lc->oc, -1, 1);
   lact_run(g_cpu, lc, &in, &cpu, desc);
   if (g_cpu_checks) {
     lact_fd f = {lc, todouble(in.inp, nin), todouble(in.w, nw), todouble(in.b, lc->oc),
@@ -1168,9 +1180,16 @@ static void test_linear_act(const lact_case *lc, int idx) {
           s += f.dout[(size_t)i * lc->oc + o] * f.w[(size_t)o * lc->c + k];
         g[(size_t)i * lc->c + k] = s * ref_act_grad(lc->act, f.pre_in[(size_t)i * lc->c + k]);
       }
+    /* dw and db exactly as linear_backward's, on top of what they held */
+    double *xi = dnew(nin), *rdw = dnew(nw), *rdb = dnew(lc->oc);
+    ref_linear_backward(xi, rdw, rdb, f.dout, f.inp, f.w, lc->n, lc->c, lc->oc);
+    add_base(rdw, in.dw0, nw), add_base(rdb, in.db0, lc->oc);
     cmp_init(&c, 1e-5, 1e-4);
     cmp_fd(&c, "dpre", cpu.dpre, g, nin);
+    if (lc->dw) cmp_fd(&c, "dw", cpu.dw, rdw, nw);
+    if (lc->bias) cmp_fd(&c, "db", cpu.db, rdb, lc->oc);
     check_done(&c, "linear_backward_act", "cpu:f64", desc);
+    free(xi), free(rdw), free(rdb);
     cmp_init(&c, 1e-4, 1e-3);
     fd_grad(&c, "dpre", lact_loss_bwd, &f, f.pre_in, nin, cpu.dpre, NULL);
     check_done(&c, "linear_backward_act", "cpu:fd", desc);

@@ -94,9 +94,10 @@ void dt_cpu_linear_act_forward(void *ctx, dt_act act, float *out, float *pre, co
   if (n > 0 && oc > 0) dt_cpu_act_forward(ctx, act, out, h, (size_t)n * oc);
 }
 
-/* dpre = (dout @ w) * act'(pre) */
-void dt_cpu_linear_backward_act(void *ctx, dt_act act, float *dpre, const float *dout,
-                                const float *w, const float *pre, int n, int c, int oc) {
-  dt_cpu_linear_backward(ctx, dpre, NULL, NULL, dout, NULL, w, n, c, oc);
+/* linear_backward with dinp = (dout @ w) * act'(pre) */
+void dt_cpu_linear_backward_act(void *ctx, dt_act act, float *dpre, float *dw, float *db,
+                                const float *dout, const float *inp, const float *w,
+                                const float *pre, int n, int c, int oc) {
+  dt_cpu_linear_backward(ctx, dpre, dw, db, dout, inp, w, n, c, oc);
   if (n > 0 && c > 0) dt_cpu_act_backward(ctx, act, dpre, dpre, pre, (size_t)n * c);
 }

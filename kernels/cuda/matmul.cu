@@ -244,6 +244,24 @@ extern "C" void dt_cuda_linear_forward(void *ctx, float *out, const float *inp, 
   }
 }
 
+/* linear_backward's parameter half: dw (OC,C) += dout^T (OC,N) @ inp (N,C),
+ * db (OC) += sum over rows of dout; dout16 is dout in bf16 under bf16 */
+static void backward_dw_db(dt_cuda_ctx *cc, float *dw, float *db, const float *dout,
+                           const __nv_bfloat16 *dout16, const float *inp, int n, int c, int oc) {
+  if (dw && n > 0 && c > 0 && oc > 0) {
+    if (dout16)
+      gemm_rm_bf16(cc, 1, 0, oc, c, n, 1.0f, dout16, bf16_operand(cc, 1, inp, (size_t)n * c),
+                   1.0f, dw);
+    else
+      dt_cuda_gemm_rm(cc, 1, 0, oc, c, n, 1.0f, dout, inp, 1.0f, dw);
+  }
+  if (db && n > 0 && oc > 0) {
+    dim3 block(32, BIAS_GRAD_ROWS);
+    bias_grad_kernel<<<(oc + 31) / 32, block, 0, cc->stream>>>(db, dout, n, oc);
+    CUDA_LAUNCH_CHECK();
+  }
+}
+
 extern "C" void dt_cuda_linear_backward(void *ctx, float *dinp, float *dw, float *db,
                                         const float *dout, const float *inp, const float *w,
                                         int n, int c, int oc) {
@@ -262,18 +280,7 @@ extern "C" void dt_cuda_linear_backward(void *ctx, float *dinp, float *dw, float
     else
       CUDA_CHECK(cudaMemsetAsync(dinp, 0, sizeof(float) * (size_t)n * c, cc->stream));
   }
-  if (dw && n > 0 && c > 0 && oc > 0) { /* dw (OC,C) += dout^T (OC,N) @ inp (N,C) */
-    if (dout16)
-      gemm_rm_bf16(cc, 1, 0, oc, c, n, 1.0f, dout16, bf16_operand(cc, 1, inp, (size_t)n * c),
-                   1.0f, dw);
-    else
-      dt_cuda_gemm_rm(cc, 1, 0, oc, c, n, 1.0f, dout, inp, 1.0f, dw);
-  }
-  if (db && n > 0 && oc > 0) {
-    dim3 block(32, BIAS_GRAD_ROWS);
-    bias_grad_kernel<<<(oc + 31) / 32, block, 0, cc->stream>>>(db, dout, n, oc);
-    CUDA_LAUNCH_CHECK();
-  }
+  backward_dw_db(cc, dw, db, dout, dout16, inp, n, c, oc);
 }
 
 extern "C" void dt_cuda_linear_act_forward(void *ctx, dt_act act, float *out, float *pre,
@@ -292,17 +299,22 @@ extern "C" void dt_cuda_linear_act_forward(void *ctx, dt_act act, float *out, fl
   if (n > 0 && oc > 0) dt_cuda_act_forward(ctx, act, out, h, (size_t)n * oc);
 }
 
-extern "C" void dt_cuda_linear_backward_act(void *ctx, dt_act act, float *dpre, const float *dout,
+extern "C" void dt_cuda_linear_backward_act(void *ctx, dt_act act, float *dpre, float *dw,
+                                            float *db, const float *dout, const float *inp,
                                             const float *w, const float *pre, int n, int c,
                                             int oc) {
   dt_cuda_ctx *cc = DT_CUDA_CTX(ctx);
   if (act == DT_ACT_GELU_TANH && n > 0 && c > 0 && oc > 0 && cc->gemm_mode != DT_GEMM_CUBLAS) {
-    /* dpre (N,C) = dout (N,OC) @ w (OC,C), times GELU'(pre) in the epilogue */
+    /* dpre (N,C) = dout (N,OC) @ w (OC,C), times GELU'(pre) in the epilogue;
+     * under bf16 dout is rounded once (slot 0) for this GEMM and dw's */
     const lt_ops o = lt_operands(cc, dout, (size_t)n * oc, w, (size_t)oc * c);
     if (lt_gemm_rm(cc, CUBLASLT_EPILOGUE_DGELU, 0, 0, n, c, oc, o.x, o.y, o.t, dpre, NULL,
-                   (void *)pre))
+                   (void *)pre)) {
+      backward_dw_db(cc, dw, db, dout, cc->matmul_bf16 ? (const __nv_bfloat16 *)o.x : NULL, inp,
+                     n, c, oc);
       return;
+    }
   }
-  dt_cuda_linear_backward(ctx, dpre, NULL, NULL, dout, NULL, w, n, c, oc);
+  dt_cuda_linear_backward(ctx, dpre, dw, db, dout, inp, w, n, c, oc);
   if (n > 0 && c > 0) dt_cuda_act_backward(ctx, act, dpre, dpre, pre, (size_t)n * c);
 }
