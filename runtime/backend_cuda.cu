@@ -90,6 +90,7 @@ static void cuda_destroy(dt_backend_t be) {
   CUDA_CHECK(cudaFree(c->bf16_buf[0]));
   CUDA_CHECK(cudaFree(c->bf16_buf[1]));
   CUDA_CHECK(cudaFree(c->att_d));
+  dt_cuda_lt_plans_free(c);
   CUDA_CHECK(cudaFree(c->lt_ws));
   CUDA_CHECK(cudaFree(c->w16));
   CUDNN_CHECK(cudnnDestroy(c->cudnn));

@@ -47,6 +47,8 @@ typedef struct dt_cuda_ctx {
   void *lt_ws;
   size_t lt_ws_bytes;
   int lt_warned;
+  void *lt_plans;        /* matmul.cu's cache of cuBLASLt descriptors and algorithms */
+  int lt_next;           /* the plan slot to fill (or evict) next */
   /* attention kernels (DT_ATT_*, from DTRAIN_ATTENTION at creation); att_d
    * is flash backward's rowsum(dout * out), grown on demand */
   int att_impl;
@@ -122,6 +124,12 @@ static inline unsigned dt_cuda_blocks(size_t n, int threads) {
  * A is stored (M,K) row-major, or (K,M) when ta; B is (K,N), or (N,K) when tb.
  * A row-major X is the column-major X^T, so C^T = op(B)^T op(A)^T is one
  * column-major call with the operands swapped. */
+/* Frees matmul.cu's cuBLASLt plans (backend destruction). */
+#ifdef __cplusplus
+extern "C"
+#endif
+void dt_cuda_lt_plans_free(dt_cuda_ctx *c);
+
 void dt_cuda_gemm_rm(dt_cuda_ctx *c, int ta, int tb, int m, int n, int k, float alpha,
                      const float *a, const float *b, float beta, float *out);
 /* The same for `batch` independent products at the given element strides

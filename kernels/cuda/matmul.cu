@@ -8,6 +8,7 @@
 #include <cuda_bf16.h>
 #include <stdint.h>
 #include <stdio.h>
+#include <string.h>
 
 #include "act.h"
 
@@ -102,6 +103,103 @@ static const char *lt_epi_name(cublasLtEpilogue_t e) {
   }
 }
 
+/* What cuBLASLt's choice of algorithm depends on: the problem and the
+ * alignment of every pointer (A, B, D, bias, aux). The pointers themselves
+ * are set on the cached descriptor at each call. */
+typedef struct lt_key {
+  uint32_t epi;
+  int ta, tb, m, n, k;
+  int dtype;
+  uint32_t align[5];
+} lt_key;
+
+/* One problem's descriptors and algorithm, made once: creating them and
+ * asking the heuristic costs host time comparable to a small GEMM (LeNet's
+ * layers), so a layer's later calls only set pointers and launch. ok = 0
+ * caches "no algorithm" too. */
+typedef struct lt_plan {
+  lt_key key;
+  int used, ok;
+  cublasStatus_t status;
+  cublasLtMatmulDesc_t desc;
+  cublasLtMatrixLayout_t la, lb, ld;
+  cublasLtMatmulAlgo_t algo;
+} lt_plan;
+
+#define LT_PLANS 64
+
+/* The plan for key, made on first use; the oldest plan makes room when the
+ * table is full (a model has a few dozen distinct linear layers) */
+static lt_plan *lt_plan_get(dt_cuda_ctx *c, const lt_key *key, const float *bias,
+                            const void *aux) {
+  if (!c->lt_plans) c->lt_plans = dt_calloc(LT_PLANS, sizeof(lt_plan));
+  lt_plan *plans = (lt_plan *)c->lt_plans;
+  for (int i = 0; i < LT_PLANS; i++)
+    if (plans[i].used && !memcmp(&plans[i].key, key, sizeof *key)) return &plans[i];
+  lt_plan *p = &plans[c->lt_next];
+  c->lt_next = (c->lt_next + 1) % LT_PLANS;
+  if (p->used) { /* evict */
+    CUBLAS_CHECK(cublasLtMatrixLayoutDestroy(p->ld));
+    CUBLAS_CHECK(cublasLtMatrixLayoutDestroy(p->lb));
+    CUBLAS_CHECK(cublasLtMatrixLayoutDestroy(p->la));
+    CUBLAS_CHECK(cublasLtMatmulDescDestroy(p->desc));
+  }
+  memset(p, 0, sizeof *p);
+  p->key = *key;
+  p->used = 1;
+  const int m = key->m, n = key->n, k = key->k, ta = key->ta, tb = key->tb;
+  const cudaDataType dtype = (cudaDataType)key->dtype;
+  CUBLAS_CHECK(cublasLtMatmulDescCreate(&p->desc, CUBLAS_COMPUTE_32F, CUDA_R_32F));
+  const cublasOperation_t opa = tb ? CUBLAS_OP_T : CUBLAS_OP_N;
+  const cublasOperation_t opb = ta ? CUBLAS_OP_T : CUBLAS_OP_N;
+  LT_ATTR(p->desc, CUBLASLT_MATMUL_DESC_TRANSA, opa);
+  LT_ATTR(p->desc, CUBLASLT_MATMUL_DESC_TRANSB, opb);
+  LT_ATTR(p->desc, CUBLASLT_MATMUL_DESC_EPILOGUE, key->epi);
+  /* the heuristic reads the bias and aux pointers for their alignment */
+  if (bias) LT_ATTR(p->desc, CUBLASLT_MATMUL_DESC_BIAS_POINTER, bias);
+  if (aux) {
+    const int64_t aux_ld = n;
+    LT_ATTR(p->desc, CUBLASLT_MATMUL_DESC_EPILOGUE_AUX_POINTER, aux);
+    LT_ATTR(p->desc, CUBLASLT_MATMUL_DESC_EPILOGUE_AUX_LD, aux_ld);
+  }
+  /* stored shapes (before op), column-major */
+  const uint64_t ar = tb ? k : n, ac = tb ? n : k, br = ta ? m : k, bc = ta ? k : m;
+  CUBLAS_CHECK(cublasLtMatrixLayoutCreate(&p->la, dtype, ar, ac, (int64_t)ar));
+  CUBLAS_CHECK(cublasLtMatrixLayoutCreate(&p->lb, dtype, br, bc, (int64_t)br));
+  CUBLAS_CHECK(cublasLtMatrixLayoutCreate(&p->ld, CUDA_R_32F, n, m, n));
+  cublasLtMatmulPreference_t pref;
+  CUBLAS_CHECK(cublasLtMatmulPreferenceCreate(&pref));
+  const uint64_t ws = c->lt_ws_bytes;
+  LT_PREF(pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, ws);
+  LT_PREF(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_A_BYTES, key->align[0]);
+  LT_PREF(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_B_BYTES, key->align[1]);
+  LT_PREF(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_C_BYTES, key->align[2]);
+  LT_PREF(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_D_BYTES, key->align[2]);
+  cublasLtMatmulHeuristicResult_t h;
+  int got = 0;
+  p->status = cublasLtMatmulAlgoGetHeuristic(c->lt, p->desc, p->la, p->lb, p->ld, p->ld, pref, 1,
+                                             &h, &got);
+  CUBLAS_CHECK(cublasLtMatmulPreferenceDestroy(pref));
+  p->ok = p->status == CUBLAS_STATUS_SUCCESS && got > 0;
+  if (p->ok) p->algo = h.algo;
+  return p;
+}
+
+/* Frees the plans (backend destruction). */
+extern "C" void dt_cuda_lt_plans_free(dt_cuda_ctx *c) {
+  lt_plan *plans = (lt_plan *)c->lt_plans;
+  if (!plans) return;
+  for (int i = 0; i < LT_PLANS; i++)
+    if (plans[i].used) {
+      CUBLAS_CHECK(cublasLtMatrixLayoutDestroy(plans[i].ld));
+      CUBLAS_CHECK(cublasLtMatrixLayoutDestroy(plans[i].lb));
+      CUBLAS_CHECK(cublasLtMatrixLayoutDestroy(plans[i].la));
+      CUBLAS_CHECK(cublasLtMatmulDescDestroy(plans[i].desc));
+    }
+  free(plans);
+  c->lt_plans = NULL;
+}
+
 /* Row-major out (M,N) = epi(op(A) @ op(B) [+ bias (N) on every row]), with
  * fp32 accumulation and output, A and B both fp32 or both bf16 (the
  * layouts of dt_cuda_gemm_rm). aux (M,N), row-major, is the epilogue's
@@ -120,66 +218,34 @@ static int lt_gemm_rm(dt_cuda_ctx *c, cublasLtEpilogue_t epi, int ta, int tb, in
     c->lt_ws_bytes = (size_t)32 << 20; /* what cuBLAS asks for on Hopper */
     CUDA_CHECK(cudaMalloc(&c->lt_ws, c->lt_ws_bytes));
   }
-  cublasLtMatmulDesc_t desc;
-  cublasLtMatrixLayout_t la, lb, ld;
-  cublasLtMatmulPreference_t pref;
-  CUBLAS_CHECK(cublasLtMatmulDescCreate(&desc, CUBLAS_COMPUTE_32F, CUDA_R_32F));
-  const cublasOperation_t opa = tb ? CUBLAS_OP_T : CUBLAS_OP_N;
-  const cublasOperation_t opb = ta ? CUBLAS_OP_T : CUBLAS_OP_N;
-  LT_ATTR(desc, CUBLASLT_MATMUL_DESC_TRANSA, opa);
-  LT_ATTR(desc, CUBLASLT_MATMUL_DESC_TRANSB, opb);
-  const uint32_t e = (uint32_t)epi;
-  LT_ATTR(desc, CUBLASLT_MATMUL_DESC_EPILOGUE, e);
-  if (bias) LT_ATTR(desc, CUBLASLT_MATMUL_DESC_BIAS_POINTER, bias);
-  if (aux) {
-    const int64_t aux_ld = n;
-    LT_ATTR(desc, CUBLASLT_MATMUL_DESC_EPILOGUE_AUX_POINTER, aux);
-    LT_ATTR(desc, CUBLASLT_MATMUL_DESC_EPILOGUE_AUX_LD, aux_ld);
-  }
-  /* stored shapes (before op), column-major */
-  const uint64_t ar = tb ? k : n, ac = tb ? n : k, br = ta ? m : k, bc = ta ? k : m;
-  CUBLAS_CHECK(cublasLtMatrixLayoutCreate(&la, dtype, ar, ac, (int64_t)ar));
-  CUBLAS_CHECK(cublasLtMatrixLayoutCreate(&lb, dtype, br, bc, (int64_t)br));
-  CUBLAS_CHECK(cublasLtMatrixLayoutCreate(&ld, CUDA_R_32F, n, m, n));
-  CUBLAS_CHECK(cublasLtMatmulPreferenceCreate(&pref));
-  const uint64_t ws = c->lt_ws_bytes;
-  const uint32_t al_a = lt_align(b), al_b = lt_align(a), al_d = lt_align(out);
-  LT_PREF(pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, ws);
-  LT_PREF(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_A_BYTES, al_a);
-  LT_PREF(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_B_BYTES, al_b);
-  LT_PREF(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_C_BYTES, al_d);
-  LT_PREF(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_D_BYTES, al_d);
-  cublasLtMatmulHeuristicResult_t h;
-  int got = 0;
-  const cublasStatus_t st =
-      cublasLtMatmulAlgoGetHeuristic(c->lt, desc, la, lb, ld, ld, pref, 1, &h, &got);
-  const int ok = st == CUBLAS_STATUS_SUCCESS && got > 0;
-  if (ok) {
+  lt_key key;
+  memset(&key, 0, sizeof key); /* padding too: keys are compared with memcmp */
+  key.epi = (uint32_t)epi, key.ta = ta, key.tb = tb, key.m = m, key.n = n, key.k = k;
+  key.dtype = (int)dtype;
+  key.align[0] = lt_align(b), key.align[1] = lt_align(a), key.align[2] = lt_align(out);
+  key.align[3] = bias ? lt_align(bias) : 0, key.align[4] = aux ? lt_align(aux) : 0;
+  lt_plan *p = lt_plan_get(c, &key, bias, aux);
+  if (p->ok) {
+    if (bias) LT_ATTR(p->desc, CUBLASLT_MATMUL_DESC_BIAS_POINTER, bias);
+    if (aux) LT_ATTR(p->desc, CUBLASLT_MATMUL_DESC_EPILOGUE_AUX_POINTER, aux);
     const float one = 1.0f, zero = 0.0f;
-    CUBLAS_CHECK(cublasLtMatmul(c->lt, desc, &one, b, la, a, lb, &zero, out, ld, out, ld, &h.algo,
-                                c->lt_ws, c->lt_ws_bytes, c->stream));
+    CUBLAS_CHECK(cublasLtMatmul(c->lt, p->desc, &one, b, p->la, a, p->lb, &zero, out, p->ld, out,
+                                p->ld, &p->algo, c->lt_ws, c->lt_ws_bytes, c->stream));
+    return 1;
   }
-  CUBLAS_CHECK(cublasLtMatmulPreferenceDestroy(pref));
-  CUBLAS_CHECK(cublasLtMatrixLayoutDestroy(ld));
-  CUBLAS_CHECK(cublasLtMatrixLayoutDestroy(lb));
-  CUBLAS_CHECK(cublasLtMatrixLayoutDestroy(la));
-  CUBLAS_CHECK(cublasLtMatmulDescDestroy(desc));
-  if (!ok) {
-    char what[192];
-    snprintf(what, sizeof what,
-             "cuBLASLt has no algorithm for a %s GEMM with the %s epilogue, M=%d N=%d K=%d "
-             "(%s)",
-             dtype == CUDA_R_16BF ? "bf16" : "fp32", lt_epi_name(epi), m, n, k,
-             cublasGetStatusString(st));
-    if (c->gemm_mode == DT_GEMM_LT)
-      dt_fatal("cuBLASLt", "DTRAIN_GEMM=lt and no fused algorithm", __FILE__, __LINE__,
-               __func__, what);
-    if (!c->lt_warned) { /* once: the unfused path is slower, not wrong */
-      fprintf(stderr, "dtrain: warning: %s; using cuBLAS and separate kernels\n", what);
-      c->lt_warned = 1;
-    }
+  char what[192];
+  snprintf(what, sizeof what,
+           "cuBLASLt has no algorithm for a %s GEMM with the %s epilogue, M=%d N=%d K=%d (%s)",
+           dtype == CUDA_R_16BF ? "bf16" : "fp32", lt_epi_name(epi), m, n, k,
+           cublasGetStatusString(p->status));
+  if (c->gemm_mode == DT_GEMM_LT)
+    dt_fatal("cuBLASLt", "DTRAIN_GEMM=lt and no fused algorithm", __FILE__, __LINE__, __func__,
+             what);
+  if (!c->lt_warned) { /* once: the unfused path is slower, not wrong */
+    fprintf(stderr, "dtrain: warning: %s; using cuBLAS and separate kernels\n", what);
+    c->lt_warned = 1;
   }
-  return ok;
+  return 0;
 }
 
 /* The operands of a linear layer's GEMM in the current precision: fp32 as
