@@ -75,14 +75,13 @@ def step(L, C, NH, B, act):
     for name, f, b in fwd + bwd:
         add(name + f" x{L}", L * f, L * b)
     # the classifier, chunk by chunk: logits out of the GEMM (fp32 now),
-    # softmax/xent reads them and writes dlogits (a second buffer now, in
-    # place with bf16), dlogits converted once for the dX and dW GEMMs;
-    # every chunk reads the bf16 token table twice and its fp32 gradient
-    # once, and writes the gradient
+    # softmax/xent reads them and writes dlogits in bf16 (lm_head_backward),
+    # which the dX and dW GEMMs read; every chunk reads the bf16 token table
+    # twice and its fp32 gradient once, and writes the gradient
     NV, chunks = N * V, -(-N // CHUNK)
-    xent_io = 4 + 4 if act == 4 else 2 + 2
+    xent_io = 4 + 2 if act == 4 else 2 + 2
     add("classifier GEMMs (logits, dX, dW)", 3 * 2 * N * C * V,
-        NV * (act + conv + 2 * g) + NC * (2 * (conv + g) + act) + chunks * 12 * V * C)
+        NV * (act + 2 * g) + NC * (2 * (conv + g) + act) + chunks * 12 * V * C)
     add("softmax + cross-entropy + dlogits", 0, NV * xent_io)
     P = 12 * L * C * C + 13 * L * C + V * C + T * C + 2 * C   # parameters
     # roughly: token and position rows read and res[0] written; final

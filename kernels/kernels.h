@@ -92,6 +92,17 @@ typedef struct dt_kernels {
   void (*linear_backward_act)(void *ctx, dt_act act, float *dpre, float *dw, float *db,
                               const float *dout, const float *inp, const float *w,
                               const float *pre, int n, int c, int oc);
+  /* A language model's output layer backward, from its logits (N,V) =
+   * x (N,C) @ w (V,C)^T: softmax_xent's losses (N, skipped if NULL) and
+   * dlogits = (softmax - onehot(t)) * dscale, then linear_backward's
+   * dx (N,C) = dlogits @ w [=] and dw (V,C) += dlogits^T @ x (either may be
+   * NULL). dlogits go to scratch (N*V floats, not aliasing logits). Under
+   * DT_PREC_BF16 the GPU writes them there in bf16, the form its GEMMs read:
+   * the same bits as rounding fp32 dlogits, without the fp32 copy and the
+   * pass that converts it. */
+  void (*lm_head_backward)(void *ctx, float *losses, float *dx, float *dw, float *scratch,
+                           const float *logits, const int32_t *targets, const float *x,
+                           const float *w, int n, int c, int v, float dscale);
 
   /* ---- conv (kernels/conv.h) ----
    * Bytes of scratch the two calls below need for shape s (may be 0). */

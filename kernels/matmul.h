@@ -13,6 +13,7 @@ extern "C" {
 void dt_cpu_linear_forward(void *ctx, float *out, const float *inp, const float *w, const float *b, int n, int c, int oc);
 void dt_cpu_linear_backward(void *ctx, float *dinp, float *dw, float *db, const float *dout, const float *inp, const float *w, int n, int c, int oc);
 void dt_cpu_linear_act_forward(void *ctx, dt_act act, float *out, float *pre, const float *inp, const float *w, const float *b, int n, int c, int oc);
+void dt_cpu_lm_head_backward(void *ctx, float *losses, float *dx, float *dw, float *scratch, const float *logits, const int32_t *targets, const float *x, const float *w, int n, int c, int v, float dscale);
 void dt_cpu_linear_backward_act(void *ctx, dt_act act, float *dpre, float *dw, float *db, const float *dout, const float *inp, const float *w, const float *pre, int n, int c, int oc);
 
 /* The CPU backend's kernel context: the linear layers' GEMM precision and
@@ -34,6 +35,7 @@ void dt_cpu_ctx_free(dt_cpu_ctx *c);
 void dt_cuda_linear_forward(void *ctx, float *out, const float *inp, const float *w, const float *b, int n, int c, int oc);
 void dt_cuda_linear_backward(void *ctx, float *dinp, float *dw, float *db, const float *dout, const float *inp, const float *w, int n, int c, int oc);
 void dt_cuda_linear_act_forward(void *ctx, dt_act act, float *out, float *pre, const float *inp, const float *w, const float *b, int n, int c, int oc);
+void dt_cuda_lm_head_backward(void *ctx, float *losses, float *dx, float *dw, float *scratch, const float *logits, const int32_t *targets, const float *x, const float *w, int n, int c, int v, float dscale);
 void dt_cuda_linear_backward_act(void *ctx, dt_act act, float *dpre, float *dw, float *db, const float *dout, const float *inp, const float *w, const float *pre, int n, int c, int oc);
 
 #ifdef __cplusplus

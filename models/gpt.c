@@ -215,11 +215,11 @@ static const float *gpt_classifier(gpt *G, const dt_batch *b, float *losses, flo
     const int R = DT_MIN(G->chunk, BT - r0);
     const float *x = G->lnf + (size_t)r0 * C;
     k->linear_forward(ctx, G->logits, x, W(P_WTE), NULL, R, C, V);
-    k->softmax_xent(ctx, losses ? losses + r0 : NULL, dscale != 0.0f ? G->dlogits : NULL,
-                    G->logits, b->y + r0, R, V, dscale);
-    if (dscale != 0.0f)
-      k->linear_backward(ctx, dln + (size_t)r0 * C, GW(P_WTE), NULL, G->dlogits, x, W(P_WTE), R,
-                         C, V);
+    if (dscale != 0.0f) /* softmax, loss, dlogits and both GEMMs */
+      k->lm_head_backward(ctx, losses ? losses + r0 : NULL, dln + (size_t)r0 * C, GW(P_WTE),
+                          G->dlogits, G->logits, b->y + r0, x, W(P_WTE), R, C, V, dscale);
+    else
+      k->softmax_xent(ctx, losses ? losses + r0 : NULL, NULL, G->logits, b->y + r0, R, V, 0.0f);
   }
   dt_model_release(m, P_WTE, 1);
   return BT <= G->chunk ? G->logits : NULL;

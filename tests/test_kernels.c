@@ -1327,6 +1327,113 @@ static void test_xent(const xent_case *xc, int idx) {
 }
 
 /* ------------------------------------------------------------------ */
+/* the output layer's backward (lm_head_backward)                     */
+
+typedef struct lmh_case {
+  int n, c, v;
+} lmh_case;
+static const lmh_case lmh_cases[] = {{3, 8, 11}, {5, 16, 50}, {17, 24, 1000}, {4, 64, 50257}};
+
+typedef struct lmh_out {
+  float *losses, *dx, *dw;
+} lmh_out;
+
+static void lmh_run(dt_backend_t be, const lmh_case *lc, const float *x, const float *w,
+                    const float *logits, const int32_t *t, const float *dw0, lmh_out *o,
+                    const char *desc) {
+  const size_t F = sizeof(float), nx = (size_t)lc->n * lc->c, nw = (size_t)lc->v * lc->c,
+               nv = (size_t)lc->n * lc->v;
+  devbufs d = {.be = be};
+  float *xd = dput(&d, x, nx * F), *wd = dput(&d, w, nw * F), *ld = dput(&d, logits, nv * F);
+  int32_t *td = dput(&d, t, lc->n * sizeof(int32_t));
+  float *dwd = dput(&d, dw0, nw * F), *dxd = dput(&d, NULL, nx * F);
+  float *lsd = dput(&d, NULL, lc->n * F), *scr = dput(&d, NULL, nv * F);
+  be->k->lm_head_backward(be->ctx, lsd, dxd, dwd, scr, ld, td, xd, wd, lc->n, lc->c, lc->v,
+                          1.0f / lc->n);
+  dget(&d, o->losses, lsd, lc->n * F, "losses");
+  dget(&d, o->dx, dxd, nx * F, "dx");
+  dget(&d, o->dw, dwd, nw * F, "dw");
+  dget(&d, NULL, scr, nv * F, "scratch");
+  dkeep(&d, xd, x, nx * F, "x");
+  dkeep(&d, wd, w, nw * F, "w");
+  dkeep(&d, ld, logits, nv * F, "logits");
+  dfree(&d, "lm_head_backward", desc);
+}
+
+typedef struct lmh_fd {
+  const lmh_case *lc;
+  const int32_t *t;
+  double *x, *w, *lg;
+} lmh_fd;
+/* mean cross-entropy of x @ w^T */
+static double lmh_loss(void *p) {
+  lmh_fd *f = p;
+  ref_linear_forward(f->lg, f->x, f->w, NULL, f->lc->n, f->lc->c, f->lc->v);
+  return ref_xent(f->lg, f->t, f->lc->n, f->lc->v, NULL, NULL);
+}
+
+static void test_lm_head(const lmh_case *lc, int idx) {
+  char desc[64];
+  snprintf(desc, sizeof desc, "n=%d c=%d v=%d", lc->n, lc->c, lc->v);
+  const size_t nx = (size_t)lc->n * lc->c, nw = (size_t)lc->v * lc->c,
+               nv = (size_t)lc->n * lc->v;
+  rng_seed(800 + idx);
+  float *x = fnew(nx), *w = fnew(nw), *lg = fnew(nv), *dw0 = fnew(nw);
+  int32_t *t = dt_calloc(lc->n, sizeof *t);
+  fill(x, nx, -1, 1), fill(w, nw, -1, 1), fill(dw0, nw, -1, 1);
+  for (int i = 0; i < lc->n; i++) t[i] = (int32_t)(rng_u64() % (uint64_t)lc->v);
+  lmh_fd f = {lc, t, todouble(x, nx), todouble(w, nw), dnew(nv)};
+  lmh_loss(&f); /* the logits the kernel gets are x @ w^T */
+  for (size_t i = 0; i < nv; i++) lg[i] = (float)f.lg[i];
+  lmh_out cpu = {fnew(lc->n), fnew(nx), fnew(nw)};
+  lmh_run(g_cpu, lc, x, w, lg, t, dw0, &cpu, desc);
+  if (g_cpu_checks) {
+    double *rl = dnew(lc->n), *rd = dnew(nv), *lgd = todouble(lg, nv);
+    double *rdx = dnew(nx), *rdw = dnew(nw), *xb = dnew(lc->v);
+    ref_xent(lgd, t, lc->n, lc->v, rl, rd);
+    ref_linear_backward(rdx, rdw, xb, rd, f.x, f.w, lc->n, lc->c, lc->v);
+    add_base(rdw, dw0, nw);
+    cmp c;
+    cmp_init(&c, 1e-5, 1e-4);
+    cmp_fd(&c, "losses", cpu.losses, rl, lc->n);
+    cmp_fd(&c, "dx", cpu.dx, rdx, nx);
+    cmp_fd(&c, "dw", cpu.dw, rdw, nw);
+    check_done(&c, "lm_head_backward", "cpu:f64", desc);
+    if (lc->v <= 1000) { /* through x @ w^T: each sample is a full forward */
+      cmp_init(&c, 1e-4, 1e-3);
+      fd_grad(&c, "dx", lmh_loss, &f, f.x, nx, cpu.dx, NULL);
+      fd_grad(&c, "dw", lmh_loss, &f, f.w, nw, cpu.dw, dw0);
+      check_done(&c, "lm_head_backward", "cpu:fd", desc);
+    }
+    free(rl), free(rd), free(lgd), free(rdx), free(rdw), free(xb);
+  }
+  if (g_other) {
+    for (int prec = 0; prec < 2; prec++) {
+      lmh_out ref = cpu, gpu = {fnew(lc->n), fnew(nx), fnew(nw)};
+      if (prec) { /* bf16: the CPU twin in bf16 too */
+        ref = (lmh_out){fnew(lc->n), fnew(nx), fnew(nw)};
+        g_cpu->set_matmul_precision(g_cpu, DT_PREC_BF16);
+        g_other->set_matmul_precision(g_other, DT_PREC_BF16);
+        lmh_run(g_cpu, lc, x, w, lg, t, dw0, &ref, desc);
+      }
+      lmh_run(g_other, lc, x, w, lg, t, dw0, &gpu, desc);
+      g_cpu->set_matmul_precision(g_cpu, DT_PREC_FP32);
+      g_other->set_matmul_precision(g_other, DT_PREC_FP32);
+      cmp c;
+      cmp_init(&c, TWIN_ATOL, TWIN_RTOL);
+      cmp_ff(&c, "losses", gpu.losses, ref.losses, lc->n);
+      cmp_ff(&c, "dx", gpu.dx, ref.dx, nx);
+      cmp_ff(&c, "dw", gpu.dw, ref.dw, nw);
+      check_done(&c, "lm_head_backward", prec ? "cuda:bf16" : "cuda:cpu", desc);
+      free(gpu.losses), free(gpu.dx), free(gpu.dw);
+      if (prec) free(ref.losses), free(ref.dx), free(ref.dw);
+    }
+  }
+  free(cpu.losses), free(cpu.dx), free(cpu.dw);
+  free(f.x), free(f.w), free(f.lg), free(x), free(w), free(lg), free(dw0), free(t);
+}
+
+/* ------------------------------------------------------------------ */
 /* label-smoothed cross-entropy with ignored (negative) targets        */
 
 typedef struct xsm_case {
@@ -2683,6 +2790,7 @@ int main(int argc, char **argv) {
   for (size_t i = 0; i < DT_ARRAY_LEN(lact_cases); i++) test_linear_act(&lact_cases[i], (int)i);
   for (size_t i = 0; i < DT_ARRAY_LEN(xent_cases); i++) test_xent(&xent_cases[i], (int)i);
   for (size_t i = 0; i < DT_ARRAY_LEN(xsm_cases); i++) test_xsm(&xsm_cases[i], (int)i);
+  for (size_t i = 0; i < DT_ARRAY_LEN(lmh_cases); i++) test_lm_head(&lmh_cases[i], (int)i);
   for (size_t i = 0; i < DT_ARRAY_LEN(opt_cases); i++) test_opt(&opt_cases[i], (int)i);
   for (size_t i = 0; i < DT_ARRAY_LEN(reduce_cases); i++) test_reduce(&reduce_cases[i], (int)i);
   for (size_t i = 0; i < DT_ARRAY_LEN(gather_cases); i++) test_gather(&gather_cases[i], (int)i);

@@ -8,6 +8,7 @@
 
 #include "../act.h"
 #include "../matmul.h"
+#include "../xent.h"
 #include "dt.h"
 
 void dt_cpu_ctx_free(dt_cpu_ctx *c) {
@@ -100,4 +101,12 @@ void dt_cpu_linear_backward_act(void *ctx, dt_act act, float *dpre, float *dw, f
                                 const float *pre, int n, int c, int oc) {
   dt_cpu_linear_backward(ctx, dpre, dw, db, dout, inp, w, n, c, oc);
   if (n > 0 && c > 0) dt_cpu_act_backward(ctx, act, dpre, dpre, pre, (size_t)n * c);
+}
+
+/* softmax_xent into scratch, then linear_backward from it */
+void dt_cpu_lm_head_backward(void *ctx, float *losses, float *dx, float *dw, float *scratch,
+                             const float *logits, const int32_t *targets, const float *x,
+                             const float *w, int n, int c, int v, float dscale) {
+  dt_cpu_softmax_xent(ctx, losses, scratch, logits, targets, n, v, dscale);
+  dt_cpu_linear_backward(ctx, dx, dw, NULL, scratch, x, w, n, c, v);
 }

@@ -124,6 +124,11 @@ static inline unsigned dt_cuda_blocks(size_t n, int threads) {
  * A is stored (M,K) row-major, or (K,M) when ta; B is (K,N), or (N,K) when tb.
  * A row-major X is the column-major X^T, so C^T = op(B)^T op(A)^T is one
  * column-major call with the operands swapped. */
+/* softmax_xent (kernels.h) with dlogits (N,V) written in bf16 (xent.cu);
+ * dlogits must not alias logits */
+void dt_cuda_softmax_xent_bf16(dt_cuda_ctx *c, float *losses, void *dlogits, const float *logits,
+                               const int32_t *targets, int n, int v, float dscale);
+
 /* Frees matmul.cu's cuBLASLt plans (backend destruction). */
 #ifdef __cplusplus
 extern "C"

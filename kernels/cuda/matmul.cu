@@ -11,6 +11,7 @@
 #include <string.h>
 
 #include "act.h"
+#include "xent.h"
 
 #include "cuda_common.h"
 #include "matmul.h"
@@ -383,4 +384,22 @@ extern "C" void dt_cuda_linear_backward_act(void *ctx, dt_act act, float *dpre, 
   }
   dt_cuda_linear_backward(ctx, dpre, dw, db, dout, inp, w, n, c, oc);
   if (n > 0 && c > 0) dt_cuda_act_backward(ctx, act, dpre, dpre, pre, (size_t)n * c);
+}
+
+extern "C" void dt_cuda_lm_head_backward(void *ctx, float *losses, float *dx, float *dw,
+                                         float *scratch, const float *logits,
+                                         const int32_t *targets, const float *x, const float *w,
+                                         int n, int c, int v, float dscale) {
+  dt_cuda_ctx *cc = DT_CUDA_CTX(ctx);
+  if (!cc->matmul_bf16 || n <= 0 || c <= 0 || v <= 0) {
+    dt_cuda_softmax_xent(ctx, losses, scratch, logits, targets, n, v, dscale);
+    dt_cuda_linear_backward(ctx, dx, dw, NULL, scratch, x, w, n, c, v);
+    return;
+  }
+  /* dlogits in bf16 straight from the softmax: the operand both GEMMs take */
+  dt_cuda_softmax_xent_bf16(cc, losses, scratch, logits, targets, n, v, dscale);
+  const __nv_bfloat16 *d16 = (const __nv_bfloat16 *)scratch;
+  if (dx) /* dx (N,C) = dlogits (N,V) @ w (V,C) */
+    gemm_rm_bf16(cc, 0, 0, n, c, v, 1.0f, d16, bf16_operand(cc, 1, w, (size_t)v * c), 0.0f, dx);
+  backward_dw_db(cc, dw, NULL, NULL, d16, x, n, c, v);
 }

@@ -2,17 +2,27 @@
  * max, then sum of exp(x - max) in double, then the loss and (optionally)
  * dlogits in one more pass. exp/log run in double, untouched by the build's
  * --use_fast_math, so the result tracks the fp32 CPU reference closely. */
+#include <cuda_bf16.h>
 #include <math.h>
 
 #include "cuda_common.h"
 #include "xent.h"
 
+/* dlogits are stored as fp32, or in bf16 (rounded from the fp32 value, so
+ * the bits are those of converting an fp32 dlogits afterwards) */
+static __device__ __forceinline__ void xent_store(float *d, float f) { *d = f; }
+static __device__ __forceinline__ void xent_store(__nv_bfloat16 *d, float f) {
+  *d = __float2bfloat16_rn(f);
+}
+
 #define XENT_THREADS 512
 
-/* losses (N), dlogits (N,V) or NULL (may alias logits), logits (N,V), targets (N) */
+/* losses (N), dlogits (N,V) or NULL (an fp32 dlogits may alias logits),
+ * logits (N,V), targets (N) */
+template <typename D>
 static __global__ void __launch_bounds__(XENT_THREADS)
-    softmax_xent_kernel(float *losses, float *dlogits, const float *logits,
-                        const int32_t *targets, int v, float dscale) {
+    softmax_xent_kernel(float *losses, D *dlogits, const float *logits, const int32_t *targets,
+                        int v, float dscale) {
   const size_t row = blockIdx.x;
   const float *x = logits + row * (size_t)v;
   const int t = targets[row];
@@ -34,11 +44,11 @@ static __global__ void __launch_bounds__(XENT_THREADS)
 
   if (threadIdx.x == 0 && losses) losses[row] = (float)(log(s) - ((double)xt - (double)m));
   if (dlogits) {
-    float *d = dlogits + row * (size_t)v;
+    D *d = dlogits + row * (size_t)v;
     const double inv = 1.0 / s;
     for (int j = threadIdx.x; j < v; j += blockDim.x) {
       const double p = exp((double)x[j] - (double)m) * inv;
-      d[j] = (float)((p - (j == t ? 1.0 : 0.0)) * (double)dscale);
+      xent_store(&d[j], (float)((p - (j == t ? 1.0 : 0.0)) * (double)dscale));
     }
   }
 }
@@ -47,8 +57,16 @@ extern "C" void dt_cuda_softmax_xent(void *ctx, float *losses, float *dlogits,
                                      const float *logits, const int32_t *targets, int n, int v,
                                      float dscale) {
   if (n <= 0) return;
-  softmax_xent_kernel<<<n, XENT_THREADS, 0, DT_CUDA_CTX(ctx)->stream>>>(losses, dlogits, logits,
-                                                                        targets, v, dscale);
+  softmax_xent_kernel<float><<<n, XENT_THREADS, 0, DT_CUDA_CTX(ctx)->stream>>>(
+      losses, dlogits, logits, targets, v, dscale);
+  CUDA_LAUNCH_CHECK();
+}
+
+void dt_cuda_softmax_xent_bf16(dt_cuda_ctx *c, float *losses, void *dlogits, const float *logits,
+                               const int32_t *targets, int n, int v, float dscale) {
+  if (n <= 0) return;
+  softmax_xent_kernel<__nv_bfloat16><<<n, XENT_THREADS, 0, c->stream>>>(
+      losses, (__nv_bfloat16 *)dlogits, logits, targets, v, dscale);
   CUDA_LAUNCH_CHECK();
 }
 
