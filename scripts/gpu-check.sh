@@ -11,7 +11,9 @@
 #          Order: preflight, CUDA build, the meson `gpu` suite (kernels_cuda,
 #          gpt_hf_cuda, transformer_cuda: every kernel and model on the GPU
 #          against its CPU twin or the HF fixture, fp32 and bf16), LeNet-5 on
-#          the GPU (bench/lenet5.sh cuda, must reach 99%), bench/gpt.sh
+#          the GPU (bench/lenet5.sh cuda, must reach 99%), bench/roofline
+#          (copy GB/s, bf16 GEMM TFLOP/s) with bench/gpt_floor.py at those
+#          rates, bench/gpt.sh
 #          gpt-124m in bf16 and in fp32 (mb 16 x 1024), gpt-124m-wos in bf16
 #          for train.max_time_s=90 with its final validation loss, dp
 #          equivalence on the GPU (LeNet, comm=mpi, np 2 zero 1 and np 4
@@ -214,6 +216,14 @@ PY
   exit $bad
 }
 
+st_roofline() {
+  "$build/bench/roofline" | tee "$work/roofline.txt" || exit 1
+  local opts
+  opts=$(sed -n 's/^# bench\/gpt_floor.py //p' "$work/roofline.txt")
+  python3 "$root/bench/gpt_floor.py" gpt-124m gpt-1.6b $opts | tee "$logs/gpt_floor.txt"
+  { echo "$opts"; grep '^# .*predicted' "$logs/gpt_floor.txt"; } >"$logs/roofline.detail"
+}
+
 st_gpt_124m() {
   PRECISION=bf16 OUT_LOGDIR=$logs OUT_CSV=$work/gpt.csv "$root/bench/gpt.sh" "$build" gpt-124m:16 | tee -a "$work/gpt-bench.txt"
   local rc=${PIPESTATUS[0]}
@@ -274,6 +284,7 @@ fi
 t=$([ $mode != bench ] && echo 1 || echo 0) b=$([ $mode != tests ] && echo 1 || echo 0)
 [ $t = 1 ] && stage gpu_suite 180 st_gpu_suite "meson test --suite gpu (kernels_cuda, gpt_hf_cuda, transformer_cuda)" gpu
 [ $t = 1 ] && stage lenet_gpu 120 st_lenet_gpu "bench/lenet5.sh cuda: LeNet-5 10 epochs, >= 99% test accuracy" gpu
+[ $b = 1 ] && stage roofline 45 st_roofline "bench/roofline (1 GiB copy, bf16 GEMMs) and bench/gpt_floor.py at the measured rates" gpu
 [ $b = 1 ] && stage gpt_124m 120 st_gpt_124m "bench/gpt.sh gpt-124m:16 bf16 (T 1024, 12 steps, 3 warm-up)" gpu
 [ $b = 1 ] && stage gpt_wos 150 st_gpt_wos "configs/gpt-124m-wos.ini bf16, train.max_time_s=90, final val loss" gpu
 [ $t = 1 ] && stage dp_gpu 120 st_dp_gpu "LeNet dp=2 zero=1, dp=4 zero=3 (comm=mpi, one GPU) vs one process, 20 steps" gpu
