@@ -111,6 +111,20 @@ extern "C" int dt_cuda_device_count(void) {
   return n;
 }
 
+/* The index of environment variable `var`'s value in names[0..n) (0 when
+ * unset or empty); -1 with err set for any other value. */
+static int env_choice(const char *var, const char *const *names, int n, dt_error *err) {
+  const char *v = getenv(var);
+  if (!v || !*v) return 0;
+  for (int i = 0; i < n; i++)
+    if (!strcmp(v, names[i])) return i;
+  char list[96] = "";
+  for (int i = 0; i < n; i++)
+    snprintf(list + strlen(list), sizeof list - strlen(list), "%s%s", i ? ", " : "", names[i]);
+  dt_error_set(err, "%s=%s: expected one of %s", var, v, list);
+  return -1;
+}
+
 extern "C" dt_backend_t dt_backend_cuda_create(int device, dt_error *err) {
   int ngpu = dt_cuda_device_count();
   if (ngpu == 0) {
@@ -131,24 +145,12 @@ extern "C" dt_backend_t dt_backend_cuda_create(int device, dt_error *err) {
   cudaDeviceProp prop;
   CUDA_CHECK(cudaGetDeviceProperties(&prop, device));
 
-  const char *att = getenv("DTRAIN_ATTENTION");
-  const int att_impl = !att || !*att || !strcmp(att, "auto") ? DT_ATT_AUTO
-                       : !strcmp(att, "fp32")               ? DT_ATT_FP32
-                       : !strcmp(att, "simple")             ? DT_ATT_SIMPLE
-                                                            : -1;
-  if (att_impl < 0) {
-    dt_error_set(err, "DTRAIN_ATTENTION=%s: expected auto, fp32 or simple", att);
-    return NULL;
-  }
-  const char *gm = getenv("DTRAIN_GEMM");
-  const int gemm_mode = !gm || !*gm || !strcmp(gm, "auto") ? DT_GEMM_AUTO
-                        : !strcmp(gm, "cublas")            ? DT_GEMM_CUBLAS
-                        : !strcmp(gm, "lt")                ? DT_GEMM_LT
-                                                           : -1;
-  if (gemm_mode < 0) {
-    dt_error_set(err, "DTRAIN_GEMM=%s: expected auto, cublas or lt", gm);
-    return NULL;
-  }
+  /* the values' order is their DT_ATT_* / DT_GEMM_* number */
+  static const char *const att_names[] = {"auto", "fp32", "simple"};
+  static const char *const gemm_names[] = {"auto", "cublas", "lt"};
+  const int att_impl = env_choice("DTRAIN_ATTENTION", att_names, 3, err);
+  const int gemm_mode = att_impl < 0 ? -1 : env_choice("DTRAIN_GEMM", gemm_names, 3, err);
+  if (gemm_mode < 0) return NULL;
   dt_cuda_ctx *c = (dt_cuda_ctx *)dt_calloc(1, sizeof *c);
   c->gemm_mode = gemm_mode;
   c->att_impl = att_impl;

@@ -78,4 +78,13 @@ for dev in cpu cuda; do
 done
 close "$TMP/l-cpu" "$TMP/l-cuda" 1e-5
 check "LeNet-5: cuda losses within 1e-5 of the CPU's" test $? -eq 0
+
+# the backend's environment switches: a bad value is a clear error (exit 2)
+for var in DTRAIN_GEMM DTRAIN_ATTENTION; do
+  env $var=bogus "$E" "$SRC/configs/lenet5-mnist.ini" "${lenet[@]}" train.device=cuda \
+    log.dir="$TMP/bad-$var" >"$TMP/bad-$var.log" 2>&1
+  check "$var=bogus exits 2" test $? -eq 2
+  check "$var=bogus is named with the values it takes" grep -q "$var=bogus: expected one of" \
+    "$TMP/bad-$var.log"
+done
 finish
