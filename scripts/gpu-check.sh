@@ -163,6 +163,11 @@ st_gpu_suite() {
   skip=$(sed -n 's/^Skipped: *\([0-9]*\).*/\1/p' "$build/meson-logs/testlog.txt" | tail -1)
   grep -E "^ *[0-9]+/[0-9]+ .*(OK|FAIL|SKIP|TIMEOUT)" "$build/meson-logs/testlog.txt" | tail -10
   echo "ok ${ok:-?}, fail ${fail:-?}, skipped ${skip:-?}" >"$logs/gpu_suite.detail"
+  # which fused GEMMs real cuBLASLt takes: DTRAIN_GEMM=lt stops at the first
+  # one it refuses (informational; auto falls back to the unfused kernels)
+  DTRAIN_GEMM=lt timeout 120 "$build/tests/test_kernels" --backend cuda >"$logs/kernels_lt.log" 2>&1 &&
+    echo "DTRAIN_GEMM=lt: $(tail -1 "$logs/kernels_lt.log")" >>"$logs/gpu_suite.detail" ||
+    echo "DTRAIN_GEMM=lt: $(grep -m1 -o 'cuBLASLt has no algorithm.*' "$logs/kernels_lt.log" || tail -1 "$logs/kernels_lt.log")" >>"$logs/gpu_suite.detail"
   [ "$rc" = 0 ] || exit 1
   [ "${ok:-0}" -gt 0 ] || exit 77
 }
