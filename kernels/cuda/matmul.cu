@@ -129,6 +129,13 @@ typedef struct lt_plan {
 
 #define LT_PLANS 64
 
+static void lt_plan_destroy(lt_plan *p) {
+  CUBLAS_CHECK(cublasLtMatrixLayoutDestroy(p->ld));
+  CUBLAS_CHECK(cublasLtMatrixLayoutDestroy(p->lb));
+  CUBLAS_CHECK(cublasLtMatrixLayoutDestroy(p->la));
+  CUBLAS_CHECK(cublasLtMatmulDescDestroy(p->desc));
+}
+
 /* The plan for key, made on first use; the oldest plan makes room when the
  * table is full (a model has a few dozen distinct linear layers) */
 static lt_plan *lt_plan_get(dt_cuda_ctx *c, const lt_key *key, const float *bias,
@@ -139,12 +146,7 @@ static lt_plan *lt_plan_get(dt_cuda_ctx *c, const lt_key *key, const float *bias
     if (plans[i].used && !memcmp(&plans[i].key, key, sizeof *key)) return &plans[i];
   lt_plan *p = &plans[c->lt_next];
   c->lt_next = (c->lt_next + 1) % LT_PLANS;
-  if (p->used) { /* evict */
-    CUBLAS_CHECK(cublasLtMatrixLayoutDestroy(p->ld));
-    CUBLAS_CHECK(cublasLtMatrixLayoutDestroy(p->lb));
-    CUBLAS_CHECK(cublasLtMatrixLayoutDestroy(p->la));
-    CUBLAS_CHECK(cublasLtMatmulDescDestroy(p->desc));
-  }
+  if (p->used) lt_plan_destroy(p); /* evict */
   memset(p, 0, sizeof *p);
   p->key = *key;
   p->used = 1;
@@ -191,14 +193,17 @@ extern "C" void dt_cuda_lt_plans_free(dt_cuda_ctx *c) {
   lt_plan *plans = (lt_plan *)c->lt_plans;
   if (!plans) return;
   for (int i = 0; i < LT_PLANS; i++)
-    if (plans[i].used) {
-      CUBLAS_CHECK(cublasLtMatrixLayoutDestroy(plans[i].ld));
-      CUBLAS_CHECK(cublasLtMatrixLayoutDestroy(plans[i].lb));
-      CUBLAS_CHECK(cublasLtMatrixLayoutDestroy(plans[i].la));
-      CUBLAS_CHECK(cublasLtMatmulDescDestroy(plans[i].desc));
-    }
+    if (plans[i].used) lt_plan_destroy(&plans[i]);
   free(plans);
   c->lt_plans = NULL;
+}
+
+/* Whether lt_gemm_rm may take an (M,N,K) product: cuBLASLt not turned off,
+ * no empty dimension, and, with GELU's aux matrix, a leading dimension N
+ * divisible by 8 (documented). Asked before the operands are converted, so
+ * a product that cannot be fused is not converted twice. */
+static int lt_usable(const dt_cuda_ctx *c, int m, int n, int k, int aux) {
+  return c->gemm_mode != DT_GEMM_CUBLAS && m > 0 && n > 0 && k > 0 && !(aux && n % 8);
 }
 
 /* Row-major out (M,N) = epi(op(A) @ op(B) [+ bias (N) on every row]), with
@@ -207,14 +212,12 @@ extern "C" void dt_cuda_lt_plans_free(dt_cuda_ctx *c) {
  * second matrix: GELU's input, written by GELU_AUX*, read by DGELU. In
  * cuBLASLt's column-major terms D (N,M) = op(B') op(A') with B' = our B,
  * so the bias runs along D's rows as it must, and aux's leading dimension
- * is N. Returns 0, having launched nothing, when cuBLASLt has no algorithm
- * (DTRAIN_GEMM=lt makes that fatal, to prove the fused path ran). */
+ * is N. The caller has checked lt_usable. Returns 0, having launched
+ * nothing, when cuBLASLt has no algorithm (DTRAIN_GEMM=lt makes that
+ * fatal, to prove the fused path ran). */
 static int lt_gemm_rm(dt_cuda_ctx *c, cublasLtEpilogue_t epi, int ta, int tb, int m, int n,
                       int k, const void *a, const void *b, cudaDataType dtype, float *out,
                       const float *bias, void *aux) {
-  if (c->gemm_mode == DT_GEMM_CUBLAS || m <= 0 || n <= 0 || k <= 0) return 0;
-  /* documented: GELU's aux needs a leading dimension divisible by 8 */
-  if (aux && n % 8) return 0;
   if (c->lt_ws_bytes == 0) {
     c->lt_ws_bytes = (size_t)32 << 20; /* what cuBLAS asks for on Hopper */
     CUDA_CHECK(cudaMalloc(&c->lt_ws, c->lt_ws_bytes));
@@ -289,7 +292,7 @@ extern "C" void dt_cuda_linear_forward(void *ctx, float *out, const float *inp, 
                                        const float *b, int n, int c, int oc) {
   dt_cuda_ctx *cc = DT_CUDA_CTX(ctx);
   if (n <= 0 || oc <= 0) return;
-  if (b && c > 0 && cc->gemm_mode != DT_GEMM_CUBLAS) { /* bias in the epilogue */
+  if (b && lt_usable(cc, n, oc, c, 0)) { /* bias in the epilogue */
     const lt_ops o = lt_operands(cc, inp, (size_t)n * c, w, (size_t)oc * c);
     if (lt_gemm_rm(cc, CUBLASLT_EPILOGUE_BIAS, 0, 1, n, oc, c, o.x, o.y, o.t, out, b, NULL))
       return;
@@ -354,7 +357,7 @@ extern "C" void dt_cuda_linear_act_forward(void *ctx, dt_act act, float *out, fl
                                            const float *inp, const float *w, const float *b,
                                            int n, int c, int oc) {
   dt_cuda_ctx *cc = DT_CUDA_CTX(ctx);
-  if (act == DT_ACT_GELU_TANH && n > 0 && c > 0 && oc > 0 && cc->gemm_mode != DT_GEMM_CUBLAS) {
+  if (act == DT_ACT_GELU_TANH && lt_usable(cc, n, oc, c, pre != NULL)) {
     const cublasLtEpilogue_t epi = pre ? (b ? CUBLASLT_EPILOGUE_GELU_AUX_BIAS
                                             : CUBLASLT_EPILOGUE_GELU_AUX)
                                        : (b ? CUBLASLT_EPILOGUE_GELU_BIAS : CUBLASLT_EPILOGUE_GELU);
@@ -371,7 +374,7 @@ extern "C" void dt_cuda_linear_backward_act(void *ctx, dt_act act, float *dpre, 
                                             const float *w, const float *pre, int n, int c,
                                             int oc) {
   dt_cuda_ctx *cc = DT_CUDA_CTX(ctx);
-  if (act == DT_ACT_GELU_TANH && n > 0 && c > 0 && oc > 0 && cc->gemm_mode != DT_GEMM_CUBLAS) {
+  if (act == DT_ACT_GELU_TANH && lt_usable(cc, n, c, oc, 1)) {
     /* dpre (N,C) = dout (N,OC) @ w (OC,C), times GELU'(pre) in the epilogue;
      * under bf16 dout is rounded once (slot 0) for this GEMM and dw's */
     const lt_ops o = lt_operands(cc, dout, (size_t)n * oc, w, (size_t)oc * c);
