@@ -35,6 +35,43 @@ static inline float dt_bf16_value(uint16_t h) {
 /* f rounded to bf16, as a float */
 static inline float dt_bf16_round(float f) { return dt_bf16_value(dt_bf16_bits(f)); }
 
+/* Element types, one enum for the whole code: the collectives
+ * (parallel/comm.h) take all of them. Kernels take DT_F32 or DT_BF16 where
+ * an activation tensor may be stored either way, given next to each such
+ * pointer (those pointers are void *): bf16 is bit patterns, uint16_t on
+ * the CPU and __nv_bfloat16 on the GPU. Under DT_PREC_BF16 a GEMM reads a
+ * DT_BF16 operand as it is where it rounds an fp32 one first, so an operand
+ * kept in bf16 gives the same product bits in half the memory and without
+ * the rounding pass. A DT_BF16 GEMM operand requires DT_PREC_BF16 (anything
+ * else is a fatal error). */
+typedef enum dt_dtype {
+  DT_F32 = 0,
+  DT_BF16 = 1,  /* uint16 bit patterns; reductions accumulate in fp32 */
+  DT_F16 = 2,   /* IEEE half as uint16; reductions accumulate in fp32 */
+  DT_I32 = 3,
+  DT_I64 = 4,
+  DT_U8 = 5,
+  DT_DTYPE_COUNT
+} dt_dtype;
+
+/* bytes per element (0 for a value outside the enum) */
+static inline size_t dt_dtype_size(dt_dtype t) {
+  static const unsigned char size[DT_DTYPE_COUNT] = {4, 2, 2, 4, 8, 1};
+  return (unsigned)t < DT_DTYPE_COUNT ? size[t] : 0;
+}
+
+/* element i of a tensor of type t, as a float; and its store (rounded to
+ * nearest even for bf16) */
+static inline float dt_load(const void *p, dt_dtype t, size_t i) {
+  return t == DT_BF16 ? dt_bf16_value(((const uint16_t *)p)[i]) : ((const float *)p)[i];
+}
+static inline void dt_store(void *p, dt_dtype t, size_t i, float v) {
+  if (t == DT_BF16)
+    ((uint16_t *)p)[i] = dt_bf16_bits(v);
+  else
+    ((float *)p)[i] = v;
+}
+
 typedef struct dt_conv2d_shape {
   int n, c, h, w;      /* input (N,C,H,W) */
   int oc, kh, kw;      /* weight (OC,C,KH,KW), bias (OC) */
@@ -67,31 +104,40 @@ typedef enum dt_act {
 
 typedef struct dt_kernels {
   /* ---- matmul (kernels/matmul.h) ----
-   * out (N,OC) = inp (N,C) @ w(OC,C)^T + b(OC); b may be NULL. */
-  void (*linear_forward)(void *ctx, float *out, const float *inp, const float *w,
+   * out (N,OC) = inp (N,C, type it) @ w(OC,C)^T + b(OC); b may be NULL. */
+  void (*linear_forward)(void *ctx, float *out, const void *inp, dt_dtype it, const float *w,
                          const float *b, int n, int c, int oc);
   /* dinp (N,C) = dout (N,OC) @ w (OC,C)          [=, skipped if dinp NULL]
    * dw (OC,C) += dout^T @ inp; db (OC) += sum_n dout  [+=, db may be NULL]
-   * dw may be NULL too (then inp is not read), and w is not read when dinp
-   * is NULL: activation recompute calls the two halves apart. */
-  void (*linear_backward)(void *ctx, float *dinp, float *dw, float *db, const float *dout,
-                          const float *inp, const float *w, int n, int c, int oc);
+   * dout is of type dt, inp of type it. dw may be NULL too (then inp is not
+   * read), and w is not read when dinp is NULL: activation recompute calls
+   * the two halves apart. */
+  void (*linear_backward)(void *ctx, float *dinp, float *dw, float *db, const void *dout,
+                          dt_dtype dt, const void *inp, dt_dtype it, const float *w, int n,
+                          int c, int oc);
   /* A linear layer and the activation after it (an MLP's first half):
    * out (N,OC) = act(pre), pre = inp @ w^T + b; pre (N,OC) is written too
    * unless NULL (it is what act_backward and linear_backward_act need),
-   * and must not alias out. The GPU fuses bias and GELU (tanh) into the
-   * GEMM (a cuBLASLt epilogue); other activations run as act_forward. */
-  void (*linear_act_forward)(void *ctx, dt_act act, float *out, float *pre, const float *inp,
-                             const float *w, const float *b, int n, int c, int oc);
+   * and must not alias out. out and pre are of type ot, inp of type it.
+   * With ot = DT_BF16 the sum is kept in fp32 and rounded once into each
+   * output (pre = bf16(s), out = bf16(act(s)), s = inp @ w^T + bf16(b)), and
+   * the bias is read in bf16 too: cuBLASLt's epilogue takes the bias in
+   * the output's type. The GPU fuses bias and GELU (tanh) into the GEMM (a
+   * cuBLASLt epilogue); other activations run as a separate pass. */
+  void (*linear_act_forward)(void *ctx, dt_act act, void *out, void *pre, dt_dtype ot,
+                             const void *inp, dt_dtype it, const float *w, const float *b, int n,
+                             int c, int oc);
   /* linear_backward of the layer an activation feeds (an MLP's second
    * half), with d input taken on through the activation:
    * dpre (N,C) = (dout (N,OC) @ w (OC,C)) * act'(pre (N,C))  [=];
    * dw += dout^T @ inp, db += sum_n dout as in linear_backward (each may be
-   * NULL; inp is not read without dw). dpre must not alias dout, inp or pre.
-   * The GPU fuses act' for GELU (tanh) into the GEMM's epilogue. */
-  void (*linear_backward_act)(void *ctx, dt_act act, float *dpre, float *dw, float *db,
-                              const float *dout, const float *inp, const float *w,
-                              const float *pre, int n, int c, int oc);
+   * NULL; inp is not read without dw). dout is fp32; dpre, inp and pre are
+   * of type t (what linear_act_forward wrote), dpre rounded once from the
+   * fp32 product. dpre must not alias dout, inp or pre. The GPU fuses act'
+   * for GELU (tanh) into the GEMM's epilogue. */
+  void (*linear_backward_act)(void *ctx, dt_act act, void *dpre, float *dw, float *db,
+                              const float *dout, const void *inp, const float *w,
+                              const void *pre, dt_dtype t, int n, int c, int oc);
   /* A language model's output layer backward, from its logits (N,V) =
    * x (N,C) @ w (V,C)^T: softmax_xent's losses (N, skipped if NULL) and
    * dlogits = (softmax - onehot(t)) * dscale, then linear_backward's
@@ -101,8 +147,8 @@ typedef struct dt_kernels {
    * the same bits as rounding fp32 dlogits, without the fp32 copy and the
    * pass that converts it. */
   void (*lm_head_backward)(void *ctx, float *losses, float *dx, float *dw, float *scratch,
-                           const float *logits, const int32_t *targets, const float *x,
-                           const float *w, int n, int c, int v, float dscale);
+                           const float *logits, const int32_t *targets, const void *x,
+                           dt_dtype xt, const float *w, int n, int c, int v, float dscale);
 
   /* ---- conv (kernels/conv.h) ----
    * Bytes of scratch the two calls below need for shape s (may be 0). */
@@ -182,9 +228,11 @@ typedef struct dt_kernels {
    * Layer normalisation over the last dim (row statistics summed in double):
    * out (N,C) = (inp - mean) * rstd * weight (C) + bias (C), with
    * mean (N) and rstd (N) = 1/sqrt(var + eps) (biased variance) saved for
-   * the backward; mean and rstd may be NULL when no backward follows. */
-  void (*layernorm_forward)(void *ctx, float *out, float *mean, float *rstd, const float *inp,
-                            const float *weight, const float *bias, int n, int c, float eps);
+   * the backward; mean and rstd may be NULL when no backward follows. out
+   * is of type ot: computed in fp32 and rounded once. */
+  void (*layernorm_forward)(void *ctx, void *out, dt_dtype ot, float *mean, float *rstd,
+                            const float *inp, const float *weight, const float *bias, int n,
+                            int c, float eps);
   /* dinp (N,C) += d/dinp       [+=: the residual stream's gradient, as in llm.c;
    *                              zero it first where nothing accumulates]
    * dweight (C) += sum_n dout * xhat; dbias (C) += sum_n dout      [+=]
@@ -197,8 +245,8 @@ typedef struct dt_kernels {
    * b (the residual stream updated in place); out must not alias anything.
    * Its backward is layernorm_backward with inp = res_out, whose dinp is the
    * gradient of both a and b. */
-  void (*residual_layernorm_forward)(void *ctx, float *res_out, float *out, float *mean,
-                                     float *rstd, const float *a, const float *b,
+  void (*residual_layernorm_forward)(void *ctx, float *res_out, void *out, dt_dtype ot,
+                                     float *mean, float *rstd, const float *a, const float *b,
                                      const float *weight, const float *bias, int n, int c,
                                      float eps);
 

@@ -10,23 +10,25 @@
 extern "C" {
 #endif
 
-void dt_cpu_layernorm_forward(void *ctx, float *out, float *mean, float *rstd, const float *inp,
+void dt_cpu_layernorm_forward(void *ctx, void *out, dt_dtype ot, float *mean, float *rstd,
+                              const float *inp,
                               const float *weight, const float *bias, int n, int c, float eps);
 void dt_cpu_layernorm_backward(void *ctx, float *dinp, float *dweight, float *dbias,
                                const float *dout, const float *inp, const float *weight,
                                const float *mean, const float *rstd, int n, int c);
-void dt_cpu_residual_layernorm_forward(void *ctx, float *res_out, float *out, float *mean,
-                                       float *rstd, const float *a, const float *b,
+void dt_cpu_residual_layernorm_forward(void *ctx, float *res_out, void *out, dt_dtype ot,
+                                       float *mean, float *rstd, const float *a, const float *b,
                                        const float *weight, const float *bias, int n, int c,
                                        float eps);
 
-void dt_cuda_layernorm_forward(void *ctx, float *out, float *mean, float *rstd, const float *inp,
+void dt_cuda_layernorm_forward(void *ctx, void *out, dt_dtype ot, float *mean, float *rstd,
+                               const float *inp,
                                const float *weight, const float *bias, int n, int c, float eps);
 void dt_cuda_layernorm_backward(void *ctx, float *dinp, float *dweight, float *dbias,
                                 const float *dout, const float *inp, const float *weight,
                                 const float *mean, const float *rstd, int n, int c);
-void dt_cuda_residual_layernorm_forward(void *ctx, float *res_out, float *out, float *mean,
-                                        float *rstd, const float *a, const float *b,
+void dt_cuda_residual_layernorm_forward(void *ctx, float *res_out, void *out, dt_dtype ot,
+                                        float *mean, float *rstd, const float *a, const float *b,
                                         const float *weight, const float *bias, int n, int c,
                                         float eps);
 

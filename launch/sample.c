@@ -107,8 +107,11 @@ int main(int argc, char **argv) {
 
   dt_backend_t be = dt_backend_create(cfg.train_device, 0, 0, &err);
   if (!be) dt_die_user("--device %s: %s", device, err.msg);
-  /* every step reads the last position's logits: keep one sequence's whole */
+  /* every step reads the last position's logits: keep one sequence's whole;
+   * and decode in fp32 whatever precision trained the weights (the backend
+   * is fp32, and bf16 activations would need bf16 GEMMs) */
   cfg.train_classifier_chunk = 0;
+  snprintf(cfg.train_precision, sizeof cfg.train_precision, "fp32");
   dt_model *m = dt_model_create(&cfg, be, 1, &err);
   if (!m) dt_die_user("%s", err.msg);
   if (m->max_t <= 0) dt_die_user("%s: model '%s' is not a language model", path, meta.model);

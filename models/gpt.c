@@ -6,7 +6,11 @@
  * attention probabilities, is not applied: the fused attention kernel keeps
  * no probability matrix to drop from. Activation recompute
  * ([train] recompute) trades a second forward of the MLP or of a whole block
- * for the memory of its activations, with bit-identical gradients. */
+ * for the memory of its activations, with bit-identical gradients. Under
+ * train.precision = bf16 the activations that only feed GEMMs (LayerNorm
+ * outputs, the MLP hidden before and after GELU and its gradient) are
+ * stored in bf16 (G->at): half the memory, and no rounding pass in front of
+ * each GEMM; the residual stream, attention and the rest stay fp32. */
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -37,14 +41,17 @@ enum {
 enum { RC_NONE, RC_MLP, RC_BLOCK };
 
 /* What one block keeps for the backward, each at (max_batch * max_t) rows.
- * Under recompute = block there is one set, shared by all blocks. */
+ * Under recompute = block there is one set, shared by all blocks. The void
+ * pointers are of the model's operand type G->at. */
 typedef struct gpt_block_acts {
-  float *ln1, *ln1_mean, *ln1_rstd; /* (BT,C) (BT) (BT) */
+  void *ln1;                        /* (BT,C) */
+  float *ln1_mean, *ln1_rstd;       /* (BT) (BT) */
   float *qkv;                       /* (BT,3C) */
   float *atty, *lse;                /* (BT,C) (B,NH,T) */
   float *mid;                       /* (BT,C) residual after attention */
-  float *ln2, *ln2_mean, *ln2_rstd; /* (BT,C) (BT) (BT) */
-  float *fch, *fch_gelu;            /* (BT,4C) before and after GELU; NULL unless none */
+  void *ln2;                        /* (BT,C) */
+  float *ln2_mean, *ln2_rstd;       /* (BT) (BT) */
+  void *fch, *fch_gelu;             /* (BT,4C) before and after GELU; NULL unless none */
 } gpt_block_acts;
 
 typedef struct gpt {
@@ -53,18 +60,21 @@ typedef struct gpt {
   int L, NH, C, V, maxT;     /* maxT: rows of wpe (model.block_size) */
   int recompute;             /* RC_* */
   float dropout;             /* [model] dropout */
+  dt_dtype at;               /* the type of the activations only GEMMs read: bf16 under
+                              * train.precision = bf16 */
   gpt_block_acts *acts;      /* (nacts): L sets, or 1 under recompute = block */
   int nacts;
   float **res;               /* (L+1) residual stream (BT,C): res[l] enters block l */
-  float *lnf, *lnf_mean, *lnf_rstd; /* (BT,C) (BT) (BT) */
+  void *lnf;                 /* (BT,C), type at */
+  float *lnf_mean, *lnf_rstd; /* (BT) (BT) */
   int chunk;                 /* rows of logits at a time ([train] classifier_chunk) */
   float *logits, *dlogits;   /* (chunk,V) */
   float *scratch;            /* (BT,C): projection outputs in forward, dln/datty in backward */
   float *dres;               /* (BT,C) gradient of the residual stream */
   float *dqkv;               /* (BT,3C) */
-  float *dfch;               /* (BT,4C) */
-  float *hpre, *hbuf;        /* (BT,4C) the MLP hidden of the block at hand, before and
-                              * after GELU, unless none */
+  void *dfch;                /* (BT,4C), type at */
+  void *hpre, *hbuf;         /* (BT,4C) the MLP hidden of the block at hand, before and
+                              * after GELU, unless none; type at */
   float *dbranch;            /* (BT,C) a residual branch's gradient through dropout */
   void *emb_ws;
   /* this call's dropout: p (0 in evaluation) and the batch it draws masks for */
@@ -122,18 +132,18 @@ static void attn_forward(gpt *G, const dt_batch *b, int l) {
   gpt_block_acts *a = blk(G, l);
   int p = block_param(l, L_QKVW);
   dt_model_fetch(m, p, 2);
-  k->linear_forward(ctx, a->qkv, a->ln1, W(p), W(p + 1), BT, C, 3 * C);
+  k->linear_forward(ctx, a->qkv, a->ln1, G->at, W(p), W(p + 1), BT, C, 3 * C);
   dt_model_release(m, p, 2);
   k->attention_forward(ctx, a->atty, a->lse, a->qkv, a->qkv + C, a->qkv + 2 * C, b->n, b->t,
                        b->t, NH, HS, 3 * C, 3 * C, 1, NULL, 1.0f / sqrtf((float)HS));
   p = block_param(l, L_APROJW);
   dt_model_fetch(m, p, 2);
-  k->linear_forward(ctx, G->scratch, a->atty, W(p), W(p + 1), BT, C, C);
+  k->linear_forward(ctx, G->scratch, a->atty, DT_F32, W(p), W(p + 1), BT, C, C);
   dt_model_release(m, p, 2);
   drop_forward(G, 1 + 2 * l, G->scratch);
   p = block_param(l, L_LN2W);
   dt_model_fetch(m, p, 2);
-  k->residual_layernorm_forward(ctx, a->mid, a->ln2, a->ln2_mean, a->ln2_rstd, G->res[l],
+  k->residual_layernorm_forward(ctx, a->mid, a->ln2, G->at, a->ln2_mean, a->ln2_rstd, G->res[l],
                                 G->scratch, W(p), W(p + 1), BT, C, GPT_LN_EPS);
   dt_model_release(m, p, 2);
 }
@@ -143,15 +153,15 @@ static void attn_forward(gpt *G, const dt_batch *b, int l) {
  * Recompute makes the very same call, so the GPU's epilogue GELU gives the
  * same bits the second time: an elementwise GELU after a plain GEMM could
  * round differently. */
-static float *mlp_hidden_forward(gpt *G, int BT, int l) {
+static void *mlp_hidden_forward(gpt *G, int BT, int l) {
   dt_model *m = &G->m;
   const dt_kernels *k = m->be->k;
   gpt_block_acts *a = blk(G, l);
   const int C = G->C, p = block_param(l, L_FCW);
-  float *out = a->fch ? a->fch_gelu : G->hbuf;
+  void *out = a->fch ? a->fch_gelu : G->hbuf;
   dt_model_fetch(m, p, 2);
-  k->linear_act_forward(m->be->ctx, DT_ACT_GELU_TANH, out, a->fch ? a->fch : G->hpre, a->ln2,
-                        W(p), W(p + 1), BT, C, 4 * C);
+  k->linear_act_forward(m->be->ctx, DT_ACT_GELU_TANH, out, a->fch ? a->fch : G->hpre, G->at,
+                        a->ln2, G->at, W(p), W(p + 1), BT, C, 4 * C);
   dt_model_release(m, p, 2);
   return out;
 }
@@ -168,16 +178,16 @@ static void gpt_forward(gpt *G, const dt_batch *b) {
   drop_forward(G, 0, G->res[0]);
   int p = block_param(0, L_LN1W);
   dt_model_fetch(m, p, 2);
-  k->layernorm_forward(ctx, blk(G, 0)->ln1, blk(G, 0)->ln1_mean, blk(G, 0)->ln1_rstd, G->res[0],
-                       W(p), W(p + 1), BT, C, GPT_LN_EPS);
+  k->layernorm_forward(ctx, blk(G, 0)->ln1, G->at, blk(G, 0)->ln1_mean, blk(G, 0)->ln1_rstd,
+                       G->res[0], W(p), W(p + 1), BT, C, GPT_LN_EPS);
   dt_model_release(m, p, 2);
 
   for (int l = 0; l < G->L; l++) {
     attn_forward(G, b, l);
-    const float *h = mlp_hidden_forward(G, BT, l);
+    const void *h = mlp_hidden_forward(G, BT, l);
     p = block_param(l, L_MPROJW);
     dt_model_fetch(m, p, 2);
-    k->linear_forward(ctx, G->scratch, h, W(p), W(p + 1), BT, 4 * C, C);
+    k->linear_forward(ctx, G->scratch, h, G->at, W(p), W(p + 1), BT, 4 * C, C);
     dt_model_release(m, p, 2);
     drop_forward(G, 2 + 2 * l, G->scratch);
     /* the second residual add is fused with the LayerNorm that follows it;
@@ -187,7 +197,7 @@ static void gpt_forward(gpt *G, const dt_batch *b) {
     gpt_block_acts *nx = last ? NULL : blk(G, l + 1);
     p = next_ln_param(G, l);
     dt_model_fetch(m, p, 2);
-    k->residual_layernorm_forward(ctx, G->res[l + 1], last ? G->lnf : nx->ln1,
+    k->residual_layernorm_forward(ctx, G->res[l + 1], last ? G->lnf : nx->ln1, G->at,
                                   last ? G->lnf_mean : nx->ln1_mean,
                                   last ? G->lnf_rstd : nx->ln1_rstd, blk(G, l)->mid, G->scratch,
                                   W(p), W(p + 1), BT, C, GPT_LN_EPS);
@@ -213,11 +223,12 @@ static const float *gpt_classifier(gpt *G, const dt_batch *b, float *losses, flo
   dt_model_fetch(m, P_WTE, 1);
   for (int r0 = 0; r0 < BT; r0 += G->chunk) {
     const int R = DT_MIN(G->chunk, BT - r0);
-    const float *x = G->lnf + (size_t)r0 * C;
-    k->linear_forward(ctx, G->logits, x, W(P_WTE), NULL, R, C, V);
+    const void *x = (const char *)G->lnf + (size_t)r0 * C * dt_dtype_size(G->at);
+    k->linear_forward(ctx, G->logits, x, G->at, W(P_WTE), NULL, R, C, V);
     if (dscale != 0.0f) /* softmax, loss, dlogits and both GEMMs */
       k->lm_head_backward(ctx, losses ? losses + r0 : NULL, dln + (size_t)r0 * C, GW(P_WTE),
-                          G->dlogits, G->logits, b->y + r0, x, W(P_WTE), R, C, V, dscale);
+                          G->dlogits, G->logits, b->y + r0, x, G->at, W(P_WTE), R, C, V,
+                          dscale);
     else
       k->softmax_xent(ctx, losses ? losses + r0 : NULL, NULL, G->logits, b->y + r0, R, V, 0.0f);
   }
@@ -238,17 +249,18 @@ static void mlp_backward(gpt *G, int BT, int l, const float *dres, float *dln) {
   gpt_block_acts *a = blk(G, l);
   const int C = G->C;
   const float *dout = drop_backward(G, 2 + 2 * l, dres);
-  const float *h = a->fch ? a->fch_gelu : mlp_hidden_forward(G, BT, l);
-  const float *pre = a->fch ? a->fch : G->hpre;
+  const void *h = a->fch ? a->fch_gelu : mlp_hidden_forward(G, BT, l);
+  const void *pre = a->fch ? a->fch : G->hpre;
   int p = block_param(l, L_MPROJW);
   dt_model_fetch(m, p, 2);
-  k->linear_backward_act(ctx, DT_ACT_GELU_TANH, G->dfch, GW(p), GW(p + 1), dout, h, W(p), pre, BT,
-                         4 * C, C);
+  k->linear_backward_act(ctx, DT_ACT_GELU_TANH, G->dfch, GW(p), GW(p + 1), dout, h, W(p), pre,
+                         G->at, BT, 4 * C, C);
   dt_model_release(m, p, 2);
   READY2(p);
   p = block_param(l, L_FCW);
   dt_model_fetch(m, p, 2);
-  k->linear_backward(ctx, dln, GW(p), GW(p + 1), G->dfch, a->ln2, W(p), BT, C, 4 * C);
+  k->linear_backward(ctx, dln, GW(p), GW(p + 1), G->dfch, G->at, a->ln2, G->at, W(p), BT, C,
+                     4 * C);
   dt_model_release(m, p, 2);
   READY2(p);
 }
@@ -280,8 +292,8 @@ static void gpt_backward(gpt *G, const dt_batch *b) {
        * gives the bits the fused residual+LayerNorm gave in the forward */
       p = block_param(l, L_LN1W);
       dt_model_fetch(m, p, 2);
-      k->layernorm_forward(ctx, a->ln1, a->ln1_mean, a->ln1_rstd, G->res[l], W(p), W(p + 1),
-                           BT, C, GPT_LN_EPS);
+      k->layernorm_forward(ctx, a->ln1, G->at, a->ln1_mean, a->ln1_rstd, G->res[l], W(p),
+                           W(p + 1), BT, C, GPT_LN_EPS);
       dt_model_release(m, p, 2);
       attn_forward(G, b, l);
     }
@@ -297,7 +309,8 @@ static void gpt_backward(gpt *G, const dt_batch *b) {
     const float *dout = drop_backward(G, 1 + 2 * l, dres);
     p = block_param(l, L_APROJW);
     dt_model_fetch(m, p, 2);
-    k->linear_backward(ctx, dln, GW(p), GW(p + 1), dout, a->atty, W(p), BT, C, C);
+    k->linear_backward(ctx, dln, GW(p), GW(p + 1), dout, DT_F32, a->atty, DT_F32, W(p), BT, C,
+                       C);
     dt_model_release(m, p, 2);
     READY2(p);
     k->attention_backward(ctx, G->dqkv, G->dqkv + C, G->dqkv + 2 * C, dln, a->qkv, a->qkv + C,
@@ -305,7 +318,8 @@ static void gpt_backward(gpt *G, const dt_batch *b) {
                           3 * C, 1, NULL, 1.0f / sqrtf((float)HS));
     p = block_param(l, L_QKVW);
     dt_model_fetch(m, p, 2);
-    k->linear_backward(ctx, dln, GW(p), GW(p + 1), G->dqkv, a->ln1, W(p), BT, C, 3 * C);
+    k->linear_backward(ctx, dln, GW(p), GW(p + 1), G->dqkv, DT_F32, a->ln1, G->at, W(p), BT, C,
+                       3 * C);
     dt_model_release(m, p, 2);
     READY2(p);
     p = block_param(l, L_LN1W);
@@ -379,15 +393,15 @@ static void gpt_destroy(dt_model *m) {
   dt_backend_t be = m->be;
   for (int l = 0; l < G->nacts; l++) {
     gpt_block_acts *a = &G->acts[l];
-    float *bufs[] = {a->ln1, a->ln1_mean, a->ln1_rstd, a->qkv, a->atty, a->lse, a->mid, a->ln2,
-                     a->ln2_mean, a->ln2_rstd, a->fch, a->fch_gelu};
+    void *bufs[] = {a->ln1, a->ln1_mean, a->ln1_rstd, a->qkv, a->atty, a->lse, a->mid, a->ln2,
+                    a->ln2_mean, a->ln2_rstd, a->fch, a->fch_gelu};
     for (size_t i = 0; i < DT_ARRAY_LEN(bufs); i++)
       if (bufs[i]) be->free(be, bufs[i]);
   }
   for (int l = 0; l <= G->L; l++) be->free(be, G->res[l]);
-  float *bufs[] = {G->lnf,  G->lnf_mean, G->lnf_rstd, G->logits, G->dlogits, G->scratch,
-                   G->dres, G->dqkv,     G->dfch,     G->hpre,   G->hbuf,     G->dbranch,
-                   m->g};
+  void *bufs[] = {G->lnf,  G->lnf_mean, G->lnf_rstd, G->logits, G->dlogits, G->scratch,
+                  G->dres, G->dqkv,     G->dfch,     G->hpre,   G->hbuf,     G->dbranch,
+                  m->g};
   for (size_t i = 0; i < DT_ARRAY_LEN(bufs); i++)
     if (bufs[i]) be->free(be, bufs[i]);
   if (G->emb_ws) be->free(be, G->emb_ws);
@@ -397,10 +411,12 @@ static void gpt_destroy(dt_model *m) {
   free(G);
 }
 
-static float *act_alloc(dt_model *m, size_t n) {
-  m->activation_bytes += n * sizeof(float);
-  return m->be->alloc(m->be, n * sizeof(float));
+/* n elements of type t */
+static void *act_alloc_t(dt_model *m, size_t n, dt_dtype t) {
+  m->activation_bytes += n * dt_dtype_size(t);
+  return m->be->alloc(m->be, n * dt_dtype_size(t));
 }
+static float *act_alloc(dt_model *m, size_t n) { return act_alloc_t(m, n, DT_F32); }
 
 /* Adds one tensor with its tensor-parallel split dimension. */
 static void add(gpt *G, int *np, size_t *total, const char *name, int ndims, int64_t d0,
@@ -498,33 +514,34 @@ dt_model *dt_gpt_create(const dt_config *cfg, dt_backend_t be, int max_batch, dt
   const size_t BT = (size_t)max_batch * (size_t)m->max_t, C = (size_t)G->C;
   G->recompute = recompute_mode(cfg->train_recompute);
   G->dropout = (float)cfg->model_dropout;
+  G->at = strcmp(cfg->train_precision, "bf16") ? DT_F32 : DT_BF16;
   G->nacts = G->recompute == RC_BLOCK ? 1 : G->L;
   G->acts = dt_calloc((size_t)G->nacts, sizeof *G->acts);
   G->res = dt_calloc((size_t)G->L + 1, sizeof *G->res);
   for (int l = 0; l <= G->L; l++) G->res[l] = act_alloc(m, BT * C);
   for (int l = 0; l < G->nacts; l++) {
     gpt_block_acts *a = &G->acts[l];
-    a->ln1 = act_alloc(m, BT * C);
+    a->ln1 = act_alloc_t(m, BT * C, G->at);
     a->ln1_mean = act_alloc(m, BT);
     a->ln1_rstd = act_alloc(m, BT);
     a->qkv = act_alloc(m, BT * 3 * C);
     a->atty = act_alloc(m, BT * C);
     a->lse = act_alloc(m, BT * (size_t)G->NH);
     a->mid = act_alloc(m, BT * C);
-    a->ln2 = act_alloc(m, BT * C);
+    a->ln2 = act_alloc_t(m, BT * C, G->at);
     a->ln2_mean = act_alloc(m, BT);
     a->ln2_rstd = act_alloc(m, BT);
     if (G->recompute == RC_NONE) {
-      a->fch = act_alloc(m, BT * 4 * C);
-      a->fch_gelu = act_alloc(m, BT * 4 * C);
+      a->fch = act_alloc_t(m, BT * 4 * C, G->at);
+      a->fch_gelu = act_alloc_t(m, BT * 4 * C, G->at);
     }
   }
   if (G->recompute != RC_NONE) {
-    G->hpre = act_alloc(m, BT * 4 * C);
-    G->hbuf = act_alloc(m, BT * 4 * C);
+    G->hpre = act_alloc_t(m, BT * 4 * C, G->at);
+    G->hbuf = act_alloc_t(m, BT * 4 * C, G->at);
   }
   if (G->dropout > 0.0f) G->dbranch = act_alloc(m, BT * C);
-  G->lnf = act_alloc(m, BT * C);
+  G->lnf = act_alloc_t(m, BT * C, G->at);
   G->lnf_mean = act_alloc(m, BT);
   G->lnf_rstd = act_alloc(m, BT);
   G->chunk = (int)dt_classifier_chunk(cfg, BT); /* checked to fit in check_config */
@@ -533,7 +550,7 @@ dt_model *dt_gpt_create(const dt_config *cfg, dt_backend_t be, int max_batch, dt
   G->scratch = act_alloc(m, BT * C);
   G->dres = act_alloc(m, BT * C);
   G->dqkv = act_alloc(m, BT * 3 * C);
-  G->dfch = act_alloc(m, BT * 4 * C);
+  G->dfch = act_alloc_t(m, BT * 4 * C, G->at);
   size_t ws = be->k->embedding_backward_workspace(be->ctx, max_batch, m->max_t, G->V);
   G->emb_ws = ws ? be->alloc(be, ws) : NULL;
   m->activation_bytes += ws;

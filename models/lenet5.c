@@ -74,15 +74,15 @@ static const float *lenet5_forward_backward(dt_model *m, const dt_batch *b, floa
   act_fwd(L, L->h2, L->a2, (size_t)n * 16 * 10 * 10);
   pool_fwd(L, L->p2, L->h2, &s2);
   FETCH(P_F1W);
-  k->linear_forward(ctx, L->a3, L->p2, W(P_F1W), W(P_F1B), n, 400, 120);
+  k->linear_forward(ctx, L->a3, L->p2, DT_F32, W(P_F1W), W(P_F1B), n, 400, 120);
   RELEASE(P_F1W);
   act_fwd(L, L->h3, L->a3, (size_t)n * 120);
   FETCH(P_F2W);
-  k->linear_forward(ctx, L->a4, L->h3, W(P_F2W), W(P_F2B), n, 120, 84);
+  k->linear_forward(ctx, L->a4, L->h3, DT_F32, W(P_F2W), W(P_F2B), n, 120, 84);
   RELEASE(P_F2W);
   act_fwd(L, L->h4, L->a4, (size_t)n * 84);
   FETCH(P_F3W);
-  k->linear_forward(ctx, L->logits, L->h4, W(P_F3W), W(P_F3B), n, 84, 10);
+  k->linear_forward(ctx, L->logits, L->h4, DT_F32, W(P_F3W), W(P_F3B), n, 84, 10);
   RELEASE(P_F3W);
   k->softmax_xent(ctx, losses, dscale != 0.0f ? L->dlogits : NULL, L->logits, b->y, n, 10,
                   dscale);
@@ -92,17 +92,20 @@ static const float *lenet5_forward_backward(dt_model *m, const dt_batch *b, floa
   float *d0 = L->d0, *d1 = L->d1;
 #define READY(w) dt_model_grad_ready(m, w), dt_model_grad_ready(m, w + 1)
   FETCH(P_F3W);
-  k->linear_backward(ctx, d0, GW(P_F3W), GW(P_F3B), L->dlogits, L->h4, W(P_F3W), n, 84, 10);
+  k->linear_backward(ctx, d0, GW(P_F3W), GW(P_F3B), L->dlogits, DT_F32, L->h4, DT_F32, W(P_F3W),
+                     n, 84, 10);
   RELEASE(P_F3W);
   READY(P_F3W);
   k->act_backward(ctx, L->act, d0, d0, L->a4, (size_t)n * 84);
   FETCH(P_F2W);
-  k->linear_backward(ctx, d1, GW(P_F2W), GW(P_F2B), d0, L->h3, W(P_F2W), n, 120, 84);
+  k->linear_backward(ctx, d1, GW(P_F2W), GW(P_F2B), d0, DT_F32, L->h3, DT_F32, W(P_F2W), n, 120,
+                     84);
   RELEASE(P_F2W);
   READY(P_F2W);
   k->act_backward(ctx, L->act, d1, d1, L->a3, (size_t)n * 120);
   FETCH(P_F1W);
-  k->linear_backward(ctx, d0, GW(P_F1W), GW(P_F1B), d1, L->p2, W(P_F1W), n, 400, 120);
+  k->linear_backward(ctx, d0, GW(P_F1W), GW(P_F1B), d1, DT_F32, L->p2, DT_F32, W(P_F1W), n, 400,
+                     120);
   RELEASE(P_F1W);
   READY(P_F1W);
   pool_bwd(L, d1, d0, L->h2, &s2);

@@ -148,7 +148,7 @@ static const float *sub_begin(tf *T, int p, sub_acts *a, const float *xin, int R
   dt_model *m = &T->m;
   if (!T->pre) return xin;
   dt_model_fetch(m, p + SP_LNW, 2);
-  m->be->k->layernorm_forward(m->be->ctx, a->ln, a->mean, a->rstd, xin, W(p + SP_LNW),
+  m->be->k->layernorm_forward(m->be->ctx, a->ln, DT_F32, a->mean, a->rstd, xin, W(p + SP_LNW),
                               W(p + SP_LNB), R, T->D, TF_LN_EPS);
   dt_model_release(m, p + SP_LNW, 2);
   return a->ln;
@@ -166,8 +166,8 @@ static void sub_end(tf *T, int p, sub_acts *a, const float *xin, const float *h,
     return;
   }
   dt_model_fetch(m, p + SP_LNW, 2);
-  m->be->k->residual_layernorm_forward(m->be->ctx, a->sum, a->out, a->mean, a->rstd, xin, h,
-                                       W(p + SP_LNW), W(p + SP_LNB), R, T->D, TF_LN_EPS);
+  m->be->k->residual_layernorm_forward(m->be->ctx, a->sum, a->out, DT_F32, a->mean, a->rstd, xin,
+                                       h, W(p + SP_LNW), W(p + SP_LNB), R, T->D, TF_LN_EPS);
   dt_model_release(m, p + SP_LNW, 2);
 }
 
@@ -175,7 +175,8 @@ static void sub_end(tf *T, int p, sub_acts *a, const float *xin, const float *h,
 static void attn_out_forward(tf *T, int p, sub_acts *a, float *h, int R) {
   dt_model *m = &T->m;
   dt_model_fetch(m, p + SP_W2, 2);
-  m->be->k->linear_forward(m->be->ctx, h, a->c, W(p + SP_W2), W(p + SP_B2), R, T->D, T->D);
+  m->be->k->linear_forward(m->be->ctx, h, a->c, DT_F32, W(p + SP_W2), W(p + SP_B2), R, T->D,
+                           T->D);
   dt_model_release(m, p + SP_W2, 2);
 }
 
@@ -188,7 +189,7 @@ static void branch_forward(tf *T, int kind, int p, sub_acts *a, const float *u, 
   const float scale = 1.0f / sqrtf((float)HS);
   if (kind == SUB_SELF) {
     dt_model_fetch(m, p, 2);
-    k->linear_forward(ctx, a->a, u, W(p), W(p + 1), R, D, 3 * D);
+    k->linear_forward(ctx, a->a, u, DT_F32, W(p), W(p + 1), R, D, 3 * D);
     dt_model_release(m, p, 2);
     k->attention_forward(ctx, a->c, a->lse, a->a, a->a + D, a->a + 2 * D, ps->n, ps->t, ps->t,
                          T->NH, HS, 3 * D, 3 * D, ps->causal, ps->self_len, scale);
@@ -196,18 +197,20 @@ static void branch_forward(tf *T, int kind, int p, sub_acts *a, const float *u, 
   } else if (kind == SUB_CROSS) {
     const int S = ps->n * ps->ts;
     dt_model_fetch(m, p, 2);
-    k->linear_forward(ctx, a->a, u, W(p), W(p + 1), R, D, D);
-    k->linear_forward(ctx, a->kv, ps->enc, W(p) + (size_t)D * D, W(p + 1) + D, S, D, 2 * D);
+    k->linear_forward(ctx, a->a, u, DT_F32, W(p), W(p + 1), R, D, D);
+    k->linear_forward(ctx, a->kv, ps->enc, DT_F32, W(p) + (size_t)D * D, W(p + 1) + D, S, D,
+                      2 * D);
     dt_model_release(m, p, 2);
     k->attention_forward(ctx, a->c, a->lse, a->a, a->kv, a->kv + D, ps->n, ps->t, ps->ts, T->NH,
                          HS, D, 2 * D, 0, ps->src_len, scale);
     attn_out_forward(T, p, a, h, R);
   } else {
     dt_model_fetch(m, p, 2);
-    k->linear_act_forward(ctx, T->act, a->c, a->a, u, W(p), W(p + 1), R, D, T->F);
+    k->linear_act_forward(ctx, T->act, a->c, a->a, DT_F32, u, DT_F32, W(p), W(p + 1), R, D,
+                          T->F);
     dt_model_release(m, p, 2);
     dt_model_fetch(m, p + SP_W2, 2);
-    k->linear_forward(ctx, h, a->c, W(p + SP_W2), W(p + SP_B2), R, T->F, D);
+    k->linear_forward(ctx, h, a->c, DT_F32, W(p + SP_W2), W(p + SP_B2), R, T->F, D);
     dt_model_release(m, p + SP_W2, 2);
   }
 }
@@ -228,7 +231,7 @@ static const float *final_ln(tf *T, int p, float *out, float *mean, float *rstd,
   dt_model *m = &T->m;
   if (!T->pre) return x;
   dt_model_fetch(m, p, 2);
-  m->be->k->layernorm_forward(m->be->ctx, out, mean, rstd, x, W(p), W(p + 1), R, T->D,
+  m->be->k->layernorm_forward(m->be->ctx, out, DT_F32, mean, rstd, x, W(p), W(p + 1), R, T->D,
                               TF_LN_EPS);
   dt_model_release(m, p, 2);
   return out;
@@ -267,7 +270,7 @@ static const float *decoder_forward(tf *T, const dt_batch *b, const float *enc) 
 static void logits_forward(tf *T, float *logits, const float *y, int R) {
   dt_model *m = &T->m;
   dt_model_fetch(m, T->p_out, 1);
-  m->be->k->linear_forward(m->be->ctx, logits, y, W(T->p_out), NULL, R, T->D, T->V);
+  m->be->k->linear_forward(m->be->ctx, logits, y, DT_F32, W(T->p_out), NULL, R, T->D, T->V);
   dt_model_release(m, T->p_out, 1);
 }
 
@@ -284,18 +287,18 @@ static void branch_backward(tf *T, int kind, int p, sub_acts *a, const float *u,
   if (kind == SUB_FFN) {
     dt_model_fetch(m, p + SP_W2, 2);
     k->linear_backward_act(ctx, T->act, T->dfc, GW(p + SP_W2), GW(p + SP_B2), dout, a->c,
-                           W(p + SP_W2), a->a, R, T->F, D);
+                           W(p + SP_W2), a->a, DT_F32, R, T->F, D);
     dt_model_release(m, p + SP_W2, 2);
     ready2(m, p + SP_W2);
     dt_model_fetch(m, p, 2);
-    k->linear_backward(ctx, du, GW(p), GW(p + 1), T->dfc, u, W(p), R, D, T->F);
+    k->linear_backward(ctx, du, GW(p), GW(p + 1), T->dfc, DT_F32, u, DT_F32, W(p), R, D, T->F);
     dt_model_release(m, p, 2);
     ready2(m, p);
     return;
   }
   dt_model_fetch(m, p + SP_W2, 2);
-  k->linear_backward(ctx, T->datt, GW(p + SP_W2), GW(p + SP_B2), dout, a->c, W(p + SP_W2), R, D,
-                     D);
+  k->linear_backward(ctx, T->datt, GW(p + SP_W2), GW(p + SP_B2), dout, DT_F32, a->c, DT_F32,
+                     W(p + SP_W2), R, D, D);
   dt_model_release(m, p + SP_W2, 2);
   ready2(m, p + SP_W2);
   if (kind == SUB_SELF) {
@@ -303,7 +306,7 @@ static void branch_backward(tf *T, int kind, int p, sub_acts *a, const float *u,
                           a->a + 2 * D, a->c, a->lse, ps->n, ps->t, ps->t, T->NH, HS, 3 * D,
                           3 * D, ps->causal, ps->self_len, scale);
     dt_model_fetch(m, p, 2);
-    k->linear_backward(ctx, du, GW(p), GW(p + 1), T->dqkv, u, W(p), R, D, 3 * D);
+    k->linear_backward(ctx, du, GW(p), GW(p + 1), T->dqkv, DT_F32, u, DT_F32, W(p), R, D, 3 * D);
     dt_model_release(m, p, 2);
   } else {
     const int S = ps->n * ps->ts;
@@ -311,9 +314,9 @@ static void branch_backward(tf *T, int kind, int p, sub_acts *a, const float *u,
                           a->c, a->lse, ps->n, ps->t, ps->ts, T->NH, HS, D, 2 * D, 0, ps->src_len,
                           scale);
     dt_model_fetch(m, p, 2);
-    k->linear_backward(ctx, du, GW(p), GW(p + 1), T->dqkv, u, W(p), R, D, D);
-    k->linear_backward(ctx, T->denc_tmp, GW(p) + (size_t)D * D, GW(p + 1) + D, T->dkv, ps->enc,
-                       W(p) + (size_t)D * D, S, D, 2 * D);
+    k->linear_backward(ctx, du, GW(p), GW(p + 1), T->dqkv, DT_F32, u, DT_F32, W(p), R, D, D);
+    k->linear_backward(ctx, T->denc_tmp, GW(p) + (size_t)D * D, GW(p + 1) + D, T->dkv, DT_F32,
+                       ps->enc, DT_F32, W(p) + (size_t)D * D, S, D, 2 * D);
     dt_model_release(m, p, 2);
     /* every decoder layer reads the encoder output: its gradient sums them */
     k->axpy(ctx, T->denc, 1.0f, T->denc_tmp, (size_t)S * D);
@@ -440,13 +443,13 @@ static const float *tf_classifier(tf *T, const dt_batch *b, const float *y, floa
   for (int r0 = 0; r0 < BT; r0 += T->chunk) {
     const int R = DT_MIN(T->chunk, BT - r0);
     const float *x = y + (size_t)r0 * D;
-    k->linear_forward(ctx, T->logits, x, W(T->p_out), NULL, R, D, V);
+    k->linear_forward(ctx, T->logits, x, DT_F32, W(T->p_out), NULL, R, D, V);
     k->softmax_xent_smooth(ctx, losses ? losses + r0 : NULL, dscale != 0.0f ? T->dlogits : NULL,
                            T->logits, b->y + r0, R, V, dscale,
                            dscale != 0.0f ? T->smoothing : 0.0f);
     if (dscale != 0.0f)
-      k->linear_backward(ctx, dy + (size_t)r0 * D, GW(T->p_out), NULL, T->dlogits, x,
-                         W(T->p_out), R, D, V);
+      k->linear_backward(ctx, dy + (size_t)r0 * D, GW(T->p_out), NULL, T->dlogits, DT_F32, x,
+                         DT_F32, W(T->p_out), R, D, V);
   }
   dt_model_release(m, T->p_out, 1);
   return BT <= T->chunk ? T->logits : NULL;
@@ -894,8 +897,8 @@ void dt_transformer_encode(dt_transformer_decode *d, const int32_t *src, const i
   for (int l = 0; l < T->Ld; l++) {
     int p = dec_sub(T, l, SUB_CROSS);
     dt_model_fetch(m, p, 2);
-    be->k->linear_forward(be->ctx, d->kv_sent, enc, W(p) + (size_t)D * D, W(p + 1) + D, n * ts, D,
-                          2 * D);
+    be->k->linear_forward(be->ctx, d->kv_sent, enc, DT_F32, W(p) + (size_t)D * D, W(p + 1) + D,
+                          n * ts, D, 2 * D);
     dt_model_release(m, p, 2);
     /* a row gather: the embedding kernel with sentences as the table */
     be->k->embedding_forward(be->ctx, d->cross_kv[l], d->rep, d->kv_sent, NULL, 1, K,
@@ -912,7 +915,7 @@ static void cached_self_attn(dt_transformer_decode *d, int l, int p, sub_acts *a
   dt_backend_t be = m->be;
   const int D = T->D, K = d->K, HS = D / T->NH;
   dt_model_fetch(m, p, 2);
-  be->k->linear_forward(be->ctx, a->a, u, W(p), W(p + 1), K, D, 3 * D);
+  be->k->linear_forward(be->ctx, a->a, u, DT_F32, W(p), W(p + 1), K, D, 3 * D);
   dt_model_release(m, p, 2);
   for (int k = 0; k < K; k++)
     be->d2d(be, d->self_kv[l] + ((size_t)k * d->max_steps + d->step) * 2 * D,
@@ -931,7 +934,7 @@ static void cached_cross_attn(dt_transformer_decode *d, int l, int p, sub_acts *
   dt_backend_t be = m->be;
   const int D = T->D, K = d->K, HS = D / T->NH;
   dt_model_fetch(m, p, 2);
-  be->k->linear_forward(be->ctx, a->a, u, W(p), W(p + 1), K, D, D);
+  be->k->linear_forward(be->ctx, a->a, u, DT_F32, W(p), W(p + 1), K, D, D);
   dt_model_release(m, p, 2);
   be->k->attention_forward(be->ctx, a->c, a->lse, a->a, d->cross_kv[l], d->cross_kv[l] + D, K, 1,
                            d->ts, T->NH, HS, D, 2 * D, 0, d->src_len, 1.0f / sqrtf((float)HS));

@@ -5,19 +5,6 @@
 
 #include <string.h>
 
-size_t dt_dtype_size(dt_dtype t) {
-  switch (t) {
-    case DT_F32: return 4;
-    case DT_BF16: return 2;
-    case DT_F16: return 2;
-    case DT_I32: return 4;
-    case DT_I64: return 8;
-    case DT_U8: return 1;
-    default: break;
-  }
-  dt_fatal("dtrain", "unknown dtype", __FILE__, __LINE__, __func__, "dt_dtype_size(t)");
-}
-
 const char *dt_dtype_name(dt_dtype t) {
   static const char *names[DT_DTYPE_COUNT] = {"f32", "bf16", "f16", "i32", "i64", "u8"};
   return (unsigned)t < DT_DTYPE_COUNT ? names[t] : "?";

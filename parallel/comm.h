@@ -14,25 +14,15 @@
 #include <stdint.h>
 
 #include "../runtime/backend.h"
+#include "../kernels/kernels.h" /* dt_dtype */
 #include "../runtime/dt.h"
 
 #ifdef __cplusplus
 extern "C" {
 #endif
 
-typedef enum dt_dtype {
-  DT_F32 = 0,
-  DT_BF16 = 1,  /* uint16 bit patterns; reductions accumulate in fp32 */
-  DT_F16 = 2,   /* IEEE half as uint16; reductions accumulate in fp32 */
-  DT_I32 = 3,
-  DT_I64 = 4,
-  DT_U8 = 5,
-  DT_DTYPE_COUNT
-} dt_dtype;
-
 typedef enum dt_redop { DT_SUM = 0, DT_MAX = 1, DT_MIN = 2 } dt_redop;
 
-size_t dt_dtype_size(dt_dtype t);
 const char *dt_dtype_name(dt_dtype t);
 
 /* bf16 / IEEE fp16 bit patterns <-> float, rounding to nearest even; NaN

@@ -87,8 +87,8 @@ static void cuda_destroy(dt_backend_t be) {
   CUDA_CHECK(cudaSetDevice(c->device));
   CUDA_CHECK(cudaStreamSynchronize(c->stream));
   CUDA_CHECK(cudaFree(c->scratch));
-  CUDA_CHECK(cudaFree(c->bf16_buf[0]));
-  CUDA_CHECK(cudaFree(c->bf16_buf[1]));
+  for (int i = 0; i < 3; i++) CUDA_CHECK(cudaFree(c->bf16_buf[i]));
+  for (int i = 0; i < 2; i++) CUDA_CHECK(cudaFree(c->f32_buf[i]));
   CUDA_CHECK(cudaFree(c->att_d));
   dt_cuda_lt_plans_free(c);
   CUDA_CHECK(cudaFree(c->lt_ws));

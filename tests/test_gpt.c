@@ -310,11 +310,16 @@ typedef struct ref_run {
   size_t act_bytes;
 } ref_run;
 
+/* train.precision of the models build() makes; the backend must be set
+ * to match (bf16 activations need bf16 GEMMs) */
+static const char *g_prec = "fp32";
+
 static dt_model *build(const fixture *fx, dt_backend_t be, const char *recompute, double dropout,
                        float *p) {
   dt_config cfg;
   dt_error err;
   fixture_config(fx, &cfg);
+  snprintf(cfg.train_precision, DT_STR, "%s", g_prec);
   snprintf(cfg.train_recompute, DT_STR, "%s", recompute);
   cfg.model_dropout = dropout;
   dt_model *m = dt_model_create(&cfg, be, fx->B, &err);
@@ -371,8 +376,8 @@ static void check_recompute(const fixture *fx, dt_backend_t be, const char *mode
   for (int i = 0; i < m->nparams; i++) once &= rl.calls[i] == 1;
   int final = dev_same(m->g, rl.snapshot, n, "gradients when announced");
   CHECK(same_run(m, fx, logits, losses, ref) && once && final,
-        "recompute=%-5s dropout=%g: logits, losses, gradients bit-identical to none; "
-        "each announced once, final", mode, dropout);
+        "recompute=%-5s dropout=%g %s: logits, losses, gradients bit-identical to none; "
+        "each announced once, final", mode, dropout, g_prec);
   m->grad_hook = NULL;
 
   zero3 z = {.m = m, .shard = p};
@@ -387,8 +392,8 @@ static void check_recompute(const fixture *fx, dt_backend_t be, const char *mode
   int balanced = !z.bad && z.fetches > 0;
   for (int i = 0; i < m->nparams; i++) balanced &= z.live[i] == 0;
   CHECK(balanced && same_run(m, fx, logits, losses, ref),
-        "recompute=%-5s dropout=%g: zero-3 %d fetches balanced, unnested; bit-identical", mode,
-        dropout, z.fetches);
+        "recompute=%-5s dropout=%g %s: zero-3 %d fetches balanced, unnested; bit-identical", mode,
+        dropout, g_prec, z.fetches);
   for (int i = 0; i < z.nslots; i++) g_be->free(g_be, z.slots[i]);
   free(z.slots), free(z.ptr), free(z.live), free(rl.calls), free(rl.snapshot);
   g_be->free(g_be, losses);
@@ -411,7 +416,7 @@ static void check_recompute_modes(const fixture *fx, dt_backend_t be, float *p) 
     check_recompute(fx, be, "mlp", drops[d], 99, p, &ref, &bytes_mlp);
     check_recompute(fx, be, "block", drops[d], 99, p, &ref, &bytes_block);
     CHECK(bytes_block < bytes_mlp && bytes_mlp < ref.act_bytes,
-          "activation bytes (dropout=%g): none %zu > mlp %zu > block %zu", drops[d],
+          "activation bytes (%s, dropout=%g): none %zu > mlp %zu > block %zu", g_prec, drops[d],
           ref.act_bytes, bytes_mlp, bytes_block);
     ref_free(&ref);
     g_be->free(g_be, losses);
@@ -478,20 +483,34 @@ static void check_classifier_chunk(const fixture *fx, dt_backend_t be, float *p)
   dt_model_destroy(m0);
 }
 
-/* train.precision = bf16 (bf16 matmul operands, fp32 accumulation) against
- * HF's fp32 fixture, with bf16 tolerances: rounding each operand to 8
- * significant bits moves a product by up to 2^-8 relative, so errors of a
- * few 1e-3 of each tensor's scale are expected. Logits within 2% of their
- * largest magnitude, the mean loss within 0.1%, and every gradient tensor
- * within 5% in relative L2 norm; the run must also differ from fp32's, or
- * nothing was rounded. */
+/* train.precision = bf16 (bf16 matmul operands and GEMM-only activations,
+ * fp32 accumulation) against HF's fp32 fixture, with bf16 tolerances:
+ * rounding each operand to 8 significant bits moves a product by up to
+ * 2^-8 relative, so errors of a few 1e-3 of each tensor's scale are
+ * expected. Logits within 2% of their largest magnitude, the mean loss
+ * within 0.1%, and every gradient tensor within 5% in relative L2 norm; the
+ * run must also differ from fp32's, or nothing was rounded. The bf16 model
+ * keeps 2 bytes instead of 4 for each LayerNorm output (ln_1 and ln_2 of
+ * every block and ln_f: 2L+1 of (BT,C)) and for the MLP hidden before and
+ * after GELU and its gradient (2L+1 of (BT,4C) under recompute none), and
+ * nothing else changes size. */
 static void check_bf16_oracle(const fixture *fx, dt_backend_t be, float *p) {
   const size_t BT = (size_t)fx->B * fx->T, V = (size_t)fx->V;
+  g_prec = "bf16";
   dt_model *m = build(fx, be, "none", 0.0, p);
-  if (!m) {
+  g_prec = "fp32";
+  dt_model *m32 = build(fx, be, "none", 0.0, p);
+  if (!m || !m32) {
     g_fail++;
+    dt_model_destroy(m), dt_model_destroy(m32);
     return;
   }
+  /* buffers hold max_batch x max_t rows (block_size here), not B x T */
+  const size_t C = (size_t)fx->C, L = (size_t)fx->L, rows = (size_t)m->max_batch * m->max_t;
+  const size_t saved = 2 * rows * ((2 * L + 1) * C + (2 * L + 1) * 4 * C);
+  CHECK(m32->activation_bytes - m->activation_bytes == saved,
+        "bf16 activations: %zu bytes vs fp32's %zu: %zu saved, want %zu", m->activation_bytes,
+        m32->activation_bytes, m32->activation_bytes - m->activation_bytes, saved);
   float *losses = dev_floats(BT);
   be->set_matmul_precision(be, DT_PREC_BF16);
   float *hl = host_copy(run_batch(m, fx, losses), BT * V), *hloss = host_copy(losses, BT);
@@ -516,7 +535,7 @@ static void check_bf16_oracle(const fixture *fx, dt_backend_t be, float *p) {
     double rel = r2 > 0 ? sqrt(e2 / r2) : sqrt(e2);
     if (!(rel <= worst)) worst = rel, worst_name = q->name;
   }
-  float *f32 = host_copy(run_batch(m, fx, losses), BT * V);
+  float *f32 = host_copy(run_batch(m32, fx, losses), BT * V);
   int moved = memcmp(f32, hl, BT * V * sizeof(float)) != 0;
   CHECK(ldiff <= 0.02 * lmax && fabs(mean - fx->loss) <= 0.001 * fabs(fx->loss) &&
             worst <= 0.05 && moved,
@@ -527,6 +546,7 @@ static void check_bf16_oracle(const fixture *fx, dt_backend_t be, float *p) {
   free(hl), free(hloss), free(g), free(f32);
   g_be->free(g_be, losses);
   dt_model_destroy(m);
+  dt_model_destroy(m32);
 }
 
 /* The training loss dscale * sum(losses) with dropout on (seed fixed, so
@@ -876,6 +896,11 @@ int main(int argc, char **argv) {
   be->h2d(be, p, fx.weights, n * sizeof(float));
   be->sync(be);
   check_recompute_modes(&fx, be, p);
+  g_prec = "bf16"; /* recompute is bit-identical with bf16 activations too */
+  be->set_matmul_precision(be, DT_PREC_BF16);
+  check_recompute_modes(&fx, be, p);
+  be->set_matmul_precision(be, DT_PREC_FP32);
+  g_prec = "fp32";
   check_dropout(&fx, be, p);
   check_classifier_chunk(&fx, be, p);
   check_bf16_oracle(&fx, be, p);

@@ -34,8 +34,13 @@ check "validation loss falls well below the initial loss" test $? -eq 0
 # well, each step's loss within 3% of fp32's (1% measured), and not the same
 # bits (the rounding is on)
 "$D" "$cfg" "${common[@]}" train.max_steps=80 train.precision=bf16 log.dir="$TMP/bf16" \
-  >"$TMP/bf16.log" 2>&1
+  checkpoint.every=80 >"$TMP/bf16.log" 2>&1
 check "tiny GPT trains 80 steps with train.precision=bf16" test $? -eq 0
+# a checkpoint trained with bf16 activations samples (in fp32)
+"$BUILD/dtrain-sample" "$TMP/bf16/checkpoints" "The results show" --tokens 8 --seed 3 \
+  --tokenizer "$DATA/gpt2-tokenizer" >"$TMP/sample16.txt" 2>"$TMP/sample16.err"
+check "dtrain-sample reads a bf16-trained checkpoint" \
+  bash -c "head -c 200 '$TMP/sample16.txt' | grep -q '^The results show.'"
 python3 - "$TMP/learn/metrics.jsonl" "$TMP/bf16/metrics.jsonl" <<'PY'
 import json, sys
 def rows(p, split):

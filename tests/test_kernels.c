@@ -274,8 +274,9 @@ static void linear_run(dt_backend_t be, const linear_data *in, linear_data *o, c
   float *dw = dput(&d, in->dw0, nw * F);
   float *db = lc->db ? dput(&d, in->db0, lc->oc * F) : NULL;
   float *dinp = lc->dinp ? dput(&d, NULL, nin * F) : NULL;
-  be->k->linear_forward(be->ctx, out, inp, w, b, lc->n, lc->c, lc->oc);
-  be->k->linear_backward(be->ctx, dinp, dw, db, dout, inp, w, lc->n, lc->c, lc->oc);
+  be->k->linear_forward(be->ctx, out, inp, DT_F32, w, b, lc->n, lc->c, lc->oc);
+  be->k->linear_backward(be->ctx, dinp, dw, db, dout, DT_F32, inp, DT_F32, w, lc->n, lc->c,
+                         lc->oc);
   dget(&d, o->out, out, no * F, "out");
   dget(&d, o->dw, dw, nw * F, "dw");
   if (db) dget(&d, o->db, db, lc->oc * F, "db");
@@ -429,8 +430,8 @@ static void test_linear_bf16(const linear_case *lc, const linear_data *in,
 /* out = in @ w^T, then dinp = out @ w; both into host */
 static void wcopy_run(dt_backend_t be, const float *in, const float *w, float *out, float *dinp,
                       int n, int c, int oc, float *host) {
-  be->k->linear_forward(be->ctx, out, in, w, NULL, n, c, oc);
-  be->k->linear_backward(be->ctx, dinp, NULL, NULL, out, NULL, w, n, c, oc);
+  be->k->linear_forward(be->ctx, out, in, DT_F32, w, NULL, n, c, oc);
+  be->k->linear_backward(be->ctx, dinp, NULL, NULL, out, DT_F32, NULL, DT_F32, w, n, c, oc);
   be->d2h(be, host, out, sizeof(float) * (size_t)n * oc);
   be->d2h(be, host + (size_t)n * oc, dinp, sizeof(float) * (size_t)n * c);
 }
@@ -1076,10 +1077,11 @@ static void lact_run(dt_backend_t be, const lact_case *lc, const lact_data *in, 
   float *dpre = dput_at(&d, NULL, nin * F, off);
   float *dw = lc->dw ? dput_at(&d, in->dw0, nw * F, off) : NULL;
   float *db = lc->bias ? dput_at(&d, in->db0, lc->oc * F, off) : NULL;
-  be->k->linear_act_forward(be->ctx, lc->act, out, pre, inp, w, b, lc->n, lc->c, lc->oc);
+  be->k->linear_act_forward(be->ctx, lc->act, out, pre, DT_F32, inp, DT_F32, w, b, lc->n, lc->c,
+                            lc->oc);
   /* the backward's layer input (for dw) is inp: any (N,C) values do */
-  be->k->linear_backward_act(be->ctx, lc->act, dpre, dw, db, dout, inp, w, pin, lc->n, lc->c,
-                             lc->oc);
+  be->k->linear_backward_act(be->ctx, lc->act, dpre, dw, db, dout, inp, w, pin, DT_F32, lc->n,
+                             lc->c, lc->oc);
   dget(&d, o->out, out, no * F, "out");
   if (pre) dget(&d, o->pre, pre, no * F, "pre");
   dget(&d, o->dpre, dpre, nin * F, "dpre");
@@ -1207,6 +1209,279 @@ static void test_linear_act(const lact_case *lc, int idx) {
     g_cpu->set_matmul_precision(g_cpu, DT_PREC_FP32);
     g_other->set_matmul_precision(g_other, DT_PREC_FP32);
     lact_free(&c16);
+  }
+  lact_free(&in);
+  lact_free(&cpu);
+}
+
+/* ------------------------------------------------------------------ */
+/* activations stored in bf16 (dt_dtype arguments)                    */
+
+static uint16_t *bits_of(const float *x, size_t n) {
+  uint16_t *h = dt_malloc((n ? n : 1) * sizeof *h);
+  for (size_t i = 0; i < n; i++) h[i] = dt_bf16_bits(x[i]);
+  return h;
+}
+static float *values_of(const uint16_t *h, size_t n) {
+  float *x = fnew(n);
+  for (size_t i = 0; i < n; i++) x[i] = dt_bf16_value(h[i]);
+  return x;
+}
+static float *rounded(const float *x, size_t n) {
+  float *r = fnew(n);
+  for (size_t i = 0; i < n; i++) r[i] = dt_bf16_round(x[i]);
+  return r;
+}
+/* bit equality of two float arrays, as a check line */
+static void check_same(const char *op, const char *vs, const char *desc, const char *what,
+                       const void *got, const void *want, size_t bytes) {
+  char why[128];
+  if (!memcmp(got, want, bytes)) {
+    printf("ok   %-20s %-9s %s  %s: same bits\n", op, vs, desc, what);
+    g_pass++;
+    return;
+  }
+  snprintf(why, sizeof why, "%s: bits differ", what);
+  check_fail(op, vs, desc, why);
+}
+
+/* LayerNorm (plain and fused with the residual add) writing bf16: the bits
+ * are the fp32 output's, rounded to nearest even; mean, rstd and the
+ * residual sum are those of the fp32 call. */
+static void test_ln_bf16(dt_backend_t be) {
+  const int n = 5, c = 48;
+  const size_t F = sizeof(float), nc = (size_t)n * c;
+  char vs[24];
+  snprintf(vs, sizeof vs, "%s:bf16", be->name);
+  rng_seed(900);
+  float *x = fnew(nc), *y = fnew(nc), *w = fnew(c), *b = fnew(c);
+  fill(x, nc, -2, 3), fill(y, nc, -1, 1), fill(w, c, 0.5, 1.5), fill(b, c, -0.5, 0.5);
+  float *o32 = fnew(nc), *st32 = fnew(2 * n), *r32 = fnew(nc), *st16 = fnew(2 * n), *r16 = fnew(nc);
+  uint16_t *o16 = dt_malloc(nc * sizeof *o16);
+  for (int fused = 0; fused < 2; fused++) {
+    const char *op = fused ? "residual_layernorm" : "layernorm_forward";
+    devbufs d = {.be = be};
+    float *dx = dput(&d, x, nc * F), *dy = dput(&d, y, nc * F), *dw = dput(&d, w, c * F);
+    float *db = dput(&d, b, c * F), *out32 = dput(&d, NULL, nc * F);
+    void *out16 = dput(&d, NULL, nc * 2);
+    float *m32 = dput(&d, NULL, n * F), *s32 = dput(&d, NULL, n * F);
+    float *m16 = dput(&d, NULL, n * F), *s16 = dput(&d, NULL, n * F);
+    float *res32 = dput(&d, NULL, nc * F), *res16 = dput(&d, NULL, nc * F);
+    if (fused) {
+      be->k->residual_layernorm_forward(be->ctx, res32, out32, DT_F32, m32, s32, dx, dy, dw, db,
+                                        n, c, 1e-5f);
+      be->k->residual_layernorm_forward(be->ctx, res16, out16, DT_BF16, m16, s16, dx, dy, dw,
+                                        db, n, c, 1e-5f);
+      dget(&d, r32, res32, nc * F, "res_out (fp32)");
+      dget(&d, r16, res16, nc * F, "res_out (bf16)");
+    } else {
+      be->k->layernorm_forward(be->ctx, out32, DT_F32, m32, s32, dx, dw, db, n, c, 1e-5f);
+      be->k->layernorm_forward(be->ctx, out16, DT_BF16, m16, s16, dx, dw, db, n, c, 1e-5f);
+    }
+    dget(&d, o32, out32, nc * F, "out (fp32)");
+    dget(&d, o16, out16, nc * 2, "out (bf16)");
+    dget(&d, st32, m32, n * F, "mean"), dget(&d, st32 + n, s32, n * F, "rstd");
+    dget(&d, st16, m16, n * F, "mean"), dget(&d, st16 + n, s16, n * F, "rstd");
+    dfree(&d, op, "n=5 c=48 bf16 out");
+    uint16_t *want = bits_of(o32, nc);
+    check_same(op, vs, "n=5 c=48", "bf16 out = bf16(fp32 out)", o16, want, nc * 2);
+    check_same(op, vs, "n=5 c=48", "mean, rstd", st16, st32, 2 * n * F);
+    if (fused) check_same(op, vs, "n=5 c=48", "res_out", r16, r32, nc * F);
+    free(want);
+  }
+  free(x), free(y), free(w), free(b), free(o32), free(st32), free(r32), free(st16), free(r16);
+  free(o16);
+}
+
+/* Under bf16 GEMMs an operand stored in bf16 is read as it is: the result
+ * has the bits of the fp32 call given the same (rounded) values, for
+ * linear_forward (inp), linear_backward (dout and inp; db then sums the
+ * rounded dout, as the fp32 call does here) and lm_head_backward (x). */
+static void test_gemm_bf16_operands(dt_backend_t be) {
+  const int n = 6, c = 24, oc = 40, v = 50;
+  const size_t F = sizeof(float), nin = (size_t)n * c, nw = (size_t)oc * c, no = (size_t)n * oc;
+  char vs[24];
+  snprintf(vs, sizeof vs, "%s:bf16", be->name);
+  rng_seed(910);
+  float *x = fnew(nin), *w = fnew(nw), *bias = fnew(oc), *g = fnew(no), *wv = fnew((size_t)v * c);
+  int32_t t[6];
+  fill(x, nin, -1, 1), fill(w, nw, -1, 1), fill(bias, oc, -1, 1), fill(g, no, -1, 1);
+  fill(wv, (size_t)v * c, -1, 1);
+  for (int i = 0; i < n; i++) t[i] = (int32_t)(rng_u64() % v);
+  float *xr = rounded(x, nin), *gr = rounded(g, no);
+  uint16_t *x16 = bits_of(x, nin), *g16 = bits_of(g, no);
+  float *got[2][6];
+  be->set_matmul_precision(be, DT_PREC_BF16);
+  for (int typed = 0; typed < 2; typed++) {
+    float **o = got[typed];
+    const dt_dtype tt = typed ? DT_BF16 : DT_F32;
+    devbufs d = {.be = be};
+    const void *dx = typed ? dput(&d, x16, nin * 2) : dput(&d, xr, nin * F);
+    const void *dg = typed ? dput(&d, g16, no * 2) : dput(&d, gr, no * F);
+    float *dw = dput(&d, w, nw * F), *db = dput(&d, bias, oc * F), *out = dput(&d, NULL, no * F);
+    float *dinp = dput(&d, NULL, nin * F), *gw = dput(&d, NULL, nw * F);
+    float *gb = dput(&d, NULL, oc * F), *dwv = dput(&d, wv, (size_t)v * c * F);
+    float *lg = dput(&d, NULL, (size_t)n * v * F), *sc = dput(&d, NULL, (size_t)n * v * F);
+    float *ls = dput(&d, NULL, n * F), *dxh = dput(&d, NULL, nin * F);
+    float *gwv = dput(&d, NULL, (size_t)v * c * F);
+    int32_t *dt = dput(&d, t, sizeof t);
+    be->memset0(be, gw, nw * F), be->memset0(be, gb, oc * F), be->memset0(be, gwv, (size_t)v * c * F);
+    be->k->linear_forward(be->ctx, out, dx, tt, dw, db, n, c, oc);
+    be->k->linear_backward(be->ctx, dinp, gw, gb, dg, tt, dx, tt, dw, n, c, oc);
+    be->k->linear_forward(be->ctx, lg, dx, tt, dwv, NULL, n, c, v);
+    be->k->lm_head_backward(be->ctx, ls, dxh, gwv, sc, lg, dt, dx, tt, dwv, n, c, v, 0.25f);
+    const size_t sz[6] = {no, nin, nw, oc, nin, (size_t)v * c};
+    const float *src[6] = {out, dinp, gw, gb, dxh, gwv};
+    for (int i = 0; i < 6; i++) {
+      o[i] = fnew(sz[i]);
+      dget(&d, o[i], src[i], sz[i] * F, "out");
+    }
+    dfree(&d, "bf16 operands", typed ? "typed" : "fp32");
+  }
+  be->set_matmul_precision(be, DT_PREC_FP32);
+  const char *what[6] = {"linear_forward out", "linear_backward dinp", "linear_backward dw",
+                         "linear_backward db", "lm_head_backward dx", "lm_head_backward dw"};
+  const size_t sz[6] = {no, nin, nw, oc, nin, (size_t)v * c};
+  for (int i = 0; i < 6; i++) {
+    check_same("bf16 operands", vs, "n=6 c=24 oc=40 v=50", what[i], got[1][i], got[0][i],
+               sz[i] * F);
+    free(got[0][i]), free(got[1][i]);
+  }
+  free(x), free(w), free(bias), free(g), free(wv), free(xr), free(gr), free(x16), free(g16);
+}
+
+/* linear_act_forward / linear_backward_act with bf16 outputs (inp, pre and
+ * dpre in bf16, as GPT's MLP under train.precision = bf16) */
+static void lact16_run(dt_backend_t be, const lact_case *lc, const lact_data *in, lact_data *o,
+                       const char *desc) {
+  const size_t F = sizeof(float), off = lc->off ? 4 : 0;
+  const size_t nin = (size_t)lc->n * lc->c, nw = (size_t)lc->oc * lc->c,
+               no = (size_t)lc->n * lc->oc;
+  uint16_t *x16 = bits_of(in->inp, nin), *p16 = bits_of(in->pre_in, nin);
+  uint16_t *h_out = dt_malloc(no * 2), *h_pre = dt_malloc(no * 2), *h_dpre = dt_malloc(nin * 2);
+  devbufs d = {.be = be};
+  void *inp = dput_at(&d, x16, nin * 2, off), *pin = dput_at(&d, p16, nin * 2, off);
+  float *w = dput_at(&d, in->w, nw * F, off);
+  float *b = lc->bias ? dput_at(&d, in->b, lc->oc * F, off) : NULL;
+  void *out = dput_at(&d, NULL, no * 2, off), *pre = lc->pre ? dput_at(&d, NULL, no * 2, off) : NULL;
+  float *dout = dput_at(&d, in->dout, no * F, off);
+  void *dpre = dput_at(&d, NULL, nin * 2, off);
+  float *dw = lc->dw ? dput_at(&d, in->dw0, nw * F, off) : NULL;
+  float *db = lc->bias ? dput_at(&d, in->db0, lc->oc * F, off) : NULL;
+  be->set_matmul_precision(be, DT_PREC_BF16);
+  be->k->linear_act_forward(be->ctx, lc->act, out, pre, DT_BF16, inp, DT_BF16, w, b, lc->n,
+                            lc->c, lc->oc);
+  be->k->linear_backward_act(be->ctx, lc->act, dpre, dw, db, dout, inp, w, pin, DT_BF16, lc->n,
+                             lc->c, lc->oc);
+  be->set_matmul_precision(be, DT_PREC_FP32);
+  dget(&d, h_out, out, no * 2, "out");
+  if (pre) dget(&d, h_pre, pre, no * 2, "pre");
+  dget(&d, h_dpre, dpre, nin * 2, "dpre");
+  if (dw) dget(&d, o->dw, dw, nw * F, "dw");
+  if (db) dget(&d, o->db, db, lc->oc * F, "db");
+  dkeep(&d, inp, x16, nin * 2, "inp");
+  dkeep(&d, pin, p16, nin * 2, "pre (backward)");
+  dkeep(&d, dout, in->dout, no * F, "dout");
+  dfree(&d, "linear_act bf16", desc);
+  float *v;
+  v = values_of(h_out, no), memcpy(o->out, v, no * F), free(v);
+  if (pre) v = values_of(h_pre, no), memcpy(o->pre, v, no * F), free(v);
+  v = values_of(h_dpre, nin), memcpy(o->dpre, v, nin * F), free(v);
+  free(x16), free(p16), free(h_out), free(h_pre), free(h_dpre);
+}
+
+/* how many of got (n) are not the bf16 rounding of want, by more than 1e-5 */
+static size_t not_rounding_of(const float *got, const double *want, size_t n) {
+  size_t off = 0;
+  for (size_t i = 0; i < n; i++)
+    off += got[i] != dt_bf16_round((float)want[i]) && fabs(got[i] - want[i]) > 1e-5;
+  return off;
+}
+
+/* Against float64 on the rounded operands: s = bf16(inp) @ bf16(w)^T +
+ * bf16(b), pre = s and out = act(s) each within one bf16 rounding
+ * (2^-8 relative) of the sums; dpre = (bf16(dout) @ bf16(w)) * act'(pre)
+ * likewise; dw += bf16(dout)^T @ inp and db += sum dout (fp32) as
+ * linear_backward's. Then the GPU against the CPU within one bf16 step. */
+static void test_linear_act_bf16(const lact_case *lc, int idx) {
+  char desc[128];
+  snprintf(desc, sizeof desc, "%s n=%d c=%d oc=%d%s%s%s bf16", act_name[lc->act], lc->n, lc->c,
+           lc->oc, lc->bias ? "" : " b=NULL", lc->pre ? "" : " pre=NULL",
+           lc->off ? " unaligned" : "");
+  const size_t nin = (size_t)lc->n * lc->c, nw = (size_t)lc->oc * lc->c,
+               no = (size_t)lc->n * lc->oc;
+  rng_seed(750 + idx);
+  lact_data in, cpu;
+  lact_alloc(&in, lc);
+  lact_alloc(&cpu, lc);
+  fill(in.inp, nin, -1, 1), fill(in.w, nw, -1, 1), fill(in.b, lc->oc, -1, 1);
+  fill(in.dout, no, -1, 1), fill(in.pre_in, nin, -3, 3);
+  fill(in.dw0, nw, -1, 1), fill(in.db0, lc->oc, -1, 1);
+  lact16_run(g_cpu, lc, &in, &cpu, desc);
+  if (g_cpu_checks) {
+    double *x = bf16_rounded(in.inp, nin), *w = bf16_rounded(in.w, nw);
+    double *b = bf16_rounded(in.b, lc->oc), *g = bf16_rounded(in.dout, no);
+    double *p = bf16_rounded(in.pre_in, nin), *s = dnew(no), *y = dnew(no), *dp = dnew(nin);
+    ref_linear_forward(s, x, w, lc->bias ? b : NULL, lc->n, lc->c, lc->oc);
+    for (size_t i = 0; i < no; i++) y[i] = ref_act(lc->act, s[i]);
+    for (int i = 0; i < lc->n; i++)
+      for (int k = 0; k < lc->c; k++) {
+        double a = 0.0;
+        for (int o = 0; o < lc->oc; o++) a += g[(size_t)i * lc->oc + o] * w[(size_t)o * lc->c + k];
+        dp[(size_t)i * lc->c + k] = a * ref_act_grad(lc->act, p[(size_t)i * lc->c + k]);
+      }
+    double *xi = dnew(nin), *rdw = dnew(nw), *rdb = dnew(lc->oc), *g64 = todouble(in.dout, no);
+    double *tw = dnew(nw), *tb = dnew(lc->oc);
+    ref_linear_backward(xi, rdw, tb, g, x, w, lc->n, lc->c, lc->oc);   /* dw: rounded dout */
+    ref_linear_backward(xi, tw, rdb, g64, x, w, lc->n, lc->c, lc->oc); /* db: fp32 dout */
+    free(tw), free(tb);
+    add_base(rdw, in.dw0, nw), add_base(rdb, in.db0, lc->oc);
+    cmp c;
+    cmp_init(&c, 1e-5, 1.0 / 256);
+    cmp_fd(&c, "out", cpu.out, y, no);
+    if (lc->pre) cmp_fd(&c, "pre", cpu.pre, s, no);
+    cmp_fd(&c, "dpre", cpu.dpre, dp, nin);
+    check_done(&c, "linear_act bf16", "cpu:f64", desc);
+    /* and each is the float64 value's own bf16 rounding, but for the rare
+     * element whose fp32 sum falls on the other side of a rounding
+     * boundary (one in 10^4 or so): a bias read unrounded, or an output
+     * rounded twice, moves many. (Below 1e-5, fp32's GELU of a large
+     * negative input loses digits to cancellation; those do not count.) */
+    size_t off = 0, tot = no + nin + (lc->pre ? no : 0);
+    off += not_rounding_of(cpu.out, y, no);
+    if (lc->pre) off += not_rounding_of(cpu.pre, s, no);
+    off += not_rounding_of(cpu.dpre, dp, nin);
+    if (off <= tot / 100 + 1) {
+      printf("ok   %-20s %-9s %s  %zu of %zu outputs not the exact rounding\n", "linear_act bf16",
+             "cpu:f64", desc, off, tot);
+      g_pass++;
+    } else {
+      char why[96];
+      snprintf(why, sizeof why, "%zu of %zu outputs not the exact rounding", off, tot);
+      check_fail("linear_act bf16", "cpu:f64", desc, why);
+    }
+    cmp_init(&c, 1e-5, 1e-4);
+    if (lc->dw) cmp_fd(&c, "dw", cpu.dw, rdw, nw);
+    if (lc->bias) cmp_fd(&c, "db", cpu.db, rdb, lc->oc);
+    if (lc->dw || lc->bias) check_done(&c, "linear_act bf16", "cpu:f64", desc);
+    free(x), free(w), free(b), free(g), free(p), free(s), free(y), free(dp);
+    free(xi), free(rdw), free(rdb), free(g64);
+  }
+  if (g_other) {
+    lact_data gpu;
+    lact_alloc(&gpu, lc);
+    lact16_run(g_other, lc, &in, &gpu, desc);
+    cmp c;
+    cmp_init(&c, 1e-6, 1.0 / 128); /* one bf16 step: the fp32 sums may differ in order */
+    cmp_ff(&c, "out", gpu.out, cpu.out, no);
+    if (lc->pre) cmp_ff(&c, "pre", gpu.pre, cpu.pre, no);
+    cmp_ff(&c, "dpre", gpu.dpre, cpu.dpre, nin);
+    check_done(&c, "linear_act bf16", "cuda:cpu", desc);
+    cmp_init(&c, TWIN_ATOL, TWIN_RTOL);
+    if (lc->dw) cmp_ff(&c, "dw", gpu.dw, cpu.dw, nw);
+    if (lc->bias) cmp_ff(&c, "db", gpu.db, cpu.db, lc->oc);
+    if (lc->dw || lc->bias) check_done(&c, "linear_act bf16", "cuda:cpu", desc);
+    lact_free(&gpu);
   }
   lact_free(&in);
   lact_free(&cpu);
@@ -1348,8 +1623,8 @@ static void lmh_run(dt_backend_t be, const lmh_case *lc, const float *x, const f
   int32_t *td = dput(&d, t, lc->n * sizeof(int32_t));
   float *dwd = dput(&d, dw0, nw * F), *dxd = dput(&d, NULL, nx * F);
   float *lsd = dput(&d, NULL, lc->n * F), *scr = dput(&d, NULL, nv * F);
-  be->k->lm_head_backward(be->ctx, lsd, dxd, dwd, scr, ld, td, xd, wd, lc->n, lc->c, lc->v,
-                          1.0f / lc->n);
+  be->k->lm_head_backward(be->ctx, lsd, dxd, dwd, scr, ld, td, xd, DT_F32, wd, lc->n, lc->c,
+                          lc->v, 1.0f / lc->n);
   dget(&d, o->losses, lsd, lc->n * F, "losses");
   dget(&d, o->dx, dxd, nx * F, "dx");
   dget(&d, o->dw, dwd, nw * F, "dw");
@@ -1842,15 +2117,15 @@ static void ln_run(dt_backend_t be, const ln_case *lc, float **in, float **o, co
     p[i] = dput(&d, init, ln_count(i, lc) * F);
   }
   const dt_kernels *k = be->k;
-  k->layernorm_forward(be->ctx, p[LN_OUT], p[LN_MEAN], p[LN_RSTD], p[LN_INP], p[LN_W], p[LN_B],
-                       n, c, lc->eps);
-  k->layernorm_forward(be->ctx, p[LN_OUT_NOSTATS], NULL, NULL, p[LN_INP], p[LN_W], p[LN_B], n,
-                       c, lc->eps);
+  k->layernorm_forward(be->ctx, p[LN_OUT], DT_F32, p[LN_MEAN], p[LN_RSTD], p[LN_INP], p[LN_W],
+                       p[LN_B], n, c, lc->eps);
+  k->layernorm_forward(be->ctx, p[LN_OUT_NOSTATS], DT_F32, NULL, NULL, p[LN_INP], p[LN_W],
+                       p[LN_B], n, c, lc->eps);
   k->layernorm_backward(be->ctx, p[LN_DINP], p[LN_DW], p[LN_DB], p[LN_DOUT], p[LN_INP],
                         p[LN_W], p[LN_MEAN], p[LN_RSTD], n, c);
-  k->residual_layernorm_forward(be->ctx, p[LN_RES], p[LN_ROUT], p[LN_RMEAN], p[LN_RRSTD],
-                                p[LN_A], p[LN_R], p[LN_W], p[LN_B], n, c, lc->eps);
-  k->residual_layernorm_forward(be->ctx, p[LN_RES_ALIAS], p[LN_ROUT_ALIAS], NULL, NULL,
+  k->residual_layernorm_forward(be->ctx, p[LN_RES], p[LN_ROUT], DT_F32, p[LN_RMEAN],
+                                p[LN_RRSTD], p[LN_A], p[LN_R], p[LN_W], p[LN_B], n, c, lc->eps);
+  k->residual_layernorm_forward(be->ctx, p[LN_RES_ALIAS], p[LN_ROUT_ALIAS], DT_F32, NULL, NULL,
                                 p[LN_RES_ALIAS], p[LN_R], p[LN_W], p[LN_B], n, c, lc->eps);
   for (int i = 0; i < LN_NBUF; i++) {
     if (i < LN_DINP0) dkeep(&d, p[i], in[i], ln_count(i, lc) * F, ln_name[i]);
@@ -2788,6 +3063,10 @@ int main(int argc, char **argv) {
     for (size_t i = 0; i < DT_ARRAY_LEN(act_sizes); i++)
       test_act((dt_act)a, act_sizes[i], a * 10 + (int)i);
   for (size_t i = 0; i < DT_ARRAY_LEN(lact_cases); i++) test_linear_act(&lact_cases[i], (int)i);
+  for (size_t i = 0; i < DT_ARRAY_LEN(lact_cases); i++)
+    test_linear_act_bf16(&lact_cases[i], (int)i);
+  if (g_cpu_checks) test_ln_bf16(g_cpu), test_gemm_bf16_operands(g_cpu);
+  if (g_other) test_ln_bf16(g_other), test_gemm_bf16_operands(g_other);
   for (size_t i = 0; i < DT_ARRAY_LEN(xent_cases); i++) test_xent(&xent_cases[i], (int)i);
   for (size_t i = 0; i < DT_ARRAY_LEN(xsm_cases); i++) test_xsm(&xsm_cases[i], (int)i);
   for (size_t i = 0; i < DT_ARRAY_LEN(lmh_cases); i++) test_lm_head(&lmh_cases[i], (int)i);

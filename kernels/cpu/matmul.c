@@ -13,17 +13,35 @@
 
 void dt_cpu_ctx_free(dt_cpu_ctx *c) {
   if (!c) return;
-  free(c->tmp[0]), free(c->tmp[1]), free(c->w16);
+  free(c->tmp[0]), free(c->tmp[1]), free(c->tmp[2]), free(c->w16);
   free(c);
 }
 
-/* x (n) itself in fp32 mode, else its bf16 rounding in scratch slot `slot` */
-static const float *operand(void *ctx, int slot, const float *x, size_t n) {
+/* scratch slot `slot`, grown to n floats */
+static float *scratch(dt_cpu_ctx *c, int slot, size_t n) {
+  if (c->cap[slot] < n) {
+    free(c->tmp[slot]);
+    c->tmp[slot] = dt_malloc(n * sizeof(float));
+    c->cap[slot] = n;
+  }
+  return c->tmp[slot];
+}
+
+/* A GEMM operand x (n) of type t as the GEMM reads it: fp32 mode takes x
+ * itself; bf16 mode takes a bf16 tensor's values as they are and rounds an
+ * fp32 one into scratch slot `slot`, or, when x lies in the parameters given
+ * to set_weights, reads its place in their bf16 copy. */
+static const float *operand(void *ctx, int slot, const void *x, dt_dtype t, size_t n) {
   dt_cpu_ctx *c = ctx;
-  if (!c || !c->matmul_bf16) return x;
+  if (!c || !c->matmul_bf16) {
+    if (t == DT_BF16)
+      dt_fatal("dtrain", "a bf16 GEMM operand needs DT_PREC_BF16", __FILE__, __LINE__, __func__,
+               "operand");
+    return x;
+  }
   const uintptr_t a = (uintptr_t)x, w0 = (uintptr_t)c->wsrc;
-  if (c->wsrc && a >= w0 && (a - w0) / sizeof(float) + n <= c->wn) { /* a weight */
-    if (!c->w16_fresh) {
+  if (t == DT_F32 && c->wsrc && a >= w0 && (a - w0) / sizeof(float) + n <= c->wn) {
+    if (!c->w16_fresh) { /* a weight */
       if (c->w16_cap < c->wn) {
         free(c->w16);
         c->w16 = dt_malloc(c->wn * sizeof(float));
@@ -32,20 +50,18 @@ static const float *operand(void *ctx, int slot, const float *x, size_t n) {
       for (size_t i = 0; i < c->wn; i++) c->w16[i] = dt_bf16_round(c->wsrc[i]);
       c->w16_fresh = 1;
     }
-    return c->w16 + (x - c->wsrc);
+    return c->w16 + ((const float *)x - c->wsrc);
   }
-  if (c->cap[slot] < n) {
-    free(c->tmp[slot]);
-    c->tmp[slot] = dt_malloc(n * sizeof(float));
-    c->cap[slot] = n;
-  }
-  float *t = c->tmp[slot];
-  for (size_t i = 0; i < n; i++) t[i] = dt_bf16_round(x[i]);
-  return t;
+  float *o = scratch(c, slot, n);
+  if (t == DT_BF16)
+    for (size_t i = 0; i < n; i++) o[i] = dt_bf16_value(((const uint16_t *)x)[i]);
+  else
+    for (size_t i = 0; i < n; i++) o[i] = dt_bf16_round(((const float *)x)[i]);
+  return o;
 }
 
 /* out (N,OC) = inp (N,C) @ w (OC,C)^T + b (OC); b may be NULL */
-void dt_cpu_linear_forward(void *ctx, float *out, const float *inp, const float *w,
+void dt_cpu_linear_forward(void *ctx, float *out, const void *inp, dt_dtype it, const float *w,
                            const float *b, int n, int c, int oc) {
   if (n <= 0 || oc <= 0) return;
   float beta = 0.0f;
@@ -57,56 +73,86 @@ void dt_cpu_linear_forward(void *ctx, float *out, const float *inp, const float 
     for (size_t i = 0; i < (size_t)n * oc; i++) out[i] = 0.0f;
   }
   if (c <= 0) return;
-  inp = operand(ctx, 0, inp, (size_t)n * c);
-  w = operand(ctx, 1, w, (size_t)oc * c);
-  cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, n, oc, c, 1.0f, inp, c, w, c, beta,
-              out, oc);
+  const float *x = operand(ctx, 0, inp, it, (size_t)n * c);
+  w = operand(ctx, 1, w, DT_F32, (size_t)oc * c);
+  cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, n, oc, c, 1.0f, x, c, w, c, beta, out,
+              oc);
 }
 
 /* dinp (N,C) = dout (N,OC) @ w (OC,C)            [=, skipped if dinp NULL]
  * dw (OC,C) += dout^T @ inp; db (OC) += sum_n dout [+=, db may be NULL] */
-void dt_cpu_linear_backward(void *ctx, float *dinp, float *dw, float *db, const float *dout,
-                            const float *inp, const float *w, int n, int c, int oc) {
+void dt_cpu_linear_backward(void *ctx, float *dinp, float *dw, float *db, const void *dout,
+                            dt_dtype dt, const void *inp, dt_dtype it, const float *w, int n,
+                            int c, int oc) {
   if (n <= 0 || c <= 0) return;
   /* bf16: dout rounded once (slot 0) for both GEMMs; db sums it unrounded */
-  const float *dout_r = oc > 0 && (dinp || dw) ? operand(ctx, 0, dout, (size_t)n * oc) : dout;
+  const float *dout_r =
+      oc > 0 && (dinp || dw) ? operand(ctx, 0, dout, dt, (size_t)n * oc) : NULL;
   if (dinp) {
     if (oc > 0)
       cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, n, c, oc, 1.0f, dout_r, oc,
-                  operand(ctx, 1, w, (size_t)oc * c), c, 0.0f, dinp, c);
+                  operand(ctx, 1, w, DT_F32, (size_t)oc * c), c, 0.0f, dinp, c);
     else
       for (size_t i = 0; i < (size_t)n * c; i++) dinp[i] = 0.0f;
   }
   if (oc <= 0) return;
   if (dw)
     cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, oc, c, n, 1.0f, dout_r, oc,
-                operand(ctx, 1, inp, (size_t)n * c), c, 1.0f, dw, c);
+                operand(ctx, 1, inp, it, (size_t)n * c), c, 1.0f, dw, c);
   if (db)
     for (int i = 0; i < n; i++)
-      for (int o = 0; o < oc; o++) db[o] += dout[(size_t)i * oc + o];
+      for (int o = 0; o < oc; o++) db[o] += dt_load(dout, dt, (size_t)i * oc + o);
 }
 
 /* out = act(inp @ w^T + b), pre = the GEMM's output when asked for: the two
- * kernels one after the other, which is what the GPU fuses. */
-void dt_cpu_linear_act_forward(void *ctx, dt_act act, float *out, float *pre, const float *inp,
-                               const float *w, const float *b, int n, int c, int oc) {
-  float *h = pre ? pre : out;
-  dt_cpu_linear_forward(ctx, h, inp, w, b, n, c, oc);
-  if (n > 0 && oc > 0) dt_cpu_act_forward(ctx, act, out, h, (size_t)n * oc);
+ * kernels one after the other, which is what the GPU fuses. A bf16 output
+ * takes the sum from fp32 scratch (slot 2), with the bias rounded to bf16. */
+void dt_cpu_linear_act_forward(void *ctx, dt_act act, void *out, void *pre, dt_dtype ot,
+                               const void *inp, dt_dtype it, const float *w, const float *b,
+                               int n, int c, int oc) {
+  if (n <= 0 || oc <= 0) return;
+  if (ot == DT_F32) {
+    float *h = pre ? pre : out;
+    dt_cpu_linear_forward(ctx, h, inp, it, w, b, n, c, oc);
+    dt_cpu_act_forward(ctx, act, out, h, (size_t)n * oc);
+    return;
+  }
+  if (!ctx) dt_fatal("dtrain", "a bf16 output needs DT_PREC_BF16", __FILE__, __LINE__, __func__, "");
+  const size_t total = (size_t)n * oc;
+  float *s = scratch(ctx, 2, total);
+  dt_cpu_linear_forward(ctx, s, inp, it, w, NULL, n, c, oc);
+  for (size_t i = 0; i < total; i++) {
+    if (b) s[i] += dt_bf16_round(b[i % (size_t)oc]);
+    if (pre) ((uint16_t *)pre)[i] = dt_bf16_bits(s[i]);
+  }
+  dt_cpu_act_forward(ctx, act, s, s, total);
+  for (size_t i = 0; i < total; i++) ((uint16_t *)out)[i] = dt_bf16_bits(s[i]);
 }
 
-/* linear_backward with dinp = (dout @ w) * act'(pre) */
-void dt_cpu_linear_backward_act(void *ctx, dt_act act, float *dpre, float *dw, float *db,
-                                const float *dout, const float *inp, const float *w,
-                                const float *pre, int n, int c, int oc) {
-  dt_cpu_linear_backward(ctx, dpre, dw, db, dout, inp, w, n, c, oc);
-  if (n > 0 && c > 0) dt_cpu_act_backward(ctx, act, dpre, dpre, pre, (size_t)n * c);
+/* linear_backward with dinp = (dout @ w) * act'(pre); a bf16 dpre takes the
+ * product from fp32 scratch (slot 2) and pre's values from slot 1 */
+void dt_cpu_linear_backward_act(void *ctx, dt_act act, void *dpre, float *dw, float *db,
+                                const float *dout, const void *inp, const float *w,
+                                const void *pre, dt_dtype t, int n, int c, int oc) {
+  if (t == DT_F32 || n <= 0 || c <= 0) {
+    dt_cpu_linear_backward(ctx, dpre, dw, db, dout, DT_F32, inp, t, w, n, c, oc);
+    if (n > 0 && c > 0) dt_cpu_act_backward(ctx, act, dpre, dpre, pre, (size_t)n * c);
+    return;
+  }
+  if (!ctx) dt_fatal("dtrain", "a bf16 output needs DT_PREC_BF16", __FILE__, __LINE__, __func__, "");
+  const size_t total = (size_t)n * c;
+  float *s = scratch(ctx, 2, total);
+  dt_cpu_linear_backward(ctx, s, dw, db, dout, DT_F32, inp, t, w, n, c, oc);
+  float *p = scratch(ctx, 1, total);
+  for (size_t i = 0; i < total; i++) p[i] = dt_bf16_value(((const uint16_t *)pre)[i]);
+  dt_cpu_act_backward(ctx, act, s, s, p, total);
+  for (size_t i = 0; i < total; i++) ((uint16_t *)dpre)[i] = dt_bf16_bits(s[i]);
 }
 
 /* softmax_xent into scratch, then linear_backward from it */
 void dt_cpu_lm_head_backward(void *ctx, float *losses, float *dx, float *dw, float *scratch,
-                             const float *logits, const int32_t *targets, const float *x,
-                             const float *w, int n, int c, int v, float dscale) {
+                             const float *logits, const int32_t *targets, const void *x,
+                             dt_dtype xt, const float *w, int n, int c, int v, float dscale) {
   dt_cpu_softmax_xent(ctx, losses, scratch, logits, targets, n, v, dscale);
-  dt_cpu_linear_backward(ctx, dx, dw, NULL, scratch, x, w, n, c, v);
+  dt_cpu_linear_backward(ctx, dx, dw, NULL, scratch, DT_F32, x, xt, w, n, c, v);
 }

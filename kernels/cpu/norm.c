@@ -19,15 +19,18 @@ static void row_stats(const float *x, int c, float eps, float *mean, float *rstd
   *rstd = (float)(1.0 / sqrt(v + eps));
 }
 
-/* out (N,C), mean (N), rstd (N) (both may be NULL), inp (N,C), weight (C), bias (C) */
-void dt_cpu_layernorm_forward(void *ctx, float *out, float *mean, float *rstd, const float *inp,
-                              const float *weight, const float *bias, int n, int c, float eps) {
+/* out (N,C) of type ot, mean (N), rstd (N) (both may be NULL), inp (N,C),
+ * weight (C), bias (C) */
+void dt_cpu_layernorm_forward(void *ctx, void *out, dt_dtype ot, float *mean, float *rstd,
+                              const float *inp, const float *weight, const float *bias, int n,
+                              int c, float eps) {
   (void)ctx;
   for (int i = 0; i < n; i++) {
     const float *x = inp + (size_t)i * c;
-    float *y = out + (size_t)i * c, m, s;
+    float m, s;
     row_stats(x, c, eps, &m, &s);
-    for (int j = 0; j < c; j++) y[j] = (x[j] - m) * s * weight[j] + bias[j];
+    for (int j = 0; j < c; j++)
+      dt_store(out, ot, (size_t)i * c + j, (x[j] - m) * s * weight[j] + bias[j]);
     if (mean) mean[i] = m;
     if (rstd) rstd[i] = s;
   }
@@ -61,10 +64,10 @@ void dt_cpu_layernorm_backward(void *ctx, float *dinp, float *dweight, float *db
 }
 
 /* res_out (N,C) = a + b (may alias a or b), then out, mean, rstd = LN(res_out) */
-void dt_cpu_residual_layernorm_forward(void *ctx, float *res_out, float *out, float *mean,
-                                       float *rstd, const float *a, const float *b,
+void dt_cpu_residual_layernorm_forward(void *ctx, float *res_out, void *out, dt_dtype ot,
+                                       float *mean, float *rstd, const float *a, const float *b,
                                        const float *weight, const float *bias, int n, int c,
                                        float eps) {
   for (size_t i = 0; i < (size_t)n * c; i++) res_out[i] = a[i] + b[i];
-  dt_cpu_layernorm_forward(ctx, out, mean, rstd, res_out, weight, bias, n, c, eps);
+  dt_cpu_layernorm_forward(ctx, out, ot, mean, rstd, res_out, weight, bias, n, c, eps);
 }

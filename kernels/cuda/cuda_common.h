@@ -32,8 +32,11 @@ typedef struct dt_cuda_ctx {
   /* DT_PREC_BF16: the linear layers' operands, rounded to bf16 here before
    * each GEMM (grown on demand, used in stream order) */
   int matmul_bf16;
-  void *bf16_buf[2];
-  size_t bf16_cap[2];    /* bytes */
+  void *bf16_buf[3];
+  size_t bf16_cap[3];    /* bytes */
+  /* fp32 scratch of the unfused bf16-output linear paths */
+  void *f32_buf[2];
+  size_t f32_cap[2];     /* bytes */
   /* set_weights: the parameters [wsrc, wsrc+wn) and their bf16 copy w16,
    * made on first use (w16_fresh) */
   const float *wsrc;

@@ -42,10 +42,36 @@ static __global__ void to_bf16_kernel(__nv_bfloat16 *out, const float *in, size_
   DT_GRID_STRIDE(i, n) out[i] = __float2bfloat16_rn(in[i]);
 }
 
-/* x (n) rounded to bf16 into scratch slot `slot`, or, when x lies in the
+static void to_bf16(dt_cuda_ctx *c, void *out, const float *in, size_t n) {
+  to_bf16_kernel<<<dt_cuda_blocks(n, DT_CUDA_THREADS), DT_CUDA_THREADS, 0, c->stream>>>(
+      (__nv_bfloat16 *)out, in, n);
+  CUDA_LAUNCH_CHECK();
+}
+
+/* fp32 scratch slot `slot` of n floats (the unfused bf16-output paths) */
+static float *f32_scratch(dt_cuda_ctx *c, int slot, size_t n) {
+  return (float *)dt_cuda_grow(&c->f32_buf[slot], &c->f32_cap[slot], n * sizeof(float));
+}
+
+static __global__ void from_bf16_kernel(float *out, const __nv_bfloat16 *in, size_t n) {
+  DT_GRID_STRIDE(i, n) out[i] = __bfloat162float(in[i]);
+}
+
+/* A bf16 tensor reaches a GEMM only in bf16 mode (kernels.h) */
+static void need_bf16_mode(const dt_cuda_ctx *c, dt_dtype t) {
+  if (t == DT_BF16 && !c->matmul_bf16)
+    dt_fatal("dtrain", "a bf16 GEMM operand needs DT_PREC_BF16", __FILE__, __LINE__, __func__,
+             "need_bf16_mode");
+}
+
+/* x (n) of type t as a bf16 GEMM operand: a bf16 tensor as it is; an fp32
+ * one rounded to bf16 into scratch slot `slot`, or, when x lies in the
  * parameters given to set_weights, its place in their bf16 copy (made by
  * the first call that needs it) */
-static const __nv_bfloat16 *bf16_operand(dt_cuda_ctx *c, int slot, const float *x, size_t n) {
+static const __nv_bfloat16 *bf16_operand(dt_cuda_ctx *c, int slot, const void *xv,
+                                         dt_dtype xt, size_t n) {
+  if (xt == DT_BF16) return (const __nv_bfloat16 *)xv;
+  const float *x = (const float *)xv;
   const uintptr_t a = (uintptr_t)x, w0 = (uintptr_t)c->wsrc;
   if (c->wsrc && a >= w0 && (a - w0) / sizeof(float) + n <= c->wn) {
     __nv_bfloat16 *w16 = (__nv_bfloat16 *)c->w16;
@@ -110,7 +136,7 @@ static const char *lt_epi_name(cublasLtEpilogue_t e) {
 typedef struct lt_key {
   uint32_t epi;
   int ta, tb, m, n, k;
-  int dtype;
+  int dtype, dtype_d; /* A and B; D (and so bias and aux) */
   uint32_t align[5];
 } lt_key;
 
@@ -138,7 +164,7 @@ static void lt_plan_destroy(lt_plan *p) {
 
 /* The plan for key, made on first use; the oldest plan makes room when the
  * table is full (a model has a few dozen distinct linear layers) */
-static lt_plan *lt_plan_get(dt_cuda_ctx *c, const lt_key *key, const float *bias,
+static lt_plan *lt_plan_get(dt_cuda_ctx *c, const lt_key *key, const void *bias,
                             const void *aux) {
   if (!c->lt_plans) c->lt_plans = dt_calloc(LT_PLANS, sizeof(lt_plan));
   lt_plan *plans = (lt_plan *)c->lt_plans;
@@ -169,7 +195,7 @@ static lt_plan *lt_plan_get(dt_cuda_ctx *c, const lt_key *key, const float *bias
   const uint64_t ar = tb ? k : n, ac = tb ? n : k, br = ta ? m : k, bc = ta ? k : m;
   CUBLAS_CHECK(cublasLtMatrixLayoutCreate(&p->la, dtype, ar, ac, (int64_t)ar));
   CUBLAS_CHECK(cublasLtMatrixLayoutCreate(&p->lb, dtype, br, bc, (int64_t)br));
-  CUBLAS_CHECK(cublasLtMatrixLayoutCreate(&p->ld, CUDA_R_32F, n, m, n));
+  CUBLAS_CHECK(cublasLtMatrixLayoutCreate(&p->ld, (cudaDataType)key->dtype_d, n, m, n));
   cublasLtMatmulPreference_t pref;
   CUBLAS_CHECK(cublasLtMatmulPreferenceCreate(&pref));
   const uint64_t ws = c->lt_ws_bytes;
@@ -207,17 +233,19 @@ static int lt_usable(const dt_cuda_ctx *c, int m, int n, int k, int aux) {
 }
 
 /* Row-major out (M,N) = epi(op(A) @ op(B) [+ bias (N) on every row]), with
- * fp32 accumulation and output, A and B both fp32 or both bf16 (the
- * layouts of dt_cuda_gemm_rm). aux (M,N), row-major, is the epilogue's
- * second matrix: GELU's input, written by GELU_AUX*, read by DGELU. In
+ * fp32 accumulation, A and B both fp32 or both bf16 (the layouts of
+ * dt_cuda_gemm_rm), out of type dtype_d: fp32, or bf16 (bf16 operands
+ * only). The bias and aux have out's type (cuBLASLt's defaults). aux
+ * (M,N), row-major, is the epilogue's second matrix: GELU's input, written
+ * by GELU_AUX*, read by DGELU. In
  * cuBLASLt's column-major terms D (N,M) = op(B') op(A') with B' = our B,
  * so the bias runs along D's rows as it must, and aux's leading dimension
  * is N. The caller has checked lt_usable. Returns 0, having launched
  * nothing, when cuBLASLt has no algorithm (DTRAIN_GEMM=lt makes that
  * fatal, to prove the fused path ran). */
 static int lt_gemm_rm(dt_cuda_ctx *c, cublasLtEpilogue_t epi, int ta, int tb, int m, int n,
-                      int k, const void *a, const void *b, cudaDataType dtype, float *out,
-                      const float *bias, void *aux) {
+                      int k, const void *a, const void *b, cudaDataType dtype, void *out,
+                      cudaDataType dtype_d, const void *bias, const void *aux) {
   if (c->lt_ws_bytes == 0) {
     c->lt_ws_bytes = (size_t)32 << 20; /* what cuBLAS asks for on Hopper */
     CUDA_CHECK(cudaMalloc(&c->lt_ws, c->lt_ws_bytes));
@@ -225,7 +253,7 @@ static int lt_gemm_rm(dt_cuda_ctx *c, cublasLtEpilogue_t epi, int ta, int tb, in
   lt_key key;
   memset(&key, 0, sizeof key); /* padding too: keys are compared with memcmp */
   key.epi = (uint32_t)epi, key.ta = ta, key.tb = tb, key.m = m, key.n = n, key.k = k;
-  key.dtype = (int)dtype;
+  key.dtype = (int)dtype, key.dtype_d = (int)dtype_d;
   key.align[0] = lt_align(b), key.align[1] = lt_align(a), key.align[2] = lt_align(out);
   key.align[3] = bias ? lt_align(bias) : 0, key.align[4] = aux ? lt_align(aux) : 0;
   lt_plan *p = lt_plan_get(c, &key, bias, aux);
@@ -239,8 +267,10 @@ static int lt_gemm_rm(dt_cuda_ctx *c, cublasLtEpilogue_t epi, int ta, int tb, in
   }
   char what[192];
   snprintf(what, sizeof what,
-           "cuBLASLt has no algorithm for a %s GEMM with the %s epilogue, M=%d N=%d K=%d (%s)",
-           dtype == CUDA_R_16BF ? "bf16" : "fp32", lt_epi_name(epi), m, n, k,
+           "cuBLASLt has no algorithm for a %s GEMM (%s out) with the %s epilogue, M=%d N=%d "
+           "K=%d (%s)",
+           dtype == CUDA_R_16BF ? "bf16" : "fp32", dtype_d == CUDA_R_16BF ? "bf16" : "fp32",
+           lt_epi_name(epi), m, n, k,
            cublasGetStatusString(p->status));
   if (c->gemm_mode == DT_GEMM_LT)
     dt_fatal("cuBLASLt", "DTRAIN_GEMM=lt and no fused algorithm", __FILE__, __LINE__, __func__,
@@ -253,14 +283,17 @@ static int lt_gemm_rm(dt_cuda_ctx *c, cublasLtEpilogue_t epi, int ta, int tb, in
 }
 
 /* The operands of a linear layer's GEMM in the current precision: fp32 as
- * they are, or rounded to bf16 into scratch slots s0 and s1. */
+ * they are, or as bf16 (slots 0 and 1 for fp32 ones; y is a weight). */
 typedef struct lt_ops {
   const void *x, *y;
   cudaDataType t;
 } lt_ops;
-static lt_ops lt_operands(dt_cuda_ctx *c, const float *x, size_t nx, const float *y, size_t ny) {
+static lt_ops lt_operands(dt_cuda_ctx *c, const void *x, dt_dtype xt, size_t nx, const float *y,
+                          size_t ny) {
+  need_bf16_mode(c, xt);
   lt_ops o = {x, y, CUDA_R_32F};
-  if (c->matmul_bf16) o = {bf16_operand(c, 0, x, nx), bf16_operand(c, 1, y, ny), CUDA_R_16BF};
+  if (c->matmul_bf16)
+    o = {bf16_operand(c, 0, x, xt, nx), bf16_operand(c, 1, y, DT_F32, ny), CUDA_R_16BF};
   return o;
 }
 
@@ -268,17 +301,24 @@ static lt_ops lt_operands(dt_cuda_ctx *c, const float *x, size_t nx, const float
 static __global__ void bias_add_kernel(float *out, const float *b, size_t total, int oc) {
   DT_GRID_STRIDE(i, total) out[i] += b[i % (size_t)oc];
 }
+static __global__ void bias_add_bf16_kernel(float *out, const __nv_bfloat16 *b, size_t total,
+                                            int oc) {
+  DT_GRID_STRIDE(i, total) out[i] += __bfloat162float(b[i % (size_t)oc]);
+}
 
 /* db (OC) += sum over rows of dout (N,OC). Block (32,8): threadIdx.x picks the
  * column (coalesced reads), threadIdx.y strides the rows; the 8 partial sums
  * are combined in a fixed order, so the result is deterministic. */
 #define BIAS_GRAD_ROWS 8
-static __global__ void bias_grad_kernel(float *db, const float *dout, int n, int oc) {
+static __device__ double ld_f(const float *p, size_t i) { return p[i]; }
+static __device__ double ld_f(const __nv_bfloat16 *p, size_t i) { return __bfloat162float(p[i]); }
+template <typename T>
+static __global__ void bias_grad_kernel(float *db, const T *dout, int n, int oc) {
   __shared__ double part[BIAS_GRAD_ROWS][32];
   const int j = blockIdx.x * 32 + threadIdx.x;
   double s = 0.0;
   if (j < oc)
-    for (int r = threadIdx.y; r < n; r += BIAS_GRAD_ROWS) s += dout[(size_t)r * oc + j];
+    for (int r = threadIdx.y; r < n; r += BIAS_GRAD_ROWS) s += ld_f(dout, (size_t)r * oc + j);
   part[threadIdx.y][threadIdx.x] = s;
   __syncthreads();
   if (threadIdx.y == 0 && j < oc) {
@@ -288,23 +328,25 @@ static __global__ void bias_grad_kernel(float *db, const float *dout, int n, int
   }
 }
 
-extern "C" void dt_cuda_linear_forward(void *ctx, float *out, const float *inp, const float *w,
-                                       const float *b, int n, int c, int oc) {
+extern "C" void dt_cuda_linear_forward(void *ctx, float *out, const void *inp, dt_dtype it,
+                                       const float *w, const float *b, int n, int c, int oc) {
   dt_cuda_ctx *cc = DT_CUDA_CTX(ctx);
+  need_bf16_mode(cc, it);
   if (n <= 0 || oc <= 0) return;
   if (b && lt_usable(cc, n, oc, c, 0)) { /* bias in the epilogue */
-    const lt_ops o = lt_operands(cc, inp, (size_t)n * c, w, (size_t)oc * c);
-    if (lt_gemm_rm(cc, CUBLASLT_EPILOGUE_BIAS, 0, 1, n, oc, c, o.x, o.y, o.t, out, b, NULL))
+    const lt_ops o = lt_operands(cc, inp, it, (size_t)n * c, w, (size_t)oc * c);
+    if (lt_gemm_rm(cc, CUBLASLT_EPILOGUE_BIAS, 0, 1, n, oc, c, o.x, o.y, o.t, out, CUDA_R_32F, b,
+                   NULL))
       return;
   }
   if (c <= 0) { /* empty product: out = b (or 0) */
     CUDA_CHECK(cudaMemsetAsync(out, 0, sizeof(float) * (size_t)n * oc, cc->stream));
   } else if (cc->matmul_bf16) {
-    gemm_rm_bf16(cc, 0, 1, n, oc, c, 1.0f, bf16_operand(cc, 0, inp, (size_t)n * c),
-                 bf16_operand(cc, 1, w, (size_t)oc * c), 0.0f, out);
+    gemm_rm_bf16(cc, 0, 1, n, oc, c, 1.0f, bf16_operand(cc, 0, inp, it, (size_t)n * c),
+                 bf16_operand(cc, 1, w, DT_F32, (size_t)oc * c), 0.0f, out);
   } else {
     /* out (N,OC) = inp (N,C) @ w (OC,C)^T */
-    dt_cuda_gemm_rm(cc, 0, 1, n, oc, c, 1.0f, inp, w, 0.0f, out);
+    dt_cuda_gemm_rm(cc, 0, 1, n, oc, c, 1.0f, (const float *)inp, w, 0.0f, out);
   }
   if (b) {
     const size_t total = (size_t)n * oc;
@@ -315,94 +357,145 @@ extern "C" void dt_cuda_linear_forward(void *ctx, float *out, const float *inp, 
 }
 
 /* linear_backward's parameter half: dw (OC,C) += dout^T (OC,N) @ inp (N,C),
- * db (OC) += sum over rows of dout; dout16 is dout in bf16 under bf16 */
-static void backward_dw_db(dt_cuda_ctx *cc, float *dw, float *db, const float *dout,
-                           const __nv_bfloat16 *dout16, const float *inp, int n, int c, int oc) {
+ * db (OC) += sum over rows of dout (of type dt); dout16 is dout in bf16
+ * under bf16 */
+static void backward_dw_db(dt_cuda_ctx *cc, float *dw, float *db, const void *dout, dt_dtype dt,
+                           const __nv_bfloat16 *dout16, const void *inp, dt_dtype it, int n,
+                           int c, int oc) {
   if (dw && n > 0 && c > 0 && oc > 0) {
     if (dout16)
-      gemm_rm_bf16(cc, 1, 0, oc, c, n, 1.0f, dout16, bf16_operand(cc, 1, inp, (size_t)n * c),
+      gemm_rm_bf16(cc, 1, 0, oc, c, n, 1.0f, dout16, bf16_operand(cc, 1, inp, it, (size_t)n * c),
                    1.0f, dw);
     else
-      dt_cuda_gemm_rm(cc, 1, 0, oc, c, n, 1.0f, dout, inp, 1.0f, dw);
+      dt_cuda_gemm_rm(cc, 1, 0, oc, c, n, 1.0f, (const float *)dout, (const float *)inp, 1.0f,
+                      dw);
   }
   if (db && n > 0 && oc > 0) {
     dim3 block(32, BIAS_GRAD_ROWS);
-    bias_grad_kernel<<<(oc + 31) / 32, block, 0, cc->stream>>>(db, dout, n, oc);
+    if (dt == DT_BF16)
+      bias_grad_kernel<__nv_bfloat16><<<(oc + 31) / 32, block, 0, cc->stream>>>(
+          db, (const __nv_bfloat16 *)dout, n, oc);
+    else
+      bias_grad_kernel<float><<<(oc + 31) / 32, block, 0, cc->stream>>>(db, (const float *)dout,
+                                                                         n, oc);
     CUDA_LAUNCH_CHECK();
   }
 }
 
 extern "C" void dt_cuda_linear_backward(void *ctx, float *dinp, float *dw, float *db,
-                                        const float *dout, const float *inp, const float *w,
-                                        int n, int c, int oc) {
+                                        const void *dout, dt_dtype dt, const void *inp,
+                                        dt_dtype it, const float *w, int n, int c, int oc) {
   dt_cuda_ctx *cc = DT_CUDA_CTX(ctx);
+  need_bf16_mode(cc, dt);
+  need_bf16_mode(cc, it);
   /* bf16: dout rounded once (slot 0) for both GEMMs; db sums it unrounded */
   const __nv_bfloat16 *dout16 =
       cc->matmul_bf16 && n > 0 && c > 0 && oc > 0 && (dinp || dw)
-          ? bf16_operand(cc, 0, dout, (size_t)n * oc)
+          ? bf16_operand(cc, 0, dout, dt, (size_t)n * oc)
           : NULL;
   if (dinp && n > 0 && c > 0) {
     if (oc > 0 && dout16) /* dinp (N,C) = dout (N,OC) @ w (OC,C) */
-      gemm_rm_bf16(cc, 0, 0, n, c, oc, 1.0f, dout16, bf16_operand(cc, 1, w, (size_t)oc * c),
-                   0.0f, dinp);
+      gemm_rm_bf16(cc, 0, 0, n, c, oc, 1.0f, dout16,
+                   bf16_operand(cc, 1, w, DT_F32, (size_t)oc * c), 0.0f, dinp);
     else if (oc > 0)
-      dt_cuda_gemm_rm(cc, 0, 0, n, c, oc, 1.0f, dout, w, 0.0f, dinp);
+      dt_cuda_gemm_rm(cc, 0, 0, n, c, oc, 1.0f, (const float *)dout, w, 0.0f, dinp);
     else
       CUDA_CHECK(cudaMemsetAsync(dinp, 0, sizeof(float) * (size_t)n * c, cc->stream));
   }
-  backward_dw_db(cc, dw, db, dout, dout16, inp, n, c, oc);
+  backward_dw_db(cc, dw, db, dout, dt, dout16, inp, it, n, c, oc);
 }
 
-extern "C" void dt_cuda_linear_act_forward(void *ctx, dt_act act, float *out, float *pre,
-                                           const float *inp, const float *w, const float *b,
-                                           int n, int c, int oc) {
+extern "C" void dt_cuda_linear_act_forward(void *ctx, dt_act act, void *out, void *pre,
+                                           dt_dtype ot, const void *inp, dt_dtype it,
+                                           const float *w, const float *b, int n, int c,
+                                           int oc) {
   dt_cuda_ctx *cc = DT_CUDA_CTX(ctx);
+  need_bf16_mode(cc, ot);
+  if (n <= 0 || oc <= 0) return;
+  const size_t total = (size_t)n * oc;
+  /* a bf16 output reads the bias in bf16 (slot 2 when no weight copy) */
+  const void *bias = b && ot == DT_BF16 ? (const void *)bf16_operand(cc, 2, b, DT_F32, oc) : b;
   if (act == DT_ACT_GELU_TANH && lt_usable(cc, n, oc, c, pre != NULL)) {
     const cublasLtEpilogue_t epi = pre ? (b ? CUBLASLT_EPILOGUE_GELU_AUX_BIAS
                                             : CUBLASLT_EPILOGUE_GELU_AUX)
                                        : (b ? CUBLASLT_EPILOGUE_GELU_BIAS : CUBLASLT_EPILOGUE_GELU);
-    const lt_ops o = lt_operands(cc, inp, (size_t)n * c, w, (size_t)oc * c);
-    if (lt_gemm_rm(cc, epi, 0, 1, n, oc, c, o.x, o.y, o.t, out, b, pre)) return;
+    const lt_ops o = lt_operands(cc, inp, it, (size_t)n * c, w, (size_t)oc * c);
+    if (lt_gemm_rm(cc, epi, 0, 1, n, oc, c, o.x, o.y, o.t, out,
+                   ot == DT_BF16 ? CUDA_R_16BF : CUDA_R_32F, bias, pre))
+      return;
   }
-  float *h = pre ? pre : out;
-  dt_cuda_linear_forward(ctx, h, inp, w, b, n, c, oc);
-  if (n > 0 && oc > 0) dt_cuda_act_forward(ctx, act, out, h, (size_t)n * oc);
+  if (ot == DT_F32) {
+    float *h = (float *)(pre ? pre : out);
+    dt_cuda_linear_forward(ctx, h, inp, it, w, b, n, c, oc);
+    dt_cuda_act_forward(ctx, act, (float *)out, h, total);
+    return;
+  }
+  /* bf16 outputs, unfused: the fp32 sum in scratch, rounded into each */
+  float *sum = f32_scratch(cc, 0, total);
+  dt_cuda_linear_forward(ctx, sum, inp, it, w, NULL, n, c, oc);
+  if (b) {
+    bias_add_bf16_kernel<<<dt_cuda_blocks(total, DT_CUDA_THREADS), DT_CUDA_THREADS, 0,
+                           cc->stream>>>(sum, (const __nv_bfloat16 *)bias, total, oc);
+    CUDA_LAUNCH_CHECK();
+  }
+  if (pre) to_bf16(cc, pre, sum, total);
+  dt_cuda_act_forward(ctx, act, sum, sum, total);
+  to_bf16(cc, out, sum, total);
 }
 
-extern "C" void dt_cuda_linear_backward_act(void *ctx, dt_act act, float *dpre, float *dw,
-                                            float *db, const float *dout, const float *inp,
-                                            const float *w, const float *pre, int n, int c,
-                                            int oc) {
+extern "C" void dt_cuda_linear_backward_act(void *ctx, dt_act act, void *dpre, float *dw,
+                                            float *db, const float *dout, const void *inp,
+                                            const float *w, const void *pre, dt_dtype t, int n,
+                                            int c, int oc) {
   dt_cuda_ctx *cc = DT_CUDA_CTX(ctx);
+  need_bf16_mode(cc, t);
   if (act == DT_ACT_GELU_TANH && lt_usable(cc, n, c, oc, 1)) {
     /* dpre (N,C) = dout (N,OC) @ w (OC,C), times GELU'(pre) in the epilogue;
      * under bf16 dout is rounded once (slot 0) for this GEMM and dw's */
-    const lt_ops o = lt_operands(cc, dout, (size_t)n * oc, w, (size_t)oc * c);
-    if (lt_gemm_rm(cc, CUBLASLT_EPILOGUE_DGELU, 0, 0, n, c, oc, o.x, o.y, o.t, dpre, NULL,
-                   (void *)pre)) {
-      backward_dw_db(cc, dw, db, dout, cc->matmul_bf16 ? (const __nv_bfloat16 *)o.x : NULL, inp,
-                     n, c, oc);
+    const lt_ops o = lt_operands(cc, dout, DT_F32, (size_t)n * oc, w, (size_t)oc * c);
+    if (lt_gemm_rm(cc, CUBLASLT_EPILOGUE_DGELU, 0, 0, n, c, oc, o.x, o.y, o.t, dpre,
+                   t == DT_BF16 ? CUDA_R_16BF : CUDA_R_32F, NULL, pre)) {
+      backward_dw_db(cc, dw, db, dout, DT_F32,
+                     cc->matmul_bf16 ? (const __nv_bfloat16 *)o.x : NULL, inp, t, n, c, oc);
       return;
     }
   }
-  dt_cuda_linear_backward(ctx, dpre, dw, db, dout, inp, w, n, c, oc);
-  if (n > 0 && c > 0) dt_cuda_act_backward(ctx, act, dpre, dpre, pre, (size_t)n * c);
+  if (t == DT_F32) {
+    dt_cuda_linear_backward(ctx, (float *)dpre, dw, db, dout, DT_F32, inp, t, w, n, c, oc);
+    if (n > 0 && c > 0)
+      dt_cuda_act_backward(ctx, act, (float *)dpre, (float *)dpre, (const float *)pre,
+                           (size_t)n * c);
+    return;
+  }
+  /* bf16, unfused: the fp32 product and pre's values in scratch */
+  const size_t total = (size_t)n * c;
+  float *prod = total ? f32_scratch(cc, 0, total) : NULL;
+  dt_cuda_linear_backward(ctx, prod, dw, db, dout, DT_F32, inp, t, w, n, c, oc);
+  if (total == 0) return;
+  float *p = f32_scratch(cc, 1, total);
+  from_bf16_kernel<<<dt_cuda_blocks(total, DT_CUDA_THREADS), DT_CUDA_THREADS, 0, cc->stream>>>(
+      p, (const __nv_bfloat16 *)pre, total);
+  CUDA_LAUNCH_CHECK();
+  dt_cuda_act_backward(ctx, act, prod, prod, p, total);
+  to_bf16(cc, dpre, prod, total);
 }
 
 extern "C" void dt_cuda_lm_head_backward(void *ctx, float *losses, float *dx, float *dw,
                                          float *scratch, const float *logits,
-                                         const int32_t *targets, const float *x, const float *w,
-                                         int n, int c, int v, float dscale) {
+                                         const int32_t *targets, const void *x, dt_dtype xt,
+                                         const float *w, int n, int c, int v, float dscale) {
   dt_cuda_ctx *cc = DT_CUDA_CTX(ctx);
+  need_bf16_mode(cc, xt);
   if (!cc->matmul_bf16 || n <= 0 || c <= 0 || v <= 0) {
     dt_cuda_softmax_xent(ctx, losses, scratch, logits, targets, n, v, dscale);
-    dt_cuda_linear_backward(ctx, dx, dw, NULL, scratch, x, w, n, c, v);
+    dt_cuda_linear_backward(ctx, dx, dw, NULL, scratch, DT_F32, x, xt, w, n, c, v);
     return;
   }
   /* dlogits in bf16 straight from the softmax: the operand both GEMMs take */
   dt_cuda_softmax_xent_bf16(cc, losses, scratch, logits, targets, n, v, dscale);
   const __nv_bfloat16 *d16 = (const __nv_bfloat16 *)scratch;
   if (dx) /* dx (N,C) = dlogits (N,V) @ w (V,C) */
-    gemm_rm_bf16(cc, 0, 0, n, c, v, 1.0f, d16, bf16_operand(cc, 1, w, (size_t)v * c), 0.0f, dx);
-  backward_dw_db(cc, dw, NULL, NULL, d16, x, n, c, v);
+    gemm_rm_bf16(cc, 0, 0, n, c, v, 1.0f, d16, bf16_operand(cc, 1, w, DT_F32, (size_t)v * c),
+                 0.0f, dx);
+  backward_dw_db(cc, dw, NULL, NULL, DT_F32, d16, x, xt, n, c, v);
 }

@@ -2,6 +2,7 @@
  * statistics and row sums in double through dt_block_sum (fixed order).
  * dweight/dbias: one block per 32 columns, each column summed over the rows
  * in a fixed order in double, so every result is the same run after run. */
+#include <cuda_bf16.h>
 #include <math.h>
 
 #include "cuda_common.h"
@@ -11,10 +12,14 @@
 #define LN_COLS 32 /* dweight/dbias block: LN_COLS columns x LN_ROWS row groups */
 #define LN_ROWS 8
 
-/* One row: res (C) = a + b first when RES, then out, mean, rstd from x = res or inp. */
-template <bool RES>
+static __device__ void ln_store(float *p, float v) { *p = v; }
+static __device__ void ln_store(__nv_bfloat16 *p, float v) { *p = __float2bfloat16_rn(v); }
+
+/* One row: res (C) = a + b first when RES, then out (of type T), mean, rstd
+ * from x = res or inp. */
+template <bool RES, typename T>
 static __global__ void __launch_bounds__(LN_THREADS)
-    layernorm_fwd_kernel(float *res_out, float *out, float *mean, float *rstd, const float *inp,
+    layernorm_fwd_kernel(float *res_out, T *out, float *mean, float *rstd, const float *inp,
                          const float *a, const float *b, const float *weight, const float *bias,
                          int c, float eps) {
   const size_t row = (size_t)blockIdx.x * c;
@@ -34,8 +39,9 @@ static __global__ void __launch_bounds__(LN_THREADS)
   }
   v = dt_block_sum(v) / c;
   const float mf = (float)m, sf = (float)(1.0 / sqrt(v + (double)eps));
-  float *y = out + row;
-  for (int j = threadIdx.x; j < c; j += blockDim.x) y[j] = (x[j] - mf) * sf * weight[j] + bias[j];
+  T *y = out + row;
+  for (int j = threadIdx.x; j < c; j += blockDim.x)
+    ln_store(&y[j], (x[j] - mf) * sf * weight[j] + bias[j]);
   if (threadIdx.x == 0) {
     if (mean) mean[blockIdx.x] = mf;
     if (rstd) rstd[blockIdx.x] = sf;
@@ -91,23 +97,33 @@ static __global__ void layernorm_bwd_params_kernel(float *dweight, float *dbias,
   }
 }
 
-extern "C" void dt_cuda_layernorm_forward(void *ctx, float *out, float *mean, float *rstd,
-                                          const float *inp, const float *weight,
-                                          const float *bias, int n, int c, float eps) {
+template <bool RES>
+static void layernorm_fwd(void *ctx, float *res_out, void *out, dt_dtype ot, float *mean,
+                          float *rstd, const float *inp, const float *a, const float *b,
+                          const float *weight, const float *bias, int n, int c, float eps) {
   if (n <= 0 || c <= 0) return;
-  layernorm_fwd_kernel<false><<<n, LN_THREADS, 0, DT_CUDA_CTX(ctx)->stream>>>(
-      NULL, out, mean, rstd, inp, NULL, NULL, weight, bias, c, eps);
+  cudaStream_t st = DT_CUDA_CTX(ctx)->stream;
+  if (ot == DT_BF16)
+    layernorm_fwd_kernel<RES, __nv_bfloat16><<<n, LN_THREADS, 0, st>>>(
+        res_out, (__nv_bfloat16 *)out, mean, rstd, inp, a, b, weight, bias, c, eps);
+  else
+    layernorm_fwd_kernel<RES, float><<<n, LN_THREADS, 0, st>>>(res_out, (float *)out, mean, rstd,
+                                                                inp, a, b, weight, bias, c, eps);
   CUDA_LAUNCH_CHECK();
 }
 
-extern "C" void dt_cuda_residual_layernorm_forward(void *ctx, float *res_out, float *out,
-                                                   float *mean, float *rstd, const float *a,
-                                                   const float *b, const float *weight,
-                                                   const float *bias, int n, int c, float eps) {
-  if (n <= 0 || c <= 0) return;
-  layernorm_fwd_kernel<true><<<n, LN_THREADS, 0, DT_CUDA_CTX(ctx)->stream>>>(
-      res_out, out, mean, rstd, NULL, a, b, weight, bias, c, eps);
-  CUDA_LAUNCH_CHECK();
+extern "C" void dt_cuda_layernorm_forward(void *ctx, void *out, dt_dtype ot, float *mean,
+                                          float *rstd, const float *inp, const float *weight,
+                                          const float *bias, int n, int c, float eps) {
+  layernorm_fwd<false>(ctx, NULL, out, ot, mean, rstd, inp, NULL, NULL, weight, bias, n, c, eps);
+}
+
+extern "C" void dt_cuda_residual_layernorm_forward(void *ctx, float *res_out, void *out,
+                                                   dt_dtype ot, float *mean, float *rstd,
+                                                   const float *a, const float *b,
+                                                   const float *weight, const float *bias, int n,
+                                                   int c, float eps) {
+  layernorm_fwd<true>(ctx, res_out, out, ot, mean, rstd, NULL, a, b, weight, bias, n, c, eps);
 }
 
 extern "C" void dt_cuda_layernorm_backward(void *ctx, float *dinp, float *dweight, float *dbias,

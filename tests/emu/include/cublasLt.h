@@ -7,7 +7,10 @@
  *    D's rows, and a bias epilogue needs the bias pointer;
  *  - an algorithm is only good for the pointers the preference's
  *    alignments promise (256 bytes unless lowered), as on the GPU where a
- *    less aligned pointer is undefined behaviour; here it is an error.
+ *    less aligned pointer is undefined behaviour; here it is an error;
+ *  - C and D have one type, fp32, or bf16 when A and B are bf16, and the
+ *    bias and aux are read and written in D's type (the defaults of
+ *    BIAS_DATA_TYPE and EPILOGUE_AUX_DATA_TYPE, which are not set here).
  * Values of the enums are the real header's. The product is summed in
  * double and the epilogue applied in float: GELU is the tanh form. */
 #pragma once
@@ -162,7 +165,7 @@ inline cublasStatus_t cublasLtMatmulAlgoGetHeuristic(
       C->ld != D->ld)
     return CUBLAS_STATUS_INVALID_VALUE;
   if (A->type != B->type || (A->type != CUDA_R_32F && A->type != CUDA_R_16BF) ||
-      C->type != CUDA_R_32F || D->type != CUDA_R_32F)
+      C->type != D->type || (D->type != CUDA_R_32F && D->type != A->type))
     return CUBLAS_STATUS_NOT_SUPPORTED;
   switch (d->epilogue) {
     case 1: case 4: case 32: case 36: case 160: case 164: case 192: break;
@@ -191,6 +194,12 @@ inline float emu_lt_dgelu(float x) {
 inline float emu_lt_at(const void *p, cudaDataType t, size_t i) {
   return t == CUDA_R_32F ? ((const float *)p)[i] : __bfloat162float(((const __nv_bfloat16 *)p)[i]);
 }
+inline void emu_lt_put(void *p, cudaDataType t, size_t i, float v) {
+  if (t == CUDA_R_32F)
+    ((float *)p)[i] = v;
+  else
+    ((__nv_bfloat16 *)p)[i] = __float2bfloat16_rn(v);
+}
 
 inline cublasStatus_t cublasLtMatmul(cublasLtHandle_t, cublasLtMatmulDesc_t d, const void *alpha,
                                      const void *A, cublasLtMatrixLayout_t Al, const void *B,
@@ -209,8 +218,7 @@ inline cublasStatus_t cublasLtMatmul(cublasLtHandle_t, cublasLtMatmulDesc_t d, c
   const float al = *(const float *)alpha, be = *(const float *)beta;
   const int64_t m = Dl->rows, n = Dl->cols, k = d->transa ? Al->rows : Al->cols;
   const uint32_t e = d->epilogue;
-  float *out = (float *)D, *aux = (float *)d->aux;
-  const float *cin = (const float *)C, *bias = (const float *)d->bias;
+  const cudaDataType dt = Dl->type; /* also C's, the bias's and aux's */
   for (int64_t j = 0; j < n; j++)
     for (int64_t i = 0; i < m; i++) {
       double s = 0.0;
@@ -220,15 +228,15 @@ inline cublasStatus_t cublasLtMatmul(cublasLtHandle_t, cublasLtMatmulDesc_t d, c
         s += (double)emu_lt_at(A, Al->type, ia) * (double)emu_lt_at(B, Bl->type, ib);
       }
       float x = (float)(al * s);
-      if (be != 0.0f) x += be * cin[j * Cl->ld + i];
-      if (emu_lt_has_bias(e)) x += bias[i];
+      if (be != 0.0f) x += be * emu_lt_at(C, dt, j * Cl->ld + i);
+      if (emu_lt_has_bias(e)) x += emu_lt_at(d->bias, dt, i);
       if (e == 192) {
-        x *= emu_lt_dgelu(aux[j * d->aux_ld + i]);
+        x *= emu_lt_dgelu(emu_lt_at(d->aux, dt, j * d->aux_ld + i));
       } else if (e & 32) {
-        if (e & 128) aux[j * d->aux_ld + i] = x;
+        if (e & 128) emu_lt_put(d->aux, dt, j * d->aux_ld + i, x);
         x = emu_lt_gelu(x);
       }
-      out[j * Dl->ld + i] = x;
+      emu_lt_put(D, dt, j * Dl->ld + i, x);
     }
   return CUBLAS_STATUS_SUCCESS;
 }
