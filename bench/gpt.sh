@@ -28,10 +28,11 @@
 # (PaLM's count: N every parameter, the tied wte counting once for the LM-head
 # GEMM; 12*L*T*d the attention scores and their weighted sum, forward and
 # backward); no recompute FLOPs are counted.
-# STATE: train.precision=bf16 rounds the linear layers' matmul operands to
-# bf16 (tensor cores, fp32 accumulation) while activations, attention and
-# the optimizer stay fp32 in memory, so MFU against the bf16 peak is bounded
-# by the fp32 parts (attention is about a fifth of gpt-124m's FLOPs at T=1024).
+# STATE: train.precision=bf16 runs the linear layers' matmuls on bf16
+# operands (tensor cores, fp32 accumulation) and keeps the activations only
+# matmuls read (LayerNorm outputs, the MLP hidden and its gradient) in bf16;
+# the residual stream, qkv, attention output, logits and the optimizer stay
+# fp32 in memory (bench/gpt_floor.py counts the bytes of each layout).
 # Peak memory: the largest memory.used that nvidia-smi reports, sampled every
 # 100 ms during the run (the whole GPU, so other processes count too); on the
 # CPU the process's peak RSS (GNU time). dtrain's own count of parameters,

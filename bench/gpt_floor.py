@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """The two numbers for one GPT training step (the device method: count the
-FLOPs and the fewest bytes first), kernel by kernel, as dtrain runs it today
-and as it would run with bf16 activations.
+FLOPs and the fewest bytes first), kernel by kernel, in three layouts of
+the activations: all fp32, as dtrain runs it today, and all bf16.
 
 Usage: bench/gpt_floor.py [CONFIG[:MICRO_BATCH] ...] [--tflops F] [--gbps B]
   CONFIG   gpt-124m (default, micro-batch 16) or gpt-1.6b (default 8), T 1024
@@ -12,13 +12,17 @@ Usage: bench/gpt_floor.py [CONFIG[:MICRO_BATCH] ...] [--tflops F] [--gbps B]
 
 Bytes are each kernel's inputs read once and outputs written once, in the
 layout the code uses (models/gpt.c, kernels/cuda/*.cu, with
-train.precision=bf16, recompute none, classifier_chunk 2048, no dropout):
-  now   activations, gradients of activations and GEMM outputs in fp32; a
-        GEMM reads each activation operand after a conversion kernel has
-        read it in fp32 (4 B) and written it in bf16 (2 B); weights come from
-        the per-micro-batch bf16 copy; bias and GELU ride in the epilogue.
-  bf16  the same kernels with every activation and activation gradient
-        stored in bf16 (llm.c's layout): no conversions, half the bytes.
+train.precision=bf16, recompute none, classifier_chunk 2048, no dropout).
+Every GEMM takes bf16 operands; an operand stored in fp32 is first read
+(4 B) and written in bf16 (2 B) by a conversion kernel, one stored in bf16
+is read as it is; weights come from the per-micro-batch bf16 copy; bias
+and GELU ride in the epilogue. The layouts:
+  fp32  every activation and activation gradient in fp32 (dtrain before
+        the GEMM-only activations went to bf16)
+  now   LayerNorm outputs, the MLP hidden before and after GELU and its
+        gradient in bf16 (they only feed GEMMs); the residual stream, qkv,
+        attention output, other gradients and logits in fp32
+  bf16  every activation and activation gradient in bf16 (llm.c's layout)
 Matmul FLOPs are 2*M*N*K per GEMM (forward 1, backward 2), attention 4*T*T*C
 per sequence and layer forward (causal masking not subtracted, as in the
 MFU formula of bench/gpt.sh) and twice that backward. Elementwise FLOPs are
@@ -30,13 +34,19 @@ import sys
 
 CONFIGS = {"gpt-124m": (12, 768, 12, 16), "gpt-1.6b": (48, 1600, 32, 8)}
 V, T, CHUNK = 50257, 1024, 2048
+# bytes of a stored element: LayerNorm outputs, MLP hidden (pre and post
+# GELU), its gradient, everything else
+LAYOUTS = {"fp32": dict(ln=4, h=4, dh=4, o=4), "now": dict(ln=2, h=2, dh=2, o=4),
+           "bf16": dict(ln=2, h=2, dh=2, o=2)}
 
 
-def step(L, C, NH, B, act):
-    """[(kernel, flops, bytes)] for one micro-batch; act = bytes of a stored
-    activation (4 now, 2 with bf16 activations)."""
+def step(L, C, NH, B, lay):
+    """[(kernel, flops, bytes)] for one micro-batch in layout lay"""
     N = B * T                      # rows (tokens)
-    conv = 6 if act == 4 else 0    # fp32 read + bf16 write before a GEMM
+    ln, h, dh, o = lay["ln"], lay["h"], lay["dh"], lay["o"]
+
+    def conv(a):                   # fp32 read + bf16 write before a GEMM
+        return 6 if a == 4 else 0
     g = 2                          # GEMM operand bytes (bf16)
     NC = N * C
     rows = []
@@ -44,50 +54,51 @@ def step(L, C, NH, B, act):
     def add(name, flops, nbytes):
         rows.append((name, flops, nbytes))
 
-    # per layer, forward
+    # per layer, forward; a residual + LayerNorm reads a and b, writes the
+    # sum and the normalised output
     fwd = [
-        ("qkv GEMM (+conv, bias)", 2 * N * C * 3 * C, NC * (conv + g) + 3 * NC * act),
-        ("flash attention fwd", 4 * B * T * T * C, 3 * NC * act + NC * act),
-        ("attn proj GEMM (+conv, bias)", 2 * N * C * C, NC * (conv + g) + NC * act),
-        ("residual + LayerNorm fwd x2", 0, 2 * 4 * NC * act),
-        ("fc GEMM + GELU (+conv, aux)", 2 * N * C * 4 * C, NC * (conv + g) + 2 * 4 * NC * act),
-        ("mlp proj GEMM (+conv, bias)", 2 * N * 4 * C * C, 4 * NC * (conv + g) + NC * act),
+        ("qkv GEMM (+conv, bias)", 2 * N * C * 3 * C, NC * (conv(ln) + g) + 3 * NC * o),
+        ("flash attention fwd", 4 * B * T * T * C, 3 * NC * o + NC * o),
+        ("attn proj GEMM (+conv, bias)", 2 * N * C * C, NC * (conv(o) + g) + NC * o),
+        ("residual + LayerNorm fwd x2", 0, 2 * (3 * NC * o + NC * ln)),
+        ("fc GEMM + GELU (+conv, aux)", 2 * N * C * 4 * C, NC * (conv(ln) + g) + 2 * 4 * NC * h),
+        ("mlp proj GEMM (+conv, bias)", 2 * N * 4 * C * C, 4 * NC * (conv(h) + g) + NC * o),
     ]
     # per layer, backward (dinp and dw GEMMs; db reads dout once more; a
     # weight gradient is read and written in fp32, 8 B a weight)
     wg = 8 * C * C
     bwd = [
         ("mlp proj dW, db (+conv)", 2 * N * 4 * C * C,
-         NC * (conv + g) + 4 * NC * (conv + g) + NC * act + 4 * wg),
+         NC * (conv(o) + g) + 4 * NC * (conv(h) + g) + NC * o + 4 * wg),
         # one call with the row above: dout is converted once for both
-        ("mlp proj dX * GELU'", 2 * N * 4 * C * C, NC * g + 4 * NC * act + 4 * NC * act),
+        ("mlp proj dX * GELU'", 2 * N * 4 * C * C, NC * g + 4 * NC * h + 4 * NC * dh),
         ("fc dX, dW, db (+conv)", 2 * 2 * N * 4 * C * C,
-         4 * NC * (conv + 2 * g) + NC * (conv + g) + NC * act + 4 * NC * act + 4 * wg),
-        ("LayerNorm bwd x2", 0, 2 * 4 * NC * act),
+         4 * NC * (conv(dh) + 2 * g) + NC * (conv(ln) + g) + NC * o + 4 * NC * dh + 4 * wg),
+        ("LayerNorm bwd x2", 0, 2 * 4 * NC * o),
         ("attn proj dX, dW, db (+conv)", 2 * 2 * N * C * C,
-         NC * (conv + 2 * g) + NC * (conv + g) + NC * act + NC * act + wg),
+         NC * (conv(o) + 2 * g) + NC * (conv(o) + g) + NC * o + NC * o + wg),
         # D = rowsum(dO * O), then the dK/dV and the dQ kernels each read
         # q, k, v and dO; dq, dk, dv written
-        ("flash attention bwd", 8 * B * T * T * C, (2 + 4 + 4) * NC * act + 3 * NC * act),
+        ("flash attention bwd", 8 * B * T * T * C, (2 + 4 + 4) * NC * o + 3 * NC * o),
         ("qkv dX, dW, db (+conv)", 2 * 2 * N * C * 3 * C,
-         3 * NC * (conv + 2 * g) + NC * (conv + g) + NC * act + 3 * NC * act + 3 * wg),
+         3 * NC * (conv(o) + 2 * g) + NC * (conv(ln) + g) + NC * o + 3 * NC * o + 3 * wg),
     ]
     for name, f, b in fwd + bwd:
         add(name + f" x{L}", L * f, L * b)
-    # the classifier, chunk by chunk: logits out of the GEMM (fp32 now),
-    # softmax/xent reads them and writes dlogits in bf16 (lm_head_backward),
-    # which the dX and dW GEMMs read; every chunk reads the bf16 token table
-    # twice and its fp32 gradient once, and writes the gradient
+    # the classifier, chunk by chunk: logits out of the GEMM, softmax/xent
+    # reads them and writes dlogits in bf16 (lm_head_backward), which the dX
+    # and dW GEMMs read; every chunk reads the bf16 token table twice and its
+    # fp32 gradient once, and writes the gradient
     NV, chunks = N * V, -(-N // CHUNK)
-    xent_io = 4 + 2 if act == 4 else 2 + 2
     add("classifier GEMMs (logits, dX, dW)", 3 * 2 * N * C * V,
-        NV * (act + 2 * g) + NC * (2 * (conv + g) + act) + chunks * 12 * V * C)
-    add("softmax + cross-entropy + dlogits", 0, NV * xent_io)
+        NV * (o + 2 * g) + NC * (2 * (conv(ln) + g) + o) + chunks * 12 * V * C)
+    add("softmax + cross-entropy + dlogits", 0, NV * (o + 2))
     P = 12 * L * C * C + 13 * L * C + V * C + T * C + 2 * C   # parameters
-    # roughly: token and position rows read and res[0] written; final
-    # LayerNorm forward and backward; d res[0] read and scattered into the
-    # embedding gradients (read and written in fp32)
-    add("embeddings fwd + bwd, final LayerNorm", 0, NC * (4 + act) + 6 * NC * act + NC * (act + 8))
+    # roughly: token and position rows read and res[0] written; the final
+    # LayerNorm forward (res read, ln_f written) and backward; d res[0] read
+    # and scattered into the embedding gradients (read and written in fp32)
+    add("embeddings fwd + bwd, final LayerNorm", 0,
+        NC * (4 + o) + NC * (o + ln) + 4 * NC * o + NC * (o + 8))
     # AdamW on fp32 master weights: p, g, m, v read, p, m, v written; the
     # gradient buffer zeroed; the bf16 weight copy made once
     add("AdamW + zero grads + bf16 weight copy", 0, P * (7 * 4 + 4 + 6))
@@ -117,23 +128,26 @@ def main(argv):
         L, C, NH, _ = CONFIGS[name]
         print(f"# {name}, micro-batch {B} x T {T}: {tflops:.0f} TFLOP/s for GEMMs and "
               f"attention, {gbps:.0f} GB/s")
-        print(f"{'kernel':44} {'GFLOP':>8} {'GB now':>8} {'GB bf16':>8} "
-              f"{'ms now':>8} {'ms bf16':>8}")
-        now, P, N = step(L, C, NH, B, 4)
-        b16, _, _ = step(L, C, NH, B, 2)
-        tot = [0.0] * 4
-        for (k, f, bn), (_, _, bb) in zip(now, b16):
+        print(f"{'kernel':44} {'GFLOP':>8} " + " ".join(f"{'GB ' + k:>8}" for k in LAYOUTS) +
+              " " + " ".join(f"{'ms ' + k:>8}" for k in LAYOUTS))
+        runs = {k: step(L, C, NH, B, lay) for k, lay in LAYOUTS.items()}
+        P, N = runs["now"][1], runs["now"][2]
+        flops = gemm_ms = 0.0
+        gb = {k: 0.0 for k in LAYOUTS}
+        for i, (k, f, _) in enumerate(runs["now"][0]):
             tf = f / (tflops * 1e12) * 1e3
-            mn, mb16 = tf + bn / (gbps * 1e9) * 1e3, tf + bb / (gbps * 1e9) * 1e3
-            tot = [tot[0] + f, tot[1] + bn, tot[2] + bb, tot[3] + tf]
-            print(f"{k:44} {f / 1e9:8.0f} {bn / 1e9:8.2f} {bb / 1e9:8.2f} {mn:8.2f} {mb16:8.2f}")
-        ms_now = tot[3] + tot[1] / (gbps * 1e9) * 1e3
-        ms_b16 = tot[3] + tot[2] / (gbps * 1e9) * 1e3
-        print(f"{'total':44} {tot[0] / 1e9:8.0f} {tot[1] / 1e9:8.2f} {tot[2] / 1e9:8.2f} "
-              f"{ms_now:8.2f} {ms_b16:8.2f}")
-        print(f"# {P / 1e6:.1f}M parameters; matmul time {tot[3]:.1f} ms; predicted "
-              f"{N / ms_now * 1e3:,.0f} tokens/s now, {N / ms_b16 * 1e3:,.0f} with bf16 "
-              f"activations (upper bounds: no launch gaps, no overlap assumed)")
+            flops, gemm_ms = flops + f, gemm_ms + tf
+            b = {lk: runs[lk][0][i][2] for lk in LAYOUTS}
+            for lk in LAYOUTS:
+                gb[lk] += b[lk]
+            print(f"{k:44} {f / 1e9:8.0f} " + " ".join(f"{b[lk] / 1e9:8.2f}" for lk in LAYOUTS) +
+                  " " + " ".join(f"{tf + b[lk] / (gbps * 1e9) * 1e3:8.2f}" for lk in LAYOUTS))
+        ms = {lk: gemm_ms + gb[lk] / (gbps * 1e9) * 1e3 for lk in LAYOUTS}
+        print(f"{'total':44} {flops / 1e9:8.0f} " + " ".join(f"{gb[lk] / 1e9:8.2f}" for lk in LAYOUTS) +
+              " " + " ".join(f"{ms[lk]:8.2f}" for lk in LAYOUTS))
+        print(f"# {P / 1e6:.1f}M parameters; matmul time {gemm_ms:.1f} ms; predicted tokens/s "
+              + ", ".join(f"{lk} {N / ms[lk] * 1e3:,.0f}" for lk in LAYOUTS)
+              + " (upper bounds: no launch gaps, no overlap assumed)")
         print()
     return 0
 
