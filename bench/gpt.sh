@@ -29,10 +29,11 @@
 # GEMM; 12*L*T*d the attention scores and their weighted sum, forward and
 # backward); no recompute FLOPs are counted.
 # STATE: train.precision=bf16 runs the linear layers' matmuls on bf16
-# operands (tensor cores, fp32 accumulation) and keeps the activations only
-# matmuls read (LayerNorm outputs, the MLP hidden and its gradient) in bf16;
-# the residual stream, qkv, attention output, logits and the optimizer stay
-# fp32 in memory (bench/gpt_floor.py counts the bytes of each layout).
+# operands (tensor cores, fp32 accumulation) and keeps GPT's activations
+# (LayerNorm outputs, qkv, attention output, the MLP hidden and its
+# gradient, logits) in bf16; the residual stream, the other gradients and
+# the optimizer stay fp32 in memory (bench/gpt_floor.py counts the bytes of
+# each layout).
 # Peak memory: the largest memory.used that nvidia-smi reports, sampled every
 # 100 ms during the run (the whole GPU, so other processes count too); on the
 # CPU the process's peak RSS (GNU time). dtrain's own count of parameters,

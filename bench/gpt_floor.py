@@ -19,9 +19,9 @@ is read as it is; weights come from the per-micro-batch bf16 copy; bias
 and GELU ride in the epilogue. The layouts:
   fp32  every activation and activation gradient in fp32 (dtrain before
         the GEMM-only activations went to bf16)
-  now   LayerNorm outputs, the MLP hidden before and after GELU and its
-        gradient in bf16 (they only feed GEMMs); the residual stream, qkv,
-        attention output, other gradients and logits in fp32
+  now   LayerNorm outputs, qkv, attention's output, the MLP hidden before
+        and after GELU and its gradient, and the logits in bf16; the
+        residual stream and the other gradients in fp32
   bf16  every activation and activation gradient in bf16 (llm.c's layout)
 Matmul FLOPs are 2*M*N*K per GEMM (forward 1, backward 2), attention 4*T*T*C
 per sequence and layer forward (causal masking not subtracted, as in the
@@ -34,16 +34,18 @@ import sys
 
 CONFIGS = {"gpt-124m": (12, 768, 12, 16), "gpt-1.6b": (48, 1600, 32, 8)}
 V, T, CHUNK = 50257, 1024, 2048
-# bytes of a stored element: LayerNorm outputs, MLP hidden (pre and post
-# GELU), its gradient, everything else
-LAYOUTS = {"fp32": dict(ln=4, h=4, dh=4, o=4), "now": dict(ln=2, h=2, dh=2, o=4),
-           "bf16": dict(ln=2, h=2, dh=2, o=2)}
+# bytes of a stored element: LayerNorm outputs, qkv and attention's
+# output, MLP hidden (pre and post GELU), its gradient, logits, everything
+# else (the residual stream and the other gradients)
+LAYOUTS = {"fp32": dict(ln=4, a=4, h=4, dh=4, lg=4, o=4),
+           "now": dict(ln=2, a=2, h=2, dh=2, lg=2, o=4),
+           "bf16": dict(ln=2, a=2, h=2, dh=2, lg=2, o=2)}
 
 
 def step(L, C, NH, B, lay):
     """[(kernel, flops, bytes)] for one micro-batch in layout lay"""
     N = B * T                      # rows (tokens)
-    ln, h, dh, o = lay["ln"], lay["h"], lay["dh"], lay["o"]
+    ln, a, h, dh, lg, o = (lay[k] for k in ("ln", "a", "h", "dh", "lg", "o"))
 
     def conv(a):                   # fp32 read + bf16 write before a GEMM
         return 6 if a == 4 else 0
@@ -57,9 +59,9 @@ def step(L, C, NH, B, lay):
     # per layer, forward; a residual + LayerNorm reads a and b, writes the
     # sum and the normalised output
     fwd = [
-        ("qkv GEMM (+conv, bias)", 2 * N * C * 3 * C, NC * (conv(ln) + g) + 3 * NC * o),
-        ("flash attention fwd", 4 * B * T * T * C, 3 * NC * o + NC * o),
-        ("attn proj GEMM (+conv, bias)", 2 * N * C * C, NC * (conv(o) + g) + NC * o),
+        ("qkv GEMM (+conv, bias)", 2 * N * C * 3 * C, NC * (conv(ln) + g) + 3 * NC * a),
+        ("flash attention fwd", 4 * B * T * T * C, 3 * NC * a + NC * a),
+        ("attn proj GEMM (+conv, bias)", 2 * N * C * C, NC * (conv(a) + g) + NC * o),
         ("residual + LayerNorm fwd x2", 0, 2 * (3 * NC * o + NC * ln)),
         ("fc GEMM + GELU (+conv, aux)", 2 * N * C * 4 * C, NC * (conv(ln) + g) + 2 * 4 * NC * h),
         ("mlp proj GEMM (+conv, bias)", 2 * N * 4 * C * C, 4 * NC * (conv(h) + g) + NC * o),
@@ -76,23 +78,25 @@ def step(L, C, NH, B, lay):
          4 * NC * (conv(dh) + 2 * g) + NC * (conv(ln) + g) + NC * o + 4 * NC * dh + 4 * wg),
         ("LayerNorm bwd x2", 0, 2 * 4 * NC * o),
         ("attn proj dX, dW, db (+conv)", 2 * 2 * N * C * C,
-         NC * (conv(o) + 2 * g) + NC * (conv(o) + g) + NC * o + NC * o + wg),
+         NC * (conv(o) + 2 * g) + NC * (conv(a) + g) + NC * o + NC * o + wg),
         # D = rowsum(dO * O), then the dK/dV and the dQ kernels each read
         # q, k, v and dO; dq, dk, dv written
-        ("flash attention bwd", 8 * B * T * T * C, (2 + 4 + 4) * NC * o + 3 * NC * o),
+        ("flash attention bwd", 8 * B * T * T * C,
+         NC * (o + a) + 2 * NC * (3 * a + o) + 3 * NC * o),
         ("qkv dX, dW, db (+conv)", 2 * 2 * N * C * 3 * C,
          3 * NC * (conv(o) + 2 * g) + NC * (conv(ln) + g) + NC * o + 3 * NC * o + 3 * wg),
     ]
     for name, f, b in fwd + bwd:
         add(name + f" x{L}", L * f, L * b)
     # the classifier, chunk by chunk: logits out of the GEMM, softmax/xent
-    # reads them and writes dlogits in bf16 (lm_head_backward), which the dX
+    # reads them and writes dlogits in bf16 (lm_head_backward; over bf16
+    # logits in place), which the dX
     # and dW GEMMs read; every chunk reads the bf16 token table twice and its
     # fp32 gradient once, and writes the gradient
     NV, chunks = N * V, -(-N // CHUNK)
     add("classifier GEMMs (logits, dX, dW)", 3 * 2 * N * C * V,
-        NV * (o + 2 * g) + NC * (2 * (conv(ln) + g) + o) + chunks * 12 * V * C)
-    add("softmax + cross-entropy + dlogits", 0, NV * (o + 2))
+        NV * (lg + 2 * g) + NC * (2 * (conv(ln) + g) + o) + chunks * 12 * V * C)
+    add("softmax + cross-entropy + dlogits", 0, NV * (lg + 2))
     P = 12 * L * C * C + 13 * L * C + V * C + T * C + 2 * C   # parameters
     # roughly: token and position rows read and res[0] written; the final
     # LayerNorm forward (res read, ln_f written) and backward; d res[0] read

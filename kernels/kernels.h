@@ -104,9 +104,11 @@ typedef enum dt_act {
 
 typedef struct dt_kernels {
   /* ---- matmul (kernels/matmul.h) ----
-   * out (N,OC) = inp (N,C, type it) @ w(OC,C)^T + b(OC); b may be NULL. */
-  void (*linear_forward)(void *ctx, float *out, const void *inp, dt_dtype it, const float *w,
-                         const float *b, int n, int c, int oc);
+   * out (N,OC, type ot) = inp (N,C, type it) @ w(OC,C)^T + b(OC); b may be
+   * NULL. A bf16 out is the fp32 sum rounded once, with the bias read in
+   * bf16 (as linear_act_forward's). */
+  void (*linear_forward)(void *ctx, void *out, dt_dtype ot, const void *inp, dt_dtype it,
+                         const float *w, const float *b, int n, int c, int oc);
   /* dinp (N,C) = dout (N,OC) @ w (OC,C)          [=, skipped if dinp NULL]
    * dw (OC,C) += dout^T @ inp; db (OC) += sum_n dout  [+=, db may be NULL]
    * dout is of type dt, inp of type it. dw may be NULL too (then inp is not
@@ -142,13 +144,15 @@ typedef struct dt_kernels {
    * x (N,C) @ w (V,C)^T: softmax_xent's losses (N, skipped if NULL) and
    * dlogits = (softmax - onehot(t)) * dscale, then linear_backward's
    * dx (N,C) = dlogits @ w [=] and dw (V,C) += dlogits^T @ x (either may be
-   * NULL). dlogits go to scratch (N*V floats, not aliasing logits). Under
-   * DT_PREC_BF16 the GPU writes them there in bf16, the form its GEMMs read:
-   * the same bits as rounding fp32 dlogits, without the fp32 copy and the
-   * pass that converts it. */
-  void (*lm_head_backward)(void *ctx, float *losses, float *dx, float *dw, float *scratch,
-                           const float *logits, const int32_t *targets, const void *x,
-                           dt_dtype xt, const float *w, int n, int c, int v, float dscale);
+   * NULL). logits are of type lt, x of type xt. dlogits go to scratch: N*V
+   * floats, or under DT_PREC_BF16 N*V bf16 values, the form the GEMMs read
+   * (the same bits as rounding fp32 dlogits, without the fp32 copy and the
+   * pass that converts it). scratch may be the logits themselves when both
+   * are bf16 (dlogits overwrite them); otherwise it must not alias them. */
+  void (*lm_head_backward)(void *ctx, float *losses, float *dx, float *dw, void *scratch,
+                           const void *logits, dt_dtype lt, const int32_t *targets,
+                           const void *x, dt_dtype xt, const float *w, int n, int c, int v,
+                           float dscale);
 
   /* ---- conv (kernels/conv.h) ----
    * Bytes of scratch the two calls below need for shape s (may be 0). */
@@ -179,12 +183,13 @@ typedef struct dt_kernels {
                        size_t n);
 
   /* ---- softmax / cross-entropy (kernels/xent.h) ----
-   * logits (N,V), targets (N) in [0,V). losses (N) = -log softmax(logits)[t]
-   * (skipped if NULL; a target outside [0,V) gives a NaN loss).
-   * If dlogits is non-NULL: dlogits (N,V) = (softmax - onehot(t)) * dscale [=]
-   * (dlogits may alias logits). Fused so no probability tensor is kept. */
-  void (*softmax_xent)(void *ctx, float *losses, float *dlogits, const float *logits,
-                       const int32_t *targets, int n, int v, float dscale);
+   * logits (N,V) of type lt, targets (N) in [0,V). losses (N) = -log
+   * softmax(logits)[t] (skipped if NULL; a target outside [0,V) gives a NaN
+   * loss). If dlogits is non-NULL: dlogits (N,V) = (softmax - onehot(t)) *
+   * dscale [=] (dlogits may alias fp32 logits). Fused so no probability
+   * tensor is kept. */
+  void (*softmax_xent)(void *ctx, float *losses, float *dlogits, const void *logits,
+                       dt_dtype lt, const int32_t *targets, int n, int v, float dscale);
   /* Label-smoothed cross-entropy with an ignore index, as PyTorch's
    * CrossEntropyLoss(label_smoothing=eps, ignore_index=<any negative>, reduction='none'):
    * losses (N) = (1-eps) * (lse - logit[t]) + eps * (lse - mean_j logit[j])
@@ -265,17 +270,21 @@ typedef struct dt_kernels {
    * out (B,Tq,NH,HS) contiguous [=]; lse (B,NH,Tq) [=]. A query that sees no
    * key at all (key_len[b] == 0, or causal with Tq > Tk) gets out = 0 and
    * lse = -inf, and later zero gradients, never NaN. Limits: HS <= 1024,
-   * B and NH <= 65535 (the CUDA grid; a larger size is a fatal error). */
-  void (*attention_forward)(void *ctx, float *out, float *lse, const float *q, const float *k,
-                            const float *v, int B, int Tq, int Tk, int NH, int HS, int q_stride,
-                            int kv_stride, int causal, const int32_t *key_len, float scale);
+   * B and NH <= 65535 (the CUDA grid; a larger size is a fatal error).
+   * q, k, v and out are of type t (a bf16 out is the fp32 result rounded
+   * once); the rest is fp32. */
+  void (*attention_forward)(void *ctx, void *out, float *lse, const void *q, const void *k,
+                            const void *v, dt_dtype t, int B, int Tq, int Tk, int NH, int HS,
+                            int q_stride, int kv_stride, int causal, const int32_t *key_len,
+                            float scale);
   /* dq (strided like q), dk and dv (strided like k, v) [=, overwritten; only
    * the NH*HS elements of each row are written, so they may be views into a
    * fused dqkv buffer]; dout (B,Tq,NH,HS) contiguous; out and lse are the
-   * forward's. Padding keys get dk = dv = 0, masked queries dq = 0. */
+   * forward's. Padding keys get dk = dv = 0, masked queries dq = 0. q, k,
+   * v and out are of type t; dq, dk, dv, dout and lse are fp32. */
   void (*attention_backward)(void *ctx, float *dq, float *dk, float *dv, const float *dout,
-                             const float *q, const float *k, const float *v, const float *out,
-                             const float *lse, int B, int Tq, int Tk, int NH, int HS,
+                             const void *q, const void *k, const void *v, const void *out,
+                             dt_dtype t, const float *lse, int B, int Tq, int Tk, int NH, int HS,
                              int q_stride, int kv_stride, int causal, const int32_t *key_len,
                              float scale);
 

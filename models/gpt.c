@@ -7,10 +7,11 @@
  * no probability matrix to drop from. Activation recompute
  * ([train] recompute) trades a second forward of the MLP or of a whole block
  * for the memory of its activations, with bit-identical gradients. Under
- * train.precision = bf16 the activations that only feed GEMMs (LayerNorm
- * outputs, the MLP hidden before and after GELU and its gradient) are
- * stored in bf16 (G->at): half the memory, and no rounding pass in front of
- * each GEMM; the residual stream, attention and the rest stay fp32. */
+ * train.precision = bf16 the activations that feed GEMMs and attention
+ * (LayerNorm outputs, qkv, attention's output, the MLP hidden before and
+ * after GELU and its gradient) and the logits are stored in bf16 (G->at):
+ * half the memory, and no rounding pass in front of each GEMM; the residual
+ * stream and the other gradients stay fp32. */
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -46,8 +47,9 @@ enum { RC_NONE, RC_MLP, RC_BLOCK };
 typedef struct gpt_block_acts {
   void *ln1;                        /* (BT,C) */
   float *ln1_mean, *ln1_rstd;       /* (BT) (BT) */
-  float *qkv;                       /* (BT,3C) */
-  float *atty, *lse;                /* (BT,C) (B,NH,T) */
+  void *qkv;                        /* (BT,3C) */
+  void *atty;                       /* (BT,C) */
+  float *lse;                       /* (B,NH,T) */
   float *mid;                       /* (BT,C) residual after attention */
   void *ln2;                        /* (BT,C) */
   float *ln2_mean, *ln2_rstd;       /* (BT) (BT) */
@@ -68,7 +70,9 @@ typedef struct gpt {
   void *lnf;                 /* (BT,C), type at */
   float *lnf_mean, *lnf_rstd; /* (BT) (BT) */
   int chunk;                 /* rows of logits at a time ([train] classifier_chunk) */
-  float *logits, *dlogits;   /* (chunk,V) */
+  void *logits;              /* (chunk,V), type at */
+  float *dlogits;            /* (chunk,V) fp32; NULL under bf16, whose dlogits (bf16)
+                              * overwrite the logits */
   float *scratch;            /* (BT,C): projection outputs in forward, dln/datty in backward */
   float *dres;               /* (BT,C) gradient of the residual stream */
   float *dqkv;               /* (BT,3C) */
@@ -81,6 +85,11 @@ typedef struct gpt {
   float drop_p;
   const dt_batch *drop_b;
 } gpt;
+
+/* element i of a tensor of the model's type at */
+static void *at_elem(const gpt *G, void *p, size_t i) {
+  return (char *)p + i * dt_dtype_size(G->at);
+}
 
 static int block_param(int l, int which) { return P_BLOCK0 + l * L_COUNT + which; }
 static int lnf_param(const gpt *G) { return P_BLOCK0 + G->L * L_COUNT; }
@@ -132,13 +141,14 @@ static void attn_forward(gpt *G, const dt_batch *b, int l) {
   gpt_block_acts *a = blk(G, l);
   int p = block_param(l, L_QKVW);
   dt_model_fetch(m, p, 2);
-  k->linear_forward(ctx, a->qkv, a->ln1, G->at, W(p), W(p + 1), BT, C, 3 * C);
+  k->linear_forward(ctx, a->qkv, G->at, a->ln1, G->at, W(p), W(p + 1), BT, C, 3 * C);
   dt_model_release(m, p, 2);
-  k->attention_forward(ctx, a->atty, a->lse, a->qkv, a->qkv + C, a->qkv + 2 * C, b->n, b->t,
-                       b->t, NH, HS, 3 * C, 3 * C, 1, NULL, 1.0f / sqrtf((float)HS));
+  k->attention_forward(ctx, a->atty, a->lse, a->qkv, at_elem(G, a->qkv, C),
+                       at_elem(G, a->qkv, 2 * (size_t)C), G->at, b->n, b->t, b->t, NH, HS,
+                       3 * C, 3 * C, 1, NULL, 1.0f / sqrtf((float)HS));
   p = block_param(l, L_APROJW);
   dt_model_fetch(m, p, 2);
-  k->linear_forward(ctx, G->scratch, a->atty, DT_F32, W(p), W(p + 1), BT, C, C);
+  k->linear_forward(ctx, G->scratch, DT_F32, a->atty, G->at, W(p), W(p + 1), BT, C, C);
   dt_model_release(m, p, 2);
   drop_forward(G, 1 + 2 * l, G->scratch);
   p = block_param(l, L_LN2W);
@@ -187,7 +197,7 @@ static void gpt_forward(gpt *G, const dt_batch *b) {
     const void *h = mlp_hidden_forward(G, BT, l);
     p = block_param(l, L_MPROJW);
     dt_model_fetch(m, p, 2);
-    k->linear_forward(ctx, G->scratch, h, G->at, W(p), W(p + 1), BT, 4 * C, C);
+    k->linear_forward(ctx, G->scratch, DT_F32, h, G->at, W(p), W(p + 1), BT, 4 * C, C);
     dt_model_release(m, p, 2);
     drop_forward(G, 2 + 2 * l, G->scratch);
     /* the second residual add is fused with the LayerNorm that follows it;
@@ -212,8 +222,10 @@ static void gpt_forward(gpt *G, const dt_batch *b) {
  * (dscale != 0) dlogits, d lnf (into dln) and wte's gradient before the next
  * chunk reuses the buffers, so no (BT,V) tensor is ever kept: at gpt-124m's
  * 16 x 1024 tokens that is 3.3 GB of logits and as much of dlogits. wte's
- * gradient sums its chunks' terms one GEMM after the other. Returns the
- * logits when the batch was one chunk, else NULL. */
+ * gradient sums its chunks' terms one GEMM after the other. Under bf16 the
+ * logits are bf16 (the classifier keeps no fp32 logits) and their bf16
+ * gradient overwrites them. Returns the (fp32) logits when the batch was
+ * one chunk, else NULL; always NULL under bf16. */
 static const float *gpt_classifier(gpt *G, const dt_batch *b, float *losses, float dscale,
                                    float *dln) {
   dt_model *m = &G->m;
@@ -223,17 +235,18 @@ static const float *gpt_classifier(gpt *G, const dt_batch *b, float *losses, flo
   dt_model_fetch(m, P_WTE, 1);
   for (int r0 = 0; r0 < BT; r0 += G->chunk) {
     const int R = DT_MIN(G->chunk, BT - r0);
-    const void *x = (const char *)G->lnf + (size_t)r0 * C * dt_dtype_size(G->at);
-    k->linear_forward(ctx, G->logits, x, G->at, W(P_WTE), NULL, R, C, V);
+    const void *x = at_elem(G, G->lnf, (size_t)r0 * C);
+    k->linear_forward(ctx, G->logits, G->at, x, G->at, W(P_WTE), NULL, R, C, V);
     if (dscale != 0.0f) /* softmax, loss, dlogits and both GEMMs */
       k->lm_head_backward(ctx, losses ? losses + r0 : NULL, dln + (size_t)r0 * C, GW(P_WTE),
-                          G->dlogits, G->logits, b->y + r0, x, G->at, W(P_WTE), R, C, V,
-                          dscale);
+                          G->dlogits ? (void *)G->dlogits : G->logits, G->logits, G->at,
+                          b->y + r0, x, G->at, W(P_WTE), R, C, V, dscale);
     else
-      k->softmax_xent(ctx, losses ? losses + r0 : NULL, NULL, G->logits, b->y + r0, R, V, 0.0f);
+      k->softmax_xent(ctx, losses ? losses + r0 : NULL, NULL, G->logits, G->at, b->y + r0, R, V,
+                      0.0f);
   }
   dt_model_release(m, P_WTE, 1);
-  return BT <= G->chunk ? G->logits : NULL;
+  return BT <= G->chunk && G->at == DT_F32 ? (const float *)G->logits : NULL;
 }
 #define READY2(i) dt_model_grad_ready(m, i), dt_model_grad_ready(m, (i) + 1)
 
@@ -309,13 +322,14 @@ static void gpt_backward(gpt *G, const dt_batch *b) {
     const float *dout = drop_backward(G, 1 + 2 * l, dres);
     p = block_param(l, L_APROJW);
     dt_model_fetch(m, p, 2);
-    k->linear_backward(ctx, dln, GW(p), GW(p + 1), dout, DT_F32, a->atty, DT_F32, W(p), BT, C,
+    k->linear_backward(ctx, dln, GW(p), GW(p + 1), dout, DT_F32, a->atty, G->at, W(p), BT, C,
                        C);
     dt_model_release(m, p, 2);
     READY2(p);
-    k->attention_backward(ctx, G->dqkv, G->dqkv + C, G->dqkv + 2 * C, dln, a->qkv, a->qkv + C,
-                          a->qkv + 2 * C, a->atty, a->lse, b->n, b->t, b->t, NH, HS, 3 * C,
-                          3 * C, 1, NULL, 1.0f / sqrtf((float)HS));
+    k->attention_backward(ctx, G->dqkv, G->dqkv + C, G->dqkv + 2 * C, dln, a->qkv,
+                          at_elem(G, a->qkv, C), at_elem(G, a->qkv, 2 * (size_t)C), a->atty,
+                          G->at, a->lse, b->n, b->t, b->t, NH, HS, 3 * C, 3 * C, 1, NULL,
+                          1.0f / sqrtf((float)HS));
     p = block_param(l, L_QKVW);
     dt_model_fetch(m, p, 2);
     k->linear_backward(ctx, dln, GW(p), GW(p + 1), G->dqkv, DT_F32, a->ln1, G->at, W(p), BT, C,
@@ -524,8 +538,8 @@ dt_model *dt_gpt_create(const dt_config *cfg, dt_backend_t be, int max_batch, dt
     a->ln1 = act_alloc_t(m, BT * C, G->at);
     a->ln1_mean = act_alloc(m, BT);
     a->ln1_rstd = act_alloc(m, BT);
-    a->qkv = act_alloc(m, BT * 3 * C);
-    a->atty = act_alloc(m, BT * C);
+    a->qkv = act_alloc_t(m, BT * 3 * C, G->at);
+    a->atty = act_alloc_t(m, BT * C, G->at);
     a->lse = act_alloc(m, BT * (size_t)G->NH);
     a->mid = act_alloc(m, BT * C);
     a->ln2 = act_alloc_t(m, BT * C, G->at);
@@ -545,8 +559,8 @@ dt_model *dt_gpt_create(const dt_config *cfg, dt_backend_t be, int max_batch, dt
   G->lnf_mean = act_alloc(m, BT);
   G->lnf_rstd = act_alloc(m, BT);
   G->chunk = (int)dt_classifier_chunk(cfg, BT); /* checked to fit in check_config */
-  G->logits = act_alloc(m, (size_t)G->chunk * G->V);
-  G->dlogits = act_alloc(m, (size_t)G->chunk * G->V);
+  G->logits = act_alloc_t(m, (size_t)G->chunk * G->V, G->at);
+  if (G->at == DT_F32) G->dlogits = act_alloc(m, (size_t)G->chunk * G->V);
   G->scratch = act_alloc(m, BT * C);
   G->dres = act_alloc(m, BT * C);
   G->dqkv = act_alloc(m, BT * 3 * C);

@@ -74,17 +74,17 @@ static const float *lenet5_forward_backward(dt_model *m, const dt_batch *b, floa
   act_fwd(L, L->h2, L->a2, (size_t)n * 16 * 10 * 10);
   pool_fwd(L, L->p2, L->h2, &s2);
   FETCH(P_F1W);
-  k->linear_forward(ctx, L->a3, L->p2, DT_F32, W(P_F1W), W(P_F1B), n, 400, 120);
+  k->linear_forward(ctx, L->a3, DT_F32, L->p2, DT_F32, W(P_F1W), W(P_F1B), n, 400, 120);
   RELEASE(P_F1W);
   act_fwd(L, L->h3, L->a3, (size_t)n * 120);
   FETCH(P_F2W);
-  k->linear_forward(ctx, L->a4, L->h3, DT_F32, W(P_F2W), W(P_F2B), n, 120, 84);
+  k->linear_forward(ctx, L->a4, DT_F32, L->h3, DT_F32, W(P_F2W), W(P_F2B), n, 120, 84);
   RELEASE(P_F2W);
   act_fwd(L, L->h4, L->a4, (size_t)n * 84);
   FETCH(P_F3W);
-  k->linear_forward(ctx, L->logits, L->h4, DT_F32, W(P_F3W), W(P_F3B), n, 84, 10);
+  k->linear_forward(ctx, L->logits, DT_F32, L->h4, DT_F32, W(P_F3W), W(P_F3B), n, 84, 10);
   RELEASE(P_F3W);
-  k->softmax_xent(ctx, losses, dscale != 0.0f ? L->dlogits : NULL, L->logits, b->y, n, 10,
+  k->softmax_xent(ctx, losses, dscale != 0.0f ? L->dlogits : NULL, L->logits, DT_F32, b->y, n, 10,
                   dscale);
   if (dscale == 0.0f) return L->logits;
 

@@ -62,7 +62,8 @@ struct dt_model {
    * computed as well and accumulated (+=) into m->g. Returns the logits
    * (n[*t], num_classes), valid until the next call, or NULL when the
    * language models computed them in chunks of [train] classifier_chunk
-   * rows and the batch took more than one (they are never all kept). */
+   * rows and the batch took more than one (they are never all kept), or
+   * kept them in bf16 (GPT under train.precision = bf16). */
   const float *(*forward_backward)(dt_model *m, const dt_batch *b, float *losses, float dscale);
   void (*destroy)(dt_model *m);
   void *impl;

@@ -175,7 +175,7 @@ static void sub_end(tf *T, int p, sub_acts *a, const float *xin, const float *h,
 static void attn_out_forward(tf *T, int p, sub_acts *a, float *h, int R) {
   dt_model *m = &T->m;
   dt_model_fetch(m, p + SP_W2, 2);
-  m->be->k->linear_forward(m->be->ctx, h, a->c, DT_F32, W(p + SP_W2), W(p + SP_B2), R, T->D,
+  m->be->k->linear_forward(m->be->ctx, h, DT_F32, a->c, DT_F32, W(p + SP_W2), W(p + SP_B2), R, T->D,
                            T->D);
   dt_model_release(m, p + SP_W2, 2);
 }
@@ -189,19 +189,19 @@ static void branch_forward(tf *T, int kind, int p, sub_acts *a, const float *u, 
   const float scale = 1.0f / sqrtf((float)HS);
   if (kind == SUB_SELF) {
     dt_model_fetch(m, p, 2);
-    k->linear_forward(ctx, a->a, u, DT_F32, W(p), W(p + 1), R, D, 3 * D);
+    k->linear_forward(ctx, a->a, DT_F32, u, DT_F32, W(p), W(p + 1), R, D, 3 * D);
     dt_model_release(m, p, 2);
-    k->attention_forward(ctx, a->c, a->lse, a->a, a->a + D, a->a + 2 * D, ps->n, ps->t, ps->t,
+    k->attention_forward(ctx, a->c, a->lse, a->a, a->a + D, a->a + 2 * D, DT_F32, ps->n, ps->t, ps->t,
                          T->NH, HS, 3 * D, 3 * D, ps->causal, ps->self_len, scale);
     attn_out_forward(T, p, a, h, R);
   } else if (kind == SUB_CROSS) {
     const int S = ps->n * ps->ts;
     dt_model_fetch(m, p, 2);
-    k->linear_forward(ctx, a->a, u, DT_F32, W(p), W(p + 1), R, D, D);
-    k->linear_forward(ctx, a->kv, ps->enc, DT_F32, W(p) + (size_t)D * D, W(p + 1) + D, S, D,
+    k->linear_forward(ctx, a->a, DT_F32, u, DT_F32, W(p), W(p + 1), R, D, D);
+    k->linear_forward(ctx, a->kv, DT_F32, ps->enc, DT_F32, W(p) + (size_t)D * D, W(p + 1) + D, S, D,
                       2 * D);
     dt_model_release(m, p, 2);
-    k->attention_forward(ctx, a->c, a->lse, a->a, a->kv, a->kv + D, ps->n, ps->t, ps->ts, T->NH,
+    k->attention_forward(ctx, a->c, a->lse, a->a, a->kv, a->kv + D, DT_F32, ps->n, ps->t, ps->ts, T->NH,
                          HS, D, 2 * D, 0, ps->src_len, scale);
     attn_out_forward(T, p, a, h, R);
   } else {
@@ -210,7 +210,7 @@ static void branch_forward(tf *T, int kind, int p, sub_acts *a, const float *u, 
                           T->F);
     dt_model_release(m, p, 2);
     dt_model_fetch(m, p + SP_W2, 2);
-    k->linear_forward(ctx, h, a->c, DT_F32, W(p + SP_W2), W(p + SP_B2), R, T->F, D);
+    k->linear_forward(ctx, h, DT_F32, a->c, DT_F32, W(p + SP_W2), W(p + SP_B2), R, T->F, D);
     dt_model_release(m, p + SP_W2, 2);
   }
 }
@@ -270,7 +270,7 @@ static const float *decoder_forward(tf *T, const dt_batch *b, const float *enc) 
 static void logits_forward(tf *T, float *logits, const float *y, int R) {
   dt_model *m = &T->m;
   dt_model_fetch(m, T->p_out, 1);
-  m->be->k->linear_forward(m->be->ctx, logits, y, DT_F32, W(T->p_out), NULL, R, T->D, T->V);
+  m->be->k->linear_forward(m->be->ctx, logits, DT_F32, y, DT_F32, W(T->p_out), NULL, R, T->D, T->V);
   dt_model_release(m, T->p_out, 1);
 }
 
@@ -303,7 +303,7 @@ static void branch_backward(tf *T, int kind, int p, sub_acts *a, const float *u,
   ready2(m, p + SP_W2);
   if (kind == SUB_SELF) {
     k->attention_backward(ctx, T->dqkv, T->dqkv + D, T->dqkv + 2 * D, T->datt, a->a, a->a + D,
-                          a->a + 2 * D, a->c, a->lse, ps->n, ps->t, ps->t, T->NH, HS, 3 * D,
+                          a->a + 2 * D, a->c, DT_F32, a->lse, ps->n, ps->t, ps->t, T->NH, HS, 3 * D,
                           3 * D, ps->causal, ps->self_len, scale);
     dt_model_fetch(m, p, 2);
     k->linear_backward(ctx, du, GW(p), GW(p + 1), T->dqkv, DT_F32, u, DT_F32, W(p), R, D, 3 * D);
@@ -311,7 +311,7 @@ static void branch_backward(tf *T, int kind, int p, sub_acts *a, const float *u,
   } else {
     const int S = ps->n * ps->ts;
     k->attention_backward(ctx, T->dqkv, T->dkv, T->dkv + D, T->datt, a->a, a->kv, a->kv + D,
-                          a->c, a->lse, ps->n, ps->t, ps->ts, T->NH, HS, D, 2 * D, 0, ps->src_len,
+                          a->c, DT_F32, a->lse, ps->n, ps->t, ps->ts, T->NH, HS, D, 2 * D, 0, ps->src_len,
                           scale);
     dt_model_fetch(m, p, 2);
     k->linear_backward(ctx, du, GW(p), GW(p + 1), T->dqkv, DT_F32, u, DT_F32, W(p), R, D, D);
@@ -443,7 +443,7 @@ static const float *tf_classifier(tf *T, const dt_batch *b, const float *y, floa
   for (int r0 = 0; r0 < BT; r0 += T->chunk) {
     const int R = DT_MIN(T->chunk, BT - r0);
     const float *x = y + (size_t)r0 * D;
-    k->linear_forward(ctx, T->logits, x, DT_F32, W(T->p_out), NULL, R, D, V);
+    k->linear_forward(ctx, T->logits, DT_F32, x, DT_F32, W(T->p_out), NULL, R, D, V);
     k->softmax_xent_smooth(ctx, losses ? losses + r0 : NULL, dscale != 0.0f ? T->dlogits : NULL,
                            T->logits, b->y + r0, R, V, dscale,
                            dscale != 0.0f ? T->smoothing : 0.0f);
@@ -897,8 +897,8 @@ void dt_transformer_encode(dt_transformer_decode *d, const int32_t *src, const i
   for (int l = 0; l < T->Ld; l++) {
     int p = dec_sub(T, l, SUB_CROSS);
     dt_model_fetch(m, p, 2);
-    be->k->linear_forward(be->ctx, d->kv_sent, enc, DT_F32, W(p) + (size_t)D * D, W(p + 1) + D,
-                          n * ts, D, 2 * D);
+    be->k->linear_forward(be->ctx, d->kv_sent, DT_F32, enc, DT_F32, W(p) + (size_t)D * D,
+                          W(p + 1) + D, n * ts, D, 2 * D);
     dt_model_release(m, p, 2);
     /* a row gather: the embedding kernel with sentences as the table */
     be->k->embedding_forward(be->ctx, d->cross_kv[l], d->rep, d->kv_sent, NULL, 1, K,
@@ -915,13 +915,13 @@ static void cached_self_attn(dt_transformer_decode *d, int l, int p, sub_acts *a
   dt_backend_t be = m->be;
   const int D = T->D, K = d->K, HS = D / T->NH;
   dt_model_fetch(m, p, 2);
-  be->k->linear_forward(be->ctx, a->a, u, DT_F32, W(p), W(p + 1), K, D, 3 * D);
+  be->k->linear_forward(be->ctx, a->a, DT_F32, u, DT_F32, W(p), W(p + 1), K, D, 3 * D);
   dt_model_release(m, p, 2);
   for (int k = 0; k < K; k++)
     be->d2d(be, d->self_kv[l] + ((size_t)k * d->max_steps + d->step) * 2 * D,
             a->a + (size_t)k * 3 * D + D, 2 * (size_t)D * sizeof(float));
   /* the cache's unused slots are masked by key_len = step + 1 */
-  be->k->attention_forward(be->ctx, a->c, a->lse, a->a, d->self_kv[l], d->self_kv[l] + D, K, 1,
+  be->k->attention_forward(be->ctx, a->c, a->lse, a->a, d->self_kv[l], d->self_kv[l] + D, DT_F32, K, 1,
                            d->max_steps, T->NH, HS, 3 * D, 2 * D, 0, d->lens,
                            1.0f / sqrtf((float)HS));
   attn_out_forward(T, p, a, h, K);
@@ -934,9 +934,9 @@ static void cached_cross_attn(dt_transformer_decode *d, int l, int p, sub_acts *
   dt_backend_t be = m->be;
   const int D = T->D, K = d->K, HS = D / T->NH;
   dt_model_fetch(m, p, 2);
-  be->k->linear_forward(be->ctx, a->a, u, DT_F32, W(p), W(p + 1), K, D, D);
+  be->k->linear_forward(be->ctx, a->a, DT_F32, u, DT_F32, W(p), W(p + 1), K, D, D);
   dt_model_release(m, p, 2);
-  be->k->attention_forward(be->ctx, a->c, a->lse, a->a, d->cross_kv[l], d->cross_kv[l] + D, K, 1,
+  be->k->attention_forward(be->ctx, a->c, a->lse, a->a, d->cross_kv[l], d->cross_kv[l] + D, DT_F32, K, 1,
                            d->ts, T->NH, HS, D, 2 * D, 0, d->src_len, 1.0f / sqrtf((float)HS));
   attn_out_forward(T, p, a, h, K);
 }

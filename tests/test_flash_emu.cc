@@ -112,10 +112,10 @@ static void make_grads(const acase &c, const geom &g, grads &d) {
 
 static void run_cpu(dt_backend_t be, const acase &c, const geom &g, const inputs &in,
                     const int32_t *kl, float scale, grads &d) {
-  be->k->attention_forward(be->ctx, d.out.data(), d.lse.data(), in.q, in.k, in.v, c.B, c.Tq, c.Tk,
+  be->k->attention_forward(be->ctx, d.out.data(), d.lse.data(), in.q, in.k, in.v, DT_F32, c.B, c.Tq, c.Tk,
                            c.NH, c.HS, g.qs, g.kvs, c.causal, kl, scale);
   be->k->attention_backward(be->ctx, d.dq, d.dk, d.dv, in.dout.data(), in.q, in.k, in.v,
-                            d.out.data(), d.lse.data(), c.B, c.Tq, c.Tk, c.NH, c.HS, g.qs, g.kvs,
+                            d.out.data(), DT_F32, d.lse.data(), c.B, c.Tq, c.Tk, c.NH, c.HS, g.qs, g.kvs,
                             c.causal, kl, scale);
 }
 
@@ -124,7 +124,7 @@ static void run_emu(int bf16, const acase &c, const geom &g, const inputs &in, c
   const dim3 gq((c.Tq + FA_T - 1) / FA_T, c.NH, c.B), gk((c.Tk + FA_T - 1) / FA_T, c.NH, c.B);
   std::vector<float> D(g.nl, 0.0f);
   if (bf16) {
-    emu::launch(gq, dim3(FB_THREADS), fb_smem(c.HS, 3, 1, 1, 1, 2), flash_bf16_fwd_kernel,
+    emu::launch(gq, dim3(FB_THREADS), fb_smem(c.HS, 3, 1, 1, 1, 2), flash_bf16_fwd_kernel<float>,
                 d.out.data(), d.lse.data(), in.q, in.k, in.v, c.Tq, c.Tk, c.NH, c.HS, g.qs, g.kvs,
                 c.causal, kl, scale);
   } else {
@@ -133,14 +133,14 @@ static void run_emu(int bf16, const acase &c, const geom &g, const inputs &in, c
                 scale);
   }
   const unsigned rows = (unsigned)g.nl;
-  emu::launch(dim3((rows * 32 + 255) / 256), dim3(256), 0, flash_rowdot_kernel, D.data(),
+  emu::launch(dim3((rows * 32 + 255) / 256), dim3(256), 0, flash_rowdot_kernel<float>, D.data(),
               (const float *)in.dout.data(), (const float *)d.out.data(), c.B, c.Tq, c.NH, c.HS);
   const float *lse = d.lse.data(), *Dp = D.data(), *dout = in.dout.data();
   if (bf16) {
-    emu::launch(gk, dim3(FB_THREADS), fb_smem(c.HS, 4, 2, 2, 2, 2), flash_bf16_dkv_kernel, d.dk,
+    emu::launch(gk, dim3(FB_THREADS), fb_smem(c.HS, 4, 2, 2, 2, 2), flash_bf16_dkv_kernel<float>, d.dk,
                 d.dv, dout, in.q, in.k, in.v, lse, Dp, c.Tq, c.Tk, c.NH, c.HS, g.qs, g.kvs,
                 c.causal, kl, scale);
-    emu::launch(gq, dim3(FB_THREADS), fb_smem(c.HS, 4, 2, 1, 1, 0), flash_bf16_dq_kernel, d.dq,
+    emu::launch(gq, dim3(FB_THREADS), fb_smem(c.HS, 4, 2, 1, 1, 0), flash_bf16_dq_kernel<float>, d.dq,
                 dout, in.q, in.k, in.v, lse, Dp, c.Tq, c.Tk, c.NH, c.HS, g.qs, g.kvs, c.causal, kl,
                 scale);
   } else {

@@ -274,7 +274,7 @@ static void linear_run(dt_backend_t be, const linear_data *in, linear_data *o, c
   float *dw = dput(&d, in->dw0, nw * F);
   float *db = lc->db ? dput(&d, in->db0, lc->oc * F) : NULL;
   float *dinp = lc->dinp ? dput(&d, NULL, nin * F) : NULL;
-  be->k->linear_forward(be->ctx, out, inp, DT_F32, w, b, lc->n, lc->c, lc->oc);
+  be->k->linear_forward(be->ctx, out, DT_F32, inp, DT_F32, w, b, lc->n, lc->c, lc->oc);
   be->k->linear_backward(be->ctx, dinp, dw, db, dout, DT_F32, inp, DT_F32, w, lc->n, lc->c,
                          lc->oc);
   dget(&d, o->out, out, no * F, "out");
@@ -430,7 +430,7 @@ static void test_linear_bf16(const linear_case *lc, const linear_data *in,
 /* out = in @ w^T, then dinp = out @ w; both into host */
 static void wcopy_run(dt_backend_t be, const float *in, const float *w, float *out, float *dinp,
                       int n, int c, int oc, float *host) {
-  be->k->linear_forward(be->ctx, out, in, DT_F32, w, NULL, n, c, oc);
+  be->k->linear_forward(be->ctx, out, DT_F32, in, DT_F32, w, NULL, n, c, oc);
   be->k->linear_backward(be->ctx, dinp, NULL, NULL, out, DT_F32, NULL, DT_F32, w, n, c, oc);
   be->d2h(be, host, out, sizeof(float) * (size_t)n * oc);
   be->d2h(be, host + (size_t)n * oc, dinp, sizeof(float) * (size_t)n * c);
@@ -1130,6 +1130,17 @@ static void lact_free(lact_data *x) {
   for (size_t i = 0; i < DT_ARRAY_LEN(all); i++) free(all[i]);
 }
 
+/* random inputs (seeded) for lc */
+static void lact_inputs(lact_data *in, const lact_case *lc, int seed) {
+  const size_t nin = (size_t)lc->n * lc->c, nw = (size_t)lc->oc * lc->c,
+               no = (size_t)lc->n * lc->oc;
+  rng_seed(seed);
+  lact_alloc(in, lc);
+  fill(in->inp, nin, -1, 1), fill(in->w, nw, -1, 1), fill(in->b, lc->oc, -1, 1);
+  fill(in->dout, no, -1, 1), fill(in->pre_in, nin, -3, 3);
+  fill(in->dw0, nw, -1, 1), fill(in->db0, lc->oc, -1, 1);
+}
+
 static void lact_twin(const lact_case *lc, const lact_data *in, const lact_data *cpu,
                       const char *desc, const char *vs) {
   const size_t nin = (size_t)lc->n * lc->c, no = (size_t)lc->n * lc->oc;
@@ -1156,13 +1167,9 @@ static void test_linear_act(const lact_case *lc, int idx) {
            lc->off ? " unaligned" : "");
   const size_t nin = (size_t)lc->n * lc->c, nw = (size_t)lc->oc * lc->c,
                no = (size_t)lc->n * lc->oc;
-  rng_seed(700 + idx);
   lact_data in, cpu;
-  lact_alloc(&in, lc);
+  lact_inputs(&in, lc, 700 + idx);
   lact_alloc(&cpu, lc);
-  fill(in.inp, nin, -1, 1), fill(in.w, nw, -1, 1), fill(in.b, lc->oc, -1, 1);
-  fill(in.dout, no, -1, 1), fill(in.pre_in, nin, -3, 3);
-  fill(in.dw0, nw, -1, 1), fill(in.db0, lc->oc, -1, 1);
   lact_run(g_cpu, lc, &in, &cpu, desc);
   if (g_cpu_checks) {
     lact_fd f = {lc, todouble(in.inp, nin), todouble(in.w, nw), todouble(in.b, lc->oc),
@@ -1325,11 +1332,12 @@ static void test_gemm_bf16_operands(dt_backend_t be) {
     float *ls = dput(&d, NULL, n * F), *dxh = dput(&d, NULL, nin * F);
     float *gwv = dput(&d, NULL, (size_t)v * c * F);
     int32_t *dt = dput(&d, t, sizeof t);
-    be->memset0(be, gw, nw * F), be->memset0(be, gb, oc * F), be->memset0(be, gwv, (size_t)v * c * F);
-    be->k->linear_forward(be->ctx, out, dx, tt, dw, db, n, c, oc);
+    be->memset0(be, gw, nw * F), be->memset0(be, gb, oc * F);
+    be->memset0(be, gwv, (size_t)v * c * F);
+    be->k->linear_forward(be->ctx, out, DT_F32, dx, tt, dw, db, n, c, oc);
     be->k->linear_backward(be->ctx, dinp, gw, gb, dg, tt, dx, tt, dw, n, c, oc);
-    be->k->linear_forward(be->ctx, lg, dx, tt, dwv, NULL, n, c, v);
-    be->k->lm_head_backward(be->ctx, ls, dxh, gwv, sc, lg, dt, dx, tt, dwv, n, c, v, 0.25f);
+    be->k->linear_forward(be->ctx, lg, DT_F32, dx, tt, dwv, NULL, n, c, v);
+    be->k->lm_head_backward(be->ctx, ls, dxh, gwv, sc, lg, DT_F32, dt, dx, tt, dwv, n, c, v, 0.25f);
     const size_t sz[6] = {no, nin, nw, oc, nin, (size_t)v * c};
     const float *src[6] = {out, dinp, gw, gb, dxh, gwv};
     for (int i = 0; i < 6; i++) {
@@ -1350,6 +1358,78 @@ static void test_gemm_bf16_operands(dt_backend_t be) {
   free(x), free(w), free(bias), free(g), free(wv), free(xr), free(gr), free(x16), free(g16);
 }
 
+/* bf16 logits: a linear layer writing bf16 is its fp32 sum (bias rounded
+ * to bf16) rounded once, up to the rare sum that lands across a rounding
+ * boundary; softmax_xent and lm_head_backward reading bf16 logits give the
+ * bits of the fp32 calls on the same values, lm_head_backward also with its
+ * bf16 dlogits overwriting the logits in place. */
+static void test_logits_bf16(dt_backend_t be) {
+  const int n = 7, c = 40, v = 300;
+  const size_t F = sizeof(float), nin = (size_t)n * c, nw = (size_t)v * c, nv = (size_t)n * v;
+  char vs[24];
+  snprintf(vs, sizeof vs, "%s:bf16", be->name);
+  const char *desc = "n=7 c=40 v=300";
+  rng_seed(920);
+  float *x = fnew(nin), *w = fnew(nw), *b = fnew(v), *br = fnew(v), *z = fnew(nv);
+  int32_t t[7];
+  fill(x, nin, -1, 1), fill(w, nw, -1, 1), fill(b, v, -1, 1), fill(z, nv, -4, 4);
+  for (int i = 0; i < v; i++) br[i] = dt_bf16_round(b[i]);
+  for (int i = 0; i < n; i++) t[i] = (int32_t)(rng_u64() % v);
+  float *zr = rounded(z, nv);
+  uint16_t *z16 = bits_of(z, nv), *o16 = dt_malloc(nv * 2);
+  float *o32 = fnew(nv), *l[4], *dl[2], *dx[2], *dw[2];
+  for (int i = 0; i < 4; i++) l[i] = fnew(n);
+  for (int i = 0; i < 2; i++) dl[i] = fnew(nv), dx[i] = fnew(nin), dw[i] = fnew(nw);
+  be->set_matmul_precision(be, DT_PREC_BF16);
+  devbufs d = {.be = be};
+  float *dxi = dput(&d, x, nin * F), *dwt = dput(&d, w, nw * F), *db = dput(&d, b, v * F);
+  float *dbr = dput(&d, br, v * F), *out32 = dput(&d, NULL, nv * F);
+  void *out16 = dput(&d, NULL, nv * 2), *zb = dput(&d, z16, nv * 2);
+  float *zf = dput(&d, zr, nv * F), *ls = dput(&d, NULL, n * F), *dlg = dput(&d, NULL, nv * F);
+  float *gx = dput(&d, NULL, nin * F), *gw = dput(&d, NULL, nw * F), *scr = dput(&d, NULL, nv * 2);
+  int32_t *dt = dput(&d, t, sizeof t);
+  be->k->linear_forward(be->ctx, out16, DT_BF16, dxi, DT_F32, dwt, db, n, c, v);
+  be->k->linear_forward(be->ctx, out32, DT_F32, dxi, DT_F32, dwt, dbr, n, c, v);
+  dget(&d, o16, out16, nv * 2, "out (bf16)"), dget(&d, o32, out32, nv * F, "out (fp32)");
+  /* softmax_xent: bf16 logits against the fp32 call on their values */
+  be->k->softmax_xent(be->ctx, ls, dlg, zb, DT_BF16, dt, n, v, 0.5f);
+  dget(&d, l[0], ls, n * F, "losses"), dget(&d, dl[0], dlg, nv * F, "dlogits");
+  be->k->softmax_xent(be->ctx, ls, dlg, zf, DT_F32, dt, n, v, 0.5f);
+  dget(&d, l[1], ls, n * F, "losses"), dget(&d, dl[1], dlg, nv * F, "dlogits");
+  /* lm_head_backward: fp32 logits and scratch, then bf16 logits in place */
+  be->memset0(be, gw, nw * F);
+  be->k->lm_head_backward(be->ctx, ls, gx, gw, scr, zf, DT_F32, dt, dxi, DT_F32, dwt, n, c, v,
+                          0.5f);
+  dget(&d, l[2], ls, n * F, "losses"), dget(&d, dx[1], gx, nin * F, "dx");
+  dget(&d, dw[1], gw, nw * F, "dw");
+  be->memset0(be, gw, nw * F);
+  be->k->lm_head_backward(be->ctx, ls, gx, gw, zb, zb, DT_BF16, dt, dxi, DT_F32, dwt, n, c, v,
+                          0.5f);
+  dget(&d, l[3], ls, n * F, "losses"), dget(&d, dx[0], gx, nin * F, "dx");
+  dget(&d, dw[0], gw, nw * F, "dw");
+  dfree(&d, "bf16 logits", desc);
+  be->set_matmul_precision(be, DT_PREC_FP32);
+  size_t off = 0;
+  for (size_t i = 0; i < nv; i++) off += o16[i] != dt_bf16_bits(o32[i]);
+  if (off <= nv / 100 + 1) {
+    printf("ok   %-20s %-9s %s  %zu of %zu not bf16(fp32 out, bias rounded)\n",
+           "linear_forward", vs, desc, off, nv);
+    g_pass++;
+  } else {
+    char why[96];
+    snprintf(why, sizeof why, "%zu of %zu not bf16(fp32 out, bias rounded)", off, nv);
+    check_fail("linear_forward", vs, desc, why);
+  }
+  check_same("softmax_xent", vs, desc, "bf16 logits: losses", l[0], l[1], n * F);
+  check_same("softmax_xent", vs, desc, "bf16 logits: dlogits", dl[0], dl[1], nv * F);
+  check_same("lm_head_backward", vs, desc, "bf16 logits in place: losses", l[3], l[2], n * F);
+  check_same("lm_head_backward", vs, desc, "bf16 logits in place: dx", dx[0], dx[1], nin * F);
+  check_same("lm_head_backward", vs, desc, "bf16 logits in place: dw", dw[0], dw[1], nw * F);
+  for (int i = 0; i < 4; i++) free(l[i]);
+  for (int i = 0; i < 2; i++) free(dl[i]), free(dx[i]), free(dw[i]);
+  free(x), free(w), free(b), free(br), free(z), free(zr), free(z16), free(o16), free(o32);
+}
+
 /* linear_act_forward / linear_backward_act with bf16 outputs (inp, pre and
  * dpre in bf16, as GPT's MLP under train.precision = bf16) */
 static void lact16_run(dt_backend_t be, const lact_case *lc, const lact_data *in, lact_data *o,
@@ -1363,7 +1443,8 @@ static void lact16_run(dt_backend_t be, const lact_case *lc, const lact_data *in
   void *inp = dput_at(&d, x16, nin * 2, off), *pin = dput_at(&d, p16, nin * 2, off);
   float *w = dput_at(&d, in->w, nw * F, off);
   float *b = lc->bias ? dput_at(&d, in->b, lc->oc * F, off) : NULL;
-  void *out = dput_at(&d, NULL, no * 2, off), *pre = lc->pre ? dput_at(&d, NULL, no * 2, off) : NULL;
+  void *out = dput_at(&d, NULL, no * 2, off);
+  void *pre = lc->pre ? dput_at(&d, NULL, no * 2, off) : NULL;
   float *dout = dput_at(&d, in->dout, no * F, off);
   void *dpre = dput_at(&d, NULL, nin * 2, off);
   float *dw = lc->dw ? dput_at(&d, in->dw0, nw * F, off) : NULL;
@@ -1410,13 +1491,9 @@ static void test_linear_act_bf16(const lact_case *lc, int idx) {
            lc->off ? " unaligned" : "");
   const size_t nin = (size_t)lc->n * lc->c, nw = (size_t)lc->oc * lc->c,
                no = (size_t)lc->n * lc->oc;
-  rng_seed(750 + idx);
   lact_data in, cpu;
-  lact_alloc(&in, lc);
+  lact_inputs(&in, lc, 750 + idx);
   lact_alloc(&cpu, lc);
-  fill(in.inp, nin, -1, 1), fill(in.w, nw, -1, 1), fill(in.b, lc->oc, -1, 1);
-  fill(in.dout, no, -1, 1), fill(in.pre_in, nin, -3, 3);
-  fill(in.dw0, nw, -1, 1), fill(in.db0, lc->oc, -1, 1);
   lact16_run(g_cpu, lc, &in, &cpu, desc);
   if (g_cpu_checks) {
     double *x = bf16_rounded(in.inp, nin), *w = bf16_rounded(in.w, nw);
@@ -1514,9 +1591,9 @@ static void xent_run(dt_backend_t be, const float *logits, const int32_t *t, int
   int32_t *tg = dput(&d, t, n * sizeof(int32_t));
   float *loss = dput(&d, NULL, n * F), *dl = dput(&d, NULL, nv * F);
   float *loss2 = dput(&d, NULL, n * F), *loss3 = dput(&d, NULL, n * F);
-  be->k->softmax_xent(be->ctx, loss, dl, x, tg, n, v, dscale);
-  be->k->softmax_xent(be->ctx, loss2, NULL, x, tg, n, v, dscale);
-  be->k->softmax_xent(be->ctx, loss3, xa, xa, tg, n, v, dscale);
+  be->k->softmax_xent(be->ctx, loss, dl, x, DT_F32, tg, n, v, dscale);
+  be->k->softmax_xent(be->ctx, loss2, NULL, x, DT_F32, tg, n, v, dscale);
+  be->k->softmax_xent(be->ctx, loss3, xa, xa, DT_F32, tg, n, v, dscale);
   dget(&d, o->losses, loss, n * F, "losses");
   dget(&d, o->dlogits, dl, nv * F, "dlogits");
   dget(&d, o->losses_nograd, loss2, n * F, "losses (dlogits NULL)");
@@ -1623,7 +1700,7 @@ static void lmh_run(dt_backend_t be, const lmh_case *lc, const float *x, const f
   int32_t *td = dput(&d, t, lc->n * sizeof(int32_t));
   float *dwd = dput(&d, dw0, nw * F), *dxd = dput(&d, NULL, nx * F);
   float *lsd = dput(&d, NULL, lc->n * F), *scr = dput(&d, NULL, nv * F);
-  be->k->lm_head_backward(be->ctx, lsd, dxd, dwd, scr, ld, td, xd, DT_F32, wd, lc->n, lc->c,
+  be->k->lm_head_backward(be->ctx, lsd, dxd, dwd, scr, ld, DT_F32, td, xd, DT_F32, wd, lc->n, lc->c,
                           lc->v, 1.0f / lc->n);
   dget(&d, o->losses, lsd, lc->n * F, "losses");
   dget(&d, o->dx, dxd, nx * F, "dx");
@@ -2385,44 +2462,97 @@ static void att_out_free(att_out *o) {
   free(o->out), free(o->lse), free(o->grad[0]), free(o->grad[1]), free(o->grad[2]);
 }
 
-static void att_run(dt_backend_t be, const att_geom *g, float **bufs, const float *dout_h,
-                    const int32_t *key_len, float scale, att_out *o, const char *desc) {
+/* One forward and backward on the packed buffers. With t = DT_BF16, q, k,
+ * v and out are stored in bf16 (bufs' values rounded; o->out gets out's
+ * values); with round_out, the fp32 out is rounded to bf16 in place
+ * between the two calls (o->out gets the rounded values), which is what a
+ * bf16 out gives the backward. */
+static void att_run_t(dt_backend_t be, const att_geom *g, float **bufs, const float *dout_h,
+                      const int32_t *key_len, float scale, att_out *o, const char *desc,
+                      dt_dtype t, int round_out) {
   const att_case *ac = g->ac;
-  size_t F = sizeof(float);
+  const size_t F = sizeof(float), es = dt_dtype_size(t);
   devbufs d = {.be = be};
-  float *bd[3], *gd[3], *gh[3];
+  void *bd[3];
+  uint16_t *b16[3] = {NULL, NULL, NULL};
+  float *gd[3], *gh[3];
   for (int b = 0; b < g->pl.nbuf; b++) {
     gh[b] = fnew(g->nb[b]);
     for (size_t i = 0; i < g->nb[b]; i++) gh[b][i] = ATT_STALE; /* the backward overwrites */
-    bd[b] = dput(&d, bufs[b], g->nb[b] * F);
+    if (t == DT_BF16) b16[b] = bits_of(bufs[b], g->nb[b]);
+    bd[b] = dput(&d, t == DT_BF16 ? (void *)b16[b] : bufs[b], g->nb[b] * es);
     gd[b] = dput(&d, gh[b], g->nb[b] * F);
   }
-  const float *x[3];
+  const void *x[3];
   float *dx[3];
-  for (int t = 0; t < 3; t++) {
-    x[t] = bd[g->pl.buf[t]] + (size_t)g->pl.off[t] * g->C;
-    dx[t] = gd[g->pl.buf[t]] + (size_t)g->pl.off[t] * g->C;
+  for (int i = 0; i < 3; i++) {
+    x[i] = (const char *)bd[g->pl.buf[i]] + (size_t)g->pl.off[i] * g->C * es;
+    dx[i] = gd[g->pl.buf[i]] + (size_t)g->pl.off[i] * g->C;
   }
   int qs = g->pl.width[g->pl.buf[0]] * g->C, kvs = g->pl.width[g->pl.buf[1]] * g->C;
   int32_t *kl = key_len ? dput(&d, key_len, ac->B * sizeof(int32_t)) : NULL;
-  float *out = dput(&d, NULL, g->no * F), *lse = dput(&d, NULL, g->nl * F);
-  float *dout = dput(&d, dout_h, g->no * F);
-  be->k->attention_forward(be->ctx, out, lse, x[0], x[1], x[2], ac->B, ac->Tq, ac->Tk, ac->NH,
+  void *out = dput(&d, NULL, g->no * es);
+  float *lse = dput(&d, NULL, g->nl * F), *dout = dput(&d, dout_h, g->no * F);
+  be->k->attention_forward(be->ctx, out, lse, x[0], x[1], x[2], t, ac->B, ac->Tq, ac->Tk, ac->NH,
                            ac->HS, qs, kvs, ac->causal, kl, scale);
-  be->k->attention_backward(be->ctx, dx[0], dx[1], dx[2], dout, x[0], x[1], x[2], out, lse,
+  if (round_out) {
+    dget(&d, o->out, out, g->no * F, "out");
+    for (size_t i = 0; i < g->no; i++) o->out[i] = dt_bf16_round(o->out[i]);
+    be->h2d(be, out, o->out, g->no * F);
+  }
+  be->k->attention_backward(be->ctx, dx[0], dx[1], dx[2], dout, x[0], x[1], x[2], out, t, lse,
                             ac->B, ac->Tq, ac->Tk, ac->NH, ac->HS, qs, kvs, ac->causal, kl,
                             scale);
-  dget(&d, o->out, out, g->no * F, "out");
+  if (t == DT_BF16) {
+    uint16_t *h = dt_malloc(g->no * 2 + 1);
+    dget(&d, h, out, g->no * 2, "out");
+    for (size_t i = 0; i < g->no; i++) o->out[i] = dt_bf16_value(h[i]);
+    free(h);
+  } else {
+    dget(&d, o->out, out, g->no * F, "out");
+  }
   dget(&d, o->lse, lse, g->nl * F, "lse");
   for (int b = 0; b < g->pl.nbuf; b++) {
     dget(&d, gh[b], gd[b], g->nb[b] * F, "dq/dk/dv buffer");
-    dkeep(&d, bd[b], bufs[b], g->nb[b] * F, "q/k/v buffer");
+    dkeep(&d, bd[b], t == DT_BF16 ? (void *)b16[b] : bufs[b], g->nb[b] * es, "q/k/v buffer");
   }
   att_unpack(g, o->grad, gh, ATT_STALE, &o->outside);
   dkeep(&d, dout, dout_h, g->no * F, "dout");
   if (kl) dkeep(&d, kl, key_len, ac->B * sizeof(int32_t), "key_len");
   dfree(&d, "attention", desc);
-  for (int b = 0; b < g->pl.nbuf; b++) free(gh[b]);
+  for (int b = 0; b < g->pl.nbuf; b++) free(gh[b]), free(b16[b]);
+}
+static void att_run(dt_backend_t be, const att_geom *g, float **bufs, const float *dout_h,
+                    const int32_t *key_len, float scale, att_out *o, const char *desc) {
+  att_run_t(be, g, bufs, dout_h, key_len, scale, o, desc, DT_F32, 0);
+}
+
+/* q, k, v and out stored in bf16 (under bf16 matmuls) give the bits of the
+ * fp32 call on the same values with its out rounded before the backward:
+ * out, lse, dq, dk and dv */
+static void att_check_typed(dt_backend_t be, const att_geom *g, float **bufs, const float *dout,
+                            const int32_t *kl, float scale, const char *desc, const char *vs) {
+  float *r16[3] = {NULL, NULL, NULL};
+  for (int b = 0; b < g->pl.nbuf; b++) r16[b] = rounded(bufs[b], g->nb[b]);
+  att_out a, t;
+  att_out_alloc(&a, g), att_out_alloc(&t, g);
+  be->set_matmul_precision(be, DT_PREC_BF16);
+  att_run_t(be, g, r16, dout, kl, scale, &a, desc, DT_F32, 1);
+  att_run_t(be, g, r16, dout, kl, scale, &t, desc, DT_BF16, 0);
+  be->set_matmul_precision(be, DT_PREC_FP32);
+  const size_t F = sizeof(float);
+  int same = !memcmp(a.out, t.out, g->no * F) && !memcmp(a.lse, t.lse, g->nl * F);
+  for (int x = 0; x < 3; x++) same &= !memcmp(a.grad[x], t.grad[x], g->nt[x] * F);
+  same &= t.outside.nbad == 0; /* nothing written outside the dq/dk/dv views */
+  if (same) {
+    printf("ok   %-20s %-9s %s  bf16 q/k/v/out: same bits as fp32 on their values\n",
+           "attention", vs, desc);
+    g_pass++;
+  } else {
+    check_fail("attention", vs, desc, "bf16 q/k/v/out: bits differ from fp32 on their values");
+  }
+  att_out_free(&a), att_out_free(&t);
+  for (int b = 0; b < 3; b++) free(r16[b]);
 }
 
 /* Written as a predicate, independently of the kernels' prefix form. */
@@ -2577,6 +2707,7 @@ static void test_att(const att_case *ac, int idx) {
   att_out_alloc(&cpu, &g);
   att_run(g_cpu, &g, bufs, dout, kl, scale, &cpu, desc);
   if (g_cpu_checks) att_check_f64(&g, t, dout, kl, scale, &cpu, desc);
+  if (g_cpu_checks) att_check_typed(g_cpu, &g, bufs, dout, kl, scale, desc, "cpu:bf16");
 #ifdef DT_HAVE_CUDA
   /* on the GPU: the tiled fp32 kernels (flash.cu) where the head size
    * allows, the one-row-per-block ones (attention.cu), each against the CPU;
@@ -2618,6 +2749,11 @@ static void test_att(const att_case *ac, int idx) {
     att_out_free(&gpu);
   }
   att_out_free(&cpu16);
+  for (int impl = 0; g_other && impl < 3; impl++) { /* bf16 storage on each kind */
+    static const char *vs[3] = {"auto:bf16", "fp32:bf16", "simple:bf16"};
+    dt_cuda_set_attention_impl(g_other->ctx, impl);
+    att_check_typed(g_other, &g, bufs, dout, kl, scale, desc, vs[impl]);
+  }
   if (g_other) {
     dt_cuda_set_attention_impl(g_other->ctx, DT_ATT_AUTO);
     g_other->set_matmul_precision(g_other, DT_PREC_FP32);
@@ -3065,8 +3201,8 @@ int main(int argc, char **argv) {
   for (size_t i = 0; i < DT_ARRAY_LEN(lact_cases); i++) test_linear_act(&lact_cases[i], (int)i);
   for (size_t i = 0; i < DT_ARRAY_LEN(lact_cases); i++)
     test_linear_act_bf16(&lact_cases[i], (int)i);
-  if (g_cpu_checks) test_ln_bf16(g_cpu), test_gemm_bf16_operands(g_cpu);
-  if (g_other) test_ln_bf16(g_other), test_gemm_bf16_operands(g_other);
+  if (g_cpu_checks) test_ln_bf16(g_cpu), test_gemm_bf16_operands(g_cpu), test_logits_bf16(g_cpu);
+  if (g_other) test_ln_bf16(g_other), test_gemm_bf16_operands(g_other), test_logits_bf16(g_other);
   for (size_t i = 0; i < DT_ARRAY_LEN(xent_cases); i++) test_xent(&xent_cases[i], (int)i);
   for (size_t i = 0; i < DT_ARRAY_LEN(xsm_cases); i++) test_xsm(&xsm_cases[i], (int)i);
   for (size_t i = 0; i < DT_ARRAY_LEN(lmh_cases); i++) test_lm_head(&lmh_cases[i], (int)i);

@@ -23,13 +23,73 @@ static double dotf(const float *a, const float *b, int n) {
   return s;
 }
 
-/* out (B,Tq,NH,HS), lse (B,NH,Tq); q (B,Tq,NH,HS) rows at q_stride;
- * k, v (B,Tk,NH,HS) rows at kv_stride; key_len (B) or NULL */
-void dt_cpu_attention_forward(void *ctx, float *out, float *lse, const float *q, const float *k,
-                              const float *v, int B, int Tq, int Tk, int NH, int HS,
+/* rows (rows, width) at stride elements apart, bf16, as contiguous fp32 */
+static float *rows_f32(const void *p, size_t rows, size_t width, size_t stride) {
+  float *o = dt_malloc(sizeof(float) * (rows * width > 0 ? rows * width : 1));
+  for (size_t r = 0; r < rows; r++)
+    for (size_t j = 0; j < width; j++) o[r * width + j] = dt_load(p, DT_BF16, r * stride + j);
+  return o;
+}
+
+static void forward_f32(float *out, float *lse, const float *q, const float *k, const float *v,
+                        int B, int Tq, int Tk, int NH, int HS, int q_stride, int kv_stride,
+                        int causal, const int32_t *key_len, float scale);
+static void backward_f32(float *dq, float *dk, float *dv, const float *dout, const float *q,
+                         const float *k, const float *v, const float *out, const float *lse,
+                         int B, int Tq, int Tk, int NH, int HS, int q_stride, int kv_stride,
+                         int causal, const int32_t *key_len, float scale);
+
+/* bf16 q, k, v, out: their values in fp32 copies (q and k, v at strides
+ * NH*HS), the fp32 reference on them, out rounded once */
+void dt_cpu_attention_forward(void *ctx, void *out, float *lse, const void *q, const void *k,
+                              const void *v, dt_dtype t, int B, int Tq, int Tk, int NH, int HS,
                               int q_stride, int kv_stride, int causal, const int32_t *key_len,
                               float scale) {
   (void)ctx;
+  if (t == DT_F32) {
+    forward_f32(out, lse, q, k, v, B, Tq, Tk, NH, HS, q_stride, kv_stride, causal, key_len,
+                scale);
+    return;
+  }
+  const size_t W = (size_t)NH * HS, nq = (size_t)B * Tq, nk = (size_t)B * Tk;
+  float *q32 = rows_f32(q, nq, W, q_stride), *k32 = rows_f32(k, nk, W, kv_stride);
+  float *v32 = rows_f32(v, nk, W, kv_stride), *o32 = dt_malloc(sizeof(float) * (nq * W + 1));
+  forward_f32(o32, lse, q32, k32, v32, B, Tq, Tk, NH, HS, (int)W, (int)W, causal, key_len, scale);
+  for (size_t i = 0; i < nq * W; i++) dt_store(out, DT_BF16, i, o32[i]);
+  free(q32), free(k32), free(v32), free(o32);
+}
+
+void dt_cpu_attention_backward(void *ctx, float *dq, float *dk, float *dv, const float *dout,
+                               const void *q, const void *k, const void *v, const void *out,
+                               dt_dtype t, const float *lse, int B, int Tq, int Tk, int NH,
+                               int HS, int q_stride, int kv_stride, int causal,
+                               const int32_t *key_len, float scale) {
+  (void)ctx;
+  if (t == DT_F32) {
+    backward_f32(dq, dk, dv, dout, q, k, v, out, lse, B, Tq, Tk, NH, HS, q_stride, kv_stride,
+                 causal, key_len, scale);
+    return;
+  }
+  /* the fp32 gradients at stride NH*HS, then into their strided places */
+  const size_t W = (size_t)NH * HS, nq = (size_t)B * Tq, nk = (size_t)B * Tk;
+  float *q32 = rows_f32(q, nq, W, q_stride), *k32 = rows_f32(k, nk, W, kv_stride);
+  float *v32 = rows_f32(v, nk, W, kv_stride), *o32 = rows_f32(out, nq, W, W);
+  float *g = dt_malloc(sizeof(float) * (nq * W + 2 * nk * W + 1));
+  backward_f32(g, g + nq * W, g + nq * W + nk * W, dout, q32, k32, v32, o32, lse, B, Tq, Tk, NH,
+               HS, (int)W, (int)W, causal, key_len, scale);
+  for (size_t r = 0; r < nq; r++) memcpy(dq + r * q_stride, g + r * W, W * sizeof(float));
+  for (size_t r = 0; r < nk; r++) {
+    memcpy(dk + r * kv_stride, g + nq * W + r * W, W * sizeof(float));
+    memcpy(dv + r * kv_stride, g + nq * W + nk * W + r * W, W * sizeof(float));
+  }
+  free(q32), free(k32), free(v32), free(o32), free(g);
+}
+
+/* out (B,Tq,NH,HS), lse (B,NH,Tq); q (B,Tq,NH,HS) rows at q_stride;
+ * k, v (B,Tk,NH,HS) rows at kv_stride; key_len (B) or NULL */
+static void forward_f32(float *out, float *lse, const float *q, const float *k, const float *v,
+                        int B, int Tq, int Tk, int NH, int HS, int q_stride, int kv_stride,
+                        int causal, const int32_t *key_len, float scale) {
   double *s = dt_malloc(sizeof(double) * (Tk > 0 ? Tk : 1));
   double *acc = dt_malloc(sizeof(double) * (HS > 0 ? HS : 1));
   for (int b = 0; b < B; b++)
@@ -60,12 +120,10 @@ void dt_cpu_attention_forward(void *ctx, float *out, float *lse, const float *q,
  * With P = exp(S - lse) and D_i = dout_i . out_i:
  *   dv_j = sum_i P_ij dout_i, dS_ij = P_ij (dout_i . v_j - D_i),
  *   dq_i = scale sum_j dS_ij k_j, dk_j = scale sum_i dS_ij q_i. */
-void dt_cpu_attention_backward(void *ctx, float *dq, float *dk, float *dv, const float *dout,
-                               const float *q, const float *k, const float *v, const float *out,
-                               const float *lse, int B, int Tq, int Tk, int NH, int HS,
-                               int q_stride, int kv_stride, int causal, const int32_t *key_len,
-                               float scale) {
-  (void)ctx;
+static void backward_f32(float *dq, float *dk, float *dv, const float *dout, const float *q,
+                         const float *k, const float *v, const float *out, const float *lse,
+                         int B, int Tq, int Tk, int NH, int HS, int q_stride, int kv_stride,
+                         int causal, const int32_t *key_len, float scale) {
   size_t nkv = (size_t)(Tk > 0 ? Tk : 1) * (HS > 0 ? HS : 1);
   double *gk = dt_malloc(sizeof(double) * nkv), *gv = dt_malloc(sizeof(double) * nkv);
   double *gq = dt_malloc(sizeof(double) * (HS > 0 ? HS : 1));

@@ -17,6 +17,12 @@ void dt_cpu_ctx_free(dt_cpu_ctx *c) {
   free(c);
 }
 
+/* a bf16 output is made in the backend's scratch, and only under bf16 */
+static void need_bf16_ctx(void *ctx) {
+  if (!ctx || !((dt_cpu_ctx *)ctx)->matmul_bf16)
+    dt_fatal("dtrain", "a bf16 output needs DT_PREC_BF16", __FILE__, __LINE__, __func__, "");
+}
+
 /* scratch slot `slot`, grown to n floats */
 static float *scratch(dt_cpu_ctx *c, int slot, size_t n) {
   if (c->cap[slot] < n) {
@@ -60,10 +66,9 @@ static const float *operand(void *ctx, int slot, const void *x, dt_dtype t, size
   return o;
 }
 
-/* out (N,OC) = inp (N,C) @ w (OC,C)^T + b (OC); b may be NULL */
-void dt_cpu_linear_forward(void *ctx, float *out, const void *inp, dt_dtype it, const float *w,
-                           const float *b, int n, int c, int oc) {
-  if (n <= 0 || oc <= 0) return;
+/* the fp32 linear layer (out is fp32) */
+static void linear_f32(void *ctx, float *out, const void *inp, dt_dtype it, const float *w,
+                       const float *b, int n, int c, int oc) {
   float beta = 0.0f;
   if (b) {
     for (int i = 0; i < n; i++)
@@ -77,6 +82,23 @@ void dt_cpu_linear_forward(void *ctx, float *out, const void *inp, dt_dtype it, 
   w = operand(ctx, 1, w, DT_F32, (size_t)oc * c);
   cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, n, oc, c, 1.0f, x, c, w, c, beta, out,
               oc);
+}
+
+/* out (N,OC) = inp (N,C) @ w (OC,C)^T + b (OC); b may be NULL. A bf16 out
+ * takes the sum from fp32 scratch (slot 2), the bias rounded to bf16. */
+void dt_cpu_linear_forward(void *ctx, void *out, dt_dtype ot, const void *inp, dt_dtype it,
+                           const float *w, const float *b, int n, int c, int oc) {
+  if (n <= 0 || oc <= 0) return;
+  if (ot == DT_F32) {
+    linear_f32(ctx, out, inp, it, w, b, n, c, oc);
+    return;
+  }
+  need_bf16_ctx(ctx);
+  const size_t total = (size_t)n * oc;
+  float *s = scratch(ctx, 2, total);
+  linear_f32(ctx, s, inp, it, w, NULL, n, c, oc);
+  for (size_t i = 0; i < total; i++)
+    ((uint16_t *)out)[i] = dt_bf16_bits(b ? s[i] + dt_bf16_round(b[i % (size_t)oc]) : s[i]);
 }
 
 /* dinp (N,C) = dout (N,OC) @ w (OC,C)            [=, skipped if dinp NULL]
@@ -113,14 +135,14 @@ void dt_cpu_linear_act_forward(void *ctx, dt_act act, void *out, void *pre, dt_d
   if (n <= 0 || oc <= 0) return;
   if (ot == DT_F32) {
     float *h = pre ? pre : out;
-    dt_cpu_linear_forward(ctx, h, inp, it, w, b, n, c, oc);
+    linear_f32(ctx, h, inp, it, w, b, n, c, oc);
     dt_cpu_act_forward(ctx, act, out, h, (size_t)n * oc);
     return;
   }
-  if (!ctx) dt_fatal("dtrain", "a bf16 output needs DT_PREC_BF16", __FILE__, __LINE__, __func__, "");
+  need_bf16_ctx(ctx);
   const size_t total = (size_t)n * oc;
   float *s = scratch(ctx, 2, total);
-  dt_cpu_linear_forward(ctx, s, inp, it, w, NULL, n, c, oc);
+  linear_f32(ctx, s, inp, it, w, NULL, n, c, oc);
   for (size_t i = 0; i < total; i++) {
     if (b) s[i] += dt_bf16_round(b[i % (size_t)oc]);
     if (pre) ((uint16_t *)pre)[i] = dt_bf16_bits(s[i]);
@@ -139,7 +161,7 @@ void dt_cpu_linear_backward_act(void *ctx, dt_act act, void *dpre, float *dw, fl
     if (n > 0 && c > 0) dt_cpu_act_backward(ctx, act, dpre, dpre, pre, (size_t)n * c);
     return;
   }
-  if (!ctx) dt_fatal("dtrain", "a bf16 output needs DT_PREC_BF16", __FILE__, __LINE__, __func__, "");
+  need_bf16_ctx(ctx);
   const size_t total = (size_t)n * c;
   float *s = scratch(ctx, 2, total);
   dt_cpu_linear_backward(ctx, s, dw, db, dout, DT_F32, inp, t, w, n, c, oc);
@@ -149,10 +171,13 @@ void dt_cpu_linear_backward_act(void *ctx, dt_act act, void *dpre, float *dw, fl
   for (size_t i = 0; i < total; i++) ((uint16_t *)dpre)[i] = dt_bf16_bits(s[i]);
 }
 
-/* softmax_xent into scratch, then linear_backward from it */
-void dt_cpu_lm_head_backward(void *ctx, float *losses, float *dx, float *dw, float *scratch,
-                             const float *logits, const int32_t *targets, const void *x,
-                             dt_dtype xt, const float *w, int n, int c, int v, float dscale) {
-  dt_cpu_softmax_xent(ctx, losses, scratch, logits, targets, n, v, dscale);
-  dt_cpu_linear_backward(ctx, dx, dw, NULL, scratch, DT_F32, x, xt, w, n, c, v);
+/* softmax_xent into scratch (bf16 dlogits under bf16, as the GPU's), then
+ * linear_backward from it */
+void dt_cpu_lm_head_backward(void *ctx, float *losses, float *dx, float *dw, void *dl,
+                             const void *logits, dt_dtype lt, const int32_t *targets,
+                             const void *x, dt_dtype xt, const float *w, int n, int c, int v,
+                             float dscale) {
+  const dt_dtype dt = ctx && ((dt_cpu_ctx *)ctx)->matmul_bf16 ? DT_BF16 : DT_F32;
+  dt_cpu_xent_rows(losses, dl, dt, logits, lt, targets, n, v, dscale);
+  dt_cpu_linear_backward(ctx, dx, dw, NULL, dl, dt, x, xt, w, n, c, v);
 }

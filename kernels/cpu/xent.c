@@ -4,32 +4,40 @@
 
 #include "../xent.h"
 
-/* logits (N,V), targets (N) in [0,V). losses (N) = logsumexp - logit[t]
- * (skipped if NULL). dlogits (N,V) = (softmax - onehot(t)) * dscale [=],
- * skipped if NULL; it may alias logits, so each element is read first. */
-void dt_cpu_softmax_xent(void *ctx, float *losses, float *dlogits, const float *logits,
-                         const int32_t *targets, int n, int v, float dscale) {
-  (void)ctx;
+/* logits (N,V) of type lt, targets (N) in [0,V). losses (N) = logsumexp -
+ * logit[t] (skipped if NULL). dlogits (N,V) of type dt = (softmax -
+ * onehot(t)) * dscale [=], skipped if NULL; it may alias logits of the same
+ * type, so each element is read first. */
+void dt_cpu_xent_rows(float *losses, void *dlogits, dt_dtype dt, const void *logits, dt_dtype lt,
+                      const int32_t *targets, int n, int v, float dscale) {
   for (int i = 0; i < n; i++) {
-    const float *x = logits + (size_t)i * v;
+    const size_t r = (size_t)i * v;
     const int t = targets[i];
-    float mx = x[0];
-    for (int j = 1; j < v; j++) mx = x[j] > mx ? x[j] : mx;
+    float mx = dt_load(logits, lt, r);
+    for (int j = 1; j < v; j++) {
+      const float u = dt_load(logits, lt, r + j);
+      mx = u > mx ? u : mx;
+    }
     double sum = 0.0;
-    for (int j = 0; j < v; j++) sum += expf(x[j] - mx);
+    for (int j = 0; j < v; j++) sum += expf(dt_load(logits, lt, r + j) - mx);
     const double lse_rel = log(sum);  /* logsumexp - max */
     const int t_ok = t >= 0 && t < v; /* a bad target gives a NaN loss, as on the GPU */
-    const double xt = t_ok ? (double)x[t] : NAN;
+    const double xt = t_ok ? (double)dt_load(logits, lt, r + t) : NAN;
     if (losses) losses[i] = (float)(lse_rel - (xt - mx));
     if (dlogits) {
-      float *d = dlogits + (size_t)i * v;
       const double inv = 1.0 / sum;
       for (int j = 0; j < v; j++) {
-        double p = expf(x[j] - mx) * inv;
-        d[j] = (float)((p - (j == t ? 1.0 : 0.0)) * dscale);
+        double p = expf(dt_load(logits, lt, r + j) - mx) * inv;
+        dt_store(dlogits, dt, r + j, (float)((p - (j == t ? 1.0 : 0.0)) * dscale));
       }
     }
   }
+}
+
+void dt_cpu_softmax_xent(void *ctx, float *losses, float *dlogits, const void *logits,
+                         dt_dtype lt, const int32_t *targets, int n, int v, float dscale) {
+  (void)ctx;
+  dt_cpu_xent_rows(losses, dlogits, DT_F32, logits, lt, targets, n, v, dscale);
 }
 
 /* Label smoothing spreads eps of the target's mass evenly over all V classes,

@@ -172,37 +172,98 @@ static void att_check_sizes(int B, int Tq, int Tk, int NH, int HS) {
   dt_fatal("dtrain", msg, __FILE__, __LINE__, __func__, "attention");
 }
 
-extern "C" void dt_cuda_attention_forward(void *ctx, float *out, float *lse, const float *q,
-                                          const float *k, const float *v, int B, int Tq, int Tk,
-                                          int NH, int HS, int q_stride, int kv_stride,
-                                          int causal, const int32_t *key_len, float scale) {
+/* ---- bf16 tensors for the fp32 kernels: fp32 copies at the same places
+ * (the gradients keep the strides of q, k and v), out rounded back ---- */
+
+static __global__ void att_rows_f32_kernel(float *dst, const __nv_bfloat16 *src, size_t rows,
+                                           int W, size_t stride) {
+  DT_GRID_STRIDE(i, rows * (size_t)W) {
+    const size_t e = i / W * stride + i % W;
+    dst[e] = __bfloat162float(src[e]);
+  }
+}
+static __global__ void att_to_bf16_kernel(__nv_bfloat16 *dst, const float *src, size_t n) {
+  DT_GRID_STRIDE(i, n) dst[i] = __float2bfloat16_rn(src[i]);
+}
+
+/* fp32 copies of the bf16 views q (nq rows at qs), k and v (nk at kvs) and,
+ * with out, of out (nq rows of W); *o32 gets room for an fp32 out */
+static void att_f32_copies(dt_cuda_ctx *c, const void *q, const void *k, const void *v,
+                           const void *out, size_t nq, size_t nk, int W, size_t qs, size_t kvs,
+                           float **q32, float **k32, float **v32, float **o32) {
+  const size_t nqe = nq ? (nq - 1) * qs + W : 0, nke = nk ? (nk - 1) * kvs + W : 0;
+  float *base = (float *)dt_cuda_grow(&c->att_f32, &c->att_f32_cap,
+                                      sizeof(float) * (nqe + 2 * nke + nq * W + 1));
+  *q32 = base, *k32 = base + nqe, *v32 = *k32 + nke, *o32 = *v32 + nke;
+  const struct { float *d; const void *s; size_t rows, stride; } cv[4] = {
+      {*q32, q, nq, qs}, {*k32, k, nk, kvs}, {*v32, v, nk, kvs}, {*o32, out, nq, (size_t)W}};
+  for (int i = 0; i < 4; i++) {
+    const size_t n = cv[i].rows * W;
+    if (!cv[i].s || !n) continue;
+    att_rows_f32_kernel<<<dt_cuda_blocks(n, DT_CUDA_THREADS), DT_CUDA_THREADS, 0, c->stream>>>(
+        cv[i].d, (const __nv_bfloat16 *)cv[i].s, cv[i].rows, W, cv[i].stride);
+    CUDA_LAUNCH_CHECK();
+  }
+}
+
+extern "C" void dt_cuda_attention_forward(void *ctx, void *out, float *lse, const void *q,
+                                          const void *k, const void *v, dt_dtype t, int B,
+                                          int Tq, int Tk, int NH, int HS, int q_stride,
+                                          int kv_stride, int causal, const int32_t *key_len,
+                                          float scale) {
+  dt_cuda_ctx *c = DT_CUDA_CTX(ctx);
   if (B <= 0 || Tq <= 0 || NH <= 0 || HS <= 0) return;
   att_check_sizes(B, Tq, Tk, NH, HS);
-  if (DT_CUDA_CTX(ctx)->att_impl != DT_ATT_SIMPLE && dt_cuda_flash_supported(HS)) {
-    dt_cuda_flash_forward(ctx, out, lse, q, k, v, B, Tq, Tk, NH, HS, q_stride, kv_stride, causal,
-                          key_len, scale);
+  if (t == DT_BF16 && !dt_cuda_flash_bf16(ctx, HS)) {
+    const int W = NH * HS;
+    const size_t nq = (size_t)B * Tq;
+    float *q32, *k32, *v32, *o32;
+    att_f32_copies(c, q, k, v, NULL, nq, (size_t)B * Tk, W, q_stride, kv_stride, &q32, &k32,
+                   &v32, &o32);
+    dt_cuda_attention_forward(ctx, o32, lse, q32, k32, v32, DT_F32, B, Tq, Tk, NH, HS, q_stride,
+                              kv_stride, causal, key_len, scale);
+    att_to_bf16_kernel<<<dt_cuda_blocks(nq * W, DT_CUDA_THREADS), DT_CUDA_THREADS, 0,
+                         c->stream>>>((__nv_bfloat16 *)out, o32, nq * W);
+    CUDA_LAUNCH_CHECK();
+    return;
+  }
+  if (c->att_impl != DT_ATT_SIMPLE && dt_cuda_flash_supported(HS)) {
+    dt_cuda_flash_forward(ctx, out, lse, q, k, v, t, B, Tq, Tk, NH, HS, q_stride, kv_stride,
+                          causal, key_len, scale);
     return;
   }
   const size_t shm = sizeof(double) * (HS + ATT_THREADS) + sizeof(float) * HS;
-  attention_fwd_kernel<<<dim3(Tq, NH, B), ATT_THREADS, shm, DT_CUDA_CTX(ctx)->stream>>>(
-      out, lse, q, k, v, Tq, Tk, NH, HS, q_stride, kv_stride, causal, key_len, scale);
+  attention_fwd_kernel<<<dim3(Tq, NH, B), ATT_THREADS, shm, c->stream>>>(
+      (float *)out, lse, (const float *)q, (const float *)k, (const float *)v, Tq, Tk, NH, HS,
+      q_stride, kv_stride, causal, key_len, scale);
   CUDA_LAUNCH_CHECK();
 }
 
 extern "C" void dt_cuda_attention_backward(void *ctx, float *dq, float *dk, float *dv,
-                                           const float *dout, const float *q, const float *k,
-                                           const float *v, const float *out, const float *lse,
-                                           int B, int Tq, int Tk, int NH, int HS, int q_stride,
-                                           int kv_stride, int causal, const int32_t *key_len,
-                                           float scale) {
+                                           const float *dout, const void *qv, const void *kv,
+                                           const void *vv, const void *outv, dt_dtype t,
+                                           const float *lse, int B, int Tq, int Tk, int NH,
+                                           int HS, int q_stride, int kv_stride, int causal,
+                                           const int32_t *key_len, float scale) {
+  dt_cuda_ctx *c = DT_CUDA_CTX(ctx);
   if (B <= 0 || NH <= 0 || HS <= 0) return;
   att_check_sizes(B, Tq, Tk, NH, HS);
-  if (DT_CUDA_CTX(ctx)->att_impl != DT_ATT_SIMPLE && dt_cuda_flash_supported(HS)) {
-    dt_cuda_flash_backward(ctx, dq, dk, dv, dout, q, k, v, out, lse, B, Tq, Tk, NH, HS, q_stride,
-                           kv_stride, causal, key_len, scale);
+  if (t == DT_BF16 && !dt_cuda_flash_bf16(ctx, HS)) {
+    float *q32, *k32, *v32, *o32;
+    att_f32_copies(c, qv, kv, vv, outv, (size_t)B * Tq, (size_t)B * Tk, NH * HS, q_stride,
+                   kv_stride, &q32, &k32, &v32, &o32);
+    dt_cuda_attention_backward(ctx, dq, dk, dv, dout, q32, k32, v32, o32, DT_F32, lse, B, Tq, Tk,
+                               NH, HS, q_stride, kv_stride, causal, key_len, scale);
     return;
   }
-  cudaStream_t st = DT_CUDA_CTX(ctx)->stream;
+  if (c->att_impl != DT_ATT_SIMPLE && dt_cuda_flash_supported(HS)) {
+    dt_cuda_flash_backward(ctx, dq, dk, dv, dout, qv, kv, vv, outv, t, lse, B, Tq, Tk, NH, HS,
+                           q_stride, kv_stride, causal, key_len, scale);
+    return;
+  }
+  const float *q = (const float *)qv, *k = (const float *)kv, *v = (const float *)vv;
+  const float *out = (const float *)outv;
+  cudaStream_t st = c->stream;
   if (Tq > 0) {
     const size_t shm = sizeof(double) * (HS + ATT_THREADS) + sizeof(float) * 2 * HS;
     attention_bwd_dq_kernel<<<dim3(Tq, NH, B), ATT_THREADS, shm, st>>>(

@@ -17,6 +17,7 @@
 
 #include "dt.h"
 #include "checks.h"
+#include "kernels.h" /* dt_dtype */
 
 typedef struct dt_cuda_ctx {
   cudaStream_t stream;   /* every kernel and copy of this backend runs here */
@@ -57,6 +58,8 @@ typedef struct dt_cuda_ctx {
   int att_impl;
   void *att_d;
   size_t att_d_cap;      /* bytes */
+  void *att_f32;         /* fp32 copies of bf16 q, k, v, out for the fp32 kernels */
+  size_t att_f32_cap;    /* bytes */
 } dt_cuda_ctx;
 
 /* DTRAIN_GEMM: auto (cuBLASLt's fused epilogues where it has an algorithm,
@@ -128,9 +131,9 @@ static inline unsigned dt_cuda_blocks(size_t n, int threads) {
  * A row-major X is the column-major X^T, so C^T = op(B)^T op(A)^T is one
  * column-major call with the operands swapped. */
 /* softmax_xent (kernels.h) with dlogits (N,V) written in bf16 (xent.cu);
- * dlogits must not alias logits */
-void dt_cuda_softmax_xent_bf16(dt_cuda_ctx *c, float *losses, void *dlogits, const float *logits,
-                               const int32_t *targets, int n, int v, float dscale);
+ * dlogits may alias bf16 logits only */
+void dt_cuda_softmax_xent_bf16(dt_cuda_ctx *c, float *losses, void *dlogits, const void *logits,
+                               dt_dtype lt, const int32_t *targets, int n, int v, float dscale);
 
 /* Frees matmul.cu's cuBLASLt plans (backend destruction). */
 #ifdef __cplusplus

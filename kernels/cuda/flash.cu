@@ -45,66 +45,107 @@ template <typename K> static void fa_allow_smem(K kernel, size_t bytes, size_t *
 
 extern "C" int dt_cuda_flash_supported(int HS) { return HS >= 1 && HS <= FA_MAX_HS; }
 
-extern "C" void dt_cuda_flash_forward(void *ctx, float *out, float *lse, const float *q,
-                                      const float *k, const float *v, int B, int Tq, int Tk,
-                                      int NH, int HS, int q_stride, int kv_stride, int causal,
-                                      const int32_t *key_len, float scale) {
-  dt_cuda_ctx *c = DT_CUDA_CTX(ctx);
-  if (c->matmul_bf16 && c->att_impl == DT_ATT_AUTO) {
-    const size_t shm = fb_smem(HS, 3, 1, 1, 1, 2);
-    FA_ALLOW_SMEM(flash_bf16_fwd_kernel, shm);
-    flash_bf16_fwd_kernel<<<dim3((Tq + FA_T - 1) / FA_T, NH, B), FB_THREADS, shm, c->stream>>>(
-        out, lse, q, k, v, Tq, Tk, NH, HS, q_stride, kv_stride, causal, key_len, scale);
+extern "C" int dt_cuda_flash_bf16(void *ctx, int HS) {
+  const dt_cuda_ctx *c = DT_CUDA_CTX(ctx);
+  return c->matmul_bf16 && c->att_impl == DT_ATT_AUTO && dt_cuda_flash_supported(HS);
+}
+
+/* The tensor-core kernels on q, k, v and out of type T (fp32 or bf16) */
+template <typename T>
+static void fb_forward(dt_cuda_ctx *c, void *out, float *lse, const void *q, const void *k,
+                       const void *v, int B, int Tq, int Tk, int NH, int HS, int q_stride,
+                       int kv_stride, int causal, const int32_t *key_len, float scale) {
+  const size_t shm = fb_smem(HS, 3, 1, 1, 1, 2);
+  FA_ALLOW_SMEM(flash_bf16_fwd_kernel<T>, shm);
+  flash_bf16_fwd_kernel<T><<<dim3((Tq + FA_T - 1) / FA_T, NH, B), FB_THREADS, shm, c->stream>>>(
+      (T *)out, lse, (const T *)q, (const T *)k, (const T *)v, Tq, Tk, NH, HS, q_stride,
+      kv_stride, causal, key_len, scale);
+  CUDA_LAUNCH_CHECK();
+}
+
+template <typename T>
+static void fb_backward(dt_cuda_ctx *c, float *dq, float *dk, float *dv, const float *dout,
+                        const void *q, const void *k, const void *v, const float *lse,
+                        const float *D, int B, int Tq, int Tk, int NH, int HS, int q_stride,
+                        int kv_stride, int causal, const int32_t *key_len, float scale) {
+  if (Tk > 0) {
+    const size_t shm = fb_smem(HS, 4, 2, 2, 2, 2);
+    FA_ALLOW_SMEM(flash_bf16_dkv_kernel<T>, shm);
+    flash_bf16_dkv_kernel<T><<<dim3((Tk + FA_T - 1) / FA_T, NH, B), FB_THREADS, shm,
+                               c->stream>>>(dk, dv, dout, (const T *)q, (const T *)k,
+                                            (const T *)v, lse, D, Tq, Tk, NH, HS, q_stride,
+                                            kv_stride, causal, key_len, scale);
     CUDA_LAUNCH_CHECK();
+  }
+  if (Tq > 0) {
+    const size_t shm = fb_smem(HS, 4, 2, 1, 1, 0);
+    FA_ALLOW_SMEM(flash_bf16_dq_kernel<T>, shm);
+    flash_bf16_dq_kernel<T><<<dim3((Tq + FA_T - 1) / FA_T, NH, B), FB_THREADS, shm,
+                              c->stream>>>(dq, dout, (const T *)q, (const T *)k, (const T *)v,
+                                           lse, D, Tq, Tk, NH, HS, q_stride, kv_stride, causal,
+                                           key_len, scale);
+    CUDA_LAUNCH_CHECK();
+  }
+}
+
+/* t = DT_BF16 only where dt_cuda_flash_bf16 (attention.cu sees to it) */
+extern "C" void dt_cuda_flash_forward(void *ctx, void *out, float *lse, const void *q,
+                                      const void *k, const void *v, dt_dtype t, int B, int Tq,
+                                      int Tk, int NH, int HS, int q_stride, int kv_stride,
+                                      int causal, const int32_t *key_len, float scale) {
+  dt_cuda_ctx *c = DT_CUDA_CTX(ctx);
+  if (dt_cuda_flash_bf16(ctx, HS)) {
+    if (t == DT_BF16)
+      fb_forward<__nv_bfloat16>(c, out, lse, q, k, v, B, Tq, Tk, NH, HS, q_stride, kv_stride,
+                                causal, key_len, scale);
+    else
+      fb_forward<float>(c, out, lse, q, k, v, B, Tq, Tk, NH, HS, q_stride, kv_stride, causal,
+                        key_len, scale);
     return;
   }
   const size_t shm = fa_smem(HS, 3, 1, 0);
   FA_ALLOW_SMEM(flash_fwd_kernel, shm);
-  flash_fwd_kernel<<<dim3((Tq + FA_T - 1) / FA_T, NH, B), FA_THREADS, shm,
-                     DT_CUDA_CTX(ctx)->stream>>>(out, lse, q, k, v, Tq, Tk, NH, HS, q_stride,
-                                                 kv_stride, causal, key_len, scale);
+  flash_fwd_kernel<<<dim3((Tq + FA_T - 1) / FA_T, NH, B), FA_THREADS, shm, c->stream>>>(
+      (float *)out, lse, (const float *)q, (const float *)k, (const float *)v, Tq, Tk, NH, HS,
+      q_stride, kv_stride, causal, key_len, scale);
   CUDA_LAUNCH_CHECK();
 }
 
 extern "C" void dt_cuda_flash_backward(void *ctx, float *dq, float *dk, float *dv,
-                                       const float *dout, const float *q, const float *k,
-                                       const float *v, const float *out, const float *lse,
-                                       int B, int Tq, int Tk, int NH, int HS, int q_stride,
-                                       int kv_stride, int causal, const int32_t *key_len,
-                                       float scale) {
+                                       const float *dout, const void *q, const void *k,
+                                       const void *v, const void *out, dt_dtype t,
+                                       const float *lse, int B, int Tq, int Tk, int NH, int HS,
+                                       int q_stride, int kv_stride, int causal,
+                                       const int32_t *key_len, float scale) {
   dt_cuda_ctx *c = DT_CUDA_CTX(ctx);
   const size_t nrows = (size_t)B * NH * Tq;
   float *D = NULL;
   if (nrows) {
     D = (float *)dt_cuda_grow(&c->att_d, &c->att_d_cap, nrows * sizeof(float));
     const unsigned blocks = (unsigned)((nrows * 32 + 255) / 256);
-    flash_rowdot_kernel<<<blocks, 256, 0, c->stream>>>(D, dout, out, B, Tq, NH, HS);
+    if (t == DT_BF16)
+      flash_rowdot_kernel<__nv_bfloat16><<<blocks, 256, 0, c->stream>>>(
+          D, dout, (const __nv_bfloat16 *)out, B, Tq, NH, HS);
+    else
+      flash_rowdot_kernel<float><<<blocks, 256, 0, c->stream>>>(D, dout, (const float *)out, B,
+                                                                 Tq, NH, HS);
     CUDA_LAUNCH_CHECK();
   }
-  if (c->matmul_bf16 && c->att_impl == DT_ATT_AUTO) {
-    if (Tk > 0) {
-      const size_t shm = fb_smem(HS, 4, 2, 2, 2, 2);
-      FA_ALLOW_SMEM(flash_bf16_dkv_kernel, shm);
-      flash_bf16_dkv_kernel<<<dim3((Tk + FA_T - 1) / FA_T, NH, B), FB_THREADS, shm,
-                              c->stream>>>(dk, dv, dout, q, k, v, lse, D, Tq, Tk, NH, HS,
-                                           q_stride, kv_stride, causal, key_len, scale);
-      CUDA_LAUNCH_CHECK();
-    }
-    if (Tq > 0) {
-      const size_t shm = fb_smem(HS, 4, 2, 1, 1, 0);
-      FA_ALLOW_SMEM(flash_bf16_dq_kernel, shm);
-      flash_bf16_dq_kernel<<<dim3((Tq + FA_T - 1) / FA_T, NH, B), FB_THREADS, shm,
-                             c->stream>>>(dq, dout, q, k, v, lse, D, Tq, Tk, NH, HS, q_stride,
-                                          kv_stride, causal, key_len, scale);
-      CUDA_LAUNCH_CHECK();
-    }
+  if (dt_cuda_flash_bf16(ctx, HS)) {
+    if (t == DT_BF16)
+      fb_backward<__nv_bfloat16>(c, dq, dk, dv, dout, q, k, v, lse, D, B, Tq, Tk, NH, HS,
+                                 q_stride, kv_stride, causal, key_len, scale);
+    else
+      fb_backward<float>(c, dq, dk, dv, dout, q, k, v, lse, D, B, Tq, Tk, NH, HS, q_stride,
+                         kv_stride, causal, key_len, scale);
     return;
   }
+  const float *qf = (const float *)q, *kf = (const float *)k, *vf = (const float *)v;
   if (Tk > 0) {
     const size_t shm = fa_smem(HS, 4, 2, 2);
     FA_ALLOW_SMEM(flash_bwd_dkv_kernel, shm);
     flash_bwd_dkv_kernel<<<dim3((Tk + FA_T - 1) / FA_T, NH, B), FA_THREADS, shm, c->stream>>>(
-        dk, dv, dout, q, k, v, lse, D, Tq, Tk, NH, HS, q_stride, kv_stride, causal, key_len,
+        dk, dv, dout, qf, kf, vf, lse, D, Tq, Tk, NH, HS, q_stride, kv_stride, causal, key_len,
         scale);
     CUDA_LAUNCH_CHECK();
   }
@@ -112,7 +153,8 @@ extern "C" void dt_cuda_flash_backward(void *ctx, float *dq, float *dk, float *d
     const size_t shm = fa_smem(HS, 4, 1, 0);
     FA_ALLOW_SMEM(flash_bwd_dq_kernel, shm);
     flash_bwd_dq_kernel<<<dim3((Tq + FA_T - 1) / FA_T, NH, B), FA_THREADS, shm, c->stream>>>(
-        dq, dout, q, k, v, lse, D, Tq, Tk, NH, HS, q_stride, kv_stride, causal, key_len, scale);
+        dq, dout, qf, kf, vf, lse, D, Tq, Tk, NH, HS, q_stride, kv_stride, causal, key_len,
+        scale);
     CUDA_LAUNCH_CHECK();
   }
 }

@@ -161,8 +161,17 @@ static __global__ void __launch_bounds__(FA_THREADS)
   }
 }
 
-/* D (B,NH,Tq) = rowsum(dout * out), one warp per row */
-static __global__ void flash_rowdot_kernel(float *D, const float *dout, const float *out,
+/* an element of a T tensor as fp32, and an fp32 value stored as T */
+static __device__ __forceinline__ float fa_f32(float x) { return x; }
+static __device__ __forceinline__ float fa_f32(__nv_bfloat16 x) { return __bfloat162float(x); }
+static __device__ __forceinline__ void fa_put(float *p, float x) { *p = x; }
+static __device__ __forceinline__ void fa_put(__nv_bfloat16 *p, float x) {
+  *p = __float2bfloat16_rn(x);
+}
+
+/* D (B,NH,Tq) = rowsum(dout * out), one warp per row; out of type T */
+template <typename T>
+static __global__ void flash_rowdot_kernel(float *D, const float *dout, const T *out,
                                            int B, int Tq, int NH, int HS) {
   const size_t row = ((size_t)blockIdx.x * blockDim.x + threadIdx.x) >> 5;
   const int lane = threadIdx.x & 31;
@@ -170,7 +179,7 @@ static __global__ void flash_rowdot_kernel(float *D, const float *dout, const fl
   const int i = (int)(row % Tq), h = (int)((row / Tq) % NH), b = (int)(row / ((size_t)Tq * NH));
   const size_t o = (((size_t)b * Tq + i) * NH + h) * HS;
   float s = 0.0f;
-  for (int d = lane; d < HS; d += 32) s = fmaf(dout[o + d], out[o + d], s);
+  for (int d = lane; d < HS; d += 32) s = fmaf(dout[o + d], fa_f32(out[o + d]), s);
   for (int off = 16; off > 0; off >>= 1) s += __shfl_xor_sync(0xffffffffu, s, off);
   if (lane == 0) D[row] = s;
 }
@@ -339,14 +348,18 @@ struct fb_dims {
   __host__ __device__ fb_dims(int HS) : hs16((HS + 15) / 16 * 16), ldh(hs16 + 8), ldo(hs16 + 4) {}
 };
 
-/* rows [r0, r0 + FA_T) of a (rows, stride) fp32 view into a bf16 tile
- * (FA_T, ldh); rows at or past nrows and dims at or past HS become 0 */
-static __device__ __forceinline__ void fb_load(bf16 *dst, const float *src, size_t stride, int r0,
+/* rows [r0, r0 + FA_T) of a (rows, stride) fp32 or bf16 view into a bf16
+ * tile (FA_T, ldh), fp32 rounded to nearest even, bf16 as it is; rows at or
+ * past nrows and dims at or past HS become 0 */
+static __device__ __forceinline__ bf16 fb_cvt(float x) { return __float2bfloat16_rn(x); }
+static __device__ __forceinline__ bf16 fb_cvt(bf16 x) { return x; }
+template <typename T>
+static __device__ __forceinline__ void fb_load(bf16 *dst, const T *src, size_t stride, int r0,
                                                int nrows, int HS, const fb_dims &g) {
   for (int idx = threadIdx.x; idx < FA_T * g.hs16; idx += FB_THREADS) {
     const int r = idx / g.hs16, d = idx - r * g.hs16;
-    const float x = r0 + r < nrows && d < HS ? src[(size_t)(r0 + r) * stride + d] : 0.0f;
-    dst[r * g.ldh + d] = __float2bfloat16_rn(x);
+    dst[r * g.ldh + d] = r0 + r < nrows && d < HS ? fb_cvt(src[(size_t)(r0 + r) * stride + d])
+                                                  : fb_cvt(0.0f);
   }
 }
 
@@ -389,10 +402,11 @@ static __host__ __device__ size_t fb_align(size_t bytes) { return (bytes + 127) 
 
 /* shared: Qs Ks Vs (bf16 FA_T x ldh) | S (fp32 FA_T x FB_LDS) | O (fp32 FA_T
  * x ldo) | P (bf16 FA_T x FB_LDP) | M, L (fp32 FA_T) */
+template <typename T>
 static __global__ void __launch_bounds__(FB_THREADS)
-    flash_bf16_fwd_kernel(float *out, float *lse, const float *q, const float *k, const float *v,
-                          int Tq, int Tk, int NH, int HS, int q_stride, int kv_stride,
-                          int causal, const int32_t *key_len, float scale) {
+    flash_bf16_fwd_kernel(T *out, float *lse, const T *q, const T *k, const T *v, int Tq, int Tk,
+                          int NH, int HS, int q_stride, int kv_stride, int causal,
+                          const int32_t *key_len, float scale) {
   DT_DYN_SMEM(unsigned char, fbsm);
   const fb_dims g(HS);
   const size_t tile = fb_align(sizeof(bf16) * FA_T * g.ldh);
@@ -403,9 +417,9 @@ static __global__ void __launch_bounds__(FB_THREADS)
   float *M = (float *)(P + FA_T * FB_LDP), *L = M + FA_T;
   const int i0 = blockIdx.x * FA_T, h = blockIdx.y, b = blockIdx.z;
   const int tid = threadIdx.x, w = tid >> 5, lane = tid & 31;
-  const float *qb = q + (size_t)b * Tq * q_stride + (size_t)h * HS;
-  const float *kb = k + (size_t)b * Tk * kv_stride + (size_t)h * HS;
-  const float *vb = v + (size_t)b * Tk * kv_stride + (size_t)h * HS;
+  const T *qb = q + (size_t)b * Tq * q_stride + (size_t)h * HS;
+  const T *kb = k + (size_t)b * Tk * kv_stride + (size_t)h * HS;
+  const T *vb = v + (size_t)b * Tk * kv_stride + (size_t)h * HS;
   const int kmax = fa_key_end(b, min(i0 + FA_T, Tq) - 1, Tq, Tk, causal, key_len);
   const int r = w * 16 + (lane >> 1), c0 = (lane & 1) * 32; /* this lane's score row, columns */
   const int kend = fa_key_end(b, i0 + r, Tq, Tk, causal, key_len);
@@ -448,7 +462,8 @@ static __global__ void __launch_bounds__(FB_THREADS)
   for (int idx = lane; idx < 16 * HS; idx += 32) {
     const int rr = w * 16 + idx / HS, d = idx % HS, i = i0 + rr;
     if (i < Tq)
-      out[(((size_t)b * Tq + i) * NH + h) * HS + d] = L[rr] > 0.0f ? O[rr * g.ldo + d] / L[rr] : 0.0f;
+      fa_put(&out[(((size_t)b * Tq + i) * NH + h) * HS + d],
+             L[rr] > 0.0f ? O[rr * g.ldo + d] / L[rr] : 0.0f);
   }
   if (lane < 16) {
     const int rr = w * 16 + lane, i = i0 + rr;
@@ -459,9 +474,10 @@ static __global__ void __launch_bounds__(FB_THREADS)
 /* dk, dv for FA_T keys (warp w: keys w*16..+15), over the query tiles that
  * see them. shared: Ks Vs Qs dOs (bf16) | S dP (fp32 FA_T x FB_LDS) | Pt dSt
  * (bf16 FA_T x FB_LDP) | dK dV (fp32 FA_T x ldo) | Lq Dq (fp32 FA_T) */
+template <typename T>
 static __global__ void __launch_bounds__(FB_THREADS)
-    flash_bf16_dkv_kernel(float *dk, float *dv, const float *dout, const float *q,
-                          const float *k, const float *v, const float *lse, const float *Dg,
+    flash_bf16_dkv_kernel(float *dk, float *dv, const float *dout, const T *q, const T *k,
+                          const T *v, const float *lse, const float *Dg,
                           int Tq, int Tk, int NH, int HS, int q_stride, int kv_stride,
                           int causal, const int32_t *key_len, float scale) {
   DT_DYN_SMEM(unsigned char, fbsm);
@@ -475,9 +491,9 @@ static __global__ void __launch_bounds__(FB_THREADS)
   float *Lq = dV + FA_T * g.ldo, *Dq = Lq + FA_T;
   const int j0 = blockIdx.x * FA_T, h = blockIdx.y, b = blockIdx.z;
   const int tid = threadIdx.x, w = tid >> 5, lane = tid & 31;
-  const float *qb = q + (size_t)b * Tq * q_stride + (size_t)h * HS;
-  const float *kb = k + (size_t)b * Tk * kv_stride + (size_t)h * HS;
-  const float *vb = v + (size_t)b * Tk * kv_stride + (size_t)h * HS;
+  const T *qb = q + (size_t)b * Tq * q_stride + (size_t)h * HS;
+  const T *kb = k + (size_t)b * Tk * kv_stride + (size_t)h * HS;
+  const T *vb = v + (size_t)b * Tk * kv_stride + (size_t)h * HS;
   const float *dob = dout + (size_t)b * Tq * NH * HS + (size_t)h * HS;
   const float *lb = lse + ((size_t)b * NH + h) * Tq, *db = Dg + ((size_t)b * NH + h) * Tq;
   const int r = w * 16 + (lane >> 1), c0 = (lane & 1) * 32, j = j0 + r;
@@ -523,9 +539,10 @@ static __global__ void __launch_bounds__(FB_THREADS)
 
 /* dq for FA_T queries (warp w: queries w*16..+15) over their key tiles.
  * shared: Qs dOs Ks Vs (bf16) | S dP (fp32) | dS (bf16) | dQ (fp32) */
+template <typename T>
 static __global__ void __launch_bounds__(FB_THREADS)
-    flash_bf16_dq_kernel(float *dq, const float *dout, const float *q, const float *k,
-                         const float *v, const float *lse, const float *Dg, int Tq, int Tk,
+    flash_bf16_dq_kernel(float *dq, const float *dout, const T *q, const T *k, const T *v,
+                         const float *lse, const float *Dg, int Tq, int Tk,
                          int NH, int HS, int q_stride, int kv_stride, int causal,
                          const int32_t *key_len, float scale) {
   DT_DYN_SMEM(unsigned char, fbsm);
@@ -538,9 +555,9 @@ static __global__ void __launch_bounds__(FB_THREADS)
   float *dQ = (float *)(dS + FA_T * FB_LDP);
   const int i0 = blockIdx.x * FA_T, h = blockIdx.y, b = blockIdx.z;
   const int tid = threadIdx.x, w = tid >> 5, lane = tid & 31;
-  const float *qb = q + (size_t)b * Tq * q_stride + (size_t)h * HS;
-  const float *kb = k + (size_t)b * Tk * kv_stride + (size_t)h * HS;
-  const float *vb = v + (size_t)b * Tk * kv_stride + (size_t)h * HS;
+  const T *qb = q + (size_t)b * Tq * q_stride + (size_t)h * HS;
+  const T *kb = k + (size_t)b * Tk * kv_stride + (size_t)h * HS;
+  const T *vb = v + (size_t)b * Tk * kv_stride + (size_t)h * HS;
   const float *dob = dout + (size_t)b * Tq * NH * HS + (size_t)h * HS;
   const int kmax = fa_key_end(b, min(i0 + FA_T, Tq) - 1, Tq, Tk, causal, key_len);
   const int r = w * 16 + (lane >> 1), c0 = (lane & 1) * 32, i = i0 + r;

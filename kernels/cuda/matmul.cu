@@ -328,11 +328,9 @@ static __global__ void bias_grad_kernel(float *db, const T *dout, int n, int oc)
   }
 }
 
-extern "C" void dt_cuda_linear_forward(void *ctx, float *out, const void *inp, dt_dtype it,
-                                       const float *w, const float *b, int n, int c, int oc) {
-  dt_cuda_ctx *cc = DT_CUDA_CTX(ctx);
-  need_bf16_mode(cc, it);
-  if (n <= 0 || oc <= 0) return;
+/* the linear layer with an fp32 out */
+static void linear_f32(dt_cuda_ctx *cc, float *out, const void *inp, dt_dtype it, const float *w,
+                       const float *b, int n, int c, int oc) {
   if (b && lt_usable(cc, n, oc, c, 0)) { /* bias in the epilogue */
     const lt_ops o = lt_operands(cc, inp, it, (size_t)n * c, w, (size_t)oc * c);
     if (lt_gemm_rm(cc, CUBLASLT_EPILOGUE_BIAS, 0, 1, n, oc, c, o.x, o.y, o.t, out, CUDA_R_32F, b,
@@ -354,6 +352,45 @@ extern "C" void dt_cuda_linear_forward(void *ctx, float *out, const void *inp, d
         out, b, total, oc);
     CUDA_LAUNCH_CHECK();
   }
+}
+
+/* The unfused path to a bf16 output: inp @ w^T + bias16 (bf16, or NULL) in
+ * fp32 scratch slot 0, for the caller to round */
+static float *sum_bf16_bias(dt_cuda_ctx *cc, const void *inp, dt_dtype it, const float *w,
+                            const void *bias16, int n, int c, int oc) {
+  const size_t total = (size_t)n * oc;
+  float *sum = f32_scratch(cc, 0, total);
+  linear_f32(cc, sum, inp, it, w, NULL, n, c, oc);
+  if (bias16) {
+    bias_add_bf16_kernel<<<dt_cuda_blocks(total, DT_CUDA_THREADS), DT_CUDA_THREADS, 0,
+                           cc->stream>>>(sum, (const __nv_bfloat16 *)bias16, total, oc);
+    CUDA_LAUNCH_CHECK();
+  }
+  return sum;
+}
+
+extern "C" void dt_cuda_linear_forward(void *ctx, void *out, dt_dtype ot, const void *inp,
+                                       dt_dtype it, const float *w, const float *b, int n, int c,
+                                       int oc) {
+  dt_cuda_ctx *cc = DT_CUDA_CTX(ctx);
+  need_bf16_mode(cc, it);
+  need_bf16_mode(cc, ot);
+  if (n <= 0 || oc <= 0) return;
+  if (ot == DT_F32) {
+    linear_f32(cc, (float *)out, inp, it, w, b, n, c, oc);
+    return;
+  }
+  /* bf16 out: the bias read in bf16 (slot 2 when there is no weight copy) */
+  const size_t total = (size_t)n * oc;
+  const void *bias = b ? (const void *)bf16_operand(cc, 2, b, DT_F32, oc) : NULL;
+  if (lt_usable(cc, n, oc, c, 0)) {
+    const lt_ops o = lt_operands(cc, inp, it, (size_t)n * c, w, (size_t)oc * c);
+    if (lt_gemm_rm(cc, b ? CUBLASLT_EPILOGUE_BIAS : CUBLASLT_EPILOGUE_DEFAULT, 0, 1, n, oc, c,
+                   o.x, o.y, o.t, out, CUDA_R_16BF, bias, NULL))
+      return;
+  }
+  /* unfused: the fp32 sum in scratch, rounded once */
+  to_bf16(cc, out, sum_bf16_bias(cc, inp, it, w, bias, n, c, oc), total);
 }
 
 /* linear_backward's parameter half: dw (OC,C) += dout^T (OC,N) @ inp (N,C),
@@ -426,18 +463,12 @@ extern "C" void dt_cuda_linear_act_forward(void *ctx, dt_act act, void *out, voi
   }
   if (ot == DT_F32) {
     float *h = (float *)(pre ? pre : out);
-    dt_cuda_linear_forward(ctx, h, inp, it, w, b, n, c, oc);
+    linear_f32(cc, h, inp, it, w, b, n, c, oc);
     dt_cuda_act_forward(ctx, act, (float *)out, h, total);
     return;
   }
   /* bf16 outputs, unfused: the fp32 sum in scratch, rounded into each */
-  float *sum = f32_scratch(cc, 0, total);
-  dt_cuda_linear_forward(ctx, sum, inp, it, w, NULL, n, c, oc);
-  if (b) {
-    bias_add_bf16_kernel<<<dt_cuda_blocks(total, DT_CUDA_THREADS), DT_CUDA_THREADS, 0,
-                           cc->stream>>>(sum, (const __nv_bfloat16 *)bias, total, oc);
-    CUDA_LAUNCH_CHECK();
-  }
+  float *sum = sum_bf16_bias(cc, inp, it, w, bias, n, c, oc);
   if (pre) to_bf16(cc, pre, sum, total);
   dt_cuda_act_forward(ctx, act, sum, sum, total);
   to_bf16(cc, out, sum, total);
@@ -481,18 +512,19 @@ extern "C" void dt_cuda_linear_backward_act(void *ctx, dt_act act, void *dpre, f
 }
 
 extern "C" void dt_cuda_lm_head_backward(void *ctx, float *losses, float *dx, float *dw,
-                                         float *scratch, const float *logits,
+                                         void *scratch, const void *logits, dt_dtype lt,
                                          const int32_t *targets, const void *x, dt_dtype xt,
                                          const float *w, int n, int c, int v, float dscale) {
   dt_cuda_ctx *cc = DT_CUDA_CTX(ctx);
   need_bf16_mode(cc, xt);
+  need_bf16_mode(cc, lt);
   if (!cc->matmul_bf16 || n <= 0 || c <= 0 || v <= 0) {
-    dt_cuda_softmax_xent(ctx, losses, scratch, logits, targets, n, v, dscale);
+    dt_cuda_softmax_xent(ctx, losses, (float *)scratch, logits, lt, targets, n, v, dscale);
     dt_cuda_linear_backward(ctx, dx, dw, NULL, scratch, DT_F32, x, xt, w, n, c, v);
     return;
   }
   /* dlogits in bf16 straight from the softmax: the operand both GEMMs take */
-  dt_cuda_softmax_xent_bf16(cc, losses, scratch, logits, targets, n, v, dscale);
+  dt_cuda_softmax_xent_bf16(cc, losses, scratch, logits, lt, targets, n, v, dscale);
   const __nv_bfloat16 *d16 = (const __nv_bfloat16 *)scratch;
   if (dx) /* dx (N,C) = dlogits (N,V) @ w (V,C) */
     gemm_rm_bf16(cc, 0, 0, n, c, v, 1.0f, d16, bf16_operand(cc, 1, w, DT_F32, (size_t)v * c),

@@ -15,31 +15,36 @@ static __device__ __forceinline__ void xent_store(__nv_bfloat16 *d, float f) {
   *d = __float2bfloat16_rn(f);
 }
 
+static __device__ __forceinline__ float xent_load(const float *p) { return *p; }
+static __device__ __forceinline__ float xent_load(const __nv_bfloat16 *p) {
+  return __bfloat162float(*p);
+}
+
 #define XENT_THREADS 512
 
-/* losses (N), dlogits (N,V) or NULL (an fp32 dlogits may alias logits),
- * logits (N,V), targets (N) */
-template <typename D>
+/* losses (N), dlogits (N,V) or NULL (may alias logits of its own type),
+ * logits (N,V) of type L, targets (N) */
+template <typename D, typename L>
 static __global__ void __launch_bounds__(XENT_THREADS)
-    softmax_xent_kernel(float *losses, D *dlogits, const float *logits, const int32_t *targets,
+    softmax_xent_kernel(float *losses, D *dlogits, const L *logits, const int32_t *targets,
                         int v, float dscale) {
   const size_t row = blockIdx.x;
-  const float *x = logits + row * (size_t)v;
+  const L *x = logits + row * (size_t)v;
   const int t = targets[row];
   const bool t_ok = t >= 0 && t < v;
   /* read before any write: dlogits may alias logits (the barriers inside the
    * block reductions below separate every read from the writes) */
-  const float xt = t_ok ? x[t] : __int_as_float(0x7fc00000); /* NaN flags a bad target */
+  const float xt = t_ok ? xent_load(&x[t]) : __int_as_float(0x7fc00000); /* NaN: bad target */
 
   float m = -INFINITY;
   for (int j = threadIdx.x; j < v; j += blockDim.x) {
-    const float u = x[j];
+    const float u = xent_load(&x[j]);
     m = (u > m || u != u) ? u : m;
   }
   m = dt_block_max(m);
 
   double s = 0.0;
-  for (int j = threadIdx.x; j < v; j += blockDim.x) s += exp((double)x[j] - (double)m);
+  for (int j = threadIdx.x; j < v; j += blockDim.x) s += exp((double)xent_load(&x[j]) - (double)m);
   s = dt_block_sum(s);
 
   if (threadIdx.x == 0 && losses) losses[row] = (float)(log(s) - ((double)xt - (double)m));
@@ -47,27 +52,36 @@ static __global__ void __launch_bounds__(XENT_THREADS)
     D *d = dlogits + row * (size_t)v;
     const double inv = 1.0 / s;
     for (int j = threadIdx.x; j < v; j += blockDim.x) {
-      const double p = exp((double)x[j] - (double)m) * inv;
+      const double p = exp((double)xent_load(&x[j]) - (double)m) * inv;
       xent_store(&d[j], (float)((p - (j == t ? 1.0 : 0.0)) * (double)dscale));
     }
   }
 }
 
-extern "C" void dt_cuda_softmax_xent(void *ctx, float *losses, float *dlogits,
-                                     const float *logits, const int32_t *targets, int n, int v,
-                                     float dscale) {
-  if (n <= 0) return;
-  softmax_xent_kernel<float><<<n, XENT_THREADS, 0, DT_CUDA_CTX(ctx)->stream>>>(
-      losses, dlogits, logits, targets, v, dscale);
+template <typename D>
+static void xent_launch(cudaStream_t st, float *losses, void *dlogits, const void *logits,
+                        dt_dtype lt, const int32_t *targets, int n, int v, float dscale) {
+  if (lt == DT_BF16)
+    softmax_xent_kernel<D, __nv_bfloat16><<<n, XENT_THREADS, 0, st>>>(
+        losses, (D *)dlogits, (const __nv_bfloat16 *)logits, targets, v, dscale);
+  else
+    softmax_xent_kernel<D, float><<<n, XENT_THREADS, 0, st>>>(
+        losses, (D *)dlogits, (const float *)logits, targets, v, dscale);
   CUDA_LAUNCH_CHECK();
 }
 
-void dt_cuda_softmax_xent_bf16(dt_cuda_ctx *c, float *losses, void *dlogits, const float *logits,
-                               const int32_t *targets, int n, int v, float dscale) {
+extern "C" void dt_cuda_softmax_xent(void *ctx, float *losses, float *dlogits, const void *logits,
+                                     dt_dtype lt, const int32_t *targets, int n, int v,
+                                     float dscale) {
   if (n <= 0) return;
-  softmax_xent_kernel<__nv_bfloat16><<<n, XENT_THREADS, 0, c->stream>>>(
-      losses, (__nv_bfloat16 *)dlogits, logits, targets, v, dscale);
-  CUDA_LAUNCH_CHECK();
+  xent_launch<float>(DT_CUDA_CTX(ctx)->stream, losses, dlogits, logits, lt, targets, n, v,
+                     dscale);
+}
+
+void dt_cuda_softmax_xent_bf16(dt_cuda_ctx *c, float *losses, void *dlogits, const void *logits,
+                               dt_dtype lt, const int32_t *targets, int n, int v, float dscale) {
+  if (n <= 0) return;
+  xent_launch<__nv_bfloat16>(c->stream, losses, dlogits, logits, lt, targets, n, v, dscale);
 }
 
 /* Label-smoothed variant (see kernels.h): also sums the logits for the mean
