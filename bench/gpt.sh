@@ -30,9 +30,9 @@
 # backward); no recompute FLOPs are counted.
 # STATE: train.precision=bf16 runs the linear layers' matmuls on bf16
 # operands (tensor cores, fp32 accumulation) and keeps GPT's activations
-# (LayerNorm outputs, qkv and its gradient, attention output, the MLP
-# hidden and its gradient, logits) in bf16; the residual stream and its
-# gradients and the optimizer stay fp32 in memory (bench/gpt_floor.py counts the bytes of
+# (LayerNorm outputs, qkv, attention output, the MLP hidden and its
+# gradient, logits) in bf16; the residual stream, the other gradients and
+# the optimizer stay fp32 in memory (bench/gpt_floor.py counts the bytes of
 # each layout).
 # Peak memory: the largest memory.used that nvidia-smi reports, sampled every
 # 100 ms during the run (the whole GPU, so other processes count too); on the

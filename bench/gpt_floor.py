@@ -19,9 +19,9 @@ is read as it is; weights come from the per-micro-batch bf16 copy; bias
 and GELU ride in the epilogue. The layouts:
   fp32  every activation and activation gradient in fp32 (dtrain before
         the GEMM-only activations went to bf16)
-  now   LayerNorm outputs, qkv and its gradient, attention's output, the
-        MLP hidden before and after GELU and its gradient, and the logits
-        in bf16; the residual stream and its gradients in fp32
+  now   LayerNorm outputs, qkv, attention's output, the MLP hidden before
+        and after GELU and its gradient, and the logits in bf16; the
+        residual stream and the other gradients in fp32
   bf16  every activation and activation gradient in bf16 (llm.c's layout)
 Matmul FLOPs are 2*M*N*K per GEMM (forward 1, backward 2), attention 4*T*T*C
 per sequence and layer forward (causal masking not subtracted, as in the
@@ -35,17 +35,17 @@ import sys
 CONFIGS = {"gpt-124m": (12, 768, 12, 16), "gpt-1.6b": (48, 1600, 32, 8)}
 V, T, CHUNK = 50257, 1024, 2048
 # bytes of a stored element: LayerNorm outputs, qkv and attention's
-# output, qkv's gradient, MLP hidden (pre and post GELU), its gradient,
-# logits, everything else (the residual stream and its gradients)
-LAYOUTS = {"fp32": dict(ln=4, a=4, da=4, h=4, dh=4, lg=4, o=4),
-           "now": dict(ln=2, a=2, da=2, h=2, dh=2, lg=2, o=4),
-           "bf16": dict(ln=2, a=2, da=2, h=2, dh=2, lg=2, o=2)}
+# output, MLP hidden (pre and post GELU), its gradient, logits, everything
+# else (the residual stream and the other gradients)
+LAYOUTS = {"fp32": dict(ln=4, a=4, h=4, dh=4, lg=4, o=4),
+           "now": dict(ln=2, a=2, h=2, dh=2, lg=2, o=4),
+           "bf16": dict(ln=2, a=2, h=2, dh=2, lg=2, o=2)}
 
 
 def step(L, C, NH, B, lay):
     """[(kernel, flops, bytes)] for one micro-batch in layout lay"""
     N = B * T                      # rows (tokens)
-    ln, a, da, h, dh, lg, o = (lay[k] for k in ("ln", "a", "da", "h", "dh", "lg", "o"))
+    ln, a, h, dh, lg, o = (lay[k] for k in ("ln", "a", "h", "dh", "lg", "o"))
 
     def conv(a):                   # fp32 read + bf16 write before a GEMM
         return 6 if a == 4 else 0
@@ -82,9 +82,9 @@ def step(L, C, NH, B, lay):
         # D = rowsum(dO * O), then the dK/dV and the dQ kernels each read
         # q, k, v and dO; dq, dk, dv written
         ("flash attention bwd", 8 * B * T * T * C,
-         NC * (o + a) + 2 * NC * (3 * a + o) + 3 * NC * da),
+         NC * (o + a) + 2 * NC * (3 * a + o) + 3 * NC * o),
         ("qkv dX, dW, db (+conv)", 2 * 2 * N * C * 3 * C,
-         3 * NC * (conv(da) + 2 * g) + NC * (conv(ln) + g) + NC * o + 3 * NC * da + 3 * wg),
+         3 * NC * (conv(o) + 2 * g) + NC * (conv(ln) + g) + NC * o + 3 * NC * o + 3 * wg),
     ]
     for name, f, b in fwd + bwd:
         add(name + f" x{L}", L * f, L * b)

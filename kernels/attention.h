@@ -15,7 +15,7 @@ void dt_cpu_attention_forward(void *ctx, void *out, float *lse, const void *q, c
                               const void *v, dt_dtype t, int B, int Tq, int Tk, int NH, int HS,
                               int q_stride, int kv_stride, int causal, const int32_t *key_len,
                               float scale);
-void dt_cpu_attention_backward(void *ctx, void *dq, void *dk, void *dv, const float *dout,
+void dt_cpu_attention_backward(void *ctx, float *dq, float *dk, float *dv, const float *dout,
                                const void *q, const void *k, const void *v, const void *out,
                                dt_dtype t, const float *lse, int B, int Tq, int Tk, int NH,
                                int HS, int q_stride, int kv_stride, int causal,
@@ -33,24 +33,23 @@ void dt_cuda_attention_forward(void *ctx, void *out, float *lse, const void *q, 
  * SIMPLE: always attention.cu's. The backend starts from DTRAIN_ATTENTION
  * (auto | fp32 | simple; default auto); tests set each in turn. Tensors of
  * type DT_BF16 go straight to the tensor-core kernels; the fp32 ones get
- * fp32 copies of them (and round out, dq, dk, dv back), so every kind
- * takes both. */
+ * fp32 copies of them (and round out back), so every kind takes both. */
 enum { DT_ATT_AUTO = 0, DT_ATT_FP32 = 1, DT_ATT_SIMPLE = 2 };
 int dt_cuda_flash_supported(int HS);
 void dt_cuda_set_attention_impl(void *ctx, int impl);
 /* Whether dt_cuda_flash_* take this call on the tensor cores (and with it
- * q, k, v, out, dq, dk and dv in bf16) */
+ * q, k, v and out in bf16) */
 int dt_cuda_flash_bf16(void *ctx, int HS);
 void dt_cuda_flash_forward(void *ctx, void *out, float *lse, const void *q, const void *k,
                            const void *v, dt_dtype t, int B, int Tq, int Tk, int NH, int HS,
                            int q_stride, int kv_stride, int causal, const int32_t *key_len,
                            float scale);
-void dt_cuda_flash_backward(void *ctx, void *dq, void *dk, void *dv, const float *dout,
+void dt_cuda_flash_backward(void *ctx, float *dq, float *dk, float *dv, const float *dout,
                             const void *q, const void *k, const void *v, const void *out,
                             dt_dtype t, const float *lse, int B, int Tq, int Tk, int NH, int HS,
                             int q_stride, int kv_stride, int causal, const int32_t *key_len,
                             float scale);
-void dt_cuda_attention_backward(void *ctx, void *dq, void *dk, void *dv, const float *dout,
+void dt_cuda_attention_backward(void *ctx, float *dq, float *dk, float *dv, const float *dout,
                                 const void *q, const void *k, const void *v, const void *out,
                                 dt_dtype t, const float *lse, int B, int Tq, int Tk, int NH,
                                 int HS, int q_stride, int kv_stride, int causal,

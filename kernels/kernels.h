@@ -281,9 +281,8 @@ typedef struct dt_kernels {
    * the NH*HS elements of each row are written, so they may be views into a
    * fused dqkv buffer]; dout (B,Tq,NH,HS) contiguous; out and lse are the
    * forward's. Padding keys get dk = dv = 0, masked queries dq = 0. q, k,
-   * v, out, dq, dk and dv are of type t (bf16 gradients are the fp32 ones
-   * rounded once); dout and lse are fp32. */
-  void (*attention_backward)(void *ctx, void *dq, void *dk, void *dv, const float *dout,
+   * v and out are of type t; dq, dk, dv, dout and lse are fp32. */
+  void (*attention_backward)(void *ctx, float *dq, float *dk, float *dv, const float *dout,
                              const void *q, const void *k, const void *v, const void *out,
                              dt_dtype t, const float *lse, int B, int Tq, int Tk, int NH, int HS,
                              int q_stride, int kv_stride, int causal, const int32_t *key_len,

@@ -9,9 +9,9 @@
  * for the memory of its activations, with bit-identical gradients. Under
  * train.precision = bf16 the activations that feed GEMMs and attention
  * (LayerNorm outputs, qkv, attention's output, the MLP hidden before and
- * after GELU), the logits and the gradients of qkv and of the MLP hidden
- * are stored in bf16 (G->at): half the memory, and no rounding pass in
- * front of each GEMM; the residual stream and its gradients stay fp32. */
+ * after GELU and its gradient) and the logits are stored in bf16 (G->at):
+ * half the memory, and no rounding pass in front of each GEMM; the residual
+ * stream and the other gradients stay fp32. */
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -75,7 +75,7 @@ typedef struct gpt {
                               * overwrite the logits */
   float *scratch;            /* (BT,C): projection outputs in forward, dln/datty in backward */
   float *dres;               /* (BT,C) gradient of the residual stream */
-  void *dqkv;                /* (BT,3C), type at */
+  float *dqkv;               /* (BT,3C) */
   void *dfch;                /* (BT,4C), type at */
   void *hpre, *hbuf;         /* (BT,4C) the MLP hidden of the block at hand, before and
                               * after GELU, unless none; type at */
@@ -326,14 +326,13 @@ static void gpt_backward(gpt *G, const dt_batch *b) {
                        C);
     dt_model_release(m, p, 2);
     READY2(p);
-    k->attention_backward(ctx, G->dqkv, at_elem(G, G->dqkv, C),
-                          at_elem(G, G->dqkv, 2 * (size_t)C), dln, a->qkv,
+    k->attention_backward(ctx, G->dqkv, G->dqkv + C, G->dqkv + 2 * C, dln, a->qkv,
                           at_elem(G, a->qkv, C), at_elem(G, a->qkv, 2 * (size_t)C), a->atty,
                           G->at, a->lse, b->n, b->t, b->t, NH, HS, 3 * C, 3 * C, 1, NULL,
                           1.0f / sqrtf((float)HS));
     p = block_param(l, L_QKVW);
     dt_model_fetch(m, p, 2);
-    k->linear_backward(ctx, dln, GW(p), GW(p + 1), G->dqkv, G->at, a->ln1, G->at, W(p), BT, C,
+    k->linear_backward(ctx, dln, GW(p), GW(p + 1), G->dqkv, DT_F32, a->ln1, G->at, W(p), BT, C,
                        3 * C);
     dt_model_release(m, p, 2);
     READY2(p);
@@ -564,7 +563,7 @@ dt_model *dt_gpt_create(const dt_config *cfg, dt_backend_t be, int max_batch, dt
   if (G->at == DT_F32) G->dlogits = act_alloc(m, (size_t)G->chunk * G->V);
   G->scratch = act_alloc(m, BT * C);
   G->dres = act_alloc(m, BT * C);
-  G->dqkv = act_alloc_t(m, BT * 3 * C, G->at);
+  G->dqkv = act_alloc(m, BT * 3 * C);
   G->dfch = act_alloc_t(m, BT * 4 * C, G->at);
   size_t ws = be->k->embedding_backward_workspace(be->ctx, max_batch, m->max_t, G->V);
   G->emb_ws = ws ? be->alloc(be, ws) : NULL;

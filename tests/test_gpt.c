@@ -495,9 +495,8 @@ static void check_classifier_chunk(const fixture *fx, dt_backend_t be, float *p)
  * keeps 2 bytes instead of 4 for each LayerNorm output (ln_1 and ln_2 of
  * every block and ln_f: 2L+1 of (BT,C)) and for the MLP hidden before and
  * after GELU and its gradient (2L+1 of (BT,4C) under recompute none), for
- * qkv and attention's output (L of (BT,4C)) and qkv's gradient (BT,3C),
- * and for the classifier's logits, whose gradient overwrites them; nothing
- * else changes size. */
+ * qkv and attention's output (L of (BT,4C)), and for the classifier's
+ * logits, whose gradient overwrites them; nothing else changes size. */
 static void check_bf16_oracle(const fixture *fx, dt_backend_t be, float *p) {
   const size_t BT = (size_t)fx->B * fx->T, V = (size_t)fx->V;
   g_prec = "bf16";
@@ -514,7 +513,7 @@ static void check_bf16_oracle(const fixture *fx, dt_backend_t be, float *p) {
   /* and the classifier's chunk (all rows here) of logits in bf16 and no
    * separate dlogits: 2 bytes an element instead of 4 + 4 */
   const size_t saved =
-      2 * rows * ((2 * L + 1) * C + (2 * L + 1) * 4 * C + L * 4 * C + 3 * C) + 6 * rows * fx->V;
+      2 * rows * ((2 * L + 1) * C + (2 * L + 1) * 4 * C + L * 4 * C) + 6 * rows * fx->V;
   CHECK(m32->activation_bytes - m->activation_bytes == saved,
         "bf16 activations: %zu bytes vs fp32's %zu: %zu saved, want %zu", m->activation_bytes,
         m32->activation_bytes, m32->activation_bytes - m->activation_bytes, saved);

@@ -59,7 +59,7 @@ void dt_cpu_attention_forward(void *ctx, void *out, float *lse, const void *q, c
   free(q32), free(k32), free(v32), free(o32);
 }
 
-void dt_cpu_attention_backward(void *ctx, void *dq, void *dk, void *dv, const float *dout,
+void dt_cpu_attention_backward(void *ctx, float *dq, float *dk, float *dv, const float *dout,
                                const void *q, const void *k, const void *v, const void *out,
                                dt_dtype t, const float *lse, int B, int Tq, int Tk, int NH,
                                int HS, int q_stride, int kv_stride, int causal,
@@ -70,20 +70,18 @@ void dt_cpu_attention_backward(void *ctx, void *dq, void *dk, void *dv, const fl
                  causal, key_len, scale);
     return;
   }
-  /* the fp32 gradients at stride NH*HS, then rounded into their strided places */
+  /* the fp32 gradients at stride NH*HS, then into their strided places */
   const size_t W = (size_t)NH * HS, nq = (size_t)B * Tq, nk = (size_t)B * Tk;
   float *q32 = rows_f32(q, nq, W, q_stride), *k32 = rows_f32(k, nk, W, kv_stride);
   float *v32 = rows_f32(v, nk, W, kv_stride), *o32 = rows_f32(out, nq, W, W);
   float *g = dt_malloc(sizeof(float) * (nq * W + 2 * nk * W + 1));
   backward_f32(g, g + nq * W, g + nq * W + nk * W, dout, q32, k32, v32, o32, lse, B, Tq, Tk, NH,
                HS, (int)W, (int)W, causal, key_len, scale);
-  for (size_t r = 0; r < nq; r++)
-    for (size_t j = 0; j < W; j++) dt_store(dq, DT_BF16, r * q_stride + j, g[r * W + j]);
-  for (size_t r = 0; r < nk; r++)
-    for (size_t j = 0; j < W; j++) {
-      dt_store(dk, DT_BF16, r * kv_stride + j, g[nq * W + r * W + j]);
-      dt_store(dv, DT_BF16, r * kv_stride + j, g[nq * W + nk * W + r * W + j]);
-    }
+  for (size_t r = 0; r < nq; r++) memcpy(dq + r * q_stride, g + r * W, W * sizeof(float));
+  for (size_t r = 0; r < nk; r++) {
+    memcpy(dk + r * kv_stride, g + nq * W + r * W, W * sizeof(float));
+    memcpy(dv + r * kv_stride, g + nq * W + nk * W + r * W, W * sizeof(float));
+  }
   free(q32), free(k32), free(v32), free(o32), free(g);
 }
 

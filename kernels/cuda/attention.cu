@@ -182,35 +182,19 @@ static __global__ void att_rows_f32_kernel(float *dst, const __nv_bfloat16 *src,
     dst[e] = __bfloat162float(src[e]);
   }
 }
-static __global__ void att_rows_bf16_kernel(__nv_bfloat16 *dst, const float *src, size_t rows,
-                                            int W, size_t stride) {
-  DT_GRID_STRIDE(i, rows * (size_t)W) {
-    const size_t e = i / W * stride + i % W;
-    dst[e] = __float2bfloat16_rn(src[e]);
-  }
-}
-/* rows (rows, W) at stride of fp32 src rounded into bf16 dst at the same places */
-static void att_rows_bf16(dt_cuda_ctx *c, void *dst, const float *src, size_t rows, int W,
-                          size_t stride) {
-  const size_t n = rows * W;
-  if (!n) return;
-  att_rows_bf16_kernel<<<dt_cuda_blocks(n, DT_CUDA_THREADS), DT_CUDA_THREADS, 0, c->stream>>>(
-      (__nv_bfloat16 *)dst, src, rows, W, stride);
-  CUDA_LAUNCH_CHECK();
+static __global__ void att_to_bf16_kernel(__nv_bfloat16 *dst, const float *src, size_t n) {
+  DT_GRID_STRIDE(i, n) dst[i] = __float2bfloat16_rn(src[i]);
 }
 
 /* fp32 copies of the bf16 views q (nq rows at qs), k and v (nk at kvs) and,
- * with out, of out (nq rows of W); *o32 gets room for an fp32 out and g32
- * (when not NULL) for fp32 dq, dk, dv laid out as q, k, v */
+ * with out, of out (nq rows of W); *o32 gets room for an fp32 out */
 static void att_f32_copies(dt_cuda_ctx *c, const void *q, const void *k, const void *v,
                            const void *out, size_t nq, size_t nk, int W, size_t qs, size_t kvs,
-                           float **q32, float **k32, float **v32, float **o32, float **g32) {
+                           float **q32, float **k32, float **v32, float **o32) {
   const size_t nqe = nq ? (nq - 1) * qs + W : 0, nke = nk ? (nk - 1) * kvs + W : 0;
-  const size_t grads = g32 ? nqe + 2 * nke : 0;
   float *base = (float *)dt_cuda_grow(&c->att_f32, &c->att_f32_cap,
-                                      sizeof(float) * (nqe + 2 * nke + nq * W + grads + 1));
+                                      sizeof(float) * (nqe + 2 * nke + nq * W + 1));
   *q32 = base, *k32 = base + nqe, *v32 = *k32 + nke, *o32 = *v32 + nke;
-  if (g32) g32[0] = *o32 + nq * W, g32[1] = g32[0] + nqe, g32[2] = g32[1] + nke;
   const struct { float *d; const void *s; size_t rows, stride; } cv[4] = {
       {*q32, q, nq, qs}, {*k32, k, nk, kvs}, {*v32, v, nk, kvs}, {*o32, out, nq, (size_t)W}};
   for (int i = 0; i < 4; i++) {
@@ -235,10 +219,12 @@ extern "C" void dt_cuda_attention_forward(void *ctx, void *out, float *lse, cons
     const size_t nq = (size_t)B * Tq;
     float *q32, *k32, *v32, *o32;
     att_f32_copies(c, q, k, v, NULL, nq, (size_t)B * Tk, W, q_stride, kv_stride, &q32, &k32,
-                   &v32, &o32, NULL);
+                   &v32, &o32);
     dt_cuda_attention_forward(ctx, o32, lse, q32, k32, v32, DT_F32, B, Tq, Tk, NH, HS, q_stride,
                               kv_stride, causal, key_len, scale);
-    att_rows_bf16(c, out, o32, nq, W, W);
+    att_to_bf16_kernel<<<dt_cuda_blocks(nq * W, DT_CUDA_THREADS), DT_CUDA_THREADS, 0,
+                         c->stream>>>((__nv_bfloat16 *)out, o32, nq * W);
+    CUDA_LAUNCH_CHECK();
     return;
   }
   if (c->att_impl != DT_ATT_SIMPLE && dt_cuda_flash_supported(HS)) {
@@ -253,7 +239,7 @@ extern "C" void dt_cuda_attention_forward(void *ctx, void *out, float *lse, cons
   CUDA_LAUNCH_CHECK();
 }
 
-extern "C" void dt_cuda_attention_backward(void *ctx, void *dqv, void *dkv, void *dvv,
+extern "C" void dt_cuda_attention_backward(void *ctx, float *dq, float *dk, float *dv,
                                            const float *dout, const void *qv, const void *kv,
                                            const void *vv, const void *outv, dt_dtype t,
                                            const float *lse, int B, int Tq, int Tk, int NH,
@@ -263,26 +249,20 @@ extern "C" void dt_cuda_attention_backward(void *ctx, void *dqv, void *dkv, void
   if (B <= 0 || NH <= 0 || HS <= 0) return;
   att_check_sizes(B, Tq, Tk, NH, HS);
   if (t == DT_BF16 && !dt_cuda_flash_bf16(ctx, HS)) {
-    const size_t nq = (size_t)B * Tq, nk = (size_t)B * Tk;
-    const int W = NH * HS;
-    float *q32, *k32, *v32, *o32, *g[3];
-    att_f32_copies(c, qv, kv, vv, outv, nq, nk, W, q_stride, kv_stride, &q32, &k32, &v32, &o32,
-                   g);
-    dt_cuda_attention_backward(ctx, g[0], g[1], g[2], dout, q32, k32, v32, o32, DT_F32, lse, B,
-                               Tq, Tk, NH, HS, q_stride, kv_stride, causal, key_len, scale);
-    att_rows_bf16(c, dqv, g[0], nq, W, q_stride);
-    att_rows_bf16(c, dkv, g[1], nk, W, kv_stride);
-    att_rows_bf16(c, dvv, g[2], nk, W, kv_stride);
+    float *q32, *k32, *v32, *o32;
+    att_f32_copies(c, qv, kv, vv, outv, (size_t)B * Tq, (size_t)B * Tk, NH * HS, q_stride,
+                   kv_stride, &q32, &k32, &v32, &o32);
+    dt_cuda_attention_backward(ctx, dq, dk, dv, dout, q32, k32, v32, o32, DT_F32, lse, B, Tq, Tk,
+                               NH, HS, q_stride, kv_stride, causal, key_len, scale);
     return;
   }
   if (c->att_impl != DT_ATT_SIMPLE && dt_cuda_flash_supported(HS)) {
-    dt_cuda_flash_backward(ctx, dqv, dkv, dvv, dout, qv, kv, vv, outv, t, lse, B, Tq, Tk, NH, HS,
+    dt_cuda_flash_backward(ctx, dq, dk, dv, dout, qv, kv, vv, outv, t, lse, B, Tq, Tk, NH, HS,
                            q_stride, kv_stride, causal, key_len, scale);
     return;
   }
   const float *q = (const float *)qv, *k = (const float *)kv, *v = (const float *)vv;
   const float *out = (const float *)outv;
-  float *dq = (float *)dqv, *dk = (float *)dkv, *dv = (float *)dvv;
   cudaStream_t st = c->stream;
   if (Tq > 0) {
     const size_t shm = sizeof(double) * (HS + ATT_THREADS) + sizeof(float) * 2 * HS;

@@ -64,7 +64,7 @@ static void fb_forward(dt_cuda_ctx *c, void *out, float *lse, const void *q, con
 }
 
 template <typename T>
-static void fb_backward(dt_cuda_ctx *c, void *dq, void *dk, void *dv, const float *dout,
+static void fb_backward(dt_cuda_ctx *c, float *dq, float *dk, float *dv, const float *dout,
                         const void *q, const void *k, const void *v, const float *lse,
                         const float *D, int B, int Tq, int Tk, int NH, int HS, int q_stride,
                         int kv_stride, int causal, const int32_t *key_len, float scale) {
@@ -72,7 +72,7 @@ static void fb_backward(dt_cuda_ctx *c, void *dq, void *dk, void *dv, const floa
     const size_t shm = fb_smem(HS, 4, 2, 2, 2, 2);
     FA_ALLOW_SMEM(flash_bf16_dkv_kernel<T>, shm);
     flash_bf16_dkv_kernel<T><<<dim3((Tk + FA_T - 1) / FA_T, NH, B), FB_THREADS, shm,
-                               c->stream>>>((T *)dk, (T *)dv, dout, (const T *)q, (const T *)k,
+                               c->stream>>>(dk, dv, dout, (const T *)q, (const T *)k,
                                             (const T *)v, lse, D, Tq, Tk, NH, HS, q_stride,
                                             kv_stride, causal, key_len, scale);
     CUDA_LAUNCH_CHECK();
@@ -81,7 +81,7 @@ static void fb_backward(dt_cuda_ctx *c, void *dq, void *dk, void *dv, const floa
     const size_t shm = fb_smem(HS, 4, 2, 1, 1, 0);
     FA_ALLOW_SMEM(flash_bf16_dq_kernel<T>, shm);
     flash_bf16_dq_kernel<T><<<dim3((Tq + FA_T - 1) / FA_T, NH, B), FB_THREADS, shm,
-                              c->stream>>>((T *)dq, dout, (const T *)q, (const T *)k, (const T *)v,
+                              c->stream>>>(dq, dout, (const T *)q, (const T *)k, (const T *)v,
                                            lse, D, Tq, Tk, NH, HS, q_stride, kv_stride, causal,
                                            key_len, scale);
     CUDA_LAUNCH_CHECK();
@@ -111,7 +111,7 @@ extern "C" void dt_cuda_flash_forward(void *ctx, void *out, float *lse, const vo
   CUDA_LAUNCH_CHECK();
 }
 
-extern "C" void dt_cuda_flash_backward(void *ctx, void *dq, void *dk, void *dv,
+extern "C" void dt_cuda_flash_backward(void *ctx, float *dq, float *dk, float *dv,
                                        const float *dout, const void *q, const void *k,
                                        const void *v, const void *out, dt_dtype t,
                                        const float *lse, int B, int Tq, int Tk, int NH, int HS,
@@ -145,15 +145,15 @@ extern "C" void dt_cuda_flash_backward(void *ctx, void *dq, void *dk, void *dv,
     const size_t shm = fa_smem(HS, 4, 2, 2);
     FA_ALLOW_SMEM(flash_bwd_dkv_kernel, shm);
     flash_bwd_dkv_kernel<<<dim3((Tk + FA_T - 1) / FA_T, NH, B), FA_THREADS, shm, c->stream>>>(
-        (float *)dk, (float *)dv, dout, qf, kf, vf, lse, D, Tq, Tk, NH, HS, q_stride, kv_stride,
-        causal, key_len, scale);
+        dk, dv, dout, qf, kf, vf, lse, D, Tq, Tk, NH, HS, q_stride, kv_stride, causal, key_len,
+        scale);
     CUDA_LAUNCH_CHECK();
   }
   if (Tq > 0) {
     const size_t shm = fa_smem(HS, 4, 1, 0);
     FA_ALLOW_SMEM(flash_bwd_dq_kernel, shm);
     flash_bwd_dq_kernel<<<dim3((Tq + FA_T - 1) / FA_T, NH, B), FA_THREADS, shm, c->stream>>>(
-        (float *)dq, dout, qf, kf, vf, lse, D, Tq, Tk, NH, HS, q_stride, kv_stride, causal, key_len,
+        dq, dout, qf, kf, vf, lse, D, Tq, Tk, NH, HS, q_stride, kv_stride, causal, key_len,
         scale);
     CUDA_LAUNCH_CHECK();
   }

@@ -476,7 +476,7 @@ static __global__ void __launch_bounds__(FB_THREADS)
  * (bf16 FA_T x FB_LDP) | dK dV (fp32 FA_T x ldo) | Lq Dq (fp32 FA_T) */
 template <typename T>
 static __global__ void __launch_bounds__(FB_THREADS)
-    flash_bf16_dkv_kernel(T *dk, T *dv, const float *dout, const T *q, const T *k,
+    flash_bf16_dkv_kernel(float *dk, float *dv, const float *dout, const T *q, const T *k,
                           const T *v, const float *lse, const float *Dg,
                           int Tq, int Tk, int NH, int HS, int q_stride, int kv_stride,
                           int causal, const int32_t *key_len, float scale) {
@@ -532,7 +532,7 @@ static __global__ void __launch_bounds__(FB_THREADS)
     const int rr = w * 16 + idx / HS, d = idx % HS, jj = j0 + rr;
     if (jj < Tk) {
       const size_t row = ((size_t)b * Tk + jj) * kv_stride + (size_t)h * HS;
-      fa_put(&dk[row + d], dK[rr * g.ldo + d]), fa_put(&dv[row + d], dV[rr * g.ldo + d]);
+      dk[row + d] = dK[rr * g.ldo + d], dv[row + d] = dV[rr * g.ldo + d];
     }
   }
 }
@@ -541,7 +541,7 @@ static __global__ void __launch_bounds__(FB_THREADS)
  * shared: Qs dOs Ks Vs (bf16) | S dP (fp32) | dS (bf16) | dQ (fp32) */
 template <typename T>
 static __global__ void __launch_bounds__(FB_THREADS)
-    flash_bf16_dq_kernel(T *dq, const float *dout, const T *q, const T *k, const T *v,
+    flash_bf16_dq_kernel(float *dq, const float *dout, const T *q, const T *k, const T *v,
                          const float *lse, const float *Dg, int Tq, int Tk,
                          int NH, int HS, int q_stride, int kv_stride, int causal,
                          const int32_t *key_len, float scale) {
@@ -587,8 +587,7 @@ static __global__ void __launch_bounds__(FB_THREADS)
   __syncthreads();
   for (int idx = lane; idx < 16 * HS; idx += 32) {
     const int rr = w * 16 + idx / HS, d = idx % HS, ii = i0 + rr;
-    if (ii < Tq)
-      fa_put(&dq[((size_t)b * Tq + ii) * q_stride + (size_t)h * HS + d], dQ[rr * g.ldo + d]);
+    if (ii < Tq) dq[((size_t)b * Tq + ii) * q_stride + (size_t)h * HS + d] = dQ[rr * g.ldo + d];
   }
 }
 
