@@ -517,7 +517,6 @@ extern "C" void dt_cuda_lm_head_backward(void *ctx, float *losses, float *dx, fl
                                          const float *w, int n, int c, int v, float dscale) {
   dt_cuda_ctx *cc = DT_CUDA_CTX(ctx);
   need_bf16_mode(cc, xt);
-  need_bf16_mode(cc, lt);
   if (!cc->matmul_bf16 || n <= 0 || c <= 0 || v <= 0) {
     dt_cuda_softmax_xent(ctx, losses, (float *)scratch, logits, lt, targets, n, v, dscale);
     dt_cuda_linear_backward(ctx, dx, dw, NULL, scratch, DT_F32, x, xt, w, n, c, v);
