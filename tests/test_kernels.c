@@ -1130,6 +1130,13 @@ static void lact_free(lact_data *x) {
   for (size_t i = 0; i < DT_ARRAY_LEN(all); i++) free(all[i]);
 }
 
+/* "gelu_tanh n=4 c=8 oc=16 ..." and what is NULL or unaligned, then tail */
+static void lact_desc(char *desc, size_t size, const lact_case *lc, const char *tail) {
+  snprintf(desc, size, "%s n=%d c=%d oc=%d%s%s%s%s", act_name[lc->act], lc->n, lc->c, lc->oc,
+           lc->bias ? "" : " b=NULL", lc->pre ? "" : " pre=NULL", lc->off ? " unaligned" : "",
+           tail);
+}
+
 /* random inputs (seeded) for lc */
 static void lact_inputs(lact_data *in, const lact_case *lc, int seed) {
   const size_t nin = (size_t)lc->n * lc->c, nw = (size_t)lc->oc * lc->c,
@@ -1162,9 +1169,7 @@ static void lact_twin(const lact_case *lc, const lact_data *in, const lact_data 
 
 static void test_linear_act(const lact_case *lc, int idx) {
   char desc[128];
-  snprintf(desc, sizeof desc, "%s n=%d c=%d oc=%d%s%s%s", act_name[lc->act], lc->n, lc->c,
-           lc->oc, lc->bias ? "" : " b=NULL", lc->pre ? "" : " pre=NULL",
-           lc->off ? " unaligned" : "");
+  lact_desc(desc, sizeof desc, lc, "");
   const size_t nin = (size_t)lc->n * lc->c, nw = (size_t)lc->oc * lc->c,
                no = (size_t)lc->n * lc->oc;
   lact_data in, cpu;
@@ -1486,9 +1491,7 @@ static size_t not_rounding_of(const float *got, const double *want, size_t n) {
  * linear_backward's. Then the GPU against the CPU within one bf16 step. */
 static void test_linear_act_bf16(const lact_case *lc, int idx) {
   char desc[128];
-  snprintf(desc, sizeof desc, "%s n=%d c=%d oc=%d%s%s%s bf16", act_name[lc->act], lc->n, lc->c,
-           lc->oc, lc->bias ? "" : " b=NULL", lc->pre ? "" : " pre=NULL",
-           lc->off ? " unaligned" : "");
+  lact_desc(desc, sizeof desc, lc, " bf16");
   const size_t nin = (size_t)lc->n * lc->c, nw = (size_t)lc->oc * lc->c,
                no = (size_t)lc->n * lc->oc;
   lact_data in, cpu;

@@ -182,9 +182,6 @@ static __global__ void att_rows_f32_kernel(float *dst, const __nv_bfloat16 *src,
     dst[e] = __bfloat162float(src[e]);
   }
 }
-static __global__ void att_to_bf16_kernel(__nv_bfloat16 *dst, const float *src, size_t n) {
-  DT_GRID_STRIDE(i, n) dst[i] = __float2bfloat16_rn(src[i]);
-}
 
 /* fp32 copies of the bf16 views q (nq rows at qs), k and v (nk at kvs) and,
  * with out, of out (nq rows of W); *o32 gets room for an fp32 out */
@@ -222,9 +219,7 @@ extern "C" void dt_cuda_attention_forward(void *ctx, void *out, float *lse, cons
                    &v32, &o32);
     dt_cuda_attention_forward(ctx, o32, lse, q32, k32, v32, DT_F32, B, Tq, Tk, NH, HS, q_stride,
                               kv_stride, causal, key_len, scale);
-    att_to_bf16_kernel<<<dt_cuda_blocks(nq * W, DT_CUDA_THREADS), DT_CUDA_THREADS, 0,
-                         c->stream>>>((__nv_bfloat16 *)out, o32, nq * W);
-    CUDA_LAUNCH_CHECK();
+    dt_cuda_to_bf16(c, out, o32, nq * W);
     return;
   }
   if (c->att_impl != DT_ATT_SIMPLE && dt_cuda_flash_supported(HS)) {

@@ -17,6 +17,7 @@
 
 #include "dt.h"
 #include "checks.h"
+#include "elem.cuh"
 #include "kernels.h" /* dt_dtype */
 
 typedef struct dt_cuda_ctx {
@@ -130,6 +131,18 @@ static inline unsigned dt_cuda_blocks(size_t n, int threads) {
  * A is stored (M,K) row-major, or (K,M) when ta; B is (K,N), or (N,K) when tb.
  * A row-major X is the column-major X^T, so C^T = op(B)^T op(A)^T is one
  * column-major call with the operands swapped. */
+void dt_cuda_gemm_rm(dt_cuda_ctx *c, int ta, int tb, int m, int n, int k, float alpha,
+                     const float *a, const float *b, float beta, float *out);
+/* The same for `batch` independent products at the given element strides
+ * (a stride of 0 reuses one operand for every product). */
+void dt_cuda_gemm_rm_batched(dt_cuda_ctx *c, int ta, int tb, int m, int n, int k, float alpha,
+                             const float *a, long long stride_a, const float *b,
+                             long long stride_b, float beta, float *out, long long stride_c,
+                             int batch);
+
+/* x (n, fp32) rounded into out (n, bf16), in stream order (matmul.cu) */
+void dt_cuda_to_bf16(dt_cuda_ctx *c, void *out, const float *x, size_t n);
+
 /* softmax_xent (kernels.h) with dlogits (N,V) written in bf16 (xent.cu);
  * dlogits may alias bf16 logits only */
 void dt_cuda_softmax_xent_bf16(dt_cuda_ctx *c, float *losses, void *dlogits, const void *logits,
@@ -140,15 +153,6 @@ void dt_cuda_softmax_xent_bf16(dt_cuda_ctx *c, float *losses, void *dlogits, con
 extern "C"
 #endif
 void dt_cuda_lt_plans_free(dt_cuda_ctx *c);
-
-void dt_cuda_gemm_rm(dt_cuda_ctx *c, int ta, int tb, int m, int n, int k, float alpha,
-                     const float *a, const float *b, float beta, float *out);
-/* The same for `batch` independent products at the given element strides
- * (a stride of 0 reuses one operand for every product). */
-void dt_cuda_gemm_rm_batched(dt_cuda_ctx *c, int ta, int tb, int m, int n, int k, float alpha,
-                             const float *a, long long stride_a, const float *b,
-                             long long stride_b, float beta, float *out, long long stride_c,
-                             int batch);
 
 #ifdef __CUDACC__
 /* Block-wide sum of a double; every thread gets the result. blockDim.x must

@@ -13,6 +13,7 @@
 #include <mma.h>
 
 #include "att_keys.cuh"
+#include "elem.cuh"
 #ifndef DT_DYN_SMEM /* cuda_common.h's, when it was not included first */
 #define DT_DYN_SMEM(T, name) extern __shared__ __align__(128) T name[]
 #endif
@@ -161,14 +162,6 @@ static __global__ void __launch_bounds__(FA_THREADS)
   }
 }
 
-/* an element of a T tensor as fp32, and an fp32 value stored as T */
-static __device__ __forceinline__ float fa_f32(float x) { return x; }
-static __device__ __forceinline__ float fa_f32(__nv_bfloat16 x) { return __bfloat162float(x); }
-static __device__ __forceinline__ void fa_put(float *p, float x) { *p = x; }
-static __device__ __forceinline__ void fa_put(__nv_bfloat16 *p, float x) {
-  *p = __float2bfloat16_rn(x);
-}
-
 /* D (B,NH,Tq) = rowsum(dout * out), one warp per row; out of type T */
 template <typename T>
 static __global__ void flash_rowdot_kernel(float *D, const float *dout, const T *out,
@@ -179,7 +172,7 @@ static __global__ void flash_rowdot_kernel(float *D, const float *dout, const T 
   const int i = (int)(row % Tq), h = (int)((row / Tq) % NH), b = (int)(row / ((size_t)Tq * NH));
   const size_t o = (((size_t)b * Tq + i) * NH + h) * HS;
   float s = 0.0f;
-  for (int d = lane; d < HS; d += 32) s = fmaf(dout[o + d], fa_f32(out[o + d]), s);
+  for (int d = lane; d < HS; d += 32) s = fmaf(dout[o + d], dt_ld(&out[o + d]), s);
   for (int off = 16; off > 0; off >>= 1) s += __shfl_xor_sync(0xffffffffu, s, off);
   if (lane == 0) D[row] = s;
 }
@@ -462,7 +455,7 @@ static __global__ void __launch_bounds__(FB_THREADS)
   for (int idx = lane; idx < 16 * HS; idx += 32) {
     const int rr = w * 16 + idx / HS, d = idx % HS, i = i0 + rr;
     if (i < Tq)
-      fa_put(&out[(((size_t)b * Tq + i) * NH + h) * HS + d],
+      dt_st(&out[(((size_t)b * Tq + i) * NH + h) * HS + d],
              L[rr] > 0.0f ? O[rr * g.ldo + d] / L[rr] : 0.0f);
   }
   if (lane < 16) {

@@ -42,7 +42,8 @@ static __global__ void to_bf16_kernel(__nv_bfloat16 *out, const float *in, size_
   DT_GRID_STRIDE(i, n) out[i] = __float2bfloat16_rn(in[i]);
 }
 
-static void to_bf16(dt_cuda_ctx *c, void *out, const float *in, size_t n) {
+void dt_cuda_to_bf16(dt_cuda_ctx *c, void *out, const float *in, size_t n) {
+  if (!n) return;
   to_bf16_kernel<<<dt_cuda_blocks(n, DT_CUDA_THREADS), DT_CUDA_THREADS, 0, c->stream>>>(
       (__nv_bfloat16 *)out, in, n);
   CUDA_LAUNCH_CHECK();
@@ -77,17 +78,14 @@ static const __nv_bfloat16 *bf16_operand(dt_cuda_ctx *c, int slot, const void *x
     __nv_bfloat16 *w16 = (__nv_bfloat16 *)c->w16;
     if (!c->w16_fresh) {
       w16 = (__nv_bfloat16 *)dt_cuda_grow(&c->w16, &c->w16_cap, c->wn * sizeof(__nv_bfloat16));
-      to_bf16_kernel<<<dt_cuda_blocks(c->wn, DT_CUDA_THREADS), DT_CUDA_THREADS, 0, c->stream>>>(
-          w16, c->wsrc, c->wn);
-      CUDA_LAUNCH_CHECK();
+      dt_cuda_to_bf16(c, w16, c->wsrc, c->wn);
       c->w16_fresh = 1;
     }
     return w16 + (x - c->wsrc);
   }
   __nv_bfloat16 *t = (__nv_bfloat16 *)dt_cuda_grow(&c->bf16_buf[slot], &c->bf16_cap[slot],
                                                     n * sizeof(__nv_bfloat16));
-  to_bf16_kernel<<<dt_cuda_blocks(n, DT_CUDA_THREADS), DT_CUDA_THREADS, 0, c->stream>>>(t, x, n);
-  CUDA_LAUNCH_CHECK();
+  dt_cuda_to_bf16(c, t, x, n);
   return t;
 }
 
@@ -310,15 +308,13 @@ static __global__ void bias_add_bf16_kernel(float *out, const __nv_bfloat16 *b, 
  * column (coalesced reads), threadIdx.y strides the rows; the 8 partial sums
  * are combined in a fixed order, so the result is deterministic. */
 #define BIAS_GRAD_ROWS 8
-static __device__ double ld_f(const float *p, size_t i) { return p[i]; }
-static __device__ double ld_f(const __nv_bfloat16 *p, size_t i) { return __bfloat162float(p[i]); }
 template <typename T>
 static __global__ void bias_grad_kernel(float *db, const T *dout, int n, int oc) {
   __shared__ double part[BIAS_GRAD_ROWS][32];
   const int j = blockIdx.x * 32 + threadIdx.x;
   double s = 0.0;
   if (j < oc)
-    for (int r = threadIdx.y; r < n; r += BIAS_GRAD_ROWS) s += ld_f(dout, (size_t)r * oc + j);
+    for (int r = threadIdx.y; r < n; r += BIAS_GRAD_ROWS) s += dt_ld(&dout[(size_t)r * oc + j]);
   part[threadIdx.y][threadIdx.x] = s;
   __syncthreads();
   if (threadIdx.y == 0 && j < oc) {
@@ -390,7 +386,7 @@ extern "C" void dt_cuda_linear_forward(void *ctx, void *out, dt_dtype ot, const 
       return;
   }
   /* unfused: the fp32 sum in scratch, rounded once */
-  to_bf16(cc, out, sum_bf16_bias(cc, inp, it, w, bias, n, c, oc), total);
+  dt_cuda_to_bf16(cc, out, sum_bf16_bias(cc, inp, it, w, bias, n, c, oc), total);
 }
 
 /* linear_backward's parameter half: dw (OC,C) += dout^T (OC,N) @ inp (N,C),
@@ -469,9 +465,9 @@ extern "C" void dt_cuda_linear_act_forward(void *ctx, dt_act act, void *out, voi
   }
   /* bf16 outputs, unfused: the fp32 sum in scratch, rounded into each */
   float *sum = sum_bf16_bias(cc, inp, it, w, bias, n, c, oc);
-  if (pre) to_bf16(cc, pre, sum, total);
+  if (pre) dt_cuda_to_bf16(cc, pre, sum, total);
   dt_cuda_act_forward(ctx, act, sum, sum, total);
-  to_bf16(cc, out, sum, total);
+  dt_cuda_to_bf16(cc, out, sum, total);
 }
 
 extern "C" void dt_cuda_linear_backward_act(void *ctx, dt_act act, void *dpre, float *dw,
@@ -508,7 +504,7 @@ extern "C" void dt_cuda_linear_backward_act(void *ctx, dt_act act, void *dpre, f
       p, (const __nv_bfloat16 *)pre, total);
   CUDA_LAUNCH_CHECK();
   dt_cuda_act_backward(ctx, act, prod, prod, p, total);
-  to_bf16(cc, dpre, prod, total);
+  dt_cuda_to_bf16(cc, dpre, prod, total);
 }
 
 extern "C" void dt_cuda_lm_head_backward(void *ctx, float *losses, float *dx, float *dw,

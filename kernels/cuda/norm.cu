@@ -12,9 +12,6 @@
 #define LN_COLS 32 /* dweight/dbias block: LN_COLS columns x LN_ROWS row groups */
 #define LN_ROWS 8
 
-static __device__ void ln_store(float *p, float v) { *p = v; }
-static __device__ void ln_store(__nv_bfloat16 *p, float v) { *p = __float2bfloat16_rn(v); }
-
 /* One row: res (C) = a + b first when RES, then out (of type T), mean, rstd
  * from x = res or inp. */
 template <bool RES, typename T>
@@ -41,7 +38,7 @@ static __global__ void __launch_bounds__(LN_THREADS)
   const float mf = (float)m, sf = (float)(1.0 / sqrt(v + (double)eps));
   T *y = out + row;
   for (int j = threadIdx.x; j < c; j += blockDim.x)
-    ln_store(&y[j], (x[j] - mf) * sf * weight[j] + bias[j]);
+    dt_st(&y[j], (x[j] - mf) * sf * weight[j] + bias[j]);
   if (threadIdx.x == 0) {
     if (mean) mean[blockIdx.x] = mf;
     if (rstd) rstd[blockIdx.x] = sf;

@@ -8,22 +8,11 @@
 #include "cuda_common.h"
 #include "xent.h"
 
-/* dlogits are stored as fp32, or in bf16 (rounded from the fp32 value, so
- * the bits are those of converting an fp32 dlogits afterwards) */
-static __device__ __forceinline__ void xent_store(float *d, float f) { *d = f; }
-static __device__ __forceinline__ void xent_store(__nv_bfloat16 *d, float f) {
-  *d = __float2bfloat16_rn(f);
-}
-
-static __device__ __forceinline__ float xent_load(const float *p) { return *p; }
-static __device__ __forceinline__ float xent_load(const __nv_bfloat16 *p) {
-  return __bfloat162float(*p);
-}
-
 #define XENT_THREADS 512
 
 /* losses (N), dlogits (N,V) or NULL (may alias logits of its own type),
- * logits (N,V) of type L, targets (N) */
+ * logits (N,V) of type L, targets (N). bf16 dlogits are rounded from the
+ * fp32 value: the bits of converting fp32 dlogits afterwards. */
 template <typename D, typename L>
 static __global__ void __launch_bounds__(XENT_THREADS)
     softmax_xent_kernel(float *losses, D *dlogits, const L *logits, const int32_t *targets,
@@ -34,17 +23,17 @@ static __global__ void __launch_bounds__(XENT_THREADS)
   const bool t_ok = t >= 0 && t < v;
   /* read before any write: dlogits may alias logits (the barriers inside the
    * block reductions below separate every read from the writes) */
-  const float xt = t_ok ? xent_load(&x[t]) : __int_as_float(0x7fc00000); /* NaN: bad target */
+  const float xt = t_ok ? dt_ld(&x[t]) : __int_as_float(0x7fc00000); /* NaN: bad target */
 
   float m = -INFINITY;
   for (int j = threadIdx.x; j < v; j += blockDim.x) {
-    const float u = xent_load(&x[j]);
+    const float u = dt_ld(&x[j]);
     m = (u > m || u != u) ? u : m;
   }
   m = dt_block_max(m);
 
   double s = 0.0;
-  for (int j = threadIdx.x; j < v; j += blockDim.x) s += exp((double)xent_load(&x[j]) - (double)m);
+  for (int j = threadIdx.x; j < v; j += blockDim.x) s += exp((double)dt_ld(&x[j]) - (double)m);
   s = dt_block_sum(s);
 
   if (threadIdx.x == 0 && losses) losses[row] = (float)(log(s) - ((double)xt - (double)m));
@@ -52,8 +41,8 @@ static __global__ void __launch_bounds__(XENT_THREADS)
     D *d = dlogits + row * (size_t)v;
     const double inv = 1.0 / s;
     for (int j = threadIdx.x; j < v; j += blockDim.x) {
-      const double p = exp((double)xent_load(&x[j]) - (double)m) * inv;
-      xent_store(&d[j], (float)((p - (j == t ? 1.0 : 0.0)) * (double)dscale));
+      const double p = exp((double)dt_ld(&x[j]) - (double)m) * inv;
+      dt_st(&d[j], (float)((p - (j == t ? 1.0 : 0.0)) * (double)dscale));
     }
   }
 }
