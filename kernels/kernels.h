@@ -72,6 +72,11 @@ static inline void dt_store(void *p, dt_dtype t, size_t i, float v) {
     ((float *)p)[i] = v;
 }
 
+/* the address of element i of a tensor of type t */
+static inline void *dt_elem(const void *p, dt_dtype t, size_t i) {
+  return (char *)p + i * dt_dtype_size(t);
+}
+
 typedef struct dt_conv2d_shape {
   int n, c, h, w;      /* input (N,C,H,W) */
   int oc, kh, kw;      /* weight (OC,C,KH,KW), bias (OC) */

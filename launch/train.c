@@ -1067,7 +1067,8 @@ int dt_train(const dt_config *c) {
            strcmp(c->train_precision, "bf16")
                ? "fp32"
                : "bf16 matmuls (bf16 operands and weight copy, fp32 accumulation; fp32 master "
-                 "weights and optimizer; GPT's activations in bf16 but the residual stream)");
+                 "weights and optimizer; GPT's and the Transformer's activations in bf16 but the "
+                 "residual stream)");
     if (T->s2s)
       printf("data: %lld train pairs in %lld batches of <= %ld padded tokens / %lld valid "
              "pairs; each batch split over dp %d (micro %lld sentences), %lld steps/epoch, %lld "

@@ -105,7 +105,10 @@ int main(int argc, char **argv) {
 
   dt_backend_t be = dt_backend_create(cfg.train_device, 0, 0, &err);
   if (!be) dt_die_user("--device %s: %s", device, err.msg);
-  /* the decoder runs the encoder in the model's own buffers: sized for one group */
+  /* the decoder runs the encoder in the model's own buffers: sized for one
+   * group; and in fp32 whatever precision trained the weights (the backend
+   * is fp32, and bf16 activations would need bf16 GEMMs) */
+  snprintf(cfg.train_precision, sizeof cfg.train_precision, "fp32");
   dt_model *m = dt_model_create(&cfg, be, (int)cfg.decode_batch, &err);
   if (!m) dt_die_user("%s", err.msg);
   size_t n = m->nparams_total;

@@ -88,11 +88,6 @@ typedef struct gpt {
   const dt_batch *drop_b;
 } gpt;
 
-/* element i of a tensor of the model's type at */
-static void *at_elem(const gpt *G, void *p, size_t i) {
-  return (char *)p + i * dt_dtype_size(G->at);
-}
-
 static int block_param(int l, int which) { return P_BLOCK0 + l * L_COUNT + which; }
 static int lnf_param(const gpt *G) { return P_BLOCK0 + G->L * L_COUNT; }
 static gpt_block_acts *blk(gpt *G, int l) { return &G->acts[G->nacts == 1 ? 0 : l]; }
@@ -145,8 +140,8 @@ static void attn_forward(gpt *G, const dt_batch *b, int l) {
   dt_model_fetch(m, p, 2);
   k->linear_forward(ctx, a->qkv, G->at, a->ln1, G->at, W(p), W(p + 1), BT, C, 3 * C);
   dt_model_release(m, p, 2);
-  k->attention_forward(ctx, a->atty, a->lse, a->qkv, at_elem(G, a->qkv, C),
-                       at_elem(G, a->qkv, 2 * (size_t)C), G->at, b->n, b->t, b->t, NH, HS,
+  k->attention_forward(ctx, a->atty, a->lse, a->qkv, dt_elem(a->qkv, G->at, C),
+                       dt_elem(a->qkv, G->at, 2 * (size_t)C), G->at, b->n, b->t, b->t, NH, HS,
                        3 * C, 3 * C, 1, NULL, 1.0f / sqrtf((float)HS));
   p = block_param(l, L_APROJW);
   dt_model_fetch(m, p, 2);
@@ -237,7 +232,7 @@ static const float *gpt_classifier(gpt *G, const dt_batch *b, float *losses, flo
   dt_model_fetch(m, P_WTE, 1);
   for (int r0 = 0; r0 < BT; r0 += G->chunk) {
     const int R = DT_MIN(G->chunk, BT - r0);
-    const void *x = at_elem(G, G->lnf, (size_t)r0 * C);
+    const void *x = dt_elem(G->lnf, G->at, (size_t)r0 * C);
     k->linear_forward(ctx, G->logits, G->at, x, G->at, W(P_WTE), NULL, R, C, V);
     if (dscale != 0.0f) /* softmax, loss, dlogits and both GEMMs */
       k->lm_head_backward(ctx, losses ? losses + r0 : NULL, dln + (size_t)r0 * C, GW(P_WTE),
@@ -329,7 +324,7 @@ static void gpt_backward(gpt *G, const dt_batch *b) {
     dt_model_release(m, p, 2);
     READY2(p);
     k->attention_backward(ctx, G->dqkv, G->dqkv + C, G->dqkv + 2 * C, dln, a->qkv,
-                          at_elem(G, a->qkv, C), at_elem(G, a->qkv, 2 * (size_t)C), a->atty,
+                          dt_elem(a->qkv, G->at, C), dt_elem(a->qkv, G->at, 2 * (size_t)C), a->atty,
                           G->at, a->lse, b->n, b->t, b->t, NH, HS, 3 * C, 3 * C, 1, NULL,
                           1.0f / sqrtf((float)HS));
     p = block_param(l, L_QKVW);

@@ -30,15 +30,20 @@ enum { SUB_SELF, SUB_CROSS, SUB_FFN };
 enum { SP_W1, SP_B1, SP_W2, SP_B2, SP_LNW, SP_LNB, SUB_NP };
 enum { INIT_ZERO, INIT_ONE, INIT_XAVIER, INIT_EMB };
 
-/* What one sublayer keeps for the backward, at R = n * T rows. */
+/* What one sublayer keeps for the backward, at R = n * T rows. The tensors
+ * only GEMMs and attention read (ln, a, kv, c) are of type t: bf16 under
+ * train.precision = bf16, where the GEMMs round their operands to bf16
+ * anyway. The residual stream (out, sum) and its gradients stay fp32, as
+ * in GPT (models/gpt.c). */
 typedef struct sub_acts {
-  float *ln;          /* pre-LN: LayerNorm of the input (R,D) */
+  dt_dtype t;         /* the type of ln, a, kv and c */
+  void *ln;           /* pre-LN: LayerNorm of the input (R,D) */
   float *mean, *rstd; /* (R) statistics of that LayerNorm (pre) or of sum (post) */
   float *sum;         /* post-LN: input + branch (R,D) */
   float *out;         /* the residual stream after the sublayer (R,D) */
-  float *a;           /* self: qkv (R,3D); cross: q (R,D); ffn: fc1 output (R,F) */
-  float *kv;          /* cross: k|v of the encoder output (S,2D) */
-  float *c;           /* attention output (R,D), or the activation of fc1 (R,F) */
+  void *a;            /* self: qkv (R,3D); cross: q (R,D); ffn: fc1 output (R,F) */
+  void *kv;           /* cross: k|v of the encoder output (S,2D) */
+  void *c;            /* attention output (R,D), or the activation of fc1 (R,F) */
   float *lse;         /* attention: (n,NH,T) */
 } sub_acts;
 
@@ -58,6 +63,7 @@ typedef struct tf {
   unsigned char *init_kind; /* (nparams) INIT_* */
   int D, NH, F, Le, Ld, V, maxPos, pre, learned, shared;
   dt_act act;
+  dt_dtype at;      /* sub_acts' t in training: bf16 under train.precision = bf16 */
   float smoothing;
   int p_enc_emb, p_dec_emb, p_out, p_enc_pos, p_dec_pos; /* -1 when absent */
   int p_enc0, p_enc_ln, p_dec0, p_dec_ln;                /* first sublayer; final LNs (pre) */
@@ -70,7 +76,8 @@ typedef struct tf {
   float *logits, *dlogits;            /* (chunk, V) */
   float *tmp;                         /* (R,D) branch output (post-LN) */
   float *d0, *d1, *du, *datt;         /* (R,D) backward scratch */
-  float *dqkv, *dfc;                  /* (R,3D) (R,F) */
+  float *dqkv;                        /* (R,3D), fp32 (qkv's bias gradient sums it) */
+  void *dfc;                          /* (R,F), of type at */
   float *dkv, *denc, *denc_tmp;       /* (S,2D) (S,D) (S,D) */
   void *emb_ws;
   float dropout;                      /* [model] dropout */
@@ -78,7 +85,7 @@ typedef struct tf {
   float drop_p;
   const dt_batch *drop_b;
   float *dbranch;                     /* (RM,D) a branch's gradient through dropout */
-  float **bufs;                       /* every device buffer, for destroy */
+  void **bufs;                        /* every device buffer, for destroy */
   int nbufs, capbufs;
 } tf;
 
@@ -143,12 +150,14 @@ static void embed_forward(tf *T, float *x, const int32_t *tok, int n, int t, int
   if (T->learned) dt_model_release(m, p_pos, 1);
 }
 
-/* The sublayer's branch input: LN(xin) for pre-LN, xin itself for post-LN. */
-static const float *sub_begin(tf *T, int p, sub_acts *a, const float *xin, int R) {
+/* The sublayer's branch input, of type *ut: LN(xin) for pre-LN, xin itself
+ * (the fp32 stream) for post-LN. */
+static const void *sub_begin(tf *T, int p, sub_acts *a, const float *xin, int R, dt_dtype *ut) {
   dt_model *m = &T->m;
+  *ut = T->pre ? a->t : DT_F32;
   if (!T->pre) return xin;
   dt_model_fetch(m, p + SP_LNW, 2);
-  m->be->k->layernorm_forward(m->be->ctx, a->ln, DT_F32, a->mean, a->rstd, xin, W(p + SP_LNW),
+  m->be->k->layernorm_forward(m->be->ctx, a->ln, a->t, a->mean, a->rstd, xin, W(p + SP_LNW),
                               W(p + SP_LNB), R, T->D, TF_LN_EPS);
   dt_model_release(m, p + SP_LNW, 2);
   return a->ln;
@@ -175,42 +184,43 @@ static void sub_end(tf *T, int p, sub_acts *a, const float *xin, const float *h,
 static void attn_out_forward(tf *T, int p, sub_acts *a, float *h, int R) {
   dt_model *m = &T->m;
   dt_model_fetch(m, p + SP_W2, 2);
-  m->be->k->linear_forward(m->be->ctx, h, DT_F32, a->c, DT_F32, W(p + SP_W2), W(p + SP_B2), R, T->D,
-                           T->D);
+  m->be->k->linear_forward(m->be->ctx, h, DT_F32, a->c, a->t, W(p + SP_W2), W(p + SP_B2), R,
+                           T->D, T->D);
   dt_model_release(m, p + SP_W2, 2);
 }
 
-static void branch_forward(tf *T, int kind, int p, sub_acts *a, const float *u, float *h,
-                           const pass *ps) {
+static void branch_forward(tf *T, int kind, int p, sub_acts *a, const void *u, dt_dtype ut,
+                           float *h, const pass *ps) {
   dt_model *m = &T->m;
   const dt_kernels *k = m->be->k;
   void *ctx = m->be->ctx;
   const int D = T->D, R = ps->n * ps->t, HS = D / T->NH;
   const float scale = 1.0f / sqrtf((float)HS);
+  const dt_dtype t = a->t;
   if (kind == SUB_SELF) {
     dt_model_fetch(m, p, 2);
-    k->linear_forward(ctx, a->a, DT_F32, u, DT_F32, W(p), W(p + 1), R, D, 3 * D);
+    k->linear_forward(ctx, a->a, t, u, ut, W(p), W(p + 1), R, D, 3 * D);
     dt_model_release(m, p, 2);
-    k->attention_forward(ctx, a->c, a->lse, a->a, a->a + D, a->a + 2 * D, DT_F32, ps->n, ps->t, ps->t,
-                         T->NH, HS, 3 * D, 3 * D, ps->causal, ps->self_len, scale);
+    k->attention_forward(ctx, a->c, a->lse, a->a, dt_elem(a->a, t, D), dt_elem(a->a, t, 2 * D),
+                         t, ps->n, ps->t, ps->t, T->NH, HS, 3 * D, 3 * D, ps->causal,
+                         ps->self_len, scale);
     attn_out_forward(T, p, a, h, R);
   } else if (kind == SUB_CROSS) {
     const int S = ps->n * ps->ts;
     dt_model_fetch(m, p, 2);
-    k->linear_forward(ctx, a->a, DT_F32, u, DT_F32, W(p), W(p + 1), R, D, D);
-    k->linear_forward(ctx, a->kv, DT_F32, ps->enc, DT_F32, W(p) + (size_t)D * D, W(p + 1) + D, S, D,
+    k->linear_forward(ctx, a->a, t, u, ut, W(p), W(p + 1), R, D, D);
+    k->linear_forward(ctx, a->kv, t, ps->enc, DT_F32, W(p) + (size_t)D * D, W(p + 1) + D, S, D,
                       2 * D);
     dt_model_release(m, p, 2);
-    k->attention_forward(ctx, a->c, a->lse, a->a, a->kv, a->kv + D, DT_F32, ps->n, ps->t, ps->ts, T->NH,
-                         HS, D, 2 * D, 0, ps->src_len, scale);
+    k->attention_forward(ctx, a->c, a->lse, a->a, a->kv, dt_elem(a->kv, t, D), t, ps->n, ps->t,
+                         ps->ts, T->NH, HS, D, 2 * D, 0, ps->src_len, scale);
     attn_out_forward(T, p, a, h, R);
   } else {
     dt_model_fetch(m, p, 2);
-    k->linear_act_forward(ctx, T->act, a->c, a->a, DT_F32, u, DT_F32, W(p), W(p + 1), R, D,
-                          T->F);
+    k->linear_act_forward(ctx, T->act, a->c, a->a, t, u, ut, W(p), W(p + 1), R, D, T->F);
     dt_model_release(m, p, 2);
     dt_model_fetch(m, p + SP_W2, 2);
-    k->linear_forward(ctx, h, DT_F32, a->c, DT_F32, W(p + SP_W2), W(p + SP_B2), R, T->F, D);
+    k->linear_forward(ctx, h, DT_F32, a->c, t, W(p + SP_W2), W(p + SP_B2), R, T->F, D);
     dt_model_release(m, p + SP_W2, 2);
   }
 }
@@ -218,9 +228,10 @@ static void branch_forward(tf *T, int kind, int p, sub_acts *a, const float *u, 
 static void sub_forward(tf *T, int kind, int p, int site, sub_acts *a, const float *xin,
                         const pass *ps) {
   const int R = ps->n * ps->t;
-  const float *u = sub_begin(T, p, a, xin, R);
+  dt_dtype ut;
+  const void *u = sub_begin(T, p, a, xin, R, &ut);
   float *h = sub_h(T, a);
-  branch_forward(T, kind, p, a, u, h, ps);
+  branch_forward(T, kind, p, a, u, ut, h, ps);
   drop(T, site, h, h, ps->n, ps->t);
   sub_end(T, p, a, xin, h, R);
 }
@@ -277,44 +288,45 @@ static void logits_forward(tf *T, float *logits, const float *y, int R) {
 /* ---- backward pieces: activation gradients overwrite, parameter gradients
  * accumulate into m->g and are announced once nothing else adds to them ---- */
 
-static void branch_backward(tf *T, int kind, int p, sub_acts *a, const float *u,
+static void branch_backward(tf *T, int kind, int p, sub_acts *a, const void *u, dt_dtype ut,
                             const float *dout, float *du, const pass *ps) {
   dt_model *m = &T->m;
   const dt_kernels *k = m->be->k;
   void *ctx = m->be->ctx;
   const int D = T->D, R = ps->n * ps->t, HS = D / T->NH;
   const float scale = 1.0f / sqrtf((float)HS);
+  const dt_dtype t = a->t;
   if (kind == SUB_FFN) {
     dt_model_fetch(m, p + SP_W2, 2);
     k->linear_backward_act(ctx, T->act, T->dfc, GW(p + SP_W2), GW(p + SP_B2), dout, a->c,
-                           W(p + SP_W2), a->a, DT_F32, R, T->F, D);
+                           W(p + SP_W2), a->a, t, R, T->F, D);
     dt_model_release(m, p + SP_W2, 2);
     ready2(m, p + SP_W2);
     dt_model_fetch(m, p, 2);
-    k->linear_backward(ctx, du, GW(p), GW(p + 1), T->dfc, DT_F32, u, DT_F32, W(p), R, D, T->F);
+    k->linear_backward(ctx, du, GW(p), GW(p + 1), T->dfc, t, u, ut, W(p), R, D, T->F);
     dt_model_release(m, p, 2);
     ready2(m, p);
     return;
   }
   dt_model_fetch(m, p + SP_W2, 2);
-  k->linear_backward(ctx, T->datt, GW(p + SP_W2), GW(p + SP_B2), dout, DT_F32, a->c, DT_F32,
+  k->linear_backward(ctx, T->datt, GW(p + SP_W2), GW(p + SP_B2), dout, DT_F32, a->c, t,
                      W(p + SP_W2), R, D, D);
   dt_model_release(m, p + SP_W2, 2);
   ready2(m, p + SP_W2);
   if (kind == SUB_SELF) {
-    k->attention_backward(ctx, T->dqkv, T->dqkv + D, T->dqkv + 2 * D, T->datt, a->a, a->a + D,
-                          a->a + 2 * D, a->c, DT_F32, a->lse, ps->n, ps->t, ps->t, T->NH, HS, 3 * D,
-                          3 * D, ps->causal, ps->self_len, scale);
+    k->attention_backward(ctx, T->dqkv, T->dqkv + D, T->dqkv + 2 * D, T->datt, a->a,
+                          dt_elem(a->a, t, D), dt_elem(a->a, t, 2 * D), a->c, t, a->lse, ps->n,
+                          ps->t, ps->t, T->NH, HS, 3 * D, 3 * D, ps->causal, ps->self_len, scale);
     dt_model_fetch(m, p, 2);
-    k->linear_backward(ctx, du, GW(p), GW(p + 1), T->dqkv, DT_F32, u, DT_F32, W(p), R, D, 3 * D);
+    k->linear_backward(ctx, du, GW(p), GW(p + 1), T->dqkv, DT_F32, u, ut, W(p), R, D, 3 * D);
     dt_model_release(m, p, 2);
   } else {
     const int S = ps->n * ps->ts;
-    k->attention_backward(ctx, T->dqkv, T->dkv, T->dkv + D, T->datt, a->a, a->kv, a->kv + D,
-                          a->c, DT_F32, a->lse, ps->n, ps->t, ps->ts, T->NH, HS, D, 2 * D, 0, ps->src_len,
-                          scale);
+    k->attention_backward(ctx, T->dqkv, T->dkv, T->dkv + D, T->datt, a->a, a->kv,
+                          dt_elem(a->kv, t, D), a->c, t, a->lse, ps->n, ps->t, ps->ts, T->NH, HS,
+                          D, 2 * D, 0, ps->src_len, scale);
     dt_model_fetch(m, p, 2);
-    k->linear_backward(ctx, du, GW(p), GW(p + 1), T->dqkv, DT_F32, u, DT_F32, W(p), R, D, D);
+    k->linear_backward(ctx, du, GW(p), GW(p + 1), T->dqkv, DT_F32, u, ut, W(p), R, D, D);
     k->linear_backward(ctx, T->denc_tmp, GW(p) + (size_t)D * D, GW(p + 1) + D, T->dkv, DT_F32,
                        ps->enc, DT_F32, W(p) + (size_t)D * D, S, D, 2 * D);
     dt_model_release(m, p, 2);
@@ -333,7 +345,7 @@ static void sub_backward(tf *T, int kind, int p, int site, sub_acts *a, const fl
   void *ctx = m->be->ctx;
   const int R = ps->n * ps->t, D = T->D;
   if (T->pre) {
-    branch_backward(T, kind, p, a, a->ln, drop_backward(T, site, *dres, ps), T->du, ps);
+    branch_backward(T, kind, p, a, a->ln, a->t, drop_backward(T, site, *dres, ps), T->du, ps);
     dt_model_fetch(m, p + SP_LNW, 2);
     k->layernorm_backward(ctx, *dres, GW(p + SP_LNW), GW(p + SP_LNB), T->du, xin, W(p + SP_LNW),
                           a->mean, a->rstd, R, D);
@@ -348,7 +360,7 @@ static void sub_backward(tf *T, int kind, int p, int site, sub_acts *a, const fl
                         a->mean, a->rstd, R, D);
   dt_model_release(m, p + SP_LNW, 2);
   ready2(m, p + SP_LNW);
-  branch_backward(T, kind, p, a, xin, drop_backward(T, site, dsum, ps), T->du, ps);
+  branch_backward(T, kind, p, a, xin, DT_F32, drop_backward(T, site, dsum, ps), T->du, ps);
   k->axpy(ctx, dsum, 1.0f, T->du, (size_t)R * D);
   *spare = *dres;
   *dres = dsum;
@@ -511,21 +523,24 @@ static void tf_init(dt_model *m, float *host_p, uint64_t seed) {
 
 /* ---- construction ---- */
 
-static float *buf_alloc(tf *T, size_t n) {
+/* n elements of type t */
+static void *buf_alloc_t(tf *T, size_t n, dt_dtype t) {
   dt_model *m = &T->m;
   if (T->nbufs == T->capbufs) {
     T->capbufs = T->capbufs ? 2 * T->capbufs : 64;
     T->bufs = realloc(T->bufs, (size_t)T->capbufs * sizeof *T->bufs);
     DT_CHECK_ALLOC(T->bufs);
   }
-  float *p = m->be->alloc(m->be, (n ? n : 1) * sizeof(float));
+  void *p = m->be->alloc(m->be, (n ? n : 1) * dt_dtype_size(t));
   T->bufs[T->nbufs++] = p;
   return p;
 }
-static float *act_alloc(tf *T, size_t n) {
-  T->m.activation_bytes += n * sizeof(float);
-  return buf_alloc(T, n);
+static float *buf_alloc(tf *T, size_t n) { return buf_alloc_t(T, n, DT_F32); }
+static void *act_alloc_t(tf *T, size_t n, dt_dtype t) {
+  T->m.activation_bytes += n * dt_dtype_size(t);
+  return buf_alloc_t(T, n, t);
 }
+static float *act_alloc(tf *T, size_t n) { return act_alloc_t(T, n, DT_F32); }
 
 static void tf_destroy(dt_model *m) {
   tf *T = (tf *)m;
@@ -676,19 +691,20 @@ static int check_config(const dt_config *cfg, int max_batch, dt_error *err) {
 
 static void alloc_sub(tf *T, sub_acts *a, int kind, size_t R, size_t S, size_t n, size_t t) {
   const size_t D = (size_t)T->D, F = (size_t)T->F;
-  if (T->pre) a->ln = act_alloc(T, R * D);
+  const dt_dtype at = a->t = T->at;
+  if (T->pre) a->ln = act_alloc_t(T, R * D, at);
   else a->sum = act_alloc(T, R * D);
   a->mean = act_alloc(T, R);
   a->rstd = act_alloc(T, R);
   a->out = act_alloc(T, R * D);
   if (kind == SUB_FFN) {
-    a->a = act_alloc(T, R * F);
-    a->c = act_alloc(T, R * F);
+    a->a = act_alloc_t(T, R * F, at);
+    a->c = act_alloc_t(T, R * F, at);
     return;
   }
-  a->a = act_alloc(T, R * (kind == SUB_SELF ? 3 : 1) * D);
-  if (kind == SUB_CROSS) a->kv = act_alloc(T, S * 2 * D);
-  a->c = act_alloc(T, R * D);
+  a->a = act_alloc_t(T, R * (kind == SUB_SELF ? 3 : 1) * D, at);
+  if (kind == SUB_CROSS) a->kv = act_alloc_t(T, S * 2 * D, at);
+  a->c = act_alloc_t(T, R * D, at);
   a->lse = act_alloc(T, n * (size_t)T->NH * t);
 }
 
@@ -727,6 +743,7 @@ dt_model *dt_transformer_create(const dt_config *cfg, dt_backend_t be, int max_b
                                                     : DT_ACT_GELU_TANH;
   T->smoothing = (float)cfg->train_label_smoothing;
   T->dropout = (float)cfg->model_dropout;
+  T->at = strcmp(cfg->train_precision, "bf16") ? DT_F32 : DT_BF16;
   m->family = "transformer";
   m->be = be;
   m->num_classes = T->V;
@@ -768,7 +785,7 @@ dt_model *dt_transformer_create(const dt_config *cfg, dt_backend_t be, int max_b
   T->datt = act_alloc(T, RM * D);
   if (T->dropout > 0.0f) T->dbranch = act_alloc(T, RM * D);
   T->dqkv = act_alloc(T, RM * 3 * D);
-  T->dfc = act_alloc(T, RM * (size_t)T->F);
+  T->dfc = act_alloc_t(T, RM * (size_t)T->F, T->at);
   T->dkv = act_alloc(T, S * 2 * D);
   T->denc = act_alloc(T, S * D);
   T->denc_tmp = act_alloc(T, S * D);
@@ -799,7 +816,7 @@ struct dt_transformer_decode {
   int32_t *src_len;    /* (K) device: the source length of each hypothesis */
   int32_t *rep;        /* (K) device: k / beam */
   int32_t *host_i;     /* (K) host scratch */
-  sub_acts act[2];     /* alternating, at K rows */
+  sub_acts act[2];     /* alternating, at K rows; fp32 whatever the training type */
   float *x, *tmp, *y, *y_mean, *y_rstd, *logits;
   void **bufs;         /* every device buffer above */
   int nbufs;
@@ -845,6 +862,7 @@ dt_transformer_decode *dt_transformer_decode_create(dt_model *m, int max_sent, i
   d->host_i = dt_calloc(K, sizeof(int32_t));
   for (int i = 0; i < 2; i++) {
     sub_acts *a = &d->act[i];
+    a->t = DT_F32;
     a->ln = dec_alloc(d, K * D);
     a->sum = dec_alloc(d, K * D);
     a->mean = dec_alloc(d, K);
@@ -908,18 +926,19 @@ void dt_transformer_encode(dt_transformer_decode *d, const int32_t *src, const i
 }
 
 /* Self-attention of one new token per hypothesis over the cache. */
-static void cached_self_attn(dt_transformer_decode *d, int l, int p, sub_acts *a, const float *u,
-                             float *h) {
+static void cached_self_attn(dt_transformer_decode *d, int l, int p, sub_acts *a, const void *u,
+                             dt_dtype ut, float *h) {
   tf *T = d->T;
   dt_model *m = &T->m;
   dt_backend_t be = m->be;
   const int D = T->D, K = d->K, HS = D / T->NH;
   dt_model_fetch(m, p, 2);
-  be->k->linear_forward(be->ctx, a->a, DT_F32, u, DT_F32, W(p), W(p + 1), K, D, 3 * D);
+  be->k->linear_forward(be->ctx, a->a, DT_F32, u, ut, W(p), W(p + 1), K, D, 3 * D);
   dt_model_release(m, p, 2);
+  const float *qkv = a->a;
   for (int k = 0; k < K; k++)
     be->d2d(be, d->self_kv[l] + ((size_t)k * d->max_steps + d->step) * 2 * D,
-            a->a + (size_t)k * 3 * D + D, 2 * (size_t)D * sizeof(float));
+            qkv + (size_t)k * 3 * D + D, 2 * (size_t)D * sizeof(float));
   /* the cache's unused slots are masked by key_len = step + 1 */
   be->k->attention_forward(be->ctx, a->c, a->lse, a->a, d->self_kv[l], d->self_kv[l] + D, DT_F32, K, 1,
                            d->max_steps, T->NH, HS, 3 * D, 2 * D, 0, d->lens,
@@ -927,14 +946,14 @@ static void cached_self_attn(dt_transformer_decode *d, int l, int p, sub_acts *a
   attn_out_forward(T, p, a, h, K);
 }
 
-static void cached_cross_attn(dt_transformer_decode *d, int l, int p, sub_acts *a, const float *u,
-                              float *h) {
+static void cached_cross_attn(dt_transformer_decode *d, int l, int p, sub_acts *a, const void *u,
+                              dt_dtype ut, float *h) {
   tf *T = d->T;
   dt_model *m = &T->m;
   dt_backend_t be = m->be;
   const int D = T->D, K = d->K, HS = D / T->NH;
   dt_model_fetch(m, p, 2);
-  be->k->linear_forward(be->ctx, a->a, DT_F32, u, DT_F32, W(p), W(p + 1), K, D, D);
+  be->k->linear_forward(be->ctx, a->a, DT_F32, u, ut, W(p), W(p + 1), K, D, D);
   dt_model_release(m, p, 2);
   be->k->attention_forward(be->ctx, a->c, a->lse, a->a, d->cross_kv[l], d->cross_kv[l] + D, DT_F32, K, 1,
                            d->ts, T->NH, HS, D, 2 * D, 0, d->src_len, 1.0f / sqrtf((float)HS));
@@ -961,11 +980,12 @@ const float *dt_transformer_decode_step(dt_transformer_decode *d, const int32_t 
     for (int s = 0; s < 3; s++) {
       sub_acts *a = &d->act[cur];
       int p = dec_sub(T, l, s);
-      const float *u = sub_begin(T, p, a, x, K);
+      dt_dtype ut;
+      const void *u = sub_begin(T, p, a, x, K, &ut);
       float *h = sub_h(T, a);
-      if (s == SUB_SELF) cached_self_attn(d, l, p, a, u, h);
-      else if (s == SUB_CROSS) cached_cross_attn(d, l, p, a, u, h);
-      else branch_forward(T, SUB_FFN, p, a, u, h, &ps);
+      if (s == SUB_SELF) cached_self_attn(d, l, p, a, u, ut, h);
+      else if (s == SUB_CROSS) cached_cross_attn(d, l, p, a, u, ut, h);
+      else branch_forward(T, SUB_FFN, p, a, u, ut, h, &ps);
       sub_end(T, p, a, x, h, K);
       x = a->out;
       cur ^= 1;

@@ -72,6 +72,31 @@ PY
   check "Transformer dp=$dp zero=$zero matches one process" test $? -eq 0
 done
 
+# train.precision=bf16 (bf16 GEMM operands and activations, fp32 master
+# weights): tracks the fp32 run within 3% at every step, computes BLEU during
+# training (the decoder keeps fp32 activations) and its checkpoint translates
+"$D" "$cfg" "${common[@]}" train.max_steps=20 train.precision=bf16 checkpoint.every=20 \
+  log.bleu_every=20 log.dir="$TMP/bf16" >"$TMP/bf16.log" 2>&1
+rc=$?
+check "Transformer bf16 exits 0" test $rc -eq 0
+[ $rc -eq 0 ] || tail -5 "$TMP/bf16.log"
+python3 - "$TMP/a/metrics.jsonl" "$TMP/bf16/metrics.jsonl" <<'PY'
+import json, sys
+rows = [list(map(json.loads, open(p))) for p in sys.argv[1:]]
+a, b = ({r["step"]: r["loss"] for r in x if r["split"] == "train"} for x in rows)
+worst = max(abs(a[s] - b[s]) / abs(a[s]) for s in a)
+bleu = [r["bleu"] for r in rows[1] if r["split"] == "val" and "bleu" in r]
+print(f"   {len(a)} steps, worst relative difference to fp32 {worst:.3g}, BLEU rows {bleu}")
+sys.exit(0 if len(a) == 20 and a.keys() == b.keys() and 0 < worst < 0.03 and bleu else 1)
+PY
+check "Transformer bf16 tracks fp32 within 3% and logs BLEU" test $? -eq 0
+head -n 4 "$DATA/wmt-zh-en/dev.zh" | "$BUILD/dtrain-translate" "$TMP/bf16/checkpoints" \
+  decode.beam=2 >"$TMP/bf16.en" 2>"$TMP/bf16-tr.err"
+rc=$?
+check "dtrain-translate a bf16-trained checkpoint: 4 lines" \
+  bash -c "[ $rc -eq 0 ] && [ \$(wc -l <'$TMP/bf16.en') -eq 4 ]"
+[ $rc -eq 0 ] || tail -3 "$TMP/bf16-tr.err"
+
 # dropout: the masks are a function of (train.seed, step, sentence's place in
 # the global batch, position), so a resumed run and a dp=2 run drop the same
 # elements as the straight single-process one (half common's batches, to keep
