@@ -14,6 +14,7 @@
 #include <unistd.h>
 
 #include "../models/model.h"
+#include "../kernels/profile.h"
 #include "../runtime/backend.h"
 #include "../runtime/checkpoint.h"
 #include "../runtime/dataset.h"
@@ -77,6 +78,7 @@ typedef struct trainer {
   uint64_t seed;
   double train_time; /* seconds in training steps (no eval, no I/O) in this process */
   dt_metrics *metrics;
+  dt_profile *prof;  /* [log] profile: the kernel timing shim over be, or NULL */
 } trainer;
 
 /* train.threads, or the node's cores shared among its ranks so that several
@@ -840,6 +842,7 @@ static void setup(trainer *T, const dt_config *c) {
   T->be->set_matmul_precision(T->be, strcmp(c->train_precision, "bf16") ? DT_PREC_FP32
                                                                         : DT_PREC_BF16);
   if (T->grid.size > 1) dt_grid_print(&T->grid, T->be->desc, stdout);
+  if (c->log_profile) T->prof = dt_profile_install(T->be);
   setup_comm(T);
 
   /* language models evaluate in training micro-batches; classifiers in
@@ -926,6 +929,7 @@ static void setup(trainer *T, const dt_config *c) {
 
 static void teardown(trainer *T) {
   dt_backend_t be = T->be;
+  dt_profile_remove(T->prof);
   if (T->metrics) dt_metrics_close(T->metrics);
   for (int s = 0; s < T->nstates; s++) T->opt_be->free(T->opt_be, T->d_states[s]);
   if (T->h_p) be->host_free(be, T->h_p), be->host_free(be, T->h_g);
@@ -1031,6 +1035,20 @@ static double train_step(trainer *T) {
   return dt_dp_sum(T->dp, loss_sum) / per_step;
 }
 
+/* [log] profile: rank 0's table on the console and in RUN/profile.txt */
+static void print_profile(const trainer *T) {
+  dt_profile_print(T->prof, stdout, "step");
+  char path[DT_STR * 2 + 16];
+  snprintf(path, sizeof path, "%s/profile.txt", T->run_dir);
+  FILE *f = fopen(path, "w");
+  if (!f) {
+    fprintf(stderr, "dtrain: warning: cannot write %s: %s\n", path, strerror(errno));
+    return;
+  }
+  dt_profile_print(T->prof, f, "step");
+  fclose(f);
+}
+
 int dt_print_layout(const dt_config *c) {
   trainer T;
   memset(&T, 0, sizeof T);
@@ -1094,13 +1112,19 @@ int dt_train(const dt_config *c) {
   double log_units = 0, run_units = 0;
   const char *unit = T->lm || T->s2s ? "tok/s" : "img/s";
   int stop = 0;
+  int64_t nrun = 0; /* steps run by this process */
   while (T->step < T->total_steps && !stop) {
+    /* [log] profile: the first step warms up (cuBLASLt's algorithm search,
+     * buffers growing), so it is left out unless it is the only one */
+    int profiled = T->prof && (nrun++ > 0 || T->step + 1 == T->total_steps);
+    dt_profile_enable(T->prof, profiled);
     double t0 = dt_now();
     double lr = lr_at(T, T->step);
     double loss = train_step(T);
     double gnorm = optimizer_step(T, lr);
     T->be->sync(T->be);
     T->train_time += dt_now() - t0;
+    dt_profile_enable(T->prof, 0);
     if (run_samples == 0) print_memory(T);
     T->step++;
     T->offset += T->batch;
@@ -1182,6 +1206,7 @@ int dt_train(const dt_config *c) {
            T->train_time > 0 ? run_units / T->train_time : 0.0, unit, dt_now() - t_start);
   if (T->is_root && T->dp->zero >= 3)
     printf("zero-3: %ld layer gathers were prefetched\n", T->dp->prefetches);
+  if (T->is_root && T->prof) print_profile(T);
   teardown(T);
   return code;
 }

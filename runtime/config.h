@@ -76,6 +76,7 @@ typedef struct dt_config {
   char log_dir[DT_STR];        /* "" = runs/<config file stem> */
   long log_every;
   int log_tensorboard;
+  int log_profile;             /* time each kernel slot (kernels/profile.h) */
   long log_bleu_every;         /* transformer: validation BLEU every N steps (0 = at the end) */
   long log_bleu_sentences;     /* transformer: validation sentences for BLEU (0 = all) */
   /* [decode] */

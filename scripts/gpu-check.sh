@@ -15,7 +15,8 @@
 #          (copy GB/s, bf16 GEMM TFLOP/s) with bench/gpt_floor.py at those
 #          rates, bench/gpt.sh
 #          gpt-124m in bf16 and in fp32 (mb 16 x 1024), gpt-124m-wos in bf16
-#          for train.max_time_s=90 with its final validation loss, dp
+#          for train.max_time_s=90 with its final validation loss,
+#          gpt-124m under log.profile (time per kernel slot), dp
 #          equivalence on the GPU (LeNet, comm=mpi, np 2 zero 1 and np 4
 #          zero 3 sharing the one GPU, 20 steps against one process),
 #          bench/comm with NCCL at np 1 and MPI at np 2, and last gpt-1.6b
@@ -26,7 +27,8 @@
 # Output: one line per stage on stdout, the last lines a summary table.
 # Under $OUT (the device tool returns what is written there; default
 # gpu-check-out/): summary-MODE.txt, logs-MODE.tar.gz (every stage's log),
-# gpt-bench.txt. The tool returns at most 8 files, so logs go in one tarball.
+# gpt-bench.txt, gpt-profile.txt. The tool returns at most 8 files, so logs go
+# in one tarball.
 #
 # Data: DTRAIN_DATA (default .device-carry/ when it holds mnist/, else data/)
 # must hold mnist/ (the four IDX files), wos/ and gpt2-tokenizer/. The device
@@ -272,6 +274,24 @@ PY
   cat "$logs/gpt_wos.detail"
 }
 
+# Where gpt-124m's step goes: [log] profile times every kernel call of
+# steps 2..6 (bf16, micro-batch 16 x 1024, one micro-batch a step) alone;
+# the table (time, share, TFLOP/s per kernel slot) comes back as
+# gpt-profile.txt.
+st_gpt_profile() {
+  local tok=$work/wos-tokens
+  [ -f "$tok/train.h5" ] || "$build/dtrain-prep" wos "$DTRAIN_DATA/wos" "$tok" >/dev/null || exit 1
+  "$build/dtrain" "$root/configs/gpt-124m.ini" data.dir="$tok" train.device=cuda \
+    train.precision=bf16 train.batch_size=16 train.max_steps=6 data.test_limit=16 \
+    log.profile=true checkpoint.every=0 log.tensorboard=false log.dir="$work/prof" || exit 1
+  cp "$work/prof/profile.txt" "$logs/gpt_profile.txt"
+  # one line: the wall time per step and the three costliest slots
+  { sed -n 's/^profile: .* \([0-9.]* ms\/step\) wall.*/\1: /p' \
+      "$work/prof/profile.txt" | tr -d '\n'
+    sed -n '3,5p' "$work/prof/profile.txt" | awk '{printf "%s %s; ", $1, $4}'
+    echo; } >"$logs/gpt_profile.detail"
+}
+
 # ---- the plan ----
 echo "# scripts/gpu-check.sh $mode$([ $dry = 1 ] && echo ' (dry run)'), $(date -u '+%Y-%m-%d %H:%M UTC'), DTRAIN_DATA=$DTRAIN_DATA"
 stage preflight 60 st_preflight "tools, data folders, nvidia-smi"
@@ -292,6 +312,7 @@ t=$([ $mode != bench ] && echo 1 || echo 0) b=$([ $mode != tests ] && echo 1 || 
 [ $b = 1 ] && stage roofline 45 st_roofline "bench/roofline (1 GiB copy, bf16 GEMMs) and bench/gpt_floor.py at the measured rates" gpu
 [ $b = 1 ] && stage gpt_124m 120 st_gpt_124m "bench/gpt.sh gpt-124m:16 bf16 (T 1024, 12 steps, 3 warm-up)" gpu
 [ $b = 1 ] && stage gpt_wos 150 st_gpt_wos "configs/gpt-124m-wos.ini bf16, train.max_time_s=90, final val loss" gpu
+[ $b = 1 ] && stage gpt_profile 75 st_gpt_profile "gpt-124m bf16 log.profile=true: time per kernel slot, steps 2..6" gpu
 [ $t = 1 ] && stage dp_gpu 120 st_dp_gpu "LeNet dp=2 zero=1, dp=4 zero=3 (comm=mpi, one GPU) vs one process, 20 steps" gpu
 [ $b = 1 ] && stage gpt_124m_fp32 90 st_gpt_124m_fp32 "bench/gpt.sh gpt-124m:16 fp32 (8 steps)" gpu
 [ $t = 1 ] && stage comm_nccl_np1 90 st_comm_nccl "mpiexec -n 1 bench/comm --backend cuda --comm nccl --max 1G" gpu
@@ -307,6 +328,7 @@ total=$(( $(date +%s) - t_all ))
   if [ -s "$work/gpt-bench.txt" ]; then echo; cat "$work/gpt-bench.txt"; fi
 } >"$summary"
 [ -s "$work/gpt-bench.txt" ] && cp "$work/gpt-bench.txt" "$out/gpt-bench.txt"
+[ -s "$logs/gpt_profile.txt" ] && cp "$logs/gpt_profile.txt" "$out/gpt-profile.txt"
 [ -s "$work/lenet.txt" ] && cp "$work/lenet.txt" "$logs/lenet-table.txt"
 tar -czf "$out/logs-$mode.tar.gz" -C "$work" logs 2>/dev/null
 echo

@@ -162,6 +162,25 @@ check "shard ids beyond model.vocab_size -> exit 2 naming train.h5" \
   >"$TMP/bad-T.log" 2>&1
 check "train.seq_len longer than model.block_size -> exit 2 naming both keys" \
   bash -c "[ $? -eq 2 ] && grep -q 'seq_len = 32 is longer than \[model\] block_size = 16' '$TMP/bad-T.log'"
+# log.profile: the same losses bit for bit; a table of every kernel slot
+# for steps 2..4, linear_forward called micro-batches x (3 per layer + 1
+# classifier chunk) = 2 x 7 times a step, written to profile.txt as well
+for p in false true; do
+  "$D" "$cfg" "${common[@]}" train.max_steps=4 checkpoint.every=0 log.profile=$p \
+    log.dir="$TMP/prof-$p" >"$TMP/prof-$p.log" 2>&1
+  check "log.profile=$p exits 0" test $? -eq 0
+done
+jsonl_field "$TMP/prof-false/metrics.jsonl" train loss >"$TMP/prof-a.loss"
+jsonl_field "$TMP/prof-true/metrics.jsonl" train loss >"$TMP/prof-b.loss"
+check "log.profile=true: losses bit-identical to the plain run" \
+  bash -c "[ -s '$TMP/prof-a.loss' ] && diff '$TMP/prof-a.loss' '$TMP/prof-b.loss'"
+check "log.profile: 3 steps profiled, linear_forward 14 calls/step, in profile.txt too" \
+  bash -c "grep -q '^profile: 3 steps' '$TMP/prof-true/profile.txt' &&
+           grep -Eq '^ +linear_forward +14\.0 ' '$TMP/prof-true/profile.txt' &&
+           grep -q '^profile: 3 steps' '$TMP/prof-true.log' &&
+           ! grep -q '^profile:' '$TMP/prof-false.log'"
+sed -n '/^profile:/,/outside the slots/p' "$TMP/prof-true.log" | head -6 | sed 's/^/   /'
+
 "$D" "$cfg" "${common[@]}" model.n_head=5 train.max_steps=1 log.dir="$TMP/bad-h" \
   >"$TMP/bad-h.log" 2>&1
 check "n_head not dividing n_embd -> exit 2" \

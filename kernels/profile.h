@@ -1,0 +1,50 @@
+/* profile.h: a timing shim over a backend's kernel table ([log] profile).
+ *
+ * dt_profile_install replaces be->k with a table whose every slot waits for
+ * the backend (be->sync), calls the real kernel, waits again and adds the
+ * wall time to that slot, with the FLOPs of the matmul, convolution and
+ * attention slots (the counts kernels/kernels.h's shapes give: 2 per
+ * multiply-add, causal attention halved, padding masks not subtracted).
+ * Waiting around each call serialises what would overlap (NCCL buckets,
+ * the copy stream), so a profiled run is slower than a plain one; the
+ * per-slot times are what each kernel costs on its own, launch included.
+ * Results are unchanged: the same kernels run on the same data.
+ *
+ * Calls are counted only while enabled, so a trainer can leave out warm-up
+ * and evaluation. One profile per process: the shim's slots find it
+ * through a static pointer (a kernel call carries only the backend's ctx). */
+#ifndef DT_KERNELS_PROFILE_H
+#define DT_KERNELS_PROFILE_H
+
+#include <stdio.h>
+
+#include "../runtime/backend.h"
+
+typedef struct dt_profile dt_profile;
+
+/* Starts disabled. NULL (with nothing changed) when a profile is already
+ * installed in this process. */
+dt_profile *dt_profile_install(dt_backend_t be);
+/* Restores the backend's own table and frees p (NULL: nothing). */
+void dt_profile_remove(dt_profile *p);
+
+/* Counting on (1) or off (0); the time spent enabled is the wall time the
+ * table's shares are of, one unit of `per` (e.g. a training step) per
+ * enable/disable pair. */
+void dt_profile_enable(dt_profile *p, int on);
+
+/* The table: one row per slot that was called, by time, each with calls
+ * and milliseconds per unit, share of the enabled wall time, mean
+ * microseconds per call and, where FLOPs are counted, TFLOP/s; then the
+ * wall time outside every slot (communication, copies, host work). `per`
+ * names the unit ("step"). */
+void dt_profile_print(const dt_profile *p, FILE *f, const char *per);
+
+/* For tests: calls, seconds and FLOPs of the slot named `slot` (0 if never
+ * called or unknown), and the units counted. */
+long dt_profile_calls(const dt_profile *p, const char *slot);
+double dt_profile_seconds(const dt_profile *p, const char *slot);
+double dt_profile_flops(const dt_profile *p, const char *slot);
+long dt_profile_units(const dt_profile *p);
+
+#endif

@@ -1,0 +1,112 @@
+/* kernels/profile.h on the CPU backend: the shim gives the bits of the
+ * kernels it wraps, counts calls and FLOPs only while enabled, counts
+ * units per enable/disable pair, refuses a second install, and removal
+ * gives the backend its own table back. */
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "../kernels/kernels.h"
+#include "../kernels/profile.h"
+#include "../runtime/backend.h"
+#include "../runtime/rng.h"
+
+static int g_pass, g_fail;
+#define CHECK(cond, ...)                             \
+  do {                                               \
+    if (cond) g_pass++, printf("ok   " __VA_ARGS__); \
+    else g_fail++, printf("FAIL " __VA_ARGS__);      \
+    printf("\n");                                    \
+    fflush(stdout);                                  \
+  } while (0)
+
+static float *rnd(size_t n, uint64_t seed) {
+  float *x = malloc(n * sizeof(float));
+  dt_rng r;
+  dt_rng_seed(&r, seed, 1);
+  for (size_t i = 0; i < n; i++) x[i] = (float)dt_rng_normal(&r);
+  return x;
+}
+
+int main(void) {
+  dt_backend_t be = dt_backend_cpu_create(1);
+  const dt_kernels *own = be->k;
+  enum { N = 6, C = 5, OC = 7, B = 2, T = 4, NH = 2, HS = 3 };
+  float *x = rnd(N * C, 1), *w = rnd(OC * C, 2), *b = rnd(OC, 3);
+  float y0[N * OC], y1[N * OC];
+  own->linear_forward(be->ctx, y0, DT_F32, x, DT_F32, w, b, N, C, OC);
+
+  dt_profile *p = dt_profile_install(be);
+  CHECK(p && be->k != own, "install replaces the backend's table");
+  CHECK(dt_profile_install(be) == NULL, "a second install is refused");
+
+  /* disabled: runs, counts nothing */
+  be->k->linear_forward(be->ctx, y1, DT_F32, x, DT_F32, w, b, N, C, OC);
+  CHECK(!memcmp(y0, y1, sizeof y0) && dt_profile_calls(p, "linear_forward") == 0 &&
+            dt_profile_units(p) == 0,
+        "disabled: the kernel's bits, nothing counted");
+
+  dt_profile_enable(p, 1);
+  memset(y1, 0, sizeof y1);
+  be->k->linear_forward(be->ctx, y1, DT_F32, x, DT_F32, w, b, N, C, OC);
+  be->k->linear_forward(be->ctx, y1, DT_F32, x, DT_F32, w, b, N, C, OC);
+  /* linear_backward: dinp and dw (2 products), then dw alone (1) */
+  float dinp[N * C], dw[OC * C] = {0}, db[OC] = {0};
+  be->k->linear_backward(be->ctx, dinp, dw, db, y0, DT_F32, x, DT_F32, w, N, C, OC);
+  be->k->linear_backward(be->ctx, NULL, dw, NULL, y0, DT_F32, x, DT_F32, w, N, C, OC);
+  /* causal self-attention over T = 4: 10 of the 16 (query, key) pairs */
+  const int W = NH * HS;
+  float *q = rnd(B * T * W, 4), *k = rnd(B * T * W, 5), *v = rnd(B * T * W, 6);
+  float out[B * T * W], lse[B * NH * T];
+  be->k->attention_forward(be->ctx, out, lse, q, k, v, DT_F32, B, T, T, NH, HS, W, W, 1, NULL,
+                           0.5f);
+  dt_profile_enable(p, 0);
+  dt_profile_enable(p, 1);
+  be->k->scale(be->ctx, dw, 0.5f, OC * C);
+  dt_profile_enable(p, 0);
+  be->k->scale(be->ctx, dw, 0.5f, OC * C); /* disabled again: not counted */
+
+  const double mm = 2.0 * N * C * OC;
+  CHECK(!memcmp(y0, y1, sizeof y0), "enabled: the kernel's bits");
+  CHECK(dt_profile_calls(p, "linear_forward") == 2 &&
+            dt_profile_flops(p, "linear_forward") == 2 * mm,
+        "linear_forward: 2 calls, %g FLOPs (want %g)", dt_profile_flops(p, "linear_forward"),
+        2 * mm);
+  CHECK(dt_profile_calls(p, "linear_backward") == 2 &&
+            dt_profile_flops(p, "linear_backward") == 3 * mm,
+        "linear_backward: 2 calls, %g FLOPs (want %g: dinp and dw, then dw alone)",
+        dt_profile_flops(p, "linear_backward"), 3 * mm);
+  const double att = 4.0 * B * NH * 10 * HS;
+  CHECK(dt_profile_calls(p, "attention_forward") == 1 &&
+            dt_profile_flops(p, "attention_forward") == att,
+        "causal attention_forward: %g FLOPs (want %g)", dt_profile_flops(p, "attention_forward"),
+        att);
+  CHECK(dt_profile_calls(p, "scale") == 1 && dt_profile_flops(p, "scale") == 0 &&
+            dt_profile_units(p) == 2,
+        "scale counted once while enabled, no FLOPs; 2 units");
+  CHECK(dt_profile_seconds(p, "linear_forward") > 0 && dt_profile_calls(p, "no_such_slot") == 0,
+        "time is counted; an unknown slot reads 0");
+
+  char *text = NULL;
+  size_t len = 0;
+  FILE *f = open_memstream(&text, &len);
+  dt_profile_print(p, f, "step");
+  fclose(f);
+  CHECK(strstr(text, "profile: 2 steps") && strstr(text, "linear_forward") &&
+            strstr(text, "calls/step") && strstr(text, "outside the slots") &&
+            !strstr(text, "conv2d_forward"),
+        "the table names the slots called, and only those");
+  free(text);
+
+  dt_profile_remove(p);
+  CHECK(be->k == own, "remove restores the backend's own table");
+  p = dt_profile_install(be);
+  CHECK(p != NULL, "a profile can be installed again after removal");
+  dt_profile_remove(p);
+
+  free(x), free(w), free(b), free(q), free(k), free(v);
+  dt_backend_destroy(be);
+  printf("%d passed, %d failed\n", g_pass, g_fail);
+  return g_fail ? 1 : 0;
+}
