@@ -174,11 +174,17 @@ st_gpu_suite() {
   [ "${ok:-0}" -gt 0 ] || exit 77
 }
 
+# LeNet-5 on the GPU: the course config (batch 64) must reach 99%; then the
+# large-batch row for the issue's "99% in under 1 s" (batch 512, lr 0.012:
+# 8x fewer steps and launches; on the CPU, seeds 1234, 7 and 99 first passed
+# 99% at epochs 6, 7 and 8 and ended at 99.15, 99.07 and 99.05%)
 st_lenet_gpu() {
   "$root/bench/lenet5.sh" "$build" cuda | tee "$work/lenet.txt" || exit 1
-  # the device row: "  cuda   DESC  epochs  t99_s  images/s  final_acc%"
-  awk '$1 == "cuda" {acc=$NF; sub("%","",acc); print "t99 " $(NF-2) " s, " $(NF-1) " img/s, final " $NF > ENVIRON["logs"] "/lenet_gpu.detail";
-       exit !(acc + 0 >= 99.0)}' "$work/lenet.txt"
+  "$root/bench/lenet5.sh" "$build" cuda train.batch_size=512 optim.lr=0.012 \
+    optim.warmup_steps=30 | tee -a "$work/lenet.txt" || exit 1
+  # the device rows: "  cuda   DESC  epochs  t99_s  images/s  final_acc%"
+  awk '$1 == "cuda" {acc[n++]=$NF; d = d (n > 1 ? "; batch 512: " : "") "t99 " $(NF-2) " s, " $(NF-1) " img/s, final " $NF}
+       END {print d > ENVIRON["logs"] "/lenet_gpu.detail"; sub("%","",acc[0]); exit !(acc[0] + 0 >= 99.0)}' "$work/lenet.txt"
 }
 
 st_comm_nccl() {
@@ -308,7 +314,7 @@ fi
 # most important first: the budget may end the list early
 t=$([ $mode != bench ] && echo 1 || echo 0) b=$([ $mode != tests ] && echo 1 || echo 0)
 [ $t = 1 ] && stage gpu_suite 180 st_gpu_suite "meson test --suite gpu (kernels_cuda, gpt_hf_cuda, transformer_cuda)" gpu
-[ $t = 1 ] && stage lenet_gpu 120 st_lenet_gpu "bench/lenet5.sh cuda: LeNet-5 10 epochs, >= 99% test accuracy" gpu
+[ $t = 1 ] && stage lenet_gpu 120 st_lenet_gpu "bench/lenet5.sh cuda: LeNet-5 10 epochs, >= 99% test accuracy; batch 512 row" gpu
 [ $b = 1 ] && stage roofline 45 st_roofline "bench/roofline (1 GiB copy, bf16 GEMMs) and bench/gpt_floor.py at the measured rates" gpu
 [ $b = 1 ] && stage gpt_124m 120 st_gpt_124m "bench/gpt.sh gpt-124m:16 bf16 (T 1024, 12 steps, 3 warm-up)" gpu
 [ $b = 1 ] && stage gpt_wos 150 st_gpt_wos "configs/gpt-124m-wos.ini bf16, train.max_time_s=90, final val loss" gpu
