@@ -201,9 +201,11 @@ typedef struct dt_kernels {
    * (skipped if NULL); dlogits (N,V) = (softmax - (1-eps)*onehot(t) - eps/V) * dscale [=]
    * (skipped if NULL; may alias logits). A target < 0 is ignored: loss 0 and
    * a zero dlogits row; a target >= V gives a NaN loss. eps = 0 is plain
-   * cross-entropy. */
-  void (*softmax_xent_smooth)(void *ctx, float *losses, float *dlogits, const float *logits,
-                              const int32_t *targets, int n, int v, float dscale,
+   * cross-entropy. logits and dlogits are of type lt: bf16 dlogits are the
+   * fp32 values rounded once, the bits a bf16 GEMM would read from fp32
+   * ones, so a bf16 model keeps one (N,V) bf16 buffer for both. */
+  void (*softmax_xent_smooth)(void *ctx, float *losses, void *dlogits, const void *logits,
+                              dt_dtype lt, const int32_t *targets, int n, int v, float dscale,
                               float smoothing);
 
   /* ---- optimizer (kernels/optimizer.h) ----

@@ -168,11 +168,11 @@ static void p_softmax_xent(void *ctx, float *losses, float *dlogits, const void 
   TIMED(softmax_xent, 0, softmax_xent(ctx, losses, dlogits, logits, lt, targets, n, v, dscale));
 }
 
-static void p_softmax_xent_smooth(void *ctx, float *losses, float *dlogits, const float *logits,
-                                  const int32_t *targets, int n, int v, float dscale,
+static void p_softmax_xent_smooth(void *ctx, float *losses, void *dlogits, const void *logits,
+                                  dt_dtype lt, const int32_t *targets, int n, int v, float dscale,
                                   float smoothing) {
   TIMED(softmax_xent_smooth, 0,
-        softmax_xent_smooth(ctx, losses, dlogits, logits, targets, n, v, dscale, smoothing));
+        softmax_xent_smooth(ctx, losses, dlogits, logits, lt, targets, n, v, dscale, smoothing));
 }
 
 static void p_sgd_step(void *ctx, float *p, const float *g, float *buf, size_t n, float lr,

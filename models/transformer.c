@@ -73,7 +73,9 @@ typedef struct tf {
   float *enc_ln, *enc_mean, *enc_rstd; /* pre-LN: the encoder's final LayerNorm */
   float *dec_ln, *dec_mean, *dec_rstd; /* pre-LN: the decoder's final LayerNorm */
   int chunk;                          /* rows of logits at a time ([train] classifier_chunk) */
-  float *logits, *dlogits;            /* (chunk, V) */
+  void *logits;                       /* (chunk, V), of type at */
+  float *dlogits;                     /* (chunk, V) fp32; NULL under bf16, whose dlogits
+                                       * (bf16) overwrite the logits */
   float *tmp;                         /* (R,D) branch output (post-LN) */
   float *d0, *d1, *du, *datt;         /* (R,D) backward scratch */
   float *dqkv;                        /* (R,3D), fp32 (qkv's bias gradient sums it) */
@@ -442,8 +444,10 @@ static void tf_backward(tf *T, const dt_batch *b, const float *enc) {
  * picks it up) and the projection's gradient, before the next chunk reuses
  * the (chunk, V) buffers. Label smoothing is a training device: evaluation
  * (dscale = 0) reports the plain cross-entropy, so validation loss and
- * perplexity mean what they mean for every other model. Returns the logits
- * when the batch was one chunk, else NULL. */
+ * perplexity mean what they mean for every other model. Under bf16 the
+ * logits are bf16 and their bf16 gradient is written over them, the bits
+ * the bf16 GEMM would have read from fp32 ones. Returns the logits when the
+ * batch was one chunk and they are fp32, else NULL. */
 static const float *tf_classifier(tf *T, const dt_batch *b, const float *y, float *losses,
                                   float dscale) {
   dt_model *m = &T->m;
@@ -452,19 +456,20 @@ static const float *tf_classifier(tf *T, const dt_batch *b, const float *y, floa
   const int BT = b->n * b->t, D = T->D, V = T->V;
   float *dy = T->pre ? T->tmp : T->d0;
   dt_model_fetch(m, T->p_out, 1);
+  void *dlogits = T->dlogits ? (void *)T->dlogits : T->logits;
   for (int r0 = 0; r0 < BT; r0 += T->chunk) {
     const int R = DT_MIN(T->chunk, BT - r0);
     const float *x = y + (size_t)r0 * D;
-    k->linear_forward(ctx, T->logits, DT_F32, x, DT_F32, W(T->p_out), NULL, R, D, V);
-    k->softmax_xent_smooth(ctx, losses ? losses + r0 : NULL, dscale != 0.0f ? T->dlogits : NULL,
-                           T->logits, b->y + r0, R, V, dscale,
+    k->linear_forward(ctx, T->logits, T->at, x, DT_F32, W(T->p_out), NULL, R, D, V);
+    k->softmax_xent_smooth(ctx, losses ? losses + r0 : NULL, dscale != 0.0f ? dlogits : NULL,
+                           T->logits, T->at, b->y + r0, R, V, dscale,
                            dscale != 0.0f ? T->smoothing : 0.0f);
     if (dscale != 0.0f)
-      k->linear_backward(ctx, dy + (size_t)r0 * D, GW(T->p_out), NULL, T->dlogits, DT_F32, x,
+      k->linear_backward(ctx, dy + (size_t)r0 * D, GW(T->p_out), NULL, dlogits, T->at, x,
                          DT_F32, W(T->p_out), R, D, V);
   }
   dt_model_release(m, T->p_out, 1);
-  return BT <= T->chunk ? T->logits : NULL;
+  return BT <= T->chunk && T->at == DT_F32 ? (const float *)T->logits : NULL;
 }
 
 static const float *tf_forward_backward(dt_model *m, const dt_batch *b, float *losses,
@@ -776,8 +781,8 @@ dt_model *dt_transformer_create(const dt_config *cfg, dt_backend_t be, int max_b
     T->dec_rstd = act_alloc(T, R);
   }
   T->chunk = (int)dt_classifier_chunk(cfg, R); /* checked to fit in check_config */
-  T->logits = act_alloc(T, (size_t)T->chunk * T->V);
-  T->dlogits = act_alloc(T, (size_t)T->chunk * T->V);
+  T->logits = act_alloc_t(T, (size_t)T->chunk * T->V, T->at);
+  if (T->at == DT_F32) T->dlogits = act_alloc(T, (size_t)T->chunk * T->V);
   T->tmp = act_alloc(T, RM * D);
   T->d0 = act_alloc(T, RM * D);
   T->d1 = act_alloc(T, RM * D);

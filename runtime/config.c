@@ -87,7 +87,7 @@ static const cfg_entry k_schema[] = {
        "bf16: the linear layers' matmuls take bf16 operands with fp32 accumulation "
        "(tensor cores on the GPU, where attention's products do too), and GPT and the "
        "Transformer keep their activations in bf16 (LayerNorm outputs, qkv, attention output, "
-       "the MLP hidden and its gradient; GPT's logits); master weights, optimizer state, "
+       "the MLP hidden and its gradient, logits); master weights, optimizer state, "
        "the residual stream, the other gradients, norm statistics and the loss stay fp32"),
   INT("train", "batch_size", train_batch_size, "64", 1, 1e9,
       "global batch, per optimizer step"),

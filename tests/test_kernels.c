@@ -1367,7 +1367,9 @@ static void test_gemm_bf16_operands(dt_backend_t be) {
  * to bf16) rounded once, up to the rare sum that lands across a rounding
  * boundary; softmax_xent and lm_head_backward reading bf16 logits give the
  * bits of the fp32 calls on the same values, lm_head_backward also with its
- * bf16 dlogits overwriting the logits in place. */
+ * bf16 dlogits overwriting the logits in place; softmax_xent_smooth (label
+ * smoothing, one ignored row) on bf16 logits in place gives the fp32 call's
+ * losses and its dlogits rounded once. */
 static void test_logits_bf16(dt_backend_t be) {
   const int n = 7, c = 40, v = 300;
   const size_t F = sizeof(float), nin = (size_t)n * c, nw = (size_t)v * c, nv = (size_t)n * v;
@@ -1376,15 +1378,19 @@ static void test_logits_bf16(dt_backend_t be) {
   const char *desc = "n=7 c=40 v=300";
   rng_seed(920);
   float *x = fnew(nin), *w = fnew(nw), *b = fnew(v), *br = fnew(v), *z = fnew(nv);
-  int32_t t[7];
+  int32_t t[7], ts[7];
   fill(x, nin, -1, 1), fill(w, nw, -1, 1), fill(b, v, -1, 1), fill(z, nv, -4, 4);
   for (int i = 0; i < v; i++) br[i] = dt_bf16_round(b[i]);
   for (int i = 0; i < n; i++) t[i] = (int32_t)(rng_u64() % v);
+  memcpy(ts, t, sizeof t);
+  ts[2] = -1; /* ignored (padding) */
   float *zr = rounded(z, nv);
   uint16_t *z16 = bits_of(z, nv), *o16 = dt_malloc(nv * 2);
-  float *o32 = fnew(nv), *l[4], *dl[2], *dx[2], *dw[2];
-  for (int i = 0; i < 4; i++) l[i] = fnew(n);
-  for (int i = 0; i < 2; i++) dl[i] = fnew(nv), dx[i] = fnew(nin), dw[i] = fnew(nw);
+  float *o32 = fnew(nv), *l[6], *dl[3], *dx[2], *dw[2];
+  uint16_t *ds16 = dt_malloc(nv * 2);
+  for (int i = 0; i < 6; i++) l[i] = fnew(n);
+  for (int i = 0; i < 2; i++) dx[i] = fnew(nin), dw[i] = fnew(nw);
+  for (int i = 0; i < 3; i++) dl[i] = fnew(nv);
   be->set_matmul_precision(be, DT_PREC_BF16);
   devbufs d = {.be = be};
   float *dxi = dput(&d, x, nin * F), *dwt = dput(&d, w, nw * F), *db = dput(&d, b, v * F);
@@ -1412,6 +1418,13 @@ static void test_logits_bf16(dt_backend_t be) {
                           0.5f);
   dget(&d, l[3], ls, n * F, "losses"), dget(&d, dx[0], gx, nin * F, "dx");
   dget(&d, dw[0], gw, nw * F, "dw");
+  /* softmax_xent_smooth: bf16 logits and dlogits in place, then fp32 */
+  void *zs = dput(&d, z16, nv * 2);
+  int32_t *dts = dput(&d, ts, sizeof ts);
+  be->k->softmax_xent_smooth(be->ctx, ls, zs, zs, DT_BF16, dts, n, v, 0.5f, 0.1f);
+  dget(&d, l[4], ls, n * F, "losses"), dget(&d, ds16, zs, nv * 2, "dlogits (bf16)");
+  be->k->softmax_xent_smooth(be->ctx, ls, dlg, zf, DT_F32, dts, n, v, 0.5f, 0.1f);
+  dget(&d, l[5], ls, n * F, "losses"), dget(&d, dl[2], dlg, nv * F, "dlogits");
   dfree(&d, "bf16 logits", desc);
   be->set_matmul_precision(be, DT_PREC_FP32);
   size_t off = 0;
@@ -1430,8 +1443,14 @@ static void test_logits_bf16(dt_backend_t be) {
   check_same("lm_head_backward", vs, desc, "bf16 logits in place: losses", l[3], l[2], n * F);
   check_same("lm_head_backward", vs, desc, "bf16 logits in place: dx", dx[0], dx[1], nin * F);
   check_same("lm_head_backward", vs, desc, "bf16 logits in place: dw", dw[0], dw[1], nw * F);
-  for (int i = 0; i < 4; i++) free(l[i]);
-  for (int i = 0; i < 2; i++) free(dl[i]), free(dx[i]), free(dw[i]);
+  check_same("softmax_xent_smooth", vs, desc, "bf16 logits in place: losses", l[4], l[5], n * F);
+  uint16_t *want16 = bits_of(dl[2], nv);
+  check_same("softmax_xent_smooth", vs, desc, "bf16 dlogits = bf16(fp32 dlogits)", ds16, want16,
+             nv * 2);
+  free(want16), free(ds16);
+  for (int i = 0; i < 6; i++) free(l[i]);
+  for (int i = 0; i < 2; i++) free(dx[i]), free(dw[i]);
+  for (int i = 0; i < 3; i++) free(dl[i]);
   free(x), free(w), free(b), free(br), free(z), free(zr), free(z16), free(o16), free(o32);
 }
 
@@ -1842,9 +1861,9 @@ static void xsm_run(dt_backend_t be, const float *logits, const int32_t *t, int 
   int32_t *tg = dput(&d, t, n * sizeof(int32_t));
   float *loss = dput(&d, NULL, n * F), *dl = dput(&d, NULL, nv * F);
   float *loss2 = dput(&d, NULL, n * F), *loss3 = dput(&d, NULL, n * F);
-  be->k->softmax_xent_smooth(be->ctx, loss, dl, x, tg, n, v, dscale, eps);
-  be->k->softmax_xent_smooth(be->ctx, loss2, NULL, x, tg, n, v, dscale, eps);
-  be->k->softmax_xent_smooth(be->ctx, loss3, xa, xa, tg, n, v, dscale, eps);
+  be->k->softmax_xent_smooth(be->ctx, loss, dl, x, DT_F32, tg, n, v, dscale, eps);
+  be->k->softmax_xent_smooth(be->ctx, loss2, NULL, x, DT_F32, tg, n, v, dscale, eps);
+  be->k->softmax_xent_smooth(be->ctx, loss3, xa, xa, DT_F32, tg, n, v, dscale, eps);
   dget(&d, o->losses, loss, n * F, "losses");
   dget(&d, o->dlogits, dl, nv * F, "dlogits");
   dget(&d, o->losses_nograd, loss2, n * F, "losses (dlogits NULL)");

@@ -42,37 +42,42 @@ void dt_cpu_softmax_xent(void *ctx, float *losses, float *dlogits, const void *l
 
 /* Label smoothing spreads eps of the target's mass evenly over all V classes,
  * so the loss is the mix of the target's and the mean's -log softmax and the
- * gradient subtracts (1-eps)*onehot + eps/V. A negative target marks padding. */
-void dt_cpu_softmax_xent_smooth(void *ctx, float *losses, float *dlogits, const float *logits,
-                                const int32_t *targets, int n, int v, float dscale,
+ * gradient subtracts (1-eps)*onehot + eps/V. A negative target marks padding.
+ * dlogits may alias logits (both of type lt): each element is read first. */
+void dt_cpu_softmax_xent_smooth(void *ctx, float *losses, void *dlogits, const void *logits,
+                                dt_dtype lt, const int32_t *targets, int n, int v, float dscale,
                                 float smoothing) {
   (void)ctx;
   const double eps = smoothing;
   for (int i = 0; i < n; i++) {
-    const float *x = logits + (size_t)i * v;
+    const size_t r = (size_t)i * v;
     const int t = targets[i];
     if (t < 0) {
       if (losses) losses[i] = 0.0f;
       if (dlogits)
-        for (int j = 0; j < v; j++) dlogits[(size_t)i * v + j] = 0.0f;
+        for (int j = 0; j < v; j++) dt_store(dlogits, lt, r + j, 0.0f);
       continue;
     }
-    float mx = x[0];
-    for (int j = 1; j < v; j++) mx = x[j] > mx ? x[j] : mx;
+    float mx = dt_load(logits, lt, r);
+    for (int j = 1; j < v; j++) {
+      const float u = dt_load(logits, lt, r + j);
+      mx = u > mx ? u : mx;
+    }
     double sum = 0.0, xsum = 0.0;
     for (int j = 0; j < v; j++) {
-      sum += expf(x[j] - mx);
-      xsum += (double)x[j] - mx;
+      const float u = dt_load(logits, lt, r + j);
+      sum += expf(u - mx);
+      xsum += (double)u - mx;
     }
     const double lse_rel = log(sum);
-    const double xt = t < v ? (double)x[t] - mx : NAN; /* a bad target: NaN, as on the GPU */
+    /* a bad target: NaN, as on the GPU */
+    const double xt = t < v ? (double)dt_load(logits, lt, r + t) - mx : NAN;
     if (losses) losses[i] = (float)((1.0 - eps) * (lse_rel - xt) + eps * (lse_rel - xsum / v));
     if (dlogits) {
-      float *d = dlogits + (size_t)i * v;
       const double inv = 1.0 / sum, off = eps / v;
       for (int j = 0; j < v; j++) {
-        double p = expf(x[j] - mx) * inv;
-        d[j] = (float)((p - (j == t ? 1.0 - eps : 0.0) - off) * dscale);
+        double p = expf(dt_load(logits, lt, r + j) - mx) * inv;
+        dt_store(dlogits, lt, r + j, (float)((p - (j == t ? 1.0 - eps : 0.0) - off) * dscale));
       }
     }
   }

@@ -74,32 +74,36 @@ void dt_cuda_softmax_xent_bf16(dt_cuda_ctx *c, float *losses, void *dlogits, con
 }
 
 /* Label-smoothed variant (see kernels.h): also sums the logits for the mean
- * term; a negative target is padding and gets a zero loss and gradient row. */
+ * term; a negative target is padding and gets a zero loss and gradient row.
+ * logits and dlogits of type T; dlogits may alias logits (each element is
+ * read before it is written, as in softmax_xent_kernel). */
+template <typename T>
 static __global__ void __launch_bounds__(XENT_THREADS)
-    softmax_xent_smooth_kernel(float *losses, float *dlogits, const float *logits,
+    softmax_xent_smooth_kernel(float *losses, T *dlogits, const T *logits,
                                const int32_t *targets, int v, float dscale, float smoothing) {
   const size_t row = blockIdx.x;
-  const float *x = logits + row * (size_t)v;
+  const T *x = logits + row * (size_t)v;
   const int t = targets[row];
   if (t < 0) { /* uniform per block, so no thread skips a barrier below */
     if (threadIdx.x == 0 && losses) losses[row] = 0.0f;
     if (dlogits)
-      for (int j = threadIdx.x; j < v; j += blockDim.x) dlogits[row * (size_t)v + j] = 0.0f;
+      for (int j = threadIdx.x; j < v; j += blockDim.x) dt_st(&dlogits[row * (size_t)v + j], 0.0f);
     return;
   }
-  const float xt = t < v ? x[t] : __int_as_float(0x7fc00000);
+  const float xt = t < v ? dt_ld(&x[t]) : __int_as_float(0x7fc00000);
 
   float m = -INFINITY;
   for (int j = threadIdx.x; j < v; j += blockDim.x) {
-    const float u = x[j];
+    const float u = dt_ld(&x[j]);
     m = (u > m || u != u) ? u : m;
   }
   m = dt_block_max(m);
 
   double s = 0.0, xs = 0.0;
   for (int j = threadIdx.x; j < v; j += blockDim.x) {
-    s += exp((double)x[j] - (double)m);
-    xs += (double)x[j] - (double)m;
+    const double u = (double)dt_ld(&x[j]) - (double)m;
+    s += exp(u);
+    xs += u;
   }
   s = dt_block_sum(s);
   xs = dt_block_sum(xs);
@@ -110,20 +114,27 @@ static __global__ void __launch_bounds__(XENT_THREADS)
     losses[row] = (float)((1.0 - eps) * (lse - ((double)xt - (double)m)) + eps * (lse - xs / v));
   }
   if (dlogits) {
-    float *d = dlogits + row * (size_t)v;
+    T *d = dlogits + row * (size_t)v;
     const double inv = 1.0 / s, off = eps / v;
     for (int j = threadIdx.x; j < v; j += blockDim.x) {
-      const double p = exp((double)x[j] - (double)m) * inv;
-      d[j] = (float)((p - (j == t ? 1.0 - eps : 0.0) - off) * (double)dscale);
+      const double p = exp((double)dt_ld(&x[j]) - (double)m) * inv;
+      dt_st(&d[j], (float)((p - (j == t ? 1.0 - eps : 0.0) - off) * (double)dscale));
     }
   }
 }
 
-extern "C" void dt_cuda_softmax_xent_smooth(void *ctx, float *losses, float *dlogits,
-                                            const float *logits, const int32_t *targets, int n,
-                                            int v, float dscale, float smoothing) {
+extern "C" void dt_cuda_softmax_xent_smooth(void *ctx, float *losses, void *dlogits,
+                                            const void *logits, dt_dtype lt,
+                                            const int32_t *targets, int n, int v, float dscale,
+                                            float smoothing) {
   if (n <= 0) return;
-  softmax_xent_smooth_kernel<<<n, XENT_THREADS, 0, DT_CUDA_CTX(ctx)->stream>>>(
-      losses, dlogits, logits, targets, v, dscale, smoothing);
+  cudaStream_t st = DT_CUDA_CTX(ctx)->stream;
+  if (lt == DT_BF16)
+    softmax_xent_smooth_kernel<__nv_bfloat16><<<n, XENT_THREADS, 0, st>>>(
+        losses, (__nv_bfloat16 *)dlogits, (const __nv_bfloat16 *)logits, targets, v, dscale,
+        smoothing);
+  else
+    softmax_xent_smooth_kernel<float><<<n, XENT_THREADS, 0, st>>>(
+        losses, (float *)dlogits, (const float *)logits, targets, v, dscale, smoothing);
   CUDA_LAUNCH_CHECK();
 }
