@@ -2,7 +2,7 @@
 # Every GPU check and benchmark of the project, stage by stage, each with its
 # own time limit and a PASS / FAIL / SKIP line with its time, then a summary.
 #
-# Usage: scripts/gpu-check.sh [--dry-run] [all|tests|bench]   (default all)
+# Usage: scripts/gpu-check.sh [--dry-run] [all|tests|bench|transformer]   (default all)
 #   all:   everything below, most important first, inside one time budget
 #          (GPU_CHECK_BUDGET seconds, default 540): a session's device time
 #          is 15 minutes in all, machine start included, so the whole check
@@ -22,6 +22,13 @@
 #          bench/comm with NCCL at np 1 and MPI at np 2, and last gpt-1.6b
 #          (the largest micro-batch that fits).
 #   tests: only the correctness stages; bench: only the benchmarks.
+#   transformer: only issue 5's BLEU bar, for a session of its own:
+#          bench/transformer.sh with GPU_CHECK_TF_MINUTES (default 2.5) of
+#          training for dtrain and for PyTorch's nn.Transformer each (BPE
+#          prep, both trainings and both beam-4 translations of the test
+#          set fit the budget); needs DTRAIN_DATA/wmt-zh-en (17 MB) carried
+#          instead of mnist/, wos/ and gpt2-tokenizer/. Its table comes back
+#          as transformer-bench.txt.
 #   --dry-run prints the stages and their limits and runs nothing.
 #
 # Output: one line per stage on stdout, the last lines a summary table.
@@ -53,17 +60,21 @@ dry=0 mode=all
 for a in "$@"; do
   case $a in
     --dry-run) dry=1 ;;
-    tests|bench|all) mode=$a ;;
+    tests|bench|all|transformer) mode=$a ;;
     -h|--help) sed -n '2,/^set -uo/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 0 ;;
-    *) echo "usage: scripts/gpu-check.sh [--dry-run] [tests|bench|all]" >&2; exit 2 ;;
+    *) echo "usage: scripts/gpu-check.sh [--dry-run] [tests|bench|all|transformer]" >&2; exit 2 ;;
   esac
 done
 out=${OUT:-$root/gpu-check-out}
 build=${GPU_BUILD:-$root/build-gpu}
 if [ -z "${DTRAIN_DATA:-}" ]; then
-  if [ -d "$root/.device-carry/mnist" ]; then DTRAIN_DATA=$root/.device-carry; else DTRAIN_DATA=$root/data; fi
+  if [ -d "$root/.device-carry/mnist" ] || [ -d "$root/.device-carry/wmt-zh-en" ]; then
+    DTRAIN_DATA=$root/.device-carry
+  else
+    DTRAIN_DATA=$root/data
+  fi
 fi
-export DTRAIN_DATA root build
+export DTRAIN_DATA root build mode
 export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
 export OMPI_MCA_rmaps_base_oversubscribe=1 OMPI_MCA_mpi_yield_when_idle=1
 work=$(mktemp -d); trap 'rm -rf "$work"' EXIT
@@ -125,7 +136,9 @@ st_preflight() {
   pkg-config --exists hdf5 2>/dev/null || [ -e /usr/include/hdf5/serial/hdf5.h ] || [ -e /usr/include/hdf5.h ] || miss+=(hdf5-dev)
   [ -e /usr/include/cblas.h ] || pkg-config --exists openblas 2>/dev/null || ls /usr/include/*/cblas.h >/dev/null 2>&1 || miss+=(openblas-dev)
   local d
-  for d in mnist wos gpt2-tokenizer; do [ -d "$DTRAIN_DATA/$d" ] || miss+=("DTRAIN_DATA/$d"); done
+  local need=(mnist wos gpt2-tokenizer)
+  [ "$mode" = transformer ] && need=(wmt-zh-en)
+  for d in "${need[@]}"; do [ -d "$DTRAIN_DATA/$d" ] || miss+=("DTRAIN_DATA/$d"); done
   echo "DTRAIN_DATA=$DTRAIN_DATA"
   nvidia-smi -L 2>&1 || true
   nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv 2>&1 || true
@@ -298,6 +311,20 @@ st_gpt_profile() {
     echo; } >"$logs/gpt_profile.detail"
 }
 
+# Issue 5's bar: dtrain's transformer-wmt19 against PyTorch's nn.Transformer
+# on the same shards and budget, test BLEU with beam 4 (bench/transformer.sh)
+st_transformer() {
+  local m=${GPU_CHECK_TF_MINUTES:-2.5}
+  BENCH_PREP=$work/wmt19 BENCH_WORK=$work/tbench "$root/bench/transformer.sh" "$build" "$m" |
+    tee "$work/transformer-bench.txt"
+  local rc=${PIPESTATUS[0]}
+  cp "$work/transformer-bench.txt" "$logs/" 2>/dev/null
+  awk -F'|' '/^\| (dtrain|pytorch)/ {for (i = 2; i <= 8; i++) gsub(/^ +| +$/, "", $i)
+             printf "%s: %s tok/s, BLEU %s; ", $2, $6, $8}' \
+    "$work/transformer-bench.txt" >"$logs/transformer.detail"
+  exit "$rc"
+}
+
 # ---- the plan ----
 echo "# scripts/gpu-check.sh $mode$([ $dry = 1 ] && echo ' (dry run)'), $(date -u '+%Y-%m-%d %H:%M UTC'), DTRAIN_DATA=$DTRAIN_DATA"
 stage preflight 60 st_preflight "tools, data folders, nvidia-smi"
@@ -312,7 +339,9 @@ else
   echo "${rows[-1]}"
 fi
 # most important first: the budget may end the list early
-t=$([ $mode != bench ] && echo 1 || echo 0) b=$([ $mode != tests ] && echo 1 || echo 0)
+t=$([ $mode = all ] || [ $mode = tests ] && echo 1 || echo 0)
+b=$([ $mode = all ] || [ $mode = bench ] && echo 1 || echo 0)
+[ $mode = transformer ] && stage transformer 520 st_transformer "bench/transformer.sh ${GPU_CHECK_TF_MINUTES:-2.5} min each: dtrain vs PyTorch nn.Transformer, test BLEU (beam 4)" gpu
 [ $t = 1 ] && stage gpu_suite 180 st_gpu_suite "meson test --suite gpu (kernels_cuda, gpt_hf_cuda, transformer_cuda)" gpu
 [ $t = 1 ] && stage lenet_gpu 120 st_lenet_gpu "bench/lenet5.sh cuda: LeNet-5 10 epochs, >= 99% test accuracy; batch 512 row" gpu
 [ $b = 1 ] && stage roofline 45 st_roofline "bench/roofline (1 GiB copy, bf16 GEMMs) and bench/gpt_floor.py at the measured rates" gpu
@@ -335,6 +364,7 @@ total=$(( $(date +%s) - t_all ))
 } >"$summary"
 [ -s "$work/gpt-bench.txt" ] && cp "$work/gpt-bench.txt" "$out/gpt-bench.txt"
 [ -s "$logs/gpt_profile.txt" ] && cp "$logs/gpt_profile.txt" "$out/gpt-profile.txt"
+[ -s "$work/transformer-bench.txt" ] && cp "$work/transformer-bench.txt" "$out/transformer-bench.txt"
 [ -s "$work/lenet.txt" ] && cp "$work/lenet.txt" "$logs/lenet-table.txt"
 tar -czf "$out/logs-$mode.tar.gz" -C "$work" logs 2>/dev/null
 echo
