@@ -1035,6 +1035,27 @@ static double train_step(trainer *T) {
   return dt_dp_sum(T->dp, loss_sum) / per_step;
 }
 
+/* s seconds as "42 s", "12m05s" or "3h07m", for the console's eta */
+static void fmt_duration(char *buf, size_t cap, double s) {
+  long t = s > 0 ? (long)(s + 0.5) : 0;
+  if (t < 60) snprintf(buf, cap, "%ld s", t);
+  else if (t < 3600) snprintf(buf, cap, "%ldm%02lds", t / 60, t % 60);
+  else snprintf(buf, cap, "%ldh%02ldm", t / 3600, t % 3600 / 60);
+}
+
+/* The time left: this process's wall time per step so far (evaluation and
+ * checkpoints included) times the steps left, or what train.max_time_s
+ * leaves of training time at this run's ratio of wall to training time,
+ * whichever ends first. */
+static double eta_s(const trainer *T, double wall, int64_t nrun) {
+  if (nrun <= 0) return 0.0;
+  double left = wall / (double)nrun * (double)(T->total_steps - T->step);
+  double budget = T->cfg->train_max_time_s;
+  if (budget > 0 && T->train_time > 0)
+    left = fmin(left, fmax(0.0, budget - T->train_time) * wall / T->train_time);
+  return left;
+}
+
 /* [log] profile: rank 0's table on the console and in RUN/profile.txt */
 static void print_profile(const trainer *T) {
   dt_profile_print(T->prof, stdout, "step");
@@ -1116,7 +1137,8 @@ int dt_train(const dt_config *c) {
   while (T->step < T->total_steps && !stop) {
     /* [log] profile: the first step warms up (cuBLASLt's algorithm search,
      * buffers growing), so it is left out unless it is the only one */
-    int profiled = T->prof && (nrun++ > 0 || T->step + 1 == T->total_steps);
+    int profiled = T->prof && (nrun > 0 || T->step + 1 == T->total_steps);
+    nrun++;
     dt_profile_enable(T->prof, profiled);
     double t0 = dt_now();
     double lr = lr_at(T, T->step);
@@ -1148,10 +1170,12 @@ int dt_train(const dt_config *c) {
                           {"tokens_per_s", ups, 0}};
       dt_metrics_log(T->metrics, "train", (long)T->step, vals, T->lm || T->s2s ? 7 : 6, NULL,
                      NULL, 0);
+      char eta[32];
+      fmt_duration(eta, sizeof eta, eta_s(T, now - t_start, nrun));
       printf("step %6lld/%lld | epoch %5.2f | loss %.6f | lr %.3e | gnorm %.3f | %8.0f %s | "
-             "%.1f s\n",
+             "%.1f s | eta %s\n",
              (long long)T->step, (long long)T->total_steps, epoch_f, loss, lr, gnorm, ups, unit,
-             now - t_start);
+             now - t_start, eta);
       fflush(stdout);
       t_log = now;
       log_samples = 0;

@@ -180,6 +180,10 @@ check "log.profile: 3 steps profiled, linear_forward 14 calls/step, in profile.t
            grep -q '^profile: 3 steps' '$TMP/prof-true.log' &&
            ! grep -q '^profile:' '$TMP/prof-false.log'"
 sed -n '/^profile:/,/outside the slots/p' "$TMP/prof-true.log" | head -6 | sed 's/^/   /'
+check "console step lines end with the time left (eta), 0 s at the last step" \
+  bash -c "[ \$(grep -c '^step ' '$TMP/prof-false.log') -eq 4 ] &&
+           ! grep '^step ' '$TMP/prof-false.log' | grep -Evq '\| eta ([0-9]+ s|[0-9]+m[0-9]{2}s|[0-9]+h[0-9]{2}m)\$' &&
+           grep -q '^step  *4/4 .*| eta 0 s\$' '$TMP/prof-false.log'"
 
 "$D" "$cfg" "${common[@]}" model.n_head=5 train.max_steps=1 log.dir="$TMP/bad-h" \
   >"$TMP/bad-h.log" 2>&1
