@@ -9,14 +9,7 @@
 #include <string.h>
 
 #include "../runtime/beam.h"
-
-static int g_pass, g_fail;
-#define CHECK(cond, ...)                             \
-  do {                                               \
-    if (cond) g_pass++, printf("ok   " __VA_ARGS__); \
-    else g_fail++, printf("FAIL " __VA_ARGS__);      \
-    printf("\n");                                    \
-  } while (0)
+#include "check.h"
 
 enum { V = 5, BOS = 1, EOS = 2, MAXLEN = 5 };
 
@@ -187,6 +180,5 @@ int main(void) {
     CHECK(same, "beam %d over %d tokens: each row's best %d candidates give the full sort's "
           "result for 8 sentences", K, BIGV, 2 * K);
   }
-  printf("%d passed, %d failed\n", g_pass, g_fail);
-  return g_fail ? 1 : 0;
+  return check_summary();
 }

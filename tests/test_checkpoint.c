@@ -6,14 +6,7 @@
 #include <unistd.h>
 
 #include "../runtime/checkpoint.h"
-
-static int g_pass, g_fail;
-#define CHECK(cond, ...)                                   \
-  do {                                                     \
-    if (cond) g_pass++, printf("ok   " __VA_ARGS__);       \
-    else g_fail++, printf("FAIL " __VA_ARGS__);            \
-    printf("\n");                                          \
-  } while (0)
+#include "check.h"
 
 static void add(dt_param *t, int *n, size_t *total, const char *name, int nd, int64_t d0,
                 int64_t d1) {
@@ -170,6 +163,5 @@ int main(void) {
   snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);
   if (system(cmd) != 0) printf("note: could not remove %s\n", dir);
   free(p), free(m1), free(m2), free(q), free(q1), free(q2), free(big), free(big1), free(big2);
-  printf("%d passed, %d failed\n", g_pass, g_fail);
-  return g_fail ? 1 : 0;
+  return check_summary();
 }

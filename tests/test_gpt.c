@@ -23,14 +23,7 @@
 
 #include "../models/model.h"
 #include "../runtime/h5.h"
-
-static int g_pass, g_fail;
-#define CHECK(cond, ...)                             \
-  do {                                               \
-    if (cond) g_pass++, printf("ok   " __VA_ARGS__); \
-    else g_fail++, printf("FAIL " __VA_ARGS__);      \
-    printf("\n");                                    \
-  } while (0)
+#include "check.h"
 
 /* ---- comparisons: |a-r| <= atol + rtol*|r|, reporting the worst element ---- */
 
@@ -927,6 +920,5 @@ int main(int argc, char **argv) {
   dt_backend_destroy(be);
   free(fx.tokens), free(fx.targets), free(fx.logits), free(fx.weights), free(fx.grads),
       free(fx.updated);
-  printf("%d passed, %d failed\n", g_pass, g_fail);
-  return g_fail ? 1 : 0;
+  return check_summary();
 }

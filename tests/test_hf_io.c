@@ -25,14 +25,7 @@
 #include "../runtime/rng.h"
 #include "../runtime/safetensors.h"
 #include "../runtime/textprep.h"
-
-static int g_pass, g_fail;
-#define CHECK(cond, ...)                             \
-  do {                                               \
-    if (cond) g_pass++, printf("ok   " __VA_ARGS__); \
-    else g_fail++, printf("FAIL " __VA_ARGS__);      \
-    printf("\n");                                    \
-  } while (0)
+#include "check.h"
 
 static char g_tmp[256];
 
@@ -486,8 +479,7 @@ int main(int argc, char **argv) {
     char cmd[600];
     snprintf(cmd, sizeof cmd, "rm -rf '%s'", g_tmp);
     if (system(cmd) != 0) printf("could not remove %s\n", g_tmp);
-    printf("%d passed, %d failed\n", g_pass, g_fail);
-    rc = g_fail ? 1 : 0;
+    rc = check_summary();
   } else {
     fprintf(stderr, "usage: test_hf_io FIXTURES_DIR | make-shards DIR VOCAB N | "
                     "compare CKPT WEIGHTS [MAXDIFF]\n");

@@ -10,14 +10,7 @@
 #include "../runtime/h5.h"
 #include "../runtime/pairdata.h"
 #include "../runtime/rng.h"
-
-static int g_pass, g_fail;
-#define CHECK(cond, ...)                             \
-  do {                                               \
-    if (cond) g_pass++, printf("ok   " __VA_ARGS__); \
-    else g_fail++, printf("FAIL " __VA_ARGS__);      \
-    printf("\n");                                    \
-  } while (0)
+#include "check.h"
 
 enum { V = 50, PAD = 0, BOS = 1, EOS = 2 };
 
@@ -180,6 +173,5 @@ int main(int argc, char **argv) {
   rc = dt_pair_set_load(&set, path, 0, &err);
   CHECK(rc != 0 && strstr(err.msg, "missing.h5"), "missing shard -> %s", err.msg);
 
-  printf("%d passed, %d failed\n", g_pass, g_fail);
-  return g_fail ? 1 : 0;
+  return check_summary();
 }

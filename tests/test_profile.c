@@ -11,15 +11,7 @@
 #include "../kernels/profile.h"
 #include "../runtime/backend.h"
 #include "../runtime/rng.h"
-
-static int g_pass, g_fail;
-#define CHECK(cond, ...)                             \
-  do {                                               \
-    if (cond) g_pass++, printf("ok   " __VA_ARGS__); \
-    else g_fail++, printf("FAIL " __VA_ARGS__);      \
-    printf("\n");                                    \
-    fflush(stdout);                                  \
-  } while (0)
+#include "check.h"
 
 static float *rnd(size_t n, uint64_t seed) {
   float *x = malloc(n * sizeof(float));
@@ -107,6 +99,5 @@ int main(void) {
 
   free(x), free(w), free(b), free(q), free(k), free(v);
   dt_backend_destroy(be);
-  printf("%d passed, %d failed\n", g_pass, g_fail);
-  return g_fail ? 1 : 0;
+  return check_summary();
 }

@@ -18,15 +18,7 @@
 #include "../models/model.h"
 #include "../models/transformer.h"
 #include "../runtime/rng.h"
-
-static int g_pass, g_fail;
-#define CHECK(cond, ...)                             \
-  do {                                               \
-    if (cond) g_pass++, printf("ok   " __VA_ARGS__); \
-    else g_fail++, printf("FAIL " __VA_ARGS__);      \
-    printf("\n");                                    \
-    fflush(stdout);                                  \
-  } while (0)
+#include "check.h"
 
 /* The tiny model: d 16, 2 heads, 1 + 2 layers, ff 32, vocab 23, 8 positions. */
 enum { NB = 3, TS = 7, TT = 6, V = 23, PAD = 1 };
@@ -918,8 +910,7 @@ static int run_cuda(void) {
   }
   dt_backend_destroy(gpu);
   dt_backend_destroy(cpu);
-  printf("%d passed, %d failed\n", g_pass, g_fail);
-  return g_fail ? 1 : 0;
+  return check_summary();
 }
 
 static void usage(void) {
@@ -956,6 +947,5 @@ int main(int argc, char **argv) {
   test_smoothing(be);
   test_bad_configs(be);
   dt_backend_destroy(be);
-  printf("%d passed, %d failed\n", g_pass, g_fail);
-  return g_fail ? 1 : 0;
+  return check_summary();
 }

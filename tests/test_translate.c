@@ -12,14 +12,7 @@
 #include "../models/translate.h"
 #include "../runtime/beam.h"
 #include "../runtime/rng.h"
-
-static int g_pass, g_fail;
-#define CHECK(cond, ...)                             \
-  do {                                               \
-    if (cond) g_pass++, printf("ok   " __VA_ARGS__); \
-    else g_fail++, printf("FAIL " __VA_ARGS__);      \
-    printf("\n");                                    \
-  } while (0)
+#include "check.h"
 
 /* pad 0, bos 1, eos 2; tokens 3..5 */
 enum { V = 6, PAD = 0, BOS = 1, EOS = 2, MAXLEN = 4, NS = 12 };
@@ -198,6 +191,5 @@ int main(void) {
   m->p = NULL;
   dt_model_destroy(m);
   dt_backend_destroy(be);
-  printf("%d passed, %d failed\n", g_pass, g_fail);
-  return g_fail ? 1 : 0;
+  return check_summary();
 }
