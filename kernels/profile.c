@@ -37,7 +37,7 @@ struct dt_profile {
   double wall;             /* seconds enabled */
   long units;              /* enable/disable pairs */
   long calls[S_COUNT];
-  double secs[S_COUNT], flops[S_COUNT];
+  double secs[S_COUNT], flops[S_COUNT], bytes[S_COUNT];
 };
 
 static dt_profile *g_prof;
@@ -49,22 +49,29 @@ static double prof_begin(void) {
   return dt_now();
 }
 
-static void prof_end(int slot, double t0, double flops) {
+static void prof_end(int slot, double t0, double flops, double bytes) {
   dt_profile *p = g_prof;
   if (t0 < 0) return;
   p->be->sync(p->be);
   p->secs[slot] += dt_now() - t0;
   p->calls[slot]++;
   p->flops[slot] += flops;
+  p->bytes[slot] += bytes;
 }
 
 #define K (g_prof->inner)
-#define TIMED(slot, flops, call) \
-  do {                           \
-    double t0_ = prof_begin();   \
-    K->call;                     \
-    prof_end(S_##slot, t0_, flops); \
+/* a compute-bound slot counts FLOPs, a memory-bound one bytes */
+#define TIMED_FB(slot, flops, bytes, call) \
+  do {                                     \
+    double t0_ = prof_begin();             \
+    K->call;                               \
+    prof_end(S_##slot, t0_, flops, bytes); \
   } while (0)
+#define TIMED(slot, flops, call) TIMED_FB(slot, flops, 0, call)
+#define TIMED_B(slot, bytes, call) TIMED_FB(slot, 0, bytes, call)
+
+/* element sizes, for the byte counts */
+static double sz(dt_dtype t) { return (double)dt_dtype_size(t); }
 
 /* 2 FLOPs per multiply-add of an (n,c) x (c,oc) product */
 static double mm(double n, double c, double oc) { return 2.0 * n * c * oc; }
@@ -75,6 +82,12 @@ static double att(int B, int Tq, int Tk, int NH, int HS, int causal) {
   double pairs = (double)Tq * Tk;
   if (causal && Tq == Tk) pairs = (double)Tq * (Tq + 1) / 2.0;
   return 4.0 * B * NH * pairs * HS;
+}
+
+/* a pooling pass: the input read `in` times (the backward's dinp and the
+ * max's input), the output (or its gradient) once, fp32 */
+static double pool(const dt_pool2d_shape *s, int in) {
+  return 4.0 * (in * (double)s->n * s->c * s->h * s->w + (double)s->n * s->c * s->oh * s->ow);
 }
 
 static double conv(const dt_conv2d_shape *s) {
@@ -136,85 +149,88 @@ static void p_conv2d_backward(void *ctx, float *dinp, float *dw, float *db, cons
 
 static void p_maxpool2d_forward(void *ctx, float *out, const float *inp,
                                 const dt_pool2d_shape *s) {
-  TIMED(maxpool2d_forward, 0, maxpool2d_forward(ctx, out, inp, s));
+  TIMED_B(maxpool2d_forward, pool(s, 1), maxpool2d_forward(ctx, out, inp, s));
 }
 
 static void p_maxpool2d_backward(void *ctx, float *dinp, const float *dout, const float *inp,
                                  const dt_pool2d_shape *s) {
-  TIMED(maxpool2d_backward, 0, maxpool2d_backward(ctx, dinp, dout, inp, s));
+  TIMED_B(maxpool2d_backward, pool(s, 2), maxpool2d_backward(ctx, dinp, dout, inp, s));
 }
 
 static void p_avgpool2d_forward(void *ctx, float *out, const float *inp,
                                 const dt_pool2d_shape *s) {
-  TIMED(avgpool2d_forward, 0, avgpool2d_forward(ctx, out, inp, s));
+  TIMED_B(avgpool2d_forward, pool(s, 1), avgpool2d_forward(ctx, out, inp, s));
 }
 
 static void p_avgpool2d_backward(void *ctx, float *dinp, const float *dout,
                                  const dt_pool2d_shape *s) {
-  TIMED(avgpool2d_backward, 0, avgpool2d_backward(ctx, dinp, dout, s));
+  TIMED_B(avgpool2d_backward, pool(s, 1), avgpool2d_backward(ctx, dinp, dout, s));
 }
 
 static void p_act_forward(void *ctx, dt_act act, float *out, const float *inp, size_t n) {
-  TIMED(act_forward, 0, act_forward(ctx, act, out, inp, n));
+  TIMED_B(act_forward, 8.0 * n, act_forward(ctx, act, out, inp, n));
 }
 
 static void p_act_backward(void *ctx, dt_act act, float *dinp, const float *dout,
                            const float *inp, size_t n) {
-  TIMED(act_backward, 0, act_backward(ctx, act, dinp, dout, inp, n));
+  TIMED_B(act_backward, 12.0 * n, act_backward(ctx, act, dinp, dout, inp, n));
 }
 
 static void p_softmax_xent(void *ctx, float *losses, float *dlogits, const void *logits,
                            dt_dtype lt, const int32_t *targets, int n, int v, float dscale) {
-  TIMED(softmax_xent, 0, softmax_xent(ctx, losses, dlogits, logits, lt, targets, n, v, dscale));
+  TIMED_B(softmax_xent, (double)n * v * (sz(lt) + (dlogits ? 4 : 0)) + 8.0 * n,
+          softmax_xent(ctx, losses, dlogits, logits, lt, targets, n, v, dscale));
 }
 
 static void p_softmax_xent_smooth(void *ctx, float *losses, void *dlogits, const void *logits,
                                   dt_dtype lt, const int32_t *targets, int n, int v, float dscale,
                                   float smoothing) {
-  TIMED(softmax_xent_smooth, 0,
+  TIMED_B(softmax_xent_smooth, (double)n * v * sz(lt) * (dlogits ? 2 : 1) + 8.0 * n,
         softmax_xent_smooth(ctx, losses, dlogits, logits, lt, targets, n, v, dscale, smoothing));
 }
 
 static void p_sgd_step(void *ctx, float *p, const float *g, float *buf, size_t n, float lr,
                        float momentum, float wd, int nesterov, int first, float grad_scale) {
-  TIMED(sgd_step, 0, sgd_step(ctx, p, g, buf, n, lr, momentum, wd, nesterov, first, grad_scale));
+  TIMED_B(sgd_step, (buf ? 20.0 : 12.0) * n,
+          sgd_step(ctx, p, g, buf, n, lr, momentum, wd, nesterov, first, grad_scale));
 }
 
 static void p_adam_step(void *ctx, float *p, const float *g, float *m, float *v, size_t n,
                         float lr, float b1, float b2, float eps, float wd, int decoupled, int t,
                         float grad_scale) {
-  TIMED(adam_step, 0,
+  TIMED_B(adam_step, 28.0 * n,
         adam_step(ctx, p, g, m, v, n, lr, b1, b2, eps, wd, decoupled, t, grad_scale));
 }
 
 static void p_sumsq(void *ctx, float *out, const float *x, size_t n) {
-  TIMED(sumsq, 0, sumsq(ctx, out, x, n));
+  TIMED_B(sumsq, 4.0 * n, sumsq(ctx, out, x, n));
 }
 
 static void p_scale(void *ctx, float *x, float a, size_t n) {
-  TIMED(scale, 0, scale(ctx, x, a, n));
+  TIMED_B(scale, 8.0 * n, scale(ctx, x, a, n));
 }
 
 static void p_axpy(void *ctx, float *y, float a, const float *x, size_t n) {
-  TIMED(axpy, 0, axpy(ctx, y, a, x, n));
+  TIMED_B(axpy, 12.0 * n, axpy(ctx, y, a, x, n));
 }
 
 static void p_gather_u8_normalize(void *ctx, float *out, const uint8_t *src, const int32_t *idx,
                                   int n, int row, float mean, float std) {
-  TIMED(gather_u8_normalize, 0, gather_u8_normalize(ctx, out, src, idx, n, row, mean, std));
+  TIMED_B(gather_u8_normalize, 5.0 * n * row + 4.0 * n,
+          gather_u8_normalize(ctx, out, src, idx, n, row, mean, std));
 }
 
 static void p_layernorm_forward(void *ctx, void *out, dt_dtype ot, float *mean, float *rstd,
                                 const float *inp, const float *weight, const float *bias, int n,
                                 int c, float eps) {
-  TIMED(layernorm_forward, 0,
+  TIMED_B(layernorm_forward, (double)n * c * (4 + sz(ot)) + 8.0 * c + 8.0 * n,
         layernorm_forward(ctx, out, ot, mean, rstd, inp, weight, bias, n, c, eps));
 }
 
 static void p_layernorm_backward(void *ctx, float *dinp, float *dweight, float *dbias,
                                  const float *dout, const float *inp, const float *weight,
                                  const float *mean, const float *rstd, int n, int c) {
-  TIMED(layernorm_backward, 0,
+  TIMED_B(layernorm_backward, 16.0 * n * c + 20.0 * c + 8.0 * n,
         layernorm_backward(ctx, dinp, dweight, dbias, dout, inp, weight, mean, rstd, n, c));
 }
 
@@ -222,7 +238,7 @@ static void p_residual_layernorm_forward(void *ctx, float *res_out, void *out, d
                                          float *mean, float *rstd, const float *a,
                                          const float *b, const float *weight, const float *bias,
                                          int n, int c, float eps) {
-  TIMED(residual_layernorm_forward, 0,
+  TIMED_B(residual_layernorm_forward, (double)n * c * (12 + sz(ot)) + 8.0 * c + 8.0 * n,
         residual_layernorm_forward(ctx, res_out, out, ot, mean, rstd, a, b, weight, bias, n, c,
                                    eps));
 }
@@ -249,7 +265,8 @@ static void p_attention_backward(void *ctx, float *dq, float *dk, float *dv, con
 
 static void p_embedding_forward(void *ctx, float *out, const int32_t *tokens, const float *wte,
                                 const float *wpe, int B, int T, int C, int V) {
-  TIMED(embedding_forward, 0, embedding_forward(ctx, out, tokens, wte, wpe, B, T, C, V));
+  TIMED_B(embedding_forward, 8.0 * B * T * C + (wpe ? 4.0 * T * C : 0) + 4.0 * B * T,
+          embedding_forward(ctx, out, tokens, wte, wpe, B, T, C, V));
 }
 
 static size_t p_embedding_backward_workspace(void *ctx, int B, int T, int V) {
@@ -258,23 +275,26 @@ static size_t p_embedding_backward_workspace(void *ctx, int B, int T, int V) {
 
 static void p_embedding_backward(void *ctx, float *dwte, float *dwpe, const float *dout,
                                  const int32_t *tokens, int B, int T, int C, int V, void *ws) {
-  TIMED(embedding_backward, 0,
-        embedding_backward(ctx, dwte, dwpe, dout, tokens, B, T, C, V, ws));
+  /* dwte: one row read and written per token, at most */
+  TIMED_B(embedding_backward,
+          4.0 * B * T * C + (dwte ? 8.0 * B * T * C : 0) + (dwpe ? 8.0 * T * C : 0) + 4.0 * B * T,
+          embedding_backward(ctx, dwte, dwpe, dout, tokens, B, T, C, V, ws));
 }
 
 static void p_dropout_forward(void *ctx, float *out, const float *inp, size_t n, float p,
                               uint64_t seed, uint64_t offset) {
-  TIMED(dropout_forward, 0, dropout_forward(ctx, out, inp, n, p, seed, offset));
+  TIMED_B(dropout_forward, 8.0 * n, dropout_forward(ctx, out, inp, n, p, seed, offset));
 }
 
 static void p_dropout_backward(void *ctx, float *dinp, const float *dout, size_t n, float p,
                                uint64_t seed, uint64_t offset) {
-  TIMED(dropout_backward, 0, dropout_backward(ctx, dinp, dout, n, p, seed, offset));
+  TIMED_B(dropout_backward, 8.0 * n, dropout_backward(ctx, dinp, dout, n, p, seed, offset));
 }
 
 static void p_dropout_rows(void *ctx, float *y, const float *x, int rows, size_t width,
                            size_t stride, float p, uint64_t seed, uint64_t offset) {
-  TIMED(dropout_rows, 0, dropout_rows(ctx, y, x, rows, width, stride, p, seed, offset));
+  TIMED_B(dropout_rows, 8.0 * rows * width,
+          dropout_rows(ctx, y, x, rows, width, stride, p, seed, offset));
 }
 
 dt_profile *dt_profile_install(dt_backend_t be) {
@@ -332,6 +352,11 @@ double dt_profile_flops(const dt_profile *p, const char *slot) {
   return i < 0 ? 0.0 : p->flops[i];
 }
 
+double dt_profile_bytes(const dt_profile *p, const char *slot) {
+  int i = find(slot);
+  return i < 0 ? 0.0 : p->bytes[i];
+}
+
 long dt_profile_units(const dt_profile *p) { return p->units; }
 
 static const dt_profile *g_sort;
@@ -354,16 +379,18 @@ void dt_profile_print(const dt_profile *p, FILE *f, const char *per) {
   char calls_h[32], ms_h[32];
   snprintf(calls_h, sizeof calls_h, "calls/%s", per);
   snprintf(ms_h, sizeof ms_h, "ms/%s", per);
-  fprintf(f, "  %-28s %10s %10s %7s %10s %9s\n", "kernel slot", calls_h, ms_h, "share", "us/call",
-          "TFLOP/s");
+  fprintf(f, "  %-28s %10s %10s %7s %10s %9s %9s\n", "kernel slot", calls_h, ms_h, "share",
+          "us/call", "TFLOP/s", "GB/s");
   for (int j = 0; j < n; j++) {
     int i = order[j];
-    char rate[32] = "-";
+    char rate[32] = "-", bw[32] = "-";
     if (p->flops[i] > 0 && p->secs[i] > 0)
       snprintf(rate, sizeof rate, "%.3f", p->flops[i] / p->secs[i] / 1e12);
-    fprintf(f, "  %-28s %10.1f %10.3f %6.1f%% %10.1f %9s\n", k_names[i], p->calls[i] / u,
+    if (p->bytes[i] > 0 && p->secs[i] > 0)
+      snprintf(bw, sizeof bw, "%.1f", p->bytes[i] / p->secs[i] / 1e9);
+    fprintf(f, "  %-28s %10.1f %10.3f %6.1f%% %10.1f %9s %9s\n", k_names[i], p->calls[i] / u,
             1e3 * p->secs[i] / u, p->wall > 0 ? 100.0 * p->secs[i] / p->wall : 0.0,
-            1e6 * p->secs[i] / (double)p->calls[i], rate);
+            1e6 * p->secs[i] / (double)p->calls[i], rate, bw);
   }
   double out = p->wall - in;
   fprintf(f, "  %-28s %10s %10.3f %6.1f%%   (communication, copies, memsets, host work)\n",

@@ -4,7 +4,10 @@
  * the backend (be->sync), calls the real kernel, waits again and adds the
  * wall time to that slot, with the FLOPs of the matmul, convolution and
  * attention slots (the counts kernels/kernels.h's shapes give: 2 per
- * multiply-add, causal attention halved, padding masks not subtracted).
+ * multiply-add, causal attention halved, padding masks not subtracted) and
+ * the bytes of the memory-bound ones (each input read once, each output
+ * written once, an accumulated output read and written: the fewest a
+ * kernel can move, so bytes/s is comparable with the device's bandwidth).
  * Waiting around each call serialises what would overlap (NCCL buckets,
  * the copy stream), so a profiled run is slower than a plain one; the
  * per-slot times are what each kernel costs on its own, launch included.
@@ -35,16 +38,17 @@ void dt_profile_enable(dt_profile *p, int on);
 
 /* The table: one row per slot that was called, by time, each with calls
  * and milliseconds per unit, share of the enabled wall time, mean
- * microseconds per call and, where FLOPs are counted, TFLOP/s; then the
+ * microseconds per call and, where counted, TFLOP/s or GB/s; then the
  * wall time outside every slot (communication, copies, host work). `per`
  * names the unit ("step"). */
 void dt_profile_print(const dt_profile *p, FILE *f, const char *per);
 
-/* For tests: calls, seconds and FLOPs of the slot named `slot` (0 if never
- * called or unknown), and the units counted. */
+/* For tests: calls, seconds, FLOPs and bytes of the slot named `slot` (0 if
+ * never called or unknown), and the units counted. */
 long dt_profile_calls(const dt_profile *p, const char *slot);
 double dt_profile_seconds(const dt_profile *p, const char *slot);
 double dt_profile_flops(const dt_profile *p, const char *slot);
+double dt_profile_bytes(const dt_profile *p, const char *slot);
 long dt_profile_units(const dt_profile *p);
 
 #endif

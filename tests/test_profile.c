@@ -56,6 +56,11 @@ int main(void) {
   dt_profile_enable(p, 0);
   dt_profile_enable(p, 1);
   be->k->scale(be->ctx, dw, 0.5f, OC * C);
+  /* memory-bound: x (N,C) read, out written, weight and bias, mean and rstd */
+  float ln[N * C], mean[N], rstd[N];
+  be->k->layernorm_forward(be->ctx, ln, DT_F32, mean, rstd, x, b, b, N, C, 1e-5f);
+  float m1[OC * C] = {0}, v1[OC * C] = {0};
+  be->k->adam_step(be->ctx, w, dw, m1, v1, OC * C, 1e-3f, 0.9f, 0.999f, 1e-8f, 0.0f, 1, 1, 1.0f);
   dt_profile_enable(p, 0);
   be->k->scale(be->ctx, dw, 0.5f, OC * C); /* disabled again: not counted */
 
@@ -75,8 +80,16 @@ int main(void) {
         "causal attention_forward: %g FLOPs (want %g)", dt_profile_flops(p, "attention_forward"),
         att);
   CHECK(dt_profile_calls(p, "scale") == 1 && dt_profile_flops(p, "scale") == 0 &&
-            dt_profile_units(p) == 2,
-        "scale counted once while enabled, no FLOPs; 2 units");
+            dt_profile_bytes(p, "scale") == 8.0 * OC * C && dt_profile_units(p) == 2,
+        "scale counted once while enabled: no FLOPs, %g bytes (want %d); 2 units",
+        dt_profile_bytes(p, "scale"), 8 * OC * C);
+  const double ln_bytes = 8.0 * N * C + 8.0 * C + 8.0 * N, adam_bytes = 28.0 * OC * C;
+  CHECK(dt_profile_bytes(p, "layernorm_forward") == ln_bytes &&
+            dt_profile_bytes(p, "adam_step") == adam_bytes &&
+            dt_profile_bytes(p, "linear_forward") == 0,
+        "bytes: layernorm_forward %g (want %g), adam_step %g (want %g), none for a matmul",
+        dt_profile_bytes(p, "layernorm_forward"), ln_bytes, dt_profile_bytes(p, "adam_step"),
+        adam_bytes);
   CHECK(dt_profile_seconds(p, "linear_forward") > 0 && dt_profile_calls(p, "no_such_slot") == 0,
         "time is counted; an unknown slot reads 0");
 
@@ -87,6 +100,7 @@ int main(void) {
   fclose(f);
   CHECK(strstr(text, "profile: 2 steps") && strstr(text, "linear_forward") &&
             strstr(text, "calls/step") && strstr(text, "outside the slots") &&
+            strstr(text, "GB/s") && strstr(text, "adam_step") &&
             !strstr(text, "conv2d_forward"),
         "the table names the slots called, and only those");
   free(text);
