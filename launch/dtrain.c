@@ -21,7 +21,8 @@ static void usage(FILE *f) {
           "  dtrain configs/lenet5-mnist.ini train.epochs=1 train.device=cpu\n"
           "Metrics go to <log.dir>/metrics.jsonl and TensorBoard event files; checkpoints to\n"
           "<checkpoint.dir> (default <log.dir>/checkpoints), resumed automatically\n"
-          "(checkpoint.resume=auto). Bad input exits with code 2.\n");
+          "(checkpoint.resume=auto). Bad input exits with code 2. log.profile=true adds a\n"
+          "table of where a step's time goes, kernel by kernel (<log.dir>/profile.txt).\n");
 }
 
 int main(int argc, char **argv) {
