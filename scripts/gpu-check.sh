@@ -40,9 +40,12 @@
 # Data: DTRAIN_DATA (default .device-carry/ when it holds mnist/, else data/)
 # must hold mnist/ (the four IDX files), wos/ and gpt2-tokenizer/. The device
 # machine has no network, so copy them into the git-ignored .device-carry/
-# here and carry that folder (about 17 MB):
-#   mkdir -p .device-carry && cp -r ../shared/data/{mnist,wos,gpt2-tokenizer} .device-carry/
-# then, from the device tool, one call per half:
+# here and carry that folder (about 17 MB), with Debian's OpenBLAS packages
+# (12.5 MB) in case the device image has no BLAS (not yet seen either way;
+# they are unpacked only where no cblas.h is found):
+#   mkdir -p .device-carry/debs && cp -r ../shared/data/{mnist,wos,gpt2-tokenizer} .device-carry/
+#   (cd .device-carry/debs && apt-get download libopenblas0-pthread libopenblas-pthread-dev libgfortran5)
+# then, from the device tool, one call:
 #   run(command="scripts/gpu-check.sh", carry=[".device-carry"], timeout_s=600)
 # A rerun while the machine is still warm (30 s) reuses build-gpu/.
 #
@@ -81,6 +84,37 @@ work=$(mktemp -d); trap 'rm -rf "$work"' EXIT
 logs=$work/logs; mkdir -p "$logs"
 export work logs
 [ $dry = 1 ] || mkdir -p "$out"
+
+# OpenBLAS where the device image has none (its recipe names CUDA, PyTorch,
+# CMake and ninja, not a BLAS): Debian 12's packages carried as .debs in
+# .device-carry/debs/ (see Data above) are unpacked into
+# build-gpu-deps/openblas, with an openblas.pc of our own, and the compiler,
+# pkg-config and the loader are pointed there. Only the CPU twin of the
+# tests uses it; the GPU path never calls a CPU GEMM.
+# the link farms st_build makes for wheels' NCCL and cuDNN, for every
+# stage's programs (harmless where they are not made)
+export LD_LIBRARY_PATH=$root/build-gpu-deps/nccl/lib:$root/build-gpu-deps/cudnn/lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}
+have_cblas() {
+  [ -e /usr/include/cblas.h ] || ls /usr/include/*/cblas.h >/dev/null 2>&1 ||
+    pkg-config --exists openblas 2>/dev/null
+}
+if [ $dry = 0 ] && ! have_cblas && ls "$root"/.device-carry/debs/libopenblas*.deb >/dev/null 2>&1; then
+  ob=$root/build-gpu-deps/openblas
+  rm -rf "$ob" && mkdir -p "$ob/x" "$ob/include" "$ob/lib/pkgconfig"
+  for f in "$root"/.device-carry/debs/*.deb; do
+    if command -v dpkg >/dev/null; then dpkg -x "$f" "$ob/x"
+    else (cd "$ob" && ar p "$f" data.tar.xz | tar -xJ -C x); fi
+  done
+  cp -a "$ob"/x/usr/include/x86_64-linux-gnu/openblas-pthread/. "$ob/include/"
+  cp -a "$ob"/x/usr/lib/x86_64-linux-gnu/openblas-pthread/libopenblas*.so* "$ob/lib/"
+  cp -a "$ob"/x/usr/lib/x86_64-linux-gnu/libgfortran.so.5* "$ob/lib/" 2>/dev/null
+  printf 'prefix=%s\nName: openblas\nDescription: OpenBLAS (carried)\nVersion: 0.3.21\nLibs: -L${prefix}/lib -lopenblas\nCflags: -I${prefix}/include\n' \
+    "$ob" >"$ob/lib/pkgconfig/openblas.pc"
+  export PKG_CONFIG_PATH=$ob/lib/pkgconfig${PKG_CONFIG_PATH:+:$PKG_CONFIG_PATH}
+  export CPATH=$ob/include${CPATH:+:$CPATH} LIBRARY_PATH=$ob/lib${LIBRARY_PATH:+:$LIBRARY_PATH}
+  export LD_LIBRARY_PATH=$ob/lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}
+  echo "# OpenBLAS: none on this machine; using the carried Debian packages ($ob)"
+fi
 summary=$out/summary-$mode.txt
 t_all=$(date +%s)
 budget=${GPU_CHECK_BUDGET:-540}
@@ -104,7 +138,7 @@ stage() {
   elif [ "$need" = gpu ] && [ $built = 0 ]; then verdict=SKIP detail="no CUDA build"
   else
     t0=$(date +%s.%N)
-    timeout -k 15 "$limit" bash -c "set -uo pipefail; $(declare -f "$fn"); $fn" >"$logs/$name.log" 2>&1
+    timeout -k 15 "$limit" bash -c "set -uo pipefail; $(declare -f have_cblas "$fn"); $fn" >"$logs/$name.log" 2>&1
     rc=$?
     t1=$(date +%s.%N)
     [ -s "$logs/$name.detail" ] && detail=$(head -1 "$logs/$name.detail")
@@ -126,15 +160,18 @@ stage() {
   return 0
 }
 
-# ---- stages (each runs in its own bash: only exported variables are seen) ----
+# ---- stages (each runs in its own bash: only exported variables and have_cblas are seen) ----
 
 st_preflight() {
   local miss=() t
-  for t in meson ninja nvcc mpicc mpiexec pkg-config python3 timeout; do
+  for t in meson ninja nvcc mpicc mpiexec python3 timeout; do
     command -v $t >/dev/null || { [ $t = nvcc ] && [ -x /usr/local/cuda/bin/nvcc ]; } || miss+=($t)
   done
+  # meson finds MPI, HDF5 and OpenBLAS without it too (compiler wrappers,
+  # h5cc, the library search path), so it is only reported
+  command -v pkg-config >/dev/null || echo "note: no pkg-config"
   pkg-config --exists hdf5 2>/dev/null || [ -e /usr/include/hdf5/serial/hdf5.h ] || [ -e /usr/include/hdf5.h ] || miss+=(hdf5-dev)
-  [ -e /usr/include/cblas.h ] || pkg-config --exists openblas 2>/dev/null || ls /usr/include/*/cblas.h >/dev/null 2>&1 || miss+=(openblas-dev)
+  have_cblas || [ -e "${CPATH%%:*}/cblas.h" ] || miss+=("openblas-dev (or carry .device-carry/debs)")
   local d
   local need=(mnist wos gpt2-tokenizer)
   [ "$mode" = transformer ] && need=(wmt-zh-en)
@@ -152,6 +189,18 @@ st_preflight() {
 st_build() {
   export PATH=$PATH:/usr/local/cuda/bin
   local opts=(-Dcuda=enabled -Demu=disabled) wheel farm f b  # the CPU emulation tests are CI's
+  # NCCL, like cuDNN, may be only in a Python wheel (nvidia-nccl-cu13)
+  wheel=$(python3 -c "import nvidia.nccl as m; print(m.__path__[0])" 2>/dev/null || true)
+  if [ -n "$wheel" ] && [ -e "$wheel/include/nccl.h" ] && [ ! -e /usr/include/nccl.h ] &&
+     [ ! -e /usr/local/cuda/include/nccl.h ]; then
+    farm=$root/build-gpu-deps/nccl
+    mkdir -p "$farm/lib"
+    ln -sfn "$wheel/include" "$farm/include"
+    for f in "$wheel"/lib/libnccl*.so.*; do
+      b=$(basename "$f"); ln -sf "$f" "$farm/lib/$b"; ln -sf "$f" "$farm/lib/${b%%.so.*}.so"
+    done
+    opts+=(-Dnccl_dir="$farm")
+  fi
   wheel=$(python3 -c "import nvidia.cudnn as m; print(m.__path__[0])" 2>/dev/null || true)
   if [ -n "$wheel" ] && [ ! -e /usr/include/cudnn.h ] && [ ! -e /usr/local/cuda/include/cudnn.h ]; then
     farm=$root/build-gpu-deps/cudnn
