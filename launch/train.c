@@ -377,6 +377,15 @@ static double optimizer_step(trainer *T, double lr) {
     size_t a = DT_MAX(p->offset, dp->opt_lo), b = DT_MIN(p->offset + p->count, dp->opt_hi);
     if (a >= b) continue;
     float wd = p->decay ? (float)c->optim_weight_decay : 0.0f;
+    /* one launch for a run of adjacent tensors with the same decay (the
+     * update is elementwise, so the bits are the same): with no weight
+     * decay the whole range is one call instead of one per tensor */
+    while (i + 1 < m->nparams && m->params[i + 1].offset == p->offset + p->count &&
+           (m->params[i + 1].decay ? (float)c->optim_weight_decay : 0.0f) == wd &&
+           m->params[i + 1].offset < dp->opt_hi) {
+      p = &m->params[++i];
+      b = DT_MIN(p->offset + p->count, dp->opt_hi);
+    }
     float *pp = pbase + (a - dp->opt_lo), *g = grads + (a - dp->opt_lo);
     float *s0 = T->d_states[0] + (a - dp->opt_lo);
     if (sgd)

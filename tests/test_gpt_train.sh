@@ -180,6 +180,14 @@ check "log.profile: 3 steps profiled, linear_forward 14 calls/step, in profile.t
            grep -q '^profile: 3 steps' '$TMP/prof-true.log' &&
            ! grep -q '^profile:' '$TMP/prof-false.log'"
 sed -n '/^profile:/,/outside the slots/p' "$TMP/prof-true.log" | head -6 | sed 's/^/   /'
+# the optimizer runs adjacent tensors of the same weight decay as one call:
+# without weight decay, one AdamW launch a step for all 28 tensors
+"$D" "$cfg" "${common[@]}" train.max_steps=2 checkpoint.every=0 log.profile=true \
+  optim.weight_decay=0 log.dir="$TMP/prof-wd0" >"$TMP/prof-wd0.log" 2>&1
+check "optim.weight_decay=0: one adam_step call a step (28 tensors)" \
+  bash -c "grep -Eq '^ +adam_step +1\.0 ' '$TMP/prof-wd0/profile.txt' &&
+           grep -Eq '^ +adam_step +[0-9]+\.0 ' '$TMP/prof-true/profile.txt' &&
+           ! grep -Eq '^ +adam_step +(28|1)\.0 ' '$TMP/prof-true/profile.txt'"
 check "console step lines end with the time left (eta), 0 s at the last step" \
   bash -c "[ \$(grep -c '^step ' '$TMP/prof-false.log') -eq 4 ] &&
            ! grep '^step ' '$TMP/prof-false.log' | grep -Evq '\| eta ([0-9]+ s|[0-9]+m[0-9]{2}s|[0-9]+h[0-9]{2}m)\$' &&
