@@ -342,6 +342,11 @@ static void offload_pull_params(trainer *T) {
                (T->dp->opt_hi - T->dp->opt_lo) * sizeof(float));
 }
 
+/* a tensor's weight decay: optim.weight_decay, or 0 (biases, norms) */
+static float param_wd(const dt_config *c, const dt_param *p) {
+  return p->decay ? (float)c->optim_weight_decay : 0.0f;
+}
+
 /* Updates this rank's optimizer range [opt_lo, opt_hi) from the reduced
  * gradients, then all-gathers the parameters (ZeRO >= 1). Returns the global
  * gradient norm (before clipping). */
@@ -376,12 +381,12 @@ static double optimizer_step(trainer *T, double lr) {
     const dt_param *p = &m->params[i];
     size_t a = DT_MAX(p->offset, dp->opt_lo), b = DT_MIN(p->offset + p->count, dp->opt_hi);
     if (a >= b) continue;
-    float wd = p->decay ? (float)c->optim_weight_decay : 0.0f;
+    const float wd = param_wd(c, p);
     /* one launch for a run of adjacent tensors with the same decay (the
      * update is elementwise, so the bits are the same): with no weight
      * decay the whole range is one call instead of one per tensor */
     while (i + 1 < m->nparams && m->params[i + 1].offset == p->offset + p->count &&
-           (m->params[i + 1].decay ? (float)c->optim_weight_decay : 0.0f) == wd &&
+           param_wd(c, &m->params[i + 1]) == wd &&
            m->params[i + 1].offset < dp->opt_hi) {
       p = &m->params[++i];
       b = DT_MIN(p->offset + p->count, dp->opt_hi);

@@ -188,29 +188,26 @@ st_preflight() {
 
 st_build() {
   export PATH=$PATH:/usr/local/cuda/bin
-  local opts=(-Dcuda=enabled -Demu=disabled) wheel farm f b  # the CPU emulation tests are CI's
-  # NCCL, like cuDNN, may be only in a Python wheel (nvidia-nccl-cu13)
-  wheel=$(python3 -c "import nvidia.nccl as m; print(m.__path__[0])" 2>/dev/null || true)
-  if [ -n "$wheel" ] && [ -e "$wheel/include/nccl.h" ] && [ ! -e /usr/include/nccl.h ] &&
-     [ ! -e /usr/local/cuda/include/nccl.h ]; then
-    farm=$root/build-gpu-deps/nccl
+  local opts=(-Dcuda=enabled -Demu=disabled)  # the CPU emulation tests are CI's
+  # wheel_farm NAME: cuDNN and NCCL may live only in a Python wheel
+  # (nvidia.NAME) that ships lib/libNAME.so.N; where the system has no
+  # NAME.h, a link farm in build-gpu-deps/NAME gives meson include/ and the
+  # unversioned names, through -DNAME_dir
+  wheel_farm() {
+    local name=$1 wheel farm f b
+    wheel=$(python3 -c "import nvidia.$name as m; print(m.__path__[0])" 2>/dev/null) || return 0
+    [ -e "$wheel/include/$name.h" ] || return 0
+    [ -e "/usr/include/$name.h" ] || [ -e "/usr/local/cuda/include/$name.h" ] && return 0
+    farm=$root/build-gpu-deps/$name
     mkdir -p "$farm/lib"
     ln -sfn "$wheel/include" "$farm/include"
-    for f in "$wheel"/lib/libnccl*.so.*; do
+    for f in "$wheel"/lib/lib"$name"*.so.*; do
       b=$(basename "$f"); ln -sf "$f" "$farm/lib/$b"; ln -sf "$f" "$farm/lib/${b%%.so.*}.so"
     done
-    opts+=(-Dnccl_dir="$farm")
-  fi
-  wheel=$(python3 -c "import nvidia.cudnn as m; print(m.__path__[0])" 2>/dev/null || true)
-  if [ -n "$wheel" ] && [ ! -e /usr/include/cudnn.h ] && [ ! -e /usr/local/cuda/include/cudnn.h ]; then
-    farm=$root/build-gpu-deps/cudnn
-    mkdir -p "$farm/lib"
-    ln -sfn "$wheel/include" "$farm/include"
-    for f in "$wheel"/lib/libcudnn*.so.*; do
-      b=$(basename "$f"); ln -sf "$f" "$farm/lib/$b"; ln -sf "$f" "$farm/lib/${b%%.so.*}.so"
-    done
-    opts+=(-Dcudnn_dir="$farm")
-  fi
+    opts+=(-D"$name"_dir="$farm")
+  }
+  wheel_farm nccl
+  wheel_farm cudnn
   if [ ! -f "$build/build.ninja" ]; then meson setup "$build" "${opts[@]}" || exit 1; fi
   ninja -C "$build" || exit 1
   "$build/dtrain" --version

@@ -156,6 +156,22 @@ static void test_chunk(dt_backend_t be, const variant *v, const char *desc) {
   dt_model_destroy(m0);
 }
 
+/* How far a run (losses l, gradients g) is from a reference (l0, g0): the
+ * worst relative loss difference over the nonzero (real) losses, and the
+ * gradients' relative L2 distance. */
+static void run_distance(const float *l, const float *l0, size_t nl, const float *g,
+                         const float *g0, size_t n, double *dl, double *rel) {
+  double e2 = 0, r2 = 0;
+  *dl = 0;
+  for (size_t i = 0; i < nl; i++)
+    if (l0[i] != 0.0f) *dl = fmax(*dl, fabs((double)l[i] - l0[i]) / l0[i]);
+  for (size_t i = 0; i < n; i++) {
+    double d = (double)g[i] - g0[i];
+    e2 += d * d, r2 += (double)g0[i] * g0[i];
+  }
+  *rel = sqrt(e2 / r2);
+}
+
 /* The activation bytes train.precision = bf16 saves, for the tiny model
  * (max_t = block_size = 8 rows per sentence on both sides): sub_acts' ln, a,
  * kv and c and the feed-forward's gradient dfc halved (2 of 4 bytes each),
@@ -187,14 +203,8 @@ static void test_bf16(dt_backend_t be, const variant *v, const char *desc) {
   be->set_matmul_precision(be, DT_PREC_BF16);
   run(mb, &bt.b, l1, 0.1f, 1);
   be->set_matmul_precision(be, DT_PREC_FP32);
-  double dl = 0, e2 = 0, r2 = 0;
-  for (int i = 0; i < NB * TT; i++)
-    if (l0[i] != 0.0f) dl = fmax(dl, fabs((double)l1[i] - l0[i]) / l0[i]);
-  for (size_t i = 0; i < n; i++) {
-    double d = (double)mb->g[i] - m->g[i];
-    e2 += d * d, r2 += (double)m->g[i] * m->g[i];
-  }
-  double rel = sqrt(e2 / r2);
+  double dl, rel;
+  run_distance(l1, l0, NB * TT, mb->g, m->g, n, &dl, &rel);
   CHECK(dl <= 0.01 && rel <= 0.05 && rel > 0,
         "bf16 %-30s losses within %.2g, gradients %.2g (rel. L2) of fp32", desc, dl, rel);
   const size_t saved = m->activation_bytes - mb->activation_bytes, want = bf16_saved_bytes(v);
@@ -753,14 +763,8 @@ static void dev_bf16(dt_backend_t cpu, dt_backend_t dev, const variant *v, const
   run(mc, &bt.b, lc, dscale, 1);
   memcpy(gc, mc->g, n * sizeof(float));
   dev_run(md, &db.b, ld, NULL, gd, dscale);
-  double dl = 0, e2 = 0, r2 = 0;
-  for (size_t i = 0; i < NL; i++)
-    if (lc[i] != 0.0f) dl = fmax(dl, fabs((double)ld[i] - lc[i]) / lc[i]);
-  for (size_t i = 0; i < n; i++) {
-    double d = (double)gd[i] - gc[i];
-    e2 += d * d, r2 += (double)gc[i] * gc[i];
-  }
-  double rel = sqrt(e2 / r2);
+  double dl, rel;
+  run_distance(ld, lc, NL, gd, gc, n, &dl, &rel);
   CHECK(dl <= 0.01 && rel <= 0.03, "cuda vs cpu bf16 %-30s losses within %.2g, gradients %.2g "
         "(rel. L2)", desc, dl, rel);
   cpu->set_matmul_precision(cpu, DT_PREC_FP32);
