@@ -145,19 +145,28 @@ typedef struct dt_kernels {
   void (*linear_backward_act)(void *ctx, dt_act act, void *dpre, float *dw, float *db,
                               const float *dout, const void *inp, const float *w,
                               const void *pre, dt_dtype t, int n, int c, int oc);
-  /* A language model's output layer backward, from its logits (N,V) =
-   * x (N,C) @ w (V,C)^T: softmax_xent's losses (N, skipped if NULL) and
-   * dlogits = (softmax - onehot(t)) * dscale, then linear_backward's
-   * dx (N,C) = dlogits @ w [=] and dw (V,C) += dlogits^T @ x (either may be
-   * NULL). logits are of type lt, x of type xt. dlogits go to scratch: N*V
-   * floats, or under DT_PREC_BF16 N*V bf16 values, the form the GEMMs read
-   * (the same bits as rounding fp32 dlogits, without the fp32 copy and the
-   * pass that converts it). scratch may be the logits themselves when both
-   * are bf16 (dlogits overwrite them); otherwise it must not alias them. */
+  /* A language model's output layer: logits (N,V) of type lt = x (N,C, type
+   * xt) @ w (V,C)^T, no bias, with rows ld >= V elements apart; columns
+   * [V, ld) are not written. A row stride that is a multiple of 64 keeps
+   * every row of bf16 logits 128-byte aligned: GPT-2's V = 50257 would
+   * leave the tensor cores' GEMMs unaligned rows (Megatron's and llm.c's
+   * padded vocabulary, without padding the parameter). A bf16 lt is the
+   * fp32 sum rounded once. */
+  void (*lm_head_forward)(void *ctx, void *logits, dt_dtype lt, int ld, const void *x,
+                          dt_dtype xt, const float *w, int n, int c, int v);
+  /* Its backward, from those logits (rows ld apart): softmax_xent's losses
+   * (N, skipped if NULL) and dlogits = (softmax - onehot(t)) * dscale, then
+   * linear_backward's dx (N,C) = dlogits @ w [=] and dw (V,C) += dlogits^T
+   * @ x (either may be NULL). logits are of type lt, x of type xt. dlogits
+   * go to scratch, rows ld apart with columns [V, ld) set to 0: fp32, or
+   * under DT_PREC_BF16 bf16 values, the form the GEMMs read (the same bits
+   * as rounding fp32 dlogits, without the fp32 copy and the pass that
+   * converts it). scratch may be the logits themselves when both are bf16
+   * (dlogits overwrite them); otherwise it must not alias them. */
   void (*lm_head_backward)(void *ctx, float *losses, float *dx, float *dw, void *scratch,
                            const void *logits, dt_dtype lt, const int32_t *targets,
                            const void *x, dt_dtype xt, const float *w, int n, int c, int v,
-                           float dscale);
+                           int ld, float dscale);
 
   /* ---- conv (kernels/conv.h) ----
    * Bytes of scratch the two calls below need for shape s (may be 0). */
@@ -188,13 +197,15 @@ typedef struct dt_kernels {
                        size_t n);
 
   /* ---- softmax / cross-entropy (kernels/xent.h) ----
-   * logits (N,V) of type lt, targets (N) in [0,V). losses (N) = -log
+   * logits (N,V) of type lt, rows ld >= V elements apart (lm_head_forward's
+   * layout; ld = V when packed), targets (N) in [0,V). losses (N) = -log
    * softmax(logits)[t] (skipped if NULL; a target outside [0,V) gives a NaN
-   * loss). If dlogits is non-NULL: dlogits (N,V) = (softmax - onehot(t)) *
-   * dscale [=] (dlogits may alias fp32 logits). Fused so no probability
-   * tensor is kept. */
+   * loss). If dlogits is non-NULL: dlogits (N,V), rows ld apart, =
+   * (softmax - onehot(t)) * dscale [=], and 0 in columns [V, ld) (dlogits
+   * may alias fp32 logits). Fused so no probability tensor is kept. */
   void (*softmax_xent)(void *ctx, float *losses, float *dlogits, const void *logits,
-                       dt_dtype lt, const int32_t *targets, int n, int v, float dscale);
+                       dt_dtype lt, const int32_t *targets, int n, int v, int ld,
+                       float dscale);
   /* Label-smoothed cross-entropy with an ignore index, as PyTorch's
    * CrossEntropyLoss(label_smoothing=eps, ignore_index=<any negative>, reduction='none'):
    * losses (N) = (1-eps) * (lse - logit[t]) + eps * (lse - mean_j logit[j])

@@ -13,7 +13,8 @@ extern "C" {
 void dt_cpu_linear_forward(void *ctx, void *out, dt_dtype ot, const void *inp, dt_dtype it, const float *w, const float *b, int n, int c, int oc);
 void dt_cpu_linear_backward(void *ctx, float *dinp, float *dw, float *db, const void *dout, dt_dtype dt, const void *inp, dt_dtype it, const float *w, int n, int c, int oc);
 void dt_cpu_linear_act_forward(void *ctx, dt_act act, void *out, void *pre, dt_dtype ot, const void *inp, dt_dtype it, const float *w, const float *b, int n, int c, int oc);
-void dt_cpu_lm_head_backward(void *ctx, float *losses, float *dx, float *dw, void *scratch, const void *logits, dt_dtype lt, const int32_t *targets, const void *x, dt_dtype xt, const float *w, int n, int c, int v, float dscale);
+void dt_cpu_lm_head_forward(void *ctx, void *logits, dt_dtype lt, int ld, const void *x, dt_dtype xt, const float *w, int n, int c, int v);
+void dt_cpu_lm_head_backward(void *ctx, float *losses, float *dx, float *dw, void *scratch, const void *logits, dt_dtype lt, const int32_t *targets, const void *x, dt_dtype xt, const float *w, int n, int c, int v, int ld, float dscale);
 void dt_cpu_linear_backward_act(void *ctx, dt_act act, void *dpre, float *dw, float *db, const float *dout, const void *inp, const float *w, const void *pre, dt_dtype t, int n, int c, int oc);
 
 /* The CPU backend's kernel context: the linear layers' GEMM precision and
@@ -35,7 +36,8 @@ void dt_cpu_ctx_free(dt_cpu_ctx *c);
 void dt_cuda_linear_forward(void *ctx, void *out, dt_dtype ot, const void *inp, dt_dtype it, const float *w, const float *b, int n, int c, int oc);
 void dt_cuda_linear_backward(void *ctx, float *dinp, float *dw, float *db, const void *dout, dt_dtype dt, const void *inp, dt_dtype it, const float *w, int n, int c, int oc);
 void dt_cuda_linear_act_forward(void *ctx, dt_act act, void *out, void *pre, dt_dtype ot, const void *inp, dt_dtype it, const float *w, const float *b, int n, int c, int oc);
-void dt_cuda_lm_head_backward(void *ctx, float *losses, float *dx, float *dw, void *scratch, const void *logits, dt_dtype lt, const int32_t *targets, const void *x, dt_dtype xt, const float *w, int n, int c, int v, float dscale);
+void dt_cuda_lm_head_forward(void *ctx, void *logits, dt_dtype lt, int ld, const void *x, dt_dtype xt, const float *w, int n, int c, int v);
+void dt_cuda_lm_head_backward(void *ctx, float *losses, float *dx, float *dw, void *scratch, const void *logits, dt_dtype lt, const int32_t *targets, const void *x, dt_dtype xt, const float *w, int n, int c, int v, int ld, float dscale);
 void dt_cuda_linear_backward_act(void *ctx, dt_act act, void *dpre, float *dw, float *db, const float *dout, const void *inp, const float *w, const void *pre, dt_dtype t, int n, int c, int oc);
 
 #ifdef __cplusplus

@@ -12,10 +12,10 @@
 
 #define SLOTS(X)                                                                        \
   X(linear_forward) X(linear_backward) X(linear_act_forward) X(linear_backward_act)    \
-  X(lm_head_backward) X(conv2d_forward) X(conv2d_backward) X(maxpool2d_forward)        \
-  X(maxpool2d_backward) X(avgpool2d_forward) X(avgpool2d_backward) X(act_forward)      \
-  X(act_backward) X(softmax_xent) X(softmax_xent_smooth) X(sgd_step) X(adam_step)      \
-  X(sumsq) X(scale) X(axpy) X(gather_u8_normalize) X(layernorm_forward)                \
+  X(lm_head_forward) X(lm_head_backward) X(conv2d_forward) X(conv2d_backward)          \
+  X(maxpool2d_forward) X(maxpool2d_backward) X(avgpool2d_forward) X(avgpool2d_backward) \
+  X(act_forward) X(act_backward) X(softmax_xent) X(softmax_xent_smooth) X(sgd_step)    \
+  X(adam_step) X(sumsq) X(scale) X(axpy) X(gather_u8_normalize) X(layernorm_forward)   \
   X(layernorm_backward) X(residual_layernorm_forward) X(attention_forward)             \
   X(attention_backward) X(embedding_forward) X(embedding_backward) X(dropout_forward)  \
   X(dropout_backward) X(dropout_rows)
@@ -121,14 +121,19 @@ static void p_linear_backward_act(void *ctx, dt_act act, void *dpre, float *dw, 
         linear_backward_act(ctx, act, dpre, dw, db, dout, inp, w, pre, t, n, c, oc));
 }
 
+static void p_lm_head_forward(void *ctx, void *logits, dt_dtype lt, int ld, const void *x,
+                              dt_dtype xt, const float *w, int n, int c, int v) {
+  TIMED(lm_head_forward, mm(n, c, v), lm_head_forward(ctx, logits, lt, ld, x, xt, w, n, c, v));
+}
+
 static void p_lm_head_backward(void *ctx, float *losses, float *dx, float *dw, void *scratch,
                                const void *logits, dt_dtype lt, const int32_t *targets,
                                const void *x, dt_dtype xt, const float *w, int n, int c, int v,
-                               float dscale) {
+                               int ld, float dscale) {
   double f = (dx ? mm(n, v, c) : 0) + (dw ? mm(n, v, c) : 0);
   TIMED(lm_head_backward, f,
         lm_head_backward(ctx, losses, dx, dw, scratch, logits, lt, targets, x, xt, w, n, c, v,
-                         dscale));
+                         ld, dscale));
 }
 
 static size_t p_conv2d_workspace(void *ctx, const dt_conv2d_shape *s) {
@@ -177,9 +182,10 @@ static void p_act_backward(void *ctx, dt_act act, float *dinp, const float *dout
 }
 
 static void p_softmax_xent(void *ctx, float *losses, float *dlogits, const void *logits,
-                           dt_dtype lt, const int32_t *targets, int n, int v, float dscale) {
+                           dt_dtype lt, const int32_t *targets, int n, int v, int ld,
+                           float dscale) {
   TIMED_B(softmax_xent, (double)n * v * (sz(lt) + (dlogits ? 4 : 0)) + 8.0 * n,
-          softmax_xent(ctx, losses, dlogits, logits, lt, targets, n, v, dscale));
+          softmax_xent(ctx, losses, dlogits, logits, lt, targets, n, v, ld, dscale));
 }
 
 static void p_softmax_xent_smooth(void *ctx, float *losses, void *dlogits, const void *logits,

@@ -70,7 +70,8 @@ typedef struct gpt {
   void *lnf;                 /* (BT,C), type at */
   float *lnf_mean, *lnf_rstd; /* (BT) (BT) */
   int chunk;                 /* rows of logits at a time ([train] classifier_chunk) */
-  void *logits;              /* (chunk,V), type at */
+  int ldv;                   /* logits' row stride: V, padded under bf16 (dt_logits_ld) */
+  void *logits;              /* (chunk,V), rows ldv apart, type at */
   float *dlogits;            /* (chunk,V) fp32; NULL under bf16, whose dlogits (bf16)
                               * overwrite the logits */
   float *scratch;            /* (BT,C): projection outputs in forward, dln/datty in backward */
@@ -233,14 +234,14 @@ static const float *gpt_classifier(gpt *G, const dt_batch *b, float *losses, flo
   for (int r0 = 0; r0 < BT; r0 += G->chunk) {
     const int R = DT_MIN(G->chunk, BT - r0);
     const void *x = dt_elem(G->lnf, G->at, (size_t)r0 * C);
-    k->linear_forward(ctx, G->logits, G->at, x, G->at, W(P_WTE), NULL, R, C, V);
+    k->lm_head_forward(ctx, G->logits, G->at, G->ldv, x, G->at, W(P_WTE), R, C, V);
     if (dscale != 0.0f) /* softmax, loss, dlogits and both GEMMs */
       k->lm_head_backward(ctx, losses ? losses + r0 : NULL, dln + (size_t)r0 * C, GW(P_WTE),
                           G->dlogits ? (void *)G->dlogits : G->logits, G->logits, G->at,
-                          b->y + r0, x, G->at, W(P_WTE), R, C, V, dscale);
+                          b->y + r0, x, G->at, W(P_WTE), R, C, V, G->ldv, dscale);
     else
       k->softmax_xent(ctx, losses ? losses + r0 : NULL, NULL, G->logits, G->at, b->y + r0, R, V,
-                      0.0f);
+                      G->ldv, 0.0f);
   }
   dt_model_release(m, P_WTE, 1);
   return BT <= G->chunk && G->at == DT_F32 ? (const float *)G->logits : NULL;
@@ -556,8 +557,9 @@ dt_model *dt_gpt_create(const dt_config *cfg, dt_backend_t be, int max_batch, dt
   G->lnf_mean = act_alloc(m, BT);
   G->lnf_rstd = act_alloc(m, BT);
   G->chunk = (int)dt_classifier_chunk(cfg, BT); /* checked to fit in check_config */
-  G->logits = act_alloc_t(m, (size_t)G->chunk * G->V, G->at);
-  if (G->at == DT_F32) G->dlogits = act_alloc(m, (size_t)G->chunk * G->V);
+  G->ldv = (int)dt_logits_ld(cfg, G->V);
+  G->logits = act_alloc_t(m, (size_t)G->chunk * G->ldv, G->at);
+  if (G->at == DT_F32) G->dlogits = act_alloc(m, (size_t)G->chunk * G->ldv);
   G->scratch = act_alloc(m, BT * C);
   G->dres = act_alloc(m, BT * C);
   G->dqkv = act_alloc(m, BT * 3 * C);

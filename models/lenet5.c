@@ -85,7 +85,7 @@ static const float *lenet5_forward_backward(dt_model *m, const dt_batch *b, floa
   k->linear_forward(ctx, L->logits, DT_F32, L->h4, DT_F32, W(P_F3W), W(P_F3B), n, 84, 10);
   RELEASE(P_F3W);
   k->softmax_xent(ctx, losses, dscale != 0.0f ? L->dlogits : NULL, L->logits, DT_F32, b->y, n, 10,
-                  dscale);
+                  10, dscale);
   if (dscale == 0.0f) return L->logits;
 
   /* backward: activation gradients ping-pong between d0 and d1 */

@@ -22,9 +22,14 @@ size_t dt_classifier_chunk(const dt_config *cfg, size_t rows) {
   return c > 0 && (size_t)c < rows ? (size_t)c : rows;
 }
 
+int64_t dt_logits_ld(const dt_config *cfg, int64_t v) {
+  const int64_t m = strcmp(cfg->train_precision, "bf16") ? 1 : cfg->model_pad_vocab_to;
+  return (v + m - 1) / m * m;
+}
+
 int dt_classifier_chunk_check(const dt_config *cfg, size_t rows, dt_error *err) {
   const double chunk = dt_classifier_chunk(cfg, rows);
-  if (chunk * (double)cfg->model_vocab_size > 2147483647.0)
+  if (chunk * (double)dt_logits_ld(cfg, cfg->model_vocab_size) > 2147483647.0)
     return dt_error_set(err, "[train] classifier_chunk = %ld: %.0f rows of logits x vocab_size "
                         "%ld is 2^31 elements or more; use a smaller chunk",
                         cfg->train_classifier_chunk, chunk, cfg->model_vocab_size);

@@ -120,6 +120,10 @@ int dt_model_find_param(const dt_model *m, const char *name);
  * err when not). */
 size_t dt_classifier_chunk(const dt_config *cfg, size_t rows);
 int dt_classifier_chunk_check(const dt_config *cfg, size_t rows, dt_error *err);
+/* GPT's logits row stride for a vocabulary of v: v rounded up to a
+ * multiple of [model] pad_vocab_to under bf16, v itself in fp32 (whose
+ * logits forward_backward hands back packed) */
+int64_t dt_logits_ld(const dt_config *cfg, int64_t v);
 
 /* Appends a parameter to a table being built (helper for model files). */
 void dt_param_add(dt_param *table, int *count, size_t *total, const char *name, int ndims,

@@ -53,6 +53,11 @@ static const cfg_entry k_schema[] = {
       "gpt: attention heads (must divide n_embd)"),
   INT("model", "n_embd", model_n_embd, "768", 1, NOHI, "gpt: hidden size"),
   INT("model", "vocab_size", model_vocab_size, "50257", 2, 1e6, "gpt: vocabulary size"),
+  INT("model", "pad_vocab_to", model_pad_vocab_to, "64", 1, 65536,
+      "gpt: under train.precision = bf16, rows of logits lie the vocabulary rounded up to a "
+      "multiple of this many elements apart, so every row the output layer's bf16 GEMMs "
+      "write and read starts aligned (GPT-2's 50257 becomes 50304: Megatron's "
+      "make-vocab-size-divisible-by, without padding the parameter); 1 = packed rows"),
   INT("model", "block_size", model_block_size, "1024", 1, NOHI,
       "gpt: longest sequence (rows of the position table)"),
   FLT("model", "dropout", model_dropout, "0", 0, 1, F_MAX_OPEN,

@@ -19,6 +19,7 @@ typedef struct dt_config {
   long model_n_head;           /* gpt: attention heads (must divide n_embd) */
   long model_n_embd;           /* gpt: hidden size */
   long model_vocab_size;       /* gpt: tokens */
+  long model_pad_vocab_to;     /* gpt: bf16 logits' rows a multiple of this apart */
   long model_block_size;       /* gpt: most positions (learned position table rows) */
   double model_dropout;        /* gpt, transformer: dropout probability in training */
   char model_init_from[DT_STR]; /* gpt: HF GPT-2 safetensors to start from; "" = seeded init */

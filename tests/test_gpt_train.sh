@@ -121,6 +121,14 @@ sed 's/^/   /' "$TMP/sample.txt" | head -3
 "$D" "$cfg" "${common[@]}" train.max_steps=20 checkpoint.every=0 train.precision=bf16 \
   log.dir="$TMP/bf" >"$TMP/bf.log" 2>&1
 check "GPT bf16 20 steps exits 0" test $? -eq 0
+# bf16 logits' rows lie 50304 elements apart by default (model.pad_vocab_to
+# = 64); the padding only moves rows, so packed rows give the same losses
+"$D" "$cfg" "${common[@]}" train.max_steps=20 checkpoint.every=0 train.precision=bf16 \
+  model.pad_vocab_to=1 log.dir="$TMP/bf-packed" >"$TMP/bf-packed.log" 2>&1
+jsonl_field "$TMP/bf/metrics.jsonl" train loss >"$TMP/bf.loss"
+jsonl_field "$TMP/bf-packed/metrics.jsonl" train loss >"$TMP/bf-packed.loss"
+check "bf16 with packed logits rows (pad_vocab_to=1): the padded run's losses bit for bit" \
+  bash -c "[ \$(wc -l <'$TMP/bf.loss') -eq 20 ] && diff '$TMP/bf.loss' '$TMP/bf-packed.loss'"
 
 # data parallel: same losses as one process within 1e-5, dp 2 and 4 at every
 # ZeRO stage (the run to match, dp, ZeRO stage, extra overrides); at dp=4 each
@@ -163,8 +171,9 @@ check "shard ids beyond model.vocab_size -> exit 2 naming train.h5" \
 check "train.seq_len longer than model.block_size -> exit 2 naming both keys" \
   bash -c "[ $? -eq 2 ] && grep -q 'seq_len = 32 is longer than \[model\] block_size = 16' '$TMP/bad-T.log'"
 # log.profile: the same losses bit for bit; a table of every kernel slot
-# for steps 2..4, linear_forward called micro-batches x (3 per layer + 1
-# classifier chunk) = 2 x 7 times a step, written to profile.txt as well
+# for steps 2..4, linear_forward called micro-batches x 3 per layer = 2 x 6
+# times a step and lm_head_forward once per micro-batch (one classifier
+# chunk), written to profile.txt as well
 for p in false true; do
   "$D" "$cfg" "${common[@]}" train.max_steps=4 checkpoint.every=0 log.profile=$p \
     log.dir="$TMP/prof-$p" >"$TMP/prof-$p.log" 2>&1
@@ -174,9 +183,10 @@ jsonl_field "$TMP/prof-false/metrics.jsonl" train loss >"$TMP/prof-a.loss"
 jsonl_field "$TMP/prof-true/metrics.jsonl" train loss >"$TMP/prof-b.loss"
 check "log.profile=true: losses bit-identical to the plain run" \
   bash -c "[ -s '$TMP/prof-a.loss' ] && diff '$TMP/prof-a.loss' '$TMP/prof-b.loss'"
-check "log.profile: 3 steps profiled, linear_forward 14 calls/step, in profile.txt too" \
+check "log.profile: 3 steps profiled, linear_forward 12 and lm_head_forward 2 calls/step" \
   bash -c "grep -q '^profile: 3 steps' '$TMP/prof-true/profile.txt' &&
-           grep -Eq '^ +linear_forward +14\.0 ' '$TMP/prof-true/profile.txt' &&
+           grep -Eq '^ +linear_forward +12\.0 ' '$TMP/prof-true/profile.txt' &&
+           grep -Eq '^ +lm_head_forward +2\.0 ' '$TMP/prof-true/profile.txt' &&
            grep -q '^profile: 3 steps' '$TMP/prof-true.log' &&
            ! grep -q '^profile:' '$TMP/prof-false.log'"
 sed -n '/^profile:/,/outside the slots/p' "$TMP/prof-true.log" | head -6 | sed 's/^/   /'

@@ -1342,7 +1342,8 @@ static void test_gemm_bf16_operands(dt_backend_t be) {
     be->k->linear_forward(be->ctx, out, DT_F32, dx, tt, dw, db, n, c, oc);
     be->k->linear_backward(be->ctx, dinp, gw, gb, dg, tt, dx, tt, dw, n, c, oc);
     be->k->linear_forward(be->ctx, lg, DT_F32, dx, tt, dwv, NULL, n, c, v);
-    be->k->lm_head_backward(be->ctx, ls, dxh, gwv, sc, lg, DT_F32, dt, dx, tt, dwv, n, c, v, 0.25f);
+    be->k->lm_head_backward(be->ctx, ls, dxh, gwv, sc, lg, DT_F32, dt, dx, tt, dwv, n, c, v, v,
+                            0.25f);
     const size_t sz[6] = {no, nin, nw, oc, nin, (size_t)v * c};
     const float *src[6] = {out, dinp, gw, gb, dxh, gwv};
     for (int i = 0; i < 6; i++) {
@@ -1403,19 +1404,19 @@ static void test_logits_bf16(dt_backend_t be) {
   be->k->linear_forward(be->ctx, out32, DT_F32, dxi, DT_F32, dwt, dbr, n, c, v);
   dget(&d, o16, out16, nv * 2, "out (bf16)"), dget(&d, o32, out32, nv * F, "out (fp32)");
   /* softmax_xent: bf16 logits against the fp32 call on their values */
-  be->k->softmax_xent(be->ctx, ls, dlg, zb, DT_BF16, dt, n, v, 0.5f);
+  be->k->softmax_xent(be->ctx, ls, dlg, zb, DT_BF16, dt, n, v, v, 0.5f);
   dget(&d, l[0], ls, n * F, "losses"), dget(&d, dl[0], dlg, nv * F, "dlogits");
-  be->k->softmax_xent(be->ctx, ls, dlg, zf, DT_F32, dt, n, v, 0.5f);
+  be->k->softmax_xent(be->ctx, ls, dlg, zf, DT_F32, dt, n, v, v, 0.5f);
   dget(&d, l[1], ls, n * F, "losses"), dget(&d, dl[1], dlg, nv * F, "dlogits");
   /* lm_head_backward: fp32 logits and scratch, then bf16 logits in place */
   be->memset0(be, gw, nw * F);
   be->k->lm_head_backward(be->ctx, ls, gx, gw, scr, zf, DT_F32, dt, dxi, DT_F32, dwt, n, c, v,
-                          0.5f);
+                          v, 0.5f);
   dget(&d, l[2], ls, n * F, "losses"), dget(&d, dx[1], gx, nin * F, "dx");
   dget(&d, dw[1], gw, nw * F, "dw");
   be->memset0(be, gw, nw * F);
   be->k->lm_head_backward(be->ctx, ls, gx, gw, zb, zb, DT_BF16, dt, dxi, DT_F32, dwt, n, c, v,
-                          0.5f);
+                          v, 0.5f);
   dget(&d, l[3], ls, n * F, "losses"), dget(&d, dx[0], gx, nin * F, "dx");
   dget(&d, dw[0], gw, nw * F, "dw");
   /* softmax_xent_smooth: bf16 logits and dlogits in place, then fp32 */
@@ -1452,6 +1453,85 @@ static void test_logits_bf16(dt_backend_t be) {
   for (int i = 0; i < 2; i++) free(dx[i]), free(dw[i]);
   for (int i = 0; i < 3; i++) free(dl[i]);
   free(x), free(w), free(b), free(br), free(z), free(zr), free(z16), free(o16), free(o32);
+}
+
+/* GPT's output layer under bf16 with padded rows (ld > v, NaN between):
+ * lm_head_forward's bf16 logits are its fp32 ones rounded once (up to a sum
+ * across a rounding boundary) and leave the padding alone; the eval's
+ * softmax_xent and the in-place lm_head_backward give the packed calls'
+ * losses bit for bit and their dx, dw up to summation order; the bf16
+ * dlogits' padding is 0. */
+static void test_lm_head_bf16_padded(dt_backend_t be) {
+  const int n = 7, c = 40, v = 300, ld = 320;
+  const size_t F = sizeof(float), nin = (size_t)n * c, nw = (size_t)v * c, nv = (size_t)n * v,
+               nl = (size_t)n * ld;
+  char vs[24];
+  snprintf(vs, sizeof vs, "%s:bf16", be->name);
+  const char *desc = "n=7 c=40 v=300 ld=320";
+  rng_seed(930);
+  float *x = fnew(nin), *w = fnew(nw), *z = fnew(nv), *o32 = fnew(nv);
+  int32_t t[7];
+  fill(x, nin, -1, 1), fill(w, nw, -1, 1), fill(z, nv, -4, 4);
+  for (int i = 0; i < n; i++) t[i] = (int32_t)(rng_u64() % v);
+  uint16_t *z16 = bits_of(z, nv), *zp = dt_malloc(nl * 2), *o16 = dt_malloc(nl * 2);
+  uint16_t *dpad = dt_malloc(nl * 2);
+  for (size_t i = 0; i < nl; i++) zp[i] = 0x7FC0; /* NaN */
+  for (int r = 0; r < n; r++) memcpy(zp + (size_t)r * ld, z16 + (size_t)r * v, v * 2);
+  float *l[4], *gxo[2], *gwo[2];
+  for (int i = 0; i < 4; i++) l[i] = fnew(n);
+  for (int i = 0; i < 2; i++) gxo[i] = fnew(nin), gwo[i] = fnew(nw);
+  be->set_matmul_precision(be, DT_PREC_BF16);
+  devbufs d = {.be = be};
+  float *dxi = dput(&d, x, nin * F), *dwt = dput(&d, w, nw * F), *ls = dput(&d, NULL, n * F);
+  void *out16 = dput(&d, NULL, nl * 2), *zb = dput(&d, z16, nv * 2), *zpb = dput(&d, zp, nl * 2);
+  float *out32 = dput(&d, NULL, nv * F), *gx = dput(&d, NULL, nin * F);
+  float *gw = dput(&d, NULL, nw * F);
+  int32_t *dt = dput(&d, t, sizeof t);
+  be->k->lm_head_forward(be->ctx, out16, DT_BF16, ld, dxi, DT_F32, dwt, n, c, v);
+  be->k->lm_head_forward(be->ctx, out32, DT_F32, v, dxi, DT_F32, dwt, n, c, v);
+  dget(&d, o16, out16, nl * 2, "logits (bf16)"), dget(&d, o32, out32, nv * F, "logits");
+  be->k->softmax_xent(be->ctx, ls, NULL, zb, DT_BF16, dt, n, v, v, 0.0f);
+  dget(&d, l[0], ls, n * F, "losses");
+  be->k->softmax_xent(be->ctx, ls, NULL, zpb, DT_BF16, dt, n, v, ld, 0.0f);
+  dget(&d, l[1], ls, n * F, "losses");
+  for (int k = 0; k < 2; k++) { /* packed, then padded; dlogits over the logits */
+    be->memset0(be, gw, nw * F);
+    void *lg = k ? zpb : zb;
+    be->k->lm_head_backward(be->ctx, ls, gx, gw, lg, lg, DT_BF16, dt, dxi, DT_F32, dwt, n, c, v,
+                            k ? ld : v, 0.5f);
+    dget(&d, l[2 + k], ls, n * F, "losses"), dget(&d, gxo[k], gx, nin * F, "dx");
+    dget(&d, gwo[k], gw, nw * F, "dw");
+  }
+  dget(&d, dpad, zpb, nl * 2, "dlogits (bf16)");
+  dfree(&d, "lm_head bf16", desc);
+  be->set_matmul_precision(be, DT_PREC_FP32);
+  size_t off = 0, pads = 0;
+  for (int r = 0; r < n; r++) {
+    for (int j = 0; j < v; j++)
+      off += o16[(size_t)r * ld + j] != dt_bf16_bits(o32[(size_t)r * v + j]);
+    for (int j = v; j < ld; j++)
+      pads += (o16[(size_t)r * ld + j] != 0xFFFF) + (dpad[(size_t)r * ld + j] != 0);
+  }
+  if (off <= nv / 100 + 1 && pads == 0) {
+    printf("ok   %-20s %-9s %s  %zu of %zu not bf16(fp32 logits); padding as specified\n",
+           "lm_head_forward", vs, desc, off, nv);
+    g_pass++;
+  } else {
+    char why[128];
+    snprintf(why, sizeof why, "%zu of %zu not bf16(fp32 logits), %zu bad padding elements", off,
+             nv, pads);
+    check_fail("lm_head_forward", vs, desc, why);
+  }
+  check_same("softmax_xent", vs, desc, "padded bf16 logits: losses", l[1], l[0], n * F);
+  check_same("lm_head_backward", vs, desc, "padded, in place: losses", l[3], l[2], n * F);
+  cmp cm;
+  cmp_init(&cm, 1e-6, 1e-5);
+  cmp_ff(&cm, "dx", gxo[1], gxo[0], nin);
+  cmp_ff(&cm, "dw", gwo[1], gwo[0], nw);
+  check_done(&cm, "lm_head_backward", vs, "padded vs packed: dx, dw");
+  for (int i = 0; i < 4; i++) free(l[i]);
+  for (int i = 0; i < 2; i++) free(gxo[i]), free(gwo[i]);
+  free(x), free(w), free(z), free(o32), free(z16), free(zp), free(o16), free(dpad);
 }
 
 /* linear_act_forward / linear_backward_act with bf16 outputs (inp, pre and
@@ -1613,9 +1693,9 @@ static void xent_run(dt_backend_t be, const float *logits, const int32_t *t, int
   int32_t *tg = dput(&d, t, n * sizeof(int32_t));
   float *loss = dput(&d, NULL, n * F), *dl = dput(&d, NULL, nv * F);
   float *loss2 = dput(&d, NULL, n * F), *loss3 = dput(&d, NULL, n * F);
-  be->k->softmax_xent(be->ctx, loss, dl, x, DT_F32, tg, n, v, dscale);
-  be->k->softmax_xent(be->ctx, loss2, NULL, x, DT_F32, tg, n, v, dscale);
-  be->k->softmax_xent(be->ctx, loss3, xa, xa, DT_F32, tg, n, v, dscale);
+  be->k->softmax_xent(be->ctx, loss, dl, x, DT_F32, tg, n, v, v, dscale);
+  be->k->softmax_xent(be->ctx, loss2, NULL, x, DT_F32, tg, n, v, v, dscale);
+  be->k->softmax_xent(be->ctx, loss3, xa, xa, DT_F32, tg, n, v, v, dscale);
   dget(&d, o->losses, loss, n * F, "losses");
   dget(&d, o->dlogits, dl, nv * F, "dlogits");
   dget(&d, o->losses_nograd, loss2, n * F, "losses (dlogits NULL)");
@@ -1701,37 +1781,92 @@ static void test_xent(const xent_case *xc, int idx) {
 }
 
 /* ------------------------------------------------------------------ */
-/* the output layer's backward (lm_head_backward)                     */
+/* the output layer (lm_head_forward, lm_head_backward)              */
 
+/* ld: the logits' row stride; ld > v pads the rows as GPT does under bf16 */
 typedef struct lmh_case {
-  int n, c, v;
+  int n, c, v, ld;
 } lmh_case;
-static const lmh_case lmh_cases[] = {{3, 8, 11}, {5, 16, 50}, {17, 24, 1000}, {4, 64, 50257}};
+static const lmh_case lmh_cases[] = {
+    {3, 8, 11, 11}, {5, 16, 50, 64}, {17, 24, 1000, 1000}, {4, 64, 50257, 50304}};
 
+/* fwd: lm_head_forward's fp32 logits (n,ld); pads: elements of the padding
+ * columns that are not as the contract says (logits untouched, dlogits 0) */
 typedef struct lmh_out {
-  float *losses, *dx, *dw;
+  float *losses, *dx, *dw, *fwd;
+  size_t pads;
 } lmh_out;
 
+static void lmh_alloc(lmh_out *o, const lmh_case *lc) {
+  *o = (lmh_out){fnew(lc->n), fnew((size_t)lc->n * lc->c), fnew((size_t)lc->v * lc->c),
+                 fnew((size_t)lc->n * lc->ld), 0};
+}
+static void lmh_free(lmh_out *o) { free(o->losses), free(o->dx), free(o->dw), free(o->fwd); }
+
+/* logits (n,v) given packed; the kernels get them rows ld apart with NaN
+ * between, so a kernel that reads a padding column shows */
 static void lmh_run(dt_backend_t be, const lmh_case *lc, const float *x, const float *w,
-                    const float *logits, const int32_t *t, const float *dw0, lmh_out *o,
-                    const char *desc) {
+                    const float *logits, const int32_t *t, const float *dw0, int bf16,
+                    lmh_out *o, const char *desc) {
   const size_t F = sizeof(float), nx = (size_t)lc->n * lc->c, nw = (size_t)lc->v * lc->c,
-               nv = (size_t)lc->n * lc->v;
+               nl = (size_t)lc->n * lc->ld;
+  float *padded = fnew(nl);
+  for (size_t i = 0; i < nl; i++) padded[i] = NAN;
+  for (int r = 0; r < lc->n; r++)
+    memcpy(padded + (size_t)r * lc->ld, logits + (size_t)r * lc->v, lc->v * F);
   devbufs d = {.be = be};
-  float *xd = dput(&d, x, nx * F), *wd = dput(&d, w, nw * F), *ld = dput(&d, logits, nv * F);
+  float *xd = dput(&d, x, nx * F), *wd = dput(&d, w, nw * F), *ld = dput(&d, padded, nl * F);
   int32_t *td = dput(&d, t, lc->n * sizeof(int32_t));
   float *dwd = dput(&d, dw0, nw * F), *dxd = dput(&d, NULL, nx * F);
-  float *lsd = dput(&d, NULL, lc->n * F), *scr = dput(&d, NULL, nv * F);
-  be->k->lm_head_backward(be->ctx, lsd, dxd, dwd, scr, ld, DT_F32, td, xd, DT_F32, wd, lc->n, lc->c,
-                          lc->v, 1.0f / lc->n);
+  float *lsd = dput(&d, NULL, lc->n * F), *scr = dput(&d, NULL, nl * F);
+  float *fwd = dput(&d, NULL, nl * F);
+  be->k->lm_head_forward(be->ctx, fwd, DT_F32, lc->ld, xd, DT_F32, wd, lc->n, lc->c, lc->v);
+  be->k->lm_head_backward(be->ctx, lsd, dxd, dwd, scr, ld, DT_F32, td, xd, DT_F32, wd, lc->n,
+                          lc->c, lc->v, lc->ld, 1.0f / lc->n);
   dget(&d, o->losses, lsd, lc->n * F, "losses");
   dget(&d, o->dx, dxd, nx * F, "dx");
   dget(&d, o->dw, dwd, nw * F, "dw");
-  dget(&d, NULL, scr, nv * F, "scratch");
+  dget(&d, o->fwd, fwd, nl * F, "logits (forward)");
+  /* scratch holds fp32 dlogits, or bf16 ones under bf16: zero either way */
+  unsigned char *sc = dt_malloc(nl * F);
+  dget(&d, sc, scr, nl * F, "scratch");
+  const size_t esz = bf16 ? 2 : F;
+  uint32_t allones;
+  memset(&allones, 0xFF, sizeof allones);
+  o->pads = 0;
+  for (int r = 0; r < lc->n; r++)
+    for (int j = lc->v; j < lc->ld; j++) {
+      const size_t i = (size_t)r * lc->ld + j;
+      o->pads += memcmp(&o->fwd[i], &allones, F) != 0;
+      for (size_t b = 0; b < esz; b++) o->pads += sc[i * esz + b] != 0;
+    }
+  free(sc);
   dkeep(&d, xd, x, nx * F, "x");
   dkeep(&d, wd, w, nw * F, "w");
-  dkeep(&d, ld, logits, nv * F, "logits");
-  dfree(&d, "lm_head_backward", desc);
+  dkeep(&d, ld, padded, nl * F, "logits");
+  dfree(&d, "lm_head", desc);
+  free(padded);
+}
+
+/* the padding columns as the contract says, as a check line */
+static void lmh_check_pads(const lmh_out *o, const char *vs, const char *desc) {
+  if (o->pads == 0) {
+    printf("ok   %-20s %-9s %s  padding columns: logits untouched, dlogits 0\n", "lm_head",
+           vs, desc);
+    g_pass++;
+  } else {
+    char why[96];
+    snprintf(why, sizeof why, "%zu bad elements in the padding columns", o->pads);
+    check_fail("lm_head", vs, desc, why);
+  }
+}
+
+/* the packed columns of (n,ld) rows */
+static float *lmh_packed(const float *rows, const lmh_case *lc) {
+  float *p = fnew((size_t)lc->n * lc->v);
+  for (int r = 0; r < lc->n; r++)
+    memcpy(p + (size_t)r * lc->v, rows + (size_t)r * lc->ld, lc->v * sizeof(float));
+  return p;
 }
 
 typedef struct lmh_fd {
@@ -1748,7 +1883,7 @@ static double lmh_loss(void *p) {
 
 static void test_lm_head(const lmh_case *lc, int idx) {
   char desc[64];
-  snprintf(desc, sizeof desc, "n=%d c=%d v=%d", lc->n, lc->c, lc->v);
+  snprintf(desc, sizeof desc, "n=%d c=%d v=%d ld=%d", lc->n, lc->c, lc->v, lc->ld);
   const size_t nx = (size_t)lc->n * lc->c, nw = (size_t)lc->v * lc->c,
                nv = (size_t)lc->n * lc->v;
   rng_seed(800 + idx);
@@ -1759,8 +1894,10 @@ static void test_lm_head(const lmh_case *lc, int idx) {
   lmh_fd f = {lc, t, todouble(x, nx), todouble(w, nw), dnew(nv)};
   lmh_loss(&f); /* the logits the kernel gets are x @ w^T */
   for (size_t i = 0; i < nv; i++) lg[i] = (float)f.lg[i];
-  lmh_out cpu = {fnew(lc->n), fnew(nx), fnew(nw)};
-  lmh_run(g_cpu, lc, x, w, lg, t, dw0, &cpu, desc);
+  lmh_out cpu;
+  lmh_alloc(&cpu, lc);
+  lmh_run(g_cpu, lc, x, w, lg, t, dw0, 0, &cpu, desc);
+  float *cfwd = lmh_packed(cpu.fwd, lc);
   if (g_cpu_checks) {
     double *rl = dnew(lc->n), *rd = dnew(nv), *lgd = todouble(lg, nv);
     double *rdx = dnew(nx), *rdw = dnew(nw), *xb = dnew(lc->v);
@@ -1769,10 +1906,14 @@ static void test_lm_head(const lmh_case *lc, int idx) {
     add_base(rdw, dw0, nw);
     cmp c;
     cmp_init(&c, 1e-5, 1e-4);
+    cmp_fd(&c, "logits", cfwd, f.lg, nv);
+    check_done(&c, "lm_head_forward", "cpu:f64", desc);
+    cmp_init(&c, 1e-5, 1e-4);
     cmp_fd(&c, "losses", cpu.losses, rl, lc->n);
     cmp_fd(&c, "dx", cpu.dx, rdx, nx);
     cmp_fd(&c, "dw", cpu.dw, rdw, nw);
     check_done(&c, "lm_head_backward", "cpu:f64", desc);
+    lmh_check_pads(&cpu, "cpu", desc);
     if (lc->v <= 1000) { /* through x @ w^T: each sample is a full forward */
       cmp_init(&c, 1e-4, 1e-3);
       fd_grad(&c, "dx", lmh_loss, &f, f.x, nx, cpu.dx, NULL);
@@ -1783,27 +1924,36 @@ static void test_lm_head(const lmh_case *lc, int idx) {
   }
   if (g_other) {
     for (int prec = 0; prec < 2; prec++) {
-      lmh_out ref = cpu, gpu = {fnew(lc->n), fnew(nx), fnew(nw)};
+      lmh_out ref = cpu, gpu;
+      lmh_alloc(&gpu, lc);
       if (prec) { /* bf16: the CPU twin in bf16 too */
-        ref = (lmh_out){fnew(lc->n), fnew(nx), fnew(nw)};
+        lmh_alloc(&ref, lc);
         g_cpu->set_matmul_precision(g_cpu, DT_PREC_BF16);
         g_other->set_matmul_precision(g_other, DT_PREC_BF16);
-        lmh_run(g_cpu, lc, x, w, lg, t, dw0, &ref, desc);
+        lmh_run(g_cpu, lc, x, w, lg, t, dw0, 1, &ref, desc);
       }
-      lmh_run(g_other, lc, x, w, lg, t, dw0, &gpu, desc);
+      lmh_run(g_other, lc, x, w, lg, t, dw0, prec, &gpu, desc);
       g_cpu->set_matmul_precision(g_cpu, DT_PREC_FP32);
       g_other->set_matmul_precision(g_other, DT_PREC_FP32);
+      const char *vs = prec ? "cuda:bf16" : "cuda:cpu";
+      float *gf = lmh_packed(gpu.fwd, lc), *rf = lmh_packed(ref.fwd, lc);
       cmp c;
+      cmp_init(&c, TWIN_ATOL, TWIN_RTOL);
+      cmp_ff(&c, "logits", gf, rf, nv);
+      check_done(&c, "lm_head_forward", vs, desc);
       cmp_init(&c, TWIN_ATOL, TWIN_RTOL);
       cmp_ff(&c, "losses", gpu.losses, ref.losses, lc->n);
       cmp_ff(&c, "dx", gpu.dx, ref.dx, nx);
       cmp_ff(&c, "dw", gpu.dw, ref.dw, nw);
-      check_done(&c, "lm_head_backward", prec ? "cuda:bf16" : "cuda:cpu", desc);
-      free(gpu.losses), free(gpu.dx), free(gpu.dw);
-      if (prec) free(ref.losses), free(ref.dx), free(ref.dw);
+      check_done(&c, "lm_head_backward", vs, desc);
+      lmh_check_pads(&gpu, vs, desc);
+      free(gf), free(rf);
+      lmh_free(&gpu);
+      if (prec) lmh_free(&ref);
     }
   }
-  free(cpu.losses), free(cpu.dx), free(cpu.dw);
+  lmh_free(&cpu);
+  free(cfwd);
   free(f.x), free(f.w), free(f.lg), free(x), free(w), free(lg), free(dw0), free(t);
 }
 
@@ -3223,8 +3373,14 @@ int main(int argc, char **argv) {
   for (size_t i = 0; i < DT_ARRAY_LEN(lact_cases); i++) test_linear_act(&lact_cases[i], (int)i);
   for (size_t i = 0; i < DT_ARRAY_LEN(lact_cases); i++)
     test_linear_act_bf16(&lact_cases[i], (int)i);
-  if (g_cpu_checks) test_ln_bf16(g_cpu), test_gemm_bf16_operands(g_cpu), test_logits_bf16(g_cpu);
-  if (g_other) test_ln_bf16(g_other), test_gemm_bf16_operands(g_other), test_logits_bf16(g_other);
+  if (g_cpu_checks) {
+    test_ln_bf16(g_cpu), test_gemm_bf16_operands(g_cpu), test_logits_bf16(g_cpu);
+    test_lm_head_bf16_padded(g_cpu);
+  }
+  if (g_other) {
+    test_ln_bf16(g_other), test_gemm_bf16_operands(g_other), test_logits_bf16(g_other);
+    test_lm_head_bf16_padded(g_other);
+  }
   for (size_t i = 0; i < DT_ARRAY_LEN(xent_cases); i++) test_xent(&xent_cases[i], (int)i);
   for (size_t i = 0; i < DT_ARRAY_LEN(xsm_cases); i++) test_xsm(&xsm_cases[i], (int)i);
   for (size_t i = 0; i < DT_ARRAY_LEN(lmh_cases); i++) test_lm_head(&lmh_cases[i], (int)i);

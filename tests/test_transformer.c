@@ -322,7 +322,7 @@ static void test_smoothing(dt_backend_t be) {
   be->k->softmax_xent_smooth(be->ctx, l0, d0, x, DT_F32, t, N, C, 0.5f, 0.0f);
   int32_t tp[N];
   for (int i = 0; i < N; i++) tp[i] = t[i] < 0 ? 0 : t[i];
-  be->k->softmax_xent(be->ctx, l1, d1, x, DT_F32, tp, N, C, 0.5f);
+  be->k->softmax_xent(be->ctx, l1, d1, x, DT_F32, tp, N, C, C, 0.5f);
   int same = 1, ign = 1;
   for (int i = 0; i < N; i++) {
     if (t[i] < 0) {

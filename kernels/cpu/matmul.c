@@ -66,22 +66,23 @@ static const float *operand(void *ctx, int slot, const void *x, dt_dtype t, size
   return o;
 }
 
-/* the fp32 linear layer (out is fp32) */
-static void linear_f32(void *ctx, float *out, const void *inp, dt_dtype it, const float *w,
-                       const float *b, int n, int c, int oc) {
+/* the fp32 linear layer (out is fp32, rows ldo apart) */
+static void linear_f32(void *ctx, float *out, int ldo, const void *inp, dt_dtype it,
+                       const float *w, const float *b, int n, int c, int oc) {
   float beta = 0.0f;
   if (b) {
     for (int i = 0; i < n; i++)
-      for (int o = 0; o < oc; o++) out[(size_t)i * oc + o] = b[o];
+      for (int o = 0; o < oc; o++) out[(size_t)i * ldo + o] = b[o];
     beta = 1.0f;
   } else if (c <= 0) {
-    for (size_t i = 0; i < (size_t)n * oc; i++) out[i] = 0.0f;
+    for (int i = 0; i < n; i++)
+      for (int o = 0; o < oc; o++) out[(size_t)i * ldo + o] = 0.0f;
   }
   if (c <= 0) return;
   const float *x = operand(ctx, 0, inp, it, (size_t)n * c);
   w = operand(ctx, 1, w, DT_F32, (size_t)oc * c);
   cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, n, oc, c, 1.0f, x, c, w, c, beta, out,
-              oc);
+              ldo);
 }
 
 /* out (N,OC) = inp (N,C) @ w (OC,C)^T + b (OC); b may be NULL. A bf16 out
@@ -90,40 +91,48 @@ void dt_cpu_linear_forward(void *ctx, void *out, dt_dtype ot, const void *inp, d
                            const float *w, const float *b, int n, int c, int oc) {
   if (n <= 0 || oc <= 0) return;
   if (ot == DT_F32) {
-    linear_f32(ctx, out, inp, it, w, b, n, c, oc);
+    linear_f32(ctx, out, oc, inp, it, w, b, n, c, oc);
     return;
   }
   need_bf16_ctx(ctx);
   const size_t total = (size_t)n * oc;
   float *s = scratch(ctx, 2, total);
-  linear_f32(ctx, s, inp, it, w, NULL, n, c, oc);
+  linear_f32(ctx, s, oc, inp, it, w, NULL, n, c, oc);
   for (size_t i = 0; i < total; i++)
     ((uint16_t *)out)[i] = dt_bf16_bits(b ? s[i] + dt_bf16_round(b[i % (size_t)oc]) : s[i]);
 }
 
 /* dinp (N,C) = dout (N,OC) @ w (OC,C)            [=, skipped if dinp NULL]
- * dw (OC,C) += dout^T @ inp; db (OC) += sum_n dout [+=, db may be NULL] */
-void dt_cpu_linear_backward(void *ctx, float *dinp, float *dw, float *db, const void *dout,
-                            dt_dtype dt, const void *inp, dt_dtype it, const float *w, int n,
-                            int c, int oc) {
+ * dw (OC,C) += dout^T @ inp; db (OC) += sum_n dout [+=, db may be NULL];
+ * dout's rows ldo apart */
+static void linear_backward_ld(void *ctx, float *dinp, float *dw, float *db, const void *dout,
+                               dt_dtype dt, int ldo, const void *inp, dt_dtype it,
+                               const float *w, int n, int c, int oc) {
   if (n <= 0 || c <= 0) return;
   /* bf16: dout rounded once (slot 0) for both GEMMs; db sums it unrounded */
-  const float *dout_r =
-      oc > 0 && (dinp || dw) ? operand(ctx, 0, dout, dt, (size_t)n * oc) : NULL;
+  const float *dout_r = oc > 0 && (dinp || dw)
+                            ? operand(ctx, 0, dout, dt, (size_t)(n - 1) * ldo + oc)
+                            : NULL;
   if (dinp) {
     if (oc > 0)
-      cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, n, c, oc, 1.0f, dout_r, oc,
+      cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, n, c, oc, 1.0f, dout_r, ldo,
                   operand(ctx, 1, w, DT_F32, (size_t)oc * c), c, 0.0f, dinp, c);
     else
       for (size_t i = 0; i < (size_t)n * c; i++) dinp[i] = 0.0f;
   }
   if (oc <= 0) return;
   if (dw)
-    cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, oc, c, n, 1.0f, dout_r, oc,
+    cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, oc, c, n, 1.0f, dout_r, ldo,
                 operand(ctx, 1, inp, it, (size_t)n * c), c, 1.0f, dw, c);
   if (db)
     for (int i = 0; i < n; i++)
-      for (int o = 0; o < oc; o++) db[o] += dt_load(dout, dt, (size_t)i * oc + o);
+      for (int o = 0; o < oc; o++) db[o] += dt_load(dout, dt, (size_t)i * ldo + o);
+}
+
+void dt_cpu_linear_backward(void *ctx, float *dinp, float *dw, float *db, const void *dout,
+                            dt_dtype dt, const void *inp, dt_dtype it, const float *w, int n,
+                            int c, int oc) {
+  linear_backward_ld(ctx, dinp, dw, db, dout, dt, oc, inp, it, w, n, c, oc);
 }
 
 /* out = act(inp @ w^T + b), pre = the GEMM's output when asked for: the two
@@ -135,14 +144,14 @@ void dt_cpu_linear_act_forward(void *ctx, dt_act act, void *out, void *pre, dt_d
   if (n <= 0 || oc <= 0) return;
   if (ot == DT_F32) {
     float *h = pre ? pre : out;
-    linear_f32(ctx, h, inp, it, w, b, n, c, oc);
+    linear_f32(ctx, h, oc, inp, it, w, b, n, c, oc);
     dt_cpu_act_forward(ctx, act, out, h, (size_t)n * oc);
     return;
   }
   need_bf16_ctx(ctx);
   const size_t total = (size_t)n * oc;
   float *s = scratch(ctx, 2, total);
-  linear_f32(ctx, s, inp, it, w, NULL, n, c, oc);
+  linear_f32(ctx, s, oc, inp, it, w, NULL, n, c, oc);
   for (size_t i = 0; i < total; i++) {
     if (b) s[i] += dt_bf16_round(b[i % (size_t)oc]);
     if (pre) ((uint16_t *)pre)[i] = dt_bf16_bits(s[i]);
@@ -171,13 +180,29 @@ void dt_cpu_linear_backward_act(void *ctx, dt_act act, void *dpre, float *dw, fl
   for (size_t i = 0; i < total; i++) ((uint16_t *)dpre)[i] = dt_bf16_bits(s[i]);
 }
 
+/* logits rows ld apart: the fp32 product, rounded once into bf16 ones */
+void dt_cpu_lm_head_forward(void *ctx, void *logits, dt_dtype lt, int ld, const void *x,
+                            dt_dtype xt, const float *w, int n, int c, int v) {
+  if (n <= 0 || v <= 0) return;
+  if (lt == DT_F32) {
+    linear_f32(ctx, logits, ld, x, xt, w, NULL, n, c, v);
+    return;
+  }
+  need_bf16_ctx(ctx);
+  float *s = scratch(ctx, 2, (size_t)n * v);
+  linear_f32(ctx, s, v, x, xt, w, NULL, n, c, v);
+  for (int i = 0; i < n; i++)
+    for (int j = 0; j < v; j++)
+      ((uint16_t *)logits)[(size_t)i * ld + j] = dt_bf16_bits(s[(size_t)i * v + j]);
+}
+
 /* softmax_xent into scratch (bf16 dlogits under bf16, as the GPU's), then
  * linear_backward from it */
 void dt_cpu_lm_head_backward(void *ctx, float *losses, float *dx, float *dw, void *dl,
                              const void *logits, dt_dtype lt, const int32_t *targets,
                              const void *x, dt_dtype xt, const float *w, int n, int c, int v,
-                             float dscale) {
+                             int ld, float dscale) {
   const dt_dtype dt = ctx && ((dt_cpu_ctx *)ctx)->matmul_bf16 ? DT_BF16 : DT_F32;
-  dt_cpu_xent_rows(losses, dl, dt, logits, lt, targets, n, v, dscale);
-  dt_cpu_linear_backward(ctx, dx, dw, NULL, dl, dt, x, xt, w, n, c, v);
+  dt_cpu_xent_rows(losses, dl, dt, logits, lt, targets, n, v, ld, dscale);
+  linear_backward_ld(ctx, dx, dw, NULL, dl, dt, ld, x, xt, w, n, c, v);
 }

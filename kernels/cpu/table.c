@@ -16,6 +16,7 @@ const dt_kernels dt_cpu_kernels = {
     .linear_backward = dt_cpu_linear_backward,
     .linear_act_forward = dt_cpu_linear_act_forward,
     .linear_backward_act = dt_cpu_linear_backward_act,
+    .lm_head_forward = dt_cpu_lm_head_forward,
     .lm_head_backward = dt_cpu_lm_head_backward,
     .conv2d_workspace = dt_cpu_conv2d_workspace,
     .conv2d_forward = dt_cpu_conv2d_forward,

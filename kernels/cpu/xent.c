@@ -4,14 +4,15 @@
 
 #include "../xent.h"
 
-/* logits (N,V) of type lt, targets (N) in [0,V). losses (N) = logsumexp -
- * logit[t] (skipped if NULL). dlogits (N,V) of type dt = (softmax -
- * onehot(t)) * dscale [=], skipped if NULL; it may alias logits of the same
- * type, so each element is read first. */
+/* logits (N,V) of type lt, rows ld apart, targets (N) in [0,V). losses (N) =
+ * logsumexp - logit[t] (skipped if NULL). dlogits (N,V) of type dt, rows ld
+ * apart, = (softmax - onehot(t)) * dscale [=] and 0 in columns [V, ld),
+ * skipped if NULL; it may alias logits of the same type, so each element is
+ * read first. */
 void dt_cpu_xent_rows(float *losses, void *dlogits, dt_dtype dt, const void *logits, dt_dtype lt,
-                      const int32_t *targets, int n, int v, float dscale) {
+                      const int32_t *targets, int n, int v, int ld, float dscale) {
   for (int i = 0; i < n; i++) {
-    const size_t r = (size_t)i * v;
+    const size_t r = (size_t)i * ld;
     const int t = targets[i];
     float mx = dt_load(logits, lt, r);
     for (int j = 1; j < v; j++) {
@@ -30,14 +31,16 @@ void dt_cpu_xent_rows(float *losses, void *dlogits, dt_dtype dt, const void *log
         double p = expf(dt_load(logits, lt, r + j) - mx) * inv;
         dt_store(dlogits, dt, r + j, (float)((p - (j == t ? 1.0 : 0.0)) * dscale));
       }
+      for (int j = v; j < ld; j++) dt_store(dlogits, dt, r + j, 0.0f);
     }
   }
 }
 
 void dt_cpu_softmax_xent(void *ctx, float *losses, float *dlogits, const void *logits,
-                         dt_dtype lt, const int32_t *targets, int n, int v, float dscale) {
+                         dt_dtype lt, const int32_t *targets, int n, int v, int ld,
+                         float dscale) {
   (void)ctx;
-  dt_cpu_xent_rows(losses, dlogits, DT_F32, logits, lt, targets, n, v, dscale);
+  dt_cpu_xent_rows(losses, dlogits, DT_F32, logits, lt, targets, n, v, ld, dscale);
 }
 
 /* Label smoothing spreads eps of the target's mass evenly over all V classes,

@@ -143,10 +143,11 @@ void dt_cuda_gemm_rm_batched(dt_cuda_ctx *c, int ta, int tb, int m, int n, int k
 /* x (n, fp32) rounded into out (n, bf16), in stream order (matmul.cu) */
 void dt_cuda_to_bf16(dt_cuda_ctx *c, void *out, const float *x, size_t n);
 
-/* softmax_xent (kernels.h) with dlogits (N,V) written in bf16 (xent.cu);
- * dlogits may alias bf16 logits only */
+/* softmax_xent (kernels.h) with dlogits (N,V), rows ld apart, written in
+ * bf16 (xent.cu); dlogits may alias bf16 logits only */
 void dt_cuda_softmax_xent_bf16(dt_cuda_ctx *c, float *losses, void *dlogits, const void *logits,
-                               dt_dtype lt, const int32_t *targets, int n, int v, float dscale);
+                               dt_dtype lt, const int32_t *targets, int n, int v, int ld,
+                               float dscale);
 
 /* Frees matmul.cu's cuBLASLt plans (backend destruction). */
 #ifdef __cplusplus

@@ -89,6 +89,19 @@ static const __nv_bfloat16 *bf16_operand(dt_cuda_ctx *c, int slot, const void *x
   return t;
 }
 
+/* Row-major out (M,N) of type ot, rows ldc apart, = op(A) @ op(B) + beta *
+ * out, A and B of type abt with rows lda and ldb apart, accumulated in
+ * fp32: cuBLAS's GemmEx, on the tensor cores for bf16 operands (a bf16 out
+ * is the fp32 sum rounded once). */
+static void gemm_rm_ex(dt_cuda_ctx *c, int ta, int tb, int m, int n, int k, const void *a,
+                       int lda, const void *b, int ldb, cudaDataType abt, float beta, void *out,
+                       int ldc, cudaDataType ot) {
+  const float one = 1.0f;
+  CUBLAS_CHECK(cublasGemmEx(c->cublas, tb ? CUBLAS_OP_T : CUBLAS_OP_N,
+                            ta ? CUBLAS_OP_T : CUBLAS_OP_N, n, m, k, &one, b, abt, ldb, a, abt,
+                            lda, &beta, out, ot, ldc, CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
+}
+
 /* dt_cuda_gemm_rm on bf16 operands: fp32 accumulation and output */
 static void gemm_rm_bf16(dt_cuda_ctx *c, int ta, int tb, int m, int n, int k, float alpha,
                          const __nv_bfloat16 *a, const __nv_bfloat16 *b, float beta,
@@ -507,22 +520,54 @@ extern "C" void dt_cuda_linear_backward_act(void *ctx, dt_act act, void *dpre, f
   dt_cuda_to_bf16(cc, dpre, prod, total);
 }
 
+/* One GEMM straight into the padded rows: no bias, so no epilogue is needed
+ * and cuBLAS takes a bf16 output with ldc = ld itself. */
+extern "C" void dt_cuda_lm_head_forward(void *ctx, void *logits, dt_dtype lt, int ld,
+                                        const void *x, dt_dtype xt, const float *w, int n, int c,
+                                        int v) {
+  dt_cuda_ctx *cc = DT_CUDA_CTX(ctx);
+  need_bf16_mode(cc, xt);
+  need_bf16_mode(cc, lt);
+  if (n <= 0 || v <= 0) return;
+  const cudaDataType ot = lt == DT_BF16 ? CUDA_R_16BF : CUDA_R_32F;
+  if (c <= 0) { /* empty product: zero logits */
+    CUDA_CHECK(cudaMemset2DAsync(logits, (size_t)ld * dt_dtype_size(lt), 0,
+                                 (size_t)v * dt_dtype_size(lt), n, cc->stream));
+    return;
+  }
+  /* logits (N,V) = x (N,C) @ w (V,C)^T */
+  if (cc->matmul_bf16)
+    gemm_rm_ex(cc, 0, 1, n, v, c, bf16_operand(cc, 0, x, xt, (size_t)n * c), c,
+               bf16_operand(cc, 1, w, DT_F32, (size_t)v * c), c, CUDA_R_16BF, 0.0f, logits, ld,
+               ot);
+  else
+    gemm_rm_ex(cc, 0, 1, n, v, c, x, c, w, c, CUDA_R_32F, 0.0f, logits, ld, ot);
+}
+
 extern "C" void dt_cuda_lm_head_backward(void *ctx, float *losses, float *dx, float *dw,
                                          void *scratch, const void *logits, dt_dtype lt,
                                          const int32_t *targets, const void *x, dt_dtype xt,
-                                         const float *w, int n, int c, int v, float dscale) {
+                                         const float *w, int n, int c, int v, int ld,
+                                         float dscale) {
   dt_cuda_ctx *cc = DT_CUDA_CTX(ctx);
   need_bf16_mode(cc, xt);
-  if (!cc->matmul_bf16 || n <= 0 || c <= 0 || v <= 0) {
-    dt_cuda_softmax_xent(ctx, losses, (float *)scratch, logits, lt, targets, n, v, dscale);
-    dt_cuda_linear_backward(ctx, dx, dw, NULL, scratch, DT_F32, x, xt, w, n, c, v);
-    return;
+  /* dlogits (rows ld apart) straight from the softmax, in the type both GEMMs
+   * take: bf16 under bf16 */
+  cudaDataType t = CUDA_R_32F;
+  const void *wt = w, *xv = x;
+  if (cc->matmul_bf16) {
+    dt_cuda_softmax_xent_bf16(cc, losses, scratch, logits, lt, targets, n, v, ld, dscale);
+    t = CUDA_R_16BF;
+  } else {
+    dt_cuda_softmax_xent(ctx, losses, (float *)scratch, logits, lt, targets, n, v, ld, dscale);
   }
-  /* dlogits in bf16 straight from the softmax: the operand both GEMMs take */
-  dt_cuda_softmax_xent_bf16(cc, losses, scratch, logits, lt, targets, n, v, dscale);
-  const __nv_bfloat16 *d16 = (const __nv_bfloat16 *)scratch;
+  if (n <= 0 || c <= 0 || v <= 0) return;
+  if (cc->matmul_bf16) {
+    wt = bf16_operand(cc, 1, w, DT_F32, (size_t)v * c);
+    if (dw) xv = bf16_operand(cc, 0, x, xt, (size_t)n * c);
+  }
   if (dx) /* dx (N,C) = dlogits (N,V) @ w (V,C) */
-    gemm_rm_bf16(cc, 0, 0, n, c, v, 1.0f, d16, bf16_operand(cc, 1, w, DT_F32, (size_t)v * c),
-                 0.0f, dx);
-  backward_dw_db(cc, dw, NULL, NULL, DT_F32, d16, x, xt, n, c, v);
+    gemm_rm_ex(cc, 0, 0, n, c, v, scratch, ld, wt, c, t, 0.0f, dx, c, CUDA_R_32F);
+  if (dw) /* dw (V,C) += dlogits^T (V,N) @ x (N,C) */
+    gemm_rm_ex(cc, 1, 0, v, c, n, scratch, ld, xv, c, t, 1.0f, dw, c, CUDA_R_32F);
 }

@@ -20,6 +20,7 @@ extern "C" const dt_kernels dt_cuda_kernels = {
     .linear_backward = dt_cuda_linear_backward,
     .linear_act_forward = dt_cuda_linear_act_forward,
     .linear_backward_act = dt_cuda_linear_backward_act,
+    .lm_head_forward = dt_cuda_lm_head_forward,
     .lm_head_backward = dt_cuda_lm_head_backward,
     .conv2d_workspace = dt_cuda_conv2d_workspace,
     .conv2d_forward = dt_cuda_conv2d_forward,
@@ -52,5 +53,5 @@ extern "C" const dt_kernels dt_cuda_kernels = {
 };
 
 /* A slot added to dt_kernels without an initializer here would be NULL;
- * keep the count in step (29 slots today). */
-static_assert(DT_KERNELS_SLOTS == 33, "dt_kernels changed: fill the new slots in table.cu");
+ * keep the count in step. */
+static_assert(DT_KERNELS_SLOTS == 34, "dt_kernels changed: fill the new slots in table.cu");

@@ -11,14 +11,15 @@
 #define XENT_THREADS 512
 
 /* losses (N), dlogits (N,V) or NULL (may alias logits of its own type),
- * logits (N,V) of type L, targets (N). bf16 dlogits are rounded from the
+ * logits (N,V) of type L, targets (N); logits and dlogits rows ld apart,
+ * dlogits' columns [V, ld) set to 0. bf16 dlogits are rounded from the
  * fp32 value: the bits of converting fp32 dlogits afterwards. */
 template <typename D, typename L>
 static __global__ void __launch_bounds__(XENT_THREADS)
     softmax_xent_kernel(float *losses, D *dlogits, const L *logits, const int32_t *targets,
-                        int v, float dscale) {
+                        int v, int ld, float dscale) {
   const size_t row = blockIdx.x;
-  const L *x = logits + row * (size_t)v;
+  const L *x = logits + row * (size_t)ld;
   const int t = targets[row];
   const bool t_ok = t >= 0 && t < v;
   /* read before any write: dlogits may alias logits (the barriers inside the
@@ -38,39 +39,42 @@ static __global__ void __launch_bounds__(XENT_THREADS)
 
   if (threadIdx.x == 0 && losses) losses[row] = (float)(log(s) - ((double)xt - (double)m));
   if (dlogits) {
-    D *d = dlogits + row * (size_t)v;
+    D *d = dlogits + row * (size_t)ld;
     const double inv = 1.0 / s;
     for (int j = threadIdx.x; j < v; j += blockDim.x) {
       const double p = exp((double)dt_ld(&x[j]) - (double)m) * inv;
       dt_st(&d[j], (float)((p - (j == t ? 1.0 : 0.0)) * (double)dscale));
     }
+    for (int j = v + threadIdx.x; j < ld; j += blockDim.x) dt_st(&d[j], 0.0f);
   }
 }
 
 template <typename D>
 static void xent_launch(cudaStream_t st, float *losses, void *dlogits, const void *logits,
-                        dt_dtype lt, const int32_t *targets, int n, int v, float dscale) {
+                        dt_dtype lt, const int32_t *targets, int n, int v, int ld,
+                        float dscale) {
   if (lt == DT_BF16)
     softmax_xent_kernel<D, __nv_bfloat16><<<n, XENT_THREADS, 0, st>>>(
-        losses, (D *)dlogits, (const __nv_bfloat16 *)logits, targets, v, dscale);
+        losses, (D *)dlogits, (const __nv_bfloat16 *)logits, targets, v, ld, dscale);
   else
     softmax_xent_kernel<D, float><<<n, XENT_THREADS, 0, st>>>(
-        losses, (D *)dlogits, (const float *)logits, targets, v, dscale);
+        losses, (D *)dlogits, (const float *)logits, targets, v, ld, dscale);
   CUDA_LAUNCH_CHECK();
 }
 
 extern "C" void dt_cuda_softmax_xent(void *ctx, float *losses, float *dlogits, const void *logits,
-                                     dt_dtype lt, const int32_t *targets, int n, int v,
+                                     dt_dtype lt, const int32_t *targets, int n, int v, int ld,
                                      float dscale) {
   if (n <= 0) return;
-  xent_launch<float>(DT_CUDA_CTX(ctx)->stream, losses, dlogits, logits, lt, targets, n, v,
+  xent_launch<float>(DT_CUDA_CTX(ctx)->stream, losses, dlogits, logits, lt, targets, n, v, ld,
                      dscale);
 }
 
 void dt_cuda_softmax_xent_bf16(dt_cuda_ctx *c, float *losses, void *dlogits, const void *logits,
-                               dt_dtype lt, const int32_t *targets, int n, int v, float dscale) {
+                               dt_dtype lt, const int32_t *targets, int n, int v, int ld,
+                               float dscale) {
   if (n <= 0) return;
-  xent_launch<__nv_bfloat16>(c->stream, losses, dlogits, logits, lt, targets, n, v, dscale);
+  xent_launch<__nv_bfloat16>(c->stream, losses, dlogits, logits, lt, targets, n, v, ld, dscale);
 }
 
 /* Label-smoothed variant (see kernels.h): also sums the logits for the mean

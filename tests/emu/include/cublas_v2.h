@@ -65,11 +65,22 @@ inline cublasStatus_t cublasGemmEx(cublasHandle_t h, cublasOperation_t ta, cubla
                                    cudaDataType at, int lda, const void *B, cudaDataType bt,
                                    int ldb, const void *beta, void *C, cudaDataType ct, int ldc,
                                    cublasComputeType_t, cublasGemmAlgo_t) {
-  if (ct != CUDA_R_32F || (at != CUDA_R_32F && at != CUDA_R_16BF) ||
-      (bt != CUDA_R_32F && bt != CUDA_R_16BF))
+  /* the fp32-compute combinations cuBLAS documents: A and B of one type,
+   * fp32 or bf16; C fp32, or bf16 with bf16 operands */
+  if ((at != CUDA_R_32F && at != CUDA_R_16BF) || bt != at ||
+      (ct != CUDA_R_32F && ct != CUDA_R_16BF) || (ct == CUDA_R_16BF && at != CUDA_R_16BF))
     return CUBLAS_STATUS_NOT_SUPPORTED;
   const std::vector<float> a = emu_widen(A, at, ta == CUBLAS_OP_N ? m : k, ta == CUBLAS_OP_N ? k : m, lda);
   const std::vector<float> b = emu_widen(B, bt, tb == CUBLAS_OP_N ? k : n, tb == CUBLAS_OP_N ? n : k, ldb);
-  return cublasSgemm(h, ta, tb, m, n, k, (const float *)alpha, a.data(), lda, b.data(), ldb,
-                     (const float *)beta, (float *)C, ldc);
+  if (ct == CUDA_R_32F)
+    return cublasSgemm(h, ta, tb, m, n, k, (const float *)alpha, a.data(), lda, b.data(), ldb,
+                       (const float *)beta, (float *)C, ldc);
+  /* a bf16 C: the fp32 result rounded once; elements between rows untouched */
+  std::vector<float> c = emu_widen(C, ct, m, n, ldc);
+  cublasSgemm(h, ta, tb, m, n, k, (const float *)alpha, a.data(), lda, b.data(), ldb,
+              (const float *)beta, c.data(), ldc);
+  for (int j = 0; j < n; j++)
+    for (int i = 0; i < m; i++)
+      ((__nv_bfloat16 *)C)[(size_t)j * ldc + i] = __float2bfloat16_rn(c[(size_t)j * ldc + i]);
+  return CUBLAS_STATUS_SUCCESS;
 }

@@ -57,6 +57,11 @@ inline cudaError_t cudaMemsetAsync(void *p, int v, size_t n, cudaStream_t = null
   if (n) std::memset(p, v, n);
   return cudaSuccess;
 }
+inline cudaError_t cudaMemset2DAsync(void *p, size_t pitch, int v, size_t width, size_t height,
+                                     cudaStream_t = nullptr) {
+  for (size_t r = 0; r < height; r++) std::memset((char *)p + r * pitch, v, width);
+  return cudaSuccess;
+}
 inline cudaError_t cudaStreamSynchronize(cudaStream_t) { return cudaSuccess; }
 inline cudaError_t cudaDeviceSynchronize() { return cudaSuccess; }
 inline cudaError_t cudaStreamCreateWithFlags(cudaStream_t *s, unsigned) {
