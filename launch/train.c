@@ -518,6 +518,19 @@ static int maybe_resume(trainer *T) {
   T->step = meta.step;
   T->epoch = meta.epoch;
   T->offset = meta.epoch_offset;
+  /* the loader position indexes this epoch's permutation: one past the
+   * training set would read beyond it. A batch that no longer fits (a
+   * resume with a larger train.batch_size or a smaller data.train_limit)
+   * starts the next epoch, as the step that wrote it would have. */
+  if (meta.epoch < 0 || meta.epoch_offset < 0 || meta.epoch_offset > T->ntrain)
+    dt_die_user_all("checkpoint %s: loader position (epoch %lld, sample %lld) is outside the "
+                    "%lld training %s of this run's data",
+                    path, (long long)meta.epoch, (long long)meta.epoch_offset,
+                    (long long)T->ntrain, T->s2s ? "batches" : "samples");
+  if (T->offset + T->batch > T->ntrain) {
+    T->epoch++;
+    T->offset = 0;
+  }
   if (T->is_root)
     printf("resumed from %s at step %lld (epoch %lld, sample %lld of it; saved by dp=%lld "
            "zero=%lld on %lld rank%s)\n",
@@ -863,6 +876,15 @@ static void setup(trainer *T, const dt_config *c) {
    * train.eval_batch_size */
   T->lm = !strcmp(c->model_name, "gpt");
   int maxb = (int)(T->lm || T->s2s ? T->micro : DT_MAX(T->micro, T->eval_batch));
+  /* what runs out of memory from here to the end of setup is sized by keys */
+  char hint[400];
+  snprintf(hint, sizeof hint,
+           "%.32s's parameters, optimizer state and activations for %d %s a forward "
+           "([train] micro_batch_size%s): lower it, or set train.recompute (gpt), "
+           "train.precision = bf16 or parallel.zero",
+           c->model_name, maxb, T->lm ? "sequences" : T->s2s ? "sentences" : "samples",
+           T->lm || T->s2s ? "" : " or eval_batch_size");
+  dt_set_oom_hint(hint);
   T->m = dt_model_create(c, T->be, maxb, &err);
   if (!T->m) dt_die_user_all("%s", err.msg);
   T->seq = T->lm ? T->m->max_t : 0;
@@ -939,6 +961,7 @@ static void setup(trainer *T, const dt_config *c) {
   }
   T->d_sumsq = be->alloc(be, sizeof(float));
   T->perm = dt_malloc((size_t)T->ntrain * sizeof(int32_t));
+  dt_set_oom_hint(NULL);
 }
 
 static void teardown(trainer *T) {

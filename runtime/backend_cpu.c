@@ -16,8 +16,8 @@ static void *cpu_alloc(dt_backend_t be, size_t bytes) {
   (void)be;
   void *p = NULL;
   /* 64-byte alignment for vector loads */
-  if (posix_memalign(&p, 64, bytes ? bytes : 64) != 0) p = NULL;
-  DT_CHECK_ALLOC(p);
+  if (posix_memalign(&p, 64, bytes ? bytes : 64) != 0 || !p)
+    dt_out_of_memory("host memory", bytes, __FILE__, __LINE__, __func__);
   return p;
 }
 static void cpu_free(dt_backend_t be, void *p) { (void)be; free(p); }

@@ -20,6 +20,10 @@ static void *cuda_alloc(dt_backend_t be, size_t bytes) {
   void *p = NULL;
   /* cudaMalloc(0) may hand back NULL, and alloc never returns NULL */
   cudaError_t e = cudaMalloc(&p, bytes ? bytes : 256);
+  if (e == cudaErrorMemoryAllocation) {
+    (void)cudaGetLastError(); /* clear it: the message below is the error */
+    dt_out_of_memory("GPU memory", bytes, __FILE__, __LINE__, __func__);
+  }
   if (e != cudaSuccess || !p) {
     char msg[256];
     snprintf(msg, sizeof msg, "%s (cudaMalloc of %zu bytes)", cudaGetErrorString(e), bytes);

@@ -7,6 +7,7 @@
 #include <ftw.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <math.h>
 #include <string.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -295,6 +296,11 @@ static int read_slice(hid_t f, const char *file, const char *dset, const dt_para
   if (a >= b) return 0;
   float *tmp = dt_malloc((size_t)n * sizeof(float));
   int rc = dt_h5_read(f, dset, H5T_NATIVE_FLOAT, nd, dims, tmp, err);
+  /* training stops at a non-finite loss, so a saved NaN or Inf is damage */
+  for (size_t i = a - s_lo; !rc && i < b - s_lo; i++)
+    if (!isfinite(tmp[i]))
+      rc = dt_error_set(err, "checkpoint %s: %s holds %g at element %lld (damaged file?)", file,
+                        dset, tmp[i], (long long)flat_offset + (long long)i);
   if (!rc) {
     memcpy(dst + (a - lo), tmp + (a - s_lo), (b - a) * sizeof(float));
     *copied += b - a;
@@ -371,6 +377,16 @@ int dt_ckpt_read_meta(const char *path, dt_ckpt_meta *meta, char **config_text, 
                       path, optim, meta->optimizer, optim);
   if (!rc && (nums[0] < 0 || nums[1] < 0 || nums[2] < 0 || nums[8] < 1 || nums[8] > 1000000))
     rc = dt_error_set(err, "checkpoint %s: bad step, loader position or world size", file);
+  /* a step directory's name says its step: a meta.h5 that disagrees is
+   * damaged or was copied from another step */
+  const char *base = strrchr(path, '/');
+  base = base ? base + 1 : path;
+  long long named = -1;
+  int used = 0;
+  if (!rc && sscanf(base, "step_%lld%n", &named, &used) == 1 &&
+      (base[used] == '\0' || base[used] == '/') && named != nums[0])
+    rc = dt_error_set(err, "checkpoint %s: step = %lld, but the directory is named for step %lld",
+                      file, (long long)nums[0], named);
   if (!rc) {
     meta->step = nums[0];
     meta->epoch = nums[1];
@@ -412,5 +428,10 @@ int dt_ckpt_open_run(const char *ckpt, char *path, size_t size, dt_ckpt_meta *me
   if (dt_ckpt_read_meta(path, meta, &text, err)) return -1;
   int rc = dt_config_parse_text(cfg, text, path, err);
   free(text);
+  /* the tools build the model its config describes next */
+  char hint[4200];
+  snprintf(hint, sizeof hint, "the model checkpoint %s describes (the [model] keys of its "
+           "config)", path);
+  if (!rc) dt_set_oom_hint(hint);
   return rc;
 }

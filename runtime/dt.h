@@ -50,8 +50,17 @@ DT_NORETURN void dt_die_user(const char *fmt, ...)
 DT_NORETURN void dt_die_user_all(const char *fmt, ...)
     __attribute__((format(printf, 1, 2)));
 
+/* An allocation of `bytes` (0: unknown) of `what` ("host memory", "GPU
+ * memory") failed. While a hint is set (dt_set_oom_hint: what the caller is
+ * sizing and the keys that size it) that is the user's to fix: one message
+ * naming the keys, exit 2; otherwise an internal error (dt_fatal). */
+DT_NORETURN void dt_out_of_memory(const char *what, size_t bytes, const char *file, int line,
+                                  const char *func);
+/* The hint for out-of-memory errors from here on; NULL clears it. */
+void dt_set_oom_hint(const char *hint);
+
 #define DT_CHECK_ALLOC(p) \
-  do { if (!(p)) dt_fatal("libc", "out of memory", __FILE__, __LINE__, __func__, #p); } while (0)
+  do { if (!(p)) dt_out_of_memory("host memory", 0, __FILE__, __LINE__, __func__); } while (0)
 
 /* Checked malloc/calloc: never return NULL. */
 void *dt_malloc(size_t bytes);

@@ -85,15 +85,38 @@ void dt_die_user_all(const char *fmt, ...) {
   exit(DT_EXIT_USER);
 }
 
+static char g_oom_hint[512];
+
+void dt_set_oom_hint(const char *hint) {
+  snprintf(g_oom_hint, sizeof g_oom_hint, "%s", hint ? hint : "");
+}
+
+void dt_out_of_memory(const char *what, size_t bytes, const char *file, int line,
+                      const char *func) {
+  char size[64] = "";
+  if (bytes >= (size_t)1 << 30)
+    snprintf(size, sizeof size, " (asked for %.1f GiB)", (double)bytes / (1 << 30));
+  else if (bytes)
+    snprintf(size, sizeof size, " (asked for %.1f MiB)", (double)bytes / (1 << 20));
+  if (g_oom_hint[0]) {
+    fprintf(stderr, "dtrain: error: [rank %d] out of %s%s for %s\n", g_rank < 0 ? 0 : g_rank,
+            what, size, g_oom_hint);
+    abort_job(DT_EXIT_USER);
+  }
+  char msg[128];
+  snprintf(msg, sizeof msg, "out of %s%s", what, size);
+  dt_fatal("libc", msg, file, line, func, "allocation");
+}
+
 void *dt_malloc(size_t bytes) {
   void *p = malloc(bytes ? bytes : 1);
-  DT_CHECK_ALLOC(p);
+  if (!p) dt_out_of_memory("host memory", bytes, __FILE__, __LINE__, __func__);
   return p;
 }
 
 void *dt_calloc(size_t n, size_t size) {
   void *p = calloc(n ? n : 1, size ? size : 1);
-  DT_CHECK_ALLOC(p);
+  if (!p) dt_out_of_memory("host memory", n * size, __FILE__, __LINE__, __func__);
   return p;
 }
 

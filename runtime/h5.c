@@ -201,6 +201,29 @@ int dt_h5_dims(hid_t f, const char *name, int *ndims, int64_t dims[DT_H5_MAXDIMS
   return rc;
 }
 
+/* HDF5 converts a stored value the memory type cannot hold by clamping it
+ * (an int8 -1 label becomes 0, a 300 becomes 255) or by dropping its
+ * fraction; dtrain's reads stop at such a value instead. */
+static H5T_conv_ret_t conv_abort(H5T_conv_except_t e, hid_t src, hid_t dst, void *s, void *d,
+                                 void *user) {
+  (void)src, (void)dst, (void)s, (void)d, (void)user;
+  return e == H5T_CONV_EXCEPT_PRECISION ? H5T_CONV_UNHANDLED : H5T_CONV_ABORT;
+}
+
+/* The transfer property list of every read: conversions that would change
+ * a value fail (made once, kept for the process) */
+static hid_t strict_xfer(void) {
+  static hid_t x = -1;
+  if (x < 0) {
+    x = H5Pcreate(H5P_DATASET_XFER);
+    if (x >= 0 && H5Pset_type_conv_cb(x, conv_abort, NULL) < 0) {
+      H5Pclose(x);
+      x = -1;
+    }
+  }
+  return x < 0 ? H5P_DEFAULT : x;
+}
+
 int dt_h5_read(hid_t f, const char *name, hid_t type, int ndims, const int64_t *dims, void *data,
                dt_error *err) {
   char fname_buf[512];
@@ -219,8 +242,9 @@ int dt_h5_read(hid_t f, const char *name, hid_t type, int ndims, const int64_t *
     rc = dt_error_set(err, "%s: dataset %s%s has shape %s, expected %s", FNAME(f), SL(name), have,
                       want);
   }
-  if (rc == 0 && H5Dread(d, type, H5S_ALL, H5S_ALL, H5P_DEFAULT, data) < 0)
-    rc = dt_error_set(err, "%s: cannot read dataset %s%s (corrupt, or type not convertible)",
+  if (rc == 0 && H5Dread(d, type, H5S_ALL, H5S_ALL, strict_xfer(), data) < 0)
+    rc = dt_error_set(err, "%s: cannot read dataset %s%s (corrupt, of a type that is not "
+                      "convertible, or holding a value the expected type cannot hold)",
                       FNAME(f), SL(name));
   H5Dclose(d);
   return rc;
@@ -253,10 +277,11 @@ int dt_h5_read_rows(hid_t f, const char *name, hid_t type, int64_t row0, int64_t
   rc = -1;
   if (fspace >= 0 && mspace >= 0 &&
       H5Sselect_hyperslab(fspace, H5S_SELECT_SET, start, NULL, count, NULL) >= 0 &&
-      H5Dread(d, type, mspace, fspace, H5P_DEFAULT, data) >= 0)
+      H5Dread(d, type, mspace, fspace, strict_xfer(), data) >= 0)
     rc = 0;
   else
-    dt_error_set(err, "%s: cannot read rows [%lld,%lld) of dataset %s%s (corrupt?)", FNAME(f),
+    dt_error_set(err, "%s: cannot read rows [%lld,%lld) of dataset %s%s (corrupt, or holding "
+                 "a value the expected type cannot hold)", FNAME(f),
                  (long long)row0, (long long)(row0 + nrows), SL(name));
   if (mspace >= 0) H5Sclose(mspace);
   if (fspace >= 0) H5Sclose(fspace);

@@ -55,6 +55,11 @@ int dt_pair_set_load(dt_pair_set *s, const char *path, int64_t model_vocab, dt_e
                    (long long)a[i], (long long)s->vocab);
       goto out;
     }
+  if (a[1] == a[2] || a[1] == a[3] || a[2] == a[3]) {
+    dt_error_set(err, "%s: pad_id = %lld, bos_id = %lld and eos_id = %lld must differ", path,
+                 (long long)a[1], (long long)a[2], (long long)a[3]);
+    goto out;
+  }
   if (model_vocab > 0 && model_vocab != s->vocab) {
     dt_error_set(err, "%s: the shard's vocabulary has %lld ids but [model] vocab_size = %lld "
                  "(set model.vocab_size=%lld, or prepare the data with --vocab %lld)",

@@ -55,9 +55,29 @@ cp -r "$ck/step_00000004" "$TMP/trunc"
 head -c 2000 "$ck/step_00000004/rank00000.h5" >"$TMP/trunc/rank00000.h5"
 expect_2 "truncated checkpoint" "rank00000.h5" "$D" "$cfg" "${small[@]}" \
   checkpoint.resume="$TMP/trunc" data.dir="$TMP/mnist" log.dir="$TMP/r6"
+# step 4 of 500 samples in batches of 50 left the loader at sample 200: a
+# run over 150 samples cannot continue there; over 220 the next batch no
+# longer fits, so the resumed run starts epoch 1, as the saving run would have
+s150=("${small[@]/data.train_limit=500/data.train_limit=150}")
+s220=("${small[@]/data.train_limit=500/data.train_limit=220}")
+expect_2 "resume with the loader past the data" "loader position" "$D" "$cfg" "${s150[@]}" \
+  checkpoint.resume="$ck" data.dir="$TMP/mnist" log.dir="$TMP/r9"
+"$D" "$cfg" "${s220[@]/train.max_steps=4/train.max_steps=5}" checkpoint.resume="$ck" \
+  data.dir="$TMP/mnist" log.dir="$TMP/r10" >"$TMP/r10.log" 2>&1
+rc=$?
+jsonl_field "$TMP/r10/metrics.jsonl" train epoch >"$TMP/r10.epoch"
+check "resume where the next batch no longer fits: exit 0, step 5 in epoch 1" \
+  bash -c "[ $rc -eq 0 ] && awk '\$1 == 5 && \$2 >= 1 && \$2 < 2 {f=1} END {exit !f}' \
+           '$TMP/r10.epoch'"
 echo garbage >"$ck/LATEST.bad"
 mkdir -p "$TMP/lat" && echo "step_0000x" >"$TMP/lat/LATEST"
 expect_2 "LATEST naming nothing" "LATEST" "$D" "$cfg" "${small[@]}" checkpoint.resume="$TMP/lat" data.dir="$TMP/mnist" log.dir="$TMP/r7"
+
+# sizes that cannot be allocated: the keys that set them, exit 2 (an 8 GB
+# address-space limit makes the failure certain whatever the machine has)
+expect_2 "an evaluation batch too large for memory" "eval_batch_size" \
+  bash -c 'ulimit -v 8000000 && exec "$@"' - "$D" "$cfg" "${small[@]}" data.dir="$TMP/mnist" \
+  train.eval_batch_size=1000000000 log.dir="$TMP/r11"
 
 # several ranks where the layout says one
 if command -v mpirun >/dev/null; then

@@ -1,5 +1,6 @@
 /* test_checkpoint.c: checkpoint save/load round trip, pruning, LATEST, and the
  * clear errors for a checkpoint that does not fit the model. */
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -149,6 +150,33 @@ int main(void) {
     remove(r1);
     rc = dt_ckpt_read_range(out, &rm, t, n, "params", 0, total, got, &err);
     CHECK(rc == -1 && strstr(err.msg, "rank00001.h5"), "a missing rank file: %s", err.msg);
+  }
+
+  /* damage the format cannot see: a NaN in a tensor (training stops at a
+   * non-finite loss, so no good checkpoint holds one), and a meta.h5 whose
+   * step is not its directory's */
+  {
+    char ck3[600], tmp[4200], moved[4400];
+    snprintf(ck3, sizeof ck3, "%s/damaged", dir);
+    float keep = p[5];
+    p[5] = NAN; /* layer.weight[5] */
+    dt_ckpt_meta dm = meta_for(9);
+    int rc = dt_ckpt_prepare(ck3, 9, tmp, sizeof tmp, &err);
+    rc = rc || dt_ckpt_write_rank(tmp, 0, t, n, 0, total, &b, 0, &err);
+    rc = rc || dt_ckpt_commit(ck3, tmp, &dm, "x", 0, out, sizeof out, &err);
+    p[5] = keep;
+    CHECK(rc == 0, "save with a NaN %s", rc ? err.msg : "");
+    meta = meta_for(0);
+    r = dt_ckpt_load(out, t, n, &meta, &lb, NULL, &err);
+    CHECK(r == -1 && strstr(err.msg, "params/layer.weight") && strstr(err.msg, "nan") &&
+              strstr(err.msg, "element 5"),
+          "a NaN in a tensor: %s", err.msg);
+    snprintf(moved, sizeof moved, "%s/step_00000010", ck3);
+    CHECK(rename(out, moved) == 0, "rename step 9's directory to step 10's");
+    meta = meta_for(0);
+    r = dt_ckpt_read_meta(moved, &meta, NULL, &err);
+    CHECK(r == -1 && strstr(err.msg, "step = 9") && strstr(err.msg, "step 10"),
+          "meta.h5 of another step: %s", err.msg);
   }
 
   /* a truncated rank file */

@@ -178,6 +178,21 @@ static void test_h5_roundtrip(void) {
   float u8f[20];
   check(dt_h5_read(f, "g/u8", H5T_NATIVE_FLOAT, 2, d45, u8f, &err) == 0 && u8f[19] == 19 * 13 % 256,
         "read uint8 converted to float");
+  /* a stored value the memory type cannot hold fails the read (HDF5 alone
+   * would clamp it, or drop a fraction); widening still reads */
+  uint8_t c8[6];
+  uint16_t c16[3];
+  int32_t c32[20];
+  check_err(dt_h5_read(f, "/a/b/c/u16", H5T_NATIVE_UINT8, 1, d4, c8, &err), &err, "rt.h5",
+            "cannot hold", "uint16 300 read as uint8");
+  check_err(dt_h5_read_rows(f, "/a/b/c/u16", H5T_NATIVE_UINT8, 0, 4, c8, &err), &err, "rt.h5",
+            "cannot hold", "rows of uint16 300 read as uint8");
+  check_err(dt_h5_read(f, "i32", H5T_NATIVE_UINT16, 1, d3, c16, &err), &err, "rt.h5",
+            "cannot hold", "int32 -7 read as uint16");
+  check_err(dt_h5_read(f, "f32", H5T_NATIVE_INT32, 2, d23, c32, &err), &err, "rt.h5",
+            "cannot hold", "float 1.5 read as int32");
+  check(dt_h5_read(f, "g/u8", H5T_NATIVE_INT32, 2, d45, c32, &err) == 0 && c32[19] == 19 * 13 % 256,
+        "uint8 read as int32 (widening)");
 
   int nd = 0;
   int64_t dims[DT_H5_MAXDIMS];

@@ -167,6 +167,8 @@ int main(int argc, char **argv) {
   expect_error(dir, "empty source sentence", &b, 0, "pair 9 is empty");
   b = s, b.eos = V + 3;
   expect_error(dir, "eos id out of range", &b, 0, "eos_id");
+  b = s, b.eos = b.pad;
+  expect_error(dir, "eos id equal to pad id", &b, 0, "must differ");
   b = s, b.tgt_extra = 1;
   expect_error(dir, "offsets past the tokens", &b, 0, "tgt_offsets ends at");
   snprintf(path, sizeof path, "%s/missing.h5", dir);
