@@ -49,6 +49,7 @@ struct dt_bpe {
   /* scratch for one piece: symbols, pair ranks, pair results */
   int32_t *sym, *rank, *merged;
   size_t work_cap;
+  size_t heap_min; /* pieces this long and longer merge through a heap */
 };
 
 /* ---- small helpers ---- */
@@ -196,8 +197,96 @@ static inline int32_t merge_get(const dt_bpe *b, int32_t left, int32_t right, in
   }
 }
 
-/* BPE on one piece of len >= 2 bytes; appends its ids to out. */
+/* BPE of a long piece (a run of letters or of Han characters with no space
+ * can be a whole line), in O(len log len): the symbols form a linked list,
+ * and a min-heap holds each adjacent pair under (rank, position of its left
+ * symbol), so the pair popped is the lowest-ranked and, among equals, the
+ * leftmost, as bpe_piece's scan picks. An entry whose left symbol has since
+ * merged or changed neighbour (its stamp moved on) is skipped when popped. */
+typedef struct pair_ent {
+  int32_t rank, pos, stamp;
+} pair_ent;
+
+static int pair_less(const pair_ent *a, const pair_ent *b) {
+  return a->rank < b->rank || (a->rank == b->rank && a->pos < b->pos);
+}
+
+static void heap_push(pair_ent *h, size_t *n, pair_ent e) {
+  size_t i = (*n)++;
+  while (i > 0 && pair_less(&e, &h[(i - 1) / 2])) {
+    h[i] = h[(i - 1) / 2];
+    i = (i - 1) / 2;
+  }
+  h[i] = e;
+}
+
+static pair_ent heap_pop(pair_ent *h, size_t *n) {
+  pair_ent top = h[0], last = h[--*n];
+  size_t i = 0;
+  for (;;) {
+    size_t c = 2 * i + 1;
+    if (c >= *n) break;
+    if (c + 1 < *n && pair_less(&h[c + 1], &h[c])) c++;
+    if (!pair_less(&h[c], &last)) break;
+    h[i] = h[c];
+    i = c;
+  }
+  if (*n) h[i] = last;
+  return top;
+}
+
+static void bpe_piece_long(dt_bpe *b, const uint8_t *p, size_t len, dt_token_buf *out) {
+  int32_t *sym = dt_malloc(len * sizeof *sym), *next = dt_malloc(len * sizeof *next);
+  int32_t *prev = dt_malloc(len * sizeof *prev), *stamp = dt_calloc(len, sizeof *stamp);
+  /* each merge pushes at most two pairs: len - 1 at the start, 2 per merge */
+  pair_ent *heap = dt_malloc(3 * len * sizeof *heap);
+  size_t nh = 0;
+  for (size_t i = 0; i < len; i++) {
+    sym[i] = b->byte_id[p[i]];
+    next[i] = i + 1 < len ? (int32_t)(i + 1) : -1;
+    prev[i] = (int32_t)i - 1;
+  }
+  int32_t id = -1;
+  for (size_t i = 0; i + 1 < len; i++) {
+    int32_t r = merge_get(b, sym[i], sym[i + 1], &id);
+    if (r != NO_MERGE) heap_push(heap, &nh, (pair_ent){r, (int32_t)i, 0});
+  }
+  while (nh) {
+    pair_ent e = heap_pop(heap, &nh);
+    const int32_t i = e.pos, j = next[i];
+    if (e.stamp != stamp[i] || j < 0) continue; /* stale */
+    merge_get(b, sym[i], sym[j], &id);
+    sym[i] = id;
+    next[i] = next[j]; /* j joins i */
+    if (next[j] >= 0) prev[next[j]] = i;
+    stamp[j] = -1; /* j is gone: no entry for it is current */
+    stamp[i]++;
+    if (next[i] >= 0) {
+      int32_t r = merge_get(b, sym[i], sym[next[i]], &id);
+      if (r != NO_MERGE) heap_push(heap, &nh, (pair_ent){r, i, stamp[i]});
+    }
+    const int32_t h = prev[i];
+    if (h >= 0) {
+      stamp[h]++;
+      int32_t r = merge_get(b, sym[h], sym[i], &id);
+      if (r != NO_MERGE) heap_push(heap, &nh, (pair_ent){r, h, stamp[h]});
+    }
+  }
+  size_t m = 0;
+  for (int32_t i = 0; i >= 0; i = next[i]) m++;
+  out->ids = dt_grow(out->ids, &out->cap, out->n + m, sizeof(int32_t));
+  for (int32_t i = 0; i >= 0; i = next[i]) out->ids[out->n++] = sym[i];
+  free(sym), free(next), free(prev), free(stamp), free(heap);
+}
+
+/* BPE on one piece of len >= 2 bytes; appends its ids to out. The scan
+ * below is quadratic in len, and short pieces (nearly all) are fastest
+ * with it. */
 static void bpe_piece(dt_bpe *b, const uint8_t *p, size_t len, dt_token_buf *out) {
+  if (len >= b->heap_min) {
+    bpe_piece_long(b, p, len, out);
+    return;
+  }
   if (len > b->work_cap) {
     size_t cap = b->work_cap;
     b->sym = dt_grow(b->sym, &cap, len, sizeof(int32_t));
@@ -339,6 +428,11 @@ void dt_token_buf_free(dt_token_buf *t) {
 }
 
 /* ---- decode ---- */
+
+void dt_bpe_set_heap_min(dt_bpe *b, size_t n) {
+  b->heap_min = n < 2 ? 2 : n;
+  cache_reset(b, b->cmask + 1); /* cached pieces were merged the other way */
+}
 
 int dt_bpe_vocab_size(const dt_bpe *b) { return b->n_vocab; }
 int32_t dt_bpe_eot(const dt_bpe *b) { return b->eot; }
@@ -724,6 +818,7 @@ dt_bpe *dt_bpe_load(const char *dir, dt_error *err) {
   int unicode_byte[512];
   byte_alphabet(unicode_byte);
   dt_bpe *b = dt_calloc(1, sizeof *b);
+  b->heap_min = 128;
   snprintf(path, sizeof path, "%s/encoder.json", dir);
   if (load_encoder(b, path, unicode_byte, err)) goto fail;
   for (int c = 0; c < 256; c++) b->byte_id[c] = -1;

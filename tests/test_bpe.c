@@ -151,6 +151,66 @@ static uint32_t rnd(void) {
   return (uint32_t)(rng >> 11);
 }
 
+/* the ids of text with every piece merged by the quadratic scan (heap 0)
+ * or by the heap (heap 1) */
+static int32_t *encode_with(dt_bpe *b, int heap, const char *text, size_t n, size_t *nid) {
+  dt_bpe_set_heap_min(b, heap ? 2 : SIZE_MAX);
+  int32_t *ids;
+  dt_bpe_encode(b, text, n, &ids, nid);
+  return ids;
+}
+
+/* The heap merge gives the scan's ids: on random text (short pieces), on
+ * long runs of letters from a small alphabet (many equal-rank pairs, so the
+ * leftmost-first tie rule matters) and of Han characters (one piece each);
+ * and a 200,000-character line encodes in about linear time. */
+static void test_heap(dt_bpe *b) {
+  static const char *letters[] = {"e", "t", "a", "th", "in", "er", "s", "o", "ee", "aaa"};
+  char *buf = dt_malloc(1 << 20);
+  int bad = 0, cases = 0;
+  for (int t = 0; t < 400; t++) {
+    size_t n = 0, want = 1 + rnd() % (t < 200 ? 300 : 4000);
+    while (n < want) {
+      if (t % 4 == 0) { /* Han: 3 bytes each */
+        uint32_t cp = 0x4E00 + (uint32_t)(rnd() % 400);
+        buf[n++] = (char)(0xE0 | cp >> 12), buf[n++] = (char)(0x80 | (cp >> 6 & 0x3F));
+        buf[n++] = (char)(0x80 | (cp & 0x3F));
+      } else if (t % 4 == 1) {
+        buf[n++] = (char)(rnd() & 0xFF);
+      } else {
+        const char *l = letters[rnd() % DT_ARRAY_LEN(letters)];
+        memcpy(buf + n, l, strlen(l));
+        n += strlen(l);
+      }
+    }
+    size_t na, nb;
+    int32_t *a = encode_with(b, 0, buf, n, &na), *c = encode_with(b, 1, buf, n, &nb);
+    bad += na != nb || memcmp(a, c, na * sizeof *a);
+    cases++;
+    free(a), free(c);
+  }
+  char msg[160];
+  snprintf(msg, sizeof msg, "heap merge = scan merge on %d texts (%d differ)", cases, bad);
+  check(bad == 0, "%s", msg);
+  printf("%s %s\n", bad ? "FAIL" : "ok  ", msg);
+  dt_bpe_set_heap_min(b, 128); /* the default */
+  size_t n = 0;
+  while (n + 3 <= 600000) {
+    uint32_t cp = 0x4E00 + (uint32_t)(rnd() % 20000);
+    buf[n++] = (char)(0xE0 | cp >> 12), buf[n++] = (char)(0x80 | (cp >> 6 & 0x3F));
+    buf[n++] = (char)(0x80 | (cp & 0x3F));
+  }
+  double t0 = dt_now();
+  int32_t *ids;
+  size_t nid;
+  dt_bpe_encode(b, buf, n, &ids, &nid);
+  double dt = dt_now() - t0;
+  snprintf(msg, sizeof msg, "a 200,000-character line of Han: %zu ids in %.2f s", nid, dt);
+  check(nid >= n / 3 && dt < 10.0, "%s", msg);
+  printf("%s %s\n", nid >= n / 3 && dt < 10.0 ? "ok  " : "FAIL", msg);
+  free(ids), free(buf);
+}
+
 static void test_random(dt_bpe *b) {
   static const char *bits[] = {" ", "  ", "\n", "\t", "\r\n", "a", "Z", "the", " of", "'s", "'ll",
                                "7", "42", ".", "!?", "\xC3\xA9", "\xE4\xBD\xA0", "\xF0\x9F\x98\x80",
@@ -295,6 +355,7 @@ int main(int argc, char **argv) {
   snprintf(fixture, sizeof fixture, "%s/tests/fixtures/gpt2_tokens.json", src ? src : ".");
   test_fixture(b, argc >= 2 ? argv[1] : fixture);
   test_random(b);
+  test_heap(b);
   speed(b, data);
   dt_bpe_free(b);
   rmdir(tmp);
