@@ -94,6 +94,7 @@ static void cuda_destroy(dt_backend_t be) {
   for (int i = 0; i < 3; i++) CUDA_CHECK(cudaFree(c->bf16_buf[i]));
   for (int i = 0; i < 2; i++) CUDA_CHECK(cudaFree(c->f32_buf[i]));
   CUDA_CHECK(cudaFree(c->att_d));
+  CUDA_CHECK(cudaFree(c->col_part));
   CUDA_CHECK(cudaFree(c->att_f32));
   dt_cuda_lt_plans_free(c);
   CUDA_CHECK(cudaFree(c->lt_ws));

@@ -242,7 +242,7 @@ typedef struct linear_case {
 static const linear_case linear_cases[] = {
     {1, 1, 1, 1, 1, 1},    {3, 5, 7, 1, 1, 1},     {17, 33, 9, 0, 1, 1},
     {64, 400, 120, 1, 1, 1}, {5, 300, 2, 1, 0, 1}, {2, 7, 64, 1, 1, 0},
-    {31, 84, 10, 1, 1, 1},
+    {31, 84, 10, 1, 1, 1},   {700, 12, 40, 1, 1, 1}, /* the GPU's db: 3 row groups */
 };
 
 typedef struct linear_data {
@@ -556,6 +556,7 @@ static const conv_case conv_cases[] = {
     {3, 6, 14, 14, 16, 5, 5, 1, 0, 1, 1},  /* LeNet conv2 */
     {29, 16, 32, 32, 8, 3, 3, 1, 1, 1, 0}, /* the CPU works image by image */
     {30, 4, 16, 16, 3, 3, 3, 1, 1, 1, 0},  /* the CPU works in chunks, the last one short */
+    {30, 16, 64, 64, 4, 3, 3, 1, 1, 1, 0}, /* CUDA too: 27 images a chunk (64 MB of columns) */
 };
 
 typedef struct conv_data {
@@ -2325,6 +2326,7 @@ typedef struct ln_case {
 static const ln_case ln_cases[] = {
     {1, 1, 1e-5f, 0},  {3, 7, 1e-5f, 0},      {17, 64, 1e-5f, 0},   {5, 768, 1e-5f, 0},
     {4, 1600, 1e-5f, 0}, {6, 33, 1e-6f, 100}, {9, 300, 1e-1f, -3},
+    {1300, 40, 1e-5f, 0}, /* the GPU's dweight, dbias: 6 row groups */
 };
 
 /* inputs first (a, r: the residual pair; *0: what the += gradients hold

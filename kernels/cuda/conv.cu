@@ -14,7 +14,14 @@
  *   dw    (OC, CKK)   += dout[i] @ col[i]^T
  *   dcol[i] (CKK, OH*OW) = w^T @ dout[i], then col2im gathers it into dinp.
  * The workspace holds col for a chunk of images; backward reuses it for dcol
- * after dw is done with it (same stream, so ordered). */
+ * after dw is done with it (same stream, so ordered). For dw one GEMM takes
+ * the whole chunk: col laid out (CKK, nb, OHW) and dout's chunk transposed to
+ * (OC, nb, OHW) in the workspace's second region, so
+ *   dw (OC, CKK) += doutT (OC, nb*OHW) @ colT^T
+ * (one launch for a chunk, where one per image cost 1,024 launches a step
+ * for LeNet at batch 512). The bias gradient sums each channel in
+ * CONV_DB_GROUPS blocks whose partial sums (the third region) are added in
+ * a fixed order, so it stays deterministic. */
 #include "conv.h"
 #include "cuda_common.h"
 
@@ -25,10 +32,12 @@ static size_t conv_col_floats(const dt_conv2d_shape *s) {
   return (size_t)s->c * s->kh * s->kw * (size_t)s->oh * s->ow;
 }
 
+#define CONV_DB_GROUPS 64
+
 /* Images per chunk: as many as fit the budget, at least one. Forward,
  * backward and the workspace size all use this same function. */
 static int conv_chunk(const dt_conv2d_shape *s) {
-  size_t per = conv_col_floats(s) * sizeof(float);
+  size_t per = (conv_col_floats(s) + (size_t)s->oc * s->oh * s->ow) * sizeof(float);
   if (per == 0) return s->n > 0 ? s->n : 1;
   size_t nb = DT_CONV_WS_BUDGET / per;
   if (nb < 1) nb = 1;
@@ -54,6 +63,38 @@ static __global__ void im2col_kernel(float *col, const float *inp, dt_conv2d_sha
     if (ih >= 0 && ih < s.h && iw >= 0 && iw < s.w)
       v = inp[((i * s.c + c) * s.h + ih) * s.w + iw];
     col[idx] = v;
+  }
+}
+
+/* colT (C,KH,KW, nb, OH,OW): im2col with the image index inside the row, so
+ * a chunk's columns sit side by side for one dw GEMM */
+static __global__ void im2col_t_kernel(float *col, const float *inp, dt_conv2d_shape s, int nb) {
+  const size_t ohw = (size_t)s.oh * s.ow;
+  const size_t total = (size_t)s.c * s.kh * s.kw * nb * ohw;
+  DT_GRID_STRIDE(idx, total) {
+    const size_t p = idx % ohw, t = idx / ohw;
+    const size_t i = t % (size_t)nb;
+    size_t r = t / (size_t)nb;
+    const int kw = (int)(r % s.kw); r /= s.kw;
+    const int kh = (int)(r % s.kh);
+    const int c = (int)(r / s.kh);
+    const int oh = (int)(p / s.ow), ow = (int)(p % s.ow);
+    const int ih = oh * s.stride - s.pad + kh;
+    const int iw = ow * s.stride - s.pad + kw;
+    float v = 0.0f;
+    if (ih >= 0 && ih < s.h && iw >= 0 && iw < s.w)
+      v = inp[((i * s.c + c) * s.h + ih) * s.w + iw];
+    col[idx] = v;
+  }
+}
+
+/* doutT (OC, nb, OHW) from dout (nb, OC, OHW) */
+static __global__ void nc_swap_kernel(float *out, const float *in, int nb, int oc, size_t ohw) {
+  const size_t total = (size_t)nb * oc * ohw;
+  DT_GRID_STRIDE(idx, total) {
+    const size_t p = idx % ohw, t = idx / ohw;
+    const size_t i = t % (size_t)nb, o = t / (size_t)nb;
+    out[idx] = in[(i * oc + o) * ohw + p];
   }
 }
 
@@ -95,22 +136,42 @@ static __global__ void conv_bias_add_kernel(float *out, const float *b, size_t t
   DT_GRID_STRIDE(i, total) out[i] += b[(i / ohw) % (size_t)oc];
 }
 
-/* db[oc] += sum over n, oh, ow of dout (N,OC,OH,OW); one block per channel. */
-static __global__ void conv_bias_grad_kernel(float *db, const float *dout, int n, int oc,
-                                             size_t ohw) {
-  const int o = blockIdx.x;
-  const size_t total = (size_t)n * ohw;
+/* part[o][g] = the sum over images g, g+G, ... and all pixels of channel o
+ * of dout (N,OC,OH,OW): grid (OC, G), threads over pixels (no division per
+ * element) */
+static __global__ void conv_bias_part_kernel(double *part, const float *dout, int n, int oc,
+                                             int ohw) {
+  const int o = blockIdx.x, g = blockIdx.y, G = gridDim.y;
   double s = 0.0;
-  for (size_t j = threadIdx.x; j < total; j += blockDim.x) {
-    const size_t i = j / ohw, p = j % ohw;
-    s += dout[(i * oc + o) * ohw + p];
+  for (int i = g; i < n; i += G) {
+    const float *d = dout + ((size_t)i * oc + o) * (size_t)ohw;
+    for (int p = threadIdx.x; p < ohw; p += blockDim.x) s += d[p];
   }
   s = dt_block_sum(s);
-  if (threadIdx.x == 0) db[o] = (float)((double)db[o] + s);
+  if (threadIdx.x == 0) part[(size_t)o * G + g] = s;
 }
 
-static void conv_need_ws(const dt_conv2d_shape *s, const void *ws) {
-  if (!ws && conv_col_floats(s) > 0)
+/* db[o] += the G partial sums of channel o, in order */
+static __global__ void conv_bias_sum_kernel(float *db, const double *part, int oc, int G) {
+  const int o = blockIdx.x * blockDim.x + threadIdx.x;
+  if (o >= oc) return;
+  double s = 0.0;
+  for (int g = 0; g < G; g++) s += part[(size_t)o * G + g];
+  db[o] = (float)((double)db[o] + s);
+}
+
+/* The workspace: col (chunk images), doutT (chunk images), then the bias
+ * gradient's partial sums, in bytes from its start */
+static size_t ws_dout_off(const dt_conv2d_shape *s) {
+  return (size_t)conv_chunk(s) * conv_col_floats(s) * sizeof(float);
+}
+static size_t ws_part_off(const dt_conv2d_shape *s) {
+  const size_t end = ws_dout_off(s) + (size_t)conv_chunk(s) * s->oc * s->oh * s->ow * 4;
+  return (end + 7) / 8 * 8;
+}
+
+static void conv_need_ws(const void *ws) {
+  if (!ws)
     dt_fatal("dtrain", "conv2d needs the workspace sized by conv2d_workspace, got NULL",
              __FILE__, __LINE__, __func__, "ws");
 }
@@ -125,7 +186,7 @@ static void im2col(dt_cuda_ctx *c, float *col, const float *inp, const dt_conv2d
 
 extern "C" size_t dt_cuda_conv2d_workspace(void *ctx, const dt_conv2d_shape *s) {
   (void)ctx;
-  return (size_t)conv_chunk(s) * conv_col_floats(s) * sizeof(float);
+  return ws_part_off(s) + (size_t)DT_MAX(s->oc, 0) * CONV_DB_GROUPS * sizeof(double);
 }
 
 extern "C" void dt_cuda_conv2d_forward(void *ctx, float *out, const float *inp, const float *w,
@@ -137,7 +198,7 @@ extern "C" void dt_cuda_conv2d_forward(void *ctx, float *out, const float *inp, 
   if (ckk == 0) {
     CUDA_CHECK(cudaMemsetAsync(out, 0, sizeof(float) * out_count, c->stream));
   } else {
-    conv_need_ws(s, ws);
+    if (conv_col_floats(s) > 0) conv_need_ws(ws);
     float *col = (float *)ws;
     const int chunk = conv_chunk(s);
     for (int n0 = 0; n0 < s->n; n0 += chunk) {
@@ -164,19 +225,23 @@ extern "C" void dt_cuda_conv2d_backward(void *ctx, float *dinp, float *dw, float
   const size_t chw = (size_t)s->c * s->h * s->w;
   if (s->n <= 0) return;
   if (ckk > 0 && ohw > 0 && s->oc > 0 && (dw || dinp)) {
-    conv_need_ws(s, ws);
+    conv_need_ws(ws);
     float *col = (float *)ws;
     const int chunk = conv_chunk(s);
     for (int n0 = 0; n0 < s->n; n0 += chunk) {
       const int nb = DT_MIN(chunk, s->n - n0);
       const float *dout_chunk = dout + (size_t)n0 * s->oc * ohw;
       if (dw) {
-        im2col(c, col, inp + (size_t)n0 * chw, s, nb);
-        /* dw (OC, CKK) += dout[i] (OC, OHW) @ col[i]^T; one GEMM per image
-         * because a batched GEMM cannot sum its products into one output */
-        for (int i = 0; i < nb; i++)
-          dt_cuda_gemm_rm(c, 0, 1, s->oc, ckk, ohw, 1.0f, dout_chunk + (size_t)i * s->oc * ohw,
-                          col + (size_t)i * ckk * ohw, 1.0f, dw);
+        float *dout_t = (float *)((char *)ws + ws_dout_off(s));
+        const size_t ncol = (size_t)nb * ckk * ohw, nout = (size_t)nb * s->oc * ohw;
+        im2col_t_kernel<<<dt_cuda_blocks(ncol, DT_CUDA_THREADS), DT_CUDA_THREADS, 0,
+                          c->stream>>>(col, inp + (size_t)n0 * chw, *s, nb);
+        CUDA_LAUNCH_CHECK();
+        nc_swap_kernel<<<dt_cuda_blocks(nout, DT_CUDA_THREADS), DT_CUDA_THREADS, 0,
+                         c->stream>>>(dout_t, dout_chunk, nb, s->oc, (size_t)ohw);
+        CUDA_LAUNCH_CHECK();
+        /* dw (OC, CKK) += doutT (OC, nb*OHW) @ colT (CKK, nb*OHW)^T */
+        dt_cuda_gemm_rm(c, 0, 1, s->oc, ckk, nb * ohw, 1.0f, dout_t, col, 1.0f, dw);
       }
       if (dinp) {
         /* dcol[i] (CKK, OHW) = w^T (CKK, OC) @ dout[i] (OC, OHW), into col */
@@ -193,8 +258,13 @@ extern "C" void dt_cuda_conv2d_backward(void *ctx, float *dinp, float *dw, float
     CUDA_CHECK(cudaMemsetAsync(dinp, 0, sizeof(float) * (size_t)s->n * chw, c->stream));
   }
   if (db && s->oc > 0) {
-    conv_bias_grad_kernel<<<s->oc, DT_CUDA_THREADS, 0, c->stream>>>(db, dout, s->n, s->oc,
-                                                                    (size_t)ohw);
+    conv_need_ws(ws);
+    double *part = (double *)((char *)ws + ws_part_off(s));
+    const int G = DT_MIN(CONV_DB_GROUPS, s->n);
+    conv_bias_part_kernel<<<dim3(s->oc, G), DT_CUDA_THREADS, 0, c->stream>>>(part, dout, s->n,
+                                                                            s->oc, ohw);
+    CUDA_LAUNCH_CHECK();
+    conv_bias_sum_kernel<<<(s->oc + 127) / 128, 128, 0, c->stream>>>(db, part, s->oc, G);
     CUDA_LAUNCH_CHECK();
   }
 }

@@ -59,6 +59,8 @@ typedef struct dt_cuda_ctx {
   int att_impl;
   void *att_d;
   size_t att_d_cap;      /* bytes */
+  void *col_part;        /* partial column sums of dt_cuda_col_groups row groups */
+  size_t col_part_cap;   /* bytes */
   void *att_f32;         /* fp32 copies of bf16 q, k, v, out for the fp32 kernels */
   size_t att_f32_cap;    /* bytes */
 } dt_cuda_ctx;
@@ -75,12 +77,35 @@ enum { DT_GEMM_AUTO = 0, DT_GEMM_CUBLAS = 1, DT_GEMM_LT = 2 };
  * old buffer. */
 static inline void *dt_cuda_grow(void **buf, size_t *cap, size_t bytes) {
   if (*cap < bytes) {
+    /* by half again at least: shapes that grow call after call (the
+     * Transformer's token-count batches) reallocate, and so synchronise
+     * the device, a few times rather than at every new size */
+    if (*cap && bytes < *cap + *cap / 2) bytes = *cap + *cap / 2;
     CUDA_CHECK(cudaFree(*buf));
     CUDA_CHECK(cudaMalloc(buf, bytes));
     *cap = bytes;
   }
   return *buf;
 }
+
+/* Parameter gradients that sum a (N,C) tensor over its rows (bias, LayerNorm
+ * weight and bias) run in two passes: row groups of about 256 rows, at most
+ * 64, each block summing 32 columns of one group into a double partial,
+ * then dt_cuda_col_sum_add adds the partials in group order. One pass had
+ * only C/32 blocks (24 for C = 768) walking every row. The grouping depends
+ * on N alone, so the result does not change from run to run. */
+static inline int dt_cuda_col_groups(int n) {
+  const int g = (n + 255) / 256;
+  return g < 1 ? 1 : g > 64 ? 64 : g;
+}
+/* row group g of G: rows [lo, hi) of n */
+#define DT_COL_GROUP(n, g, G, lo, hi)                       \
+  const int lo = (int)((long long)(n) * (g) / (G)),         \
+            hi = (int)((long long)(n) * ((g) + 1) / (G))
+/* Room for `count` doubles of partial sums (in stream order). */
+double *dt_cuda_col_part(dt_cuda_ctx *c, size_t count);
+/* out (C) += the sum over g < G of part (G,C), in order (reduce.cu) */
+void dt_cuda_col_sum_add(dt_cuda_ctx *c, float *out, const double *part, int cols, int groups);
 
 /* A kernel's dynamic shared memory, 128-byte aligned (WMMA wants 32). A
  * macro so that tests/emu can give each emulated block its own. */

@@ -317,24 +317,42 @@ static __global__ void bias_add_bf16_kernel(float *out, const __nv_bfloat16 *b, 
   DT_GRID_STRIDE(i, total) out[i] += __bfloat162float(b[i % (size_t)oc]);
 }
 
-/* db (OC) += sum over rows of dout (N,OC). Block (32,8): threadIdx.x picks the
- * column (coalesced reads), threadIdx.y strides the rows; the 8 partial sums
- * are combined in a fixed order, so the result is deterministic. */
+/* part (G,OC) row g = the sum over row group g of dout (N,OC) (see
+ * dt_cuda_col_groups). Block (32,8): threadIdx.x picks the column
+ * (coalesced reads), threadIdx.y strides the group's rows; the 8 partial
+ * sums are combined in a fixed order. */
 #define BIAS_GRAD_ROWS 8
 template <typename T>
-static __global__ void bias_grad_kernel(float *db, const T *dout, int n, int oc) {
-  __shared__ double part[BIAS_GRAD_ROWS][32];
-  const int j = blockIdx.x * 32 + threadIdx.x;
+static __global__ void bias_grad_part_kernel(double *part, const T *dout, int n, int oc) {
+  __shared__ double sh[BIAS_GRAD_ROWS][32];
+  const int j = blockIdx.x * 32 + threadIdx.x, g = blockIdx.y;
+  DT_COL_GROUP(n, g, gridDim.y, lo, hi);
   double s = 0.0;
   if (j < oc)
-    for (int r = threadIdx.y; r < n; r += BIAS_GRAD_ROWS) s += dt_ld(&dout[(size_t)r * oc + j]);
-  part[threadIdx.y][threadIdx.x] = s;
+    for (int r = lo + threadIdx.y; r < hi; r += BIAS_GRAD_ROWS)
+      s += dt_ld(&dout[(size_t)r * oc + j]);
+  sh[threadIdx.y][threadIdx.x] = s;
   __syncthreads();
   if (threadIdx.y == 0 && j < oc) {
     double t = 0.0;
-    for (int y = 0; y < BIAS_GRAD_ROWS; y++) t += part[y][threadIdx.x];
-    db[j] = (float)((double)db[j] + t);
+    for (int y = 0; y < BIAS_GRAD_ROWS; y++) t += sh[y][threadIdx.x];
+    part[(size_t)g * oc + j] = t;
   }
+}
+
+/* db (OC) += sum over rows of dout (N,OC) of type dt */
+static void bias_grad(dt_cuda_ctx *cc, float *db, const void *dout, dt_dtype dt, int n, int oc) {
+  const int G = dt_cuda_col_groups(n);
+  double *part = dt_cuda_col_part(cc, (size_t)G * oc);
+  const dim3 grid((oc + 31) / 32, G), block(32, BIAS_GRAD_ROWS);
+  if (dt == DT_BF16)
+    bias_grad_part_kernel<__nv_bfloat16><<<grid, block, 0, cc->stream>>>(
+        part, (const __nv_bfloat16 *)dout, n, oc);
+  else
+    bias_grad_part_kernel<float><<<grid, block, 0, cc->stream>>>(part, (const float *)dout, n,
+                                                                 oc);
+  CUDA_LAUNCH_CHECK();
+  dt_cuda_col_sum_add(cc, db, part, oc, G);
 }
 
 /* the linear layer with an fp32 out */
@@ -416,16 +434,7 @@ static void backward_dw_db(dt_cuda_ctx *cc, float *dw, float *db, const void *do
       dt_cuda_gemm_rm(cc, 1, 0, oc, c, n, 1.0f, (const float *)dout, (const float *)inp, 1.0f,
                       dw);
   }
-  if (db && n > 0 && oc > 0) {
-    dim3 block(32, BIAS_GRAD_ROWS);
-    if (dt == DT_BF16)
-      bias_grad_kernel<__nv_bfloat16><<<(oc + 31) / 32, block, 0, cc->stream>>>(
-          db, (const __nv_bfloat16 *)dout, n, oc);
-    else
-      bias_grad_kernel<float><<<(oc + 31) / 32, block, 0, cc->stream>>>(db, (const float *)dout,
-                                                                         n, oc);
-    CUDA_LAUNCH_CHECK();
-  }
+  if (db && n > 0 && oc > 0) bias_grad(cc, db, dout, dt, n, oc);
 }
 
 extern "C" void dt_cuda_linear_backward(void *ctx, float *dinp, float *dw, float *db,

@@ -66,16 +66,18 @@ static __global__ void __launch_bounds__(LN_THREADS)
   }
 }
 
-/* dweight (C) += sum_n dout * xhat, dbias (C) += sum_n dout; block (LN_COLS, LN_ROWS) */
-static __global__ void layernorm_bwd_params_kernel(float *dweight, float *dbias,
-                                                   const float *dout, const float *inp,
-                                                   const float *mean, const float *rstd, int n,
-                                                   int c) {
+/* part (2,G,C): rows g of [0] and [1] = the sums over row group g of
+ * dout * xhat and of dout (dweight's and dbias's terms; see
+ * dt_cuda_col_groups); block (LN_COLS, LN_ROWS) */
+static __global__ void layernorm_bwd_params_kernel(double *part, const float *dout,
+                                                   const float *inp, const float *mean,
+                                                   const float *rstd, int n, int c) {
   __shared__ double part_w[LN_ROWS][LN_COLS], part_b[LN_ROWS][LN_COLS];
-  const int col = blockIdx.x * LN_COLS + threadIdx.x;
+  const int col = blockIdx.x * LN_COLS + threadIdx.x, g = blockIdx.y, G = gridDim.y;
+  DT_COL_GROUP(n, g, G, lo, hi);
   double sw = 0.0, sb = 0.0;
   if (col < c)
-    for (int i = threadIdx.y; i < n; i += LN_ROWS) {
+    for (int i = lo + threadIdx.y; i < hi; i += LN_ROWS) {
       const size_t k = (size_t)i * c + col;
       const float xhat = (inp[k] - mean[i]) * rstd[i];
       sw += (double)dout[k] * xhat;
@@ -89,8 +91,8 @@ static __global__ void layernorm_bwd_params_kernel(float *dweight, float *dbias,
       sw += part_w[r][threadIdx.x];
       sb += part_b[r][threadIdx.x];
     }
-    dweight[col] += (float)sw;
-    dbias[col] += (float)sb;
+    part[(size_t)g * c + col] = sw;
+    part[((size_t)G + g) * c + col] = sb;
   }
 }
 
@@ -131,7 +133,12 @@ extern "C" void dt_cuda_layernorm_backward(void *ctx, float *dinp, float *dweigh
   cudaStream_t st = DT_CUDA_CTX(ctx)->stream;
   layernorm_bwd_dinp_kernel<<<n, LN_THREADS, 0, st>>>(dinp, dout, inp, weight, mean, rstd, c);
   CUDA_LAUNCH_CHECK();
-  layernorm_bwd_params_kernel<<<(c + LN_COLS - 1) / LN_COLS, dim3(LN_COLS, LN_ROWS), 0, st>>>(
-      dweight, dbias, dout, inp, mean, rstd, n, c);
+  dt_cuda_ctx *cc = DT_CUDA_CTX(ctx);
+  const int G = dt_cuda_col_groups(n);
+  double *part = dt_cuda_col_part(cc, 2 * (size_t)G * c);
+  layernorm_bwd_params_kernel<<<dim3((c + LN_COLS - 1) / LN_COLS, G), dim3(LN_COLS, LN_ROWS), 0,
+                                st>>>(part, dout, inp, mean, rstd, n, c);
   CUDA_LAUNCH_CHECK();
+  dt_cuda_col_sum_add(cc, dweight, part, c, G);
+  dt_cuda_col_sum_add(cc, dbias, part + (size_t)G * c, c, G);
 }

@@ -46,6 +46,24 @@ static __global__ void gather_u8_normalize_kernel(float *out, const uint8_t *src
   }
 }
 
+static __global__ void col_sum_add_kernel(float *out, const double *part, int cols,
+                                          int groups) {
+  const int j = blockIdx.x * blockDim.x + threadIdx.x;
+  if (j >= cols) return;
+  double s = 0.0;
+  for (int g = 0; g < groups; g++) s += part[(size_t)g * cols + j];
+  out[j] = (float)((double)out[j] + s);
+}
+
+double *dt_cuda_col_part(dt_cuda_ctx *c, size_t count) {
+  return (double *)dt_cuda_grow(&c->col_part, &c->col_part_cap, count * sizeof(double));
+}
+
+void dt_cuda_col_sum_add(dt_cuda_ctx *c, float *out, const double *part, int cols, int groups) {
+  col_sum_add_kernel<<<(cols + 255) / 256, 256, 0, c->stream>>>(out, part, cols, groups);
+  CUDA_LAUNCH_CHECK();
+}
+
 extern "C" void dt_cuda_sumsq(void *ctx, float *out, const float *x, size_t n) {
   dt_cuda_ctx *c = DT_CUDA_CTX(ctx);
   if (n == 0) {
