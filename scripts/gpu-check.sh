@@ -350,10 +350,22 @@ st_gpt_profile() {
     train.precision=bf16 train.batch_size=16 train.max_steps=6 data.test_limit=16 \
     log.profile=true checkpoint.every=0 log.tensorboard=false log.dir="$work/prof" || exit 1
   cp "$work/prof/profile.txt" "$logs/gpt_profile.txt"
-  # one line: the wall time per step and the three costliest slots
+  # the output layer again with packed 50257-element rows (model.pad_vocab_to
+  # = 1): what the padding to 50304 is worth
+  "$build/dtrain" "$root/configs/gpt-124m.ini" data.dir="$tok" train.device=cuda \
+    train.precision=bf16 train.batch_size=16 train.max_steps=4 data.test_limit=16 \
+    model.pad_vocab_to=1 log.profile=true checkpoint.every=0 log.tensorboard=false \
+    log.dir="$work/prof-packed" >"$logs/gpt_profile_packed.log" 2>&1 &&
+    cp "$work/prof-packed/profile.txt" "$logs/gpt_profile_packed.txt"
+  # one line: the wall time per step and the three costliest slots; then the
+  # output layer's ms/step padded and packed
   { sed -n 's/^profile: .* \([0-9.]* ms\/step\) wall.*/\1: /p' \
       "$work/prof/profile.txt" | tr -d '\n'
     sed -n '3,5p' "$work/prof/profile.txt" | awk '{printf "%s %s; ", $1, $4}'
+    for f in "$work/prof/profile.txt" "$work/prof-packed/profile.txt"; do
+      [ -f "$f" ] && awk -v w="$([ "$f" = "$work/prof/profile.txt" ] && echo padded || echo packed)" \
+        '$1 ~ /^lm_head_(forward|backward)$/ {s = s " " $1 " " $3} END {printf "%s:%s ms; ", w, s}' "$f"
+    done
     echo; } >"$logs/gpt_profile.detail"
 }
 
@@ -393,7 +405,7 @@ b=$([ $mode = all ] || [ $mode = bench ] && echo 1 || echo 0)
 [ $b = 1 ] && stage roofline 45 st_roofline "bench/roofline (1 GiB copy, bf16 GEMMs) and bench/gpt_floor.py at the measured rates" gpu
 [ $b = 1 ] && stage gpt_124m 120 st_gpt_124m "bench/gpt.sh gpt-124m:16 bf16 (T 1024, 12 steps, 3 warm-up)" gpu
 [ $b = 1 ] && stage gpt_wos 150 st_gpt_wos "configs/gpt-124m-wos.ini bf16, train.max_time_s=90, final val loss" gpu
-[ $b = 1 ] && stage gpt_profile 75 st_gpt_profile "gpt-124m bf16 log.profile=true: time per kernel slot, steps 2..6" gpu
+[ $b = 1 ] && stage gpt_profile 110 st_gpt_profile "gpt-124m bf16 log.profile=true: time per kernel slot, steps 2..6; output layer padded vs packed" gpu
 [ $t = 1 ] && stage dp_gpu 120 st_dp_gpu "LeNet dp=2 zero=1, dp=4 zero=3 (comm=mpi, one GPU) vs one process, 20 steps" gpu
 [ $b = 1 ] && stage gpt_124m_fp32 90 st_gpt_124m_fp32 "bench/gpt.sh gpt-124m:16 fp32 (8 steps)" gpu
 [ $t = 1 ] && stage comm_nccl_np1 90 st_comm_nccl "mpiexec -n 1 bench/comm --backend cuda --comm nccl --max 1G" gpu
