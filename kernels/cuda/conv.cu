@@ -45,8 +45,18 @@ static int conv_chunk(const dt_conv2d_shape *s) {
   return (int)nb;
 }
 
-/* col (nb, C,KH,KW, OH,OW) from inp (nb, C,H,W); zero where the window hangs
- * over the padding. */
+/* The input pixel that filter tap (c, kh, kw) of output (oh, ow) of image i
+ * sees, or zero where the window hangs over the padding */
+static __device__ __forceinline__ float window_px(const float *inp, const dt_conv2d_shape &s,
+                                                  size_t i, int c, int kh, int kw, int oh,
+                                                  int ow) {
+  const int ih = oh * s.stride - s.pad + kh;
+  const int iw = ow * s.stride - s.pad + kw;
+  if (ih < 0 || ih >= s.h || iw < 0 || iw >= s.w) return 0.0f;
+  return inp[((i * s.c + c) * s.h + ih) * s.w + iw];
+}
+
+/* col (nb, C,KH,KW, OH,OW) from inp (nb, C,H,W) */
 static __global__ void im2col_kernel(float *col, const float *inp, dt_conv2d_shape s, int nb) {
   const size_t total = (size_t)nb * s.c * s.kh * s.kw * s.oh * s.ow;
   DT_GRID_STRIDE(idx, total) {
@@ -56,13 +66,7 @@ static __global__ void im2col_kernel(float *col, const float *inp, dt_conv2d_sha
     const int kw = (int)(t % s.kw); t /= s.kw;
     const int kh = (int)(t % s.kh); t /= s.kh;
     const int c = (int)(t % s.c);
-    const size_t i = t / s.c;
-    const int ih = oh * s.stride - s.pad + kh;
-    const int iw = ow * s.stride - s.pad + kw;
-    float v = 0.0f;
-    if (ih >= 0 && ih < s.h && iw >= 0 && iw < s.w)
-      v = inp[((i * s.c + c) * s.h + ih) * s.w + iw];
-    col[idx] = v;
+    col[idx] = window_px(inp, s, t / s.c, c, kh, kw, oh, ow);
   }
 }
 
@@ -73,18 +77,11 @@ static __global__ void im2col_t_kernel(float *col, const float *inp, dt_conv2d_s
   const size_t total = (size_t)s.c * s.kh * s.kw * nb * ohw;
   DT_GRID_STRIDE(idx, total) {
     const size_t p = idx % ohw, t = idx / ohw;
-    const size_t i = t % (size_t)nb;
     size_t r = t / (size_t)nb;
     const int kw = (int)(r % s.kw); r /= s.kw;
     const int kh = (int)(r % s.kh);
-    const int c = (int)(r / s.kh);
-    const int oh = (int)(p / s.ow), ow = (int)(p % s.ow);
-    const int ih = oh * s.stride - s.pad + kh;
-    const int iw = ow * s.stride - s.pad + kw;
-    float v = 0.0f;
-    if (ih >= 0 && ih < s.h && iw >= 0 && iw < s.w)
-      v = inp[((i * s.c + c) * s.h + ih) * s.w + iw];
-    col[idx] = v;
+    col[idx] = window_px(inp, s, t % (size_t)nb, (int)(r / s.kh), kh, kw, (int)(p / s.ow),
+                         (int)(p % s.ow));
   }
 }
 
