@@ -35,7 +35,8 @@ void dt_cuda_attention_forward(void *ctx, void *out, float *lse, const void *q, 
  * type DT_BF16 go straight to the tensor-core kernels; the fp32 ones get
  * fp32 copies of them (and round out back), so every kind takes both. */
 enum { DT_ATT_AUTO = 0, DT_ATT_FP32 = 1, DT_ATT_SIMPLE = 2 };
-int dt_cuda_flash_supported(int HS);
+/* Whether the tiled fp32 kernels take head size HS on this device */
+int dt_cuda_flash_supported(void *ctx, int HS);
 void dt_cuda_set_attention_impl(void *ctx, int impl);
 /* Whether dt_cuda_flash_* take this call on the tensor cores (and with it
  * q, k, v and out in bf16) */

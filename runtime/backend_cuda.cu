@@ -162,6 +162,7 @@ extern "C" dt_backend_t dt_backend_cuda_create(int device, dt_error *err) {
   c->att_impl = att_impl;
   c->device = device;
   c->sm_count = prop.multiProcessorCount;
+  c->smem_optin = prop.sharedMemPerBlockOptin;
   CUDA_CHECK(cudaStreamCreateWithFlags(&c->stream, cudaStreamNonBlocking));
   CUBLAS_CHECK(cublasCreate(&c->cublas));
   CUBLAS_CHECK(cublasSetStream(c->cublas, c->stream));

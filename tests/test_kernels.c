@@ -2887,7 +2887,7 @@ static void test_att(const att_case *ac, int idx) {
    * allows, the one-row-per-block ones (attention.cu), each against the CPU;
    * then the tiled bf16 tensor-core ones against the CPU on bf16-rounded
    * q, k, v and dout, within bf16 tolerances (they also round P and dS) */
-  const int tiled = dt_cuda_flash_supported(ac->HS);
+  const int tiled = g_other && dt_cuda_flash_supported(g_other->ctx, ac->HS);
   att_out cpu16;
   att_out_alloc(&cpu16, &g);
   if (g_other && tiled) {
@@ -3326,17 +3326,18 @@ static double time_lenet_convs(dt_backend_t be, int iters) {
 /* ------------------------------------------------------------------ */
 
 static void usage(void) {
-  fprintf(stderr, "usage: test_kernels [--backend cpu|cuda|all] [--time]\n");
+  fprintf(stderr, "usage: test_kernels [--backend cpu|cuda|all] [--time] [--only attention]\n");
   exit(2);
 }
 
 int main(int argc, char **argv) {
-  const char *which = "all";
+  const char *which = "all", *only = NULL; /* --only attention: that family alone */
   int do_time = 0;
   for (int i = 1; i < argc; i++) {
     if (!strcmp(argv[i], "--backend") && i + 1 < argc) which = argv[++i];
     else if (!strncmp(argv[i], "--backend=", 10)) which = argv[i] + 10;
     else if (!strcmp(argv[i], "--time")) do_time = 1;
+    else if (!strcmp(argv[i], "--only") && i + 1 < argc) only = argv[++i];
     else usage();
   }
   if (strcmp(which, "cpu") && strcmp(which, "cuda") && strcmp(which, "all")) usage();
@@ -3362,6 +3363,14 @@ int main(int argc, char **argv) {
   if ((g_cpu_checks && !test_slots(g_cpu)) || (g_other && !test_slots(g_other))) {
     printf("%d passed, %d failed\n", g_pass, g_fail);
     return 1;
+  }
+  if (only && strcmp(only, "attention")) usage();
+  if (only) {
+    for (size_t i = 0; i < DT_ARRAY_LEN(att_cases); i++) test_att(&att_cases[i], (int)i);
+    printf("%d passed, %d failed\n", g_pass, g_fail);
+    if (g_other) dt_backend_destroy(g_other);
+    dt_backend_destroy(g_cpu);
+    return g_fail ? 1 : 0;
   }
   if (g_cpu_checks) test_bf16_round();
   for (size_t i = 0; i < DT_ARRAY_LEN(linear_cases); i++) test_linear(&linear_cases[i], (int)i);

@@ -222,7 +222,7 @@ extern "C" void dt_cuda_attention_forward(void *ctx, void *out, float *lse, cons
     dt_cuda_to_bf16(c, out, o32, nq * W);
     return;
   }
-  if (c->att_impl != DT_ATT_SIMPLE && dt_cuda_flash_supported(HS)) {
+  if (c->att_impl != DT_ATT_SIMPLE && dt_cuda_flash_supported(ctx, HS)) {
     dt_cuda_flash_forward(ctx, out, lse, q, k, v, t, B, Tq, Tk, NH, HS, q_stride, kv_stride,
                           causal, key_len, scale);
     return;
@@ -251,7 +251,7 @@ extern "C" void dt_cuda_attention_backward(void *ctx, float *dq, float *dk, floa
                                NH, HS, q_stride, kv_stride, causal, key_len, scale);
     return;
   }
-  if (c->att_impl != DT_ATT_SIMPLE && dt_cuda_flash_supported(HS)) {
+  if (c->att_impl != DT_ATT_SIMPLE && dt_cuda_flash_supported(ctx, HS)) {
     dt_cuda_flash_backward(ctx, dq, dk, dv, dout, qv, kv, vv, outv, t, lse, B, Tq, Tk, NH, HS,
                            q_stride, kv_stride, causal, key_len, scale);
     return;

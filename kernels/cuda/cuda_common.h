@@ -27,6 +27,7 @@ typedef struct dt_cuda_ctx {
   cudnnHandle_t cudnn;   /* bound to stream */
   int device;
   int sm_count;
+  size_t smem_optin;     /* the most dynamic shared memory a block may ask for */
   /* device scratch for deterministic two-pass reductions (sumsq); used only
    * in stream order, so one buffer per backend is enough */
   double *scratch;

@@ -43,11 +43,27 @@ template <typename K> static void fa_allow_smem(K kernel, size_t bytes, size_t *
     fa_allow_smem(kernel, bytes, &allowed_);   \
   } while (0)
 
-extern "C" int dt_cuda_flash_supported(int HS) { return HS >= 1 && HS <= FA_MAX_HS; }
+/* The largest dynamic shared memory each family's kernels ask for at head
+ * size HS (the sizes their launches below use). On an H100 all fit up to
+ * FA_MAX_HS; an A100 (-Dgpu_arch=80, 163 KiB) lacks room for the
+ * tensor-core dk/dv kernel above head size ~100, and the caller then takes
+ * the next kind down instead of failing at launch. */
+static size_t fa_smem_need(int HS) {
+  return DT_MAX(fa_smem(HS, 3, 1, 0), DT_MAX(fa_smem(HS, 4, 2, 2), fa_smem(HS, 4, 1, 0)));
+}
+static size_t fb_smem_need(int HS) {
+  return DT_MAX(fb_smem(HS, 3, 1, 1, 1, 2),
+                DT_MAX(fb_smem(HS, 4, 2, 2, 2, 2), fb_smem(HS, 4, 2, 1, 1, 0)));
+}
+
+extern "C" int dt_cuda_flash_supported(void *ctx, int HS) {
+  return HS >= 1 && HS <= FA_MAX_HS && fa_smem_need(HS) <= DT_CUDA_CTX(ctx)->smem_optin;
+}
 
 extern "C" int dt_cuda_flash_bf16(void *ctx, int HS) {
   const dt_cuda_ctx *c = DT_CUDA_CTX(ctx);
-  return c->matmul_bf16 && c->att_impl == DT_ATT_AUTO && dt_cuda_flash_supported(HS);
+  return c->matmul_bf16 && c->att_impl == DT_ATT_AUTO && HS >= 1 && HS <= FA_MAX_HS &&
+         fb_smem_need(HS) <= c->smem_optin;
 }
 
 /* The tensor-core kernels on q, k, v and out of type T (fp32 or bf16) */

@@ -78,14 +78,20 @@ inline cudaError_t cudaGetDeviceCount(int *n) {
   *n = 1;
   return cudaSuccess;
 }
+/* A block's shared memory limit: an H100's 227 KiB, or DT_EMU_SMEM_OPTIN
+ * bytes (another GPU's, e.g. an A100's 166912) */
+inline size_t emu_smem_optin() {
+  const char *e = std::getenv("DT_EMU_SMEM_OPTIN");
+  return e && *e ? (size_t)std::strtoull(e, nullptr, 10) : (size_t)227 * 1024;
+}
 inline cudaError_t cudaGetDeviceProperties(cudaDeviceProp *p, int) {
   std::memset(p, 0, sizeof *p);
   std::snprintf(p->name, sizeof p->name, "CPU emulation of CUDA (tests/emu)");
   p->major = 9, p->minor = 0, p->multiProcessorCount = 1;
-  p->totalGlobalMem = (size_t)1 << 30, p->sharedMemPerBlockOptin = 227 * 1024;
+  p->totalGlobalMem = (size_t)1 << 30, p->sharedMemPerBlockOptin = emu_smem_optin();
   return cudaSuccess;
 }
 template <typename T> cudaError_t cudaFuncSetAttribute(T *, cudaFuncAttribute, int bytes) {
   /* what the GPU would refuse */
-  return bytes <= 227 * 1024 ? cudaSuccess : cudaErrorMemoryAllocation;
+  return (size_t)bytes <= emu_smem_optin() ? cudaSuccess : cudaErrorMemoryAllocation;
 }
