@@ -941,12 +941,13 @@ static void cached_self_attn(dt_transformer_decode *d, int l, int p, sub_acts *a
   be->k->linear_forward(be->ctx, a->a, DT_F32, u, ut, W(p), W(p + 1), K, D, 3 * D);
   dt_model_release(m, p, 2);
   const float *qkv = a->a;
-  for (int k = 0; k < K; k++)
-    be->d2d(be, d->self_kv[l] + ((size_t)k * d->max_steps + d->step) * 2 * D,
-            qkv + (size_t)k * 3 * D + D, 2 * (size_t)D * sizeof(float));
+  /* each hypothesis's new k|v into its cache row `step`: one strided copy */
+  const size_t F = sizeof(float);
+  be->d2d_rows(be, d->self_kv[l] + (size_t)d->step * 2 * D, (size_t)d->max_steps * 2 * D * F,
+               qkv + D, 3 * (size_t)D * F, 2 * (size_t)D * F, (size_t)K);
   /* the cache's unused slots are masked by key_len = step + 1 */
-  be->k->attention_forward(be->ctx, a->c, a->lse, a->a, d->self_kv[l], d->self_kv[l] + D, DT_F32, K, 1,
-                           d->max_steps, T->NH, HS, 3 * D, 2 * D, 0, d->lens,
+  be->k->attention_forward(be->ctx, a->c, a->lse, a->a, d->self_kv[l], d->self_kv[l] + D, DT_F32,
+                           K, 1, d->max_steps, T->NH, HS, 3 * D, 2 * D, 0, d->lens,
                            1.0f / sqrtf((float)HS));
   attn_out_forward(T, p, a, h, K);
 }

@@ -46,6 +46,11 @@ struct dt_backend {
   void (*h2d)(dt_backend_t be, void *dst, const void *src, size_t bytes);
   void (*d2h)(dt_backend_t be, void *dst, const void *src, size_t bytes);
   void (*d2d)(dt_backend_t be, void *dst, const void *src, size_t bytes);
+  /* `rows` copies of `width` bytes in one call: from src rows spitch bytes
+   * apart to dst rows dpitch bytes apart (a decoder writing each
+   * hypothesis's new keys and values into its cache rows) */
+  void (*d2d_rows)(dt_backend_t be, void *dst, size_t dpitch, const void *src, size_t spitch,
+                   size_t width, size_t rows);
   void (*memset0)(dt_backend_t be, void *p, size_t bytes);
   void (*sync)(dt_backend_t be);
   void (*destroy)(dt_backend_t be);

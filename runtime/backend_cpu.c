@@ -25,6 +25,12 @@ static void cpu_copy(dt_backend_t be, void *dst, const void *src, size_t bytes) 
   (void)be;
   if (bytes) memmove(dst, src, bytes);
 }
+static void cpu_copy_rows(dt_backend_t be, void *dst, size_t dpitch, const void *src,
+                          size_t spitch, size_t width, size_t rows) {
+  (void)be;
+  for (size_t r = 0; r < rows && width; r++)
+    memmove((char *)dst + r * dpitch, (const char *)src + r * spitch, width);
+}
 static void cpu_memset0(dt_backend_t be, void *p, size_t bytes) {
   (void)be;
   if (bytes) memset(p, 0, bytes);
@@ -55,6 +61,7 @@ dt_backend_t dt_backend_cpu_create(int nthreads) {
   be->h2d = cpu_copy;
   be->d2h = cpu_copy;
   be->d2d = cpu_copy;
+  be->d2d_rows = cpu_copy_rows;
   be->memset0 = cpu_memset0;
   be->sync = cpu_sync;
   be->destroy = cpu_destroy;

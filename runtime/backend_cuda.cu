@@ -73,6 +73,13 @@ static void cuda_d2d(dt_backend_t be, void *dst, const void *src, size_t bytes) 
     CUDA_CHECK(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDeviceToDevice, cuda_ctx(be)->stream));
 }
 
+static void cuda_d2d_rows(dt_backend_t be, void *dst, size_t dpitch, const void *src,
+                          size_t spitch, size_t width, size_t rows) {
+  if (width && rows)
+    CUDA_CHECK(cudaMemcpy2DAsync(dst, dpitch, src, spitch, width, rows, cudaMemcpyDeviceToDevice,
+                                 cuda_ctx(be)->stream));
+}
+
 static void cuda_memset0(dt_backend_t be, void *p, size_t bytes) {
   if (bytes) CUDA_CHECK(cudaMemsetAsync(p, 0, bytes, cuda_ctx(be)->stream));
 }
@@ -190,6 +197,7 @@ extern "C" dt_backend_t dt_backend_cuda_create(int device, dt_error *err) {
   be->h2d = cuda_h2d;
   be->d2h = cuda_d2h;
   be->d2d = cuda_d2d;
+  be->d2d_rows = cuda_d2d_rows;
   be->memset0 = cuda_memset0;
   be->sync = cuda_sync;
   be->destroy = cuda_destroy;

@@ -9,7 +9,7 @@
 #include "cuda_emu.h"
 
 typedef int cudaError_t;
-enum { cudaSuccess = 0, cudaErrorMemoryAllocation = 2 };
+enum { cudaSuccess = 0, cudaErrorInvalidValue = 1, cudaErrorMemoryAllocation = 2 };
 typedef struct emu_stream *cudaStream_t;
 enum cudaMemcpyKind {
   cudaMemcpyHostToHost,
@@ -55,6 +55,14 @@ inline cudaError_t cudaMemcpy(void *d, const void *s, size_t n, cudaMemcpyKind k
 }
 inline cudaError_t cudaMemsetAsync(void *p, int v, size_t n, cudaStream_t = nullptr) {
   if (n) std::memset(p, v, n);
+  return cudaSuccess;
+}
+inline cudaError_t cudaMemcpy2DAsync(void *d, size_t dpitch, const void *s, size_t spitch,
+                                     size_t width, size_t height, cudaMemcpyKind,
+                                     cudaStream_t = nullptr) {
+  if (width > dpitch || width > spitch) return cudaErrorInvalidValue; /* as CUDA */
+  for (size_t r = 0; r < height; r++)
+    std::memmove((char *)d + r * dpitch, (const char *)s + r * spitch, width);
   return cudaSuccess;
 }
 inline cudaError_t cudaMemset2DAsync(void *p, size_t pitch, int v, size_t width, size_t height,
