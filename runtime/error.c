@@ -105,7 +105,7 @@ void dt_out_of_memory(const char *what, size_t bytes, const char *file, int line
   }
   char msg[128];
   snprintf(msg, sizeof msg, "out of %s%s", what, size);
-  dt_fatal("libc", msg, file, line, func, "allocation");
+  dt_fatal(strcmp(what, "GPU memory") ? "libc" : "CUDA", msg, file, line, func, "allocation");
 }
 
 void *dt_malloc(size_t bytes) {
