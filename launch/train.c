@@ -461,8 +461,8 @@ static void save_checkpoint(trainer *T) {
   MPI_Bcast(tmp, sizeof tmp, MPI_CHAR, 0, MPI_COMM_WORLD);
   /* pipeline and tensor ranks will own other slices; today the dp group
    * partitions the flat buffers */
-  if (dt_ckpt_write_rank(tmp, T->grid.rank, T->m->params, T->m->nparams, dp->own_lo, dp->own_hi,
-                         &b, dp->opt_lo, &err))
+  if (dt_ckpt_write_rank(tmp, meta.step, T->grid.rank, T->m->params, T->m->nparams, dp->own_lo,
+                         dp->own_hi, &b, dp->opt_lo, &err))
     dt_die_user("saving checkpoint: %s", err.msg);
   MPI_Barrier(MPI_COMM_WORLD);
   if (T->is_root) {

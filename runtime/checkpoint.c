@@ -65,15 +65,15 @@ static int write_slice(hid_t f, const char *dset, const dt_param *p, size_t a, s
   return 0;
 }
 
-int dt_ckpt_write_rank(const char *tmp_path, int rank, const dt_param *params, int nparams,
-                       size_t lo, size_t hi, const dt_ckpt_buffers *bufs, size_t state_base,
-                       dt_error *err) {
+int dt_ckpt_write_rank(const char *tmp_path, int64_t step, int rank, const dt_param *params,
+                       int nparams, size_t lo, size_t hi, const dt_ckpt_buffers *bufs,
+                       size_t state_base, dt_error *err) {
   char path[4300];
   snprintf(path, sizeof path, "%s/rank%05d.h5", tmp_path, rank);
   hid_t f = dt_h5_create(path, err);
   if (f < 0) return -1;
   char name[256];
-  int rc = 0;
+  int rc = dt_h5_attr_write_i64(f, "/", "step", 1, &step, err);
   for (int i = 0; i < nparams && !rc; i++) {
     const dt_param *p = &params[i];
     size_t a = DT_MAX(lo, p->offset), b = DT_MIN(hi, p->offset + p->count);
@@ -213,7 +213,8 @@ int dt_ckpt_save(const char *dir, const dt_param *params, int nparams, const dt_
                  size_t out_size, dt_error *err) {
   char tmp[4200];
   if (dt_ckpt_prepare(dir, meta->step, tmp, sizeof tmp, err)) return -1;
-  if (dt_ckpt_write_rank(tmp, 0, params, nparams, 0, table_total(params, nparams), bufs, 0, err)) {
+  if (dt_ckpt_write_rank(tmp, meta->step, 0, params, nparams, 0, table_total(params, nparams),
+                         bufs, 0, err)) {
     rm_rf(tmp);
     return -1;
   }
@@ -322,6 +323,14 @@ int dt_ckpt_read_range(const char *path, const dt_ckpt_meta *meta, const dt_para
     hid_t f = dt_h5_open(file, err);
     if (f < 0) {
       rc = -1;
+      break;
+    }
+    /* a rank file left from another step (older checkpoints carry no step) */
+    int64_t fstep;
+    if (dt_h5_attr_read_i64(f, "/", "step", 1, &fstep, NULL) == 0 && fstep != meta->step) {
+      rc = dt_error_set(err, "checkpoint %s: the rank file is from step %lld, but meta.h5 says "
+                        "step %lld", file, (long long)fstep, (long long)meta->step);
+      dt_h5_close(f);
       break;
     }
     for (int i = 0; i < nparams && !rc; i++) {

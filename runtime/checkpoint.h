@@ -44,11 +44,12 @@ typedef struct dt_ckpt_buffers {
  * (states[s][0] holds flat element state_base). Each tensor's slice is a
  * dataset /params/<name> or /optim/<state>/<name>, tagged with the tensor's
  * full_shape and the flat_offset of the slice in the flattened tensor; a
- * whole tensor keeps its shape. */
+ * whole tensor keeps its shape. The file's step attribute is `step`: a rank
+ * file that does not match its meta.h5 is refused when read. */
 int dt_ckpt_prepare(const char *dir, int64_t step, char *tmp_path, size_t size, dt_error *err);
-int dt_ckpt_write_rank(const char *tmp_path, int rank, const dt_param *params, int nparams,
-                       size_t lo, size_t hi, const dt_ckpt_buffers *bufs, size_t state_base,
-                       dt_error *err);
+int dt_ckpt_write_rank(const char *tmp_path, int64_t step, int rank, const dt_param *params,
+                       int nparams, size_t lo, size_t hi, const dt_ckpt_buffers *bufs,
+                       size_t state_base, dt_error *err);
 int dt_ckpt_commit(const char *dir, const char *tmp_path, const dt_ckpt_meta *meta,
                    const char *config_text, int keep, char *out_path, size_t out_size,
                    dt_error *err);

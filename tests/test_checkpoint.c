@@ -132,8 +132,8 @@ int main(void) {
     int rc = dt_ckpt_prepare(ck2, 7, tmp, sizeof tmp, &err);
     dt_ckpt_buffers half = b;
     half.states[0] = m1 + 5, half.states[1] = m2 + 5; /* rank 1's state shard starts at 5 */
-    rc = rc || dt_ckpt_write_rank(tmp, 0, t, n, 0, 5, &b, 0, &err);
-    rc = rc || dt_ckpt_write_rank(tmp, 1, t, n, 5, total, &half, 5, &err);
+    rc = rc || dt_ckpt_write_rank(tmp, 7, 0, t, n, 0, 5, &b, 0, &err);
+    rc = rc || dt_ckpt_write_rank(tmp, 7, 1, t, n, 5, total, &half, 5, &err);
     rc = rc || dt_ckpt_commit(ck2, tmp, &sm, "x", 0, out, sizeof out, &err);
     CHECK(rc == 0, "sharded save over 2 ranks %s", rc ? err.msg : "");
     dt_ckpt_meta rm = meta_for(0);
@@ -162,7 +162,7 @@ int main(void) {
     p[5] = NAN; /* layer.weight[5] */
     dt_ckpt_meta dm = meta_for(9);
     int rc = dt_ckpt_prepare(ck3, 9, tmp, sizeof tmp, &err);
-    rc = rc || dt_ckpt_write_rank(tmp, 0, t, n, 0, total, &b, 0, &err);
+    rc = rc || dt_ckpt_write_rank(tmp, 9, 0, t, n, 0, total, &b, 0, &err);
     rc = rc || dt_ckpt_commit(ck3, tmp, &dm, "x", 0, out, sizeof out, &err);
     p[5] = keep;
     CHECK(rc == 0, "save with a NaN %s", rc ? err.msg : "");
@@ -177,6 +177,16 @@ int main(void) {
     r = dt_ckpt_read_meta(moved, &meta, NULL, &err);
     CHECK(r == -1 && strstr(err.msg, "step = 9") && strstr(err.msg, "step 10"),
           "meta.h5 of another step: %s", err.msg);
+    /* an earlier step's rank file beside step 11's meta.h5 */
+    dm = meta_for(11);
+    rc = dt_ckpt_save(ck3, t, n, &dm, &b, "x", 0, out, sizeof out, &err);
+    char cmd4[9000];
+    snprintf(cmd4, sizeof cmd4, "cp '%s/rank00000.h5' '%s/rank00000.h5'", found, out);
+    CHECK(rc == 0 && system(cmd4) == 0, "save step 11, then put an older rank file in it");
+    meta = meta_for(0);
+    r = dt_ckpt_load(out, t, n, &meta, &lb, NULL, &err);
+    CHECK(r == -1 && strstr(err.msg, "rank file is from step") && strstr(err.msg, "says step 11"),
+          "a rank file of another step: %s", err.msg);
   }
 
   /* a truncated rank file */
