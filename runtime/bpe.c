@@ -387,6 +387,11 @@ static void encode_piece(dt_bpe *b, const uint8_t *p, size_t len, dt_token_buf *
   if (++b->cn * 2 > b->cmask + 1) cache_grow(b);
 }
 
+void dt_bpe_set_heap_min(dt_bpe *b, size_t n) {
+  b->heap_min = n < 2 ? 2 : n;
+  cache_reset(b, b->cmask + 1); /* cached pieces were merged the other way */
+}
+
 int dt_bpe_encode_append(dt_bpe *b, const char *text, size_t len, dt_token_buf *out) {
   const uint8_t *s = (const uint8_t *)text;
   size_t i = 0;
@@ -428,11 +433,6 @@ void dt_token_buf_free(dt_token_buf *t) {
 }
 
 /* ---- decode ---- */
-
-void dt_bpe_set_heap_min(dt_bpe *b, size_t n) {
-  b->heap_min = n < 2 ? 2 : n;
-  cache_reset(b, b->cmask + 1); /* cached pieces were merged the other way */
-}
 
 int dt_bpe_vocab_size(const dt_bpe *b) { return b->n_vocab; }
 int32_t dt_bpe_eot(const dt_bpe *b) { return b->eot; }

@@ -113,6 +113,18 @@ static void check_fail(const char *op, const char *vs, const char *desc, const c
   g_fail++;
 }
 
+/* One check line: ok with what, or FAIL with it. */
+static void check_line(int ok, const char *op, const char *vs, const char *desc,
+                       const char *what) {
+  if (!ok) {
+    check_fail(op, vs, desc, what);
+    return;
+  }
+  printf("ok   %-20s %-9s %s  %s\n", op, vs, desc, what);
+  fflush(stdout);
+  g_pass++;
+}
+
 /* ------------------------------------------------------------------ */
 /* device buffers with guard bytes                                    */
 
@@ -1431,15 +1443,9 @@ static void test_logits_bf16(dt_backend_t be) {
   be->set_matmul_precision(be, DT_PREC_FP32);
   size_t off = 0;
   for (size_t i = 0; i < nv; i++) off += o16[i] != dt_bf16_bits(o32[i]);
-  if (off <= nv / 100 + 1) {
-    printf("ok   %-20s %-9s %s  %zu of %zu not bf16(fp32 out, bias rounded)\n",
-           "linear_forward", vs, desc, off, nv);
-    g_pass++;
-  } else {
-    char why[96];
-    snprintf(why, sizeof why, "%zu of %zu not bf16(fp32 out, bias rounded)", off, nv);
-    check_fail("linear_forward", vs, desc, why);
-  }
+  char what[128];
+  snprintf(what, sizeof what, "%zu of %zu not bf16(fp32 out, bias rounded)", off, nv);
+  check_line(off <= nv / 100 + 1, "linear_forward", vs, desc, what);
   check_same("softmax_xent", vs, desc, "bf16 logits: losses", l[0], l[1], n * F);
   check_same("softmax_xent", vs, desc, "bf16 logits: dlogits", dl[0], dl[1], nv * F);
   check_same("lm_head_backward", vs, desc, "bf16 logits in place: losses", l[3], l[2], n * F);
@@ -1513,16 +1519,10 @@ static void test_lm_head_bf16_padded(dt_backend_t be) {
     for (int j = v; j < ld; j++)
       pads += (o16[(size_t)r * ld + j] != 0xFFFF) + (dpad[(size_t)r * ld + j] != 0);
   }
-  if (off <= nv / 100 + 1 && pads == 0) {
-    printf("ok   %-20s %-9s %s  %zu of %zu not bf16(fp32 logits); padding as specified\n",
-           "lm_head_forward", vs, desc, off, nv);
-    g_pass++;
-  } else {
-    char why[128];
-    snprintf(why, sizeof why, "%zu of %zu not bf16(fp32 logits), %zu bad padding elements", off,
-             nv, pads);
-    check_fail("lm_head_forward", vs, desc, why);
-  }
+  char what[128];
+  snprintf(what, sizeof what, "%zu of %zu not bf16(fp32 logits), %zu bad padding elements", off,
+           nv, pads);
+  check_line(off <= nv / 100 + 1 && pads == 0, "lm_head_forward", vs, desc, what);
   check_same("softmax_xent", vs, desc, "padded bf16 logits: losses", l[1], l[0], n * F);
   check_same("lm_head_backward", vs, desc, "padded, in place: losses", l[3], l[2], n * F);
   cmp cm;
@@ -1851,15 +1851,9 @@ static void lmh_run(dt_backend_t be, const lmh_case *lc, const float *x, const f
 
 /* the padding columns as the contract says, as a check line */
 static void lmh_check_pads(const lmh_out *o, const char *vs, const char *desc) {
-  if (o->pads == 0) {
-    printf("ok   %-20s %-9s %s  padding columns: logits untouched, dlogits 0\n", "lm_head",
-           vs, desc);
-    g_pass++;
-  } else {
-    char why[96];
-    snprintf(why, sizeof why, "%zu bad elements in the padding columns", o->pads);
-    check_fail("lm_head", vs, desc, why);
-  }
+  char what[128];
+  snprintf(what, sizeof what, "padding columns (logits untouched, dlogits 0): %zu bad", o->pads);
+  check_line(o->pads == 0, "lm_head", vs, desc, what);
 }
 
 /* the packed columns of (n,ld) rows */

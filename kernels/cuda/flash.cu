@@ -43,27 +43,38 @@ template <typename K> static void fa_allow_smem(K kernel, size_t bytes, size_t *
     fa_allow_smem(kernel, bytes, &allowed_);   \
   } while (0)
 
-/* The largest dynamic shared memory each family's kernels ask for at head
- * size HS (the sizes their launches below use). On an H100 all fit up to
- * FA_MAX_HS; an A100 (-Dgpu_arch=80, 163 KiB) lacks room for the
- * tensor-core dk/dv kernel above head size ~100, and the caller then takes
- * the next kind down instead of failing at launch. */
+/* Each kernel's dynamic shared memory at head size HS (flash_kernels.cuh's
+ * carve-ups), for its launch and for the checks below */
+static size_t fa_fwd_smem(int HS) { return fa_smem(HS, 3, 1, 0); }
+static size_t fa_dkv_smem(int HS) { return fa_smem(HS, 4, 2, 2); }
+static size_t fa_dq_smem(int HS) { return fa_smem(HS, 4, 1, 0); }
+static size_t fb_fwd_smem(int HS) { return fb_smem(HS, 3, 1, 1, 1, 2); }
+static size_t fb_dkv_smem(int HS) { return fb_smem(HS, 4, 2, 2, 2, 2); }
+static size_t fb_dq_smem(int HS) { return fb_smem(HS, 4, 2, 1, 1, 0); }
+
+/* The most either family asks for. On an H100 all fit up to FA_MAX_HS; an
+ * A100 (-Dgpu_arch=80, 163 KiB) lacks room for the tensor-core dk/dv kernel
+ * above head size ~100, and the caller then takes the next kind down
+ * instead of failing at launch. */
 static size_t fa_smem_need(int HS) {
-  return DT_MAX(fa_smem(HS, 3, 1, 0), DT_MAX(fa_smem(HS, 4, 2, 2), fa_smem(HS, 4, 1, 0)));
+  return DT_MAX(fa_fwd_smem(HS), DT_MAX(fa_dkv_smem(HS), fa_dq_smem(HS)));
 }
 static size_t fb_smem_need(int HS) {
-  return DT_MAX(fb_smem(HS, 3, 1, 1, 1, 2),
-                DT_MAX(fb_smem(HS, 4, 2, 2, 2, 2), fb_smem(HS, 4, 2, 1, 1, 0)));
+  return DT_MAX(fb_fwd_smem(HS), DT_MAX(fb_dkv_smem(HS), fb_dq_smem(HS)));
+}
+
+/* head size HS within the kernels' reach, with `need` bytes a block */
+static int flash_fits(const dt_cuda_ctx *c, int HS, size_t need) {
+  return HS >= 1 && HS <= FA_MAX_HS && need <= c->smem_optin;
 }
 
 extern "C" int dt_cuda_flash_supported(void *ctx, int HS) {
-  return HS >= 1 && HS <= FA_MAX_HS && fa_smem_need(HS) <= DT_CUDA_CTX(ctx)->smem_optin;
+  return flash_fits(DT_CUDA_CTX(ctx), HS, fa_smem_need(HS));
 }
 
 extern "C" int dt_cuda_flash_bf16(void *ctx, int HS) {
   const dt_cuda_ctx *c = DT_CUDA_CTX(ctx);
-  return c->matmul_bf16 && c->att_impl == DT_ATT_AUTO && HS >= 1 && HS <= FA_MAX_HS &&
-         fb_smem_need(HS) <= c->smem_optin;
+  return c->matmul_bf16 && c->att_impl == DT_ATT_AUTO && flash_fits(c, HS, fb_smem_need(HS));
 }
 
 /* The tensor-core kernels on q, k, v and out of type T (fp32 or bf16) */
@@ -71,7 +82,7 @@ template <typename T>
 static void fb_forward(dt_cuda_ctx *c, void *out, float *lse, const void *q, const void *k,
                        const void *v, int B, int Tq, int Tk, int NH, int HS, int q_stride,
                        int kv_stride, int causal, const int32_t *key_len, float scale) {
-  const size_t shm = fb_smem(HS, 3, 1, 1, 1, 2);
+  const size_t shm = fb_fwd_smem(HS);
   FA_ALLOW_SMEM(flash_bf16_fwd_kernel<T>, shm);
   flash_bf16_fwd_kernel<T><<<dim3((Tq + FA_T - 1) / FA_T, NH, B), FB_THREADS, shm, c->stream>>>(
       (T *)out, lse, (const T *)q, (const T *)k, (const T *)v, Tq, Tk, NH, HS, q_stride,
@@ -85,7 +96,7 @@ static void fb_backward(dt_cuda_ctx *c, float *dq, float *dk, float *dv, const f
                         const float *D, int B, int Tq, int Tk, int NH, int HS, int q_stride,
                         int kv_stride, int causal, const int32_t *key_len, float scale) {
   if (Tk > 0) {
-    const size_t shm = fb_smem(HS, 4, 2, 2, 2, 2);
+    const size_t shm = fb_dkv_smem(HS);
     FA_ALLOW_SMEM(flash_bf16_dkv_kernel<T>, shm);
     flash_bf16_dkv_kernel<T><<<dim3((Tk + FA_T - 1) / FA_T, NH, B), FB_THREADS, shm,
                                c->stream>>>(dk, dv, dout, (const T *)q, (const T *)k,
@@ -94,7 +105,7 @@ static void fb_backward(dt_cuda_ctx *c, float *dq, float *dk, float *dv, const f
     CUDA_LAUNCH_CHECK();
   }
   if (Tq > 0) {
-    const size_t shm = fb_smem(HS, 4, 2, 1, 1, 0);
+    const size_t shm = fb_dq_smem(HS);
     FA_ALLOW_SMEM(flash_bf16_dq_kernel<T>, shm);
     flash_bf16_dq_kernel<T><<<dim3((Tq + FA_T - 1) / FA_T, NH, B), FB_THREADS, shm,
                               c->stream>>>(dq, dout, (const T *)q, (const T *)k, (const T *)v,
@@ -119,7 +130,7 @@ extern "C" void dt_cuda_flash_forward(void *ctx, void *out, float *lse, const vo
                         key_len, scale);
     return;
   }
-  const size_t shm = fa_smem(HS, 3, 1, 0);
+  const size_t shm = fa_fwd_smem(HS);
   FA_ALLOW_SMEM(flash_fwd_kernel, shm);
   flash_fwd_kernel<<<dim3((Tq + FA_T - 1) / FA_T, NH, B), FA_THREADS, shm, c->stream>>>(
       (float *)out, lse, (const float *)q, (const float *)k, (const float *)v, Tq, Tk, NH, HS,
@@ -158,7 +169,7 @@ extern "C" void dt_cuda_flash_backward(void *ctx, float *dq, float *dk, float *d
   }
   const float *qf = (const float *)q, *kf = (const float *)k, *vf = (const float *)v;
   if (Tk > 0) {
-    const size_t shm = fa_smem(HS, 4, 2, 2);
+    const size_t shm = fa_dkv_smem(HS);
     FA_ALLOW_SMEM(flash_bwd_dkv_kernel, shm);
     flash_bwd_dkv_kernel<<<dim3((Tk + FA_T - 1) / FA_T, NH, B), FA_THREADS, shm, c->stream>>>(
         dk, dv, dout, qf, kf, vf, lse, D, Tq, Tk, NH, HS, q_stride, kv_stride, causal, key_len,
@@ -166,7 +177,7 @@ extern "C" void dt_cuda_flash_backward(void *ctx, float *dq, float *dk, float *d
     CUDA_LAUNCH_CHECK();
   }
   if (Tq > 0) {
-    const size_t shm = fa_smem(HS, 4, 1, 0);
+    const size_t shm = fa_dq_smem(HS);
     FA_ALLOW_SMEM(flash_bwd_dq_kernel, shm);
     flash_bwd_dq_kernel<<<dim3((Tq + FA_T - 1) / FA_T, NH, B), FA_THREADS, shm, c->stream>>>(
         dq, dout, qf, kf, vf, lse, D, Tq, Tk, NH, HS, q_stride, kv_stride, causal, key_len,

@@ -103,14 +103,11 @@ static void gemm_rm_ex(dt_cuda_ctx *c, int ta, int tb, int m, int n, int k, cons
 }
 
 /* dt_cuda_gemm_rm on bf16 operands: fp32 accumulation and output */
-static void gemm_rm_bf16(dt_cuda_ctx *c, int ta, int tb, int m, int n, int k, float alpha,
+static void gemm_rm_bf16(dt_cuda_ctx *c, int ta, int tb, int m, int n, int k,
                          const __nv_bfloat16 *a, const __nv_bfloat16 *b, float beta,
                          float *out) {
-  const int lda = ta ? m : k, ldb = tb ? k : n;
-  CUBLAS_CHECK(cublasGemmEx(c->cublas, tb ? CUBLAS_OP_T : CUBLAS_OP_N,
-                            ta ? CUBLAS_OP_T : CUBLAS_OP_N, n, m, k, &alpha, b, CUDA_R_16BF, ldb,
-                            a, CUDA_R_16BF, lda, &beta, out, CUDA_R_32F, n, CUBLAS_COMPUTE_32F,
-                            CUBLAS_GEMM_DEFAULT));
+  gemm_rm_ex(c, ta, tb, m, n, k, a, ta ? m : k, b, tb ? k : n, CUDA_R_16BF, beta, out, n,
+             CUDA_R_32F);
 }
 
 /* ---- cuBLASLt: one GEMM with its epilogue ---- */
@@ -367,7 +364,7 @@ static void linear_f32(dt_cuda_ctx *cc, float *out, const void *inp, dt_dtype it
   if (c <= 0) { /* empty product: out = b (or 0) */
     CUDA_CHECK(cudaMemsetAsync(out, 0, sizeof(float) * (size_t)n * oc, cc->stream));
   } else if (cc->matmul_bf16) {
-    gemm_rm_bf16(cc, 0, 1, n, oc, c, 1.0f, bf16_operand(cc, 0, inp, it, (size_t)n * c),
+    gemm_rm_bf16(cc, 0, 1, n, oc, c, bf16_operand(cc, 0, inp, it, (size_t)n * c),
                  bf16_operand(cc, 1, w, DT_F32, (size_t)oc * c), 0.0f, out);
   } else {
     /* out (N,OC) = inp (N,C) @ w (OC,C)^T */
@@ -428,7 +425,7 @@ static void backward_dw_db(dt_cuda_ctx *cc, float *dw, float *db, const void *do
                            int c, int oc) {
   if (dw && n > 0 && c > 0 && oc > 0) {
     if (dout16)
-      gemm_rm_bf16(cc, 1, 0, oc, c, n, 1.0f, dout16, bf16_operand(cc, 1, inp, it, (size_t)n * c),
+      gemm_rm_bf16(cc, 1, 0, oc, c, n, dout16, bf16_operand(cc, 1, inp, it, (size_t)n * c),
                    1.0f, dw);
     else
       dt_cuda_gemm_rm(cc, 1, 0, oc, c, n, 1.0f, (const float *)dout, (const float *)inp, 1.0f,
@@ -450,7 +447,7 @@ extern "C" void dt_cuda_linear_backward(void *ctx, float *dinp, float *dw, float
           : NULL;
   if (dinp && n > 0 && c > 0) {
     if (oc > 0 && dout16) /* dinp (N,C) = dout (N,OC) @ w (OC,C) */
-      gemm_rm_bf16(cc, 0, 0, n, c, oc, 1.0f, dout16,
+      gemm_rm_bf16(cc, 0, 0, n, c, oc, dout16,
                    bf16_operand(cc, 1, w, DT_F32, (size_t)oc * c), 0.0f, dinp);
     else if (oc > 0)
       dt_cuda_gemm_rm(cc, 0, 0, n, c, oc, 1.0f, (const float *)dout, w, 0.0f, dinp);
