@@ -34,6 +34,12 @@ static lines read_lines(FILE *f, const char *name) {
     if (len > 0 && buf[len - 1] == '\n') buf[--len] = '\0';
     if (memchr(buf, '\0', (size_t)len))
       dt_die_user("%s: line %zu holds a NUL byte; expected UTF-8 text", name, l.n + 1);
+    /* sacreBLEU reads its files as strict UTF-8 and stops on a bad byte;
+     * scoring it as bytes would give a number sacreBLEU never gives */
+    size_t bad = dt_utf8_invalid(buf, (size_t)len);
+    if (bad < (size_t)len)
+      dt_die_user("%s: line %zu: invalid UTF-8 at byte %zu (0x%02x)", name, l.n + 1, bad + 1,
+                  (unsigned char)buf[bad]);
     if (l.n == cap) {
       cap = cap ? 2 * cap : 1024;
       l.s = realloc(l.s, cap * sizeof *l.s);

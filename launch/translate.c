@@ -26,7 +26,7 @@ static void usage(FILE *f) {
 }
 
 /* Reads a whole stream into lines (trailing '\n' and '\r' removed). */
-static char **read_lines(FILE *f, const char *name, int *n) {
+static char **read_lines(FILE *f, const char *name, int strip_bom, int *n) {
   size_t cap = 0, len = 0, r;
   char *buf = dt_grow(NULL, &cap, 1 << 16, 1);
   while ((r = fread(buf + len, 1, cap - len, f)) > 0) {
@@ -43,6 +43,18 @@ static char **read_lines(FILE *f, const char *name, int *n) {
     if (i == len && start == len) break; /* no final empty line after the last '\n' */
     size_t e = i;
     if (e > start && buf[e - 1] == '\r') e--;
+    /* a source's BOM (some editors write one) goes, as dtrain-prep drops it
+     * from the training text; references keep theirs, as sacreBLEU does */
+    if (strip_bom && nl == 0 && e - start >= 3 && !memcmp(buf + start, "\xEF\xBB\xBF", 3))
+      start += 3;
+    /* the BPE would encode bad bytes as bytes, and a NUL would cut the line:
+     * name the line instead of translating something else */
+    size_t bad = dt_utf8_invalid(buf + start, e - start);
+    if (bad < e - start)
+      dt_die_user("%s:%d: invalid UTF-8 at byte %zu of the line (0x%02x)", name, nl + 1, bad + 1,
+                  (unsigned char)buf[start + bad]);
+    if (memchr(buf + start, '\0', e - start))
+      dt_die_user("%s:%d: the line holds a NUL byte; expected UTF-8 text", name, nl + 1);
     lines = dt_grow(lines, &ncap, (size_t)nl + 1, sizeof(char *));
     lines[nl] = dt_malloc(e - start + 1);
     memcpy(lines[nl], buf + start, e - start);
@@ -122,7 +134,19 @@ int main(int argc, char **argv) {
   if (!tr) dt_die_user("%s", err.msg);
 
   int nlines;
-  char **lines = read_lines(stdin, "standard input", &nlines);
+  char **lines = read_lines(stdin, "standard input", 1, &nlines);
+  /* the references are checked before the translating, not after it */
+  char **ref = NULL;
+  if (ref_path) {
+    FILE *f = fopen(ref_path, "rb");
+    if (!f) dt_die_user("--ref %s: cannot open", ref_path);
+    int nref;
+    ref = read_lines(f, ref_path, 0, &nref);
+    fclose(f);
+    if (nref != nlines)
+      dt_die_user("--ref %s: %d lines, but standard input has %d sentences", ref_path, nref,
+                  nlines);
+  }
   int32_t **src = dt_calloc((size_t)(nlines + 1), sizeof(int32_t *));
   int *src_len = dt_calloc((size_t)(nlines + 1), sizeof(int));
   for (int i = 0; i < nlines; i++) {
@@ -151,14 +175,7 @@ int main(int argc, char **argv) {
   fprintf(stderr, "translated %d sentences in %.2f s (%.0f output tokens/s, beam %d)%s\n",
           nlines, secs, secs > 0 ? out_tokens / secs : 0.0, o.beam,
           truncated ? " — some sources were cut to the model's length" : "");
-  if (ref_path) {
-    FILE *f = fopen(ref_path, "rb");
-    if (!f) dt_die_user("--ref %s: cannot open", ref_path);
-    int nref;
-    char **ref = read_lines(f, ref_path, &nref);
-    fclose(f);
-    if (nref != nlines)
-      dt_die_user("--ref %s: %d lines, but %d sentences were translated", ref_path, nref, nlines);
+  if (ref) {
     dt_bleu_stats bs = {0};
     dt_chrf_stats cs = {0};
     for (int i = 0; i < nlines; i++) {

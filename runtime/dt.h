@@ -76,6 +76,11 @@ void *dt_grow(void *p, size_t *cap, size_t need, size_t elem);
  * error") on failure; errno is left as fopen set it. */
 char *dt_read_file(const char *path, size_t *len, dt_error *err);
 
+/* Where the first invalid UTF-8 sequence starts in text[0..n), or n when
+ * there is none (strict: no overlongs, surrogates or code points over
+ * U+10FFFF). */
+size_t dt_utf8_invalid(const void *text, size_t n);
+
 /* Monotonic wall clock in seconds. */
 double dt_now(void);
 

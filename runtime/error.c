@@ -2,6 +2,7 @@
 #include "dt.h"
 
 #include <errno.h>
+#include <stdint.h>
 #include <mpi.h>
 #include <stdio.h>
 #include <stdarg.h>
@@ -167,6 +168,32 @@ char *dt_read_file(const char *path, size_t *len, dt_error *err) {
   buf[n] = '\0';
   *len = n;
   return buf;
+}
+
+size_t dt_utf8_invalid(const void *text, size_t n) {
+  const uint8_t *p = text;
+  size_t i = 0;
+  while (i < n) {
+    uint8_t c = p[i];
+    if (c < 0x80) {
+      i++;
+      continue;
+    }
+    size_t len;
+    uint32_t v, min;
+    if (c >= 0xC2 && c <= 0xDF) len = 2, v = c & 0x1F, min = 0x80;
+    else if (c >= 0xE0 && c <= 0xEF) len = 3, v = c & 0x0F, min = 0x800;
+    else if (c >= 0xF0 && c <= 0xF4) len = 4, v = c & 0x07, min = 0x10000;
+    else return i;
+    if (i + len > n) return i;
+    for (size_t k = 1; k < len; k++) {
+      if ((p[i + k] & 0xC0) != 0x80) return i;
+      v = v << 6 | (p[i + k] & 0x3F);
+    }
+    if (v < min || v > 0x10FFFF || (v >= 0xD800 && v <= 0xDFFF)) return i;
+    i += len;
+  }
+  return n;
 }
 
 double dt_now(void) {

@@ -112,33 +112,6 @@ static void text_free(text_file *f) {
   f->start = f->len = NULL;
 }
 
-/* Where the first invalid UTF-8 sequence starts in p[0..n), or n
- * (strict: no overlongs, surrogates or code points over U+10FFFF). */
-static size_t utf8_bad(const uint8_t *p, size_t n) {
-  size_t i = 0;
-  while (i < n) {
-    uint8_t c = p[i];
-    if (c < 0x80) {
-      i++;
-      continue;
-    }
-    size_t len;
-    uint32_t v, min;
-    if (c >= 0xC2 && c <= 0xDF) len = 2, v = c & 0x1F, min = 0x80;
-    else if (c >= 0xE0 && c <= 0xEF) len = 3, v = c & 0x0F, min = 0x800;
-    else if (c >= 0xF0 && c <= 0xF4) len = 4, v = c & 0x07, min = 0x10000;
-    else return i;
-    if (i + len > n) return i;
-    for (size_t k = 1; k < len; k++) {
-      if ((p[i + k] & 0xC0) != 0x80) return i;
-      v = v << 6 | (p[i + k] & 0x3F);
-    }
-    if (v < min || v > 0x10FFFF || (v >= 0xD800 && v <= 0xDFFF)) return i;
-    i += len;
-  }
-  return n;
-}
-
 /* Reads the whole file (for its hash and size) and indexes its first
  * `limit` lines (all when limit <= 0), checking they are UTF-8. */
 static int text_read(text_file *f, const char *dir, const char *name, int64_t limit,
@@ -166,7 +139,7 @@ static int text_read(text_file *f, const char *dir, const char *name, int64_t li
     size_t end = nl ? (size_t)(nl - buf) : n, s = at, e = end;
     if (f->lines == 0 && e - s >= 3 && !memcmp(buf + s, "\xEF\xBB\xBF", 3)) s += 3;
     if (e > s && buf[e - 1] == '\r') e--;
-    size_t badpos = utf8_bad((const uint8_t *)buf + s, e - s);
+    size_t badpos = dt_utf8_invalid(buf + s, e - s);
     if (badpos < e - s)
       return dt_error_set(err, "%s:%lld: invalid UTF-8 at byte %zu of the line (0x%02x)", f->path,
                           (long long)f->lines + 1, badpos + 1 + (s - at),

@@ -143,6 +143,41 @@ for beam in 1 4; do
     bash -c "[ \$(wc -l <'$TMP/out$beam.en') -eq 12 ] && grep -q '^BLEU = ' '$TMP/tr$beam.err'"
 done
 sed 's/^/   /' "$TMP/out4.en" | head -2
+# a byte-order mark before the first source line changes nothing
+{ printf '\xEF\xBB\xBF'; cat "$TMP/in.zh"; } | "$BUILD/dtrain-translate" "$TMP/a/checkpoints" \
+  decode.beam=1 >"$TMP/bom.en" 2>/dev/null
+check "dtrain-translate: a UTF-8 BOM on the input gives the same translations" \
+  cmp -s "$TMP/bom.en" "$TMP/out1.en"
+# dtrain-bleu scores the file as dtrain-translate --ref scored it
+"$BUILD/dtrain-bleu" "$TMP/ref.en" <"$TMP/out4.en" >"$TMP/bleu.txt" 2>&1
+check "dtrain-bleu REF < HYP prints the BLEU line dtrain-translate --ref printed" \
+  bash -c "[ $? -eq 0 ] && [ \"\$(grep '^BLEU = ' '$TMP/bleu.txt')\" = \
+           \"\$(grep '^BLEU = ' '$TMP/tr4.err')\" ]"
+
+# bad text to the tools: exit 2 naming the file and line, before any work
+# (expect2 "what" PATTERN STDIN command...)
+expect2() {
+  local what=$1 pat=$2 in=$3; shift 3
+  "$@" <"$in" >"$TMP/x.out" 2>"$TMP/x.err"
+  local rc=$?
+  if [ $rc -eq 2 ] && grep -q -- "$pat" "$TMP/x.err" && ! grep -q '^translated' "$TMP/x.err"
+  then ok "$what: $(grep -m1 'error' "$TMP/x.err")"
+  else bad "$what: exit $rc"; tail -3 "$TMP/x.err"; fi
+}
+{ head -n 2 "$TMP/in.zh"; printf 'caf\xe9 au lait\n'; } >"$TMP/latin1.zh"
+printf 'a\n\xed\xa0\x80 surrogate\n' >"$TMP/surrogate.en"
+head -n 2 "$TMP/ref.en" >"$TMP/ref2.en"
+expect2 "dtrain-translate: Latin-1 on stdin line 3" "standard input:3: invalid UTF-8 at byte 4" \
+  "$TMP/latin1.zh" "$BUILD/dtrain-translate" "$TMP/a/checkpoints"
+expect2 "dtrain-translate: --ref with invalid UTF-8 (a surrogate) on line 2" \
+  "surrogate.en:2: invalid UTF-8 at byte 1" "$TMP/in.zh" \
+  "$BUILD/dtrain-translate" "$TMP/a/checkpoints" --ref "$TMP/surrogate.en"
+expect2 "dtrain-translate: --ref of 2 lines for 12 sources" "2 lines, but standard input has 12" \
+  "$TMP/in.zh" "$BUILD/dtrain-translate" "$TMP/a/checkpoints" --ref "$TMP/ref2.en"
+expect2 "dtrain-bleu: invalid UTF-8 in the hypotheses" "stdin: line 3: invalid UTF-8 at byte 4" \
+  "$TMP/latin1.zh" "$BUILD/dtrain-bleu" "$TMP/ref.en"
+expect2 "dtrain-bleu: invalid UTF-8 in a reference" "surrogate.en: line 2: invalid UTF-8" \
+  "$TMP/ref2.en" "$BUILD/dtrain-bleu" "$TMP/surrogate.en"
 
 # a training-time budget: stops early, still evaluates and checkpoints
 "$D" "$cfg" "${common[@]}" train.max_steps=100000 train.max_time_s=2 checkpoint.every=1000 \
