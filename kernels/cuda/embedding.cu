@@ -10,6 +10,7 @@
 #include "embedding.h"
 
 #define EMB_THREADS 256
+#define EMB_UNROLL 8 /* rows of a run loaded together */
 #define EMB_ALIGN 256 /* bytes; every piece of the workspace starts on this */
 
 /* out (B,T,C): one element per grid-stride step */
@@ -49,7 +50,23 @@ static __global__ void embedding_bwd_wte_kernel(float *dwte, const float *dout,
   if (c >= C) return;
   float *d = dwte + (size_t)key * C + c;
   float acc = *d;
-  for (int s = r; s < n && keys[s] == key; s++) acc += dout[(size_t)pos[s] * C + c];
+  /* The sum stays serial, in position order (the CPU's bits), but the loads
+   * of 8 rows at a time are independent, so a run as long as a frequent
+   * token's (hundreds of rows) waits on memory once per 8 rows, not per row.
+   * The keys are sorted: once one row is out of the run, so are the rest. */
+  for (int s = r;; s += EMB_UNROLL) {
+    float v[EMB_UNROLL];
+    bool in[EMB_UNROLL];
+#pragma unroll
+    for (int j = 0; j < EMB_UNROLL; j++) {
+      in[j] = s + j < n && keys[s + j] == key;
+      v[j] = in[j] ? dout[(size_t)pos[s + j] * C + c] : 0.0f;
+    }
+#pragma unroll
+    for (int j = 0; j < EMB_UNROLL; j++)
+      if (in[j]) acc += v[j];
+    if (!in[EMB_UNROLL - 1]) break;
+  }
   *d = acc;
 }
 
