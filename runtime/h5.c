@@ -40,7 +40,20 @@ const char *dt_h5_filename(hid_t f, char *buf, size_t size) {
 hid_t dt_h5_create(const char *path, dt_error *err) {
   dt_h5_init();
   errno = 0;
-  hid_t f = H5Fcreate(path, H5F_ACC_TRUNC, H5P_DEFAULT, H5P_DEFAULT);
+  /* HDF5 1.8's file format rather than 1.0's: its superblock and object
+   * headers carry checksums, so a damaged header (attributes included) is
+   * an error on open instead of wrong values or a crash inside the
+   * library; every HDF5 since 1.8 (h5py's too) reads it */
+  hid_t fapl = H5Pcreate(H5P_FILE_ACCESS);
+  if (fapl >= 0) H5Pset_libver_bounds(fapl, H5F_LIBVER_V18, H5F_LIBVER_V18);
+  /* and no times in the root group's header (that format keeps them), so
+   * the same data still makes the same bytes */
+  hid_t fcpl = H5Pcreate(H5P_FILE_CREATE);
+  if (fcpl >= 0) H5Pset_obj_track_times(fcpl, 0);
+  hid_t f = H5Fcreate(path, H5F_ACC_TRUNC, fcpl >= 0 ? fcpl : H5P_DEFAULT,
+                      fapl >= 0 ? fapl : H5P_DEFAULT);
+  if (fcpl >= 0) H5Pclose(fcpl);
+  if (fapl >= 0) H5Pclose(fapl);
   if (f < 0) {
     int e = errno;
     dt_error_set(err, "%s: cannot create HDF5 file%s%s", path, e ? ": " : "", e ? strerror(e) : "");
@@ -130,6 +143,32 @@ static hid_t make_dcpl(hid_t type, int ndims, const int64_t *dims, int compress)
   return dcpl;
 }
 
+/* Creates the groups above dataset `name` that do not exist yet, without
+ * modification times (HDF5's intermediate groups would carry them). */
+static int make_parents(hid_t f, const char *name) {
+  char path[1024];
+  size_t n = strlen(name);
+  if (n >= sizeof path) return -1;
+  memcpy(path, name, n + 1);
+  hid_t gcpl = H5Pcreate(H5P_GROUP_CREATE);
+  if (gcpl < 0 || H5Pset_obj_track_times(gcpl, 0) < 0) {
+    if (gcpl >= 0) H5Pclose(gcpl);
+    return -1;
+  }
+  int rc = 0;
+  for (char *q = strchr(path + 1, '/'); q && rc == 0; q = strchr(q + 1, '/')) {
+    *q = '\0';
+    if (!dt_h5_exists(f, path)) {
+      hid_t g = H5Gcreate2(f, path, H5P_DEFAULT, gcpl, H5P_DEFAULT);
+      if (g < 0) rc = -1;
+      else H5Gclose(g);
+    }
+    *q = '/';
+  }
+  H5Pclose(gcpl);
+  return rc;
+}
+
 int dt_h5_write(hid_t f, const char *name, hid_t type, int ndims, const int64_t *dims,
                 const void *data, int compress, dt_error *err) {
   char fname_buf[512];
@@ -148,11 +187,10 @@ int dt_h5_write(hid_t f, const char *name, hid_t type, int ndims, const int64_t 
     return dt_error_set(err, "%s: cannot replace dataset %s%s", FNAME(f), SL(name));
   int rc = -1;
   hid_t space = ndims ? H5Screate_simple(ndims, hd, NULL) : H5Screate(H5S_SCALAR);
-  hid_t lcpl = H5Pcreate(H5P_LINK_CREATE);
   hid_t dcpl = make_dcpl(type, ndims, dims, compress);
   hid_t d = -1;
-  if (space >= 0 && lcpl >= 0 && dcpl >= 0 && H5Pset_create_intermediate_group(lcpl, 1) >= 0)
-    d = H5Dcreate2(f, name, type, space, lcpl, dcpl, H5P_DEFAULT);
+  if (space >= 0 && dcpl >= 0 && make_parents(f, name) == 0)
+    d = H5Dcreate2(f, name, type, space, H5P_DEFAULT, dcpl, H5P_DEFAULT);
   if (d < 0)
     dt_error_set(err, "%s: cannot create dataset %s%s", FNAME(f), SL(name));
   else if (H5Dwrite(d, type, H5S_ALL, H5S_ALL, H5P_DEFAULT, data) < 0)
@@ -161,7 +199,6 @@ int dt_h5_write(hid_t f, const char *name, hid_t type, int ndims, const int64_t 
     rc = 0;
   if (d >= 0) H5Dclose(d);
   if (dcpl >= 0) H5Pclose(dcpl);
-  if (lcpl >= 0) H5Pclose(lcpl);
   if (space >= 0) H5Sclose(space);
   return rc;
 }
@@ -337,11 +374,16 @@ static hid_t attr_open(hid_t f, const char *obj, const char *attr, hid_t *o, dt_
   char fname_buf[512];
   *o = open_object(f, obj, err);
   if (*o < 0) return -1;
-  hid_t a = H5Aexists(*o, attr) > 0 ? H5Aopen(*o, attr, H5P_DEFAULT) : -1;
+  htri_t exists = H5Aexists(*o, attr);
+  hid_t a = exists > 0 ? H5Aopen(*o, attr, H5P_DEFAULT) : -1;
   if (a < 0) {
     H5Oclose(*o);
     *o = -1;
-    return dt_error_set(err, "%s: no attribute %s on %s%s", FNAME(f), attr, SL(obj));
+    if (exists == 0)
+      return dt_error_set(err, "%s: no attribute %s on %s%s", FNAME(f), attr, SL(obj));
+    return dt_error_set(err, "%s: cannot read attribute %s on %s%s: the file is damaged there "
+                        "(HDF5 cannot parse the object's header, or its checksum does not match)",
+                        FNAME(f), attr, SL(obj));
   }
   return a;
 }
@@ -391,19 +433,21 @@ int dt_h5_attr_read_f64(hid_t f, const char *obj, const char *attr, int n, doubl
   return attr_read_num(f, obj, attr, H5T_NATIVE_DOUBLE, n, v, err);
 }
 
-/* Strings are written as scalar variable-length UTF-8 (what h5py writes for
- * a Python str); reading also accepts fixed-length ones. */
+/* Strings are written as scalar fixed-length UTF-8, null-terminated, inside
+ * the (checksummed) object header. Variable-length ones (what h5py writes
+ * for a Python str) live in a global heap that has no checksum, and a
+ * damaged one crashed HDF5 itself when read; reading accepts both. */
 int dt_h5_attr_write_str(hid_t f, const char *obj, const char *attr, const char *s,
                          dt_error *err) {
   char fname_buf[512];
   hid_t type = H5Tcopy(H5T_C_S1);
   hid_t space = H5Screate(H5S_SCALAR);
   int rc;
-  if (type < 0 || space < 0 || H5Tset_size(type, H5T_VARIABLE) < 0 ||
-      H5Tset_cset(type, H5T_CSET_UTF8) < 0)
+  if (type < 0 || space < 0 || H5Tset_size(type, strlen(s) + 1) < 0 ||
+      H5Tset_strpad(type, H5T_STR_NULLTERM) < 0 || H5Tset_cset(type, H5T_CSET_UTF8) < 0)
     rc = dt_error_set(err, "%s: cannot write attribute %s on %s%s", FNAME(f), attr, SL(obj));
   else
-    rc = attr_write(f, obj, attr, type, type, space, &s, err);
+    rc = attr_write(f, obj, attr, type, type, space, s, err);
   if (space >= 0) H5Sclose(space);
   if (type >= 0) H5Tclose(type);
   return rc;

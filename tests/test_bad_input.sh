@@ -55,6 +55,21 @@ cp -r "$ck/step_00000004" "$TMP/trunc"
 head -c 2000 "$ck/step_00000004/rank00000.h5" >"$TMP/trunc/rank00000.h5"
 expect_2 "truncated checkpoint" "rank00000.h5" "$D" "$cfg" "${small[@]}" \
   checkpoint.resume="$TMP/trunc" data.dir="$TMP/mnist" log.dir="$TMP/r6"
+# one bit flipped in the config text that meta.h5 keeps (seed 1234 -> 1235):
+# HDF5 1.8's format checksums object headers, so the damage is an error
+# rather than a resume under a config nobody wrote
+cp -r "$ck/step_00000004" "$TMP/flip"
+python3 - "$TMP/flip/meta.h5" <<'PY'
+import sys
+p = sys.argv[1]
+b = bytearray(open(p, "rb").read())
+i = b.find(b"\nseed = 1234")
+assert i > 0, "seed line not found in meta.h5"
+b[i + 11] ^= 1
+open(p, "wb").write(b)
+PY
+expect_2 "a bit flipped in meta.h5's config text" "meta.h5.*damaged" "$D" "$cfg" "${small[@]}" \
+  checkpoint.resume="$TMP/flip" data.dir="$TMP/mnist" log.dir="$TMP/r12"
 # step 4 of 500 samples in batches of 50 left the loader at sample 200: a
 # run over 150 samples cannot continue there; over 220 the next batch no
 # longer fits, so the resumed run starts epoch 1, as the saving run would have
