@@ -7,6 +7,7 @@
 #include <unistd.h>
 
 #include "../runtime/checkpoint.h"
+#include "../runtime/h5.h"
 #include "check.h"
 
 static void add(dt_param *t, int *n, size_t *total, const char *name, int nd, int64_t d0,
@@ -187,6 +188,35 @@ int main(void) {
     r = dt_ckpt_load(out, t, n, &meta, &lb, NULL, &err);
     CHECK(r == -1 && strstr(err.msg, "rank file is from step") && strstr(err.msg, "says step 11"),
           "a rank file of another step: %s", err.msg);
+    /* one bit flipped on disk in a saved weight (the lowest of the mantissa
+     * of layer.bias[2]: still a finite number, and HDF5 checks no data) */
+    dm = meta_for(12);
+    rc = dt_ckpt_save(ck3, t, n, &dm, &b, "x", 0, out, sizeof out, &err);
+    char rf[1100];
+    snprintf(rf, sizeof rf, "%s/rank00000.h5", out);
+    hid_t hf = rc == 0 ? dt_h5_open(rf, &err) : -1;
+    hid_t hd = hf >= 0 ? H5Dopen2(hf, "params/layer.bias", H5P_DEFAULT) : -1;
+    haddr_t at = hd >= 0 ? H5Dget_offset(hd) : HADDR_UNDEF;
+    if (hd >= 0) H5Dclose(hd);
+    dt_h5_close(hf);
+    FILE *fp = at != HADDR_UNDEF ? fopen(rf, "r+b") : NULL;
+    int flipped = 0;
+    if (fp && fseek(fp, (long)at + 2 * 4, SEEK_SET) == 0) { /* little-endian: low byte first */
+      int c = fgetc(fp);
+      flipped = c != EOF && fseek(fp, (long)at + 2 * 4, SEEK_SET) == 0 && fputc(c ^ 1, fp) != EOF;
+    }
+    if (fp) fclose(fp);
+    CHECK(rc == 0 && flipped, "save step 12, then flip the low bit of layer.bias[2] in its file");
+    meta = meta_for(0);
+    r = dt_ckpt_load(out, t, n, &meta, &lb, NULL, &err);
+    CHECK(r == -1 && strstr(err.msg, "params/layer.bias") && strstr(err.msg, "checksum"),
+          "a flipped bit in a weight: %s", err.msg);
+    memset(big, 0, total * sizeof(float));
+    meta = meta_for(0);
+    r = dt_ckpt_read_meta(out, &meta, NULL, &err);
+    r = r ? r : dt_ckpt_read_range(out, &meta, t, n, "exp_avg", 0, total, big, &err);
+    CHECK(r == 0 && !memcmp(big, m1, total * sizeof(float)),
+          "the undamaged optimizer state still reads %s", r ? err.msg : "");
   }
 
   /* a truncated rank file */
