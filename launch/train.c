@@ -39,6 +39,7 @@ static void on_signal(int sig) { g_stop_signal = sig; }
 
 typedef struct trainer {
   const dt_config *cfg;
+  dt_config resolved;  /* the config with train.precision = auto decided, when it was */
   char *config_text;
   char run_dir[DT_STR * 2], ckpt_dir[DT_STR * 2];
   dt_backend_t be;
@@ -866,6 +867,16 @@ static void setup(trainer *T, const dt_config *c) {
   dt_error err;
   T->be = dt_backend_create(c->train_device, T->grid.local_rank, cpu_threads(T), &err);
   if (!T->be) dt_die_user_all("[train] device = %s: %s", c->train_device, err.msg);
+  if (!strcmp(c->train_precision, "auto")) {
+    /* bf16 where the tensor cores make it fast; the run directory's
+     * config.ini and the checkpoints record what was decided */
+    T->resolved = *c;
+    snprintf(T->resolved.train_precision, sizeof T->resolved.train_precision, "%s",
+             T->be->device == DT_DEVICE_CUDA ? "bf16" : "fp32");
+    c = T->cfg = &T->resolved;
+    free(T->config_text);
+    T->config_text = dt_config_to_text(c);
+  }
   T->be->set_matmul_precision(T->be, strcmp(c->train_precision, "bf16") ? DT_PREC_FP32
                                                                         : DT_PREC_BF16);
   if (T->grid.size > 1) dt_grid_print(&T->grid, T->be->desc, stdout);
@@ -1126,6 +1137,7 @@ int dt_train(const dt_config *c) {
   trainer *T = &T_;
   memset(T, 0, sizeof *T);
   setup(T, c);
+  c = T->cfg; /* train.precision = auto decided */
   maybe_resume(T);
 
   dt_error err;

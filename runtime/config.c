@@ -88,7 +88,8 @@ static const cfg_entry k_schema[] = {
       "evaluate on the first N test samples (0 = all)"),
 
   ENUM("train", "device", train_device, "auto", "auto|cpu|cuda", "where to run"),
-  ENUM("train", "precision", train_precision, "fp32", "fp32|bf16",
+  ENUM("train", "precision", train_precision, "fp32", "fp32|bf16|auto",
+       "auto: bf16 on a GPU, fp32 on the CPU (whose bf16 only rounds operands: no faster). "
        "bf16: the linear layers' matmuls take bf16 operands with fp32 accumulation "
        "(tensor cores on the GPU, where attention's products do too), and GPT and the "
        "Transformer keep their activations in bf16 (LayerNorm outputs, qkv, attention output, "

@@ -35,7 +35,7 @@ typedef struct dt_config {
   long data_test_limit;        /* evaluate on the first N test samples (0 = all) */
   /* [train] */
   char train_device[DT_STR];   /* auto | cpu | cuda */
-  char train_precision[DT_STR];/* fp32 | bf16 */
+  char train_precision[DT_STR];/* fp32 | bf16 | auto (resolved by the trainer) */
   long train_batch_size;       /* global, per optimizer step */
   long train_micro_batch_size; /* per rank and forward/backward; 0 = batch_size / dp */
   long train_epochs;
