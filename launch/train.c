@@ -779,6 +779,8 @@ static void setup_comm(trainer *T) {
   } else {
     T->comm = dt_comm_mpi_create(T->grid.dp_comm, T->be);
   }
+  if (T->is_root && T->grid.dp > 1)
+    printf("data parallel: %d ranks over %s\n", T->grid.dp, T->comm->kind);
 }
 
 /* Rank 0 prints what each rank keeps, in bytes, after the first step (when

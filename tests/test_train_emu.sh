@@ -80,6 +80,15 @@ mpirun --oversubscribe --bind-to none -np 2 "$E" "$gpt" "${common1[@]}" train.de
 check "GPT-tiny dp=2 zero=3 on cuda (MPI through pinned buffers) exits 0" test $? -eq 0
 close "$TMP/g-cuda" "$TMP/g-dp2" 1e-5
 check "GPT-tiny dp=2 zero=3 on cuda matches one process" test $? -eq 0
+# the same over parallel/comm_nccl.c, on the emulated NCCL (each rank its
+# own emulated GPU), with ZeRO-2's reduce-scatter of the gradient buckets
+nccl=("${common1[@]/parallel.comm=mpi/parallel.comm=nccl}")
+mpirun --oversubscribe --bind-to none -np 2 "$E" "$gpt" "${nccl[@]}" train.device=cuda \
+  parallel.dp=2 parallel.zero=2 log.dir="$TMP/g-nccl" >"$TMP/g-nccl.log" 2>&1
+check "GPT-tiny dp=2 zero=2 on cuda over NCCL exits 0" \
+  bash -c "[ $? -eq 0 ] && grep -q 'data parallel: 2 ranks over nccl' '$TMP/g-nccl.log'"
+close "$TMP/g-cuda" "$TMP/g-nccl" 1e-5
+check "GPT-tiny dp=2 zero=2 over NCCL matches one process" test $? -eq 0
 
 lenet=(data.dir="$TMP/mnist" data.train_limit=400 data.test_limit=100 train.batch_size=40
        train.max_steps=10 log.every=1 log.tensorboard=false checkpoint.every=0 train.threads=1
