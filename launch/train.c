@@ -462,10 +462,27 @@ static void save_checkpoint(trainer *T) {
   MPI_Bcast(tmp, sizeof tmp, MPI_CHAR, 0, MPI_COMM_WORLD);
   /* pipeline and tensor ranks will own other slices; today the dp group
    * partitions the flat buffers */
-  if (dt_ckpt_write_rank(tmp, meta.step, T->grid.rank, T->m->params, T->m->nparams, dp->own_lo,
-                         dp->own_hi, &b, dp->opt_lo, &err))
-    dt_die_user("saving checkpoint: %s", err.msg);
-  MPI_Barrier(MPI_COMM_WORLD);
+  int wrank = dt_ckpt_write_rank(tmp, meta.step, T->grid.rank, T->m->params, T->m->nparams,
+                                 dp->own_lo, dp->own_hi, &b, dp->opt_lo, &err)
+                  ? T->grid.rank
+                  : T->grid.size;
+  /* a rank that could not write (a full disk, say): the half-written step
+   * goes, so it neither fills the disk nor passes for a checkpoint, and the
+   * first failing rank's message ends the run on every rank */
+  int first_bad = T->grid.size;
+  MPI_Allreduce(&wrank, &first_bad, 1, MPI_INT, MPI_MIN, MPI_COMM_WORLD);
+  if (first_bad < T->grid.size) {
+    if (T->is_root) dt_ckpt_discard(tmp);
+    MPI_Bcast(err.msg, sizeof err.msg, MPI_CHAR, first_bad, MPI_COMM_WORLD);
+    char who[32] = "", latest[sizeof T->ckpt_dir + 8];
+    if (T->grid.size > 1) snprintf(who, sizeof who, " (rank %d)", first_bad);
+    snprintf(latest, sizeof latest, "%s/LATEST", T->ckpt_dir);
+    dt_die_user_all("saving the checkpoint of step %lld%s: %s; the partial step was removed%s",
+                    (long long)meta.step, who, err.msg,
+                    access(latest, F_OK) == 0
+                        ? ", and LATEST still names the last complete checkpoint"
+                        : " (there is no earlier checkpoint)");
+  }
   if (T->is_root) {
     if (dt_ckpt_commit(T->ckpt_dir, tmp, &meta, T->config_text, (int)T->cfg->checkpoint_keep,
                        path, sizeof path, &err))

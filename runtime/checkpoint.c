@@ -191,6 +191,8 @@ int dt_ckpt_prepare(const char *dir, int64_t step, char *tmp_path, size_t size, 
   return 0;
 }
 
+void dt_ckpt_discard(const char *tmp_path) { rm_rf(tmp_path); }
+
 int dt_ckpt_commit(const char *dir, const char *tmp_path, const dt_ckpt_meta *meta,
                    const char *config_text, int keep, char *out_path, size_t out_size,
                    dt_error *err) {

@@ -38,7 +38,8 @@ typedef struct dt_ckpt_buffers {
 /* Sharded saving, in three steps the caller orders across ranks:
  *   rank 0: dt_ckpt_prepare   (creates DIR/step_N.tmp, removing a stale one)
  *   every rank, after a barrier: dt_ckpt_write_rank (its file, its slices)
- *   rank 0, after a barrier: dt_ckpt_commit (meta.h5, rename, LATEST, prune).
+ *   rank 0, after a barrier: dt_ckpt_commit (meta.h5, rename, LATEST, prune),
+ *   or, when a rank could not write its file, dt_ckpt_discard.
  * A rank writes the elements [lo, hi) of the flat buffers it owns: the
  * parameters (params[] is the whole flat buffer) and each optimizer state
  * (states[s][0] holds flat element state_base). Each tensor's slice is a
@@ -53,6 +54,9 @@ int dt_ckpt_write_rank(const char *tmp_path, int64_t step, int rank, const dt_pa
 int dt_ckpt_commit(const char *dir, const char *tmp_path, const dt_ckpt_meta *meta,
                    const char *config_text, int keep, char *out_path, size_t out_size,
                    dt_error *err);
+
+/* Removes a step directory that will not be committed (DIR/step_N.tmp). */
+void dt_ckpt_discard(const char *tmp_path);
 
 /* One rank's whole save (prepare, write rank 0 with everything, commit). */
 int dt_ckpt_save(const char *dir, const dt_param *params, int nparams,

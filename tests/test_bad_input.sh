@@ -88,6 +88,21 @@ echo garbage >"$ck/LATEST.bad"
 mkdir -p "$TMP/lat" && echo "step_0000x" >"$TMP/lat/LATEST"
 expect_2 "LATEST naming nothing" "LATEST" "$D" "$cfg" "${small[@]}" checkpoint.resume="$TMP/lat" data.dir="$TMP/mnist" log.dir="$TMP/r7"
 
+# a full disk: checkpoints into a 600 KB tmpfs, which LeNet's ~0.75 MB rank
+# file does not fit (root only: mounting needs it); exit 2, and no
+# half-written step left behind
+mkdir -p "$TMP/full"
+if [ "$(id -u)" = 0 ] && mount -t tmpfs -o size=600k tmpfs "$TMP/full" 2>/dev/null; then
+  expect_2 "a checkpoint the disk cannot take" "partial step was removed" "$D" "$cfg" \
+    "${small[@]}" data.dir="$TMP/mnist" checkpoint.every=2 checkpoint.dir="$TMP/full/ck" \
+    log.dir="$TMP/r13"
+  check "the failed save left no step directory" \
+    bash -c "[ -d '$TMP/full/ck' ] && [ -z \"\$(ls '$TMP/full/ck')\" ]"
+  umount "$TMP/full"
+else
+  echo "skip a checkpoint the disk cannot take: mounting a tmpfs needs root"
+fi
+
 # sizes that cannot be allocated: the keys that set them, exit 2 (an 8 GB
 # address-space limit makes the failure certain whatever the machine has)
 expect_2 "an evaluation batch too large for memory" "eval_batch_size" \
