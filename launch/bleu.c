@@ -1,6 +1,7 @@
 /* bleu.c: `dtrain-bleu REF.txt [REF2.txt ...] < HYP.txt` — corpus BLEU and chrF
  * of detokenized output, as `sacrebleu REF.txt < HYP.txt` computes them by
  * default (runtime/bleu.c), printed in sacreBLEU's short text form. */
+#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -47,7 +48,7 @@ static lines read_lines(FILE *f, const char *name) {
     }
     l.s[l.n++] = dt_strdup(buf);
   }
-  if (ferror(f)) dt_die_user("%s: read error", name);
+  if (ferror(f)) dt_die_user("%s: cannot read: %s", name, strerror(errno));
   free(buf);
   return l;
 }

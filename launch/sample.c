@@ -27,9 +27,17 @@ static void usage(FILE *f) {
 static double num_arg(int argc, char **argv, int *i, const char *name, double lo, double hi) {
   if (*i + 1 >= argc) dt_die_user("%s needs a value", name);
   char *end;
-  double v = strtod(argv[++*i], &end);
-  if (*end || !(v >= lo && v <= hi))
-    dt_die_user("%s: '%s' is not a number in [%g, %g]", name, argv[*i], lo, hi);
+  const char *a = argv[++*i];
+  double v = strtod(a, &end);
+  if (end == a || *end || !(v >= lo && v <= hi))
+    dt_die_user("%s: '%s' is not a number in [%g, %g]", name, a, lo, hi);
+  return v;
+}
+
+/* The same for a count: a whole number. */
+static double whole_arg(int argc, char **argv, int *i, const char *name, double lo, double hi) {
+  double v = num_arg(argc, argv, i, name, lo, hi);
+  if (v != floor(v)) dt_die_user("%s: '%s' is not a whole number", name, argv[*i]);
   return v;
 }
 
@@ -88,11 +96,11 @@ int main(int argc, char **argv) {
   double temperature = 0.8;
   uint64_t seed = 1;
   for (int i = 3; i < argc; i++) {
-    if (!strcmp(argv[i], "--tokens")) ntok = (int)num_arg(argc, argv, &i, "--tokens", 0, 1e6);
+    if (!strcmp(argv[i], "--tokens")) ntok = (int)whole_arg(argc, argv, &i, "--tokens", 0, 1e6);
     else if (!strcmp(argv[i], "--temperature"))
       temperature = num_arg(argc, argv, &i, "--temperature", 1e-6, 100);
-    else if (!strcmp(argv[i], "--top-k")) top_k = (int)num_arg(argc, argv, &i, "--top-k", 0, 1e7);
-    else if (!strcmp(argv[i], "--seed")) seed = (uint64_t)num_arg(argc, argv, &i, "--seed", 0, 1e18);
+    else if (!strcmp(argv[i], "--top-k")) top_k = (int)whole_arg(argc, argv, &i, "--top-k", 0, 1e7);
+    else if (!strcmp(argv[i], "--seed")) seed = (uint64_t)whole_arg(argc, argv, &i, "--seed", 0, 1e18);
     else if (!strcmp(argv[i], "--tokenizer") && i + 1 < argc) tokdir = argv[++i];
     else if (!strcmp(argv[i], "--device") && i + 1 < argc) device = argv[++i];
     else dt_die_user("unknown option '%s' (see dtrain-sample --help)", argv[i]);
@@ -103,6 +111,15 @@ int main(int argc, char **argv) {
   dt_ckpt_meta meta;
   dt_config cfg;
   if (dt_ckpt_open_run(ckpt, path, sizeof path, &meta, &cfg, &err)) dt_die_user("%s", err.msg);
+  if (strcmp(cfg.model_name, "gpt") != 0)
+    dt_die_user("%s: model '%s' is not a language model (dtrain-sample takes GPT checkpoints; "
+                "for translation: dtrain-translate)", path, cfg.model_name);
+  /* the prompt is encoded as UTF-8 text and echoed; bad bytes would come
+   * back as other text */
+  size_t bad = dt_utf8_invalid(prompt, strlen(prompt));
+  if (bad < strlen(prompt))
+    dt_die_user("the prompt is not UTF-8 (byte %zu is 0x%02x)", bad + 1,
+                (unsigned char)prompt[bad]);
   snprintf(cfg.train_device, sizeof cfg.train_device, "%s", device);
 
   dt_backend_t be = dt_backend_create(cfg.train_device, 0, 0, &err);
@@ -130,13 +147,24 @@ int main(int argc, char **argv) {
   }
   dt_bpe *bpe = dt_bpe_load(tokdir, &err);
   if (!bpe) dt_die_user("%s", err.msg);
+  /* the tokenizer's ids must be the model's: more would index past the
+   * embedding; fewer is a padded vocabulary, and sampling keeps to them */
+  int vt = dt_bpe_vocab_size(bpe);
+  if (vt > m->num_classes)
+    dt_die_user("%s: the tokenizer has %d ids but the model %d (a tokenizer of another model? "
+                "--tokenizer DIR)", tokdir, vt, m->num_classes);
   int32_t *ids = NULL;
   size_t nids = 0;
   dt_bpe_encode(bpe, prompt, strlen(prompt), &ids, &nids);
   int32_t *seq = dt_malloc((nids + (size_t)ntok + 1) * sizeof(int32_t));
   memcpy(seq, ids, nids * sizeof(int32_t));
   free(ids);
-  if (nids == 0) seq[nids++] = 50256; /* start from <|endoftext|> */
+  if (nids == 0) { /* start from <|endoftext|>, as a document does */
+    if (dt_bpe_eot(bpe) < 0)
+      dt_die_user("%s: an empty prompt starts from the end-of-text token, which this tokenizer "
+                  "lacks", tokdir);
+    seq[nids++] = dt_bpe_eot(bpe);
+  }
 
   int T = m->max_t, V = m->num_classes;
   int32_t *d_tok = be->alloc(be, (size_t)T * sizeof(int32_t));
@@ -157,11 +185,12 @@ int main(int argc, char **argv) {
     dt_batch b = {.n = 1, .t = t, .tokens = d_tok, .y = d_y};
     const float *out = m->forward_backward(m, &b, d_loss, 0.0f);
     be->d2h(be, logits, out + (size_t)(t - 1) * V, (size_t)V * sizeof(float));
-    int32_t next = draw(logits, V, temperature, top_k, &rng, scratch);
+    int32_t next = draw(logits, vt, temperature, top_k, &rng, scratch);
     seq[nids++] = next;
     char *piece = NULL;
     size_t bytes = 0;
-    if (dt_bpe_decode(bpe, &next, 1, &piece, &bytes, &err) == 0) fwrite(piece, 1, bytes, stdout);
+    if (dt_bpe_decode(bpe, &next, 1, &piece, &bytes, &err)) dt_die_user("%s", err.msg);
+    fwrite(piece, 1, bytes, stdout);
     free(piece);
     fflush(stdout);
   }

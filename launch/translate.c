@@ -121,6 +121,10 @@ int main(int argc, char **argv) {
    * group; and in fp32 whatever precision trained the weights (the backend
    * is fp32, and bf16 activations would need bf16 GEMMs) */
   snprintf(cfg.train_precision, sizeof cfg.train_precision, "fp32");
+  char hint[160];
+  snprintf(hint, sizeof hint, "the decoder of [decode] batch = %ld sentences at beam %ld: lower "
+           "decode.batch", cfg.decode_batch, cfg.decode_beam);
+  dt_set_oom_hint(hint);
   dt_model *m = dt_model_create(&cfg, be, (int)cfg.decode_batch, &err);
   if (!m) dt_die_user("%s", err.msg);
   size_t n = m->nparams_total;

@@ -621,6 +621,11 @@ static int load_encoder(dt_bpe *b, const char *path, const int unicode_byte[512]
   }
   what = "'}'";
   if (i >= n) goto bad;
+  /* nothing but white space after the object (a second object or stray
+   * text would otherwise be ignored) */
+  what = "the end of the file after '}'";
+  i = skip_ws(s, n, i + 1);
+  if (i < n) goto bad;
   if (count == 0) {
     rc = dt_error_set(err, "%s: no tokens", path);
     goto out;
@@ -738,8 +743,13 @@ static int load_merges(dt_bpe *b, const char *path, const int unicode_byte[512],
     while (x.slot[k] >= 0) k = (k + 1) & x.mask;
     x.slot[k] = id;
   }
+  /* one slot a merge line at most, doubled: the merges' count is the
+   * file's, not bounded by the vocabulary (a full table would never let
+   * merge_put's probe end) */
+  size_t lines = 1;
+  for (const char *q = s; (q = memchr(q, '\n', (size_t)(s + n - q))); q++) lines++;
   size_t mslots = 1;
-  while (mslots < (size_t)b->n_vocab * 2) mslots *= 2;
+  while (mslots < DT_MAX((size_t)b->n_vocab, lines) * 2) mslots *= 2;
   b->mkey = dt_malloc(mslots * sizeof *b->mkey);
   b->mrank = dt_malloc(mslots * sizeof *b->mrank);
   b->mid = dt_malloc(mslots * sizeof *b->mid);
@@ -748,7 +758,8 @@ static int load_merges(dt_bpe *b, const char *path, const int unicode_byte[512],
 
   int rc = 0, line = 0;
   int32_t rank = 0;
-  char joined[1024];
+  size_t jcap = 0;
+  char *joined = NULL;
   for (char *p = s, *next; p < s + n && !rc; p = next) {
     char *nl = memchr(p, '\n', (size_t)(s + n - p));
     next = nl ? nl + 1 : s + n;
@@ -765,19 +776,32 @@ static int load_merges(dt_bpe *b, const char *path, const int unicode_byte[512],
                         path, line);
       break;
     }
-    int32_t a = tok_find(b, &x, p, la), c = tok_find(b, &x, sp + 1, lb), ab = -1;
-    if (la + lb <= sizeof joined) {
-      memcpy(joined, p, la);
-      memcpy(joined + la, sp + 1, lb);
-      ab = tok_find(b, &x, joined, la + lb);
-    }
+    int32_t a = tok_find(b, &x, p, la), c = tok_find(b, &x, sp + 1, lb), ab;
+    joined = dt_grow(joined, &jcap, la + lb, 1);
+    memcpy(joined, p, la);
+    memcpy(joined + la, sp + 1, lb);
+    ab = tok_find(b, &x, joined, la + lb);
     if (a < 0 || c < 0 || ab < 0) {
-      rc = dt_error_set(err, "%s:%d: merge names a token that encoder.json lacks", path, line);
+      /* which one, and whether it is a special token (which never merges) */
+      const char *what = a < 0 ? p : c < 0 ? sp + 1 : joined;
+      size_t wl = a < 0 ? la : c < 0 ? lb : la + lb;
+      int special = 0;
+      for (int k = 0; k < b->n_special; k++) {
+        int32_t t = b->special[k];
+        special |= b->tok_off[t + 1] - b->tok_off[t] == wl &&
+                   !memcmp(b->tok_bytes + b->tok_off[t], what, wl);
+      }
+      rc = dt_error_set(err, "%s:%d: the merge's %s is %s", path, line,
+                        a < 0 ? "first token" : c < 0 ? "second token" : "result",
+                        special ? "a special token (named on line 1), which takes part in no "
+                                  "merge"
+                                : "not in encoder.json");
       break;
     }
     merge_put(b, a, c, rank++, ab);
   }
   free(x.slot);
+  free(joined);
   free(s);
   if (!rc && rank == 0) rc = dt_error_set(err, "%s: no merges", path);
   return rc;

@@ -181,10 +181,11 @@ static const cfg_entry k_schema[] = {
   INT("decode", "beam", decode_beam, "4", 1, 64, "translation: beam size (1 = greedy)"),
   FLT("decode", "len_penalty", decode_len_penalty, "0.6", 0, 10, 0,
       "translation: GNMT length penalty exponent alpha, ((5+len)/6)^alpha"),
-  FLT("decode", "max_len_a", decode_max_len_a, "1.5", 0, NOHI, 0,
-      "translation: at most max_len_a * source tokens + max_len_b target tokens"),
-  INT("decode", "max_len_b", decode_max_len_b, "10", 1, NOHI, "see max_len_a"),
-  INT("decode", "batch", decode_batch, "32", 1, NOHI, "translation: sentences decoded together"),
+  FLT("decode", "max_len_a", decode_max_len_a, "1.5", 0, 1000, 0,
+      "translation: at most max_len_a * source tokens + max_len_b target tokens (and never "
+      "more than the model's positions)"),
+  INT("decode", "max_len_b", decode_max_len_b, "10", 1, 1000000, "see max_len_a"),
+  INT("decode", "batch", decode_batch, "32", 1, 65536, "translation: sentences decoded together"),
 };
 
 #define NENTRIES ((int)DT_ARRAY_LEN(k_schema))

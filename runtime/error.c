@@ -8,6 +8,7 @@
 #include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <time.h>
 
 static int g_rank = -1;
@@ -144,6 +145,13 @@ char *dt_read_file(const char *path, size_t *len, dt_error *err) {
     int e = errno;
     dt_error_set(err, "%s: cannot open: %s", path, strerror(e));
     errno = e;
+    return NULL;
+  }
+  struct stat st;
+  if (fstat(fileno(f), &st) == 0 && S_ISDIR(st.st_mode)) { /* fopen takes one, reads fail */
+    fclose(f);
+    dt_error_set(err, "%s: is a directory, expected a file", path);
+    errno = EISDIR;
     return NULL;
   }
   size_t cap = 1 << 20, n = 0;

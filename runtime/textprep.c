@@ -207,10 +207,11 @@ static int corpus_init(corpus *c, const dt_textprep_opts *o, dt_error *err) {
   const char *dir = o->tokenizer_dir ? o->tokenizer_dir : dt_textprep_default_tokenizer();
   c->bpe = dt_bpe_load(dir, err);
   if (!c->bpe) return -1;
-  if (dt_bpe_vocab_size(c->bpe) > 65536) {
+  int nv = dt_bpe_vocab_size(c->bpe);
+  if (nv > 65536) {
     dt_bpe_free(c->bpe);
-    return dt_error_set(err, "%s: %d tokens do not fit the uint16 shards", dir,
-                        dt_bpe_vocab_size(c->bpe));
+    c->bpe = NULL;
+    return dt_error_set(err, "%s: %d tokens do not fit the uint16 shards", dir, nv);
   }
   c->progress = o->progress;
   c->t0 = c->t_last = dt_now();

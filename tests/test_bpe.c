@@ -10,6 +10,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "bpe.h"
@@ -256,6 +257,46 @@ static void test_random(dt_bpe *b) {
   check(bad_cut == 0, "random bytes: %s encodings in parts differ", bad_cut ? "some" : "no");
 }
 
+/* A byte-level tokenizer of our own in dir: the 256 bytes (ids 0..255, in
+ * GPT-2's byte-to-character alphabet), then `extra` more tokens, then
+ * <|endoftext|>; and the merges, each line "A B" of that alphabet (pure
+ * ASCII letters here). */
+static void put_cp(FILE *f, int cp) { /* one code point as UTF-8 */
+  if (cp < 0x80) fputc(cp, f);
+  else if (cp < 0x800) fputc(0xC0 | cp >> 6, f), fputc(0x80 | (cp & 63), f);
+  else fputc(0xE0 | cp >> 12, f), fputc(0x80 | (cp >> 6 & 63), f), fputc(0x80 | (cp & 63), f);
+}
+
+static void write_tokenizer(const char *dir, int extra, void (*name)(int k, char *buf),
+                            const char *merges) {
+  char path[4096], tok[4096];
+  snprintf(path, sizeof path, "%s/encoder.json", dir);
+  FILE *f = fopen(path, "w");
+  if (!f) return;
+  fputc('{', f);
+  for (int b = 0, shifted = 0; b < 256; b++) {
+    int keep = (b >= 33 && b <= 126) || (b >= 161 && b <= 172) || b >= 174;
+    fputs(b ? ", \"" : "\"", f);
+    if (b == '"' || b == '\\') fputc('\\', f);
+    put_cp(f, keep ? b : 256 + shifted++);
+    fprintf(f, "\": %d", b);
+  }
+  for (int k = 0; k < extra; k++) {
+    name(k, tok);
+    fprintf(f, ", \"%s\": %d", tok, 256 + k);
+  }
+  fprintf(f, ", \"<|endoftext|>\": %d}\n", 256 + extra);
+  fclose(f);
+  snprintf(path, sizeof path, "%s/vocab.bpe", dir);
+  f = fopen(path, "w");
+  if (f) fprintf(f, "#version: 0.2\n%s", merges), fclose(f);
+}
+
+static void a_run(int k, char *buf) { /* extra token k: "aa", "aaa", ... (k + 2 letters) */
+  memset(buf, 'a', (size_t)k + 2);
+  buf[k + 2] = '\0';
+}
+
 static void test_load_errors(const char *dir) {
   dt_error err;
   char path[4096];
@@ -267,6 +308,47 @@ static void test_load_errors(const char *dir) {
   b = dt_bpe_load(dir, &err);
   check(!b && strstr(err.msg, "malformed JSON at byte 13"), "malformed JSON named, got: %s",
         err.msg);
+  /* a directory where encoder.json should be: said so, not "read error" */
+  unlink(path);
+  mkdir(path, 0700);
+  b = dt_bpe_load(dir, &err);
+  check(!b && strstr(err.msg, "is a directory"), "encoder.json a directory: %s", err.msg);
+  rmdir(path);
+  /* text after the object was ignored: now an error */
+  write_tokenizer(dir, 1, a_run, "a a\n");
+  f = fopen(path, "a");
+  if (f) fputs("{\"b\": 1}\n", f), fclose(f);
+  b = dt_bpe_load(dir, &err);
+  check(!b && strstr(err.msg, "after '}'"), "a second object after encoder.json's: %s", err.msg);
+  /* every split of a^2..a^46: 1,035 distinct merges over 302 ids, more
+   * than a table sized by the vocabulary holds (its probe never ended) */
+  size_t cap = 1 << 16, at = 0;
+  char *m = dt_malloc(cap), as[47];
+  memset(as, 'a', 46);
+  as[46] = '\0';
+  for (int k = 2; k <= 46; k++)
+    for (int i = 1; i < k; i++)
+      at += (size_t)snprintf(m + at, cap - at, "%.*s %.*s\n", i, as, k - i, as);
+  write_tokenizer(dir, 45, a_run, m);
+  free(m);
+  b = dt_bpe_load(dir, &err);
+  int32_t *ids = NULL;
+  size_t nid = 0;
+  if (b) dt_bpe_encode(b, "aaaaaaaaaa", 10, &ids, &nid);
+  check(b && nid == 1 && ids[0] == 256 + 8, "1,035 merges over 302 ids load, and a^10 is one "
+        "token (%s)", b ? "loaded" : err.msg);
+  free(ids);
+  dt_bpe_free(b);
+  /* a merge naming a special token, which never merges */
+  write_tokenizer(dir, 1, a_run, "a a\n");
+  snprintf(path, sizeof path, "%s/vocab.bpe", dir);
+  f = fopen(path, "w");
+  if (f) fputs("#version: 0.2 specials=aa\naa a\n", f), fclose(f);
+  b = dt_bpe_load(dir, &err);
+  check(!b && strstr(err.msg, "vocab.bpe:2") && strstr(err.msg, "special token"),
+        "a merge naming a special token: %s", err.msg);
+  unlink(path);
+  snprintf(path, sizeof path, "%s/encoder.json", dir);
   unlink(path);
 }
 

@@ -114,6 +114,27 @@ check "dtrain-sample exits 0" test $? -eq 0
 check "dtrain-sample continues the prompt" bash -c "head -c 200 '$TMP/sample.txt' | grep -q '^The results show.'"
 "$BUILD/dtrain-sample" "$TMP/a/checkpoints" "x" --temperature 0 >/dev/null 2>"$TMP/sample.err"
 check "dtrain-sample rejects temperature 0 with exit 2" test $? -eq 2
+# bad arguments and a tokenizer that is not the model's: exit 2, nothing sampled
+sample_2() { # sample_2 "what" PATTERN args...
+  local what=$1 pat=$2; shift 2
+  "$BUILD/dtrain-sample" "$TMP/a/checkpoints" "$@" >"$TMP/s2.out" 2>"$TMP/s2.err"
+  check "dtrain-sample: $what -> exit 2" \
+    bash -c "[ $? -eq 2 ] && grep -q -- '$pat' '$TMP/s2.err' && [ ! -s '$TMP/s2.out' ]"
+}
+sample_2 "--tokens 1.5" "not a whole number" "x" --tokens 1.5
+sample_2 "--tokens ''" "not a number" "x" --tokens ""
+sample_2 "a prompt that is not UTF-8" "not UTF-8" "$(printf 'caf\xe9')" --tokens 2
+mkdir -p "$TMP/tok50258"
+cp "$DATA/gpt2-tokenizer/vocab.bpe" "$TMP/tok50258/"
+python3 -c "import sys; t = open(sys.argv[1]).read().rstrip(); \
+open(sys.argv[2], 'w').write(t[:-1] + ', \"zzextra\": 50257}')" \
+  "$DATA/gpt2-tokenizer/encoder.json" "$TMP/tok50258/encoder.json"
+sample_2 "a tokenizer of 50258 ids for a model of 50257" "50258 ids but the model 50257" \
+  "x" --tokenizer "$TMP/tok50258"
+"$BUILD/dtrain-sample" "$TMP/a/checkpoints" "" --tokens 5 --tokenizer "$DATA/gpt2-tokenizer" \
+  >"$TMP/s3.out" 2>"$TMP/s3.err"
+check "dtrain-sample with an empty prompt starts from <|endoftext|>: exit 0, text out" \
+  bash -c "[ $? -eq 0 ] && [ -s '$TMP/s3.out' ]"
 sed 's/^/   /' "$TMP/sample.txt" | head -3
 
 # the bf16 reference for the dp=2 bf16 run below (rounding is elementwise,

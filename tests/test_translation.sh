@@ -154,6 +154,12 @@ check "dtrain-bleu REF < HYP prints the BLEU line dtrain-translate --ref printed
   bash -c "[ $? -eq 0 ] && [ \"\$(grep '^BLEU = ' '$TMP/bleu.txt')\" = \
            \"\$(grep '^BLEU = ' '$TMP/tr4.err')\" ]"
 
+# dtrain-sample is for language models: a Transformer checkpoint is refused
+# before anything is printed
+"$BUILD/dtrain-sample" "$TMP/a/checkpoints" "Hello" --tokens 3 >"$TMP/s.out" 2>"$TMP/s.err"
+check "dtrain-sample on a Transformer checkpoint: exit 2, nothing printed" \
+  bash -c "[ $? -eq 2 ] && grep -q 'not a language model' '$TMP/s.err' && [ ! -s '$TMP/s.out' ]"
+
 # bad text to the tools: exit 2 naming the file and line, before any work
 # (expect2 "what" PATTERN STDIN command...)
 expect2() {
@@ -174,6 +180,10 @@ expect2 "dtrain-translate: --ref with invalid UTF-8 (a surrogate) on line 2" \
   "$BUILD/dtrain-translate" "$TMP/a/checkpoints" --ref "$TMP/surrogate.en"
 expect2 "dtrain-translate: --ref of 2 lines for 12 sources" "2 lines, but standard input has 12" \
   "$TMP/in.zh" "$BUILD/dtrain-translate" "$TMP/a/checkpoints" --ref "$TMP/ref2.en"
+expect2 "dtrain-translate: decode.batch=4294967297 (past 32 bits)" "batch" "$TMP/in.zh" \
+  "$BUILD/dtrain-translate" "$TMP/a/checkpoints" decode.batch=4294967297
+expect2 "dtrain-bleu: a directory as the reference" "directory" "$TMP/in.zh" \
+  "$BUILD/dtrain-bleu" "$TMP"
 expect2 "dtrain-bleu: invalid UTF-8 in the hypotheses" "stdin: line 3: invalid UTF-8 at byte 4" \
   "$TMP/latin1.zh" "$BUILD/dtrain-bleu" "$TMP/ref.en"
 expect2 "dtrain-bleu: invalid UTF-8 in a reference" "surrogate.en: line 2: invalid UTF-8" \
