@@ -100,7 +100,8 @@ int main(int argc, char **argv) {
     else if (!strcmp(argv[i], "--temperature"))
       temperature = num_arg(argc, argv, &i, "--temperature", 1e-6, 100);
     else if (!strcmp(argv[i], "--top-k")) top_k = (int)whole_arg(argc, argv, &i, "--top-k", 0, 1e7);
-    else if (!strcmp(argv[i], "--seed")) seed = (uint64_t)whole_arg(argc, argv, &i, "--seed", 0, 1e18);
+    else if (!strcmp(argv[i], "--seed"))
+      seed = (uint64_t)whole_arg(argc, argv, &i, "--seed", 0, 1e18);
     else if (!strcmp(argv[i], "--tokenizer") && i + 1 < argc) tokdir = argv[++i];
     else if (!strcmp(argv[i], "--device") && i + 1 < argc) device = argv[++i];
     else dt_die_user("unknown option '%s' (see dtrain-sample --help)", argv[i]);

@@ -64,13 +64,14 @@ check "GPT-tiny bf16: cuda losses within 1% of the CPU's" test $? -eq 0
 # the run directory's config.ini records which
 for dev in cpu cuda; do
   want=$([ $dev = cuda ] && echo b || echo g)
+  prec=$([ $dev = cuda ] && echo bf16 || echo fp32)
   "$E" "$gpt" "${common[@]}" train.device=$dev train.precision=auto log.dir="$TMP/a-$dev" \
     >"$TMP/a-$dev.log" 2>&1
   jsonl_field "$TMP/a-$dev/metrics.jsonl" train loss >"$TMP/a-$dev.loss"
   jsonl_field "$TMP/$want-$dev/metrics.jsonl" train loss >"$TMP/$want-$dev.loss"
-  check "GPT-tiny train.precision=auto on $dev: the $([ $dev = cuda ] && echo bf16 || echo fp32) run's losses, config.ini says so" \
+  check "GPT-tiny train.precision=auto on $dev: the $prec run's losses, config.ini says so" \
     bash -c "[ -s '$TMP/a-$dev.loss' ] && cmp -s '$TMP/a-$dev.loss' '$TMP/$want-$dev.loss' &&
-             grep -q '^precision = $([ $dev = cuda ] && echo bf16 || echo fp32)' '$TMP/a-$dev/config.ini'"
+             grep -q '^precision = $prec' '$TMP/a-$dev/config.ini'"
 done
 
 common1=("${common[@]/train.micro_batch_size=2/train.micro_batch_size=1}")
