@@ -54,8 +54,8 @@ static int is_dir(const char *path) {
 }
 
 static char *read_text(const char *path, size_t *len, dt_error *err) {
-  FILE *fp = fopen(path, "rb");
-  if (!fp) return dt_error_set(err, "%s: cannot open: %s", path, strerror(errno)), NULL;
+  FILE *fp = dt_fopen_regular(path, err);
+  if (!fp) return NULL;
   size_t cap = 4096, n = 0;
   char *s = dt_malloc(cap);
   size_t k;
@@ -66,9 +66,27 @@ static char *read_text(const char *path, size_t *len, dt_error *err) {
       DT_CHECK_ALLOC(s);
     }
   }
+  /* a failed read is not the end of the text: parsing what came before it
+   * would report a JSON error the file does not have */
+  if (ferror(fp)) {
+    dt_error_set(err, "%s: read failed: %s", path, strerror(errno));
+    fclose(fp);
+    return free(s), NULL;
+  }
   fclose(fp);
   *len = n;
   return s;
+}
+
+/* An integer in config.json. Python writes some as floats (256.0): those are
+ * taken when exactly integral (and within a double's exact integers); 256.5
+ * is not an integer. */
+static int json_integer(const dt_json *v, long long *out) {
+  if (v->type != DT_JSON_NUMBER) return 0;
+  if (v->is_int) return *out = v->i, 1;
+  if (!(fabs(v->num) <= 9007199254740992.0) || v->num != floor(v->num)) return 0;
+  *out = (long long)v->num;
+  return 1;
 }
 
 /* config.json beside the weights must describe the model dtrain builds: a
@@ -96,13 +114,13 @@ static int check_hf_config(const char *path, const dt_config *cfg, dt_error *err
   };
   for (size_t i = 0; !rc && i < DT_ARRAY_LEN(ints); i++) {
     const dt_json *v = dt_json_get(j, ints[i].hf);
+    long long x;
     if (!v) continue; /* the defaults of GPT2Config; the tensor shapes still decide */
-    if (v->type != DT_JSON_NUMBER || !v->is_int)
+    if (!json_integer(v, &x))
       rc = dt_error_set(err, "%s: %s is not an integer", path, ints[i].hf);
-    else if (v->i != ints[i].want)
-      rc = dt_error_set(err, "%s: %s = %lld, but %s = %ld (set %s=%lld)", path, ints[i].hf,
-                        (long long)v->i, ints[i].ours, ints[i].want, ints[i].ours,
-                        (long long)v->i);
+    else if (x != ints[i].want)
+      rc = dt_error_set(err, "%s: %s = %lld, but %s = %ld (set %s=%lld)", path, ints[i].hf, x,
+                        ints[i].ours, ints[i].want, ints[i].ours, x);
   }
   /* what models/gpt.c computes: tanh GELU, LayerNorm eps 1e-5, 4C MLP,
    * attention scaled by 1/sqrt(head size), the LM head tied to wte */
@@ -116,8 +134,9 @@ static int check_hf_config(const char *path, const dt_config *cfg, dt_error *err
   if (!rc && eps && (eps->type != DT_JSON_NUMBER || fabs(eps->num - 1e-5) > 1e-12))
     rc = dt_error_set(err, "%s: layer_norm_epsilon is not 1e-05, which dtrain's GPT-2 uses", path);
   const dt_json *inner = dt_json_get(j, "n_inner");
+  long long n_inner;
   if (!rc && inner && inner->type != DT_JSON_NULL &&
-      !(inner->type == DT_JSON_NUMBER && inner->is_int && inner->i == 4 * cfg->model_n_embd))
+      !(json_integer(inner, &n_inner) && n_inner == 4 * (long long)cfg->model_n_embd))
     rc = dt_error_set(err, "%s: n_inner is not null or 4 * n_embd, which dtrain's GPT-2 uses",
                       path);
   const struct { const char *key; int want; } flags[] = {
@@ -178,16 +197,30 @@ static int shape_error(const char *file, const char *tname, const dt_st_tensor *
                       cfg->model_block_size);
 }
 
+/* A NaN or infinity in a weight would only show as a non-finite loss at step
+ * 1, naming neither file nor tensor. Checked after the conversion to floats,
+ * so F16/BF16 infinities and F64 values beyond a float's range count too;
+ * k is the element's index in the file's layout. */
+static int check_finite(const dt_st_file *f, int i, const float *x, size_t n, dt_error *err) {
+  for (size_t k = 0; k < n; k++)
+    if (!isfinite(x[k]))
+      return dt_error_set(err, "%s: tensor '%s' holds %g at element %zu (weights must be finite)",
+                          f->path, f->tensors[i].name, (double)x[k], k);
+  return 0;
+}
+
 /* Reads tensor i of f into parameter p of flat, transposing Conv1D weights. */
 static int read_param(dt_st_file *f, int i, const dt_param *p, float *flat, dt_error *err) {
   float *dst = flat + p->offset;
-  if (!is_conv1d(p)) return dt_st_read_f32(f, i, dst, err);
-  float *tmp = dt_malloc(p->count * sizeof(float));
-  int rc = dt_st_read_f32(f, i, tmp, err);
-  const int64_t rows = p->shape[0], cols = p->shape[1]; /* dtrain's (out, in) */
-  for (int64_t c = 0; !rc && c < cols; c++)
-    for (int64_t r = 0; r < rows; r++) dst[r * cols + c] = tmp[c * rows + r];
-  free(tmp);
+  float *buf = is_conv1d(p) ? dt_malloc(p->count * sizeof(float)) : dst;
+  int rc = dt_st_read_f32(f, i, buf, err);
+  if (!rc) rc = check_finite(f, i, buf, p->count, err);
+  if (buf != dst) {
+    const int64_t rows = p->shape[0], cols = p->shape[1]; /* dtrain's (out, in) */
+    for (int64_t c = 0; !rc && c < cols; c++)
+      for (int64_t r = 0; r < rows; r++) dst[r * cols + c] = buf[c * rows + r];
+    free(buf);
+  }
   return rc;
 }
 

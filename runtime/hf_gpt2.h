@@ -16,9 +16,9 @@
  * model.* keys). Accepts names with and without the "transformer." prefix
  * (OpenAI's hub weights have none), F32/F16/BF16/F64 data, ignores the
  * attention-mask buffers (h.N.attn.bias, h.N.attn.masked_bias), and
- * lm_head.weight when it equals wte (dtrain ties them). Missing, unknown or
- * misshapen tensors: -1 with err naming the file and tensor. file (if
- * non-NULL) gets the safetensors file read. */
+ * lm_head.weight when it equals wte (dtrain ties them). Missing, unknown,
+ * misshapen or non-finite (NaN, Inf) tensors: -1 with err naming the file and
+ * tensor. file (if non-NULL) gets the safetensors file read. */
 int dt_hf_gpt2_import(const char *path, const dt_config *cfg, const dt_param *params,
                       int nparams, float *flat, char *file, size_t file_size, dt_error *err);
 

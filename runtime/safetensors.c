@@ -3,11 +3,14 @@
 #include "safetensors.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <limits.h>
 #include <math.h>
 #include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 /* The data is little-endian on disk and copied as is. */
 #if defined(__BYTE_ORDER__) && __BYTE_ORDER__ != __ORDER_LITTLE_ENDIAN__
@@ -181,9 +184,42 @@ static dt_json *jpush(dt_json *v, int *cap) {
   return k;
 }
 
+typedef struct jkey {
+  const char *key;
+  size_t at; /* where the name's opening quote is in the text */
+} jkey;
+
+static int by_key(const void *a, const void *b) {
+  const jkey *x = a, *y = b;
+  int c = strcmp(x->key, y->key);
+  if (c) return c;
+  return x->at < y->at ? -1 : x->at > y->at;
+}
+
+/* Member names must be unique. Checked once the object is read, by sorting
+ * the names: comparing each new name with every earlier one was quadratic (a
+ * header of 200k tensors took minutes). The error points at the first repeat
+ * in the text, as a check while reading would. */
+static int junique(jparser *p, const dt_json *v, const size_t *at) {
+  jkey *keys = dt_malloc(((size_t)v->n + 1) * sizeof *keys);
+  for (int j = 0; j < v->n; j++) keys[j] = (jkey){v->kids[j].key, at[j]};
+  qsort(keys, (size_t)v->n, sizeof *keys, by_key);
+  const jkey *dup = NULL;
+  for (int j = 1; j < v->n; j++)
+    if (!strcmp(keys[j - 1].key, keys[j].key) && (!dup || keys[j].at < dup->at)) dup = &keys[j];
+  int rc = 0;
+  if (dup) {
+    p->i = dup->at;
+    rc = jfail(p, "duplicate key \"%s\"", dup->key);
+  }
+  free(keys);
+  return rc;
+}
+
 static int jcontainer(jparser *p, dt_json *v, int depth) {
-  int obj = p->s[p->i] == '{', cap = 0;
+  int obj = p->s[p->i] == '{', cap = 0, rc = 0;
   char close = obj ? '}' : ']';
+  size_t *at = NULL; /* an object's name positions, for junique */
   v->type = obj ? DT_JSON_OBJECT : DT_JSON_ARRAY;
   p->i++;
   jskip(p);
@@ -191,29 +227,48 @@ static int jcontainer(jparser *p, dt_json *v, int depth) {
   for (;;) {
     jskip(p);
     char *key = NULL;
+    size_t key_at = p->i;
     if (obj) {
-      if (p->i >= p->n || p->s[p->i] != '"') return jfail(p, "expected a member name");
-      size_t at = p->i;
-      if (jstring(p, &key)) return -1;
-      for (int j = 0; j < v->n; j++)
-        if (!strcmp(v->kids[j].key, key)) {
-          p->i = at;
-          int rc = jfail(p, "duplicate key \"%s\"", key);
-          return free(key), rc;
-        }
+      if (p->i >= p->n || p->s[p->i] != '"') {
+        rc = jfail(p, "expected a member name");
+        break;
+      }
+      if ((rc = jstring(p, &key))) break;
       jskip(p);
-      if (p->i >= p->n || p->s[p->i] != ':') return free(key), jfail(p, "expected ':'");
+      if (p->i >= p->n || p->s[p->i] != ':') {
+        free(key);
+        rc = jfail(p, "expected ':'");
+        break;
+      }
       p->i++;
     }
+    int had = cap;
     dt_json *k = jpush(v, &cap);
     k->key = key;
-    if (jvalue(p, k, depth + 1)) return -1;
+    if (obj && cap != had) {
+      at = realloc(at, (size_t)cap * sizeof *at);
+      DT_CHECK_ALLOC(at);
+    }
+    if (obj) at[v->n - 1] = key_at;
+    if ((rc = jvalue(p, k, depth + 1))) break;
     jskip(p);
-    if (p->i >= p->n) return jfail(p, "unexpected end (missing '%c')", close);
-    if (p->s[p->i] == close) return p->i++, 0;
-    if (p->s[p->i] != ',') return jfail(p, "expected ',' or '%c'", close);
+    if (p->i >= p->n) {
+      rc = jfail(p, "unexpected end (missing '%c')", close);
+      break;
+    }
+    if (p->s[p->i] == close) {
+      p->i++;
+      if (obj) rc = junique(p, v, at);
+      break;
+    }
+    if (p->s[p->i] != ',') {
+      rc = jfail(p, "expected ',' or '%c'", close);
+      break;
+    }
     p->i++;
   }
+  free(at);
+  return rc;
 }
 
 static int jvalue(jparser *p, dt_json *v, int depth) {
@@ -262,6 +317,35 @@ const dt_json *dt_json_get(const dt_json *v, const char *key) {
   if (!v || v->type != DT_JSON_OBJECT) return NULL;
   for (int j = 0; j < v->n; j++)
     if (!strcmp(v->kids[j].key, key)) return &v->kids[j];
+  return NULL;
+}
+
+/* ================= files ================= */
+
+FILE *dt_fopen_regular(const char *path, dt_error *err) {
+  /* O_NONBLOCK: opening a FIFO to read waits for a writer, possibly forever,
+   * before its type could be checked; the flag is cleared once it is known
+   * to be a regular file */
+  int fd = open(path, O_RDONLY | O_NONBLOCK | O_CLOEXEC);
+  if (fd < 0) return dt_error_set(err, "%s: cannot open: %s", path, strerror(errno)), NULL;
+  struct stat st;
+  int flags;
+  if (fstat(fd, &st) != 0 || (flags = fcntl(fd, F_GETFL)) < 0) {
+    dt_error_set(err, "%s: cannot open: %s", path, strerror(errno));
+  } else if (S_ISDIR(st.st_mode)) {
+    dt_error_set(err, "%s: is a directory, not a file", path);
+  } else if (!S_ISREG(st.st_mode)) {
+    /* a FIFO, socket or device: no size to check a header against, and
+     * reading it may block or never end */
+    dt_error_set(err, "%s: not a regular file", path);
+  } else if (fcntl(fd, F_SETFL, flags & ~O_NONBLOCK) != 0) {
+    dt_error_set(err, "%s: cannot open: %s", path, strerror(errno));
+  } else {
+    FILE *fp = fdopen(fd, "rb");
+    if (fp) return fp;
+    dt_error_set(err, "%s: cannot open: %s", path, strerror(errno));
+  }
+  close(fd);
   return NULL;
 }
 
@@ -451,12 +535,8 @@ static int read_header(dt_st_file *f, dt_error *err) {
 int dt_st_open(dt_st_file *f, const char *path, dt_error *err) {
   memset(f, 0, sizeof *f);
   f->path = dt_strdup(path);
-  f->fp = fopen(path, "rb");
-  if (!f->fp) {
-    dt_error_set(err, "%s: cannot open: %s", path, strerror(errno));
-    dt_st_close(f);
-    return -1;
-  }
+  f->fp = dt_fopen_regular(path, err);
+  if (!f->fp) return dt_st_close(f), -1;
   if (read_header(f, err)) return dt_st_close(f), -1;
   const dt_json *h = f->header;
   if (h->type != DT_JSON_OBJECT) {
@@ -611,8 +691,10 @@ int dt_st_write_f32(const char *path, const dt_st_out *tensors, int n, const cha
   qsort(order, (size_t)n, sizeof *order, by_name);
   for (int i = 1; i < n; i++)
     if (!strcmp(order[i]->name, order[i - 1]->name)) {
+      /* the message first: the name is reached through order */
+      int rc = dt_error_set(err, "%s: tensor name '%s' given twice", path, order[i]->name);
       free(order);
-      return dt_error_set(err, "%s: tensor name '%s' given twice", path, order[i]->name);
+      return rc;
     }
   sbuf h = {0};
   sb_printf(&h, "{");

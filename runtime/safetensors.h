@@ -41,6 +41,13 @@ void dt_json_free(dt_json *v);
 /* Member of an object by name, NULL if absent or v is not an object. */
 const dt_json *dt_json_get(const dt_json *v, const char *key);
 
+/* ---- files ---- */
+
+/* fopen(path, "rb") for a regular file only: a directory is an error
+ * "<path>: is a directory, not a file", a FIFO, socket or device
+ * "<path>: not a regular file" (checked without blocking on a FIFO). */
+FILE *dt_fopen_regular(const char *path, dt_error *err);
+
 /* ---- safetensors ---- */
 
 #define DT_ST_MAXDIMS 8
@@ -75,11 +82,11 @@ size_t dt_st_dtype_bytes(dt_st_dtype d);
 /* Elements of a tensor (the product of its shape; 1 for a scalar). */
 size_t dt_st_count(const dt_st_tensor *t);
 
-/* Opens and validates path: the header length against the file size, the
- * header's JSON, every tensor's dtype, shape and byte range (inside the data,
- * matching shape x dtype size, no overlaps, no gaps: the data is exactly the
- * tensors), unique names, __metadata__ string to string. -1 with err naming
- * the file (and the tensor) otherwise. */
+/* Opens and validates path: a regular file, the header length against the
+ * file size, the header's JSON, every tensor's dtype, shape and byte range
+ * (inside the data, matching shape x dtype size, no overlaps, no gaps: the
+ * data is exactly the tensors), unique names, __metadata__ string to string.
+ * -1 with err naming the file (and the tensor) otherwise. */
 int dt_st_open(dt_st_file *f, const char *path, dt_error *err);
 void dt_st_close(dt_st_file *f);
 /* Index of the tensor called name, -1 if absent. */

@@ -4,7 +4,10 @@
  * conversions; a transformers-saved model imported into models/gpt.c gives
  * transformers' logits; export(import(file)) is the same bytes as the file;
  * both key styles; and every malformed file or mismatched model is an error
- * naming the file and the tensor or key.
+ * naming the file and the tensor or key: headers of 100k names are read in
+ * well under a second (not quadratically), a directory or FIFO where a file
+ * belongs and NaN/Inf weights (F32, F16, BF16) are refused; config.json's
+ * integers may be written as integral floats (4.0).
  * Usage: test_hf_io FIXTURES_DIR
  * Helpers for tests/test_hf_io.sh:
  *   test_hf_io make-shards DIR VOCAB NTOKENS     random train.h5 / val.h5 token shards
@@ -16,6 +19,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "../models/model.h"
@@ -342,7 +347,10 @@ static void test_malformed(const char *dir) {
   expect_open_error("trailing comma in the JSON", p, "JSON error at byte", "member name");
   make_file(p, "{\"a\":{\"dtype\":\"F32\",\"shape\":[2],\"data_offsets\":[0,8]},"
                "\"a\":{\"dtype\":\"F32\",\"shape\":[2],\"data_offsets\":[8,16]}}", 16);
-  expect_open_error("a tensor named twice", p, "duplicate key \"a\"", NULL);
+  expect_open_error("a tensor named twice", p, "duplicate key \"a\"", "at byte 54:");
+  make_file(p, "{\"b\":1,\"a\":2,\"c\":3,\"b\":4,\"a\":5}", 0);
+  expect_open_error("names twice: the first repeat in the text", p, "at byte 19: duplicate key "
+                    "\"b\"", NULL);
   make_file(p, "{\"w\":{\"dtype\":\"F12\",\"shape\":[2],\"data_offsets\":[0,8]}}", 8);
   expect_open_error("unknown dtype", p, "'w'", "\"F12\"");
   make_file(p, "{\"w\":{\"dtype\":\"F32\",\"shape\":[3],\"data_offsets\":[0,8]}}", 8);
@@ -368,6 +376,220 @@ static void test_malformed(const char *dir) {
   expect_open_error("a shape whose size overflows", p, "'w'", "needs more than");
   snprintf(p, sizeof p, "%s/absent.safetensors", g_tmp);
   expect_open_error("no such file", p, "cannot open", NULL);
+  /* the writer refuses a name given twice (its message read freed memory:
+   * ASan's heap-use-after-free) */
+  float two[2] = {1, 2};
+  dt_st_out dup[2] = {{"x", 1, {1}, two}, {"x", 1, {1}, two + 1}};
+  dt_error err = {{0}};
+  snprintf(p, sizeof p, "%s/dup.safetensors", g_tmp);
+  int rc = dt_st_write_f32(p, dup, 2, NULL, 0, &err);
+  CHECK(rc && strstr(err.msg, "tensor name 'x' given twice") && access(p, F_OK) != 0,
+        "writing a name twice -> %s", rc ? err.msg : "(written!)");
+  /* not a file: a directory once gave "truncated: 9223372036854775807 bytes" */
+  expect_open_error("a directory", g_tmp, "is a directory", NULL);
+}
+
+/* ---- headers with very many names ---- */
+
+static double now_s(void) {
+  struct timespec t;
+  clock_gettime(CLOCK_MONOTONIC, &t);
+  return (double)t.tv_sec + 1e-9 * (double)t.tv_nsec;
+}
+
+/* {"<prefix>000000": <value>, ...}: n members, in a malloc'ed string */
+static char *many_members(int n, const char *prefix, const char *value) {
+  size_t each = strlen(prefix) + strlen(value) + 16;
+  char *s = malloc((size_t)n * each + 4);
+  size_t o = 0;
+  s[o++] = '{';
+  for (int i = 0; i < n; i++)
+    o += (size_t)sprintf(s + o, "%s\"%s%06d\":%s", i ? "," : "", prefix, i, value);
+  s[o++] = '}';
+  s[o] = '\0';
+  return s;
+}
+
+/* The duplicate-name check compared each name with every earlier one: 100k
+ * names took about a minute (20k: 3 s). Sorted once, they take a fraction of
+ * a second; 10 s leaves room for a slow machine and still fails the
+ * quadratic check. */
+static void test_many_names(dt_backend_t be) {
+  enum { N = 100000 };
+  const double limit = 10.0;
+  char p[512];
+  snprintf(p, sizeof p, "%s/many.safetensors", g_tmp);
+  char *h = many_members(N, "t", "{\"dtype\":\"F32\",\"shape\":[0],\"data_offsets\":[0,0]}");
+  make_file(p, h, 0);
+  free(h);
+  dt_config cfg;
+  tiny_config(&cfg, 2, 32);
+  double t0 = now_s();
+  expect_error("100k zero-size tensors", &cfg, be, p, "unexpected tensor 't000000'", p);
+  double dt = now_s() - t0;
+  CHECK(dt < limit, "... refused in %.2f s (limit %.0f s)", dt, limit);
+
+  char *meta = many_members(N, "metadata_key_", "\"v\"");
+  h = malloc(strlen(meta) + 32);
+  sprintf(h, "{\"__metadata__\":%s}", meta);
+  make_file(p, h, 0);
+  free(meta), free(h);
+  dt_st_file f;
+  dt_error err = {{0}};
+  t0 = now_s();
+  int rc = dt_st_open(&f, p, &err);
+  dt = now_s() - t0;
+  const char *last = rc ? NULL : dt_st_metadata(&f, "metadata_key_099999");
+  CHECK(!rc && last && !strcmp(last, "v"), "100k __metadata__ keys read %s", rc ? err.msg : "");
+  CHECK(dt < limit, "... in %.2f s (limit %.0f s)", dt, limit);
+  if (!rc) dt_st_close(&f);
+}
+
+/* ---- non-finite weights ---- */
+
+/* The tiny model's parameters in HF naming as dtype ("F16" or "BF16"), every
+ * element 1.0, but element bad_k of parameter bad (if not NULL) holding the
+ * 16 bits bad_bits. */
+static void write_half_model(const char *path, const dt_model *m, const char *dtype,
+                             const char *bad, size_t bad_k, uint16_t bad_bits) {
+  const uint16_t one = !strcmp(dtype, "F16") ? 0x3C00 : 0x3F80;
+  char *h = malloc(200 * (size_t)m->nparams + 16);
+  uint16_t *data = malloc(m->nparams_total * 2);
+  size_t o = 0, pos = 0;
+  h[o++] = '{';
+  for (int k = 0; k < m->nparams; k++) {
+    const dt_param *p = &m->params[k];
+    int64_t s0 = p->shape[0], s1 = p->ndims == 2 ? p->shape[1] : 0;
+    if (p->ndims == 2 && strstr(p->name, "h.")) s0 = p->shape[1], s1 = p->shape[0]; /* Conv1D */
+    o += (size_t)sprintf(h + o, "%s\"transformer.%s\":{\"dtype\":\"%s\",\"shape\":[%lld",
+                         k ? "," : "", p->name, dtype, (long long)s0);
+    if (p->ndims == 2) o += (size_t)sprintf(h + o, ",%lld", (long long)s1);
+    o += (size_t)sprintf(h + o, "],\"data_offsets\":[%zu,%zu]}", 2 * pos, 2 * (pos + p->count));
+    for (size_t i = 0; i < p->count; i++)
+      data[pos + i] = bad && !strcmp(p->name, bad) && i == bad_k ? bad_bits : one;
+    pos += p->count;
+  }
+  h[o++] = '}';
+  h[o] = '\0';
+  make_file(path, h, 0);
+  FILE *f = fopen(path, "ab");
+  fwrite(data, 2, pos, f);
+  fclose(f);
+  free(h), free(data);
+}
+
+/* A NaN once surfaced as "step 1: loss is nan ... lower [optim] lr". */
+static void test_non_finite(const char *dir, dt_backend_t be) {
+  dt_config cfg;
+  tiny_config(&cfg, 2, 32);
+  dt_error err = {{0}};
+  char src[512], p[512];
+  snprintf(src, sizeof src, "%s/hf_gpt2_tiny/model.safetensors", dir);
+  snprintf(p, sizeof p, "%s/nan.safetensors", g_tmp);
+  dt_st_file f;
+  if (dt_st_open(&f, src, &err)) {
+    CHECK(0, "%s", err.msg);
+    return;
+  }
+  int i = dt_st_find(&f, "transformer.ln_f.weight");
+  uint64_t at = f.data_start + (i >= 0 ? f.tensors[i].begin : 0) + 3 * sizeof(float);
+  dt_st_close(&f);
+  size_t n;
+  unsigned char *b = read_file(src, &n);
+  const float nan = NAN;
+  memcpy(b + at, &nan, sizeof nan);
+  write_bytes(p, b, n);
+  free(b);
+  expect_error("F32: NaN in ln_f.weight[3]", &cfg, be, p,
+               "tensor 'transformer.ln_f.weight' holds nan at element 3", p);
+
+  dt_model *m = dt_model_create(&cfg, be, 1, &err);
+  if (!m) {
+    CHECK(0, "%s", err.msg);
+    return;
+  }
+  snprintf(p, sizeof p, "%s/half.safetensors", g_tmp);
+  write_half_model(p, m, "F16", NULL, 0, 0);
+  float *flat = import_with(&cfg, be, p, &err);
+  CHECK(flat && flat[0] == 1.0f, "an F16 file of ones imports %s", flat ? "" : err.msg);
+  free(flat);
+  /* a Conv1D weight: the element is counted in the file's (in, out) layout */
+  write_half_model(p, m, "F16", "h.1.mlp.c_fc.weight", 5, 0x7C00);
+  expect_error("F16: +Inf in h.1.mlp.c_fc.weight[5]", &cfg, be, p,
+               "tensor 'transformer.h.1.mlp.c_fc.weight' holds inf at element 5", p);
+  write_half_model(p, m, "BF16", "wpe.weight", 7, 0xFF80);
+  expect_error("BF16: -Inf in wpe.weight[7]", &cfg, be, p,
+               "tensor 'transformer.wpe.weight' holds -inf at element 7", p);
+  dt_model_destroy(m);
+}
+
+/* ---- a Hugging Face directory with a directory where a file belongs ---- */
+
+static void test_dir_entries(const char *dir, dt_backend_t be) {
+  dt_config cfg;
+  tiny_config(&cfg, 2, 32);
+  char d[512], p[600], src[512];
+  snprintf(d, sizeof d, "%s/model_is_dir", g_tmp);
+  snprintf(p, sizeof p, "%s/model.safetensors", d);
+  mkdir(d, 0755), mkdir(p, 0755);
+  expect_error("model.safetensors is a directory", &cfg, be, d, p, "is a directory");
+  /* config.json as a directory once read as empty: "JSON error at byte 0" */
+  snprintf(d, sizeof d, "%s/config_is_dir", g_tmp);
+  mkdir(d, 0755);
+  snprintf(src, sizeof src, "%s/hf_gpt2_tiny/model.safetensors", dir);
+  size_t n;
+  char *b = read_file(src, &n);
+  snprintf(p, sizeof p, "%s/model.safetensors", d);
+  write_bytes(p, b, n);
+  free(b);
+  snprintf(p, sizeof p, "%s/config.json", d);
+  mkdir(p, 0755);
+  expect_error("config.json is a directory", &cfg, be, d, p, "is a directory");
+}
+
+/* ---- config.json integers written as floats ---- */
+
+/* Writes dir/config.json: the fixture's, with the first `from` replaced by `to`. */
+static void write_config(const char *fix, const char *dir, const char *from, const char *to) {
+  char path[600];
+  snprintf(path, sizeof path, "%s/hf_gpt2_tiny/config.json", fix);
+  size_t n;
+  char *t = read_file(path, &n);
+  t[n] = '\0';
+  char *at = strstr(t, from);
+  if (!at) printf("no %s in %s\n", from, path), exit(1);
+  snprintf(path, sizeof path, "%s/config.json", dir);
+  FILE *f = fopen(path, "wb");
+  fprintf(f, "%.*s%s%s", (int)(at - t), t, to, at + strlen(from));
+  fclose(f);
+  free(t);
+}
+
+static void test_config_floats(const char *fix, dt_backend_t be) {
+  dt_config cfg;
+  tiny_config(&cfg, 2, 32);
+  char d[512], src[512], p[600];
+  snprintf(d, sizeof d, "%s/config_floats", g_tmp);
+  mkdir(d, 0755);
+  snprintf(src, sizeof src, "%s/hf_gpt2_tiny/model.safetensors", fix);
+  size_t n;
+  char *b = read_file(src, &n);
+  snprintf(p, sizeof p, "%s/model.safetensors", d);
+  write_bytes(p, b, n);
+  free(b);
+  dt_error err = {{0}};
+  write_config(fix, d, "\"n_head\": 4,\n  \"n_inner\": null,",
+               "\"n_head\": 4.0,\n  \"n_inner\": 128.0,");
+  float *flat = import_with(&cfg, be, d, &err);
+  CHECK(flat != NULL, "config.json n_head = 4.0, n_inner = 128.0 are integers %s",
+        flat ? "" : err.msg);
+  free(flat);
+  write_config(fix, d, "\"n_head\": 4,", "\"n_head\": 4.5,");
+  expect_error("config.json n_head = 4.5", &cfg, be, d, "config.json: n_head is not an integer",
+               NULL);
+  write_config(fix, d, "\"n_inner\": null,", "\"n_inner\": 128.5,");
+  expect_error("config.json n_inner = 128.5", &cfg, be, d, "config.json: n_inner is not null",
+               NULL);
 }
 
 /* ---- a model the file does not fit ---- */
@@ -474,6 +696,10 @@ int main(int argc, char **argv) {
     }
     test_malformed(argv[1]);
     test_mismatch(argv[1], be);
+    test_many_names(be);
+    test_non_finite(argv[1], be);
+    test_dir_entries(argv[1], be);
+    test_config_floats(argv[1], be);
     free(flat);
     dt_backend_destroy(be);
     char cmd[600];

@@ -3,7 +3,8 @@
 # from the weights transformers saved (tests/fixtures/hf_gpt2_tiny), trains a
 # few steps in one process and with dp=2 at ZeRO 1 and 3; its checkpoint
 # exports (a file and --hf-dir) and re-imports to the checkpoint's tensors bit
-# for bit; bad inputs exit 2 naming the file and tensor. Where transformers is
+# for bit; bad inputs (a FIFO, directories where files belong, a NaN weight
+# among them) exit 2 naming the file and tensor. Where transformers is
 # importable, it loads the exported directory and gives dtrain's validation loss.
 . "$(dirname "$0")/e2e_common.sh"
 D="$BUILD/dtrain"
@@ -133,6 +134,27 @@ expect2 "init_from a file that is not there" "$TMP/absent.safetensors" "cannot o
 expect2 "dp=2 zero=3, truncated file" "trunc.safetensors" "'transformer." \
   mpirun --oversubscribe --bind-to none -np 2 "$D" "${common[@]}" parallel.dp=2 \
   parallel.zero=3 model.init_from="$TMP/trunc.safetensors" log.dir="$TMP/b6"
+# a FIFO once blocked dtrain forever (timeout: so a regression fails instead of hanging)
+mkfifo "$TMP/fifo.safetensors"
+expect2 "init_from a FIFO" "fifo.safetensors: not a regular file" "init_from" \
+  timeout 60 "$D" "${common[@]}" model.init_from="$TMP/fifo.safetensors" log.dir="$TMP/b7"
+mkdir -p "$TMP/stdir/model.safetensors" "$TMP/cfgdir/config.json"
+cp "$FIX/model.safetensors" "$TMP/cfgdir/"
+expect2 "HF dir whose model.safetensors is a directory" \
+  "stdir/model.safetensors: is a directory" "init_from" \
+  "$D" "${common[@]}" model.init_from="$TMP/stdir" log.dir="$TMP/b8"
+expect2 "HF dir whose config.json is a directory" "cfgdir/config.json: is a directory" \
+  "init_from" "$D" "${common[@]}" model.init_from="$TMP/cfgdir" log.dir="$TMP/b9"
+# a NaN weight once trained into "step 1: loss is nan", naming neither file nor tensor
+python3 - "$FIX/model.safetensors" "$TMP/nan.safetensors" <<'PY'
+import json, struct, sys
+raw = open(sys.argv[1], "rb").read()
+n = struct.unpack("<Q", raw[:8])[0]
+at = 8 + n + json.loads(raw[8:8 + n])["transformer.ln_f.weight"]["data_offsets"][0]
+open(sys.argv[2], "wb").write(raw[:at] + struct.pack("<f", float("nan")) + raw[at + 4:])
+PY
+expect2 "a NaN in ln_f.weight" "nan.safetensors: tensor 'transformer.ln_f.weight' holds nan" \
+  "at element 0" "$D" "${common[@]}" model.init_from="$TMP/nan.safetensors" log.dir="$TMP/b10"
 expect2 "dtrain-export of no checkpoint" "$TMP/absent" "not a directory" \
   "$X" "$TMP/absent" "$TMP/x.safetensors"
 expect2 "dtrain-export without an output" "usage" "dtrain-export" "$X" "$CK"
