@@ -54,6 +54,7 @@ static lines read_lines(FILE *f, const char *name) {
 }
 
 int main(int argc, char **argv) {
+  dt_set_program("dtrain-bleu");
   const char *input = NULL;
   int score_only = 0, nrefs = 0;
   const char **ref_files = calloc((size_t)argc, sizeof *ref_files);

@@ -29,6 +29,7 @@ static void usage(FILE *f) {
 }
 
 int main(int argc, char **argv) {
+  dt_set_program("dtrain-export");
   const char *ckpt = NULL, *out_file = NULL, *out_dir = NULL;
   for (int i = 1; i < argc; i++) {
     if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h")) {

@@ -83,6 +83,7 @@ static int32_t draw(const float *logits, int v, double temperature, int top_k, d
 }
 
 int main(int argc, char **argv) {
+  dt_set_program("dtrain-sample");
   if (argc >= 2 && (!strcmp(argv[1], "--help") || !strcmp(argv[1], "-h"))) {
     usage(stdout);
     return 0;

@@ -67,6 +67,7 @@ static char **read_lines(FILE *f, const char *name, int strip_bom, int *n) {
 }
 
 int main(int argc, char **argv) {
+  dt_set_program("dtrain-translate");
   if (argc >= 2 && (!strcmp(argv[1], "--help") || !strcmp(argv[1], "-h"))) {
     usage(stdout);
     return 0;

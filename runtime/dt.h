@@ -28,6 +28,9 @@ int dt_error_set(dt_error *err, const char *fmt, ...)
 
 /* The rank printed in messages; set once MPI is up (-1 before). */
 void dt_set_rank(int rank);
+/* The name user errors start with ("dtrain-translate: error: ..."); a
+ * string that lives as long as the program. "dtrain" by default. */
+void dt_set_program(const char *name);
 int dt_rank(void);
 
 /* Internal failures (a library call failed, out of memory): print

@@ -12,8 +12,10 @@
 #include <time.h>
 
 static int g_rank = -1;
+static const char *g_program = "dtrain";
 
 void dt_set_rank(int rank) { g_rank = rank; }
+void dt_set_program(const char *name) { g_program = name; }
 int dt_rank(void) { return g_rank; }
 
 int dt_error_set(dt_error *err, const char *fmt, ...) {
@@ -58,7 +60,7 @@ void dt_fatal_mpi(int rc, const char *file, int line, const char *func, const ch
 }
 
 static void print_user_error(const char *fmt, va_list ap) {
-  fprintf(stderr, "dtrain: error: ");
+  fprintf(stderr, "%s: error: ", g_program);
   vfprintf(stderr, fmt, ap);
   fprintf(stderr, "\n");
 }
@@ -101,8 +103,8 @@ void dt_out_of_memory(const char *what, size_t bytes, const char *file, int line
   else if (bytes)
     snprintf(size, sizeof size, " (asked for %.1f MiB)", (double)bytes / (1 << 20));
   if (g_oom_hint[0]) {
-    fprintf(stderr, "dtrain: error: [rank %d] out of %s%s for %s\n", g_rank < 0 ? 0 : g_rank,
-            what, size, g_oom_hint);
+    fprintf(stderr, "%s: error: [rank %d] out of %s%s for %s\n", g_program,
+            g_rank < 0 ? 0 : g_rank, what, size, g_oom_hint);
     abort_job(DT_EXIT_USER);
   }
   char msg[128];

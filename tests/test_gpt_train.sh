@@ -123,7 +123,8 @@ sample_2() { # sample_2 "what" PATTERN args...
 }
 sample_2 "--tokens 1.5" "not a whole number" "x" --tokens 1.5
 sample_2 "--tokens ''" "not a number" "x" --tokens ""
-sample_2 "a prompt that is not UTF-8" "not UTF-8" "$(printf 'caf\xe9')" --tokens 2
+sample_2 "a prompt that is not UTF-8" "^dtrain-sample: error: the prompt is not UTF-8" \
+  "$(printf 'caf\xe9')" --tokens 2
 mkdir -p "$TMP/tok50258"
 cp "$DATA/gpt2-tokenizer/vocab.bpe" "$TMP/tok50258/"
 python3 -c "import sys; t = open(sys.argv[1]).read().rstrip(); \

@@ -173,7 +173,8 @@ expect2() {
 { head -n 2 "$TMP/in.zh"; printf 'caf\xe9 au lait\n'; } >"$TMP/latin1.zh"
 printf 'a\n\xed\xa0\x80 surrogate\n' >"$TMP/surrogate.en"
 head -n 2 "$TMP/ref.en" >"$TMP/ref2.en"
-expect2 "dtrain-translate: Latin-1 on stdin line 3" "standard input:3: invalid UTF-8 at byte 4" \
+expect2 "dtrain-translate: Latin-1 on stdin line 3" \
+  "^dtrain-translate: error: standard input:3: invalid UTF-8 at byte 4" \
   "$TMP/latin1.zh" "$BUILD/dtrain-translate" "$TMP/a/checkpoints"
 expect2 "dtrain-translate: --ref with invalid UTF-8 (a surrogate) on line 2" \
   "surrogate.en:2: invalid UTF-8 at byte 1" "$TMP/in.zh" \
@@ -184,7 +185,8 @@ expect2 "dtrain-translate: decode.batch=4294967297 (past 32 bits)" "batch" "$TMP
   "$BUILD/dtrain-translate" "$TMP/a/checkpoints" decode.batch=4294967297
 expect2 "dtrain-bleu: a directory as the reference" "directory" "$TMP/in.zh" \
   "$BUILD/dtrain-bleu" "$TMP"
-expect2 "dtrain-bleu: invalid UTF-8 in the hypotheses" "stdin: line 3: invalid UTF-8 at byte 4" \
+expect2 "dtrain-bleu: invalid UTF-8 in the hypotheses" \
+  "^dtrain-bleu: error: stdin: line 3: invalid UTF-8 at byte 4" \
   "$TMP/latin1.zh" "$BUILD/dtrain-bleu" "$TMP/ref.en"
 expect2 "dtrain-bleu: invalid UTF-8 in a reference" "surrogate.en: line 2: invalid UTF-8" \
   "$TMP/ref2.en" "$BUILD/dtrain-bleu" "$TMP/surrogate.en"
