@@ -853,7 +853,6 @@ static void setup(trainer *T, const dt_config *c) {
   else snprintf(T->run_dir, sizeof T->run_dir, "runs/%s", c->name[0] ? c->name : "run");
   if (c->checkpoint_dir[0]) snprintf(T->ckpt_dir, sizeof T->ckpt_dir, "%s", c->checkpoint_dir);
   else snprintf(T->ckpt_dir, sizeof T->ckpt_dir, "%.*s/checkpoints", DT_STR, T->run_dir);
-  T->config_text = dt_config_to_text(c);
   T->seed = (uint64_t)c->train_seed;
   T->perm_epoch = -1;
   setup_parallel(T);
@@ -893,9 +892,8 @@ static void setup(trainer *T, const dt_config *c) {
     snprintf(T->resolved.train_precision, sizeof T->resolved.train_precision, "%s",
              T->be->device == DT_DEVICE_CUDA ? "bf16" : "fp32");
     c = T->cfg = &T->resolved;
-    free(T->config_text);
-    T->config_text = dt_config_to_text(c);
   }
+  T->config_text = dt_config_to_text(c);
   T->be->set_matmul_precision(T->be, strcmp(c->train_precision, "bf16") ? DT_PREC_FP32
                                                                         : DT_PREC_BF16);
   if (T->grid.size > 1) dt_grid_print(&T->grid, T->be->desc, stdout);

@@ -74,9 +74,15 @@ char *dt_strdup(const char *s);
  * doubling from 64; returns the (maybe moved) array and updates *cap. */
 void *dt_grow(void *p, size_t *cap, size_t need, size_t elem);
 
+/* fopen(path, "rb") for a regular file only: a directory is an error
+ * "<path>: is a directory, not a file", a FIFO, socket or device
+ * "<path>: not a regular file" (checked without blocking on a FIFO). */
+FILE *dt_fopen_regular(const char *path, dt_error *err);
+
 /* Reads a whole file into a malloc'ed, NUL-terminated buffer (*len bytes,
- * the NUL not counted). NULL with err ("PATH: cannot open: ...", "PATH: read
- * error") on failure; errno is left as fopen set it. */
+ * the NUL not counted), opened through dt_fopen_regular. NULL with err
+ * ("PATH: cannot open: ...", "... is a directory ...", "PATH: read error")
+ * on failure; when the open itself failed, errno is open(2)'s. */
 char *dt_read_file(const char *path, size_t *len, dt_error *err);
 
 /* Where the first invalid UTF-8 sequence starts in text[0..n), or n when

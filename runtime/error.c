@@ -2,6 +2,7 @@
 #include "dt.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <stdint.h>
 #include <mpi.h>
 #include <stdio.h>
@@ -10,6 +11,7 @@
 #include <string.h>
 #include <sys/stat.h>
 #include <time.h>
+#include <unistd.h>
 
 static int g_rank = -1;
 static const char *g_program = "dtrain";
@@ -141,21 +143,41 @@ void *dt_grow(void *p, size_t *cap, size_t need, size_t elem) {
   return p;
 }
 
-char *dt_read_file(const char *path, size_t *len, dt_error *err) {
-  FILE *f = fopen(path, "rb");
-  if (!f) {
+FILE *dt_fopen_regular(const char *path, dt_error *err) {
+  /* O_NONBLOCK: opening a FIFO to read waits for a writer, possibly forever,
+   * before its type could be checked; the flag is cleared once it is known
+   * to be a regular file */
+  int fd = open(path, O_RDONLY | O_NONBLOCK | O_CLOEXEC);
+  if (fd < 0) {
     int e = errno;
     dt_error_set(err, "%s: cannot open: %s", path, strerror(e));
-    errno = e;
+    errno = e; /* callers tell a missing file (ENOENT) from others */
     return NULL;
   }
   struct stat st;
-  if (fstat(fileno(f), &st) == 0 && S_ISDIR(st.st_mode)) { /* fopen takes one, reads fail */
-    fclose(f);
-    dt_error_set(err, "%s: is a directory, expected a file", path);
-    errno = EISDIR;
-    return NULL;
+  int flags;
+  if (fstat(fd, &st) != 0 || (flags = fcntl(fd, F_GETFL)) < 0) {
+    dt_error_set(err, "%s: cannot open: %s", path, strerror(errno));
+  } else if (S_ISDIR(st.st_mode)) {
+    dt_error_set(err, "%s: is a directory, not a file", path);
+  } else if (!S_ISREG(st.st_mode)) {
+    /* a FIFO, socket or device: no size to check a header against, and
+     * reading it may block or never end */
+    dt_error_set(err, "%s: not a regular file", path);
+  } else if (fcntl(fd, F_SETFL, flags & ~O_NONBLOCK) != 0) {
+    dt_error_set(err, "%s: cannot open: %s", path, strerror(errno));
+  } else {
+    FILE *fp = fdopen(fd, "rb");
+    if (fp) return fp;
+    dt_error_set(err, "%s: cannot open: %s", path, strerror(errno));
   }
+  close(fd);
+  return NULL;
+}
+
+char *dt_read_file(const char *path, size_t *len, dt_error *err) {
+  FILE *f = dt_fopen_regular(path, err);
+  if (!f) return NULL;
   size_t cap = 1 << 20, n = 0;
   char *buf = dt_malloc(cap + 1);
   for (;;) {

@@ -3,14 +3,11 @@
 #include "safetensors.h"
 
 #include <errno.h>
-#include <fcntl.h>
 #include <limits.h>
 #include <math.h>
 #include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/stat.h>
-#include <unistd.h>
 
 /* The data is little-endian on disk and copied as is. */
 #if defined(__BYTE_ORDER__) && __BYTE_ORDER__ != __ORDER_LITTLE_ENDIAN__
@@ -317,35 +314,6 @@ const dt_json *dt_json_get(const dt_json *v, const char *key) {
   if (!v || v->type != DT_JSON_OBJECT) return NULL;
   for (int j = 0; j < v->n; j++)
     if (!strcmp(v->kids[j].key, key)) return &v->kids[j];
-  return NULL;
-}
-
-/* ================= files ================= */
-
-FILE *dt_fopen_regular(const char *path, dt_error *err) {
-  /* O_NONBLOCK: opening a FIFO to read waits for a writer, possibly forever,
-   * before its type could be checked; the flag is cleared once it is known
-   * to be a regular file */
-  int fd = open(path, O_RDONLY | O_NONBLOCK | O_CLOEXEC);
-  if (fd < 0) return dt_error_set(err, "%s: cannot open: %s", path, strerror(errno)), NULL;
-  struct stat st;
-  int flags;
-  if (fstat(fd, &st) != 0 || (flags = fcntl(fd, F_GETFL)) < 0) {
-    dt_error_set(err, "%s: cannot open: %s", path, strerror(errno));
-  } else if (S_ISDIR(st.st_mode)) {
-    dt_error_set(err, "%s: is a directory, not a file", path);
-  } else if (!S_ISREG(st.st_mode)) {
-    /* a FIFO, socket or device: no size to check a header against, and
-     * reading it may block or never end */
-    dt_error_set(err, "%s: not a regular file", path);
-  } else if (fcntl(fd, F_SETFL, flags & ~O_NONBLOCK) != 0) {
-    dt_error_set(err, "%s: cannot open: %s", path, strerror(errno));
-  } else {
-    FILE *fp = fdopen(fd, "rb");
-    if (fp) return fp;
-    dt_error_set(err, "%s: cannot open: %s", path, strerror(errno));
-  }
-  close(fd);
   return NULL;
 }
 

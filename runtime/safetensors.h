@@ -41,13 +41,6 @@ void dt_json_free(dt_json *v);
 /* Member of an object by name, NULL if absent or v is not an object. */
 const dt_json *dt_json_get(const dt_json *v, const char *key);
 
-/* ---- files ---- */
-
-/* fopen(path, "rb") for a regular file only: a directory is an error
- * "<path>: is a directory, not a file", a FIFO, socket or device
- * "<path>: not a regular file" (checked without blocking on a FIFO). */
-FILE *dt_fopen_regular(const char *path, dt_error *err);
-
 /* ---- safetensors ---- */
 
 #define DT_ST_MAXDIMS 8

@@ -523,25 +523,31 @@ static void test_non_finite(const char *dir, dt_backend_t be) {
   dt_model_destroy(m);
 }
 
+/* Makes directory d holding the fixture's model.safetensors (from fix). */
+static void copy_fixture_model(const char *fix, const char *d) {
+  char src[512], p[600];
+  mkdir(d, 0755);
+  snprintf(src, sizeof src, "%s/hf_gpt2_tiny/model.safetensors", fix);
+  size_t n;
+  char *b = read_file(src, &n);
+  snprintf(p, sizeof p, "%s/model.safetensors", d);
+  write_bytes(p, b, n);
+  free(b);
+}
+
 /* ---- a Hugging Face directory with a directory where a file belongs ---- */
 
 static void test_dir_entries(const char *dir, dt_backend_t be) {
   dt_config cfg;
   tiny_config(&cfg, 2, 32);
-  char d[512], p[600], src[512];
+  char d[512], p[600];
   snprintf(d, sizeof d, "%s/model_is_dir", g_tmp);
   snprintf(p, sizeof p, "%s/model.safetensors", d);
   mkdir(d, 0755), mkdir(p, 0755);
   expect_error("model.safetensors is a directory", &cfg, be, d, p, "is a directory");
   /* config.json as a directory once read as empty: "JSON error at byte 0" */
   snprintf(d, sizeof d, "%s/config_is_dir", g_tmp);
-  mkdir(d, 0755);
-  snprintf(src, sizeof src, "%s/hf_gpt2_tiny/model.safetensors", dir);
-  size_t n;
-  char *b = read_file(src, &n);
-  snprintf(p, sizeof p, "%s/model.safetensors", d);
-  write_bytes(p, b, n);
-  free(b);
+  copy_fixture_model(dir, d);
   snprintf(p, sizeof p, "%s/config.json", d);
   mkdir(p, 0755);
   expect_error("config.json is a directory", &cfg, be, d, p, "is a directory");
@@ -568,15 +574,9 @@ static void write_config(const char *fix, const char *dir, const char *from, con
 static void test_config_floats(const char *fix, dt_backend_t be) {
   dt_config cfg;
   tiny_config(&cfg, 2, 32);
-  char d[512], src[512], p[600];
+  char d[512];
   snprintf(d, sizeof d, "%s/config_floats", g_tmp);
-  mkdir(d, 0755);
-  snprintf(src, sizeof src, "%s/hf_gpt2_tiny/model.safetensors", fix);
-  size_t n;
-  char *b = read_file(src, &n);
-  snprintf(p, sizeof p, "%s/model.safetensors", d);
-  write_bytes(p, b, n);
-  free(b);
+  copy_fixture_model(fix, d);
   dt_error err = {{0}};
   write_config(fix, d, "\"n_head\": 4,\n  \"n_inner\": null,",
                "\"n_head\": 4.0,\n  \"n_inner\": 128.0,");
