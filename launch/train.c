@@ -1050,7 +1050,8 @@ static double train_step_s2s(trainer *T) {
   double loss_sum = 0;
   for (int64_t j = 0; j < nmicro; j++) {
     int first = j == 0, last = j + 1 == nmicro;
-    if (first || T->dp->zero >= 2) be->memset0(be, m->g, m->nparams_total * sizeof(float));
+    if (first || dt_dp_grads_sharded(T->dp))
+      be->memset0(be, m->g, m->nparams_total * sizeof(float));
     dt_dp_micro_begin(T->dp, first, last);
     int64_t lo = per_rank * j / nmicro, hi = per_rank * (j + 1) / nmicro;
     int64_t real;
@@ -1083,8 +1084,9 @@ static double train_step(trainer *T) {
   float dscale = (float)(1.0 / per_step);
   for (int64_t j = 0; j < T->rank_batch; j += T->micro) {
     int first = j == 0, last = j + T->micro == T->rank_batch;
-    /* ZeRO-2 keeps only the reduced shard, so each micro-batch starts afresh */
-    if (first || T->dp->zero >= 2)
+    /* ZeRO-2 keeps only the reduced shard, so each micro-batch starts afresh
+     * (one rank reduces nothing: its micro-batches add up in place) */
+    if (first || dt_dp_grads_sharded(T->dp))
       be->memset0(be, m->g, m->nparams_total * sizeof(float));
     dt_dp_micro_begin(T->dp, first, last);
     int n = (int)T->micro;

@@ -263,7 +263,7 @@ void dt_dp_micro_end(dt_dp *dp) {
 }
 
 float *dt_dp_grads(dt_dp *dp) {
-  if (dp->zero >= 2 && dp->comm->size > 1) return dp->gacc;
+  if (dt_dp_grads_sharded(dp)) return dp->gacc;
   return dp->g + dp->opt_lo;
 }
 

@@ -85,6 +85,13 @@ void dt_dp_grad_ready(void *dp, int param_index);
  * report, waits for this micro-batch's reductions. */
 void dt_dp_micro_end(dt_dp *dp);
 
+/* Whether the reduced gradient is kept apart as a shard accumulator (ZeRO-2/3
+ * over more than one rank), so each micro-batch's backward starts from a
+ * zeroed gradient buffer; otherwise micro-batches accumulate in it. */
+static inline int dt_dp_grads_sharded(const dt_dp *dp) {
+  return dp->zero >= 2 && dp->comm->size > 1;
+}
+
 /* The reduced (summed over ranks) gradient of flat index opt_lo. */
 float *dt_dp_grads(dt_dp *dp);
 /* ZeRO >= 1: all-gather the updated parameter shards. */

@@ -33,6 +33,14 @@ PY
 check "one process" test $? -eq 0
 "$D" "$cfg" "${common[@]}" checkpoint.every=0 log.dir="$TMP/ref-acc" train.micro_batch_size=10 >/dev/null 2>&1
 check "one process, 4 micro-batches of accumulation, same losses" close "$TMP/ref/metrics.jsonl" "$TMP/ref-acc/metrics.jsonl"
+# ZeRO-2/3 on one rank: nothing is reduced, so the micro-batches' gradients
+# must add up in place (they once started afresh, keeping only the last)
+for zero in 2 3; do
+  "$D" "$cfg" "${common[@]}" checkpoint.every=0 log.dir="$TMP/ref-acc-z$zero" train.micro_batch_size=10 \
+    parallel.zero=$zero >/dev/null 2>&1
+  check "one process at zero=$zero with 4 micro-batches, same losses" close "$TMP/ref/metrics.jsonl" \
+    "$TMP/ref-acc-z$zero/metrics.jsonl"
+done
 
 for dp in 2 4; do
   for zero in 0 1 2 3; do
