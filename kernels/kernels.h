@@ -218,6 +218,22 @@ typedef struct dt_kernels {
   void (*softmax_xent_smooth)(void *ctx, float *losses, void *dlogits, const void *logits,
                               dt_dtype lt, const int32_t *targets, int n, int v, float dscale,
                               float smoothing);
+  /* Vocabulary-parallel cross-entropy (tensor parallelism: each rank has
+   * the logits of vocabulary ids [v0, v0+V)), in two calls around an
+   * all-gather of the rows' statistics. softmax_xent_part_stats: stats
+   * (N,3) = (max over the part's logits, sum of exp(logit - that max),
+   * the target's logit, or 0 when another part holds it); logits (N,V) of
+   * type lt, rows ld apart. softmax_xent_part: from every part's stats,
+   * (parts,N,3) in part order, losses (N) = logsumexp over the whole
+   * vocabulary - logit[t] (skipped if NULL; NaN for a target outside
+   * [0, vtotal)), the same on every part, and dlogits (N,V) of type lt,
+   * rows ld apart, = (softmax - onehot(t)) * dscale on this part's columns
+   * [=] and 0 in [V, ld) (skipped if NULL; may alias logits). */
+  void (*softmax_xent_part_stats)(void *ctx, float *stats, const void *logits, dt_dtype lt,
+                                  const int32_t *targets, int n, int v, int ld, int v0);
+  void (*softmax_xent_part)(void *ctx, float *losses, void *dlogits, const void *logits,
+                            dt_dtype lt, const int32_t *targets, const float *stats, int parts,
+                            int n, int v, int ld, int v0, int vtotal, float dscale);
 
   /* ---- optimizer (kernels/optimizer.h) ----
    * Every step first forms g' = g * grad_scale (clipping, loss scaling).
@@ -323,6 +339,17 @@ typedef struct dt_kernels {
    * the bits are the same run after run, and the same on CPU and CUDA. */
   void (*embedding_backward)(void *ctx, float *dwte, float *dwpe, const float *dout,
                              const int32_t *tokens, int B, int T, int C, int V, void *ws);
+  /* The same for a vocabulary-parallel part (tensor parallelism): wte (V,C)
+   * and dwte hold vocabulary rows [v0, v0+V); a token outside them gives a
+   * zero row (plus wpe[t] when wpe is given) and adds nothing to dwte, so
+   * the parts' outputs, wpe passed to one of them, sum to
+   * embedding_forward's bits. dwpe as embedding_backward's; ws is
+   * embedding_backward_workspace(B, T, V) bytes. */
+  void (*embedding_forward_part)(void *ctx, float *out, const int32_t *tokens, const float *wte,
+                                 const float *wpe, int B, int T, int C, int v0, int V);
+  void (*embedding_backward_part)(void *ctx, float *dwte, float *dwpe, const float *dout,
+                                  const int32_t *tokens, int B, int T, int C, int v0, int V,
+                                  void *ws);
 
   /* ---- dropout (kernels/dropout.h) ----
    * Inverted dropout, p in [0,1): out (n) = keep(i) ? inp * 1/(1-p) : 0 [=].

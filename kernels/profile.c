@@ -14,11 +14,12 @@
   X(linear_forward) X(linear_backward) X(linear_act_forward) X(linear_backward_act)    \
   X(lm_head_forward) X(lm_head_backward) X(conv2d_forward) X(conv2d_backward)          \
   X(maxpool2d_forward) X(maxpool2d_backward) X(avgpool2d_forward) X(avgpool2d_backward) \
-  X(act_forward) X(act_backward) X(softmax_xent) X(softmax_xent_smooth) X(sgd_step)    \
-  X(adam_step) X(sumsq) X(scale) X(axpy) X(gather_u8_normalize) X(layernorm_forward)   \
-  X(layernorm_backward) X(residual_layernorm_forward) X(attention_forward)             \
-  X(attention_backward) X(embedding_forward) X(embedding_backward) X(dropout_forward)  \
-  X(dropout_backward) X(dropout_rows)
+  X(act_forward) X(act_backward) X(softmax_xent) X(softmax_xent_smooth)                \
+  X(softmax_xent_part_stats) X(softmax_xent_part) X(sgd_step) X(adam_step) X(sumsq)    \
+  X(scale) X(axpy) X(gather_u8_normalize) X(layernorm_forward) X(layernorm_backward)   \
+  X(residual_layernorm_forward) X(attention_forward) X(attention_backward)             \
+  X(embedding_forward) X(embedding_backward) X(embedding_forward_part)                 \
+  X(embedding_backward_part) X(dropout_forward) X(dropout_backward) X(dropout_rows)
 
 #define ENUM_SLOT(s) S_##s,
 enum { SLOTS(ENUM_SLOT) S_COUNT };
@@ -195,6 +196,22 @@ static void p_softmax_xent_smooth(void *ctx, float *losses, void *dlogits, const
         softmax_xent_smooth(ctx, losses, dlogits, logits, lt, targets, n, v, dscale, smoothing));
 }
 
+static void p_softmax_xent_part_stats(void *ctx, float *stats, const void *logits, dt_dtype lt,
+                                      const int32_t *targets, int n, int v, int ld, int v0) {
+  TIMED_B(softmax_xent_part_stats, (double)n * v * sz(lt) + 16.0 * n,
+          softmax_xent_part_stats(ctx, stats, logits, lt, targets, n, v, ld, v0));
+}
+
+static void p_softmax_xent_part(void *ctx, float *losses, void *dlogits, const void *logits,
+                                dt_dtype lt, const int32_t *targets, const float *stats,
+                                int parts, int n, int v, int ld, int v0, int vtotal,
+                                float dscale) {
+  TIMED_B(softmax_xent_part,
+          (double)n * v * sz(lt) * (dlogits ? 2 : 1) + (8.0 + 12.0 * parts) * n,
+          softmax_xent_part(ctx, losses, dlogits, logits, lt, targets, stats, parts, n, v, ld,
+                            v0, vtotal, dscale));
+}
+
 static void p_sgd_step(void *ctx, float *p, const float *g, float *buf, size_t n, float lr,
                        float momentum, float wd, int nesterov, int first, float grad_scale) {
   TIMED_B(sgd_step, (buf ? 20.0 : 12.0) * n,
@@ -285,6 +302,21 @@ static void p_embedding_backward(void *ctx, float *dwte, float *dwpe, const floa
   TIMED_B(embedding_backward,
           4.0 * B * T * C + (dwte ? 8.0 * B * T * C : 0) + (dwpe ? 8.0 * T * C : 0) + 4.0 * B * T,
           embedding_backward(ctx, dwte, dwpe, dout, tokens, B, T, C, V, ws));
+}
+
+static void p_embedding_forward_part(void *ctx, float *out, const int32_t *tokens,
+                                     const float *wte, const float *wpe, int B, int T, int C,
+                                     int v0, int V) {
+  TIMED_B(embedding_forward_part, 8.0 * B * T * C + (wpe ? 4.0 * T * C : 0) + 4.0 * B * T,
+          embedding_forward_part(ctx, out, tokens, wte, wpe, B, T, C, v0, V));
+}
+
+static void p_embedding_backward_part(void *ctx, float *dwte, float *dwpe, const float *dout,
+                                      const int32_t *tokens, int B, int T, int C, int v0, int V,
+                                      void *ws) {
+  TIMED_B(embedding_backward_part,
+          4.0 * B * T * C + (dwte ? 8.0 * B * T * C : 0) + (dwpe ? 8.0 * T * C : 0) + 4.0 * B * T,
+          embedding_backward_part(ctx, dwte, dwpe, dout, tokens, B, T, C, v0, V, ws));
 }
 
 static void p_dropout_forward(void *ctx, float *out, const float *inp, size_t n, float p,

@@ -3090,6 +3090,238 @@ static void test_emb(const emb_case *ec, int idx) {
 }
 
 /* ------------------------------------------------------------------ */
+/* vocabulary-parallel parts (tensor parallelism: each rank holds vocabulary
+ * ids [v*r/parts, v*(r+1)/parts), as runtime/param.c cuts wte)            */
+
+static int vp_lo(int v, int parts, int r) { return (int)((int64_t)v * r / parts); }
+
+/* The embedding by parts on be: out = the parts' outputs summed in part
+ * order (the all-reduce; wpe given to part 0), dwte the parts' rows put
+ * together, dwpe (parts, maxT*C) each part's; and the whole table's
+ * forward and backward on the same be (whole_out, whole_dwte, whole_dwpe). */
+static void emb_parts_run(dt_backend_t be, const emb_case *ec, int parts, float **in,
+                          const int32_t *tok, float *out, float *dwte, float *dwpe,
+                          float *whole_out, float *whole_dwte, float *whole_dwpe,
+                          const char *desc) {
+  const size_t F = sizeof(float), no = emb_count(EMB_OUT, ec), np = emb_count(EMB_WPE, ec);
+  const size_t nt = (size_t)ec->B * ec->T;
+  float *tmp = fnew(no);
+  memset(out, 0, no * F);
+  for (int r = 0; r < parts; r++) {
+    const int lo = vp_lo(ec->V, parts, r), vl = vp_lo(ec->V, parts, r + 1) - lo;
+    const size_t nw = (size_t)vl * ec->C;
+    devbufs d = {.be = be};
+    float *w = dput(&d, in[EMB_WTE] + (size_t)lo * ec->C, nw * F);
+    float *pe = ec->wpe && r == 0 ? dput(&d, in[EMB_WPE], np * F) : NULL;
+    float *dout = dput(&d, in[EMB_DOUT], no * F);
+    float *dw = dput(&d, in[EMB_DWTE0] + (size_t)lo * ec->C, nw * F);
+    float *dp = dput(&d, in[EMB_DWPE0], np * F), *o = dput(&d, NULL, no * F);
+    int32_t *td = dput(&d, tok, nt * sizeof(int32_t));
+    size_t wsb = be->k->embedding_backward_workspace(be->ctx, ec->B, ec->T, vl);
+    void *ws = dput(&d, NULL, wsb);
+    be->k->embedding_forward_part(be->ctx, o, td, w, pe, ec->B, ec->T, ec->C, lo, vl);
+    be->k->embedding_backward_part(be->ctx, dw, ec->wpe ? dp : NULL, dout, td, ec->B, ec->T,
+                                   ec->C, lo, vl, ws);
+    dget(&d, tmp, o, no * F, "out");
+    for (size_t i = 0; i < no; i++) out[i] += tmp[i];
+    dget(&d, dwte + (size_t)lo * ec->C, dw, nw * F, "dwte");
+    dget(&d, dwpe + (size_t)r * np, dp, np * F, "dwpe");
+    dkeep(&d, td, tok, nt * sizeof(int32_t), "tokens");
+    dget(&d, NULL, ws, wsb, "workspace");
+    dfree(&d, "embedding_part", desc);
+  }
+  free(tmp);
+  devbufs d = {.be = be};
+  float *w = dput(&d, in[EMB_WTE], emb_count(EMB_WTE, ec) * F);
+  float *pe = ec->wpe ? dput(&d, in[EMB_WPE], np * F) : NULL;
+  float *dout = dput(&d, in[EMB_DOUT], no * F);
+  float *dw = dput(&d, in[EMB_DWTE0], emb_count(EMB_WTE, ec) * F);
+  float *dp = dput(&d, in[EMB_DWPE0], np * F), *o = dput(&d, NULL, no * F);
+  int32_t *td = dput(&d, tok, nt * sizeof(int32_t));
+  size_t wsb = be->k->embedding_backward_workspace(be->ctx, ec->B, ec->T, ec->V);
+  void *ws = dput(&d, NULL, wsb);
+  be->k->embedding_forward(be->ctx, o, td, w, pe, ec->B, ec->T, ec->C, ec->V);
+  be->k->embedding_backward(be->ctx, dw, ec->wpe ? dp : NULL, dout, td, ec->B, ec->T, ec->C,
+                            ec->V, ws);
+  dget(&d, whole_out, o, no * F, "out");
+  dget(&d, whole_dwte, dw, emb_count(EMB_WTE, ec) * F, "dwte");
+  dget(&d, whole_dwpe, dp, np * F, "dwpe");
+  dfree(&d, "embedding", desc);
+}
+
+/* The parts give the whole table's bits: out summed, dwte put together,
+ * every part's dwpe; on CUDA the CPU's bits too. */
+static void test_emb_parts(const emb_case *ec, int parts, int idx) {
+  char desc[128];
+  snprintf(desc, sizeof desc, "B=%d T=%d C=%d V=%d in %d parts%s", ec->B, ec->T, ec->C, ec->V,
+           parts, ec->wpe ? "" : " wpe=NULL");
+  rng_seed(1300 + idx);
+  const size_t no = emb_count(EMB_OUT, ec), nw = emb_count(EMB_WTE, ec);
+  const size_t np = emb_count(EMB_WPE, ec), nt = (size_t)ec->B * ec->T;
+  float *in[EMB_NIN];
+  for (int i = 0; i < EMB_NIN; i++) in[i] = fnew(emb_count(i, ec)), fill(in[i], emb_count(i, ec), -1, 1);
+  int32_t *tok = dt_malloc(nt * sizeof *tok);
+  for (size_t i = 0; i < nt; i++) tok[i] = (int32_t)(rng_u64() % ec->V);
+  dt_backend_t bes[2] = {g_cpu_checks ? g_cpu : NULL, g_other};
+  float *ref_out = NULL, *ref_dwte = NULL, *ref_dwpe = NULL;
+  for (int b = 0; b < 2; b++) {
+    if (!bes[b]) continue;
+    float *out = fnew(no), *dwte = fnew(nw), *dwpe = fnew(np * parts);
+    float *wo = fnew(no), *wdw = fnew(nw), *wdp = fnew(np);
+    emb_parts_run(bes[b], ec, parts, in, tok, out, dwte, dwpe, wo, wdw, wdp, desc);
+    char vs[16];
+    cmp c;
+    snprintf(vs, sizeof vs, "%s:whole", bes[b]->name);
+    cmp_init(&c, 0.0, 0.0);
+    cmp_ff(&c, "out (parts summed)", out, wo, no);
+    cmp_ff(&c, "dwte (parts' rows)", dwte, wdw, nw);
+    for (int r = 0; r < parts && ec->wpe; r++) cmp_ff(&c, "dwpe", dwpe + (size_t)r * np, wdp, np);
+    check_done(&c, "embedding_part", vs, desc);
+    if (b == 1 && ref_out) { /* CUDA against the CPU, bit for bit */
+      cmp_init(&c, 0.0, 0.0);
+      cmp_ff(&c, "out", out, ref_out, no);
+      cmp_ff(&c, "dwte", dwte, ref_dwte, nw);
+      cmp_ff(&c, "dwpe", dwpe, ref_dwpe, np * parts);
+      check_done(&c, "embedding_part", "cuda:cpu", desc);
+    }
+    free(wo), free(wdw), free(wdp);
+    if (b == 0) ref_out = out, ref_dwte = dwte, ref_dwpe = dwpe;
+    else free(out), free(dwte), free(dwpe);
+  }
+  free(ref_out), free(ref_dwte), free(ref_dwpe);
+  for (int i = 0; i < EMB_NIN; i++) free(in[i]);
+  free(tok);
+}
+
+typedef struct vpart_case {
+  int n, v, parts, pad, bf16; /* pad: extra columns per row (ld = part's v + pad) */
+} vpart_case;
+static const vpart_case vpart_cases[] = {
+    {4, 37, 2, 0, 0}, {5, 37, 3, 3, 0}, {3, 50257, 4, 0, 0}, {6, 101, 3, 5, 1}, {2, 9, 1, 2, 0}};
+
+/* Both calls for every part on be: stats (parts,n,3); losses (parts,n);
+ * dlogits (n,v) put together from the parts' columns, and again from the
+ * call whose dlogits alias the logits (alias); pads = padding elements
+ * that are not 0. */
+static void vpart_run(dt_backend_t be, const vpart_case *vc, const float *x, const int32_t *t,
+                      float dscale, float *stats, float *losses, float *dl, float *alias,
+                      size_t *pads, const char *desc) {
+  const int n = vc->n, v = vc->v, P = vc->parts;
+  const dt_dtype lt = vc->bf16 ? DT_BF16 : DT_F32;
+  const size_t es = dt_dtype_size(lt), F = sizeof(float);
+  *pads = 0;
+  for (int pass = 0; pass < 2; pass++)
+    for (int r = 0; r < P; r++) {
+      const int lo = vp_lo(v, P, r), vl = vp_lo(v, P, r + 1) - lo, ld = vl + vc->pad;
+      const size_t nl = (size_t)n * ld;
+      unsigned char *h = dt_malloc(nl * es), *back = dt_malloc(nl * es);
+      for (int i = 0; i < n; i++)
+        for (int j = 0; j < ld; j++) /* padding columns hold garbage */
+          dt_store(h, lt, (size_t)i * ld + j, j < vl ? x[(size_t)i * v + lo + j] : 7.0f);
+      devbufs d = {.be = be};
+      void *px = dput(&d, h, nl * es), *pa = dput(&d, h, nl * es);
+      int32_t *tg = dput(&d, t, n * sizeof(int32_t));
+      if (pass == 0) {
+        float *st = dput(&d, NULL, (size_t)n * 3 * F);
+        be->k->softmax_xent_part_stats(be->ctx, st, px, lt, tg, n, vl, ld, lo);
+        dget(&d, stats + (size_t)r * n * 3, st, (size_t)n * 3 * F, "stats");
+      } else {
+        float *sa = dput(&d, stats, (size_t)P * n * 3 * F), *loss = dput(&d, NULL, n * F);
+        void *dd = dput(&d, NULL, nl * es);
+        be->k->softmax_xent_part(be->ctx, loss, dd, px, lt, tg, sa, P, n, vl, ld, lo, v, dscale);
+        be->k->softmax_xent_part(be->ctx, NULL, pa, pa, lt, tg, sa, P, n, vl, ld, lo, v, dscale);
+        dget(&d, losses + (size_t)r * n, loss, n * F, "losses");
+        for (int k = 0; k < 2; k++) {
+          dget(&d, back, k ? pa : dd, nl * es, k ? "dlogits (aliasing logits)" : "dlogits");
+          float *to = k ? alias : dl;
+          for (int i = 0; i < n; i++)
+            for (int j = 0; j < ld; j++) {
+              const float u = dt_load(back, lt, (size_t)i * ld + j);
+              if (j < vl) to[(size_t)i * v + lo + j] = u;
+              else *pads += u != 0.0f;
+            }
+        }
+        dkeep(&d, sa, stats, (size_t)P * n * 3 * F, "stats");
+      }
+      dkeep(&d, px, h, nl * es, "logits");
+      dkeep(&d, tg, t, n * sizeof(int32_t), "targets");
+      dfree(&d, "softmax_xent_part", desc);
+      free(h), free(back);
+    }
+}
+
+static void test_vpart(const vpart_case *vc, int idx) {
+  const int n = vc->n, v = vc->v, P = vc->parts;
+  const size_t nv = (size_t)n * v, ns = (size_t)P * n * 3;
+  char desc[96];
+  snprintf(desc, sizeof desc, "n=%d v=%d in %d parts ld=+%d %s", n, v, P, vc->pad,
+           vc->bf16 ? "bf16" : "fp32");
+  rng_seed(1400 + idx);
+  float *x = fnew(nv);
+  int32_t *t = dt_malloc(n * sizeof *t);
+  fill(x, nv, -4, 4);
+  if (vc->bf16) /* the values the kernels read */
+    for (size_t i = 0; i < nv; i++) x[i] = dt_bf16_value(dt_bf16_bits(x[i]));
+  for (int i = 0; i < n; i++) t[i] = (int32_t)(rng_u64() % v);
+  t[0] = v - 1; /* the last part's last id */
+  const float dscale = 1.0f / n;
+  float *st = fnew(ns), *ls = fnew((size_t)P * n), *dl = fnew(nv), *al = fnew(nv);
+  size_t pads;
+  vpart_run(g_cpu, vc, x, t, dscale, st, ls, dl, al, &pads, desc);
+  double dl_tol = vc->bf16 ? 4e-3 : 1e-6; /* a bf16 dlogits is rounded */
+  if (g_cpu_checks) {
+    /* float64: each part's statistics, and the whole vocabulary's loss
+     * and dlogits (ref_xent, itself checked against finite differences) */
+    double *sr = dnew(ns);
+    for (int r = 0; r < P; r++) {
+      const int lo = vp_lo(v, P, r), hi = vp_lo(v, P, r + 1);
+      for (int i = 0; i < n; i++) {
+        double m = -INFINITY, s = 0, xt = 0;
+        for (int j = lo; j < hi; j++) m = fmax(m, x[(size_t)i * v + j]);
+        for (int j = lo; j < hi; j++) s += exp(x[(size_t)i * v + j] - m);
+        if (t[i] >= lo && t[i] < hi) xt = x[(size_t)i * v + t[i]];
+        double *o = sr + 3 * ((size_t)r * n + i);
+        o[0] = m, o[1] = s, o[2] = xt;
+      }
+    }
+    xent_fd f = {n, v, t, todouble(x, nv)};
+    double *rl = dnew(n), *rd = dnew(nv);
+    ref_xent(f.x, t, n, v, rl, rd);
+    cmp c;
+    cmp_init(&c, 1e-6, 1e-6);
+    cmp_fd(&c, "stats", st, sr, ns);
+    for (int r = 0; r < P; r++) cmp_fd(&c, "losses", ls + (size_t)r * n, rl, n);
+    check_done(&c, "softmax_xent_part", "cpu:f64", desc);
+    cmp_init(&c, 1e-6, dl_tol);
+    cmp_fd(&c, "dlogits", dl, rd, nv);
+    cmp_fd(&c, "dlogits (aliasing logits)", al, rd, nv);
+    check_line(pads == 0, "softmax_xent_part", "cpu:pad", desc, "padding columns set to 0");
+    check_done(&c, "softmax_xent_part", "cpu:alias", desc);
+    if (!vc->bf16) {
+      cmp_init(&c, 1e-6, 1e-4);
+      fd_grad(&c, "dlogits", xent_loss, &f, f.x, nv, dl, NULL);
+      check_done(&c, "softmax_xent_part", "cpu:fd", desc);
+    }
+    free(sr), free(f.x), free(rl), free(rd);
+  }
+  if (g_other) {
+    float *gs = fnew(ns), *gl = fnew((size_t)P * n), *gd = fnew(nv), *ga = fnew(nv);
+    size_t gpads;
+    vpart_run(g_other, vc, x, t, dscale, gs, gl, gd, ga, &gpads, desc);
+    cmp c;
+    cmp_init(&c, TWIN_ATOL, TWIN_RTOL);
+    cmp_ff(&c, "stats", gs, st, ns);
+    cmp_ff(&c, "losses", gl, ls, (size_t)P * n);
+    cmp_ff(&c, "dlogits", gd, dl, nv);
+    cmp_ff(&c, "dlogits (aliasing logits)", ga, dl, nv);
+    check_line(gpads == 0, "softmax_xent_part", "cuda:pad", desc, "padding columns set to 0");
+    check_done(&c, "softmax_xent_part", "cuda:cpu", desc);
+    free(gs), free(gl), free(gd), free(ga);
+  }
+  free(st), free(ls), free(dl), free(al), free(x), free(t);
+}
+
+/* ------------------------------------------------------------------ */
 /* dropout                                                            */
 
 typedef struct drop_case {
@@ -3395,6 +3627,11 @@ int main(int argc, char **argv) {
   for (size_t i = 0; i < DT_ARRAY_LEN(ln_cases); i++) test_ln(&ln_cases[i], (int)i);
   for (size_t i = 0; i < DT_ARRAY_LEN(att_cases); i++) test_att(&att_cases[i], (int)i);
   for (size_t i = 0; i < DT_ARRAY_LEN(emb_cases); i++) test_emb(&emb_cases[i], (int)i);
+  for (int parts = 2; parts <= 3; parts++) /* the cases with valid tokens */
+    for (size_t i = 0; i < DT_ARRAY_LEN(emb_cases); i++)
+      if (emb_cases[i].mode != 2 && emb_cases[i].V >= parts)
+        test_emb_parts(&emb_cases[i], parts, (int)i * 4 + parts);
+  for (size_t i = 0; i < DT_ARRAY_LEN(vpart_cases); i++) test_vpart(&vpart_cases[i], (int)i);
   for (size_t i = 0; i < DT_ARRAY_LEN(drop_cases); i++) test_dropout(&drop_cases[i], (int)i);
   for (size_t i = 0; i < DT_ARRAY_LEN(drop_rows_cases); i++)
     test_dropout_rows(&drop_rows_cases[i], (int)i);

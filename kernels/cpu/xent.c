@@ -43,6 +43,49 @@ void dt_cpu_softmax_xent(void *ctx, float *losses, float *dlogits, const void *l
   dt_cpu_xent_rows(losses, dlogits, DT_F32, logits, lt, targets, n, v, ld, dscale);
 }
 
+/* Vocabulary-parallel cross-entropy, step 1: each row's (max, sum of
+ * exp(x - max) in double, target logit or 0) over this part's columns. */
+void dt_cpu_softmax_xent_part_stats(void *ctx, float *stats, const void *logits, dt_dtype lt,
+                                    const int32_t *targets, int n, int v, int ld, int v0) {
+  (void)ctx;
+  for (int i = 0; i < n; i++) {
+    const size_t r = (size_t)i * ld;
+    float mx = -INFINITY;
+    for (int j = 0; j < v; j++) {
+      const float u = dt_load(logits, lt, r + j);
+      mx = u > mx || u != u ? u : mx;
+    }
+    double sum = 0.0;
+    for (int j = 0; j < v; j++) sum += exp((double)dt_load(logits, lt, r + j) - (double)mx);
+    const int64_t t = (int64_t)targets[i] - v0;
+    stats[3 * (size_t)i] = mx;
+    stats[3 * (size_t)i + 1] = (float)sum;
+    stats[3 * (size_t)i + 2] = t >= 0 && t < v ? dt_load(logits, lt, r + (size_t)t) : 0.0f;
+  }
+}
+
+/* Step 2: the parts' statistics combined in part order, in double: the
+ * row's max M over the parts, S = sum of s_r exp(m_r - M), lse = M + log S,
+ * the target's logit the sum of the parts' (one holds it). */
+void dt_cpu_softmax_xent_part(void *ctx, float *losses, void *dlogits, const void *logits,
+                              dt_dtype lt, const int32_t *targets, const float *stats, int parts,
+                              int n, int v, int ld, int v0, int vtotal, float dscale) {
+  (void)ctx;
+  for (int i = 0; i < n; i++) {
+    double lse, xt;
+    dt_xent_part_combine(stats, parts, n, i, &lse, &xt);
+    const int t = targets[i];
+    if (losses) losses[i] = t >= 0 && t < vtotal ? (float)(lse - xt) : NAN;
+    if (!dlogits) continue;
+    const size_t r = (size_t)i * ld;
+    for (int j = 0; j < v; j++) {
+      const double p = exp((double)dt_load(logits, lt, r + j) - lse);
+      dt_store(dlogits, lt, r + j, (float)((p - (v0 + j == t ? 1.0 : 0.0)) * dscale));
+    }
+    for (int j = v; j < ld; j++) dt_store(dlogits, lt, r + j, 0.0f);
+  }
+}
+
 /* Label smoothing spreads eps of the target's mass evenly over all V classes,
  * so the loss is the mix of the target's and the mean's -log softmax and the
  * gradient subtracts (1-eps)*onehot + eps/V. A negative target marks padding.

@@ -13,26 +13,31 @@
 #define EMB_UNROLL 8 /* rows of a run loaded together */
 #define EMB_ALIGN 256 /* bytes; every piece of the workspace starts on this */
 
-/* out (B,T,C): one element per grid-stride step */
+/* out (B,T,C): one element per grid-stride step; wte holds vocabulary rows
+ * [v0, v0+V). A token outside them: NaN when the table is whole (part = 0),
+ * a zero row (plus wpe) in a vocabulary-parallel part. */
 static __global__ void embedding_fwd_kernel(float *out, const int32_t *tokens, const float *wte,
-                                            const float *wpe, int T, int C, int V, size_t total) {
+                                            const float *wpe, int T, int C, int v0, int V,
+                                            int part, size_t total) {
   DT_GRID_STRIDE(k, total) {
     const size_t bt = k / (size_t)C, c = k % (size_t)C;
-    const int32_t tok = tokens[bt];
+    const long long tok = (long long)tokens[bt] - v0;
+    const float p = wpe ? wpe[(bt % (size_t)T) * C + c] : 0.0f;
     if (tok < 0 || tok >= V) {
-      out[k] = __int_as_float(0x7fc00000); /* NaN: a bad token must show */
+      out[k] = part ? p : __int_as_float(0x7fc00000); /* NaN: a bad token must show */
       continue;
     }
     const float e = wte[(size_t)tok * C + c];
-    out[k] = wpe ? e + wpe[(bt % (size_t)T) * C + c] : e;
+    out[k] = wpe ? e + p : e;
   }
 }
 
-/* sort input: key = token (V for a bad one, sorted last and skipped), value = position */
+/* sort input: key = token - v0 (V for one outside the rows, sorted last and
+ * skipped), value = position */
 static __global__ void embedding_keys_kernel(uint32_t *keys, int32_t *pos, const int32_t *tokens,
-                                             int V, size_t n) {
+                                             int v0, int V, size_t n) {
   DT_GRID_STRIDE(i, n) {
-    const int32_t tok = tokens[i];
+    const long long tok = (long long)tokens[i] - v0;
     keys[i] = (tok >= 0 && tok < V) ? (uint32_t)tok : (uint32_t)V;
     pos[i] = (int32_t)i;
   }
@@ -107,19 +112,37 @@ extern "C" size_t dt_cuda_embedding_backward_workspace(void *ctx, int B, int T, 
          align_up(cub_temp_bytes(n, V));
 }
 
-extern "C" void dt_cuda_embedding_forward(void *ctx, float *out, const int32_t *tokens,
-                                          const float *wte, const float *wpe, int B, int T,
-                                          int C, int V) {
+static void forward(void *ctx, float *out, const int32_t *tokens, const float *wte,
+                    const float *wpe, int B, int T, int C, int v0, int V, int part) {
   const size_t total = (size_t)B * T * C;
   if (B <= 0 || T <= 0 || C <= 0) return;
   embedding_fwd_kernel<<<dt_cuda_blocks(total, DT_CUDA_THREADS), DT_CUDA_THREADS, 0,
-                         DT_CUDA_CTX(ctx)->stream>>>(out, tokens, wte, wpe, T, C, V, total);
+                         DT_CUDA_CTX(ctx)->stream>>>(out, tokens, wte, wpe, T, C, v0, V, part,
+                                                     total);
   CUDA_LAUNCH_CHECK();
+}
+
+extern "C" void dt_cuda_embedding_forward(void *ctx, float *out, const int32_t *tokens,
+                                          const float *wte, const float *wpe, int B, int T,
+                                          int C, int V) {
+  forward(ctx, out, tokens, wte, wpe, B, T, C, 0, V, 0);
+}
+
+extern "C" void dt_cuda_embedding_forward_part(void *ctx, float *out, const int32_t *tokens,
+                                               const float *wte, const float *wpe, int B, int T,
+                                               int C, int v0, int V) {
+  forward(ctx, out, tokens, wte, wpe, B, T, C, v0, V, 1);
 }
 
 extern "C" void dt_cuda_embedding_backward(void *ctx, float *dwte, float *dwpe,
                                            const float *dout, const int32_t *tokens, int B,
                                            int T, int C, int V, void *ws) {
+  dt_cuda_embedding_backward_part(ctx, dwte, dwpe, dout, tokens, B, T, C, 0, V, ws);
+}
+
+extern "C" void dt_cuda_embedding_backward_part(void *ctx, float *dwte, float *dwpe,
+                                                const float *dout, const int32_t *tokens, int B,
+                                                int T, int C, int v0, int V, void *ws) {
   cudaStream_t st = DT_CUDA_CTX(ctx)->stream;
   if (B <= 0 || T <= 0 || C <= 0) return;
   if (dwpe) {
@@ -137,7 +160,7 @@ extern "C" void dt_cuda_embedding_backward(void *ctx, float *dwte, float *dwpe,
   void *temp = (void *)(w += align_up(sizeof(int32_t) * n));
   size_t temp_bytes = cub_temp_bytes(n, V);
   embedding_keys_kernel<<<dt_cuda_blocks(n, DT_CUDA_THREADS), DT_CUDA_THREADS, 0, st>>>(
-      keys_in, pos_in, tokens, V, (size_t)n);
+      keys_in, pos_in, tokens, v0, V, (size_t)n);
   CUDA_LAUNCH_CHECK();
   /* stable: equal tokens keep their position order */
   CUDA_CHECK(cub::DeviceRadixSort::SortPairs(temp, temp_bytes, keys_in, keys, pos_in, pos, n, 0,

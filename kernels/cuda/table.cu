@@ -33,6 +33,8 @@ extern "C" const dt_kernels dt_cuda_kernels = {
     .act_backward = dt_cuda_act_backward,
     .softmax_xent = dt_cuda_softmax_xent,
     .softmax_xent_smooth = dt_cuda_softmax_xent_smooth,
+    .softmax_xent_part_stats = dt_cuda_softmax_xent_part_stats,
+    .softmax_xent_part = dt_cuda_softmax_xent_part,
     .sgd_step = dt_cuda_sgd_step,
     .adam_step = dt_cuda_adam_step,
     .sumsq = dt_cuda_sumsq,
@@ -47,6 +49,8 @@ extern "C" const dt_kernels dt_cuda_kernels = {
     .embedding_forward = dt_cuda_embedding_forward,
     .embedding_backward_workspace = dt_cuda_embedding_backward_workspace,
     .embedding_backward = dt_cuda_embedding_backward,
+    .embedding_forward_part = dt_cuda_embedding_forward_part,
+    .embedding_backward_part = dt_cuda_embedding_backward_part,
     .dropout_forward = dt_cuda_dropout_forward,
     .dropout_backward = dt_cuda_dropout_backward,
     .dropout_rows = dt_cuda_dropout_rows,
@@ -54,4 +58,4 @@ extern "C" const dt_kernels dt_cuda_kernels = {
 
 /* A slot added to dt_kernels without an initializer here would be NULL;
  * keep the count in step. */
-static_assert(DT_KERNELS_SLOTS == 34, "dt_kernels changed: fill the new slots in table.cu");
+static_assert(DT_KERNELS_SLOTS == 38, "dt_kernels changed: fill the new slots in table.cu");

@@ -77,6 +77,90 @@ void dt_cuda_softmax_xent_bf16(dt_cuda_ctx *c, float *losses, void *dlogits, con
   xent_launch<__nv_bfloat16>(c->stream, losses, dlogits, logits, lt, targets, n, v, ld, dscale);
 }
 
+/* Vocabulary-parallel cross-entropy (see kernels.h), one block per row.
+ * Step 1: the row's max over this part, the sum of exp(x - max) in double
+ * (stored as float, as the CPU does), and the target's logit when this
+ * part holds it. */
+template <typename L>
+static __global__ void __launch_bounds__(XENT_THREADS)
+    xent_part_stats_kernel(float *stats, const L *logits, const int32_t *targets, int v, int ld,
+                           int v0) {
+  const size_t row = blockIdx.x;
+  const L *x = logits + row * (size_t)ld;
+  float m = -INFINITY;
+  for (int j = threadIdx.x; j < v; j += blockDim.x) {
+    const float u = dt_ld(&x[j]);
+    m = (u > m || u != u) ? u : m;
+  }
+  m = dt_block_max(m);
+  double s = 0.0;
+  for (int j = threadIdx.x; j < v; j += blockDim.x) s += exp((double)dt_ld(&x[j]) - (double)m);
+  s = dt_block_sum(s);
+  if (threadIdx.x == 0) {
+    const long long t = (long long)targets[row] - v0;
+    stats[3 * row] = m;
+    stats[3 * row + 1] = (float)s;
+    stats[3 * row + 2] = t >= 0 && t < v ? dt_ld(&x[t]) : 0.0f;
+  }
+}
+
+/* Step 2: every thread combines the parts' statistics (a few floats) in
+ * part order, as the CPU does; then the loss and this part's dlogits. Each
+ * dlogits element is written by the thread that read its logit, so they
+ * may alias. */
+template <typename L>
+static __global__ void __launch_bounds__(XENT_THREADS)
+    xent_part_kernel(float *losses, L *dlogits, const L *logits, const int32_t *targets,
+                     const float *stats, int parts, int n, int v, int ld, int v0, int vtotal,
+                     float dscale) {
+  const size_t row = blockIdx.x;
+  double lse, xt;
+  dt_xent_part_combine(stats, parts, n, (int)row, &lse, &xt);
+  const int t = targets[row];
+  if (threadIdx.x == 0 && losses)
+    losses[row] = t >= 0 && t < vtotal ? (float)(lse - xt) : __int_as_float(0x7fc00000);
+  if (!dlogits) return;
+  const L *x = logits + row * (size_t)ld;
+  L *d = dlogits + row * (size_t)ld;
+  for (int j = threadIdx.x; j < v; j += blockDim.x) {
+    const double p = exp((double)dt_ld(&x[j]) - lse);
+    dt_st(&d[j], (float)((p - (v0 + j == t ? 1.0 : 0.0)) * (double)dscale));
+  }
+  for (int j = v + threadIdx.x; j < ld; j += blockDim.x) dt_st(&d[j], 0.0f);
+}
+
+extern "C" void dt_cuda_softmax_xent_part_stats(void *ctx, float *stats, const void *logits,
+                                                dt_dtype lt, const int32_t *targets, int n,
+                                                int v, int ld, int v0) {
+  if (n <= 0) return;
+  cudaStream_t st = DT_CUDA_CTX(ctx)->stream;
+  if (lt == DT_BF16)
+    xent_part_stats_kernel<__nv_bfloat16><<<n, XENT_THREADS, 0, st>>>(
+        stats, (const __nv_bfloat16 *)logits, targets, v, ld, v0);
+  else
+    xent_part_stats_kernel<float><<<n, XENT_THREADS, 0, st>>>(stats, (const float *)logits,
+                                                              targets, v, ld, v0);
+  CUDA_LAUNCH_CHECK();
+}
+
+extern "C" void dt_cuda_softmax_xent_part(void *ctx, float *losses, void *dlogits,
+                                          const void *logits, dt_dtype lt,
+                                          const int32_t *targets, const float *stats, int parts,
+                                          int n, int v, int ld, int v0, int vtotal,
+                                          float dscale) {
+  if (n <= 0) return;
+  cudaStream_t st = DT_CUDA_CTX(ctx)->stream;
+  if (lt == DT_BF16)
+    xent_part_kernel<__nv_bfloat16><<<n, XENT_THREADS, 0, st>>>(
+        losses, (__nv_bfloat16 *)dlogits, (const __nv_bfloat16 *)logits, targets, stats, parts, n,
+        v, ld, v0, vtotal, dscale);
+  else
+    xent_part_kernel<float><<<n, XENT_THREADS, 0, st>>>(losses, (float *)dlogits,
+                                                        (const float *)logits, targets, stats,
+                                                        parts, n, v, ld, v0, vtotal, dscale);
+  CUDA_LAUNCH_CHECK();
+}
+
 /* Label-smoothed variant (see kernels.h): also sums the logits for the mean
  * term; a negative target is padding and gets a zero loss and gradient row.
  * logits and dlogits of type T; dlogits may alias logits (each element is
