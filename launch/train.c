@@ -45,6 +45,7 @@ typedef struct trainer {
   dt_backend_t be;
   dt_grid grid;
   dt_comm_t comm;   /* the data-parallel group */
+  dt_comm_t tp_comm; /* the tensor-parallel group (NULL at parallel.tp = 1) */
   dt_dp *dp;
   int is_root;      /* world rank 0: logs, metrics, checkpoint metadata */
   dt_model *m;
@@ -348,6 +349,32 @@ static float param_wd(const dt_config *c, const dt_param *p) {
   return p->decay ? (float)c->optim_weight_decay : 0.0f;
 }
 
+/* The squared global gradient norm under tensor parallelism: a split
+ * tensor's parts are summed over the tensor-parallel group, a tensor every
+ * part holds whole (with the same gradient) is counted once; then the
+ * data-parallel group's shards. One sumsq per tensor in this rank's shard,
+ * into d_sumsq[i], read back at once. */
+static double tp_grad_sumsq(trainer *T, const float *grads) {
+  dt_backend_t be = T->be;
+  const dt_dp *dp = T->dp;
+  const dt_model *m = T->m;
+  for (int i = 0; i < m->nparams; i++) {
+    const dt_param *p = &m->params[i];
+    size_t a = DT_MAX(p->offset, dp->own_lo), b = DT_MIN(p->offset + p->count, dp->own_hi);
+    if (a < b) be->k->sumsq(be->ctx, T->d_sumsq + i, grads + (a - dp->opt_lo), b - a);
+    else be->memset0(be, T->d_sumsq + i, sizeof(float));
+  }
+  float *h = dt_malloc((size_t)m->nparams * sizeof(float));
+  be->d2h(be, h, T->d_sumsq, (size_t)m->nparams * sizeof(float));
+  double sums[2] = {0, 0}; /* split, whole */
+  for (int i = 0; i < m->nparams; i++) sums[dt_param_is_split(&m->params[i]) ? 0 : 1] += h[i];
+  free(h);
+  dt_watchdog_enter("an all-reduce of step statistics");
+  MPI_Allreduce(MPI_IN_PLACE, &sums[0], 1, MPI_DOUBLE, MPI_SUM, T->tp_comm->mpi);
+  dt_watchdog_leave();
+  return dt_dp_sum(T->dp, sums[0] + sums[1]);
+}
+
 /* Updates this rank's optimizer range [opt_lo, opt_hi) from the reduced
  * gradients, then all-gathers the parameters (ZeRO >= 1). Returns the global
  * gradient norm (before clipping). */
@@ -359,10 +386,15 @@ static double optimizer_step(trainer *T, double lr) {
   float *grads = dt_dp_grads(dp); /* grads[0] is flat element opt_lo */
   /* every rank adds the squares of its own shard once, so the sum over the
    * group is the global norm at every ZeRO stage */
-  float sumsq = 0;
-  be->k->sumsq(be->ctx, T->d_sumsq, grads + (dp->own_lo - dp->opt_lo), dp->own_hi - dp->own_lo);
-  be->d2h(be, &sumsq, T->d_sumsq, sizeof sumsq);
-  double norm = sqrt(dt_dp_sum(dp, (double)sumsq));
+  double norm;
+  if (T->tp_comm) {
+    norm = sqrt(tp_grad_sumsq(T, grads));
+  } else {
+    float sumsq = 0;
+    be->k->sumsq(be->ctx, T->d_sumsq, grads + (dp->own_lo - dp->opt_lo), dp->own_hi - dp->own_lo);
+    be->d2h(be, &sumsq, T->d_sumsq, sizeof sumsq);
+    norm = sqrt(dt_dp_sum(dp, (double)sumsq));
+  }
   float gscale = 1.0f;
   if (c->optim_grad_clip > 0 && norm > c->optim_grad_clip)
     gscale = (float)(c->optim_grad_clip / (norm + 1e-6));
@@ -551,9 +583,9 @@ static int maybe_resume(trainer *T) {
   }
   if (T->is_root)
     printf("resumed from %s at step %lld (epoch %lld, sample %lld of it; saved by dp=%lld "
-           "zero=%lld on %lld rank%s)\n",
+           "tp=%lld zero=%lld on %lld rank%s)\n",
            path, (long long)T->step, (long long)T->epoch, (long long)T->offset,
-           (long long)meta.dp, (long long)meta.zero, (long long)meta.world,
+           (long long)meta.dp, (long long)meta.tp, (long long)meta.zero, (long long)meta.world,
            meta.world == 1 ? "" : "s");
   return 1;
 }
@@ -780,24 +812,44 @@ static void setup_parallel(trainer *T) {
   T->is_root = T->grid.rank == 0;
   dt_set_rank(T->grid.rank);
   if (T->grid.size > 1) dt_watchdog_start();
-  if (c->parallel_tp != 1 || c->parallel_pp != 1)
-    dt_die_user_all("[parallel] tp=%ld pp=%ld: tensor and pipeline parallelism are not built "
-                    "yet (only data parallelism: parallel.dp)",
-                    c->parallel_tp, c->parallel_pp);
+  if (c->parallel_pp != 1)
+    dt_die_user_all("[parallel] pp = %ld: pipeline parallelism is not built yet (use "
+                    "parallel.dp and parallel.tp)", c->parallel_pp);
+}
+
+/* the model's tensor-parallel all-reduce and all-gather (m->tp_allreduce,
+ * m->tp_allgather) */
+static void tp_allreduce(void *ctx, float *x, size_t n) {
+  dt_comm_t c = ctx;
+  dt_watchdog_enter("a tensor-parallel all-reduce");
+  c->allreduce(c, x, x, n, DT_F32, DT_SUM);
+  dt_watchdog_leave();
+}
+
+static void tp_allgather(void *ctx, const float *send, float *recv, size_t n) {
+  dt_comm_t c = ctx;
+  dt_watchdog_enter("a tensor-parallel all-gather");
+  c->allgather(c, send, recv, n, DT_F32);
+  dt_watchdog_leave();
+}
+
+static dt_comm_t make_comm(trainer *T, const char *kind, MPI_Comm group) {
+  if (strcmp(kind, "nccl") != 0) return dt_comm_mpi_create(group, T->be);
+  dt_error err;
+  dt_comm_t c = dt_comm_nccl_create(group, T->be, &err);
+  if (!c) dt_die_user_all("[parallel] comm = nccl: %s", err.msg);
+  return c;
 }
 
 static void setup_comm(trainer *T) {
   const char *kind = T->cfg->parallel_comm;
   if (!strcmp(kind, "auto")) kind = T->be->device == DT_DEVICE_CUDA ? "nccl" : "mpi";
-  if (!strcmp(kind, "nccl")) {
-    dt_error err;
-    T->comm = dt_comm_nccl_create(T->grid.dp_comm, T->be, &err);
-    if (!T->comm) dt_die_user_all("[parallel] comm = nccl: %s", err.msg);
-  } else {
-    T->comm = dt_comm_mpi_create(T->grid.dp_comm, T->be);
-  }
+  T->comm = make_comm(T, kind, T->grid.dp_comm);
+  if (T->grid.tp > 1) T->tp_comm = make_comm(T, kind, T->grid.tp_comm);
   if (T->is_root && T->grid.dp > 1)
     printf("data parallel: %d ranks over %s\n", T->grid.dp, T->comm->kind);
+  if (T->is_root && T->tp_comm)
+    printf("tensor parallel: %d ranks over %s\n", T->grid.tp, T->tp_comm->kind);
 }
 
 /* Rank 0 prints what each rank keeps, in bytes, after the first step (when
@@ -841,10 +893,21 @@ static void import_weights(trainer *T, float *hp) {
   if (strcmp(T->m->family, "gpt") != 0)
     dt_die_user_all("[model] init_from = %s: only gpt models start from Hugging Face GPT-2 "
                     "weights (model.name = %s)", c->model_init_from, c->model_name);
-  if (dt_hf_gpt2_import(c->model_init_from, c, T->m->params, T->m->nparams, hp, file,
-                        sizeof file, &err))
+  /* under tensor parallelism the whole model is read, then each rank keeps
+   * its parts */
+  const dt_model *m = T->m;
+  dt_param *whole = dt_malloc((size_t)m->nparams * sizeof *whole);
+  size_t total = dt_param_table_whole(m->params, m->nparams, whole);
+  float *full = m->tp_n > 1 ? dt_malloc(total * sizeof(float)) : hp;
+  if (dt_hf_gpt2_import(c->model_init_from, c, whole, m->nparams, full, file, sizeof file, &err))
     dt_die_user_all("[model] init_from: %s", err.msg);
-  if (T->is_root) printf("init: %zu parameters from %s\n", T->m->nparams_total, file);
+  if (full != hp) {
+    for (int i = 0; i < m->nparams; i++)
+      dt_param_extract(&m->params[i], full + whole[i].offset, hp + m->params[i].offset);
+    free(full);
+  }
+  free(whole);
+  if (T->is_root) printf("init: %zu parameters from %s\n", total, file);
 }
 
 static void setup(trainer *T, const dt_config *c) {
@@ -913,8 +976,11 @@ static void setup(trainer *T, const dt_config *c) {
            c->model_name, maxb, T->lm ? "sequences" : T->s2s ? "sentences" : "samples",
            T->lm || T->s2s ? "" : " or eval_batch_size");
   dt_set_oom_hint(hint);
-  T->m = dt_model_create(c, T->be, maxb, &err);
+  T->m = dt_model_create_tp(c, T->be, maxb, T->grid.tp, T->grid.tp_rank, &err);
   if (!T->m) dt_die_user_all("%s", err.msg);
+  T->m->tp_allreduce = tp_allreduce;
+  T->m->tp_allgather = tp_allgather;
+  T->m->tp_ctx = T->tp_comm;
   T->seq = T->lm ? T->m->max_t : 0;
   load_data(T);
   if (T->batch > T->ntrain)
@@ -987,7 +1053,7 @@ static void setup(trainer *T, const dt_config *c) {
     T->d_x = be->alloc(be, (size_t)maxb * T->train.h * T->train.w * sizeof(float));
     T->h_logits = be->host_alloc(be, (size_t)maxb * T->m->num_classes * sizeof(float));
   }
-  T->d_sumsq = be->alloc(be, sizeof(float));
+  T->d_sumsq = be->alloc(be, ((size_t)T->m->nparams + 1) * sizeof(float));
   T->perm = dt_malloc((size_t)T->ntrain * sizeof(int32_t));
   dt_set_oom_hint(NULL);
 }
@@ -1025,6 +1091,7 @@ static void teardown(trainer *T) {
   be->free(be, T->d_sumsq);
   dt_dp_destroy(T->dp);
   dt_comm_destroy(T->comm);
+  dt_comm_destroy(T->tp_comm);
   dt_model_destroy(T->m);
   dt_backend_destroy(be);
   dt_grid_free(&T->grid);
@@ -1167,9 +1234,17 @@ int dt_train(const dt_config *c) {
     snprintf(path, sizeof path, "%s/config.ini", T->run_dir);
     FILE *fp = fopen(path, "w");
     if (fp) fputs(T->config_text, fp), fclose(fp);
-    printf("device: %s\nmodel: %s, %zu parameters, %.1f MB activations at micro-batch %d, "
+    /* under tensor parallelism: the whole model's count, then this rank's */
+    dt_param *whole = dt_malloc((size_t)T->m->nparams * sizeof *whole);
+    size_t nwhole = dt_param_table_whole(T->m->params, T->m->nparams, whole);
+    free(whole);
+    char split[128] = "";
+    if (T->grid.tp > 1)
+      snprintf(split, sizeof split, " (tp %d splits heads, MLP units and vocabulary: rank 0 "
+               "holds %zu)", T->grid.tp, T->m->nparams_total);
+    printf("device: %s\nmodel: %s, %zu parameters%s, %.1f MB activations at micro-batch %d, "
            "%s\n",
-           T->be->desc, T->m->family, T->m->nparams_total, T->m->activation_bytes / 1e6,
+           T->be->desc, T->m->family, nwhole, split, T->m->activation_bytes / 1e6,
            T->m->max_batch,
            strcmp(c->train_precision, "bf16")
                ? "fp32"

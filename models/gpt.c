@@ -11,7 +11,20 @@
  * (LayerNorm outputs, qkv, attention's output, the MLP hidden before and
  * after GELU and its gradient) and the logits are stored in bf16 (G->at):
  * half the memory, and no rounding pass in front of each GEMM; the residual
- * stream and the other gradients stay fp32. */
+ * stream and the other gradients stay fp32.
+ *
+ * Tensor parallelism (tp_n > 1) splits each block as Megatron-LM does: the
+ * q,k,v projection and c_fc by output features (a rank keeps n_head/tp_n
+ * heads and 4C/tp_n hidden units), each c_proj by input features, so a
+ * block needs one all-reduce after each c_proj in forward (the engine's
+ * tp_allreduce; the c_proj bias is added by part 0 alone) and one after each
+ * column-parallel layer's input gradient in backward. The token embedding
+ * and the tied LM head are vocabulary-parallel: a rank keeps wte's rows
+ * [v0, v0+Vl), looks up the tokens it holds (zero rows for the others) and
+ * the parts are summed; its logits cover those ids, the softmax's max and
+ * sum come from every part's row statistics (an all-gather of 3 floats a
+ * row), and d lnf is summed over the parts. The position embedding and the
+ * LayerNorms are whole on every rank, which compute them alike. */
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -60,6 +73,11 @@ typedef struct gpt {
   dt_model m;
   dt_param *table;
   int L, NH, C, V, maxT;     /* maxT: rows of wpe (model.block_size) */
+  int tp_n, tp_r;            /* tensor-parallel split (1, 0: whole) */
+  int NHl, Cl, Fl;           /* this rank's heads, their width NHl*HS, and MLP hidden units */
+  int v0, Vl;                /* this rank's vocabulary ids [v0, v0+Vl) (0, V: whole) */
+  float *vstats, *vstats_all; /* tensor parallelism: the classifier's row statistics,
+                               * this part's (chunk,3) and every part's (tp_n,chunk,3) */
   int recompute;             /* RC_* */
   float dropout;             /* [model] dropout */
   dt_dtype at;               /* the type of the activations only GEMMs read: bf16 under
@@ -129,25 +147,32 @@ static const float *drop_backward(gpt *G, int site, const float *dres) {
 
 #define W(i) dt_model_param(m, i)
 
+/* A row-parallel layer's bias (weight p, bias p+1): added by part 0 only,
+ * since the parts' outputs are summed. */
+static const float *row_bias(gpt *G, int p) {
+  return G->tp_r == 0 ? dt_model_param(&G->m, p + 1) : NULL;
+}
+
 /* Block l from its ln1 (already normalised) to mid = res[l] + drop(attn) and
  * ln2 = LN(mid): the forward, and under recompute = block its replay. */
 static void attn_forward(gpt *G, const dt_batch *b, int l) {
   dt_model *m = &G->m;
   const dt_kernels *k = m->be->k;
   void *ctx = m->be->ctx;
-  const int BT = b->n * b->t, C = G->C, NH = G->NH, HS = C / NH;
+  const int BT = b->n * b->t, C = G->C, HS = C / G->NH, Cl = G->Cl;
   gpt_block_acts *a = blk(G, l);
   int p = block_param(l, L_QKVW);
   dt_model_fetch(m, p, 2);
-  k->linear_forward(ctx, a->qkv, G->at, a->ln1, G->at, W(p), W(p + 1), BT, C, 3 * C);
+  k->linear_forward(ctx, a->qkv, G->at, a->ln1, G->at, W(p), W(p + 1), BT, C, 3 * Cl);
   dt_model_release(m, p, 2);
-  k->attention_forward(ctx, a->atty, a->lse, a->qkv, dt_elem(a->qkv, G->at, C),
-                       dt_elem(a->qkv, G->at, 2 * (size_t)C), G->at, b->n, b->t, b->t, NH, HS,
-                       3 * C, 3 * C, 1, NULL, 1.0f / sqrtf((float)HS));
+  k->attention_forward(ctx, a->atty, a->lse, a->qkv, dt_elem(a->qkv, G->at, Cl),
+                       dt_elem(a->qkv, G->at, 2 * (size_t)Cl), G->at, b->n, b->t, b->t, G->NHl,
+                       HS, 3 * Cl, 3 * Cl, 1, NULL, 1.0f / sqrtf((float)HS));
   p = block_param(l, L_APROJW);
   dt_model_fetch(m, p, 2);
-  k->linear_forward(ctx, G->scratch, DT_F32, a->atty, G->at, W(p), W(p + 1), BT, C, C);
+  k->linear_forward(ctx, G->scratch, DT_F32, a->atty, G->at, W(p), row_bias(G, p), BT, Cl, C);
   dt_model_release(m, p, 2);
+  dt_model_tp_sum(m, G->scratch, (size_t)BT * C);
   drop_forward(G, 1 + 2 * l, G->scratch);
   p = block_param(l, L_LN2W);
   dt_model_fetch(m, p, 2);
@@ -169,7 +194,7 @@ static void *mlp_hidden_forward(gpt *G, int BT, int l) {
   void *out = a->fch ? a->fch_gelu : G->hbuf;
   dt_model_fetch(m, p, 2);
   k->linear_act_forward(m->be->ctx, DT_ACT_GELU_TANH, out, a->fch ? a->fch : G->hpre, G->at,
-                        a->ln2, G->at, W(p), W(p + 1), BT, C, 4 * C);
+                        a->ln2, G->at, W(p), W(p + 1), BT, C, G->Fl);
   dt_model_release(m, p, 2);
   return out;
 }
@@ -181,7 +206,13 @@ static void gpt_forward(gpt *G, const dt_batch *b) {
   const int BT = b->n * b->t, C = G->C;
 
   dt_model_fetch(m, P_WTE, 2);
-  k->embedding_forward(ctx, G->res[0], b->tokens, W(P_WTE), W(P_WPE), b->n, b->t, C, G->V);
+  if (G->tp_n > 1) { /* this part's rows, wpe added once, then the parts summed */
+    k->embedding_forward_part(ctx, G->res[0], b->tokens, W(P_WTE), G->tp_r ? NULL : W(P_WPE),
+                              b->n, b->t, C, G->v0, G->Vl);
+    dt_model_tp_sum(m, G->res[0], (size_t)BT * C);
+  } else {
+    k->embedding_forward(ctx, G->res[0], b->tokens, W(P_WTE), W(P_WPE), b->n, b->t, C, G->V);
+  }
   dt_model_release(m, P_WTE, 2);
   drop_forward(G, 0, G->res[0]);
   int p = block_param(0, L_LN1W);
@@ -195,8 +226,9 @@ static void gpt_forward(gpt *G, const dt_batch *b) {
     const void *h = mlp_hidden_forward(G, BT, l);
     p = block_param(l, L_MPROJW);
     dt_model_fetch(m, p, 2);
-    k->linear_forward(ctx, G->scratch, DT_F32, h, G->at, W(p), W(p + 1), BT, 4 * C, C);
+    k->linear_forward(ctx, G->scratch, DT_F32, h, G->at, W(p), row_bias(G, p), BT, G->Fl, C);
     dt_model_release(m, p, 2);
+    dt_model_tp_sum(m, G->scratch, (size_t)BT * C);
     drop_forward(G, 2 + 2 * l, G->scratch);
     /* the second residual add is fused with the LayerNorm that follows it;
      * under recompute = block the next ln1 lands in the one shared set,
@@ -215,6 +247,36 @@ static void gpt_forward(gpt *G, const dt_batch *b) {
 
 #define GW(i) (m->g + G->table[i].offset)
 
+/* gpt_classifier under tensor parallelism: this part's logits (ids
+ * [v0, v0+Vl), rows packed), their row statistics gathered from every
+ * part, the loss and this part's dlogits (in place), and the GEMMs of
+ * linear_backward: wte's part of the gradient, and this part's term of
+ * d lnf, summed over the parts once every chunk is done. */
+static const float *classifier_part(gpt *G, const dt_batch *b, float *losses, float dscale,
+                                    float *dln) {
+  dt_model *m = &G->m;
+  const dt_kernels *k = m->be->k;
+  void *ctx = m->be->ctx;
+  const int BT = b->n * b->t, C = G->C, Vl = G->Vl;
+  dt_model_fetch(m, P_WTE, 1);
+  for (int r0 = 0; r0 < BT; r0 += G->chunk) {
+    const int R = DT_MIN(G->chunk, BT - r0);
+    const void *x = dt_elem(G->lnf, G->at, (size_t)r0 * C);
+    k->lm_head_forward(ctx, G->logits, G->at, Vl, x, G->at, W(P_WTE), R, C, Vl);
+    k->softmax_xent_part_stats(ctx, G->vstats, G->logits, G->at, b->y + r0, R, Vl, Vl, G->v0);
+    m->tp_allgather(m->tp_ctx, G->vstats, G->vstats_all, (size_t)R * 3);
+    k->softmax_xent_part(ctx, losses ? losses + r0 : NULL, dscale != 0.0f ? G->logits : NULL,
+                         G->logits, G->at, b->y + r0, G->vstats_all, G->tp_n, R, Vl, Vl, G->v0,
+                         G->V, dscale);
+    if (dscale != 0.0f)
+      k->linear_backward(ctx, dln + (size_t)r0 * C, GW(P_WTE), NULL, G->logits, G->at, x, G->at,
+                         W(P_WTE), R, C, Vl);
+  }
+  dt_model_release(m, P_WTE, 1);
+  if (dscale != 0.0f) dt_model_tp_sum(m, dln, (size_t)BT * C);
+  return NULL;
+}
+
 /* The LM head tied to the token table and the loss, chunk by chunk: rows
  * [r0, r0+R) get logits = lnf @ wte^T, their losses, and when training
  * (dscale != 0) dlogits, d lnf (into dln) and wte's gradient before the next
@@ -230,6 +292,7 @@ static const float *gpt_classifier(gpt *G, const dt_batch *b, float *losses, flo
   const dt_kernels *k = m->be->k;
   void *ctx = m->be->ctx;
   const int BT = b->n * b->t, C = G->C, V = G->V;
+  if (G->tp_n > 1) return classifier_part(G, b, losses, dscale, dln);
   dt_model_fetch(m, P_WTE, 1);
   for (int r0 = 0; r0 < BT; r0 += G->chunk) {
     const int R = DT_MIN(G->chunk, BT - r0);
@@ -265,15 +328,16 @@ static void mlp_backward(gpt *G, int BT, int l, const float *dres, float *dln) {
   int p = block_param(l, L_MPROJW);
   dt_model_fetch(m, p, 2);
   k->linear_backward_act(ctx, DT_ACT_GELU_TANH, G->dfch, GW(p), GW(p + 1), dout, h, W(p), pre,
-                         G->at, BT, 4 * C, C);
+                         G->at, BT, G->Fl, C);
   dt_model_release(m, p, 2);
   READY2(p);
   p = block_param(l, L_FCW);
   dt_model_fetch(m, p, 2);
   k->linear_backward(ctx, dln, GW(p), GW(p + 1), G->dfch, G->at, a->ln2, G->at, W(p), BT, C,
-                     4 * C);
+                     G->Fl);
   dt_model_release(m, p, 2);
   READY2(p);
+  dt_model_tp_sum(m, dln, (size_t)BT * C);
 }
 
 /* Parameter gradients accumulate into m->g; each parameter is announced
@@ -283,7 +347,7 @@ static void gpt_backward(gpt *G, const dt_batch *b) {
   dt_model *m = &G->m;
   const dt_kernels *k = m->be->k;
   void *ctx = m->be->ctx;
-  const int BT = b->n * b->t, C = G->C, NH = G->NH, HS = C / NH;
+  const int BT = b->n * b->t, C = G->C, HS = C / G->NH, Cl = G->Cl;
   float *dln = G->scratch, *dres = G->dres;
 
   /* wte's gradient from the LM head is in; it is not final until the
@@ -320,20 +384,21 @@ static void gpt_backward(gpt *G, const dt_batch *b) {
     const float *dout = drop_backward(G, 1 + 2 * l, dres);
     p = block_param(l, L_APROJW);
     dt_model_fetch(m, p, 2);
-    k->linear_backward(ctx, dln, GW(p), GW(p + 1), dout, DT_F32, a->atty, G->at, W(p), BT, C,
+    k->linear_backward(ctx, dln, GW(p), GW(p + 1), dout, DT_F32, a->atty, G->at, W(p), BT, Cl,
                        C);
     dt_model_release(m, p, 2);
     READY2(p);
-    k->attention_backward(ctx, G->dqkv, G->dqkv + C, G->dqkv + 2 * C, dln, a->qkv,
-                          dt_elem(a->qkv, G->at, C), dt_elem(a->qkv, G->at, 2 * (size_t)C), a->atty,
-                          G->at, a->lse, b->n, b->t, b->t, NH, HS, 3 * C, 3 * C, 1, NULL,
-                          1.0f / sqrtf((float)HS));
+    k->attention_backward(ctx, G->dqkv, G->dqkv + Cl, G->dqkv + 2 * Cl, dln, a->qkv,
+                          dt_elem(a->qkv, G->at, Cl), dt_elem(a->qkv, G->at, 2 * (size_t)Cl),
+                          a->atty, G->at, a->lse, b->n, b->t, b->t, G->NHl, HS, 3 * Cl, 3 * Cl, 1,
+                          NULL, 1.0f / sqrtf((float)HS));
     p = block_param(l, L_QKVW);
     dt_model_fetch(m, p, 2);
     k->linear_backward(ctx, dln, GW(p), GW(p + 1), G->dqkv, DT_F32, a->ln1, G->at, W(p), BT, C,
-                       3 * C);
+                       3 * Cl);
     dt_model_release(m, p, 2);
     READY2(p);
+    dt_model_tp_sum(m, dln, (size_t)BT * C);
     p = block_param(l, L_LN1W);
     dt_model_fetch(m, p, 2);
     k->layernorm_backward(ctx, dres, GW(p), GW(p + 1), dln, G->res[l], W(p), a->ln1_mean,
@@ -347,8 +412,12 @@ static void gpt_backward(gpt *G, const dt_batch *b) {
   if (G->drop_p > 0.0f)
     k->dropout_backward(ctx, dres, dres, (size_t)BT * C, G->drop_p, b->seed,
                         drop_offset(G, b, 0));
-  k->embedding_backward(ctx, GW(P_WTE), GW(P_WPE), dres, b->tokens, b->n, b->t, C, G->V,
-                        G->emb_ws);
+  if (G->tp_n > 1) /* this part's rows of wte; wpe's gradient whole, as every part has it */
+    k->embedding_backward_part(ctx, GW(P_WTE), GW(P_WPE), dres, b->tokens, b->n, b->t, C, G->v0,
+                               G->Vl, G->emb_ws);
+  else
+    k->embedding_backward(ctx, GW(P_WTE), GW(P_WPE), dres, b->tokens, b->n, b->t, C, G->V,
+                          G->emb_ws);
   dt_model_grad_ready(m, P_WPE);
   dt_model_grad_ready(m, P_WTE);
 }
@@ -359,6 +428,9 @@ static void gpt_backward(gpt *G, const dt_batch *b) {
 static const float *gpt_forward_backward(dt_model *m, const dt_batch *b, float *losses,
                                          float dscale) {
   gpt *G = (gpt *)m;
+  if (G->tp_n > 1 && (!m->tp_allreduce || !m->tp_allgather))
+    dt_fatal("gpt", "a tensor-parallel part was built, but nobody set tp_allreduce", __FILE__,
+             __LINE__, __func__, "gpt_forward_backward");
   /* the engine sizes batches from max_batch and train.seq_len; a larger one
    * would write past every activation buffer */
   if (b->n < 1 || b->n > m->max_batch || b->t < 1 || b->t > m->max_t)
@@ -379,7 +451,8 @@ static const float *gpt_forward_backward(dt_model *m, const dt_batch *b, float *
 
 /* GPT-2's initialisation: weights and embeddings N(0, 0.02), the projections
  * into the residual stream N(0, 0.02/sqrt(2*n_layer)), biases 0, LayerNorm
- * weight 1 and bias 0. One RNG stream per tensor. */
+ * weight 1 and bias 0. One RNG stream per tensor, drawn for the whole
+ * tensor, so every tensor-parallel part is the slice of the one model. */
 static void gpt_init(dt_model *m, float *host_p, uint64_t seed) {
   gpt *G = (gpt *)m;
   memset(host_p, 0, m->nparams_total * sizeof(float));
@@ -394,9 +467,15 @@ static void gpt_init(dt_model *m, float *host_p, uint64_t seed) {
     if (p->ndims != 2) continue; /* biases */
     double std = 0.02;
     if (strstr(p->name, ".c_proj.weight")) std = 0.02 / sqrt(2.0 * G->L);
+    const size_t n = dt_param_full_count(p);
+    float *full = dt_param_is_split(p) ? dt_malloc(n * sizeof(float)) : w;
     dt_rng r;
     dt_rng_seed(&r, seed, 1000 + (uint64_t)i);
-    for (size_t j = 0; j < p->count; j++) w[j] = (float)(std * dt_rng_normal(&r));
+    for (size_t j = 0; j < n; j++) full[j] = (float)(std * dt_rng_normal(&r));
+    if (full != w) {
+      dt_param_extract(p, full, w);
+      free(full);
+    }
   }
 }
 
@@ -413,7 +492,7 @@ static void gpt_destroy(dt_model *m) {
   for (int l = 0; l <= G->L; l++) be->free(be, G->res[l]);
   void *bufs[] = {G->lnf,  G->lnf_mean, G->lnf_rstd, G->logits, G->dlogits, G->scratch,
                   G->dres, G->dqkv,     G->dfch,     G->hpre,   G->hbuf,     G->dbranch,
-                  m->g};
+                  G->vstats, G->vstats_all, m->g};
   for (size_t i = 0; i < DT_ARRAY_LEN(bufs); i++)
     if (bufs[i]) be->free(be, bufs[i]);
   if (G->emb_ws) be->free(be, G->emb_ws);
@@ -430,13 +509,15 @@ static void *act_alloc_t(dt_model *m, size_t n, dt_dtype t) {
 }
 static float *act_alloc(dt_model *m, size_t n) { return act_alloc_t(m, n, DT_F32); }
 
-/* Adds one tensor with its tensor-parallel split dimension. */
+/* Adds one tensor with its tensor-parallel split dimension, which holds
+ * `parts` blocks (3 for q,k,v) */
 static void add(gpt *G, int *np, size_t *total, const char *name, int ndims, int64_t d0,
-                int64_t d1, int decay, int tp_dim) {
+                int64_t d1, int decay, int tp_dim, int parts) {
   int64_t shape[2] = {d0, d1};
   int64_t fan_in = ndims == 2 ? d1 : d0, fan_out = d0;
   dt_param_add(G->table, np, total, name, ndims, shape, decay, fan_in, fan_out);
   G->table[*np - 1].tp_dim = tp_dim;
+  G->table[*np - 1].tp_parts = parts;
 }
 
 static void build_table(gpt *G) {
@@ -444,25 +525,32 @@ static void build_table(gpt *G) {
   int np = 0;
   size_t total = 0;
   char name[DT_PARAM_NAME];
-  add(G, &np, &total, "wte.weight", 2, G->V, C, 1, 0);
-  add(G, &np, &total, "wpe.weight", 2, G->maxT, C, 1, -1);
+  add(G, &np, &total, "wte.weight", 2, G->V, C, 1, 0, 1); /* vocabulary-parallel */
+  add(G, &np, &total, "wpe.weight", 2, G->maxT, C, 1, -1, 1);
   for (int l = 0; l < G->L; l++) {
-    static const struct { const char *name; int ndims; int64_t rows, cols; int decay, tp; } b[] = {
-        {"ln_1.weight", 1, 1, 0, 0, -1},       {"ln_1.bias", 1, 1, 0, 0, -1},
-        {"attn.c_attn.weight", 2, 3, 1, 1, 0}, {"attn.c_attn.bias", 1, 3, 0, 0, 0},
-        {"attn.c_proj.weight", 2, 1, 1, 1, 1}, {"attn.c_proj.bias", 1, 1, 0, 0, -1},
-        {"ln_2.weight", 1, 1, 0, 0, -1},       {"ln_2.bias", 1, 1, 0, 0, -1},
-        {"mlp.c_fc.weight", 2, 4, 1, 1, 0},    {"mlp.c_fc.bias", 1, 4, 0, 0, 0},
-        {"mlp.c_proj.weight", 2, 1, 4, 1, 1},  {"mlp.c_proj.bias", 1, 1, 0, 0, -1}};
+    /* tp: the dimension split (-1: whole) and the blocks in it */
+    static const struct {
+      const char *name;
+      int ndims;
+      int64_t rows, cols;
+      int decay, tp, parts;
+    } b[] = {{"ln_1.weight", 1, 1, 0, 0, -1, 1},       {"ln_1.bias", 1, 1, 0, 0, -1, 1},
+             {"attn.c_attn.weight", 2, 3, 1, 1, 0, 3}, {"attn.c_attn.bias", 1, 3, 0, 0, 0, 3},
+             {"attn.c_proj.weight", 2, 1, 1, 1, 1, 1}, {"attn.c_proj.bias", 1, 1, 0, 0, -1, 1},
+             {"ln_2.weight", 1, 1, 0, 0, -1, 1},       {"ln_2.bias", 1, 1, 0, 0, -1, 1},
+             {"mlp.c_fc.weight", 2, 4, 1, 1, 0, 1},    {"mlp.c_fc.bias", 1, 4, 0, 0, 0, 1},
+             {"mlp.c_proj.weight", 2, 1, 4, 1, 1, 1},  {"mlp.c_proj.bias", 1, 1, 0, 0, -1, 1}};
     for (int i = 0; i < L_COUNT; i++) {
       snprintf(name, sizeof name, "h.%d.%s", l, b[i].name);
-      add(G, &np, &total, name, b[i].ndims, b[i].rows * C, b[i].cols * C, b[i].decay, b[i].tp);
+      add(G, &np, &total, name, b[i].ndims, b[i].rows * C, b[i].cols * C, b[i].decay, b[i].tp,
+          b[i].parts);
     }
   }
-  add(G, &np, &total, "ln_f.weight", 1, C, 0, 0, -1);
-  add(G, &np, &total, "ln_f.bias", 1, C, 0, 0, -1);
+  add(G, &np, &total, "ln_f.weight", 1, C, 0, 0, -1, 1);
+  add(G, &np, &total, "ln_f.bias", 1, C, 0, 0, -1, 1);
   G->m.nparams = np;
-  G->m.nparams_total = total;
+  /* laid out again for this rank's parts; whole (tp 1) it is the same table */
+  G->m.nparams_total = G->tp_n > 1 ? dt_param_table_split(G->table, np, G->tp_n, G->tp_r) : total;
 }
 
 static int recompute_mode(const char *s) {
@@ -471,7 +559,7 @@ static int recompute_mode(const char *s) {
   return !strcmp(s, "block") ? RC_BLOCK : -1;
 }
 
-static int check_config(const dt_config *cfg, int max_batch, dt_error *err) {
+static int check_config(const dt_config *cfg, int max_batch, int tp_n, dt_error *err) {
   if (!(cfg->model_dropout >= 0 && cfg->model_dropout < 1))
     return dt_error_set(err, "[model] dropout = %g: must be in [0, 1)", cfg->model_dropout);
   if (recompute_mode(cfg->train_recompute) < 0)
@@ -480,6 +568,12 @@ static int check_config(const dt_config *cfg, int max_batch, dt_error *err) {
   if (cfg->model_n_embd % cfg->model_n_head != 0)
     return dt_error_set(err, "[model] n_head = %ld does not divide [model] n_embd = %ld",
                         cfg->model_n_head, cfg->model_n_embd);
+  if (tp_n > 1 && cfg->model_n_head % tp_n != 0)
+    return dt_error_set(err, "[parallel] tp = %d does not divide [model] n_head = %ld (tensor "
+                        "parallelism gives each rank whole heads)", tp_n, cfg->model_n_head);
+  if (tp_n > cfg->model_vocab_size)
+    return dt_error_set(err, "[parallel] tp = %d is more than [model] vocab_size = %ld (each "
+                        "rank holds a part of the vocabulary)", tp_n, cfg->model_vocab_size);
   if (cfg->model_n_embd / cfg->model_n_head > 1024)
     return dt_error_set(err, "[model] n_embd / n_head = %ld: heads larger than 1024 are not "
                         "supported by the attention kernels", cfg->model_n_embd / cfg->model_n_head);
@@ -503,8 +597,13 @@ static int check_config(const dt_config *cfg, int max_batch, dt_error *err) {
   return dt_classifier_chunk_check(cfg, (size_t)rows, err);
 }
 
-dt_model *dt_gpt_create(const dt_config *cfg, dt_backend_t be, int max_batch, dt_error *err) {
-  if (check_config(cfg, max_batch, err)) return NULL;
+dt_model *dt_gpt_create(const dt_config *cfg, dt_backend_t be, int max_batch, int tp_n, int tp_r,
+                        dt_error *err) {
+  if (tp_n < 1 || tp_r < 0 || tp_r >= tp_n) {
+    dt_error_set(err, "gpt: tensor-parallel part %d of %d", tp_r, tp_n);
+    return NULL;
+  }
+  if (check_config(cfg, max_batch, tp_n, err)) return NULL;
   gpt *G = dt_calloc(1, sizeof *G);
   dt_model *m = &G->m;
   G->L = (int)cfg->model_n_layer;
@@ -512,6 +611,13 @@ dt_model *dt_gpt_create(const dt_config *cfg, dt_backend_t be, int max_batch, dt
   G->C = (int)cfg->model_n_embd;
   G->V = (int)cfg->model_vocab_size;
   G->maxT = (int)cfg->model_block_size;
+  G->tp_n = m->tp_n = tp_n;
+  G->tp_r = m->tp_r = tp_r;
+  G->NHl = G->NH / tp_n;
+  G->Cl = G->C / tp_n;
+  G->Fl = 4 * G->C / tp_n;
+  G->v0 = (int)((int64_t)G->V * tp_r / tp_n); /* as runtime/param.c cuts wte */
+  G->Vl = (int)((int64_t)G->V * (tp_r + 1) / tp_n) - G->v0;
   m->family = "gpt";
   m->be = be;
   m->num_classes = G->V;
@@ -523,7 +629,8 @@ dt_model *dt_gpt_create(const dt_config *cfg, dt_backend_t be, int max_batch, dt
   m->g = be->alloc(be, m->nparams_total * sizeof(float));
   be->memset0(be, m->g, m->nparams_total * sizeof(float));
 
-  const size_t BT = (size_t)max_batch * (size_t)m->max_t, C = (size_t)G->C;
+  const size_t BT = (size_t)max_batch * (size_t)m->max_t, C = (size_t)G->C, Cl = (size_t)G->Cl,
+               Fl = (size_t)G->Fl;
   G->recompute = recompute_mode(cfg->train_recompute);
   G->dropout = (float)cfg->model_dropout;
   G->at = strcmp(cfg->train_precision, "bf16") ? DT_F32 : DT_BF16;
@@ -536,21 +643,21 @@ dt_model *dt_gpt_create(const dt_config *cfg, dt_backend_t be, int max_batch, dt
     a->ln1 = act_alloc_t(m, BT * C, G->at);
     a->ln1_mean = act_alloc(m, BT);
     a->ln1_rstd = act_alloc(m, BT);
-    a->qkv = act_alloc_t(m, BT * 3 * C, G->at);
-    a->atty = act_alloc_t(m, BT * C, G->at);
-    a->lse = act_alloc(m, BT * (size_t)G->NH);
+    a->qkv = act_alloc_t(m, BT * 3 * Cl, G->at);
+    a->atty = act_alloc_t(m, BT * Cl, G->at);
+    a->lse = act_alloc(m, BT * (size_t)G->NHl);
     a->mid = act_alloc(m, BT * C);
     a->ln2 = act_alloc_t(m, BT * C, G->at);
     a->ln2_mean = act_alloc(m, BT);
     a->ln2_rstd = act_alloc(m, BT);
     if (G->recompute == RC_NONE) {
-      a->fch = act_alloc_t(m, BT * 4 * C, G->at);
-      a->fch_gelu = act_alloc_t(m, BT * 4 * C, G->at);
+      a->fch = act_alloc_t(m, BT * Fl, G->at);
+      a->fch_gelu = act_alloc_t(m, BT * Fl, G->at);
     }
   }
   if (G->recompute != RC_NONE) {
-    G->hpre = act_alloc_t(m, BT * 4 * C, G->at);
-    G->hbuf = act_alloc_t(m, BT * 4 * C, G->at);
+    G->hpre = act_alloc_t(m, BT * Fl, G->at);
+    G->hbuf = act_alloc_t(m, BT * Fl, G->at);
   }
   if (G->dropout > 0.0f) G->dbranch = act_alloc(m, BT * C);
   G->lnf = act_alloc_t(m, BT * C, G->at);
@@ -558,13 +665,19 @@ dt_model *dt_gpt_create(const dt_config *cfg, dt_backend_t be, int max_batch, dt
   G->lnf_rstd = act_alloc(m, BT);
   G->chunk = (int)dt_classifier_chunk(cfg, BT); /* checked to fit in check_config */
   G->ldv = (int)dt_logits_ld(cfg, G->V);
-  G->logits = act_alloc_t(m, (size_t)G->chunk * G->ldv, G->at);
-  if (G->at == DT_F32) G->dlogits = act_alloc(m, (size_t)G->chunk * G->ldv);
+  if (tp_n > 1) { /* this part's logits, packed; their gradient overwrites them */
+    G->logits = act_alloc_t(m, (size_t)G->chunk * G->Vl, G->at);
+    G->vstats = act_alloc(m, (size_t)G->chunk * 3);
+    G->vstats_all = act_alloc(m, (size_t)G->chunk * 3 * tp_n);
+  } else {
+    G->logits = act_alloc_t(m, (size_t)G->chunk * G->ldv, G->at);
+    if (G->at == DT_F32) G->dlogits = act_alloc(m, (size_t)G->chunk * G->ldv);
+  }
   G->scratch = act_alloc(m, BT * C);
   G->dres = act_alloc(m, BT * C);
-  G->dqkv = act_alloc(m, BT * 3 * C);
-  G->dfch = act_alloc_t(m, BT * 4 * C, G->at);
-  size_t ws = be->k->embedding_backward_workspace(be->ctx, max_batch, m->max_t, G->V);
+  G->dqkv = act_alloc(m, BT * 3 * Cl);
+  G->dfch = act_alloc_t(m, BT * Fl, G->at);
+  size_t ws = be->k->embedding_backward_workspace(be->ctx, max_batch, m->max_t, G->Vl);
   G->emb_ws = ws ? be->alloc(be, ws) : NULL;
   m->activation_bytes += ws;
 

@@ -5,8 +5,18 @@
 #include <string.h>
 
 dt_model *dt_model_create(const dt_config *cfg, dt_backend_t be, int max_batch, dt_error *err) {
+  return dt_model_create_tp(cfg, be, max_batch, 1, 0, err);
+}
+
+dt_model *dt_model_create_tp(const dt_config *cfg, dt_backend_t be, int max_batch, int tp_n,
+                             int tp_r, dt_error *err) {
+  if (!strcmp(cfg->model_name, "gpt")) return dt_gpt_create(cfg, be, max_batch, tp_n, tp_r, err);
+  if (tp_n > 1) {
+    dt_error_set(err, "[parallel] tp = %d: tensor parallelism is built for gpt only, not for "
+                 "[model] name = %s (use parallel.dp)", tp_n, cfg->model_name);
+    return NULL;
+  }
   if (!strcmp(cfg->model_name, "lenet5")) return dt_lenet5_create(cfg, be, max_batch, err);
-  if (!strcmp(cfg->model_name, "gpt")) return dt_gpt_create(cfg, be, max_batch, err);
   if (!strcmp(cfg->model_name, "transformer"))
     return dt_transformer_create(cfg, be, max_batch, err);
   dt_error_set(err, "[model] name: unknown model '%s'", cfg->model_name);
@@ -54,6 +64,8 @@ void dt_param_add(dt_param *table, int *count, size_t *total, const char *name, 
     n *= (size_t)shape[d];
   }
   p->tp_dim = -1;
+  p->tp_parts = 1;
+  p->tp_n = 1;
   p->offset = *total;
   p->count = n;
   p->decay = decay;

@@ -82,6 +82,16 @@ struct dt_model {
   void (*param_release)(void *ctx, int first, int count);
   void *param_hook_ctx;
   float **param_ptr;
+
+  /* Tensor parallelism (a model built by dt_model_create_tp with tp_n > 1):
+   * set by the engine, sums x (n floats, device) over the tensor-parallel
+   * group in place, as Megatron's row-parallel layers do in forward and
+   * column-parallel ones in backward. */
+  void (*tp_allreduce)(void *ctx, float *x, size_t n);
+  /* recv (tp_n * n floats, device) = every part's send (n) in part order */
+  void (*tp_allgather)(void *ctx, const float *send, float *recv, size_t n);
+  void *tp_ctx;
+  int tp_n, tp_r;             /* the split this model was built for (1, 0: whole) */
 };
 
 static inline void dt_model_grad_ready(dt_model *m, int param_index) {
@@ -101,6 +111,11 @@ static inline void dt_model_weights_begin(dt_model *m) {
 }
 static inline void dt_model_weights_end(dt_model *m) { m->be->set_weights(m->be, NULL, 0); }
 
+/* Sums x over the tensor-parallel group (nothing when the model is whole). */
+static inline void dt_model_tp_sum(dt_model *m, float *x, size_t n) {
+  if (m->tp_n > 1) m->tp_allreduce(m->tp_ctx, x, n);
+}
+
 /* The device address of parameter i for the layer that fetched it. */
 static inline float *dt_model_param(const dt_model *m, int i) {
   return m->p ? m->p + m->params[i].offset : m->param_ptr[i];
@@ -109,6 +124,11 @@ static inline float *dt_model_param(const dt_model *m, int i) {
 /* Builds the model named by cfg->model_name on be for micro-batches up to
  * max_batch. -1 with err on a config the model cannot take. */
 dt_model *dt_model_create(const dt_config *cfg, dt_backend_t be, int max_batch, dt_error *err);
+/* The same, as rank tp_r's part of a model split over tp_n tensor-parallel
+ * ranks (parameter table: param.h; only gpt splits). The engine sets
+ * tp_allreduce before the first forward. */
+dt_model *dt_model_create_tp(const dt_config *cfg, dt_backend_t be, int max_batch, int tp_n,
+                             int tp_r, dt_error *err);
 void dt_model_destroy(dt_model *m);
 
 /* Index of a parameter by name, -1 if absent. */
@@ -132,8 +152,11 @@ void dt_param_add(dt_param *table, int *count, size_t *total, const char *name, 
 /* Families */
 dt_model *dt_lenet5_create(const dt_config *cfg, dt_backend_t be, int max_batch, dt_error *err);
 /* GPT-2 (models/gpt.c): model.n_layer, n_head, n_embd, vocab_size, block_size;
- * batches of up to max_batch sequences of train.seq_len (0 = block_size) tokens. */
-dt_model *dt_gpt_create(const dt_config *cfg, dt_backend_t be, int max_batch, dt_error *err);
+ * batches of up to max_batch sequences of train.seq_len (0 = block_size) tokens;
+ * part tp_r of tp_n (heads, MLP units and vocabulary split, Megatron-style; 1, 0 =
+ * whole). */
+dt_model *dt_gpt_create(const dt_config *cfg, dt_backend_t be, int max_batch, int tp_n, int tp_r,
+                        dt_error *err);
 /* The encoder-decoder Transformer (models/transformer.c, decoding API in
  * models/transformer.h): model.n_embd (d_model), n_head, n_enc_layer,
  * n_dec_layer, d_ff, norm, pos, share_embeddings, activation, vocab_size,

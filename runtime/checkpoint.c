@@ -69,18 +69,26 @@ static void slice_checksum(const float *x, size_t n, int64_t sum[2]) {
   sum[0] = (int64_t)a, sum[1] = (int64_t)b;
 }
 
-/* Writes elements [a, b) of tensor p's flattened data as one dataset, whole
- * tensors with their shape, slices as 1-D. */
+/* Writes elements [a, b) of tensor p's flattened data (of this rank's part,
+ * when tensor parallelism splits it) as one dataset, a whole tensor or part
+ * with its shape, slices as 1-D. A part says which it is in the attribute
+ * tp_part = (tp_n, tp_r, tp_parts): param.h maps its elements into the full
+ * tensor. */
 static int write_slice(hid_t f, const char *dset, const dt_param *p, size_t a, size_t b,
                        const float *data, dt_error *err) {
   int64_t n = (int64_t)(b - a), flat_offset = (int64_t)a, tp_dim = p->tp_dim;
   int whole = a == 0 && b == p->count;
-  if (dt_h5_write(f, dset, H5T_NATIVE_FLOAT, whole ? p->ndims : 1, whole ? p->shape : &n, data,
-                  0, err))
+  int64_t shape[DT_PARAM_MAXDIMS];
+  memcpy(shape, p->shape, sizeof shape);
+  if (dt_param_is_split(p)) shape[p->tp_dim] = dt_param_part_dim(p, p->tp_n, p->tp_r);
+  if (dt_h5_write(f, dset, H5T_NATIVE_FLOAT, whole ? p->ndims : 1, whole ? shape : &n, data, 0,
+                  err))
     return -1;
   if (dt_h5_attr_write_i64(f, dset, "full_shape", p->ndims, p->shape, err)) return -1;
   if (dt_h5_attr_write_i64(f, dset, "flat_offset", 1, &flat_offset, err)) return -1;
   if (dt_h5_attr_write_i64(f, dset, "tp_dim", 1, &tp_dim, err)) return -1;
+  const int64_t part[3] = {p->tp_n, p->tp_r, p->tp_parts};
+  if (dt_param_is_split(p) && dt_h5_attr_write_i64(f, dset, "tp_part", 3, part, err)) return -1;
   int64_t sum[2];
   slice_checksum(data, (size_t)n, sum);
   return dt_h5_attr_write_i64(f, dset, "checksum", 2, sum, err);
@@ -99,6 +107,8 @@ int dt_ckpt_write_rank(const char *tmp_path, int64_t step, int rank, const dt_pa
     const dt_param *p = &params[i];
     size_t a = DT_MAX(lo, p->offset), b = DT_MIN(hi, p->offset + p->count);
     if (a >= b) continue;
+    /* a tensor every tensor-parallel rank holds whole is saved by part 0's */
+    if (!dt_param_is_split(p) && p->tp_r != 0) continue;
     tensor_name(name, sizeof name, "params", p->name);
     rc = write_slice(f, name, p, a - p->offset, b - p->offset, bufs->params + a, err);
     for (int s = 0; s < bufs->nstates && !rc; s++) {
@@ -288,6 +298,54 @@ static void shape_str(char *buf, size_t size, int nd, const int64_t *d) {
   if (o < (int)size) snprintf(buf + o, size - (size_t)o, ")");
 }
 
+/* Reads dataset dset (nd dims) whole and checks it against its checksum. */
+static float *read_checked(hid_t f, const char *file, const char *dset, int nd,
+                           const int64_t *dims, size_t n, dt_error *err) {
+  float *tmp = dt_malloc(n * sizeof(float));
+  int rc = dt_h5_read(f, dset, H5T_NATIVE_FLOAT, nd, dims, tmp, err);
+  /* checkpoints written before the checksum have none to compare */
+  int64_t want[2], got[2];
+  if (!rc && dt_h5_attr_read_i64(f, dset, "checksum", 2, want, NULL) == 0) {
+    slice_checksum(tmp, n, got);
+    if (got[0] != want[0] || got[1] != want[1])
+      rc = dt_error_set(err, "checkpoint %s: %s does not match the checksum saved with it: the "
+                        "file is damaged", file, dset);
+  }
+  if (rc) {
+    free(tmp);
+    return NULL;
+  }
+  return tmp;
+}
+
+/* A slice saved as part fr of fn of tensor p, for a rank whose split is
+ * another: each element goes through its place in the full tensor to this
+ * rank's part, when it is this rank's and in [lo, hi). */
+static int read_slice_remap(hid_t f, const char *file, const char *dset, const dt_param *p,
+                            int fn, int fr, size_t flat_offset, int nd, const int64_t *dims,
+                            size_t lo, size_t hi, float *dst, size_t *copied, dt_error *err) {
+  size_t n = 1;
+  for (int d = 0; d < nd; d++) n *= (size_t)dims[d];
+  float *tmp = read_checked(f, file, dset, nd, dims, n, err);
+  if (!tmp) return -1;
+  const int my_n = dt_param_is_split(p) ? p->tp_n : 1;
+  int rc = 0;
+  for (size_t i = 0; i < n && !rc; i++) {
+    size_t local;
+    const size_t full = dt_param_full_index(p, fn, fr, flat_offset + i);
+    if (dt_param_part_of(p, my_n, full, &local) != (my_n > 1 ? p->tp_r : 0)) continue;
+    const size_t at = p->offset + local;
+    if (at < lo || at >= hi) continue;
+    if (!isfinite(tmp[i]))
+      rc = dt_error_set(err, "checkpoint %s: %s holds %g at element %zu (damaged file?)", file,
+                        dset, tmp[i], flat_offset + i);
+    dst[at - lo] = tmp[i];
+    ++*copied;
+  }
+  free(tmp);
+  return rc;
+}
+
 /* Copies the part of one stored slice of tensor p that falls in the flat
  * range [lo, hi) into dst (dst[0] = flat lo); counts the elements copied. */
 static int read_slice(hid_t f, const char *file, const char *dset, const dt_param *p, size_t lo,
@@ -309,25 +367,37 @@ static int read_slice(hid_t f, const char *file, const char *dset, const dt_para
                         dset, got, p->name, want);
   }
   if (dt_h5_attr_read_i64(f, dset, "flat_offset", 1, &flat_offset, err)) return -1;
+  /* which tensor-parallel part the slice is of (none: the whole tensor) */
+  int64_t part[3] = {1, 0, p->tp_parts};
+  if (dt_h5_attr_exists(f, dset, "tp_part") &&
+      dt_h5_attr_read_i64(f, dset, "tp_part", 3, part, err))
+    return -1;
+  if (part[0] > 1 &&
+      (p->tp_dim < 0 || part[1] < 0 || part[1] >= part[0] || part[2] != p->tp_parts ||
+       p->shape[p->tp_dim] % part[2] != 0 || p->shape[p->tp_dim] / part[2] < part[0]))
+    return dt_error_set(err, "checkpoint %s: %s says it is part %lld of %lld (in %lld blocks), "
+                        "which this model's %s cannot be cut into (damaged file?)", file, dset,
+                        (long long)part[1], (long long)part[0], (long long)part[2], p->name);
+  /* same split as this rank (or none on both sides): the slice's flat
+   * positions are this rank's; another part of the same split holds none of
+   * them; another split is mapped element by element through the full
+   * tensor (a run resumed with another parallel.tp) */
+  const int same_split = part[0] == (dt_param_is_split(p) ? p->tp_n : 1);
+  if (same_split && part[0] > 1 && part[1] != p->tp_r) return 0;
+  const size_t held = same_split ? p->count : dt_param_part_count(p, (int)part[0], (int)part[1]);
   int64_t n = 1;
   for (int d = 0; d < nd; d++) n *= dims[d];
-  if (flat_offset < 0 || (size_t)(flat_offset + n) > p->count)
+  if (flat_offset < 0 || (size_t)(flat_offset + n) > held)
     return dt_error_set(err, "checkpoint %s: %s covers elements [%lld, %lld) of a tensor of %zu",
-                        file, dset, (long long)flat_offset, (long long)(flat_offset + n),
-                        p->count);
+                        file, dset, (long long)flat_offset, (long long)(flat_offset + n), held);
+  if (!same_split) return read_slice_remap(f, file, dset, p, (int)part[0], (int)part[1],
+                                     (size_t)flat_offset, nd, dims, lo, hi, dst, copied, err);
   size_t s_lo = p->offset + (size_t)flat_offset, s_hi = s_lo + (size_t)n;
   size_t a = DT_MAX(lo, s_lo), b = DT_MIN(hi, s_hi);
   if (a >= b) return 0;
-  float *tmp = dt_malloc((size_t)n * sizeof(float));
-  int rc = dt_h5_read(f, dset, H5T_NATIVE_FLOAT, nd, dims, tmp, err);
-  /* checkpoints written before the checksum have none to compare */
-  int64_t want[2], got[2];
-  if (!rc && dt_h5_attr_read_i64(f, dset, "checksum", 2, want, NULL) == 0) {
-    slice_checksum(tmp, (size_t)n, got);
-    if (got[0] != want[0] || got[1] != want[1])
-      rc = dt_error_set(err, "checkpoint %s: %s does not match the checksum saved with it: the "
-                        "file is damaged", file, dset);
-  }
+  float *tmp = read_checked(f, file, dset, nd, dims, (size_t)n, err);
+  if (!tmp) return -1;
+  int rc = 0;
   /* training stops at a non-finite loss, so a saved NaN or Inf is damage */
   for (size_t i = a - s_lo; !rc && i < b - s_lo; i++)
     if (!isfinite(tmp[i]))

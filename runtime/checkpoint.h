@@ -4,7 +4,9 @@
  * atomically) names the newest. Inside: meta.h5 (format, step, model, optimizer,
  * config text, RNG seed, loader position, layout) and rankNNNNN.h5 per rank with
  * the slices it owns: /params/<name>, /optim/<state>/<name>, each dataset tagged
- * with its full logical shape and its offset in the full tensor. */
+ * with its full logical shape and its offset in the full tensor, or, for a
+ * tensor split by tensor parallelism, in the rank's part of it (tp_part, as
+ * runtime/param.h maps parts). */
 #ifndef DT_CHECKPOINT_H
 #define DT_CHECKPOINT_H
 

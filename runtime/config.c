@@ -149,8 +149,10 @@ static const cfg_entry k_schema[] = {
   ENUM("optim", "offload", optim_offload, "none", "none|cpu", "keep optimizer state on the CPU"),
 
   INT("parallel", "dp", parallel_dp, "1", 1, NOHI, "data-parallel ranks"),
-  INT("parallel", "tp", parallel_tp, "1", 1, NOHI, "tensor-parallel ranks"),
-  INT("parallel", "pp", parallel_pp, "1", 1, NOHI, "pipeline stages"),
+  INT("parallel", "tp", parallel_tp, "1", 1, NOHI,
+      "tensor-parallel ranks (gpt: heads, MLP units and the vocabulary split over them, "
+      "Megatron-style; must divide model.n_head)"),
+  INT("parallel", "pp", parallel_pp, "1", 1, NOHI, "pipeline stages (only 1: not built yet)"),
   INT("parallel", "zero", parallel_zero, "0", 0, 3, "ZeRO stage (0 = plain all-reduce)"),
   ENUM("parallel", "comm", parallel_comm, "auto", "auto|nccl|mpi",
        "communication library (auto: NCCL on GPUs, MPI otherwise)"),

@@ -85,6 +85,10 @@ void dt_h5_close(hid_t f) {
   if (f >= 0) H5Fclose(f);
 }
 
+int dt_h5_attr_exists(hid_t f, const char *obj, const char *attr) {
+  return H5Aexists_by_name(f, obj, attr, H5P_DEFAULT) > 0;
+}
+
 int dt_h5_exists(hid_t f, const char *name) {
   /* H5Lexists fails (rather than answering no) when an intermediate group is
    * missing, so walk the path one component at a time. */

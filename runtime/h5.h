@@ -43,6 +43,9 @@ int dt_h5_read(hid_t f, const char *name, hid_t type, int ndims, const int64_t *
 int dt_h5_read_rows(hid_t f, const char *name, hid_t type, int64_t row0, int64_t nrows,
                     void *data, dt_error *err);
 
+/* Whether the object `obj` (which exists) carries attribute `attr`. */
+int dt_h5_attr_exists(hid_t f, const char *obj, const char *attr);
+
 /* Attributes on the object `obj` ("/" for the file root). */
 int dt_h5_attr_write_i64(hid_t f, const char *obj, const char *attr, int n, const int64_t *v,
                          dt_error *err);

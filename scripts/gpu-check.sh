@@ -19,6 +19,7 @@
 #          gpt-124m under log.profile (time per kernel slot), dp
 #          equivalence on the GPU (LeNet, comm=mpi, np 2 zero 1 and np 4
 #          zero 3 sharing the one GPU, 20 steps against one process),
+#          tensor parallelism likewise (GPT-tiny tp=2 and dp=2 tp=2),
 #          bench/comm with NCCL at np 1 and MPI at np 2, and last gpt-1.6b
 #          (the largest micro-batch that fits).
 #   tests: only the correctness stages; bench: only the benchmarks.
@@ -288,6 +289,40 @@ PY
   exit $bad
 }
 
+# GPT-tiny tensor parallel on the GPU: tp=2 (heads, MLP units and the
+# vocabulary split; the CUDA kernels at the parts' widths) and dp=2 tp=2
+# zero=1 against one process, the ranks sharing the GPU over comm=mpi, in
+# fp32, 20 steps of 2 micro-batches within 1e-4 relative (as st_dp_gpu).
+st_tp_gpu() {
+  "$build/dtrain-prep" wos "$DTRAIN_DATA/wos" "$work/tp-wos" >/dev/null || exit 1
+  local common=(data.dir="$work/tp-wos" train.device=cuda train.precision=fp32
+    train.seq_len=32 train.batch_size=8 train.micro_batch_size=4 data.test_limit=16
+    train.max_steps=20 log.every=1 log.tensorboard=false checkpoint.every=0)
+  local cfg=$root/configs/gpt-tiny.ini bad=0 lay np
+  "$build/dtrain" "$cfg" "${common[@]}" log.dir="$work/tp-ref" >"$work/tp-ref.log" 2>&1 ||
+    { tail -5 "$work/tp-ref.log"; exit 1; }
+  for lay in "1 2" "2 2"; do
+    set -- $lay
+    np=$(($1 * $2))
+    mpirun --oversubscribe --bind-to none -np $np "$build/dtrain" "$cfg" "${common[@]}" \
+      parallel.dp=$1 parallel.tp=$2 parallel.zero=1 parallel.comm=mpi log.dir="$work/tp$np" \
+      >"$work/tp$np.log" 2>&1 || { echo "dp=$1 tp=$2: exit $?"; tail -5 "$work/tp$np.log"; bad=1; continue; }
+    python3 - "$work/tp-ref/metrics.jsonl" "$work/tp$np/metrics.jsonl" "dp=$1 tp=$2" <<'PY' || bad=1
+import json, sys
+def losses(p):
+    return {r["step"]: r["loss"] for r in map(json.loads, open(p)) if r["split"] == "train"}
+a, b = losses(sys.argv[1]), losses(sys.argv[2])
+if not a or set(a) != set(b):
+    print(f"{sys.argv[3]}: steps differ"); sys.exit(1)
+worst = max(abs(a[s] - b[s]) / abs(a[s]) for s in a)
+print(f"{sys.argv[3]}: {len(a)} steps, worst relative loss difference {worst:.2e} (limit 1e-4)")
+sys.exit(0 if worst <= 1e-4 else 1)
+PY
+  done
+  grep -h "worst relative" "$logs/tp_gpu.log" 2>/dev/null | sed 's/, worst relative loss difference/: worst/; s/ (limit 1e-4)//' | paste -sd';' >"$logs/tp_gpu.detail"
+  exit $bad
+}
+
 st_roofline() {
   "$build/bench/roofline" | tee "$work/roofline.txt" || exit 1
   local opts
@@ -407,6 +442,7 @@ b=$([ $mode = all ] || [ $mode = bench ] && echo 1 || echo 0)
 [ $b = 1 ] && stage gpt_wos 150 st_gpt_wos "configs/gpt-124m-wos.ini bf16, train.max_time_s=90, final val loss" gpu
 [ $b = 1 ] && stage gpt_profile 110 st_gpt_profile "gpt-124m bf16 log.profile=true: time per kernel slot, steps 2..6; output layer padded vs packed" gpu
 [ $t = 1 ] && stage dp_gpu 120 st_dp_gpu "LeNet dp=2 zero=1, dp=4 zero=3 (comm=mpi, one GPU) vs one process, 20 steps" gpu
+[ $t = 1 ] && stage tp_gpu 90 st_tp_gpu "GPT-tiny tp=2, dp=2 tp=2 zero=1 (comm=mpi, one GPU) vs one process, 20 steps" gpu
 [ $b = 1 ] && stage gpt_124m_fp32 90 st_gpt_124m_fp32 "bench/gpt.sh gpt-124m:16 fp32 (8 steps)" gpu
 [ $t = 1 ] && stage comm_nccl_np1 90 st_comm_nccl "mpiexec -n 1 bench/comm --backend cuda --comm nccl --max 1G" gpu
 [ $t = 1 ] && stage comm_mpi_np2 90 st_comm_mpi "mpiexec -n 2 bench/comm --backend cuda --comm mpi --max 256M" gpu

@@ -80,11 +80,15 @@ check "the exported directory (config.json checked too) re-imports bit for bit" 
 check "dtrain starts from its own export" test $? -eq 0
 
 # --- every layout starts from the import ---
-for zero in 1 3; do
-  run="$TMP/dp2-z$zero"
-  mpirun --oversubscribe --bind-to none -np 2 "$D" "${common[@]}" model.init_from="$FIX" \
-    checkpoint.every=4 parallel.dp=2 parallel.zero=$zero log.dir="$run" >"$run.log" 2>&1
-  check "dp=2 zero=$zero with init_from exits 0" test $? -eq 0
+# (tensor parallelism: each rank keeps its parts of the imported tensors)
+for lay in "2 1 1" "2 1 3" "2 2 0" "4 2 1"; do
+  set -- $lay
+  np=$1 tp=$2 zero=$3 dp=$(($1 / $2))
+  run="$TMP/dp$dp-tp$tp-z$zero"
+  mpirun --oversubscribe --bind-to none -np $np "$D" "${common[@]}" model.init_from="$FIX" \
+    checkpoint.every=4 parallel.dp=$dp parallel.tp=$tp parallel.zero=$zero log.dir="$run" \
+    >"$run.log" 2>&1
+  check "dp=$dp tp=$tp zero=$zero with init_from exits 0" test $? -eq 0
   python3 - "$TMP/one/metrics.jsonl" "$run/metrics.jsonl" <<'PY'
 import json, sys
 def losses(p):
@@ -94,9 +98,10 @@ worst = max(abs(a[s] - b[s]) / abs(a[s]) for s in b)
 print(f"   {len(b)} steps, worst relative loss difference {worst:.2e}")
 sys.exit(0 if sorted(b) == [1, 2, 3, 4] and worst <= 1e-5 else 1)
 PY
-  check "dp=2 zero=$zero: same losses as one process" test $? -eq 0
+  check "dp=$dp tp=$tp zero=$zero: same losses as one process" test $? -eq 0
   "$H" compare "$run/checkpoints" "$TMP/out.safetensors" 1e-6
-  check "dp=2 zero=$zero: its checkpoint matches one process's export (1e-6)" test $? -eq 0
+  check "dp=$dp tp=$tp zero=$zero: its checkpoint matches one process's export (1e-6)" \
+    test $? -eq 0
 done
 
 # a resumed run takes the checkpoint, and does not read init_from at all

@@ -3,7 +3,8 @@
 # (tests/emu: every CUDA kernel source run on the CPU, cuBLAS by OpenBLAS):
 # the trainer's GPU paths (device buffers, pinned staging for MPI, the bf16
 # matmul and attention kernels, checkpoints from device memory) against the
-# same runs on the CPU backend. GPT-tiny and LeNet-5 for a few steps each.
+# same runs on the CPU backend, and dp/tp layouts over the emulated NCCL.
+# GPT-tiny and LeNet-5 for a few steps each.
 # This is no GPU test: the GPU checks stay in scripts/gpu-check.sh.
 . "$(dirname "$0")/e2e_common.sh"
 E="$BUILD/tests/dtrain_emu"
@@ -90,6 +91,22 @@ check "GPT-tiny dp=2 zero=2 on cuda over NCCL exits 0" \
   bash -c "[ $? -eq 0 ] && grep -q 'data parallel: 2 ranks over nccl' '$TMP/g-nccl.log'"
 close "$TMP/g-cuda" "$TMP/g-nccl" 1e-5
 check "GPT-tiny dp=2 zero=2 over NCCL matches one process" test $? -eq 0
+# tensor parallelism on the CUDA kernels (each rank 2 of the 4 heads and
+# half the MLP units: attention and GEMMs at the parts' widths), its
+# all-reduces over the emulated NCCL
+mpirun --oversubscribe --bind-to none -np 2 "$E" "$gpt" "${nccl[@]}" train.device=cuda \
+  parallel.tp=2 log.dir="$TMP/g-tp2" >"$TMP/g-tp2.log" 2>&1
+check "GPT-tiny tp=2 on cuda over NCCL exits 0" \
+  bash -c "[ $? -eq 0 ] && grep -q 'tensor parallel: 2 ranks over nccl' '$TMP/g-tp2.log'"
+close "$TMP/g-cuda" "$TMP/g-tp2" 1e-5
+check "GPT-tiny tp=2 over NCCL matches one process" test $? -eq 0
+# ... and in bf16 (the parts' bf16 logits, their gradient in place, 25128
+# and 25129 ids wide): within 1% of one process in bf16
+mpirun --oversubscribe --bind-to none -np 2 "$E" "$gpt" "${nccl[@]}" train.device=cuda \
+  parallel.tp=2 train.precision=bf16 log.dir="$TMP/b-tp2" >"$TMP/b-tp2.log" 2>&1
+check "GPT-tiny tp=2 bf16 on cuda over NCCL exits 0" test $? -eq 0
+close "$TMP/b-cuda" "$TMP/b-tp2" 1e-2
+check "GPT-tiny tp=2 bf16 over NCCL matches one process in bf16" test $? -eq 0
 
 lenet=(data.dir="$TMP/mnist" data.train_limit=400 data.test_limit=100 train.batch_size=40
        train.max_steps=10 log.every=1 log.tensorboard=false checkpoint.every=0 train.threads=1
