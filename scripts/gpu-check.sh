@@ -139,7 +139,7 @@ stage() {
   elif [ "$need" = gpu ] && [ $built = 0 ]; then verdict=SKIP detail="no CUDA build"
   else
     t0=$(date +%s.%N)
-    timeout -k 15 "$limit" bash -c "set -uo pipefail; $(declare -f have_cblas "$fn"); $fn" >"$logs/$name.log" 2>&1
+    timeout -k 15 "$limit" bash -c "set -uo pipefail; $(declare -f have_cblas losses_close "$fn"); $fn" >"$logs/$name.log" 2>&1
     rc=$?
     t1=$(date +%s.%N)
     [ -s "$logs/$name.detail" ] && detail=$(head -1 "$logs/$name.detail")
@@ -255,6 +255,22 @@ st_comm_mpi() {
   mpiexec --oversubscribe -n 2 "$build/bench/comm" --backend cuda --comm mpi --max 256M || exit 1
 }
 
+# losses_close REF RUN LABEL: the two runs' per-step train losses agree
+# within 1e-4 relative (prints the worst)
+losses_close() {
+  python3 - "$1/metrics.jsonl" "$2/metrics.jsonl" "$3" <<'PY'
+import json, sys
+def losses(p):
+    return {r["step"]: r["loss"] for r in map(json.loads, open(p)) if r["split"] == "train"}
+a, b = losses(sys.argv[1]), losses(sys.argv[2])
+if not a or set(a) != set(b):
+    print(f"{sys.argv[3]}: steps differ"); sys.exit(1)
+worst = max(abs(a[s] - b[s]) / abs(a[s]) for s in a)
+print(f"{sys.argv[3]}: {len(a)} steps, worst relative loss difference {worst:.2e} (limit 1e-4)")
+sys.exit(0 if worst <= 1e-4 else 1)
+PY
+}
+
 # LeNet-5 data parallel on the GPU: one process against dp 2 (zero 1) and
 # dp 4 (zero 3), the ranks sharing the GPU over comm=mpi (NCCL refuses two
 # ranks on one GPU). 20 steps of per-step losses within 1e-4 relative: the
@@ -273,17 +289,7 @@ st_dp_gpu() {
     mpirun --oversubscribe --bind-to none -np $np "$build/dtrain" "$cfg" "${common[@]}" \
       parallel.dp=$np parallel.zero=$zero parallel.comm=mpi log.dir="$work/dp$np" \
       >"$work/dp$np.log" 2>&1 || { echo "dp=$np zero=$zero: exit $?"; tail -5 "$work/dp$np.log"; bad=1; continue; }
-    python3 - "$work/dp-ref/metrics.jsonl" "$work/dp$np/metrics.jsonl" "dp=$np zero=$zero" <<'PY' || bad=1
-import json, sys
-def losses(p):
-    return {r["step"]: r["loss"] for r in map(json.loads, open(p)) if r["split"] == "train"}
-a, b = losses(sys.argv[1]), losses(sys.argv[2])
-if not a or set(a) != set(b):
-    print(f"{sys.argv[3]}: steps differ"); sys.exit(1)
-worst = max(abs(a[s] - b[s]) / abs(a[s]) for s in a)
-print(f"{sys.argv[3]}: {len(a)} steps, worst relative loss difference {worst:.2e} (limit 1e-4)")
-sys.exit(0 if worst <= 1e-4 else 1)
-PY
+    losses_close "$work/dp-ref" "$work/dp$np" "dp=$np zero=$zero" || bad=1
   done
   grep -h "worst relative" "$logs/dp_gpu.log" 2>/dev/null | sed 's/, worst relative loss difference/: worst/; s/ (limit 1e-4)//' | paste -sd';' >"$logs/dp_gpu.detail"
   exit $bad
@@ -307,17 +313,7 @@ st_tp_gpu() {
     mpirun --oversubscribe --bind-to none -np $np "$build/dtrain" "$cfg" "${common[@]}" \
       parallel.dp=$1 parallel.tp=$2 parallel.zero=1 parallel.comm=mpi log.dir="$work/tp$np" \
       >"$work/tp$np.log" 2>&1 || { echo "dp=$1 tp=$2: exit $?"; tail -5 "$work/tp$np.log"; bad=1; continue; }
-    python3 - "$work/tp-ref/metrics.jsonl" "$work/tp$np/metrics.jsonl" "dp=$1 tp=$2" <<'PY' || bad=1
-import json, sys
-def losses(p):
-    return {r["step"]: r["loss"] for r in map(json.loads, open(p)) if r["split"] == "train"}
-a, b = losses(sys.argv[1]), losses(sys.argv[2])
-if not a or set(a) != set(b):
-    print(f"{sys.argv[3]}: steps differ"); sys.exit(1)
-worst = max(abs(a[s] - b[s]) / abs(a[s]) for s in a)
-print(f"{sys.argv[3]}: {len(a)} steps, worst relative loss difference {worst:.2e} (limit 1e-4)")
-sys.exit(0 if worst <= 1e-4 else 1)
-PY
+    losses_close "$work/tp-ref" "$work/tp$np" "dp=$1 tp=$2" || bad=1
   done
   grep -h "worst relative" "$logs/tp_gpu.log" 2>/dev/null | sed 's/, worst relative loss difference/: worst/; s/ (limit 1e-4)//' | paste -sd';' >"$logs/tp_gpu.detail"
   exit $bad

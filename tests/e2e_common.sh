@@ -27,6 +27,15 @@ need_mnist() {
   fi
   "$BUILD/dtrain-prep" mnist "$DATA/mnist" "$TMP/mnist" >/dev/null || { echo "prep failed"; exit 1; }
 }
+# need_wos: the Web of Science abstracts as GPT-2 token shards in $TMP/wos
+# (skips without wos/ or gpt2-tokenizer/ in $DATA)
+need_wos() {
+  if [ ! -d "$DATA/wos" ] || [ ! -d "$DATA/gpt2-tokenizer" ]; then
+    echo "no wos/ or gpt2-tokenizer/ in $DATA; skipping"; exit 77
+  fi
+  "$BUILD/dtrain-prep" wos --tokenizer "$DATA/gpt2-tokenizer" "$DATA/wos" "$TMP/wos" >/dev/null 2>&1 ||
+    { echo "prep failed"; exit 1; }
+}
 # jsonl_field FILE SPLIT FIELD: "step value" lines for rows of that split
 jsonl_field() {
   python3 - "$@" <<'PY'

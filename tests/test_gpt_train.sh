@@ -5,11 +5,7 @@
 # losses with the output layer in chunks, and trains the same with
 # data parallelism (dp=2 and 4 at ZeRO 0-3, and with dropout) as in one process.
 . "$(dirname "$0")/e2e_common.sh"
-if [ ! -d "$DATA/wos" ] || [ ! -d "$DATA/gpt2-tokenizer" ]; then
-  echo "no wos/ or gpt2-tokenizer/ in $DATA; skipping"; exit 77
-fi
-"$BUILD/dtrain-prep" wos --tokenizer "$DATA/gpt2-tokenizer" "$DATA/wos" "$TMP/wos" >/dev/null 2>&1 ||
-  { echo "prep failed"; exit 1; }
+need_wos
 D="$BUILD/dtrain"
 cfg="$SRC/configs/gpt-tiny.ini"
 export OMPI_MCA_mpi_yield_when_idle=1

@@ -9,11 +9,7 @@
 # same losses, each rank file holding its own parts; layouts the model
 # cannot take are errors naming the keys.
 . "$(dirname "$0")/e2e_common.sh"
-if [ ! -d "$DATA/wos" ] || [ ! -d "$DATA/gpt2-tokenizer" ]; then
-  echo "no wos/ or gpt2-tokenizer/ in $DATA; skipping"; exit 77
-fi
-"$BUILD/dtrain-prep" wos --tokenizer "$DATA/gpt2-tokenizer" "$DATA/wos" "$TMP/wos" >/dev/null 2>&1 ||
-  { echo "prep failed"; exit 1; }
+need_wos
 D="$BUILD/dtrain"
 cfg="$SRC/configs/gpt-tiny.ini"
 export OMPI_MCA_mpi_yield_when_idle=1

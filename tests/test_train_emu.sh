@@ -9,12 +9,8 @@
 . "$(dirname "$0")/e2e_common.sh"
 E="$BUILD/tests/dtrain_emu"
 [ -x "$E" ] || { echo "no tests/dtrain_emu (needs a C++20 compiler); skipping"; exit 77; }
-if [ ! -d "$DATA/wos" ] || [ ! -d "$DATA/gpt2-tokenizer" ] || [ ! -d "$DATA/mnist" ]; then
-  echo "no wos/, gpt2-tokenizer/ or mnist/ in $DATA; skipping"; exit 77
-fi
 export ASAN_OPTIONS=detect_leaks=0 OMPI_MCA_mpi_yield_when_idle=1
-"$BUILD/dtrain-prep" wos --tokenizer "$DATA/gpt2-tokenizer" "$DATA/wos" "$TMP/wos" >/dev/null 2>&1 ||
-  { echo "prep failed"; exit 1; }
+need_wos
 need_mnist
 gpt="$SRC/configs/gpt-tiny.ini"
 common=(data.dir="$TMP/wos" train.seq_len=16 train.batch_size=4 train.micro_batch_size=2

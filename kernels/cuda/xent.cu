@@ -10,6 +10,22 @@
 
 #define XENT_THREADS 512
 
+/* The row x (v values) over the block: its max (a NaN wins) and the sum of
+ * exp(x - max) in double, both returned to every thread. */
+template <typename L>
+static __device__ __forceinline__ void row_max_sumexp(const L *x, int v, float *mo, double *so) {
+  float m = -INFINITY;
+  for (int j = threadIdx.x; j < v; j += blockDim.x) {
+    const float u = dt_ld(&x[j]);
+    m = (u > m || u != u) ? u : m;
+  }
+  m = dt_block_max(m);
+  double s = 0.0;
+  for (int j = threadIdx.x; j < v; j += blockDim.x) s += exp((double)dt_ld(&x[j]) - (double)m);
+  *mo = m;
+  *so = dt_block_sum(s);
+}
+
 /* losses (N), dlogits (N,V) or NULL (may alias logits of its own type),
  * logits (N,V) of type L, targets (N); logits and dlogits rows ld apart,
  * dlogits' columns [V, ld) set to 0. bf16 dlogits are rounded from the
@@ -25,17 +41,9 @@ static __global__ void __launch_bounds__(XENT_THREADS)
   /* read before any write: dlogits may alias logits (the barriers inside the
    * block reductions below separate every read from the writes) */
   const float xt = t_ok ? dt_ld(&x[t]) : __int_as_float(0x7fc00000); /* NaN: bad target */
-
-  float m = -INFINITY;
-  for (int j = threadIdx.x; j < v; j += blockDim.x) {
-    const float u = dt_ld(&x[j]);
-    m = (u > m || u != u) ? u : m;
-  }
-  m = dt_block_max(m);
-
-  double s = 0.0;
-  for (int j = threadIdx.x; j < v; j += blockDim.x) s += exp((double)dt_ld(&x[j]) - (double)m);
-  s = dt_block_sum(s);
+  float m;
+  double s;
+  row_max_sumexp(x, v, &m, &s);
 
   if (threadIdx.x == 0 && losses) losses[row] = (float)(log(s) - ((double)xt - (double)m));
   if (dlogits) {
@@ -87,15 +95,9 @@ static __global__ void __launch_bounds__(XENT_THREADS)
                            int v0) {
   const size_t row = blockIdx.x;
   const L *x = logits + row * (size_t)ld;
-  float m = -INFINITY;
-  for (int j = threadIdx.x; j < v; j += blockDim.x) {
-    const float u = dt_ld(&x[j]);
-    m = (u > m || u != u) ? u : m;
-  }
-  m = dt_block_max(m);
-  double s = 0.0;
-  for (int j = threadIdx.x; j < v; j += blockDim.x) s += exp((double)dt_ld(&x[j]) - (double)m);
-  s = dt_block_sum(s);
+  float m;
+  double s;
+  row_max_sumexp(x, v, &m, &s);
   if (threadIdx.x == 0) {
     const long long t = (long long)targets[row] - v0;
     stats[3 * row] = m;
