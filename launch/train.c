@@ -856,7 +856,9 @@ static void setup_comm(trainer *T) {
  * ZeRO-3's gather slots have their size); the ZeRO paper's accounting for
  * fp32 Adam is params 4P (ZeRO-3: 4P/Nd, plus here two layers being
  * gathered), grads 4P (ZeRO-2/3: 4P/Nd), optimizer 8P (ZeRO>=1: 8P/Nd), P
- * parameters over Nd data-parallel ranks. */
+ * parameters over Nd data-parallel ranks. Under ZeRO-2/3 backward still
+ * writes one flat gradient buffer of 4P, which the buckets reduce into the
+ * shard: the last column says so, since that is peak memory too. */
 static void print_memory(trainer *T) {
   size_t pb, gb, ob;
   dt_dp_memory(T->dp, T->nstates, &pb, &gb, &ob);
@@ -867,11 +869,19 @@ static void print_memory(trainer *T) {
   if (!T->is_root) return;
   printf("memory per rank (bytes): zero=%ld, %zu parameters\n", T->cfg->parallel_zero,
          T->m->nparams_total);
-  printf("  rank        params         grads     optimizer   activations\n");
+  const int scratch = T->dp->zero >= 2; /* the flat gradient buffer is not the grads column */
+  printf("  rank        params         grads     optimizer   activations%s\n",
+         scratch ? "  grad scratch" : "");
   for (int r = 0; r < T->grid.size; r++) {
     double *x = all + 5 * r;
-    printf("  %4d  %12.0f  %12.0f  %12.0f  %12.0f\n", r, x[0], x[1], x[2], x[3]);
+    printf("  %4d  %12.0f  %12.0f  %12.0f  %12.0f", r, x[0], x[1], x[2], x[3]);
+    if (scratch) printf("  %12.0f", x[4]);
+    printf("\n");
   }
+  if (scratch)
+    printf("  (grad scratch: the flat gradient buffer backward writes and the buckets reduce "
+           "into the grads shard; ZeRO-%ld here saves the optimizer's copy of the gradients, "
+           "not backward's)\n", T->cfg->parallel_zero);
   fflush(stdout);
   free(all);
 }

@@ -65,7 +65,8 @@ check "dp=2 zero=1 optim.offload=cpu matches one process" close "$TMP/ref/metric
 
 # the memory table follows the ZeRO paper: params 4P (ZeRO-3 4P/Nd plus the
 # two layers being gathered), grads 4P (ZeRO-2/3 4P/Nd), optimizer 8P
-# (ZeRO>=1 8P/Nd) for fp32 Adam
+# (ZeRO>=1 8P/Nd) for fp32 Adam; ZeRO-2/3 rows also give backward's flat
+# gradient buffer (4P), which is peak memory beside the shard
 python3 - "$TMP"/dp4-z*-m0.log <<'PY'
 import re, sys
 bad = 0
@@ -73,11 +74,15 @@ for path in sys.argv[1:]:
     text = open(path).read()
     zero = int(re.search(r"zero=(\d), (\d+) parameters", text).group(1))
     P = int(re.search(r"zero=\d, (\d+) parameters", text).group(1))
-    rows = re.findall(r"^\s+(\d+)\s+(\d+)\s+(\d+)\s+(\d+)\s+(\d+)$", text, re.M)
+    rows = re.findall(r"^\s+(\d+)\s+(\d+)\s+(\d+)\s+(\d+)\s+(\d+)(?:\s+(\d+))?$", text, re.M)
     assert len(rows) == 4, path
     shards = [(P + 3) // 4] * 3 + [P - 3 * ((P + 3) // 4)]
     largest_layer = 400 * 120 + 120  # fc1 weight and bias, gathered together
-    for r, p, g, o, a in rows:
+    for r, p, g, o, a, scratch in rows:
+        # ZeRO-2/3 also say what backward's flat gradient buffer holds: 4P
+        if (scratch != "") != (zero >= 2) or (scratch and int(scratch) != 4 * P):
+            print(f"   zero={zero} rank {r}: grad scratch {scratch!r}, want {4 * P if zero >= 2 else ''}")
+            bad += 1
         s = shards[int(r)]
         want = (4 * P, 4 * (s if zero >= 2 else P), 8 * (s if zero >= 1 else P))
         got = (int(p), int(g), int(o))
