@@ -853,23 +853,23 @@ static void setup_comm(trainer *T) {
 }
 
 /* Rank 0 prints what each rank keeps, in bytes, after the first step (when
- * ZeRO-3's gather slots have their size); the ZeRO paper's accounting for
- * fp32 Adam is params 4P (ZeRO-3: 4P/Nd, plus here two layers being
- * gathered), grads 4P (ZeRO-2/3: 4P/Nd), optimizer 8P (ZeRO>=1: 8P/Nd), P
- * parameters over Nd data-parallel ranks. Under ZeRO-2/3 backward still
- * writes one flat gradient buffer of 4P, which the buckets reduce into the
- * shard: the last column says so, since that is peak memory too. */
+ * ZeRO-3's gather slots and the bucket buffers have their size); the ZeRO
+ * paper's accounting for fp32 Adam is params 4P (ZeRO-3: 4P/Nd, plus here
+ * two layers being gathered), grads 4P (ZeRO-2/3: 4P/Nd), optimizer 8P
+ * (ZeRO>=1: 8P/Nd), P parameters over Nd data-parallel ranks. Under
+ * ZeRO-2/3 the last column gives the buffers backward writes before the
+ * reduce-scatter (a few buckets), which are peak memory too. */
 static void print_memory(trainer *T) {
   size_t pb, gb, ob;
   dt_dp_memory(T->dp, T->nstates, &pb, &gb, &ob);
   double row[5] = {(double)pb, (double)gb, (double)ob, (double)T->m->activation_bytes,
-                   (double)T->m->nparams_total * sizeof(float)};
+                   (double)dt_dp_grad_scratch_bytes(T->dp)};
   double *all = T->is_root ? dt_malloc(sizeof row * (size_t)T->grid.size) : NULL;
   MPI_Gather(row, 5, MPI_DOUBLE, all, 5, MPI_DOUBLE, 0, MPI_COMM_WORLD);
   if (!T->is_root) return;
   printf("memory per rank (bytes): zero=%ld, %zu parameters\n", T->cfg->parallel_zero,
          T->m->nparams_total);
-  const int scratch = T->dp->zero >= 2; /* the flat gradient buffer is not the grads column */
+  const int scratch = T->dp->zero >= 2; /* backward's buffers are not the grads column */
   printf("  rank        params         grads     optimizer   activations%s\n",
          scratch ? "  grad scratch" : "");
   for (int r = 0; r < T->grid.size; r++) {
@@ -879,11 +879,15 @@ static void print_memory(trainer *T) {
     printf("\n");
   }
   if (scratch)
-    printf("  (grad scratch: the flat gradient buffer backward writes and the buckets reduce "
-           "into the grads shard; ZeRO-%ld here saves the optimizer's copy of the gradients, "
-           "not backward's)\n", T->cfg->parallel_zero);
+    printf("  (grad scratch: the bucket buffers backward writes, reduce-scattered into the "
+           "grads shard; the whole model's on one data-parallel rank)\n");
   fflush(stdout);
   free(all);
+}
+
+static void be_free_grads(trainer *T) {
+  T->be->free(T->be, T->m->g);
+  T->m->g = T->dp->g = NULL;
 }
 
 /* model.init_from: Hugging Face GPT-2 weights replace the seeded init in the
@@ -1002,6 +1006,13 @@ static void setup(trainer *T, const dt_config *c) {
                        T->m->g, (int)c->parallel_zero, c->parallel_bucket_mb);
   T->m->grad_hook = dt_dp_grad_ready;
   T->m->grad_hook_ctx = T->dp;
+  if (dt_dp_grads_sharded(T->dp)) {
+    /* ZeRO-2/3: backward writes into the engine's bucket buffers; the
+     * model's flat gradient buffer of the whole model is not needed */
+    be_free_grads(T);
+    T->m->grad_ptr = dt_dp_grad_ptr;
+    T->m->grad_ptr_ctx = T->dp;
+  }
   if (c->parallel_zero >= 3) { /* the model sees parameters only as gathered layers */
     T->m->p = NULL;
     T->m->param_ptr = T->dp->param_ptr;
@@ -1127,8 +1138,7 @@ static double train_step_s2s(trainer *T) {
   double loss_sum = 0;
   for (int64_t j = 0; j < nmicro; j++) {
     int first = j == 0, last = j + 1 == nmicro;
-    if (first || dt_dp_grads_sharded(T->dp))
-      be->memset0(be, m->g, m->nparams_total * sizeof(float));
+    if (first && m->g) be->memset0(be, m->g, m->nparams_total * sizeof(float));
     dt_dp_micro_begin(T->dp, first, last);
     int64_t lo = per_rank * j / nmicro, hi = per_rank * (j + 1) / nmicro;
     int64_t real;
@@ -1161,10 +1171,10 @@ static double train_step(trainer *T) {
   float dscale = (float)(1.0 / per_step);
   for (int64_t j = 0; j < T->rank_batch; j += T->micro) {
     int first = j == 0, last = j + T->micro == T->rank_batch;
-    /* ZeRO-2 keeps only the reduced shard, so each micro-batch starts afresh
-     * (one rank reduces nothing: its micro-batches add up in place) */
-    if (first || dt_dp_grads_sharded(T->dp))
-      be->memset0(be, m->g, m->nparams_total * sizeof(float));
+    /* micro-batches add up in the model's gradient buffer; under ZeRO-2/3
+     * over several ranks there is none: each one's buckets are reduced into
+     * the shard accumulator from buffers that start zeroed */
+    if (first && m->g) be->memset0(be, m->g, m->nparams_total * sizeof(float));
     dt_dp_micro_begin(T->dp, first, last);
     int n = (int)T->micro;
     dt_batch b = make_batch(T, 0, perm + j, n);

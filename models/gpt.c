@@ -245,7 +245,7 @@ static void gpt_forward(gpt *G, const dt_batch *b) {
   }
 }
 
-#define GW(i) (m->g + G->table[i].offset)
+#define GW(i) dt_model_grad(m, i)
 
 /* gpt_classifier under tensor parallelism: this part's logits (ids
  * [v0, v0+Vl), rows packed), their row statistics gathered from every

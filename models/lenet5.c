@@ -50,10 +50,8 @@ static const float *lenet5_forward_backward(dt_model *m, const dt_batch *b, floa
   const dt_kernels *k = m->be->k;
   void *ctx = m->be->ctx;
   const int n = b->n;
-  float *G = m->g;
-  const dt_param *t = L->table;
 #define W(i) dt_model_param(m, i)
-#define GW(i) (G + t[i].offset)
+#define GW(i) dt_model_grad(m, i)
   /* each layer's weight and bias, fetched around their use (ZeRO-3 gathers
    * them; otherwise these do nothing) */
 #define FETCH(w) dt_model_fetch(m, w, 2)
@@ -150,7 +148,8 @@ static void lenet5_destroy(dt_model *m) {
   dt_backend_t be = m->be;
   float *bufs[] = {L->a1, L->h1, L->p1, L->a2, L->h2, L->p2, L->a3, L->h3,
                    L->a4, L->h4, L->logits, L->dlogits, L->d0, L->d1, m->g};
-  for (size_t i = 0; i < DT_ARRAY_LEN(bufs); i++) be->free(be, bufs[i]);
+  for (size_t i = 0; i < DT_ARRAY_LEN(bufs); i++)
+    if (bufs[i]) be->free(be, bufs[i]); /* m->g may be the engine's to free (grad_ptr) */
   if (L->ws) be->free(be, L->ws);
   free(L);
 }

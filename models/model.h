@@ -47,7 +47,8 @@ struct dt_model {
   size_t nparams_total;       /* elements in the flat buffers */
   float *p;                   /* parameters (device); NULL when the engine shards them
                                * (ZeRO-3), then param_ptr[i] points at gathered copies */
-  float *g;                   /* gradients (device), owned by the model; backward accumulates */
+  float *g;                   /* gradients (device), owned by the model; backward accumulates.
+                               * The engine may free it and set it NULL when it sets grad_ptr */
   int in_c, in_h, in_w;       /* image models: input shape */
   int num_classes;            /* classes, or the vocabulary of a language model */
   int max_batch;              /* largest micro-batch forward accepts (n) */
@@ -83,6 +84,12 @@ struct dt_model {
   void *param_hook_ctx;
   float **param_ptr;
 
+  /* Set by the engine when gradients live in its bucket buffers (ZeRO-2/3
+   * over several ranks): where parameter i's gradient goes this
+   * micro-batch; backward adds into it as into m->g. NULL = m->g. */
+  float *(*grad_ptr)(void *ctx, int param_index);
+  void *grad_ptr_ctx;
+
   /* Tensor parallelism (a model built by dt_model_create_tp with tp_n > 1):
    * set by the engine, sums x (n floats, device) over the tensor-parallel
    * group in place, as Megatron's row-parallel layers do in forward and
@@ -114,6 +121,11 @@ static inline void dt_model_weights_end(dt_model *m) { m->be->set_weights(m->be,
 /* Sums x over the tensor-parallel group (nothing when the model is whole). */
 static inline void dt_model_tp_sum(dt_model *m, float *x, size_t n) {
   if (m->tp_n > 1) m->tp_allreduce(m->tp_ctx, x, n);
+}
+
+/* The device address of parameter i's gradient, for backward to add into. */
+static inline float *dt_model_grad(dt_model *m, int i) {
+  return m->grad_ptr ? m->grad_ptr(m->grad_ptr_ctx, i) : m->g + m->params[i].offset;
 }
 
 /* The device address of parameter i for the layer that fetched it. */

@@ -92,7 +92,7 @@ typedef struct tf {
 } tf;
 
 #define W(i) dt_model_param(m, i)
-#define GW(i) (m->g + T->table[i].offset)
+#define GW(i) dt_model_grad(m, i)
 
 static int enc_sub(const tf *T, int l, int s) { return T->p_enc0 + (2 * l + s) * SUB_NP; }
 static int dec_sub(const tf *T, int l, int s) { return T->p_dec0 + (3 * l + s) * SUB_NP; }
@@ -550,6 +550,7 @@ static float *act_alloc(tf *T, size_t n) { return act_alloc_t(T, n, DT_F32); }
 static void tf_destroy(dt_model *m) {
   tf *T = (tf *)m;
   for (int i = 0; i < T->nbufs; i++) m->be->free(m->be, T->bufs[i]);
+  if (m->g) m->be->free(m->be, m->g);
   if (T->emb_ws) m->be->free(m->be, T->emb_ws);
   free(T->bufs);
   free(T->enc);
@@ -759,7 +760,8 @@ dt_model *dt_transformer_create(const dt_config *cfg, dt_backend_t be, int max_b
   T->init_kind = dt_calloc((size_t)maxp, 1);
   m->params = T->table;
   build_table(T);
-  m->g = buf_alloc(T, m->nparams_total);
+  /* not in bufs: the engine may free it (model.h, grad_ptr) */
+  m->g = be->alloc(be, m->nparams_total * sizeof(float));
   be->memset0(be, m->g, m->nparams_total * sizeof(float));
   if (!T->learned) upload_sinusoids(T);
 

@@ -40,6 +40,7 @@ static void build_buckets(dt_dp *dp, double bucket_mb) {
   }
   if (b && b->lo > 0) b->lo = 0;
   for (int k = 0; k < dp->nbuckets; k++) {
+    dp->buckets[k].buf = -1;
     dp->buckets[k].counts = dt_calloc((size_t)dp->comm->size, sizeof(size_t));
     shard_counts_of(dp, dp->buckets[k].lo, dp->buckets[k].hi, dp->buckets[k].counts);
   }
@@ -72,6 +73,7 @@ dt_dp *dt_dp_create(dt_comm_t comm, dt_backend_t be, const dt_param *params, int
     for (int s = 0; s < 2; s++) dp->slots[s].counts = dt_calloc((size_t)n, sizeof(size_t));
   }
   build_buckets(dp, bucket_mb);
+  dp->use_pool = dt_dp_grads_sharded(dp);
   return dp;
 }
 
@@ -184,6 +186,10 @@ void dt_dp_destroy(dt_dp *dp) {
     if (dp->slots[s].buf) dp->be->free(dp->be, dp->slots[s].buf);
     free(dp->slots[s].counts);
   }
+  for (int i = 0; i < dp->npool; i++) dp->be->free(dp->be, dp->pool[i]);
+  free(dp->pool);
+  free(dp->pool_cap);
+  free(dp->pool_bucket);
   free(dp->param_ptr);
   free(dp->seq);
   dp->be->free(dp->be, dp->pstore);
@@ -213,6 +219,79 @@ static void freeze_sequence(dt_dp *dp) {
   }
 }
 
+/* ---- ZeRO-2/3: backward's gradients in a pool of bucket buffers ---- */
+
+/* This rank's part of a reduced bucket, in place in its buffer, into the
+ * shard accumulator (copied on the step's first micro-batch, added after);
+ * then the buffer goes back to the pool. */
+static void bucket_fold(dt_dp *dp, dt_dp_bucket *b) {
+  if (b->req) {
+    dt_watchdog_enter("the gradient reduction");
+    dp->comm->wait(dp->comm, b->req);
+    dt_watchdog_leave();
+    b->req = NULL;
+  }
+  size_t before = 0;
+  for (int r = 0; r < dp->comm->rank; r++) before += b->counts[r];
+  const size_t n = b->counts[dp->comm->rank];
+  if (n) {
+    float *mine = dp->pool[b->buf] + before, *acc = dp->gacc + (b->lo + before - dp->own_lo);
+    if (dp->first_micro) dp->be->d2d(dp->be, acc, mine, n * sizeof(float));
+    else dp->be->k->axpy(dp->be->ctx, acc, 1.0f, mine, n);
+  }
+  dp->pool_bucket[b->buf] = -1;
+  b->buf = -1;
+}
+
+/* Lends bucket b a zeroed buffer that holds it: the smallest free one,
+ * else the one of the oldest bucket whose reduction is in flight (finished
+ * first), else a new one of b's size. A bucket as large as GPT's token
+ * table gets a buffer of its own, the others share a few of theirs. */
+static void bucket_open(dt_dp *dp, dt_dp_bucket *b) {
+  const size_t need = b->hi - b->lo;
+  int got = -1;
+  for (int i = 0; i < dp->npool; i++)
+    if (dp->pool_bucket[i] < 0 && dp->pool_cap[i] >= need &&
+        (got < 0 || dp->pool_cap[i] < dp->pool_cap[got]))
+      got = i;
+  /* buckets launch in backward order, which is descending index order */
+  for (int k = dp->nbuckets - 1; k >= 0 && got < 0; k--) {
+    dt_dp_bucket *o = &dp->buckets[k];
+    if (o->buf >= 0 && o->launched && dp->pool_cap[o->buf] >= need) {
+      got = o->buf;
+      bucket_fold(dp, o);
+    }
+  }
+  if (got < 0) {
+    const size_t n = (size_t)dp->npool + 1;
+    dp->pool = realloc(dp->pool, n * sizeof *dp->pool);
+    dp->pool_cap = realloc(dp->pool_cap, n * sizeof *dp->pool_cap);
+    dp->pool_bucket = realloc(dp->pool_bucket, n * sizeof *dp->pool_bucket);
+    if (!dp->pool || !dp->pool_cap || !dp->pool_bucket)
+      dt_fatal("dtrain", "out of host memory", __FILE__, __LINE__, __func__, "realloc");
+    dp->pool[dp->npool] = dp->be->alloc(dp->be, need * sizeof(float));
+    dp->pool_cap[dp->npool] = need;
+    got = dp->npool++;
+  }
+  dp->pool_bucket[got] = (int)(b - dp->buckets);
+  b->buf = got;
+  dp->be->memset0(dp->be, dp->pool[got], (b->hi - b->lo) * sizeof(float));
+}
+
+float *dt_dp_grad_ptr(void *ctx, int i) {
+  dt_dp *dp = ctx;
+  dt_dp_bucket *b = &dp->buckets[dp->param_bucket[i]];
+  if (b->buf < 0) bucket_open(dp, b);
+  return dp->pool[b->buf] + (dp->params[i].offset - b->lo);
+}
+
+size_t dt_dp_grad_scratch_bytes(const dt_dp *dp) {
+  if (!dp->use_pool) return dp->total * sizeof(float);
+  size_t n = 0;
+  for (int i = 0; i < dp->npool; i++) n += dp->pool_cap[i];
+  return n * sizeof(float);
+}
+
 void dt_dp_micro_begin(dt_dp *dp, int first, int last) {
   dp->seq_pos = 0;
   dp->reducing = dp->comm->size > 1 && (dp->zero >= 2 || last);
@@ -226,7 +305,9 @@ void dt_dp_micro_begin(dt_dp *dp, int first, int last) {
 static void launch(dt_dp *dp, dt_dp_bucket *b) {
   b->launched = 1;
   if (!dp->reducing) return;
-  float *send = dp->g + b->lo;
+  /* a bucket backward wrote nothing into still owes its (zero) share */
+  if (dp->use_pool && b->buf < 0) bucket_open(dp, b);
+  float *send = dp->use_pool ? dp->pool[b->buf] : dp->g + b->lo;
   if (dp->zero == 0) {
     b->req = dp->comm->allreduce_async(dp->comm, send, send, b->hi - b->lo, DT_F32, DT_SUM);
   } else {
@@ -248,18 +329,17 @@ void dt_dp_micro_end(dt_dp *dp) {
   for (int k = 0; k < dp->nbuckets; k++)
     if (!dp->buckets[k].launched) launch(dp, &dp->buckets[k]);
   if (!dp->reducing) return;
+  if (dp->use_pool) { /* ZeRO-2/3: every bucket's share into gacc */
+    for (int k = 0; k < dp->nbuckets; k++)
+      if (dp->buckets[k].buf >= 0) bucket_fold(dp, &dp->buckets[k]);
+    return;
+  }
   dt_watchdog_enter("the gradient reduction");
   for (int k = 0; k < dp->nbuckets; k++) {
     dp->comm->wait(dp->comm, dp->buckets[k].req);
     dp->buckets[k].req = NULL;
   }
   dt_watchdog_leave();
-  if (dp->zero >= 2) {
-    /* keep only the shard: the full buffer is scratch for the next micro-batch */
-    size_t n = dp->own_hi - dp->own_lo;
-    if (dp->first_micro) dp->be->d2d(dp->be, dp->gacc, dp->g + dp->own_lo, n * sizeof(float));
-    else dp->be->k->axpy(dp->be->ctx, dp->gacc, 1.0f, dp->g + dp->own_lo, n);
-  }
 }
 
 float *dt_dp_grads(dt_dp *dp) {

@@ -9,6 +9,9 @@
  *      parameters are all-gathered;
  *   2  as 1, and gradients are reduce-scattered after every micro-batch into
  *      a shard accumulator, so only the gradient shard outlives backward;
+ *      backward itself writes into a few bucket-sized buffers (the model
+ *      asks dt_dp_grad_ptr where a parameter's gradient goes), not into a
+ *      flat buffer of the whole model;
  *   3  as 2, and the parameters stay sharded too: a layer's parameters are
  *      all-gathered into a working slot just before its forward and its
  *      backward (the model calls dt_model_fetch), freed right after, and the
@@ -25,6 +28,7 @@ typedef struct dt_dp_bucket {
   size_t lo, hi;      /* flat range */
   int nparams, pending;
   int launched;
+  int buf;            /* ZeRO-2/3: the pool buffer holding its gradients, or -1 */
   dt_comm_req_t req;
   size_t *counts;     /* per-rank element counts of this bucket's shards */
 } dt_dp_bucket;
@@ -45,7 +49,7 @@ typedef struct dt_dp {
   const dt_param *params;
   int nparams;
   size_t total;               /* elements in the flat buffers */
-  float *g;                   /* the model's gradient buffer */
+  float *g;                   /* the model's gradient buffer (NULL under the pool) */
   float *pstore;              /* the parameters this rank keeps: all of them, or (ZeRO-3)
                                * its shard; pstore[0] is flat element pstore_lo */
   size_t pstore_lo, pstore_hi;
@@ -57,6 +61,13 @@ typedef struct dt_dp {
   dt_dp_bucket *buckets;
   int *param_bucket;          /* bucket of each parameter */
   int reducing;               /* this micro-batch's gradients are reduced */
+  /* ZeRO-2/3 over several ranks: bucket buffers lent to the buckets
+   * backward writes, back once their reduce-scatter is folded into gacc */
+  int use_pool;               /* dt_dp_grads_sharded */
+  float **pool;
+  size_t *pool_cap;           /* per buffer: elements */
+  int *pool_bucket;           /* per buffer: the bucket holding it, or -1 */
+  int npool;
   int first_micro;
   /* ZeRO-3 */
   float **param_ptr;          /* per parameter: its gathered copy, or NULL */
@@ -86,11 +97,20 @@ void dt_dp_grad_ready(void *dp, int param_index);
 void dt_dp_micro_end(dt_dp *dp);
 
 /* Whether the reduced gradient is kept apart as a shard accumulator (ZeRO-2/3
- * over more than one rank), so each micro-batch's backward starts from a
- * zeroed gradient buffer; otherwise micro-batches accumulate in it. */
+ * over more than one rank): backward then writes into bucket buffers
+ * (dt_dp_grad_ptr) and the model's flat gradient buffer is not used;
+ * otherwise micro-batches accumulate in that buffer. */
 static inline int dt_dp_grads_sharded(const dt_dp *dp) {
   return dp->zero >= 2 && dp->comm->size > 1;
 }
+
+/* For the model's grad_ptr hook under dt_dp_grads_sharded: where parameter
+ * i's gradient goes this micro-batch (its bucket's buffer, zeroed when the
+ * bucket first takes one). */
+float *dt_dp_grad_ptr(void *dp, int param_index);
+/* Bytes of gradient buffers backward writes: the bucket pool, or the flat
+ * buffer of the whole model. */
+size_t dt_dp_grad_scratch_bytes(const dt_dp *dp);
 
 /* The reduced (summed over ranks) gradient of flat index opt_lo. */
 float *dt_dp_grads(dt_dp *dp);

@@ -104,6 +104,32 @@ PY
     test $? -eq 0
 done
 
+# ZeRO-2 with small buckets (parallel.bucket_mb = 0.004, ~1000 floats): backward
+# writes into a few bucket buffers, not a gradient buffer of the whole model
+run="$TMP/dp2-z2-buckets"
+mpirun --oversubscribe --bind-to none -np 2 "$D" "${common[@]}" model.init_from="$FIX" \
+  checkpoint.every=0 parallel.dp=2 parallel.zero=2 parallel.bucket_mb=0.004 log.dir="$run" \
+  >"$run.log" 2>&1
+check "dp=2 zero=2 bucket_mb=0.004 exits 0" test $? -eq 0
+python3 - "$TMP/one/metrics.jsonl" "$run/metrics.jsonl" "$run.log" <<'PY'
+import json, re, sys
+def losses(p):
+    return {r["step"]: r["loss"] for r in map(json.loads, open(p)) if r["split"] == "train"}
+a, b = losses(sys.argv[1]), losses(sys.argv[2])
+worst = max(abs(a[s] - b[s]) / abs(a[s]) for s in b)
+text = open(sys.argv[3]).read()
+P = int(re.search(r"zero=2, (\d+) parameters", text).group(1))
+rows = re.findall(r"^\s+\d+\s+\d+\s+(\d+)\s+\d+\s+\d+\s+(\d+)$", text, re.M)
+print(f"   {len(b)} steps, worst relative loss difference {worst:.2e}; per rank grads shard + "
+      f"bucket buffers {[f'{g} + {s}' for g, s in rows]} bytes; a whole gradient buffer {4 * P}")
+ok = sorted(b) == [1, 2, 3, 4] and worst <= 1e-5 and len(rows) == 2
+# backward's buffers under half the model's gradients, and with the shard
+# less than one whole buffer (a flat buffer and the shard made 1.5x that)
+sys.exit(0 if ok and all(int(s) < 0.5 * 4 * P and int(g) + int(s) < 4 * P for g, s in rows)
+         else 1)
+PY
+check "... same losses; bucket buffers under half a whole gradient buffer" test $? -eq 0
+
 # a resumed run takes the checkpoint, and does not read init_from at all
 "$D" "${common[@]}" model.init_from="$TMP/absent" train.max_steps=6 \
   checkpoint.resume="$CK" log.dir="$TMP/resumed" >"$TMP/resumed.log" 2>&1

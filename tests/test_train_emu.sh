@@ -80,9 +80,10 @@ close "$TMP/g-cuda" "$TMP/g-dp2" 1e-5
 check "GPT-tiny dp=2 zero=3 on cuda matches one process" test $? -eq 0
 # the same over parallel/comm_nccl.c, on the emulated NCCL (each rank its
 # own emulated GPU), with ZeRO-2's reduce-scatter of the gradient buckets
+# (small ones: backward's bucket buffers lent and lent again)
 nccl=("${common1[@]/parallel.comm=mpi/parallel.comm=nccl}")
 mpirun --oversubscribe --bind-to none -np 2 "$E" "$gpt" "${nccl[@]}" train.device=cuda \
-  parallel.dp=2 parallel.zero=2 log.dir="$TMP/g-nccl" >"$TMP/g-nccl.log" 2>&1
+  parallel.dp=2 parallel.zero=2 parallel.bucket_mb=0.02 log.dir="$TMP/g-nccl" >"$TMP/g-nccl.log" 2>&1
 check "GPT-tiny dp=2 zero=2 on cuda over NCCL exits 0" \
   bash -c "[ $? -eq 0 ] && grep -q 'data parallel: 2 ranks over nccl' '$TMP/g-nccl.log'"
 close "$TMP/g-cuda" "$TMP/g-nccl" 1e-5
