@@ -885,11 +885,6 @@ static void print_memory(trainer *T) {
   free(all);
 }
 
-static void be_free_grads(trainer *T) {
-  T->be->free(T->be, T->m->g);
-  T->m->g = T->dp->g = NULL;
-}
-
 /* model.init_from: Hugging Face GPT-2 weights replace the seeded init in the
  * full host copy, on every rank alike, before the engine hands each rank its
  * slice, so every dp/ZeRO layout starts from them. A run that resumes takes
@@ -1008,8 +1003,9 @@ static void setup(trainer *T, const dt_config *c) {
   T->m->grad_hook_ctx = T->dp;
   if (dt_dp_grads_sharded(T->dp)) {
     /* ZeRO-2/3: backward writes into the engine's bucket buffers; the
-     * model's flat gradient buffer of the whole model is not needed */
-    be_free_grads(T);
+     * model's flat gradient buffer is not needed */
+    T->be->free(T->be, T->m->g);
+    T->m->g = T->dp->g = NULL;
     T->m->grad_ptr = dt_dp_grad_ptr;
     T->m->grad_ptr_ctx = T->dp;
   }

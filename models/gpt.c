@@ -340,7 +340,7 @@ static void mlp_backward(gpt *G, int BT, int l, const float *dres, float *dln) {
   dt_model_tp_sum(m, dln, (size_t)BT * C);
 }
 
-/* Parameter gradients accumulate into m->g; each parameter is announced
+/* Parameter gradients accumulate (dt_model_grad); each parameter is announced
  * ready once nothing later in the backward adds to it. Starts from d lnf in
  * G->scratch, which gpt_classifier left there. */
 static void gpt_backward(gpt *G, const dt_batch *b) {

@@ -60,7 +60,7 @@ struct dt_model {
   void (*init)(dt_model *m, float *host_p, uint64_t seed);
   /* Forward on b. losses (device) = cross-entropy per sample (n) or per
    * token (n*t). If dscale != 0 the gradient of dscale * sum(losses) is
-   * computed as well and accumulated (+=) into m->g. Returns the logits
+   * computed as well and accumulated (+=) into dt_model_grad. Returns the logits
    * (n[*t], num_classes), valid until the next call, or NULL when the
    * language models computed them in chunks of [train] classifier_chunk
    * rows and the batch took more than one (they are never all kept), or

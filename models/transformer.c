@@ -288,7 +288,7 @@ static void logits_forward(tf *T, float *logits, const float *y, int R) {
 }
 
 /* ---- backward pieces: activation gradients overwrite, parameter gradients
- * accumulate into m->g and are announced once nothing else adds to them ---- */
+ * accumulate (dt_model_grad) and are announced once nothing else adds to them ---- */
 
 static void branch_backward(tf *T, int kind, int p, sub_acts *a, const void *u, dt_dtype ut,
                             const float *dout, float *du, const pass *ps) {

@@ -39,7 +39,51 @@ static dt_ckpt_meta meta_for(int64_t step) {
   return m;
 }
 
+/* runtime/param.c's tensor-parallel parts: for split tensors of several
+ * shapes, tp_dim, blocks and sizes (uneven ones too) the parts' elements
+ * cover the full tensor exactly once, dt_param_part_of inverts
+ * dt_param_full_index, and dt_param_extract copies the right elements. */
+static void test_tp_parts(void) {
+  static const struct { int nd; int64_t d0, d1; int dim, parts, tp; } cs[] = {
+      {2, 7, 5, 0, 1, 2}, {2, 7, 5, 0, 1, 3}, {2, 7, 5, 0, 1, 7}, {2, 12, 4, 0, 3, 2},
+      {2, 12, 4, 0, 3, 4}, {2, 4, 9, 1, 1, 2}, {2, 4, 9, 1, 1, 3}, {1, 6, 0, 0, 3, 2},
+      {2, 50257, 2, 0, 1, 3}};
+  for (size_t c = 0; c < sizeof cs / sizeof cs[0]; c++) {
+    dt_param p;
+    memset(&p, 0, sizeof p);
+    p.ndims = cs[c].nd, p.shape[0] = cs[c].d0, p.shape[1] = cs[c].d1;
+    p.tp_dim = cs[c].dim, p.tp_parts = cs[c].parts;
+    const size_t full = dt_param_full_count(&p);
+    int *seen = calloc(full, sizeof(int));
+    float *f = malloc(full * sizeof(float));
+    for (size_t i = 0; i < full; i++) f[i] = (float)i;
+    size_t sum = 0;
+    int bad = 0;
+    for (int r = 0; r < cs[c].tp; r++) {
+      dt_param q = p;
+      dt_param_table_split(&q, 1, cs[c].tp, r);
+      sum += q.count;
+      float *part = malloc(q.count * sizeof(float));
+      dt_param_extract(&q, f, part);
+      for (size_t i = 0; i < q.count; i++) {
+        size_t at = dt_param_full_index(&p, cs[c].tp, r, i), back;
+        bad += at >= full || dt_param_part_of(&p, cs[c].tp, at, &back) != r || back != i ||
+               part[i] != (float)at;
+        if (at < full) seen[at]++;
+      }
+      free(part);
+    }
+    for (size_t i = 0; i < full; i++) bad += seen[i] != 1;
+    CHECK(bad == 0 && sum == full, "tp parts: (%lld,%lld) dim %d, %d blocks, tp %d: %zu of %zu "
+          "elements once each, part_of inverts full_index, extract copies them (%d bad)",
+          (long long)cs[c].d0, (long long)cs[c].d1, cs[c].dim, cs[c].parts, cs[c].tp, sum, full,
+          bad);
+    free(seen), free(f);
+  }
+}
+
 int main(void) {
+  test_tp_parts();
   char dir[] = "/tmp/dtrain-ckpt-XXXXXX";
   if (!mkdtemp(dir)) return 1;
   char ck[512];

@@ -6,8 +6,9 @@
 # with the same global batch (within 1e-5 relative, 1e-3 in bf16, 20 steps
 # of 2 accumulated micro-batches); a checkpoint saved by dp=2 tp=2 zero=2
 # resumes as one process, as tp=4, as tp=2 with ZeRO-3 and as dp=2, with the
-# same losses, each rank file holding its own parts; layouts the model
-# cannot take are errors naming the keys.
+# same losses, each rank file holding its own parts; a damaged part
+# attribute and layouts the model cannot take are errors naming the file,
+# tensor or keys.
 . "$(dirname "$0")/e2e_common.sh"
 need_wos
 D="$BUILD/dtrain"
@@ -125,6 +126,23 @@ for lay in "1 1 1 0" "4 1 4 1" "2 1 2 3" "2 2 1 0"; do
 done
 check "the resumed run names the layout it was saved in" \
   grep -q "saved by dp=2 tp=2 zero=2 on 4 ranks" "$TMP/res-dp1-tp1-z0.log"
+
+# a damaged part attribute is refused naming the tensor, not read as another part
+cp -r "$TMP/save/checkpoints" "$TMP/damaged"
+python3 - "$TMP/damaged/step_00000010" <<'PY'
+import sys, h5py
+for r in (1, 3):  # part 1's ranks: the file holding the tensor
+    with h5py.File(f"{sys.argv[1]}/rank{r:05d}.h5", "r+") as f:
+        if "params/h.0.attn.c_attn.weight" in f:
+            f["params/h.0.attn.c_attn.weight"].attrs["tp_part"] = [2, 5, 3]
+            print(f"   damaged rank{r:05d}.h5")
+PY
+"$D" "$cfg" "${common[@]}" checkpoint.resume="$TMP/damaged/step_00000010" \
+  log.dir="$TMP/res-damaged" >"$TMP/res-damaged.log" 2>&1
+check "a checkpoint with a damaged tp_part exits 2" test $? -eq 2
+check "... naming the file and tensor" \
+  grep -q "rank0000[13].h5: params/h.0.attn.c_attn.weight says it is part 5 of 2" \
+  "$TMP/res-damaged.log"
 
 # layouts the model cannot take
 "${MPIRUN[@]}" -np 3 "$D" "$cfg" "${common[@]}" parallel.tp=3 log.dir="$TMP/bad3" \
