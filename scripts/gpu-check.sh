@@ -273,14 +273,16 @@ PY
 
 # LeNet-5 data parallel on the GPU: one process against dp 2 (zero 1) and
 # dp 4 (zero 3), the ranks sharing the GPU over comm=mpi (NCCL refuses two
-# ranks on one GPU). 20 steps of per-step losses within 1e-4 relative: the
+# ranks on one GPU), in 0.05 MB gradient buckets (several per step; ZeRO-3's
+# lent from the bucket pool). 20 steps of per-step losses within 1e-4 relative: the
 # CPU test holds 1e-5, but here each rank's micro-batch is 1/dp of the
 # batch, so cuBLAS picks GEMMs of another M and sums in another order.
 st_dp_gpu() {
   "$build/dtrain-prep" mnist "$DTRAIN_DATA/mnist" "$work/mnist" >/dev/null || exit 1
   local common=(data.dir="$work/mnist" data.train_limit=2000 data.test_limit=400
     train.device=cuda train.batch_size=40 train.max_steps=20 log.every=1
-    log.tensorboard=false optim.warmup_steps=5 optim.grad_clip=1.0 checkpoint.every=0)
+    log.tensorboard=false optim.warmup_steps=5 optim.grad_clip=1.0 checkpoint.every=0
+    parallel.bucket_mb=0.05)
   local cfg=$root/configs/lenet5-mnist.ini bad=0 np zero
   "$build/dtrain" "$cfg" "${common[@]}" log.dir="$work/dp-ref" >"$work/dp-ref.log" 2>&1 ||
     { tail -5 "$work/dp-ref.log"; exit 1; }
