@@ -73,7 +73,6 @@ typedef struct gpt {
   dt_model m;
   dt_param *table;
   int L, NH, C, V, maxT;     /* maxT: rows of wpe (model.block_size) */
-  int tp_n, tp_r;            /* tensor-parallel split (1, 0: whole) */
   int NHl, Cl, Fl;           /* this rank's heads, their width NHl*HS, and MLP hidden units */
   int v0, Vl;                /* this rank's vocabulary ids [v0, v0+Vl) (0, V: whole) */
   float *vstats, *vstats_all; /* tensor parallelism: the classifier's row statistics,
@@ -150,7 +149,7 @@ static const float *drop_backward(gpt *G, int site, const float *dres) {
 /* A row-parallel layer's bias (weight p, bias p+1): added by part 0 only,
  * since the parts' outputs are summed. */
 static const float *row_bias(gpt *G, int p) {
-  return G->tp_r == 0 ? dt_model_param(&G->m, p + 1) : NULL;
+  return G->m.tp_r == 0 ? dt_model_param(&G->m, p + 1) : NULL;
 }
 
 /* Block l from its ln1 (already normalised) to mid = res[l] + drop(attn) and
@@ -206,8 +205,8 @@ static void gpt_forward(gpt *G, const dt_batch *b) {
   const int BT = b->n * b->t, C = G->C;
 
   dt_model_fetch(m, P_WTE, 2);
-  if (G->tp_n > 1) { /* this part's rows, wpe added once, then the parts summed */
-    k->embedding_forward_part(ctx, G->res[0], b->tokens, W(P_WTE), G->tp_r ? NULL : W(P_WPE),
+  if (G->m.tp_n > 1) { /* this part's rows, wpe added once, then the parts summed */
+    k->embedding_forward_part(ctx, G->res[0], b->tokens, W(P_WTE), G->m.tp_r ? NULL : W(P_WPE),
                               b->n, b->t, C, G->v0, G->Vl);
     dt_model_tp_sum(m, G->res[0], (size_t)BT * C);
   } else {
@@ -266,7 +265,7 @@ static const float *classifier_part(gpt *G, const dt_batch *b, float *losses, fl
     k->softmax_xent_part_stats(ctx, G->vstats, G->logits, G->at, b->y + r0, R, Vl, Vl, G->v0);
     m->tp_allgather(m->tp_ctx, G->vstats, G->vstats_all, (size_t)R * 3);
     k->softmax_xent_part(ctx, losses ? losses + r0 : NULL, dscale != 0.0f ? G->logits : NULL,
-                         G->logits, G->at, b->y + r0, G->vstats_all, G->tp_n, R, Vl, Vl, G->v0,
+                         G->logits, G->at, b->y + r0, G->vstats_all, G->m.tp_n, R, Vl, Vl, G->v0,
                          G->V, dscale);
     if (dscale != 0.0f)
       k->linear_backward(ctx, dln + (size_t)r0 * C, GW(P_WTE), NULL, G->logits, G->at, x, G->at,
@@ -292,7 +291,7 @@ static const float *gpt_classifier(gpt *G, const dt_batch *b, float *losses, flo
   const dt_kernels *k = m->be->k;
   void *ctx = m->be->ctx;
   const int BT = b->n * b->t, C = G->C, V = G->V;
-  if (G->tp_n > 1) return classifier_part(G, b, losses, dscale, dln);
+  if (G->m.tp_n > 1) return classifier_part(G, b, losses, dscale, dln);
   dt_model_fetch(m, P_WTE, 1);
   for (int r0 = 0; r0 < BT; r0 += G->chunk) {
     const int R = DT_MIN(G->chunk, BT - r0);
@@ -412,7 +411,7 @@ static void gpt_backward(gpt *G, const dt_batch *b) {
   if (G->drop_p > 0.0f)
     k->dropout_backward(ctx, dres, dres, (size_t)BT * C, G->drop_p, b->seed,
                         drop_offset(G, b, 0));
-  if (G->tp_n > 1) /* this part's rows of wte; wpe's gradient whole, as every part has it */
+  if (G->m.tp_n > 1) /* this part's rows of wte; wpe's gradient whole, as every part has it */
     k->embedding_backward_part(ctx, GW(P_WTE), GW(P_WPE), dres, b->tokens, b->n, b->t, C, G->v0,
                                G->Vl, G->emb_ws);
   else
@@ -428,7 +427,7 @@ static void gpt_backward(gpt *G, const dt_batch *b) {
 static const float *gpt_forward_backward(dt_model *m, const dt_batch *b, float *losses,
                                          float dscale) {
   gpt *G = (gpt *)m;
-  if (G->tp_n > 1 && (!m->tp_allreduce || !m->tp_allgather))
+  if (G->m.tp_n > 1 && (!m->tp_allreduce || !m->tp_allgather))
     dt_fatal("gpt", "a tensor-parallel part was built, but nobody set tp_allreduce", __FILE__,
              __LINE__, __func__, "gpt_forward_backward");
   /* the engine sizes batches from max_batch and train.seq_len; a larger one
@@ -550,7 +549,12 @@ static void build_table(gpt *G) {
   add(G, &np, &total, "ln_f.bias", 1, C, 0, 0, -1, 1);
   G->m.nparams = np;
   /* laid out again for this rank's parts; whole (tp 1) it is the same table */
-  G->m.nparams_total = G->tp_n > 1 ? dt_param_table_split(G->table, np, G->tp_n, G->tp_r) : total;
+  G->m.nparams_total =
+      G->m.tp_n > 1 ? dt_param_table_split(G->table, np, G->m.tp_n, G->m.tp_r) : total;
+  /* this rank's vocabulary ids: wte's part, as runtime/param.c cuts it */
+  const dt_param *wte = &G->table[P_WTE];
+  G->v0 = (int)(dt_param_full_index(wte, G->m.tp_n, G->m.tp_r, 0) / (size_t)C);
+  G->Vl = (int)dt_param_part_dim(wte, G->m.tp_n, G->m.tp_r);
 }
 
 static int recompute_mode(const char *s) {
@@ -611,13 +615,11 @@ dt_model *dt_gpt_create(const dt_config *cfg, dt_backend_t be, int max_batch, in
   G->C = (int)cfg->model_n_embd;
   G->V = (int)cfg->model_vocab_size;
   G->maxT = (int)cfg->model_block_size;
-  G->tp_n = m->tp_n = tp_n;
-  G->tp_r = m->tp_r = tp_r;
+  m->tp_n = tp_n;
+  m->tp_r = tp_r;
   G->NHl = G->NH / tp_n;
   G->Cl = G->C / tp_n;
   G->Fl = 4 * G->C / tp_n;
-  G->v0 = (int)((int64_t)G->V * tp_r / tp_n); /* as runtime/param.c cuts wte */
-  G->Vl = (int)((int64_t)G->V * (tp_r + 1) / tp_n) - G->v0;
   m->family = "gpt";
   m->be = be;
   m->num_classes = G->V;

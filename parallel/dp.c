@@ -73,7 +73,6 @@ dt_dp *dt_dp_create(dt_comm_t comm, dt_backend_t be, const dt_param *params, int
     for (int s = 0; s < 2; s++) dp->slots[s].counts = dt_calloc((size_t)n, sizeof(size_t));
   }
   build_buckets(dp, bucket_mb);
-  dp->use_pool = dt_dp_grads_sharded(dp);
   return dp;
 }
 
@@ -219,6 +218,13 @@ static void freeze_sequence(dt_dp *dp) {
   }
 }
 
+/* Where this rank's block of bucket b starts within the bucket. */
+static size_t rank_offset(const dt_dp *dp, const dt_dp_bucket *b) {
+  size_t before = 0;
+  for (int r = 0; r < dp->comm->rank; r++) before += b->counts[r];
+  return before;
+}
+
 /* ---- ZeRO-2/3: backward's gradients in a pool of bucket buffers ---- */
 
 /* This rank's part of a reduced bucket, in place in its buffer, into the
@@ -231,9 +237,7 @@ static void bucket_fold(dt_dp *dp, dt_dp_bucket *b) {
     dt_watchdog_leave();
     b->req = NULL;
   }
-  size_t before = 0;
-  for (int r = 0; r < dp->comm->rank; r++) before += b->counts[r];
-  const size_t n = b->counts[dp->comm->rank];
+  const size_t before = rank_offset(dp, b), n = b->counts[dp->comm->rank];
   if (n) {
     float *mine = dp->pool[b->buf] + before, *acc = dp->gacc + (b->lo + before - dp->own_lo);
     if (dp->first_micro) dp->be->d2d(dp->be, acc, mine, n * sizeof(float));
@@ -286,7 +290,7 @@ float *dt_dp_grad_ptr(void *ctx, int i) {
 }
 
 size_t dt_dp_grad_scratch_bytes(const dt_dp *dp) {
-  if (!dp->use_pool) return dp->total * sizeof(float);
+  if (!dt_dp_grads_sharded(dp)) return dp->total * sizeof(float);
   size_t n = 0;
   for (int i = 0; i < dp->npool; i++) n += dp->pool_cap[i];
   return n * sizeof(float);
@@ -305,16 +309,17 @@ void dt_dp_micro_begin(dt_dp *dp, int first, int last) {
 static void launch(dt_dp *dp, dt_dp_bucket *b) {
   b->launched = 1;
   if (!dp->reducing) return;
-  /* a bucket backward wrote nothing into still owes its (zero) share */
-  if (dp->use_pool && b->buf < 0) bucket_open(dp, b);
-  float *send = dp->use_pool ? dp->pool[b->buf] : dp->g + b->lo;
+  float *send = dp->g + b->lo;
+  if (dt_dp_grads_sharded(dp)) {
+    /* a bucket backward wrote nothing into still owes its (zero) share */
+    if (b->buf < 0) bucket_open(dp, b);
+    send = dp->pool[b->buf];
+  }
   if (dp->zero == 0) {
     b->req = dp->comm->allreduce_async(dp->comm, send, send, b->hi - b->lo, DT_F32, DT_SUM);
   } else {
-    size_t before = 0;
-    for (int r = 0; r < dp->comm->rank; r++) before += b->counts[r];
-    b->req = dp->comm->reduce_scatterv_async(dp->comm, send, send + before, b->counts, DT_F32,
-                                             DT_SUM);
+    b->req = dp->comm->reduce_scatterv_async(dp->comm, send, send + rank_offset(dp, b),
+                                             b->counts, DT_F32, DT_SUM);
   }
 }
 
@@ -329,7 +334,7 @@ void dt_dp_micro_end(dt_dp *dp) {
   for (int k = 0; k < dp->nbuckets; k++)
     if (!dp->buckets[k].launched) launch(dp, &dp->buckets[k]);
   if (!dp->reducing) return;
-  if (dp->use_pool) { /* ZeRO-2/3: every bucket's share into gacc */
+  if (dt_dp_grads_sharded(dp)) { /* ZeRO-2/3: every bucket's share into gacc */
     for (int k = 0; k < dp->nbuckets; k++)
       if (dp->buckets[k].buf >= 0) bucket_fold(dp, &dp->buckets[k]);
     return;

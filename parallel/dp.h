@@ -63,7 +63,6 @@ typedef struct dt_dp {
   int reducing;               /* this micro-batch's gradients are reduced */
   /* ZeRO-2/3 over several ranks: bucket buffers lent to the buckets
    * backward writes, back once their reduce-scatter is folded into gacc */
-  int use_pool;               /* dt_dp_grads_sharded */
   float **pool;
   size_t *pool_cap;           /* per buffer: elements */
   int *pool_bucket;           /* per buffer: the bucket holding it, or -1 */
