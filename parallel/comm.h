@@ -58,6 +58,12 @@ struct dt_comm {
   void (*broadcast)(dt_comm_t c, void *buf, size_t count, dt_dtype t, int root);
   void (*send)(dt_comm_t c, const void *buf, size_t count, dt_dtype t, int peer);
   void (*recv)(dt_comm_t c, void *buf, size_t count, dt_dtype t, int peer);
+  /* sends scount elements to dst and receives rcount from src at once, so two
+   * ranks that exchange with each other cannot both wait in a blocking send
+   * (a pipeline stage passing activations forward while gradients come
+   * back); dst or src < 0: that half is skipped */
+  void (*sendrecv)(dt_comm_t c, const void *sendbuf, size_t scount, int dst, void *recvbuf,
+                   size_t rcount, int src, dt_dtype t);
   void (*barrier)(dt_comm_t c);
   /* asynchronous variants: start now, complete at dt_comm_wait; buffers must
    * stay untouched until then. Work queued on be later is not ordered after

@@ -398,6 +398,38 @@ static void mpi_recv(dt_comm_t c, void *buf, size_t count, dt_dtype t, int peer)
   req_finish(c, r);
 }
 
+/* Both halves posted nonblocking (in chunks) and waited for together; device
+ * buffers go through one staging buffer each. */
+static void mpi_sendrecv(dt_comm_t c, const void *sendbuf, size_t scount, int dst, void *recvbuf,
+                         size_t rcount, int src, dt_dtype t) {
+  mpi_impl *m = impl(c);
+  size_t es = dt_dtype_size(t);
+  if (dst < 0) scount = 0;
+  if (src < 0) rcount = 0;
+  dt_comm_req_t rs = req_new(), rr = req_new();
+  const char *hs = (const char *)sendbuf;
+  char *hr = (char *)recvbuf;
+  if (on_device(c) && scount) {
+    rs->slot = stage_acquire(c, scount * es);
+    c->be->d2h(c->be, stage_ptr(c, rs->slot), sendbuf, scount * es);
+    hs = (const char *)stage_ptr(c, rs->slot);
+  }
+  if (on_device(c) && rcount) {
+    rr->slot = stage_acquire(c, rcount * es);
+    hr = (char *)stage_ptr(c, rr->slot);
+    req_then_copy(rr, recvbuf, hr, rcount * es, 1);
+  }
+  MPI_Datatype type = mpi_type(c, t);
+  for (size_t off = 0; off < rcount; off += m->chunk)
+    MPI_CHECK(MPI_Irecv(hr + off * es, (int)DT_MIN(m->chunk, rcount - off), type, src, P2P_TAG,
+                        m->comm, req_post(rr)));
+  for (size_t off = 0; off < scount; off += m->chunk)
+    MPI_CHECK(MPI_Isend(hs + off * es, (int)DT_MIN(m->chunk, scount - off), type, dst, P2P_TAG,
+                        m->comm, req_post(rs)));
+  req_finish(c, rs);
+  req_finish(c, rr);
+}
+
 /* Work queued on the device before the barrier is finished when it returns. */
 static void mpi_barrier(dt_comm_t c) {
   if (on_device(c)) stage_sync(c);
@@ -474,6 +506,7 @@ dt_comm_t dt_comm_mpi_create(MPI_Comm mpi, dt_backend_t be) {
   c->broadcast = mpi_broadcast;
   c->send = mpi_send;
   c->recv = mpi_recv;
+  c->sendrecv = mpi_sendrecv;
   c->barrier = mpi_barrier;
   c->allreduce_async = mpi_allreduce_async;
   c->reduce_scatterv_async = mpi_reduce_scatterv_async;

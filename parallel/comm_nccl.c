@@ -230,6 +230,19 @@ static void nccl_recv(dt_comm_t c, void *buf, size_t count, dt_dtype t, int peer
   end_blocking(c);
 }
 
+/* one NCCL group: the send and the receive are matched together */
+static void nccl_sendrecv(dt_comm_t c, const void *sendbuf, size_t scount, int dst,
+                          void *recvbuf, size_t rcount, int src, dt_dtype t) {
+  begin(c, "sendrecv");
+  NCCL_CHECK(ncclGroupStart());
+  if (dst >= 0 && scount)
+    NCCL_CHECK(ncclSend(sendbuf, scount, nccl_type(t), dst, impl(c)->nccl, impl(c)->stream));
+  if (src >= 0 && rcount)
+    NCCL_CHECK(ncclRecv(recvbuf, rcount, nccl_type(t), src, impl(c)->nccl, impl(c)->stream));
+  NCCL_CHECK(ncclGroupEnd());
+  end_blocking(c);
+}
+
 /* Everything queued on the compute stream before, and every NCCL operation,
  * has finished on this rank when the ranks pass the MPI barrier. */
 static void nccl_barrier(dt_comm_t c) {
@@ -361,6 +374,7 @@ dt_comm_t dt_comm_nccl_create(MPI_Comm mpi, dt_backend_t be, dt_error *err) {
   c->broadcast = nccl_broadcast;
   c->send = nccl_send;
   c->recv = nccl_recv;
+  c->sendrecv = nccl_sendrecv;
   c->barrier = nccl_barrier;
   c->allreduce_async = nccl_allreduce_async;
   c->reduce_scatterv_async = nccl_reduce_scatterv_async;

@@ -297,6 +297,39 @@ static void case_ring(suite *s, dt_dtype t, size_t count) {
   buf_free(s, &out);
 }
 
+/* A pipeline's exchange: every rank sends to the next and receives from the
+ * previous in one sendrecv, all at once (blocking sends of this size would
+ * wait on each other); then an open chain, whose ends skip a half (peer -1),
+ * sending a different count than it receives. */
+static void case_sendrecv(suite *s, dt_dtype t, size_t count) {
+  char name[96];
+  snprintf(name, sizeof name, "sendrecv %s n=%zu", dt_dtype_name(t), count);
+  int next = (s->rank + 1) % s->n, prev = (s->rank + s->n - 1) % s->n;
+  buf in = buf_new(s, t, count + 1), out = buf_new(s, t, count + 1);
+  buf_fill(&in, 0, count + 1, s->rank, 0);
+  buf_up(s, &in);
+  buf_up(s, &out);
+  s->c->sendrecv(s->c, in.d, count, next, out.d, count, prev, t);
+  buf_down(s, &out);
+  double *w = want_gen(t, count, prev, 0);
+  long wrong = check(s, name, "ring", &out, 0, w, count);
+  free(w);
+  /* chain: rank r sends count + 1 elements up to r + 1 and gets as many from
+   * r - 1; rank 0 receives nothing and the last rank sends nothing */
+  buf_fill(&out, 0, count + 1, s->n + 7, 1);
+  buf_up(s, &out);
+  int up = s->rank + 1 < s->n ? s->rank + 1 : -1, down = s->rank - 1;
+  s->c->sendrecv(s->c, in.d, count + 1, up, out.d, count + 1, down, t);
+  buf_down(s, &out);
+  w = down >= 0 ? want_gen(t, count + 1, down, 0) : want_gen(t, count + 1, s->n + 7, 1);
+  wrong += check(s, name, down >= 0 ? "chain" : "chain start untouched", &out, 0, w, count + 1);
+  wrong += check_input(s, name, &in, 0, count + 1, 0);
+  record(s, wrong);
+  free(w);
+  buf_free(s, &in);
+  buf_free(s, &out);
+}
+
 /* Four operations in flight at once, waited for in reverse order. */
 static void case_async(suite *s, dt_dtype t, size_t count, int inplace) {
   char name[96];
@@ -365,6 +398,7 @@ static void run_suite(suite *s) {
       }
       for (int root = 0; root < s->n; root++) case_broadcast(s, t, count, root);
       if (s->n > 1) case_ring(s, t, count);
+      if (s->n > 1) case_sendrecv(s, t, count);
     }
   }
   s->c->barrier(s->c);
