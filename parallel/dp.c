@@ -300,6 +300,7 @@ void dt_dp_micro_begin(dt_dp *dp, int first, int last) {
   dp->seq_pos = 0;
   dp->reducing = dp->comm->size > 1 && (dp->zero >= 2 || last);
   dp->first_micro = first;
+  dp->last_micro = last;
   for (int k = 0; k < dp->nbuckets; k++) {
     dp->buckets[k].pending = dp->buckets[k].nparams;
     dp->buckets[k].launched = 0;
@@ -331,6 +332,16 @@ void dt_dp_grad_ready(void *ctx, int i) {
 
 void dt_dp_micro_end(dt_dp *dp) {
   freeze_sequence(dp);
+  /* after the step's last backward the optimizer changes the parameters: a
+   * gather started ahead now (the recorded order wraps around to a forward
+   * when a pipeline stage interleaves micro-batches) would hand the next
+   * step the old values */
+  if (dp->zero >= 3 && dp->last_micro)
+    for (int i = 0; i < 2; i++)
+      if (dp->slots[i].state == 1) {
+        slot_wait(dp, &dp->slots[i]);
+        dp->slots[i].state = 0;
+      }
   for (int k = 0; k < dp->nbuckets; k++)
     if (!dp->buckets[k].launched) launch(dp, &dp->buckets[k]);
   if (!dp->reducing) return;

@@ -67,7 +67,7 @@ typedef struct dt_dp {
   size_t *pool_cap;           /* per buffer: elements */
   int *pool_bucket;           /* per buffer: the bucket holding it, or -1 */
   int npool;
-  int first_micro;
+  int first_micro, last_micro; /* the micro-batch at hand is the step's first, last */
   /* ZeRO-3 */
   float **param_ptr;          /* per parameter: its gathered copy, or NULL */
   dt_dp_slot slots[2];
