@@ -29,6 +29,7 @@
 #include "../parallel/comm.h"
 #include "../parallel/dp.h"
 #include "../parallel/grid.h"
+#include "../parallel/pipeline.h"
 #include "../parallel/watchdog.h"
 
 #define MNIST_MEAN 0.1307f
@@ -46,6 +47,11 @@ typedef struct trainer {
   dt_grid grid;
   dt_comm_t comm;   /* the data-parallel group */
   dt_comm_t tp_comm; /* the tensor-parallel group (NULL at parallel.tp = 1) */
+  dt_comm_t pp_comm; /* the pipeline group (NULL at parallel.pp = 1) */
+  dt_pipe *pipe;     /* this rank's stage's schedule (NULL at parallel.pp = 1) */
+  dt_comm_t emb_comm; /* the first and last stages, for the tied token table's gradient */
+  float *d_tied;      /* (its elements) the exchange buffer of that gradient */
+  const int32_t *pipe_perm; /* this step's samples, for the pipeline's batches */
   dt_dp *dp;
   int is_root;      /* world rank 0: logs, metrics, checkpoint metadata */
   dt_model *m;
@@ -63,7 +69,8 @@ typedef struct trainer {
   uint16_t *tok_train, *tok_eval;
   int64_t ntok_train, ntok_eval;
   int64_t ntrain, neval;   /* samples: images, or token windows */
-  int32_t *h_tok, *d_tok;  /* language models: (micro, seq) inputs */
+  int32_t *h_tok, *d_tok;  /* language models: (micro, seq) inputs, one set per activation
+                            * slot of a pipeline stage (h_y, d_y too) */
   uint8_t *d_train_images, *d_test_images; /* resident on the device */
   int32_t *h_idx, *h_y, *d_idx, *d_y;
   float *d_x, *d_losses, *h_losses, *h_logits, *d_sumsq;
@@ -239,20 +246,24 @@ static uint64_t dropout_seed(const trainer *T) {
   return dt_rng_u64(&r);
 }
 
-/* A micro-batch of token windows: inputs and next-token targets. */
-static dt_batch make_lm_batch(trainer *T, const uint16_t *tokens, const int32_t *idx, int n) {
+/* A micro-batch of token windows: inputs and next-token targets, in the
+ * buffers of activation slot `slot` (0 without pipeline parallelism). */
+static dt_batch make_lm_batch(trainer *T, const uint16_t *tokens, const int32_t *idx, int n,
+                              int slot) {
   dt_backend_t be = T->be;
   int64_t s = T->seq;
+  const size_t at = (size_t)slot * (size_t)T->m->max_batch * (size_t)s;
+  int32_t *htok = T->h_tok + at, *hy = T->h_y + at;
   for (int i = 0; i < n; i++) {
     const uint16_t *w = tokens + (int64_t)idx[i] * s;
     for (int64_t j = 0; j < s; j++) {
-      T->h_tok[i * s + j] = w[j];
-      T->h_y[i * s + j] = w[j + 1];
+      htok[i * s + j] = w[j];
+      hy[i * s + j] = w[j + 1];
     }
   }
-  be->h2d(be, T->d_tok, T->h_tok, (size_t)n * s * sizeof(int32_t));
-  be->h2d(be, T->d_y, T->h_y, (size_t)n * s * sizeof(int32_t));
-  return (dt_batch){.n = n, .t = (int)s, .tokens = T->d_tok, .y = T->d_y};
+  be->h2d(be, T->d_tok + at, htok, (size_t)n * s * sizeof(int32_t));
+  be->h2d(be, T->d_y + at, hy, (size_t)n * s * sizeof(int32_t));
+  return (dt_batch){.n = n, .t = (int)s, .tokens = T->d_tok + at, .y = T->d_y + at};
 }
 
 /* Translation: n pairs, padded to this micro-batch's longest source and
@@ -274,7 +285,7 @@ static dt_batch make_s2s_batch(trainer *T, const dt_pair_set *set, const int32_t
 /* Uploads a micro-batch of sample indices and labels, then gathers and
  * normalises the images on the device. */
 static dt_batch make_batch(trainer *T, int eval, const int32_t *idx, int n) {
-  if (T->lm) return make_lm_batch(T, eval ? T->tok_eval : T->tok_train, idx, n);
+  if (T->lm) return make_lm_batch(T, eval ? T->tok_eval : T->tok_train, idx, n, 0);
   const uint8_t *d_images = eval ? T->d_test_images : T->d_train_images;
   const uint8_t *labels = eval ? T->test.labels : T->train.labels;
   dt_backend_t be = T->be;
@@ -349,12 +360,15 @@ static float param_wd(const dt_config *c, const dt_param *p) {
   return p->decay ? (float)c->optim_weight_decay : 0.0f;
 }
 
-/* The squared global gradient norm under tensor parallelism: a split
- * tensor's parts are summed over the tensor-parallel group, a tensor every
- * part holds whole (with the same gradient) is counted once; then the
- * data-parallel group's shards. One sumsq per tensor in this rank's shard,
- * into d_sumsq[i], read back at once. */
-static double tp_grad_sumsq(trainer *T, const float *grads) {
+static double pp_sum(trainer *T, double x);
+
+/* The squared global gradient norm under tensor or pipeline parallelism: a
+ * split tensor's parts are summed over the tensor-parallel group, a tensor
+ * every part holds whole (with the same gradient) is counted once, and so is
+ * the tied token table, which two pipeline stages hold; then the pipeline's
+ * stages and the data-parallel group's shards are summed. One sumsq per
+ * tensor in this rank's shard, into d_sumsq[i], read back at once. */
+static double parts_grad_sumsq(trainer *T, const float *grads) {
   dt_backend_t be = T->be;
   const dt_dp *dp = T->dp;
   const dt_model *m = T->m;
@@ -367,12 +381,39 @@ static double tp_grad_sumsq(trainer *T, const float *grads) {
   float *h = dt_malloc((size_t)m->nparams * sizeof(float));
   be->d2h(be, h, T->d_sumsq, (size_t)m->nparams * sizeof(float));
   double sums[2] = {0, 0}; /* split, whole */
-  for (int i = 0; i < m->nparams; i++) sums[dt_param_is_split(&m->params[i]) ? 0 : 1] += h[i];
+  for (int i = 0; i < m->nparams; i++)
+    if (!m->params[i].pp_copy) sums[dt_param_is_split(&m->params[i]) ? 0 : 1] += h[i];
   free(h);
-  dt_watchdog_enter("an all-reduce of step statistics");
-  MPI_Allreduce(MPI_IN_PLACE, &sums[0], 1, MPI_DOUBLE, MPI_SUM, T->tp_comm->mpi);
+  if (T->tp_comm) {
+    dt_watchdog_enter("an all-reduce of step statistics");
+    MPI_Allreduce(MPI_IN_PLACE, &sums[0], 1, MPI_DOUBLE, MPI_SUM, T->tp_comm->mpi);
+    dt_watchdog_leave();
+  }
+  return pp_sum(T, dt_dp_sum(T->dp, sums[0] + sums[1]));
+}
+
+/* Pipeline parallelism: the token table is held by the first stage (the
+ * embedding) and the last (the tied LM head), each with its own part of its
+ * gradient; both need the sum, as one process has it. The data-parallel
+ * ranks of both stages put the slice of it they own into a zeroed buffer of
+ * the whole table (their slices partition it on each stage), one all-reduce
+ * over all of them gives every rank the sum, and each takes back the range
+ * its optimizer updates. The copies then stay equal: same start (the
+ * checkpoint or the seeded init), same gradient, same update. */
+static void tie_embedding_grads(trainer *T, float *grads) {
+  if (!T->emb_comm) return;
+  dt_backend_t be = T->be;
+  const dt_dp *dp = T->dp;
+  const dt_param *p = &T->m->params[dt_model_find_param(T->m, "wte.weight")];
+  const size_t lo = p->offset, hi = p->offset + p->count;
+  be->memset0(be, T->d_tied, p->count * sizeof(float));
+  size_t a = DT_MAX(lo, dp->own_lo), b = DT_MIN(hi, dp->own_hi);
+  if (a < b) be->d2d(be, T->d_tied + (a - lo), grads + (a - dp->opt_lo), (b - a) * sizeof(float));
+  dt_watchdog_enter("the all-reduce of the tied token table's gradient");
+  T->emb_comm->allreduce(T->emb_comm, T->d_tied, T->d_tied, p->count, DT_F32, DT_SUM);
   dt_watchdog_leave();
-  return dt_dp_sum(T->dp, sums[0] + sums[1]);
+  a = DT_MAX(lo, dp->opt_lo), b = DT_MIN(hi, dp->opt_hi);
+  if (a < b) be->d2d(be, grads + (a - dp->opt_lo), T->d_tied + (a - lo), (b - a) * sizeof(float));
 }
 
 /* Updates this rank's optimizer range [opt_lo, opt_hi) from the reduced
@@ -386,9 +427,10 @@ static double optimizer_step(trainer *T, double lr) {
   float *grads = dt_dp_grads(dp); /* grads[0] is flat element opt_lo */
   /* every rank adds the squares of its own shard once, so the sum over the
    * group is the global norm at every ZeRO stage */
+  tie_embedding_grads(T, grads);
   double norm;
-  if (T->tp_comm) {
-    norm = sqrt(tp_grad_sumsq(T, grads));
+  if (T->tp_comm || T->pp_comm) {
+    norm = sqrt(parts_grad_sumsq(T, grads));
   } else {
     float sumsq = 0;
     be->k->sumsq(be->ctx, T->d_sumsq, grads + (dp->own_lo - dp->opt_lo), dp->own_hi - dp->own_lo);
@@ -583,9 +625,10 @@ static int maybe_resume(trainer *T) {
   }
   if (T->is_root)
     printf("resumed from %s at step %lld (epoch %lld, sample %lld of it; saved by dp=%lld "
-           "tp=%lld zero=%lld on %lld rank%s)\n",
+           "tp=%lld pp=%lld zero=%lld on %lld rank%s)\n",
            path, (long long)T->step, (long long)T->epoch, (long long)T->offset,
-           (long long)meta.dp, (long long)meta.tp, (long long)meta.zero, (long long)meta.world,
+           (long long)meta.dp, (long long)meta.tp, (long long)meta.pp, (long long)meta.zero,
+           (long long)meta.world,
            meta.world == 1 ? "" : "s");
   return 1;
 }
@@ -596,6 +639,18 @@ static int maybe_resume(trainer *T) {
  * rank must run as many evaluation forwards as the busiest one: a rank with
  * fewer runs the rest on a throwaway one-sample batch. mine = this rank's
  * forwards, most = the largest count over the group. */
+/* An evaluation forward of b (losses into d_losses): through the pipeline's
+ * stages, in step with them, or the whole model. Returns whether this rank
+ * has the losses (the last stage). */
+static int eval_forward(trainer *T, const dt_batch *b) {
+  if (!T->pipe) {
+    T->m->forward_backward(T->m, b, T->d_losses, 0.0f);
+    return 1;
+  }
+  dt_pipe_forward(T->pipe, b, T->d_losses);
+  return T->grid.pp_rank == T->grid.pp - 1;
+}
+
 static void eval_pad_forwards(trainer *T, int64_t mine, int64_t most) {
   if (T->dp->zero < 3) return;
   for (int64_t k = mine; k < most; k++) {
@@ -603,7 +658,7 @@ static void eval_pad_forwards(trainer *T, int64_t mine, int64_t most) {
     int64_t real;
     dt_batch b = T->s2s ? make_s2s_batch(T, &T->pairs_val, T->bat_val.order, 1, &real)
                         : make_batch(T, 1, &idx0, 1);
-    T->m->forward_backward(T->m, &b, T->d_losses, 0.0f);
+    eval_forward(T, &b);
     T->be->sync(T->be);
   }
 }
@@ -623,13 +678,14 @@ static void evaluate_lm(trainer *T, double epoch_f) {
     int bn = (int)DT_MIN(T->micro, hi - i0);
     for (int i = 0; i < bn; i++) idx[i] = (int32_t)(i0 + i);
     dt_batch b = make_batch(T, 1, idx, bn);
-    T->m->forward_backward(T->m, &b, T->d_losses, 0.0f);
+    if (!eval_forward(T, &b)) continue;
     be->d2h(be, T->h_losses, T->d_losses, (size_t)bn * T->seq * sizeof(float));
     for (int64_t i = 0; i < bn * T->seq; i++) sum += T->h_losses[i];
   }
   free(idx);
   eval_pad_forwards(T, (hi - lo + T->micro - 1) / T->micro,
                     ((n + T->grid.dp - 1) / T->grid.dp + T->micro - 1) / T->micro);
+  sum = pp_sum(T, sum);
   if (T->grid.dp > 1) {
     dt_watchdog_enter("the evaluation all-reduce");
     MPI_Allreduce(MPI_IN_PLACE, &sum, 1, MPI_DOUBLE, MPI_SUM, T->comm->mpi);
@@ -812,9 +868,6 @@ static void setup_parallel(trainer *T) {
   T->is_root = T->grid.rank == 0;
   dt_set_rank(T->grid.rank);
   if (T->grid.size > 1) dt_watchdog_start();
-  if (c->parallel_pp != 1)
-    dt_die_user_all("[parallel] pp = %ld: pipeline parallelism is not built yet (use "
-                    "parallel.dp and parallel.tp)", c->parallel_pp);
 }
 
 /* the model's tensor-parallel all-reduce and all-gather (m->tp_allreduce,
@@ -846,10 +899,25 @@ static void setup_comm(trainer *T) {
   if (!strcmp(kind, "auto")) kind = T->be->device == DT_DEVICE_CUDA ? "nccl" : "mpi";
   T->comm = make_comm(T, kind, T->grid.dp_comm);
   if (T->grid.tp > 1) T->tp_comm = make_comm(T, kind, T->grid.tp_comm);
+  if (T->grid.pp > 1) {
+    T->pp_comm = make_comm(T, kind, T->grid.pp_comm);
+    /* the tied token table's two copies (first and last stage): every
+     * data-parallel rank of both stages, per tensor-parallel part */
+    const dt_grid *g = &T->grid;
+    int ends = g->pp_rank == 0 || g->pp_rank == g->pp - 1;
+    MPI_Comm emb;
+    MPI_Comm_split(MPI_COMM_WORLD, ends ? g->tp_rank : MPI_UNDEFINED, g->rank, &emb);
+    if (ends) {
+      T->emb_comm = make_comm(T, kind, emb);
+      MPI_Comm_free(&emb);
+    }
+  }
   if (T->is_root && T->grid.dp > 1)
     printf("data parallel: %d ranks over %s\n", T->grid.dp, T->comm->kind);
   if (T->is_root && T->tp_comm)
     printf("tensor parallel: %d ranks over %s\n", T->grid.tp, T->tp_comm->kind);
+  if (T->is_root && T->pp_comm)
+    printf("pipeline parallel: %d stages over %s\n", T->grid.pp, T->pp_comm->kind);
 }
 
 /* Rank 0 prints what each rank keeps, in bytes, after the first step (when
@@ -862,6 +930,10 @@ static void setup_comm(trainer *T) {
 static void print_memory(trainer *T) {
   size_t pb, gb, ob;
   dt_dp_memory(T->dp, T->nstates, &pb, &gb, &ob);
+  /* the first and last pipeline stages also keep the token table's
+   * gradient exchange buffer (tie_embedding_grads) */
+  if (T->d_tied)
+    gb += T->m->params[dt_model_find_param(T->m, "wte.weight")].count * sizeof(float);
   double row[5] = {(double)pb, (double)gb, (double)ob, (double)T->m->activation_bytes,
                    (double)dt_dp_grad_scratch_bytes(T->dp)};
   double *all = T->is_root ? dt_malloc(sizeof row * (size_t)T->grid.size) : NULL;
@@ -881,6 +953,10 @@ static void print_memory(trainer *T) {
   if (scratch)
     printf("  (grad scratch: the bucket buffers backward writes, reduce-scattered into the "
            "grads shard; the whole model's on one data-parallel rank)\n");
+  if (T->grid.pp > 1)
+    printf("  (pipeline: activations for the micro-batches a stage keeps in flight; grads on "
+           "the first and last stages include a buffer of the token table's size, where the "
+           "two copies' gradients are summed)\n");
   fflush(stdout);
   free(all);
 }
@@ -902,19 +978,21 @@ static void import_weights(trainer *T, float *hp) {
   if (strcmp(T->m->family, "gpt") != 0)
     dt_die_user_all("[model] init_from = %s: only gpt models start from Hugging Face GPT-2 "
                     "weights (model.name = %s)", c->model_init_from, c->model_name);
-  /* under tensor parallelism the whole model is read, then each rank keeps
-   * its parts */
+  /* the whole model is read, then each rank keeps its stage's tensors, or
+   * their parts under tensor parallelism */
   const dt_model *m = T->m;
-  dt_param *whole = dt_malloc((size_t)m->nparams * sizeof *whole);
-  size_t total = dt_param_table_whole(m->params, m->nparams, whole);
-  float *full = m->tp_n > 1 ? dt_malloc(total * sizeof(float)) : hp;
-  if (dt_hf_gpt2_import(c->model_init_from, c, whole, m->nparams, full, file, sizeof file, &err))
+  int nwhole;
+  size_t total;
+  dt_param *whole = dt_gpt_whole_table(c, &nwhole, &total);
+  float *full = dt_malloc(total * sizeof(float));
+  if (dt_hf_gpt2_import(c->model_init_from, c, whole, nwhole, full, file, sizeof file, &err))
     dt_die_user_all("[model] init_from: %s", err.msg);
-  if (full != hp) {
-    for (int i = 0; i < m->nparams; i++)
-      dt_param_extract(&m->params[i], full + whole[i].offset, hp + m->params[i].offset);
-    free(full);
+  for (int i = 0; i < m->nparams; i++) {
+    int j = 0;
+    while (strcmp(whole[j].name, m->params[i].name)) j++; /* the stage's names are the model's */
+    dt_param_extract(&m->params[i], full + whole[j].offset, hp + m->params[i].offset);
   }
+  free(full);
   free(whole);
   if (T->is_root) printf("init: %zu parameters from %s\n", total, file);
 }
@@ -985,7 +1063,12 @@ static void setup(trainer *T, const dt_config *c) {
            c->model_name, maxb, T->lm ? "sequences" : T->s2s ? "sentences" : "samples",
            T->lm || T->s2s ? "" : " or eval_batch_size");
   dt_set_oom_hint(hint);
-  T->m = dt_model_create_tp(c, T->be, maxb, T->grid.tp, T->grid.tp_rank, &err);
+  /* a pipeline stage keeps the activations of the micro-batches its 1F1B
+   * schedule has in flight */
+  const int nmicro = T->s2s ? 1 : (int)(T->rank_batch / T->micro);
+  const dt_model_part part = {T->grid.tp, T->grid.tp_rank, T->grid.pp, T->grid.pp_rank,
+                              dt_pipe_slots(T->grid.pp_rank, T->grid.pp, nmicro)};
+  T->m = dt_model_create_part(c, T->be, maxb, &part, &err);
   if (!T->m) dt_die_user_all("%s", err.msg);
   T->m->tp_allreduce = tp_allreduce;
   T->m->tp_allgather = tp_allgather;
@@ -1001,6 +1084,14 @@ static void setup(trainer *T, const dt_config *c) {
                        T->m->g, (int)c->parallel_zero, c->parallel_bucket_mb);
   T->m->grad_hook = dt_dp_grad_ready;
   T->m->grad_hook_ctx = T->dp;
+  if (T->pp_comm) {
+    T->pipe = dt_calloc(1, sizeof *T->pipe);
+    *T->pipe = (dt_pipe){T->pp_comm, T->m, T->dp, T->grid.pp_rank, T->grid.pp};
+  }
+  if (T->emb_comm) {
+    const dt_param *wte = &T->m->params[dt_model_find_param(T->m, "wte.weight")];
+    T->d_tied = T->be->alloc(T->be, wte->count * sizeof(float));
+  }
   if (dt_dp_grads_sharded(T->dp)) {
     /* ZeRO-2/3: backward writes into the engine's bucket buffers; the
      * model's flat gradient buffer is not needed */
@@ -1032,15 +1123,26 @@ static void setup(trainer *T, const dt_config *c) {
 
   size_t rows = (size_t)maxb * (T->lm ? (size_t)T->seq : 1); /* targets and losses */
   if (T->s2s) rows = (size_t)maxb * (size_t)DT_MAX(T->m->max_t, T->m->max_src_t);
+  const size_t slots = (size_t)DT_MAX(1, T->m->nslots); /* token and target buffers */
   T->h_idx = be->host_alloc(be, (size_t)maxb * sizeof(int32_t));
-  T->h_y = be->host_alloc(be, rows * sizeof(int32_t));
+  /* a pipeline stage's host runs ahead of its device by several
+   * micro-batches with no read-back between them: pageable buffers, whose
+   * asynchronous upload copies the source before returning, so a slot's
+   * buffer can be refilled while the device has not yet run its last
+   * upload (pinned ones would be read by the DMA later) */
+  const int pageable = T->grid.pp > 1;
+  T->h_y = pageable ? dt_malloc(slots * rows * sizeof(int32_t))
+                    : be->host_alloc(be, slots * rows * sizeof(int32_t));
   T->d_idx = be->alloc(be, (size_t)maxb * sizeof(int32_t));
-  T->d_y = be->alloc(be, rows * sizeof(int32_t));
-  T->d_losses = be->alloc(be, rows * sizeof(float));
-  T->h_losses = be->host_alloc(be, rows * sizeof(float));
+  T->d_y = be->alloc(be, slots * rows * sizeof(int32_t));
+  /* a pipeline's last stage keeps a whole step's losses */
+  const size_t lrows = T->pp_comm ? DT_MAX(rows, (size_t)T->rank_batch * (size_t)T->seq) : rows;
+  T->d_losses = be->alloc(be, lrows * sizeof(float));
+  T->h_losses = be->host_alloc(be, lrows * sizeof(float));
   if (T->lm || T->s2s) {
-    T->h_tok = be->host_alloc(be, rows * sizeof(int32_t));
-    T->d_tok = be->alloc(be, rows * sizeof(int32_t));
+    T->h_tok = pageable ? dt_malloc(slots * rows * sizeof(int32_t))
+                        : be->host_alloc(be, slots * rows * sizeof(int32_t));
+    T->d_tok = be->alloc(be, slots * rows * sizeof(int32_t));
   }
   if (T->s2s) {
     T->h_src = be->host_alloc(be, rows * sizeof(int32_t));
@@ -1085,6 +1187,7 @@ static void teardown(trainer *T) {
   be->free(be, T->d_train_images);
   be->free(be, T->d_test_images);
   be->host_free(be, T->h_idx);
+  if (T->grid.pp > 1) free(T->h_y), free(T->h_tok), T->h_y = T->h_tok = NULL;
   be->host_free(be, T->h_y);
   be->host_free(be, T->h_losses);
   be->host_free(be, T->h_logits);
@@ -1109,6 +1212,10 @@ static void teardown(trainer *T) {
   dt_dp_destroy(T->dp);
   dt_comm_destroy(T->comm);
   dt_comm_destroy(T->tp_comm);
+  dt_comm_destroy(T->pp_comm);
+  dt_comm_destroy(T->emb_comm);
+  free(T->pipe);
+  if (T->d_tied) be->free(be, T->d_tied);
   dt_model_destroy(T->m);
   dt_backend_destroy(be);
   dt_grid_free(&T->grid);
@@ -1152,6 +1259,24 @@ static double train_step_s2s(trainer *T) {
   return dt_dp_sum(T->dp, loss_sum) / (double)B->ntgt[b];
 }
 
+/* The pipeline's micro-batch j of this step (dt_pipe_batch_fn) */
+static dt_batch pipe_train_batch(void *ctx, int64_t j, int slot) {
+  trainer *T = ctx;
+  dt_batch b = make_lm_batch(T, T->tok_train, T->pipe_perm + j * T->micro, (int)T->micro, slot);
+  b.seed = dropout_seed(T);
+  b.sample0 = T->grid.dp_rank * T->rank_batch + j * T->micro;
+  return b;
+}
+
+/* The sum of x over the pipeline group (the losses live on the last stage). */
+static double pp_sum(trainer *T, double x) {
+  if (!T->pp_comm) return x;
+  dt_watchdog_enter("an all-reduce of step statistics over the pipeline");
+  MPI_Allreduce(MPI_IN_PLACE, &x, 1, MPI_DOUBLE, MPI_SUM, T->grid.pp_comm);
+  dt_watchdog_leave();
+  return x;
+}
+
 /* One optimizer step: this rank's rank_batch samples of the global batch in
  * micro-batches, gradients reduced over the data-parallel group. Returns the
  * mean loss over the global batch. */
@@ -1165,6 +1290,18 @@ static double train_step(trainer *T) {
    * the gradients over ranks then gives its gradient */
   double per_step = (double)T->batch * (T->lm ? (double)T->seq : 1.0);
   float dscale = (float)(1.0 / per_step);
+  if (T->pipe) { /* the micro-batches flow through the stages (pipeline.h) */
+    if (m->g) be->memset0(be, m->g, m->nparams_total * sizeof(float));
+    T->pipe_perm = perm;
+    const size_t nl = (size_t)T->rank_batch * (size_t)T->seq; /* this rank's tokens */
+    dt_pipe_train_step(T->pipe, T->rank_batch / T->micro, dscale, pipe_train_batch, T,
+                       T->d_losses, (size_t)T->micro * (size_t)T->seq);
+    if (T->grid.pp_rank == T->grid.pp - 1) { /* the losses of the whole step, read once */
+      be->d2h(be, T->h_losses, T->d_losses, nl * sizeof(float));
+      for (size_t i = 0; i < nl; i++) loss_sum += T->h_losses[i];
+    }
+    return pp_sum(T, dt_dp_sum(T->dp, loss_sum)) / per_step;
+  }
   for (int64_t j = 0; j < T->rank_batch; j += T->micro) {
     int first = j == 0, last = j + T->micro == T->rank_batch;
     /* micro-batches add up in the model's gradient buffer; under ZeRO-2/3
@@ -1250,14 +1387,27 @@ int dt_train(const dt_config *c) {
     snprintf(path, sizeof path, "%s/config.ini", T->run_dir);
     FILE *fp = fopen(path, "w");
     if (fp) fputs(T->config_text, fp), fclose(fp);
-    /* under tensor parallelism: the whole model's count, then this rank's */
-    dt_param *whole = dt_malloc((size_t)T->m->nparams * sizeof *whole);
-    size_t nwhole = dt_param_table_whole(T->m->params, T->m->nparams, whole);
-    free(whole);
-    char split[128] = "";
+    /* under tensor or pipeline parallelism: the whole model's count, then
+     * this rank's */
+    size_t nwhole = T->m->nparams_total;
+    if (!strcmp(T->m->family, "gpt")) {
+      int n;
+      free(dt_gpt_whole_table(c, &n, &nwhole));
+    }
+    char split[256] = "", tps[64] = "", pps[96] = "";
     if (T->grid.tp > 1)
-      snprintf(split, sizeof split, " (tp %d splits heads, MLP units and vocabulary: rank 0 "
-               "holds %zu)", T->grid.tp, T->m->nparams_total);
+      snprintf(tps, sizeof tps, "tp %d splits heads, MLP units and vocabulary", T->grid.tp);
+    if (T->grid.pp > 1) { /* "pp 3 stages of 2+1+1 blocks" */
+      int n = snprintf(pps, sizeof pps, "pp %d stages of ", T->grid.pp), l0, nl;
+      for (int r = 0; r < T->grid.pp && n < (int)sizeof pps; r++) {
+        dt_gpt_stage_blocks(c, T->grid.pp, r, &l0, &nl);
+        n += snprintf(pps + n, sizeof pps - (size_t)n, "%s%d", r ? "+" : "", nl);
+      }
+      if (n < (int)sizeof pps) snprintf(pps + n, sizeof pps - (size_t)n, " blocks");
+    }
+    if (tps[0] || pps[0])
+      snprintf(split, sizeof split, " (%s%s%s: rank 0 holds %zu)", tps,
+               tps[0] && pps[0] ? ", " : "", pps, T->m->nparams_total);
     printf("device: %s\nmodel: %s, %zu parameters%s, %.1f MB activations at micro-batch %d, "
            "%s\n",
            T->be->desc, T->m->family, nwhole, split, T->m->activation_bytes / 1e6,

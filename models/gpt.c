@@ -24,7 +24,20 @@
  * the parts are summed; its logits cover those ids, the softmax's max and
  * sum come from every part's row statistics (an all-gather of 3 floats a
  * row), and d lnf is summed over the parts. The position embedding and the
- * LayerNorms are whole on every rank, which compute them alike. */
+ * LayerNorms are whole on every rank, which compute them alike.
+ *
+ * Pipeline parallelism (pp_n > 1) gives stage pp_r the blocks
+ * [l0, l0+nl) (the layers split as evenly as they go, earlier stages taking
+ * the extra ones); the first stage also holds the embeddings, the last ln_f
+ * and the LM head, with a copy of the token table it is tied to (pp_copy:
+ * the engine sums the two copies' gradients, and saves the first's). A
+ * stage keeps the activations of up to nslots micro-batches in flight
+ * (model.h's stage_forward/stage_backward); parameters keep their global
+ * names and RNG streams, so every stage is the slice of the one model and a
+ * checkpoint resumes in any layout. A stage that ends before the last block
+ * adds its last residual plainly (the next stage's first LayerNorm reads the
+ * sum: layernorm_forward gives the bits of the fused add + LayerNorm), so
+ * the stages compute what one process does. */
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -35,7 +48,7 @@
 /* The parameter table, in Hugging Face's order: wte, wpe, then per block the
  * L_* tensors below, then ln_f. Linear weights are stored (OC, C) as dtrain's
  * linear kernels take them (HF's Conv1D keeps (C, OC)). */
-enum { P_WTE, P_WPE, P_BLOCK0 };
+enum { P_WTE, P_WPE, P_BLOCK0 }; /* the whole model's indices (RNG streams) */
 enum {
   L_LN1W, L_LN1B,       /* ln_1 (C) */
   L_QKVW, L_QKVB,       /* attn.c_attn (3C, C), (3C) */
@@ -72,7 +85,13 @@ typedef struct gpt_block_acts {
 typedef struct gpt {
   dt_model m;
   dt_param *table;
+  int *gidx;                 /* each parameter's index in the whole model's table */
   int L, NH, C, V, maxT;     /* maxT: rows of wpe (model.block_size) */
+  int l0, nl, first, last;   /* this stage's blocks [l0, l0+nl); holds the embeddings,
+                              * the head (whole model: 0, L, 1, 1) */
+  int p_wte, p_wpe, p_blk0, p_lnf; /* indices in this stage's table, -1 when absent */
+  int nslots, slot;          /* micro-batches whose activations are kept; the one at hand */
+  int head_slot;             /* last stage: the slot whose d lnf is in scratch, or -1 */
   int NHl, Cl, Fl;           /* this rank's heads, their width NHl*HS, and MLP hidden units */
   int v0, Vl;                /* this rank's vocabulary ids [v0, v0+Vl) (0, V: whole) */
   float *vstats, *vstats_all; /* tensor parallelism: the classifier's row statistics,
@@ -81,9 +100,10 @@ typedef struct gpt {
   float dropout;             /* [model] dropout */
   dt_dtype at;               /* the type of the activations only GEMMs read: bf16 under
                               * train.precision = bf16 */
-  gpt_block_acts *acts;      /* (nacts): L sets, or 1 under recompute = block */
+  gpt_block_acts *acts;      /* (nacts): nl per slot, or 1 under recompute = block */
   int nacts;
-  float **res;               /* (L+1) residual stream (BT,C): res[l] enters block l */
+  float **res;               /* (nslots, nl+1) residual stream (BT,C): RES(G, l) enters
+                              * block l, RES(G, l0+nl) leaves the stage */
   void *lnf;                 /* (BT,C), type at */
   float *lnf_mean, *lnf_rstd; /* (BT) (BT) */
   int chunk;                 /* rows of logits at a time ([train] classifier_chunk) */
@@ -106,13 +126,18 @@ typedef struct gpt {
   const dt_batch *drop_b;
 } gpt;
 
-static int block_param(int l, int which) { return P_BLOCK0 + l * L_COUNT + which; }
-static int lnf_param(const gpt *G) { return P_BLOCK0 + G->L * L_COUNT; }
-static gpt_block_acts *blk(gpt *G, int l) { return &G->acts[G->nacts == 1 ? 0 : l]; }
+static int block_param(const gpt *G, int l, int which) {
+  return G->p_blk0 + (l - G->l0) * L_COUNT + which;
+}
+static gpt_block_acts *blk(gpt *G, int l) {
+  return &G->acts[G->nacts == 1 ? 0 : G->slot * G->nl + (l - G->l0)];
+}
+/* the residual stream entering block l (l0 <= l <= l0+nl) of the slot at hand */
+static float *RES(const gpt *G, int l) { return G->res[G->slot * (G->nl + 1) + (l - G->l0)]; }
 
 /* The LayerNorm that follows block l: ln_1 of the next block, or ln_f. */
 static int next_ln_param(const gpt *G, int l) {
-  return l + 1 < G->L ? block_param(l + 1, L_LN1W) : lnf_param(G);
+  return l + 1 < G->l0 + G->nl ? block_param(G, l + 1, L_LN1W) : G->p_lnf;
 }
 
 /* ---- dropout sites: 0 the embedding output, 1 + 2l block l's attention
@@ -160,22 +185,22 @@ static void attn_forward(gpt *G, const dt_batch *b, int l) {
   void *ctx = m->be->ctx;
   const int BT = b->n * b->t, C = G->C, HS = C / G->NH, Cl = G->Cl;
   gpt_block_acts *a = blk(G, l);
-  int p = block_param(l, L_QKVW);
+  int p = block_param(G, l, L_QKVW);
   dt_model_fetch(m, p, 2);
   k->linear_forward(ctx, a->qkv, G->at, a->ln1, G->at, W(p), W(p + 1), BT, C, 3 * Cl);
   dt_model_release(m, p, 2);
   k->attention_forward(ctx, a->atty, a->lse, a->qkv, dt_elem(a->qkv, G->at, Cl),
                        dt_elem(a->qkv, G->at, 2 * (size_t)Cl), G->at, b->n, b->t, b->t, G->NHl,
                        HS, 3 * Cl, 3 * Cl, 1, NULL, 1.0f / sqrtf((float)HS));
-  p = block_param(l, L_APROJW);
+  p = block_param(G, l, L_APROJW);
   dt_model_fetch(m, p, 2);
   k->linear_forward(ctx, G->scratch, DT_F32, a->atty, G->at, W(p), row_bias(G, p), BT, Cl, C);
   dt_model_release(m, p, 2);
   dt_model_tp_sum(m, G->scratch, (size_t)BT * C);
   drop_forward(G, 1 + 2 * l, G->scratch);
-  p = block_param(l, L_LN2W);
+  p = block_param(G, l, L_LN2W);
   dt_model_fetch(m, p, 2);
-  k->residual_layernorm_forward(ctx, a->mid, a->ln2, G->at, a->ln2_mean, a->ln2_rstd, G->res[l],
+  k->residual_layernorm_forward(ctx, a->mid, a->ln2, G->at, a->ln2_mean, a->ln2_rstd, RES(G, l),
                                 G->scratch, W(p), W(p + 1), BT, C, GPT_LN_EPS);
   dt_model_release(m, p, 2);
 }
@@ -189,7 +214,7 @@ static void *mlp_hidden_forward(gpt *G, int BT, int l) {
   dt_model *m = &G->m;
   const dt_kernels *k = m->be->k;
   gpt_block_acts *a = blk(G, l);
-  const int C = G->C, p = block_param(l, L_FCW);
+  const int C = G->C, p = block_param(G, l, L_FCW);
   void *out = a->fch ? a->fch_gelu : G->hbuf;
   dt_model_fetch(m, p, 2);
   k->linear_act_forward(m->be->ctx, DT_ACT_GELU_TANH, out, a->fch ? a->fch : G->hpre, G->at,
@@ -198,45 +223,57 @@ static void *mlp_hidden_forward(gpt *G, int BT, int l) {
   return out;
 }
 
+/* The stage's forward from its input: the embeddings (first stage) or the
+ * previous stage's output already in RES(G, l0), to RES(G, l0+nl) and, on
+ * the last stage, lnf. */
 static void gpt_forward(gpt *G, const dt_batch *b) {
   dt_model *m = &G->m;
   const dt_kernels *k = m->be->k;
   void *ctx = m->be->ctx;
-  const int BT = b->n * b->t, C = G->C;
+  const int BT = b->n * b->t, C = G->C, l0 = G->l0, lend = G->l0 + G->nl;
+  float *x0 = RES(G, l0);
 
-  dt_model_fetch(m, P_WTE, 2);
-  if (G->m.tp_n > 1) { /* this part's rows, wpe added once, then the parts summed */
-    k->embedding_forward_part(ctx, G->res[0], b->tokens, W(P_WTE), G->m.tp_r ? NULL : W(P_WPE),
-                              b->n, b->t, C, G->v0, G->Vl);
-    dt_model_tp_sum(m, G->res[0], (size_t)BT * C);
-  } else {
-    k->embedding_forward(ctx, G->res[0], b->tokens, W(P_WTE), W(P_WPE), b->n, b->t, C, G->V);
+  if (G->first) {
+    dt_model_fetch(m, G->p_wte, 2);
+    const float *wte = W(G->p_wte), *wpe = W(G->p_wpe);
+    if (G->m.tp_n > 1) { /* this part's rows, wpe added once, then the parts summed */
+      k->embedding_forward_part(ctx, x0, b->tokens, wte, G->m.tp_r ? NULL : wpe, b->n, b->t, C,
+                                G->v0, G->Vl);
+      dt_model_tp_sum(m, x0, (size_t)BT * C);
+    } else {
+      k->embedding_forward(ctx, x0, b->tokens, wte, wpe, b->n, b->t, C, G->V);
+    }
+    dt_model_release(m, G->p_wte, 2);
+    drop_forward(G, 0, x0);
   }
-  dt_model_release(m, P_WTE, 2);
-  drop_forward(G, 0, G->res[0]);
-  int p = block_param(0, L_LN1W);
+  int p = block_param(G, l0, L_LN1W);
   dt_model_fetch(m, p, 2);
-  k->layernorm_forward(ctx, blk(G, 0)->ln1, G->at, blk(G, 0)->ln1_mean, blk(G, 0)->ln1_rstd,
-                       G->res[0], W(p), W(p + 1), BT, C, GPT_LN_EPS);
+  k->layernorm_forward(ctx, blk(G, l0)->ln1, G->at, blk(G, l0)->ln1_mean, blk(G, l0)->ln1_rstd,
+                       x0, W(p), W(p + 1), BT, C, GPT_LN_EPS);
   dt_model_release(m, p, 2);
 
-  for (int l = 0; l < G->L; l++) {
+  for (int l = l0; l < lend; l++) {
     attn_forward(G, b, l);
     const void *h = mlp_hidden_forward(G, BT, l);
-    p = block_param(l, L_MPROJW);
+    p = block_param(G, l, L_MPROJW);
     dt_model_fetch(m, p, 2);
     k->linear_forward(ctx, G->scratch, DT_F32, h, G->at, W(p), row_bias(G, p), BT, G->Fl, C);
     dt_model_release(m, p, 2);
     dt_model_tp_sum(m, G->scratch, (size_t)BT * C);
     drop_forward(G, 2 + 2 * l, G->scratch);
+    if (l + 1 == lend && !G->last) { /* the stage's output: the plain residual sum */
+      m->be->d2d(m->be, RES(G, lend), blk(G, l)->mid, (size_t)BT * C * sizeof(float));
+      k->axpy(ctx, RES(G, lend), 1.0f, G->scratch, (size_t)BT * C);
+      break;
+    }
     /* the second residual add is fused with the LayerNorm that follows it;
      * under recompute = block the next ln1 lands in the one shared set,
      * whose ln1 this block has finished with */
-    int last = l + 1 == G->L;
+    int last = l + 1 == lend;
     gpt_block_acts *nx = last ? NULL : blk(G, l + 1);
     p = next_ln_param(G, l);
     dt_model_fetch(m, p, 2);
-    k->residual_layernorm_forward(ctx, G->res[l + 1], last ? G->lnf : nx->ln1, G->at,
+    k->residual_layernorm_forward(ctx, RES(G, l + 1), last ? G->lnf : nx->ln1, G->at,
                                   last ? G->lnf_mean : nx->ln1_mean,
                                   last ? G->lnf_rstd : nx->ln1_rstd, blk(G, l)->mid, G->scratch,
                                   W(p), W(p + 1), BT, C, GPT_LN_EPS);
@@ -257,21 +294,21 @@ static const float *classifier_part(gpt *G, const dt_batch *b, float *losses, fl
   const dt_kernels *k = m->be->k;
   void *ctx = m->be->ctx;
   const int BT = b->n * b->t, C = G->C, Vl = G->Vl;
-  dt_model_fetch(m, P_WTE, 1);
+  dt_model_fetch(m, G->p_wte, 1);
   for (int r0 = 0; r0 < BT; r0 += G->chunk) {
     const int R = DT_MIN(G->chunk, BT - r0);
     const void *x = dt_elem(G->lnf, G->at, (size_t)r0 * C);
-    k->lm_head_forward(ctx, G->logits, G->at, Vl, x, G->at, W(P_WTE), R, C, Vl);
+    k->lm_head_forward(ctx, G->logits, G->at, Vl, x, G->at, W(G->p_wte), R, C, Vl);
     k->softmax_xent_part_stats(ctx, G->vstats, G->logits, G->at, b->y + r0, R, Vl, Vl, G->v0);
     m->tp_allgather(m->tp_ctx, G->vstats, G->vstats_all, (size_t)R * 3);
     k->softmax_xent_part(ctx, losses ? losses + r0 : NULL, dscale != 0.0f ? G->logits : NULL,
                          G->logits, G->at, b->y + r0, G->vstats_all, G->m.tp_n, R, Vl, Vl, G->v0,
                          G->V, dscale);
     if (dscale != 0.0f)
-      k->linear_backward(ctx, dln + (size_t)r0 * C, GW(P_WTE), NULL, G->logits, G->at, x, G->at,
-                         W(P_WTE), R, C, Vl);
+      k->linear_backward(ctx, dln + (size_t)r0 * C, GW(G->p_wte), NULL, G->logits, G->at, x, G->at,
+                         W(G->p_wte), R, C, Vl);
   }
-  dt_model_release(m, P_WTE, 1);
+  dt_model_release(m, G->p_wte, 1);
   if (dscale != 0.0f) dt_model_tp_sum(m, dln, (size_t)BT * C);
   return NULL;
 }
@@ -292,20 +329,20 @@ static const float *gpt_classifier(gpt *G, const dt_batch *b, float *losses, flo
   void *ctx = m->be->ctx;
   const int BT = b->n * b->t, C = G->C, V = G->V;
   if (G->m.tp_n > 1) return classifier_part(G, b, losses, dscale, dln);
-  dt_model_fetch(m, P_WTE, 1);
+  dt_model_fetch(m, G->p_wte, 1);
   for (int r0 = 0; r0 < BT; r0 += G->chunk) {
     const int R = DT_MIN(G->chunk, BT - r0);
     const void *x = dt_elem(G->lnf, G->at, (size_t)r0 * C);
-    k->lm_head_forward(ctx, G->logits, G->at, G->ldv, x, G->at, W(P_WTE), R, C, V);
+    k->lm_head_forward(ctx, G->logits, G->at, G->ldv, x, G->at, W(G->p_wte), R, C, V);
     if (dscale != 0.0f) /* softmax, loss, dlogits and both GEMMs */
-      k->lm_head_backward(ctx, losses ? losses + r0 : NULL, dln + (size_t)r0 * C, GW(P_WTE),
+      k->lm_head_backward(ctx, losses ? losses + r0 : NULL, dln + (size_t)r0 * C, GW(G->p_wte),
                           G->dlogits ? (void *)G->dlogits : G->logits, G->logits, G->at,
-                          b->y + r0, x, G->at, W(P_WTE), R, C, V, G->ldv, dscale);
+                          b->y + r0, x, G->at, W(G->p_wte), R, C, V, G->ldv, dscale);
     else
       k->softmax_xent(ctx, losses ? losses + r0 : NULL, NULL, G->logits, G->at, b->y + r0, R, V,
                       G->ldv, 0.0f);
   }
-  dt_model_release(m, P_WTE, 1);
+  dt_model_release(m, G->p_wte, 1);
   return BT <= G->chunk && G->at == DT_F32 ? (const float *)G->logits : NULL;
 }
 #define READY2(i) dt_model_grad_ready(m, i), dt_model_grad_ready(m, (i) + 1)
@@ -324,13 +361,13 @@ static void mlp_backward(gpt *G, int BT, int l, const float *dres, float *dln) {
   const float *dout = drop_backward(G, 2 + 2 * l, dres);
   const void *h = a->fch ? a->fch_gelu : mlp_hidden_forward(G, BT, l);
   const void *pre = a->fch ? a->fch : G->hpre;
-  int p = block_param(l, L_MPROJW);
+  int p = block_param(G, l, L_MPROJW);
   dt_model_fetch(m, p, 2);
   k->linear_backward_act(ctx, DT_ACT_GELU_TANH, G->dfch, GW(p), GW(p + 1), dout, h, W(p), pre,
                          G->at, BT, G->Fl, C);
   dt_model_release(m, p, 2);
   READY2(p);
-  p = block_param(l, L_FCW);
+  p = block_param(G, l, L_FCW);
   dt_model_fetch(m, p, 2);
   k->linear_backward(ctx, dln, GW(p), GW(p + 1), G->dfch, G->at, a->ln2, G->at, W(p), BT, C,
                      G->Fl);
@@ -341,7 +378,9 @@ static void mlp_backward(gpt *G, int BT, int l, const float *dres, float *dln) {
 
 /* Parameter gradients accumulate (dt_model_grad); each parameter is announced
  * ready once nothing later in the backward adds to it. Starts from d lnf in
- * G->scratch, which gpt_classifier left there. */
+ * G->scratch, which gpt_classifier left there (last stage), or from the
+ * gradient of the stage's output in G->dres (the next stage's d input); a
+ * stage after the first leaves the gradient of its input in G->dres. */
 static void gpt_backward(gpt *G, const dt_batch *b) {
   dt_model *m = &G->m;
   const dt_kernels *k = m->be->k;
@@ -350,30 +389,33 @@ static void gpt_backward(gpt *G, const dt_batch *b) {
   float *dln = G->scratch, *dres = G->dres;
 
   /* wte's gradient from the LM head is in; it is not final until the
-   * embedding's backward */
-  int p = lnf_param(G);
-  m->be->memset0(m->be, dres, (size_t)BT * C * sizeof(float));
-  dt_model_fetch(m, p, 2);
-  k->layernorm_backward(ctx, dres, GW(p), GW(p + 1), dln, G->res[G->L], W(p), G->lnf_mean,
-                        G->lnf_rstd, BT, C);
-  dt_model_release(m, p, 2);
-  READY2(p);
+   * embedding's backward (on a later stage than the first: now) */
+  int p = G->p_lnf;
+  if (G->last) {
+    m->be->memset0(m->be, dres, (size_t)BT * C * sizeof(float));
+    dt_model_fetch(m, p, 2);
+    k->layernorm_backward(ctx, dres, GW(p), GW(p + 1), dln, RES(G, G->l0 + G->nl), W(p),
+                          G->lnf_mean, G->lnf_rstd, BT, C);
+    dt_model_release(m, p, 2);
+    READY2(p);
+    if (!G->first) dt_model_grad_ready(m, G->p_wte);
+  }
 
-  for (int l = G->L - 1; l >= 0; l--) {
+  for (int l = G->l0 + G->nl - 1; l >= G->l0; l--) {
     gpt_block_acts *a = blk(G, l);
     if (G->recompute == RC_BLOCK) {
       /* replay the block up to ln2 from res[l]; layernorm_forward of res[l]
        * gives the bits the fused residual+LayerNorm gave in the forward */
-      p = block_param(l, L_LN1W);
+      p = block_param(G, l, L_LN1W);
       dt_model_fetch(m, p, 2);
-      k->layernorm_forward(ctx, a->ln1, G->at, a->ln1_mean, a->ln1_rstd, G->res[l], W(p),
+      k->layernorm_forward(ctx, a->ln1, G->at, a->ln1_mean, a->ln1_rstd, RES(G, l), W(p),
                            W(p + 1), BT, C, GPT_LN_EPS);
       dt_model_release(m, p, 2);
       attn_forward(G, b, l);
     }
     /* dres is d res[l+1] = d mid + d (mlp output) */
     mlp_backward(G, BT, l, dres, dln);
-    p = block_param(l, L_LN2W);
+    p = block_param(G, l, L_LN2W);
     dt_model_fetch(m, p, 2);
     k->layernorm_backward(ctx, dres, GW(p), GW(p + 1), dln, a->mid, W(p), a->ln2_mean,
                           a->ln2_rstd, BT, C);
@@ -381,7 +423,7 @@ static void gpt_backward(gpt *G, const dt_batch *b) {
     READY2(p);
     /* dres is now d mid = d res[l] + d (attention output) */
     const float *dout = drop_backward(G, 1 + 2 * l, dres);
-    p = block_param(l, L_APROJW);
+    p = block_param(G, l, L_APROJW);
     dt_model_fetch(m, p, 2);
     k->linear_backward(ctx, dln, GW(p), GW(p + 1), dout, DT_F32, a->atty, G->at, W(p), BT, Cl,
                        C);
@@ -391,51 +433,60 @@ static void gpt_backward(gpt *G, const dt_batch *b) {
                           dt_elem(a->qkv, G->at, Cl), dt_elem(a->qkv, G->at, 2 * (size_t)Cl),
                           a->atty, G->at, a->lse, b->n, b->t, b->t, G->NHl, HS, 3 * Cl, 3 * Cl, 1,
                           NULL, 1.0f / sqrtf((float)HS));
-    p = block_param(l, L_QKVW);
+    p = block_param(G, l, L_QKVW);
     dt_model_fetch(m, p, 2);
     k->linear_backward(ctx, dln, GW(p), GW(p + 1), G->dqkv, DT_F32, a->ln1, G->at, W(p), BT, C,
                        3 * Cl);
     dt_model_release(m, p, 2);
     READY2(p);
     dt_model_tp_sum(m, dln, (size_t)BT * C);
-    p = block_param(l, L_LN1W);
+    p = block_param(G, l, L_LN1W);
     dt_model_fetch(m, p, 2);
-    k->layernorm_backward(ctx, dres, GW(p), GW(p + 1), dln, G->res[l], W(p), a->ln1_mean,
+    k->layernorm_backward(ctx, dres, GW(p), GW(p + 1), dln, RES(G, l), W(p), a->ln1_mean,
                           a->ln1_rstd, BT, C);
     dt_model_release(m, p, 2);
     READY2(p);
   }
 
+  if (!G->first) return;
   /* dres is d res[0], through the embedding dropout (in place: dres is
    * done with after this); the embeddings need no parameter reads */
   if (G->drop_p > 0.0f)
     k->dropout_backward(ctx, dres, dres, (size_t)BT * C, G->drop_p, b->seed,
                         drop_offset(G, b, 0));
   if (G->m.tp_n > 1) /* this part's rows of wte; wpe's gradient whole, as every part has it */
-    k->embedding_backward_part(ctx, GW(P_WTE), GW(P_WPE), dres, b->tokens, b->n, b->t, C, G->v0,
-                               G->Vl, G->emb_ws);
+    k->embedding_backward_part(ctx, GW(G->p_wte), GW(G->p_wpe), dres, b->tokens, b->n, b->t, C,
+                               G->v0, G->Vl, G->emb_ws);
   else
-    k->embedding_backward(ctx, GW(P_WTE), GW(P_WPE), dres, b->tokens, b->n, b->t, C, G->V,
+    k->embedding_backward(ctx, GW(G->p_wte), GW(G->p_wpe), dres, b->tokens, b->n, b->t, C, G->V,
                           G->emb_ws);
-  dt_model_grad_ready(m, P_WPE);
-  dt_model_grad_ready(m, P_WTE);
+  dt_model_grad_ready(m, G->p_wpe);
+  dt_model_grad_ready(m, G->p_wte);
 }
 #undef READY2
 #undef GW
 #undef W
 
-static const float *gpt_forward_backward(dt_model *m, const dt_batch *b, float *losses,
-                                         float dscale) {
-  gpt *G = (gpt *)m;
+/* the engine sizes batches from max_batch and train.seq_len; a larger one
+ * would write past every activation buffer */
+static void check_batch(const gpt *G, const dt_batch *b) {
+  const dt_model *m = &G->m;
   if (G->m.tp_n > 1 && (!m->tp_allreduce || !m->tp_allgather))
     dt_fatal("gpt", "a tensor-parallel part was built, but nobody set tp_allreduce", __FILE__,
              __LINE__, __func__, "gpt_forward_backward");
-  /* the engine sizes batches from max_batch and train.seq_len; a larger one
-   * would write past every activation buffer */
   if (b->n < 1 || b->n > m->max_batch || b->t < 1 || b->t > m->max_t)
     dt_die_user("gpt: a micro-batch of %d x %d tokens does not fit the model built for %d x %d "
                 "([train] micro_batch_size, [train] seq_len, [model] block_size = %d)",
                 b->n, b->t, m->max_batch, m->max_t, G->maxT);
+}
+
+static const float *gpt_forward_backward(dt_model *m, const dt_batch *b, float *losses,
+                                         float dscale) {
+  gpt *G = (gpt *)m;
+  if (m->pp_n > 1)
+    dt_fatal("gpt", "forward_backward called on a pipeline stage (use stage_forward)", __FILE__,
+             __LINE__, __func__, "gpt_forward_backward");
+  check_batch(G, b);
   /* evaluation (dscale 0) sees the whole network, as model.eval() does */
   G->drop_p = dscale != 0.0f ? G->dropout : 0.0f;
   G->drop_b = b;
@@ -448,10 +499,60 @@ static const float *gpt_forward_backward(dt_model *m, const dt_batch *b, float *
   return logits;
 }
 
+/* ---- pipeline stages (model.h) ---- */
+
+static void use_slot(gpt *G, int slot, const char *who) {
+  if (slot < 0 || slot >= G->nslots)
+    dt_fatal("gpt", "activation slot out of range", __FILE__, __LINE__, __func__, who);
+  G->slot = slot;
+}
+
+static void gpt_stage_forward(dt_model *m, const dt_batch *b, int slot, float *losses,
+                              float dscale) {
+  gpt *G = (gpt *)m;
+  check_batch(G, b);
+  use_slot(G, slot, "stage_forward");
+  G->drop_p = dscale != 0.0f ? G->dropout : 0.0f;
+  G->drop_b = b;
+  gpt_forward(G, b);
+  if (G->last) {
+    gpt_classifier(G, b, losses, dscale, G->scratch);
+    G->head_slot = dscale != 0.0f ? slot : -1; /* d lnf of this slot is in scratch */
+  }
+  G->drop_b = NULL;
+}
+
+static void gpt_stage_backward(dt_model *m, const dt_batch *b, int slot) {
+  gpt *G = (gpt *)m;
+  check_batch(G, b);
+  use_slot(G, slot, "stage_backward");
+  /* the last stage's backward starts from the head's gradient, which only
+   * the forward just before it left */
+  if (G->last && G->head_slot != slot)
+    dt_fatal("gpt", "the last stage's backward does not follow its training forward", __FILE__,
+             __LINE__, __func__, "stage_backward");
+  G->head_slot = -1;
+  G->drop_p = G->dropout;
+  G->drop_b = b;
+  gpt_backward(G, b);
+  G->drop_b = NULL;
+}
+
+static float *gpt_stage_input(dt_model *m, int slot) {
+  gpt *G = (gpt *)m;
+  return G->res[slot * (G->nl + 1)];
+}
+
+static const float *gpt_stage_output(dt_model *m, int slot) {
+  gpt *G = (gpt *)m;
+  return G->res[slot * (G->nl + 1) + G->nl];
+}
+
 /* GPT-2's initialisation: weights and embeddings N(0, 0.02), the projections
  * into the residual stream N(0, 0.02/sqrt(2*n_layer)), biases 0, LayerNorm
  * weight 1 and bias 0. One RNG stream per tensor, drawn for the whole
- * tensor, so every tensor-parallel part is the slice of the one model. */
+ * tensor (numbered as in the whole model), so every tensor-parallel part and
+ * pipeline stage is the slice of the one model. */
 static void gpt_init(dt_model *m, float *host_p, uint64_t seed) {
   gpt *G = (gpt *)m;
   memset(host_p, 0, m->nparams_total * sizeof(float));
@@ -469,7 +570,7 @@ static void gpt_init(dt_model *m, float *host_p, uint64_t seed) {
     const size_t n = dt_param_full_count(p);
     float *full = dt_param_is_split(p) ? dt_malloc(n * sizeof(float)) : w;
     dt_rng r;
-    dt_rng_seed(&r, seed, 1000 + (uint64_t)i);
+    dt_rng_seed(&r, seed, 1000 + (uint64_t)G->gidx[i]);
     for (size_t j = 0; j < n; j++) full[j] = (float)(std * dt_rng_normal(&r));
     if (full != w) {
       dt_param_extract(p, full, w);
@@ -488,7 +589,7 @@ static void gpt_destroy(dt_model *m) {
     for (size_t i = 0; i < DT_ARRAY_LEN(bufs); i++)
       if (bufs[i]) be->free(be, bufs[i]);
   }
-  for (int l = 0; l <= G->L; l++) be->free(be, G->res[l]);
+  for (int l = 0; l < G->nslots * (G->nl + 1); l++) be->free(be, G->res[l]);
   void *bufs[] = {G->lnf,  G->lnf_mean, G->lnf_rstd, G->logits, G->dlogits, G->scratch,
                   G->dres, G->dqkv,     G->dfch,     G->hpre,   G->hbuf,     G->dbranch,
                   G->vstats, G->vstats_all, m->g};
@@ -498,6 +599,7 @@ static void gpt_destroy(dt_model *m) {
   free(G->acts);
   free(G->res);
   free(G->table);
+  free(G->gidx);
   free(G);
 }
 
@@ -508,25 +610,37 @@ static void *act_alloc_t(dt_model *m, size_t n, dt_dtype t) {
 }
 static float *act_alloc(dt_model *m, size_t n) { return act_alloc_t(m, n, DT_F32); }
 
-/* Adds one tensor with its tensor-parallel split dimension, which holds
- * `parts` blocks (3 for q,k,v) */
-static void add(gpt *G, int *np, size_t *total, const char *name, int ndims, int64_t d0,
+/* Adds one tensor, number gi of the whole model's table, with its
+ * tensor-parallel split dimension, which holds `parts` blocks (3 for q,k,v) */
+static void add(gpt *G, int *np, size_t *total, int gi, const char *name, int ndims, int64_t d0,
                 int64_t d1, int decay, int tp_dim, int parts) {
   int64_t shape[2] = {d0, d1};
   int64_t fan_in = ndims == 2 ? d1 : d0, fan_out = d0;
   dt_param_add(G->table, np, total, name, ndims, shape, decay, fan_in, fan_out);
   G->table[*np - 1].tp_dim = tp_dim;
   G->table[*np - 1].tp_parts = parts;
+  G->gidx[*np - 1] = gi;
 }
 
+/* This stage's table (the whole model's when l0 = 0, nl = L): wte and wpe
+ * on the first stage, the blocks [l0, l0+nl), then ln_f and, on a last
+ * stage that is not the first, the copy of wte for the tied head. */
 static void build_table(gpt *G) {
   const int64_t C = G->C;
   int np = 0;
   size_t total = 0;
   char name[DT_PARAM_NAME];
-  add(G, &np, &total, "wte.weight", 2, G->V, C, 1, 0, 1); /* vocabulary-parallel */
-  add(G, &np, &total, "wpe.weight", 2, G->maxT, C, 1, -1, 1);
-  for (int l = 0; l < G->L; l++) {
+  G->table = dt_calloc((size_t)(P_BLOCK0 + G->nl * L_COUNT + 3), sizeof *G->table);
+  G->gidx = dt_calloc((size_t)(P_BLOCK0 + G->nl * L_COUNT + 3), sizeof *G->gidx);
+  G->p_wte = G->p_wpe = G->p_lnf = -1;
+  if (G->first) {
+    G->p_wte = np;
+    add(G, &np, &total, P_WTE, "wte.weight", 2, G->V, C, 1, 0, 1); /* vocabulary-parallel */
+    G->p_wpe = np;
+    add(G, &np, &total, P_WPE, "wpe.weight", 2, G->maxT, C, 1, -1, 1);
+  }
+  G->p_blk0 = np;
+  for (int l = G->l0; l < G->l0 + G->nl; l++) {
     /* tp: the dimension split (-1: whole) and the blocks in it */
     static const struct {
       const char *name;
@@ -541,20 +655,95 @@ static void build_table(gpt *G) {
              {"mlp.c_proj.weight", 2, 1, 4, 1, 1, 1},  {"mlp.c_proj.bias", 1, 1, 0, 0, -1, 1}};
     for (int i = 0; i < L_COUNT; i++) {
       snprintf(name, sizeof name, "h.%d.%s", l, b[i].name);
-      add(G, &np, &total, name, b[i].ndims, b[i].rows * C, b[i].cols * C, b[i].decay, b[i].tp,
-          b[i].parts);
+      add(G, &np, &total, P_BLOCK0 + l * L_COUNT + i, name, b[i].ndims, b[i].rows * C,
+          b[i].cols * C, b[i].decay, b[i].tp, b[i].parts);
     }
   }
-  add(G, &np, &total, "ln_f.weight", 1, C, 0, 0, -1, 1);
-  add(G, &np, &total, "ln_f.bias", 1, C, 0, 0, -1, 1);
+  if (G->last) {
+    G->p_lnf = np;
+    add(G, &np, &total, P_BLOCK0 + G->L * L_COUNT, "ln_f.weight", 1, C, 0, 0, -1, 1);
+    add(G, &np, &total, P_BLOCK0 + G->L * L_COUNT + 1, "ln_f.bias", 1, C, 0, 0, -1, 1);
+    if (!G->first) { /* the LM head's copy of the token table */
+      G->p_wte = np;
+      add(G, &np, &total, P_WTE, "wte.weight", 2, G->V, C, 1, 0, 1);
+      G->table[G->p_wte].pp_copy = 1;
+    }
+  }
   G->m.nparams = np;
+  G->m.params = G->table;
   /* laid out again for this rank's parts; whole (tp 1) it is the same table */
   G->m.nparams_total =
       G->m.tp_n > 1 ? dt_param_table_split(G->table, np, G->m.tp_n, G->m.tp_r) : total;
   /* this rank's vocabulary ids: wte's part, as runtime/param.c cuts it */
-  const dt_param *wte = &G->table[P_WTE];
-  G->v0 = (int)(dt_param_full_index(wte, G->m.tp_n, G->m.tp_r, 0) / (size_t)C);
-  G->Vl = (int)dt_param_part_dim(wte, G->m.tp_n, G->m.tp_r);
+  if (G->p_wte >= 0) {
+    const dt_param *wte = &G->table[G->p_wte];
+    G->v0 = (int)(dt_param_full_index(wte, G->m.tp_n, G->m.tp_r, 0) / (size_t)C);
+    G->Vl = (int)dt_param_part_dim(wte, G->m.tp_n, G->m.tp_r);
+  }
+}
+
+/* [parallel] pp_split: stage r of n's blocks [l0, l0+nl). even: n_layer/n
+ * each, the first n_layer % n stages one more. flops: the cut that
+ * minimises the largest stage's compute (then the spread of the rest),
+ * counting per token a block's matmuls and attention (24 C^2 + 4 T C
+ * forward flops, a third more under recompute = block, which runs it
+ * twice) and on the last stage the LM head's 2 V C (with its backward, 3x
+ * the forward as a block's). The embeddings are lookups and count nothing.
+ * Every stage gets a block. */
+void dt_gpt_stage_blocks(const dt_config *cfg, int n, int r, int *l0, int *nl) {
+  const int L = (int)cfg->model_n_layer;
+  if (strcmp(cfg->parallel_pp_split, "flops") != 0 || n == 1 || n > L) {
+    *nl = L / n + (r < L % n);
+    *l0 = r * (L / n) + DT_MIN(r, L % n);
+    return;
+  }
+  const double C = (double)cfg->model_n_embd, V = (double)cfg->model_vocab_size;
+  const double T = (double)(cfg->train_seq_len ? cfg->train_seq_len : cfg->model_block_size);
+  const double block = (24.0 * C * C + 4.0 * T * C) *
+                       (strcmp(cfg->train_recompute, "block") ? 1.0 : 4.0 / 3.0);
+  const double head = 2.0 * V * C;
+  /* best[s][l]: stages 0..s holding blocks [0, l): the least largest cost,
+   * then the least sum of squared costs; cut[s][l] = where stage s starts */
+  const size_t W = (size_t)L + 1;
+  double *mx = dt_malloc((size_t)n * W * sizeof(double));
+  double *sq = dt_malloc((size_t)n * W * sizeof(double));
+  int *cut = dt_malloc((size_t)n * W * sizeof(int));
+  for (int s = 0; s < n; s++)
+    for (int l = 0; l <= L; l++) {
+      mx[s * W + l] = INFINITY, sq[s * W + l] = INFINITY, cut[s * W + l] = -1;
+      for (int a = s; a < l; a++) { /* stage s holds [a, l) */
+        if (s == 0 && a != 0) break;
+        double pm = s ? mx[(s - 1) * W + a] : 0, ps = s ? sq[(s - 1) * W + a] : 0;
+        if (!isfinite(pm)) continue;
+        const double c = (l - a) * block + (s == n - 1 && l == L ? head : 0.0);
+        const double m1 = DT_MAX(pm, c), s1 = ps + c * c;
+        if (m1 < mx[s * W + l] || (m1 == mx[s * W + l] && s1 < sq[s * W + l]))
+          mx[s * W + l] = m1, sq[s * W + l] = s1, cut[s * W + l] = a;
+      }
+    }
+  int hi = L;
+  for (int s = n - 1; s >= r; s--) {
+    const int a = cut[s * W + hi];
+    if (s == r) *l0 = a, *nl = hi - a;
+    hi = a;
+  }
+  free(mx);
+  free(sq);
+  free(cut);
+}
+
+dt_param *dt_gpt_whole_table(const dt_config *cfg, int *nparams, size_t *total) {
+  gpt G;
+  memset(&G, 0, sizeof G);
+  G.L = (int)cfg->model_n_layer, G.C = (int)cfg->model_n_embd, G.V = (int)cfg->model_vocab_size;
+  G.maxT = (int)cfg->model_block_size;
+  G.nl = G.L, G.first = G.last = 1;
+  G.m.tp_n = 1;
+  build_table(&G);
+  free(G.gidx);
+  *nparams = G.m.nparams;
+  *total = G.m.nparams_total;
+  return G.table;
 }
 
 static int recompute_mode(const char *s) {
@@ -601,13 +790,21 @@ static int check_config(const dt_config *cfg, int max_batch, int tp_n, dt_error 
   return dt_classifier_chunk_check(cfg, (size_t)rows, err);
 }
 
-dt_model *dt_gpt_create(const dt_config *cfg, dt_backend_t be, int max_batch, int tp_n, int tp_r,
-                        dt_error *err) {
-  if (tp_n < 1 || tp_r < 0 || tp_r >= tp_n) {
-    dt_error_set(err, "gpt: tensor-parallel part %d of %d", tp_r, tp_n);
+dt_model *dt_gpt_create(const dt_config *cfg, dt_backend_t be, int max_batch,
+                        const dt_model_part *part, dt_error *err) {
+  const int tp_n = part->tp_n, tp_r = part->tp_r, pp_n = part->pp_n, pp_r = part->pp_r;
+  if (tp_n < 1 || tp_r < 0 || tp_r >= tp_n || pp_n < 1 || pp_r < 0 || pp_r >= pp_n ||
+      part->nslots < 1) {
+    dt_error_set(err, "gpt: tensor-parallel part %d of %d, stage %d of %d, %d slots", tp_r, tp_n,
+                 pp_r, pp_n, part->nslots);
     return NULL;
   }
   if (check_config(cfg, max_batch, tp_n, err)) return NULL;
+  if (pp_n > cfg->model_n_layer) {
+    dt_error_set(err, "[parallel] pp = %d is more than [model] n_layer = %ld (each pipeline "
+                 "stage holds at least one block)", pp_n, cfg->model_n_layer);
+    return NULL;
+  }
   gpt *G = dt_calloc(1, sizeof *G);
   dt_model *m = &G->m;
   G->L = (int)cfg->model_n_layer;
@@ -617,6 +814,13 @@ dt_model *dt_gpt_create(const dt_config *cfg, dt_backend_t be, int max_batch, in
   G->maxT = (int)cfg->model_block_size;
   m->tp_n = tp_n;
   m->tp_r = tp_r;
+  m->pp_n = pp_n;
+  m->pp_r = pp_r;
+  dt_gpt_stage_blocks(cfg, pp_n, pp_r, &G->l0, &G->nl);
+  G->first = pp_r == 0;
+  G->last = pp_r == pp_n - 1;
+  G->nslots = m->nslots = pp_n > 1 ? part->nslots : 1;
+  G->head_slot = -1;
   G->NHl = G->NH / tp_n;
   G->Cl = G->C / tp_n;
   G->Fl = 4 * G->C / tp_n;
@@ -625,8 +829,6 @@ dt_model *dt_gpt_create(const dt_config *cfg, dt_backend_t be, int max_batch, in
   m->num_classes = G->V;
   m->max_batch = max_batch;
   m->max_t = (int)(cfg->train_seq_len ? cfg->train_seq_len : cfg->model_block_size);
-  G->table = dt_calloc((size_t)(P_BLOCK0 + G->L * L_COUNT + 2), sizeof *G->table);
-  m->params = G->table;
   build_table(G);
   m->g = be->alloc(be, m->nparams_total * sizeof(float));
   be->memset0(be, m->g, m->nparams_total * sizeof(float));
@@ -636,10 +838,13 @@ dt_model *dt_gpt_create(const dt_config *cfg, dt_backend_t be, int max_batch, in
   G->recompute = recompute_mode(cfg->train_recompute);
   G->dropout = (float)cfg->model_dropout;
   G->at = strcmp(cfg->train_precision, "bf16") ? DT_F32 : DT_BF16;
-  G->nacts = G->recompute == RC_BLOCK ? 1 : G->L;
+  /* a micro-batch between its forward and backward keeps its slot's
+   * residual stream and block activations (one shared set under recompute =
+   * block, whose backward replays each block from the residual stream) */
+  G->nacts = G->recompute == RC_BLOCK ? 1 : G->nslots * G->nl;
   G->acts = dt_calloc((size_t)G->nacts, sizeof *G->acts);
-  G->res = dt_calloc((size_t)G->L + 1, sizeof *G->res);
-  for (int l = 0; l <= G->L; l++) G->res[l] = act_alloc(m, BT * C);
+  G->res = dt_calloc((size_t)G->nslots * (G->nl + 1), sizeof *G->res);
+  for (int l = 0; l < G->nslots * (G->nl + 1); l++) G->res[l] = act_alloc(m, BT * C);
   for (int l = 0; l < G->nacts; l++) {
     gpt_block_acts *a = &G->acts[l];
     a->ln1 = act_alloc_t(m, BT * C, G->at);
@@ -662,29 +867,38 @@ dt_model *dt_gpt_create(const dt_config *cfg, dt_backend_t be, int max_batch, in
     G->hbuf = act_alloc_t(m, BT * Fl, G->at);
   }
   if (G->dropout > 0.0f) G->dbranch = act_alloc(m, BT * C);
-  G->lnf = act_alloc_t(m, BT * C, G->at);
-  G->lnf_mean = act_alloc(m, BT);
-  G->lnf_rstd = act_alloc(m, BT);
   G->chunk = (int)dt_classifier_chunk(cfg, BT); /* checked to fit in check_config */
   G->ldv = (int)dt_logits_ld(cfg, G->V);
-  if (tp_n > 1) { /* this part's logits, packed; their gradient overwrites them */
+  if (G->last && tp_n > 1) { /* this part's logits, packed; their gradient overwrites them */
     G->logits = act_alloc_t(m, (size_t)G->chunk * G->Vl, G->at);
     G->vstats = act_alloc(m, (size_t)G->chunk * 3);
     G->vstats_all = act_alloc(m, (size_t)G->chunk * 3 * tp_n);
-  } else {
+  } else if (G->last) {
     G->logits = act_alloc_t(m, (size_t)G->chunk * G->ldv, G->at);
     if (G->at == DT_F32) G->dlogits = act_alloc(m, (size_t)G->chunk * G->ldv);
+  }
+  if (G->last) {
+    G->lnf = act_alloc_t(m, BT * C, G->at);
+    G->lnf_mean = act_alloc(m, BT);
+    G->lnf_rstd = act_alloc(m, BT);
   }
   G->scratch = act_alloc(m, BT * C);
   G->dres = act_alloc(m, BT * C);
   G->dqkv = act_alloc(m, BT * 3 * Cl);
   G->dfch = act_alloc_t(m, BT * Fl, G->at);
-  size_t ws = be->k->embedding_backward_workspace(be->ctx, max_batch, m->max_t, G->Vl);
+  size_t ws = G->first ? be->k->embedding_backward_workspace(be->ctx, max_batch, m->max_t, G->Vl)
+                       : 0;
   G->emb_ws = ws ? be->alloc(be, ws) : NULL;
   m->activation_bytes += ws;
 
   m->init = gpt_init;
   m->forward_backward = gpt_forward_backward;
+  m->stage_forward = gpt_stage_forward;
+  m->stage_backward = gpt_stage_backward;
+  m->stage_input = gpt_stage_input;
+  m->stage_output = gpt_stage_output;
+  m->stage_grad = G->dres;
+  m->stage_width = G->C;
   m->destroy = gpt_destroy;
   m->impl = G;
   return m;

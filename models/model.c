@@ -5,15 +5,21 @@
 #include <string.h>
 
 dt_model *dt_model_create(const dt_config *cfg, dt_backend_t be, int max_batch, dt_error *err) {
-  return dt_model_create_tp(cfg, be, max_batch, 1, 0, err);
+  const dt_model_part whole = {1, 0, 1, 0, 1};
+  return dt_model_create_part(cfg, be, max_batch, &whole, err);
 }
 
-dt_model *dt_model_create_tp(const dt_config *cfg, dt_backend_t be, int max_batch, int tp_n,
-                             int tp_r, dt_error *err) {
-  if (!strcmp(cfg->model_name, "gpt")) return dt_gpt_create(cfg, be, max_batch, tp_n, tp_r, err);
-  if (tp_n > 1) {
+dt_model *dt_model_create_part(const dt_config *cfg, dt_backend_t be, int max_batch,
+                               const dt_model_part *part, dt_error *err) {
+  if (!strcmp(cfg->model_name, "gpt")) return dt_gpt_create(cfg, be, max_batch, part, err);
+  if (part->tp_n > 1) {
     dt_error_set(err, "[parallel] tp = %d: tensor parallelism is built for gpt only, not for "
-                 "[model] name = %s (use parallel.dp)", tp_n, cfg->model_name);
+                 "[model] name = %s (use parallel.dp)", part->tp_n, cfg->model_name);
+    return NULL;
+  }
+  if (part->pp_n > 1) {
+    dt_error_set(err, "[parallel] pp = %d: pipeline parallelism is built for gpt only, not for "
+                 "[model] name = %s (use parallel.dp)", part->pp_n, cfg->model_name);
     return NULL;
   }
   if (!strcmp(cfg->model_name, "lenet5")) return dt_lenet5_create(cfg, be, max_batch, err);

@@ -99,6 +99,29 @@ struct dt_model {
   void (*tp_allgather)(void *ctx, const float *send, float *recv, size_t n);
   void *tp_ctx;
   int tp_n, tp_r;             /* the split this model was built for (1, 0: whole) */
+
+  /* Pipeline parallelism (a model built with pp_n > 1; only gpt splits):
+   * stage pp_r of pp_n runs a micro-batch in two calls, which the engine
+   * orders by its schedule and between which it passes activations of
+   * (n, t, stage_width) floats. stage_forward reads the previous stage's
+   * output from stage_input(slot) (every stage but the first; the engine
+   * receives into it) and leaves its own in stage_output(slot) (every stage
+   * but the last); the last stage computes the losses and, when dscale != 0,
+   * their gradient. stage_backward reads the gradient of the stage's output
+   * from stage_grad (every stage but the last: the engine receives into it)
+   * and leaves the gradient of its input there (every stage but the first).
+   * Up to nslots micro-batches may be between their forward and backward,
+   * each in its own slot; on the last stage a training forward is followed
+   * by its backward before the next forward. Parameter gradients accumulate
+   * and are announced as in forward_backward. The engine brackets the calls
+   * with dt_model_weights_begin/end. */
+  int pp_n, pp_r, nslots;
+  int stage_width;
+  void (*stage_forward)(dt_model *m, const dt_batch *b, int slot, float *losses, float dscale);
+  void (*stage_backward)(dt_model *m, const dt_batch *b, int slot);
+  float *(*stage_input)(dt_model *m, int slot);
+  const float *(*stage_output)(dt_model *m, int slot);
+  float *stage_grad;
 };
 
 static inline void dt_model_grad_ready(dt_model *m, int param_index) {
@@ -134,13 +157,19 @@ static inline float *dt_model_param(const dt_model *m, int i) {
 }
 
 /* Builds the model named by cfg->model_name on be for micro-batches up to
- * max_batch. -1 with err on a config the model cannot take. */
+ * max_batch. NULL with err on a config the model cannot take. */
 dt_model *dt_model_create(const dt_config *cfg, dt_backend_t be, int max_batch, dt_error *err);
-/* The same, as rank tp_r's part of a model split over tp_n tensor-parallel
- * ranks (parameter table: param.h; only gpt splits). The engine sets
- * tp_allreduce before the first forward. */
-dt_model *dt_model_create_tp(const dt_config *cfg, dt_backend_t be, int max_batch, int tp_n,
-                             int tp_r, dt_error *err);
+
+/* The part of a model one rank builds: tensor-parallel part tp_r of tp_n
+ * (parameter table: param.h), pipeline stage pp_r of pp_n keeping the
+ * activations of nslots micro-batches; {1, 0, 1, 0, 1} is the whole model. */
+typedef struct dt_model_part {
+  int tp_n, tp_r, pp_n, pp_r, nslots;
+} dt_model_part;
+/* The same as dt_model_create, as one rank's part (only gpt splits). The
+ * engine sets tp_allreduce before the first forward. */
+dt_model *dt_model_create_part(const dt_config *cfg, dt_backend_t be, int max_batch,
+                               const dt_model_part *part, dt_error *err);
 void dt_model_destroy(dt_model *m);
 
 /* Index of a parameter by name, -1 if absent. */
@@ -165,10 +194,15 @@ void dt_param_add(dt_param *table, int *count, size_t *total, const char *name, 
 dt_model *dt_lenet5_create(const dt_config *cfg, dt_backend_t be, int max_batch, dt_error *err);
 /* GPT-2 (models/gpt.c): model.n_layer, n_head, n_embd, vocab_size, block_size;
  * batches of up to max_batch sequences of train.seq_len (0 = block_size) tokens;
- * part tp_r of tp_n (heads, MLP units and vocabulary split, Megatron-style; 1, 0 =
- * whole). */
-dt_model *dt_gpt_create(const dt_config *cfg, dt_backend_t be, int max_batch, int tp_n, int tp_r,
-                        dt_error *err);
+ * one rank's part (heads, MLP units and vocabulary split over tp, Megatron-style;
+ * blocks over pp stages). */
+dt_model *dt_gpt_create(const dt_config *cfg, dt_backend_t be, int max_batch,
+                        const dt_model_part *part, dt_error *err);
+/* The blocks [*l0, *l0 + *nl) of pipeline stage r of n ([parallel] pp_split). */
+void dt_gpt_stage_blocks(const dt_config *cfg, int n, int r, int *l0, int *nl);
+/* The whole GPT's parameter table for cfg (malloc'd; offsets of one flat
+ * buffer of *total elements), whatever part a rank holds. */
+dt_param *dt_gpt_whole_table(const dt_config *cfg, int *nparams, size_t *total);
 /* The encoder-decoder Transformer (models/transformer.c, decoding API in
  * models/transformer.h): model.n_embd (d_model), n_head, n_enc_layer,
  * n_dec_layer, d_ff, norm, pos, share_embeddings, activation, vocab_size,

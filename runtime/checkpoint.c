@@ -109,6 +109,8 @@ int dt_ckpt_write_rank(const char *tmp_path, int64_t step, int rank, const dt_pa
     if (a >= b) continue;
     /* a tensor every tensor-parallel rank holds whole is saved by part 0's */
     if (!dt_param_is_split(p) && p->tp_r != 0) continue;
+    /* a pipeline stage's copy of a tensor is saved by the stage holding it */
+    if (p->pp_copy) continue;
     tensor_name(name, sizeof name, "params", p->name);
     rc = write_slice(f, name, p, a - p->offset, b - p->offset, bufs->params + a, err);
     for (int s = 0; s < bufs->nstates && !rc; s++) {

@@ -152,7 +152,12 @@ static const cfg_entry k_schema[] = {
   INT("parallel", "tp", parallel_tp, "1", 1, NOHI,
       "tensor-parallel ranks (gpt: heads, MLP units and the vocabulary split over them, "
       "Megatron-style; must divide model.n_head)"),
-  INT("parallel", "pp", parallel_pp, "1", 1, NOHI, "pipeline stages (only 1: not built yet)"),
+  INT("parallel", "pp", parallel_pp, "1", 1, NOHI,
+      "pipeline stages (gpt: the blocks split over them, 1F1B schedule over the "
+      "micro-batches of a step; at most model.n_layer)"),
+  ENUM("parallel", "pp_split", parallel_pp_split, "flops", "flops|even",
+       "how the blocks are cut into pipeline stages: flops balances each stage's "
+       "compute, counting the LM head on the last; even gives each n_layer/pp blocks"),
   INT("parallel", "zero", parallel_zero, "0", 0, 3, "ZeRO stage (0 = plain all-reduce)"),
   ENUM("parallel", "comm", parallel_comm, "auto", "auto|nccl|mpi",
        "communication library (auto: NCCL on GPUs, MPI otherwise)"),

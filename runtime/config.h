@@ -67,6 +67,7 @@ typedef struct dt_config {
   /* [parallel] */
   long parallel_dp, parallel_tp, parallel_pp, parallel_zero;
   char parallel_comm[DT_STR];  /* auto | nccl | mpi */
+  char parallel_pp_split[DT_STR]; /* flops | even */
   double parallel_bucket_mb;
   /* [checkpoint] */
   char checkpoint_dir[DT_STR]; /* "" = <log.dir>/checkpoints */

@@ -23,6 +23,9 @@ typedef struct dt_param {
                                     * row at most when tp_n does not divide it. */
   int tp_n, tp_r;                  /* the model's tensor-parallel size and this rank in it;
                                     * a split tensor holds part tp_r of tp_n */
+  int pp_copy;                     /* 1: a copy of a tensor an earlier pipeline stage holds
+                                    * and saves (GPT's token table, tied to the LM head on
+                                    * the last stage); the engine sums the copies' gradients */
   size_t offset, count;            /* elements this rank holds (the part, when split) */
   int decay;                       /* 1 = weight decay applies (weights), 0 = biases, norms */
   int64_t fan_in, fan_out;         /* for initialisation */

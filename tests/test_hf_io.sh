@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # model.init_from and dtrain-export end to end on the CPU: a tiny GPT starts
 # from the weights transformers saved (tests/fixtures/hf_gpt2_tiny), trains a
-# few steps in one process and with dp=2 at ZeRO 1 and 3; its checkpoint
+# few steps in one process and in dp/tp/pp layouts at every ZeRO stage; its checkpoint
 # exports (a file and --hf-dir) and re-imports to the checkpoint's tensors bit
 # for bit; bad inputs (a FIFO, directories where files belong, a NaN weight
 # among them) exit 2 naming the file and tensor. Where transformers is
@@ -80,15 +80,16 @@ check "the exported directory (config.json checked too) re-imports bit for bit" 
 check "dtrain starts from its own export" test $? -eq 0
 
 # --- every layout starts from the import ---
-# (tensor parallelism: each rank keeps its parts of the imported tensors)
-for lay in "2 1 1" "2 1 3" "2 2 0" "4 2 1"; do
+# (tensor parallelism: each rank keeps its parts of the imported tensors;
+# pipeline stages their blocks, the last its copy of the token table)
+for lay in "2 1 1 1" "2 1 3 1" "2 2 0 1" "4 2 1 1" "2 1 0 2" "4 1 2 2"; do
   set -- $lay
-  np=$1 tp=$2 zero=$3 dp=$(($1 / $2))
-  run="$TMP/dp$dp-tp$tp-z$zero"
+  np=$1 tp=$2 zero=$3 pp=$4 dp=$(($1 / $2 / $4))
+  run="$TMP/dp$dp-tp$tp-z$zero-pp$pp"
   mpirun --oversubscribe --bind-to none -np $np "$D" "${common[@]}" model.init_from="$FIX" \
-    checkpoint.every=4 parallel.dp=$dp parallel.tp=$tp parallel.zero=$zero log.dir="$run" \
-    >"$run.log" 2>&1
-  check "dp=$dp tp=$tp zero=$zero with init_from exits 0" test $? -eq 0
+    checkpoint.every=4 parallel.dp=$dp parallel.tp=$tp parallel.pp=$pp parallel.zero=$zero \
+    log.dir="$run" >"$run.log" 2>&1
+  check "dp=$dp tp=$tp pp=$pp zero=$zero with init_from exits 0" test $? -eq 0
   python3 - "$TMP/one/metrics.jsonl" "$run/metrics.jsonl" <<'PY'
 import json, sys
 def losses(p):
@@ -98,9 +99,9 @@ worst = max(abs(a[s] - b[s]) / abs(a[s]) for s in b)
 print(f"   {len(b)} steps, worst relative loss difference {worst:.2e}")
 sys.exit(0 if sorted(b) == [1, 2, 3, 4] and worst <= 1e-5 else 1)
 PY
-  check "dp=$dp tp=$tp zero=$zero: same losses as one process" test $? -eq 0
+  check "dp=$dp tp=$tp pp=$pp zero=$zero: same losses as one process" test $? -eq 0
   "$H" compare "$run/checkpoints" "$TMP/out.safetensors" 1e-6
-  check "dp=$dp tp=$tp zero=$zero: its checkpoint matches one process's export (1e-6)" \
+  check "dp=$dp tp=$tp pp=$pp zero=$zero: its checkpoint matches one process's export (1e-6)" \
     test $? -eq 0
 done
 

@@ -3,7 +3,7 @@
 # (tests/emu: every CUDA kernel source run on the CPU, cuBLAS by OpenBLAS):
 # the trainer's GPU paths (device buffers, pinned staging for MPI, the bf16
 # matmul and attention kernels, checkpoints from device memory) against the
-# same runs on the CPU backend, and dp/tp layouts over the emulated NCCL.
+# same runs on the CPU backend, and dp/tp/pp layouts over the emulated NCCL.
 # GPT-tiny and LeNet-5 for a few steps each.
 # This is no GPU test: the GPU checks stay in scripts/gpu-check.sh.
 . "$(dirname "$0")/e2e_common.sh"
@@ -104,6 +104,21 @@ mpirun --oversubscribe --bind-to none -np 2 "$E" "$gpt" "${nccl[@]}" train.devic
 check "GPT-tiny tp=2 bf16 on cuda over NCCL exits 0" test $? -eq 0
 close "$TMP/b-cuda" "$TMP/b-tp2" 1e-2
 check "GPT-tiny tp=2 bf16 over NCCL matches one process in bf16" test $? -eq 0
+# pipeline parallelism on the CUDA backend: two stages of one block, four
+# micro-batches a step in the 1F1B order, activations and gradients passed
+# by the emulated NCCL's grouped send and receive, the tied token table's
+# gradient summed between the stages
+mpirun --oversubscribe --bind-to none -np 2 "$E" "$gpt" "${nccl[@]}" train.device=cuda \
+  parallel.pp=2 log.dir="$TMP/g-pp2" >"$TMP/g-pp2.log" 2>&1
+check "GPT-tiny pp=2 on cuda over NCCL exits 0" \
+  bash -c "[ $? -eq 0 ] && grep -q 'pipeline parallel: 2 stages over nccl' '$TMP/g-pp2.log'"
+close "$TMP/g-cuda" "$TMP/g-pp2" 1e-5
+check "GPT-tiny pp=2 over NCCL matches one process" test $? -eq 0
+mpirun --oversubscribe --bind-to none -np 2 "$E" "$gpt" "${nccl[@]}" train.device=cuda \
+  parallel.pp=2 train.precision=bf16 log.dir="$TMP/b-pp2" >"$TMP/b-pp2.log" 2>&1
+check "GPT-tiny pp=2 bf16 on cuda over NCCL exits 0" test $? -eq 0
+close "$TMP/b-cuda" "$TMP/b-pp2" 1e-2
+check "GPT-tiny pp=2 bf16 over NCCL matches one process in bf16" test $? -eq 0
 
 lenet=(data.dir="$TMP/mnist" data.train_limit=400 data.test_limit=100 train.batch_size=40
        train.max_steps=10 log.every=1 log.tensorboard=false checkpoint.every=0 train.threads=1

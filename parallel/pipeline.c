@@ -1,0 +1,142 @@
+/* pipeline.c: the 1F1B schedule (pipeline.h). The order of sends and
+ * receives is Megatron-LM's: in the steady phase a stage sends an output
+ * forward while it receives a gradient back, and sends a gradient back while
+ * it receives the next input, each pair as one sendrecv, so neighbouring
+ * stages never both wait in a blocking send. */
+#include "pipeline.h"
+
+#include <stdlib.h>
+
+#include "watchdog.h"
+
+int dt_pipe_slots(int stage, int nstages, int nmicro) {
+  return (int)DT_MAX(1, DT_MIN(nstages - stage, nmicro));
+}
+
+static size_t act_count(const dt_pipe *p, const dt_batch *b) {
+  return (size_t)b->n * (size_t)b->t * (size_t)p->m->stage_width;
+}
+
+static int first(const dt_pipe *p) { return p->stage == 0; }
+static int last(const dt_pipe *p) { return p->stage == p->nstages - 1; }
+
+/* One exchange with the neighbours: send (sbuf, to `to`) and receive (rbuf,
+ * from `from`), either half skipped when its peer is < 0. */
+static void exchange(dt_pipe *p, const float *sbuf, size_t sn, int to, float *rbuf, size_t rn,
+                     int from) {
+  if (to < 0 && from < 0) return;
+  dt_watchdog_enter(to >= 0 && from >= 0 ? "a pipeline send/receive"
+                    : to >= 0            ? "a pipeline send"
+                                         : "a pipeline receive");
+  p->comm->sendrecv(p->comm, sbuf, sn, to, rbuf, rn, from, DT_F32);
+  dt_watchdog_leave();
+}
+
+static int prev_stage(const dt_pipe *p) { return first(p) ? -1 : p->stage - 1; }
+static int next_stage(const dt_pipe *p) { return last(p) ? -1 : p->stage + 1; }
+
+static void recv_forward(dt_pipe *p, const dt_batch *b, int slot) {
+  exchange(p, NULL, 0, -1, first(p) ? NULL : p->m->stage_input(p->m, slot), act_count(p, b),
+           prev_stage(p));
+}
+
+static void send_forward(dt_pipe *p, const dt_batch *b, int slot) {
+  exchange(p, last(p) ? NULL : p->m->stage_output(p->m, slot), act_count(p, b), next_stage(p),
+           NULL, 0, -1);
+}
+
+typedef struct step_ctx {
+  dt_pipe *p;
+  int64_t nmicro;
+  float dscale;
+  dt_pipe_batch_fn batch;
+  void *ctx;
+  float *losses;
+  size_t stride;
+  dt_batch *b;     /* per slot: the micro-batch in it */
+} step_ctx;
+
+static int slot_of(const step_ctx *s, int64_t j) { return (int)(j % s->p->m->nslots); }
+
+/* Gradients are written from the last stage's forward (the LM head's) or
+ * from a backward: the data-parallel engine's micro-batch starts there. */
+static void forward(step_ctx *s, int64_t j) {
+  dt_pipe *p = s->p;
+  const dt_batch *b = &s->b[slot_of(s, j)];
+  if (last(p)) dt_dp_micro_begin(p->dp, j == 0, j + 1 == s->nmicro);
+  p->m->stage_forward(p->m, b, slot_of(s, j), last(p) ? s->losses + j * s->stride : NULL,
+                      s->dscale);
+}
+
+static void backward(step_ctx *s, int64_t j) {
+  dt_pipe *p = s->p;
+  if (!last(p)) dt_dp_micro_begin(p->dp, j == 0, j + 1 == s->nmicro);
+  p->m->stage_backward(p->m, &s->b[slot_of(s, j)], slot_of(s, j));
+  dt_dp_micro_end(p->dp);
+}
+
+/* The batch of micro-batch j, made when its slot is taken (before the
+ * receive of its input, which the batch's size gives). */
+static const dt_batch *take_slot(step_ctx *s, int64_t j) {
+  int slot = slot_of(s, j);
+  s->b[slot] = s->batch(s->ctx, j, slot);
+  return &s->b[slot];
+}
+
+void dt_pipe_train_step(dt_pipe *p, int64_t nmicro, float dscale, dt_pipe_batch_fn batch,
+                        void *ctx, float *losses, size_t stride) {
+  dt_model *m = p->m;
+  step_ctx s = {p, nmicro, dscale, batch, ctx, losses, stride, NULL};
+  s.b = dt_calloc((size_t)m->nslots, sizeof *s.b);
+  const int64_t warm = DT_MIN(p->nstages - p->stage - 1, nmicro), steady = nmicro - warm;
+  if (warm + 1 > m->nslots && steady > 0)
+    dt_fatal("pipeline", "fewer activation slots than micro-batches in flight", __FILE__,
+             __LINE__, __func__, "dt_pipe_train_step");
+  dt_model_weights_begin(m);
+  /* warm-up: forwards only */
+  for (int64_t j = 0; j < warm; j++) {
+    const dt_batch *b = take_slot(&s, j);
+    recv_forward(p, b, slot_of(&s, j));
+    forward(&s, j);
+    send_forward(p, b, slot_of(&s, j));
+  }
+  if (steady > 0) recv_forward(p, take_slot(&s, warm), slot_of(&s, warm));
+  /* steady: forward micro-batch warm+i, backward micro-batch i */
+  for (int64_t i = 0; i < steady; i++) {
+    const int64_t jf = warm + i;
+    const dt_batch *bf = &s.b[slot_of(&s, jf)];
+    forward(&s, jf);
+    /* the output goes on while the oldest micro-batch's gradient comes back */
+    const dt_batch *bb = &s.b[slot_of(&s, i)];
+    exchange(p, last(p) ? NULL : m->stage_output(m, slot_of(&s, jf)), act_count(p, bf),
+             next_stage(p), last(p) ? NULL : m->stage_grad, act_count(p, bb), next_stage(p));
+    backward(&s, i);
+    if (i + 1 < steady) {
+      /* the gradient goes back while the next input comes in */
+      const dt_batch *bn = take_slot(&s, jf + 1);
+      exchange(p, first(p) ? NULL : m->stage_grad, act_count(p, bb), prev_stage(p),
+               first(p) ? NULL : m->stage_input(m, slot_of(&s, jf + 1)), act_count(p, bn),
+               prev_stage(p));
+    } else {
+      exchange(p, first(p) ? NULL : m->stage_grad, act_count(p, bb), prev_stage(p), NULL, 0, -1);
+    }
+  }
+  /* cool-down: the backwards of the warm-up's micro-batches */
+  for (int64_t j = steady; j < nmicro; j++) {
+    const dt_batch *b = &s.b[slot_of(&s, j)];
+    exchange(p, NULL, 0, -1, last(p) ? NULL : m->stage_grad, act_count(p, b), next_stage(p));
+    backward(&s, j);
+    exchange(p, first(p) ? NULL : m->stage_grad, act_count(p, b), prev_stage(p), NULL, 0, -1);
+  }
+  dt_model_weights_end(m);
+  free(s.b);
+}
+
+void dt_pipe_forward(dt_pipe *p, const dt_batch *b, float *losses) {
+  dt_model *m = p->m;
+  dt_model_weights_begin(m);
+  recv_forward(p, b, 0);
+  m->stage_forward(m, b, 0, last(p) ? losses : NULL, 0.0f);
+  send_forward(p, b, 0);
+  dt_model_weights_end(m);
+}

@@ -1,0 +1,146 @@
+#!/usr/bin/env bash
+# Pipeline parallelism (GPT: blocks split over stages, 1F1B schedule, the
+# token table tied between the first and the last stage) against one
+# process: a 4-block GPT-tiny as pp = 2, 3 and 4 (the blocks cut to balance
+# the stages' flops: 3+1, 1+2+1, 1+1+1+1, the LM head being worth 60 of
+# GPT-tiny's blocks) and as pp = 2 cut evenly (2+2), with
+# fewer micro-batches than stages, with one micro-batch a step, as pp = 2 x
+# dp = 2 at ZeRO 0-3 (and with the optimizer offloaded to the host) and as
+# pp = 2 x tp = 2 x dp = 2, with dropout and recompute, and in bf16, gives
+# the same per-step losses as one process
+# with the same global batch (within 1e-5 relative, 1e-3 in bf16) and the
+# same validation loss; a checkpoint saved by pp = 2 x dp = 2 holds each
+# tensor once (the token table in the first stage's files only) and resumes
+# as one process, as pp = 4 and as pp = 2 x tp = 2 with the same losses;
+# layouts the model cannot take are errors naming the keys.
+. "$(dirname "$0")/e2e_common.sh"
+need_wos
+D="$BUILD/dtrain"
+cfg="$SRC/configs/gpt-tiny.ini"
+export OMPI_MCA_mpi_yield_when_idle=1
+MPIRUN=(mpirun --oversubscribe --bind-to none)
+common=(data.dir="$TMP/wos" model.n_layer=4 train.seq_len=32 train.batch_size=8
+        data.test_limit=16 log.every=1 log.tensorboard=false train.threads=1)
+MICRO=2 STEPS=10 # layout_run's defaults here: 4 micro-batches a step, 10 steps
+
+check "one process" layout_run ref 1
+check "pp=2 exits 0" layout_run pp2 2 parallel.pp=2
+check "pp=2 says so" grep -q "pipeline parallel: 2 stages over mpi" "$TMP/pp2.log"
+# held: the model line's count of rank 0's parameters against the table's
+held() {
+  python3 - "$TMP/$1.log" "$2" "$3" <<'PY'
+import re, sys
+log, cut, blocks = sys.argv[1], sys.argv[2], int(sys.argv[3])
+m = re.search(r"model: gpt, (\d+) parameters \(pp \d+ stages of (\S+) blocks: rank 0 holds "
+              r"(\d+)\)", open(log).read())
+if not m:
+    print("   no model line"); sys.exit(1)
+C, V, T = 64, 50257, 128  # GPT-tiny: the embeddings, then blocks of 12 C^2 + 13 C
+want = V * C + T * C + blocks * (12 * C * C + 13 * C)
+print(f"   cut {m.group(2)}; rank 0 holds {m.group(3)} of {m.group(1)} (the embeddings and "
+      f"{blocks} block{'s' * (blocks != 1)}: {want})")
+sys.exit(0 if m.group(2) == cut and int(m.group(3)) == want else 1)
+PY
+}
+check "pp=2: the stages hold 3+1 blocks, rank 0 the embeddings and 3" held pp2 3+1 3
+check "pp=2 matches one process" losses_close "$TMP/ref" "$TMP/pp2"
+check "pp=2 cut evenly exits 0" layout_run pp2e 2 parallel.pp=2 parallel.pp_split=even
+check "pp=2 cut evenly: 2+2 blocks" held pp2e 2+2 2
+check "pp=2 cut evenly matches one process" losses_close "$TMP/ref" "$TMP/pp2e"
+check "pp=3 exits 0" layout_run pp3 3 parallel.pp=3
+check "pp=3: the stages hold 1+2+1 blocks" held pp3 1+2+1 1
+check "pp=3 matches one process" losses_close "$TMP/ref" "$TMP/pp3"
+check "pp=4 exits 0" layout_run pp4 4 parallel.pp=4
+check "pp=4 matches one process" losses_close "$TMP/ref" "$TMP/pp4"
+# 2 micro-batches a step through 4 stages (the schedule has no steady
+# phase), and 1 through 2
+MICRO=4 check "one process, micro-batch 4" layout_run ref_m4 1
+MICRO=4 check "pp=4 with 2 micro-batches a step exits 0" layout_run pp4m4 4 parallel.pp=4
+check "pp=4 with 2 micro-batches a step matches one process" \
+  losses_close "$TMP/ref_m4" "$TMP/pp4m4"
+MICRO=8 check "one process, micro-batch 8" layout_run ref_m8 1
+MICRO=8 check "pp=2 with 1 micro-batch a step exits 0" layout_run pp2m8 2 parallel.pp=2
+check "pp=2 with 1 micro-batch a step matches one process" \
+  losses_close "$TMP/ref_m8" "$TMP/pp2m8"
+for zero in 0 1 2 3; do
+  check "pp=2 dp=2 zero=$zero exits 0" layout_run p2d2z$zero 4 parallel.pp=2 parallel.dp=2 \
+    parallel.zero=$zero
+  check "pp=2 dp=2 zero=$zero matches one process" losses_close "$TMP/ref" "$TMP/p2d2z$zero"
+done
+# the optimizer on the host: the tied table's gradients are summed before
+# they go there
+check "pp=2 dp=2 zero=1 optim.offload=cpu exits 0" layout_run p2off 4 parallel.pp=2 \
+  parallel.dp=2 parallel.zero=1 optim.offload=cpu
+check "pp=2 dp=2 with the optimizer offloaded matches one process" \
+  losses_close "$TMP/ref" "$TMP/p2off"
+check "pp=2 tp=2 dp=2 zero=1 exits 0" layout_run p2t2d2 8 parallel.pp=2 parallel.tp=2 \
+  parallel.dp=2 parallel.zero=1
+check "pp=2 tp=2 dp=2 zero=1 matches one process" losses_close "$TMP/ref" "$TMP/p2t2d2"
+
+# dropout: every stage draws the masks of its blocks as one process does;
+# recompute: a stage's backward replays from the slot's residual stream
+check "one process, dropout 0.1, recompute=block" layout_run refdrop 1 model.dropout=0.1 \
+  train.recompute=block
+check "pp=2 dropout 0.1 recompute=block exits 0" layout_run p2drop 2 parallel.pp=2 \
+  model.dropout=0.1 train.recompute=block
+check "pp=2 with dropout and block recompute matches one process" \
+  losses_close "$TMP/refdrop" "$TMP/p2drop"
+check "one process, recompute=mlp" layout_run refmlp 1 train.recompute=mlp
+check "pp=4 recompute=mlp exits 0" layout_run p4mlp 4 parallel.pp=4 train.recompute=mlp
+check "pp=4 with MLP recompute matches one process" losses_close "$TMP/refmlp" "$TMP/p4mlp"
+check "one process, bf16" layout_run ref16 1 train.precision=bf16
+check "pp=2 bf16 exits 0" layout_run p216 2 parallel.pp=2 train.precision=bf16
+check "pp=2 bf16 matches one process in bf16 (1e-3)" losses_close "$TMP/ref16" "$TMP/p216" 1e-3
+
+# checkpoints: saved by pp=2 dp=2 zero=1 at step 10, resumed in other layouts
+STEPS=20 check "pp=2 dp=2 zero=1 with a checkpoint at step 10" layout_run save 4 parallel.pp=2 \
+  parallel.dp=2 parallel.zero=1 checkpoint.every=10 checkpoint.keep=0
+CK="$TMP/save/checkpoints/step_00000010"
+python3 - "$CK" <<'PY'
+import sys, h5py
+# rank = pp_rank * dp + dp_rank: ranks 0, 1 are the first stage, 2, 3 the last
+names = {}
+for r in range(4):
+    seen = set()
+    # rank 3's ZeRO shard is all of the last stage's copy of wte: it saves nothing
+    g = h5py.File(f"{sys.argv[1]}/rank{r:05d}.h5", "r").get("params")
+    if g: g.visititems(lambda n, o: seen.add(n) if isinstance(o, h5py.Dataset) else None)
+    names[r] = seen
+first, last = names[0] | names[1], names[2] | names[3]
+# the stages hold 3+1 blocks
+want_first = {"wte.weight", "wpe.weight"} | {n for n in first if n.startswith(("h.0.", "h.1.",
+                                                                               "h.2."))}
+ok = (first == want_first and len(want_first) == 2 + 3 * 12
+      and {n.split(".")[1] for n in last if n.startswith("h.")} == {"3"}
+      and "ln_f.weight" in last and not first & last and "wte.weight" not in last)
+print(f"   first stage's files: {len(first)} tensors, last's: {len(last)}; "
+      f"wte.weight in the last's: {'wte.weight' in last}")
+sys.exit(0 if ok else 1)
+PY
+check "rank files hold their stage's tensors, the tied token table once" test $? -eq 0
+for lay in "1 1 1 1" "4 4 1 1" "4 2 1 2"; do
+  set -- $lay
+  name="res-pp$2-dp$3-tp$4"
+  STEPS=20 check "resume as pp=$2 dp=$3 tp=$4 exits 0" layout_run "$name" "$1" parallel.pp=$2 \
+    parallel.dp=$3 parallel.tp=$4 checkpoint.resume="$CK"
+  check "resume as pp=$2 dp=$3 tp=$4 continues with the same losses" \
+    losses_close "$TMP/save" "$TMP/$name" 1e-5 11
+done
+check "the resumed run names the layout it was saved in" \
+  grep -q "saved by dp=2 tp=1 pp=2 zero=1 on 4 ranks" "$TMP/res-pp1-dp1-tp1.log"
+
+# layouts the model cannot take
+"${MPIRUN[@]}" -np 5 "$D" "$cfg" "${common[@]}" train.max_steps=1 parallel.pp=5 \
+  log.dir="$TMP/bad5" >"$TMP/bad5.log" 2>&1
+check "pp=5 with 4 blocks exits 2" test $? -eq 2
+check "... naming parallel.pp and model.n_layer" \
+  grep -q "\[parallel\] pp = 5 is more than \[model\] n_layer = 4" "$TMP/bad5.log"
+if [ -d "$DATA/mnist" ]; then
+  "$BUILD/dtrain-prep" mnist "$DATA/mnist" "$TMP/mnist" >/dev/null
+  "${MPIRUN[@]}" -np 2 "$D" "$SRC/configs/lenet5-mnist.ini" data.dir="$TMP/mnist" \
+    parallel.pp=2 train.threads=1 log.dir="$TMP/badl" >"$TMP/badl.log" 2>&1
+  check "pp=2 on LeNet-5 exits 2" test $? -eq 2
+  check "... saying pipeline parallelism is built for gpt only" \
+    grep -q "pipeline parallelism is built for gpt only" "$TMP/badl.log"
+fi
+finish
