@@ -188,6 +188,9 @@ static void test_override_errors(void) {
   char *o8[] = {"parallel.comm=gloo"};
   expect_error("override enum", file, 0, 1, o8,
                "[parallel] comm: 'gloo' is not one of auto|nccl|mpi", NULL);
+  char *o8b[] = {"parallel.pp_split=layers"};
+  expect_error("override enum (pp_split)", file, 0, 1, o8b,
+               "[parallel] pp_split: 'layers' is not one of flops|even", NULL);
   char *o9[] = {"log.tensorboard=2"};
   expect_error("override bool", file, 0, 1, o9, "[log] tensorboard: '2' is not a boolean", NULL);
   /* an error in the file wins over the overrides, and names the file */
@@ -280,6 +283,7 @@ static void test_defaults(void) {
   CHECK_L(parallel_dp, 1);
   CHECK_L(parallel_tp, 1);
   CHECK_L(parallel_pp, 1);
+  CHECK_S(parallel_pp_split, "flops");
   CHECK_L(parallel_zero, 0);
   CHECK_S(parallel_comm, "auto");
   CHECK_D(parallel_bucket_mb, 25);
@@ -526,7 +530,7 @@ static void test_round_trip(void) {
     if (*p == '[') sections++;
     else if (*p != '\n') keys++;
   }
-  check(keys == 72 && sections == 8, "to_text: %d keys in %d sections (want 72 in 8)", keys,
+  check(keys == 73 && sections == 8, "to_text: %d keys in %d sections (want 73 in 8)", keys,
         sections);
   check(strncmp(text, "[model]\nname = lenet5\n", 22) == 0 &&
             contains(text, "\n[optim]\nname = adam\nlr = 0.001\n") &&
@@ -549,7 +553,7 @@ static void test_help(void) {
         "print_help: keys, defaults, ranges, choices");
   int lines = 0;
   for (const char *p = buf; *p; p++) lines += *p == '\n' && p[1] == ' ' && p[2] == ' ' && p[3] != ' ';
-  check(lines == 72, "print_help: %d key lines (want 72)", lines);
+  check(lines == 73, "print_help: %d key lines (want 73)", lines);
   if (getenv("TEST_CONFIG_SHOW_HELP")) fputs(buf, stdout);
   free(buf);
 }
