@@ -88,37 +88,32 @@ check "GPT-tiny dp=2 zero=2 on cuda over NCCL exits 0" \
   bash -c "[ $? -eq 0 ] && grep -q 'data parallel: 2 ranks over nccl' '$TMP/g-nccl.log'"
 close "$TMP/g-cuda" "$TMP/g-nccl" 1e-5
 check "GPT-tiny dp=2 zero=2 over NCCL matches one process" test $? -eq 0
+# nccl_layout NAME REF LIMIT SAYS OVERRIDES...: GPT-tiny on cuda on 2 ranks over
+# the emulated NCCL, whose log says SAYS, within LIMIT of the run REF
+nccl_layout() {
+  local name=$1 ref=$2 lim=$3 says=$4
+  shift 4
+  mpirun --oversubscribe --bind-to none -np 2 "$E" "$gpt" "${nccl[@]}" train.device=cuda "$@" \
+    log.dir="$TMP/$name" >"$TMP/$name.log" 2>&1
+  check "GPT-tiny $* on cuda over NCCL exits 0" \
+    bash -c "[ $? -eq 0 ] && grep -q '$says' '$TMP/$name.log'"
+  close "$TMP/$ref" "$TMP/$name" "$lim"
+  check "GPT-tiny $* over NCCL matches one process (within $lim)" test $? -eq 0
+}
 # tensor parallelism on the CUDA kernels (each rank 2 of the 4 heads and
 # half the MLP units: attention and GEMMs at the parts' widths), its
-# all-reduces over the emulated NCCL
-mpirun --oversubscribe --bind-to none -np 2 "$E" "$gpt" "${nccl[@]}" train.device=cuda \
-  parallel.tp=2 log.dir="$TMP/g-tp2" >"$TMP/g-tp2.log" 2>&1
-check "GPT-tiny tp=2 on cuda over NCCL exits 0" \
-  bash -c "[ $? -eq 0 ] && grep -q 'tensor parallel: 2 ranks over nccl' '$TMP/g-tp2.log'"
-close "$TMP/g-cuda" "$TMP/g-tp2" 1e-5
-check "GPT-tiny tp=2 over NCCL matches one process" test $? -eq 0
-# ... and in bf16 (the parts' bf16 logits, their gradient in place, 25128
-# and 25129 ids wide): within 1% of one process in bf16
-mpirun --oversubscribe --bind-to none -np 2 "$E" "$gpt" "${nccl[@]}" train.device=cuda \
-  parallel.tp=2 train.precision=bf16 log.dir="$TMP/b-tp2" >"$TMP/b-tp2.log" 2>&1
-check "GPT-tiny tp=2 bf16 on cuda over NCCL exits 0" test $? -eq 0
-close "$TMP/b-cuda" "$TMP/b-tp2" 1e-2
-check "GPT-tiny tp=2 bf16 over NCCL matches one process in bf16" test $? -eq 0
+# all-reduces over the emulated NCCL; in bf16 (the parts' bf16 logits, their
+# gradient in place, 25128 and 25129 ids wide) within 1% of one process in bf16
+tp_says="tensor parallel: 2 ranks over nccl"
+nccl_layout g-tp2 g-cuda 1e-5 "$tp_says" parallel.tp=2
+nccl_layout b-tp2 b-cuda 1e-2 "$tp_says" parallel.tp=2 train.precision=bf16
 # pipeline parallelism on the CUDA backend: two stages of one block, four
 # micro-batches a step in the 1F1B order, activations and gradients passed
 # by the emulated NCCL's grouped send and receive, the tied token table's
 # gradient summed between the stages
-mpirun --oversubscribe --bind-to none -np 2 "$E" "$gpt" "${nccl[@]}" train.device=cuda \
-  parallel.pp=2 log.dir="$TMP/g-pp2" >"$TMP/g-pp2.log" 2>&1
-check "GPT-tiny pp=2 on cuda over NCCL exits 0" \
-  bash -c "[ $? -eq 0 ] && grep -q 'pipeline parallel: 2 stages over nccl' '$TMP/g-pp2.log'"
-close "$TMP/g-cuda" "$TMP/g-pp2" 1e-5
-check "GPT-tiny pp=2 over NCCL matches one process" test $? -eq 0
-mpirun --oversubscribe --bind-to none -np 2 "$E" "$gpt" "${nccl[@]}" train.device=cuda \
-  parallel.pp=2 train.precision=bf16 log.dir="$TMP/b-pp2" >"$TMP/b-pp2.log" 2>&1
-check "GPT-tiny pp=2 bf16 on cuda over NCCL exits 0" test $? -eq 0
-close "$TMP/b-cuda" "$TMP/b-pp2" 1e-2
-check "GPT-tiny pp=2 bf16 over NCCL matches one process in bf16" test $? -eq 0
+pp_says="pipeline parallel: 2 stages over nccl"
+nccl_layout g-pp2 g-cuda 1e-5 "$pp_says" parallel.pp=2
+nccl_layout b-pp2 b-cuda 1e-2 "$pp_says" parallel.pp=2 train.precision=bf16
 
 lenet=(data.dir="$TMP/mnist" data.train_limit=400 data.test_limit=100 train.batch_size=40
        train.max_steps=10 log.every=1 log.tensorboard=false checkpoint.every=0 train.threads=1
