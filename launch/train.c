@@ -1366,6 +1366,18 @@ int dt_print_layout(const dt_config *c) {
   T.be = dt_backend_create(c->train_device, T.grid.local_rank, cpu_threads(&T), &err);
   if (!T.be) dt_die_user_all("[train] device = %s: %s", c->train_device, err.msg);
   dt_grid_print(&T.grid, T.be->desc, stdout);
+  if (T.grid.rank == 0 && T.grid.pp > 1 && !strcmp(c->model_name, "gpt") &&
+      T.grid.pp <= c->model_n_layer) {
+    printf("pipeline stages ([parallel] pp_split = %s):\n", c->parallel_pp_split);
+    for (int r = 0, l0, nl; r < T.grid.pp; r++) {
+      dt_gpt_stage_blocks(c, T.grid.pp, r, &l0, &nl);
+      char blocks[32];
+      if (nl == 1) snprintf(blocks, sizeof blocks, "block %d", l0);
+      else snprintf(blocks, sizeof blocks, "blocks %d-%d", l0, l0 + nl - 1);
+      printf("  pp %-3d %s%s%s\n", r, blocks, r == 0 ? ", the embeddings" : "",
+             r == T.grid.pp - 1 ? ", ln_f and the LM head (tied to a copy of wte)" : "");
+    }
+  }
   dt_backend_destroy(T.be);
   dt_grid_free(&T.grid);
   return 0;

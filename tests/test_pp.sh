@@ -43,6 +43,9 @@ sys.exit(0 if m.group(2) == cut and int(m.group(3)) == want else 1)
 PY
 }
 check "pp=2: the stages hold 3+1 blocks, rank 0 the embeddings and 3" held pp2 3+1 3
+"${MPIRUN[@]}" -np 2 "$D" --print-layout "$cfg" "${common[@]}" parallel.pp=2 >"$TMP/layout.log" 2>&1
+check "--print-layout names each stage's blocks" \
+  grep -q "pp 1   block 3, ln_f and the LM head" "$TMP/layout.log"
 check "pp=2 matches one process" losses_close "$TMP/ref" "$TMP/pp2"
 check "pp=2 cut evenly exits 0" layout_run pp2e 2 parallel.pp=2 parallel.pp_split=even
 check "pp=2 cut evenly: 2+2 blocks" held pp2e 2+2 2
