@@ -50,7 +50,8 @@ typedef struct trainer {
   dt_comm_t pp_comm; /* the pipeline group (NULL at parallel.pp = 1) */
   dt_pipe *pipe;     /* this rank's stage's schedule (NULL at parallel.pp = 1) */
   dt_comm_t emb_comm; /* the first and last stages, for the tied token table's gradient */
-  float *d_tied;      /* (its elements) the exchange buffer of that gradient */
+  int tie_pairs;      /* emb_comm pairs the two copies: their gradients are summed in place */
+  float *d_tied;      /* (its elements) else the exchange buffer of that gradient */
   const int32_t *pipe_perm; /* this step's samples, for the pipeline's batches */
   dt_dp *dp;
   int is_root;      /* world rank 0: logs, metrics, checkpoint metadata */
@@ -394,18 +395,28 @@ static double parts_grad_sumsq(trainer *T, const float *grads) {
 
 /* Pipeline parallelism: the token table is held by the first stage (the
  * embedding) and the last (the tied LM head), each with its own part of its
- * gradient; both need the sum, as one process has it. The data-parallel
- * ranks of both stages put the slice of it they own into a zeroed buffer of
- * the whole table (their slices partition it on each stage), one all-reduce
- * over all of them gives every rank the sum, and each takes back the range
- * its optimizer updates. The copies then stay equal: same start (the
- * checkpoint or the seeded init), same gradient, same update. */
+ * gradient; both need the sum, as one process has it. Where a rank's
+ * optimizer range holds the whole reduced gradient (ZeRO-0, or one
+ * data-parallel rank), the two copies' ranks sum it in place. Else the
+ * data-parallel ranks of both stages put the slice of it they own into a
+ * zeroed buffer of the whole table (their slices partition it on each
+ * stage), one all-reduce over all of them gives every rank the sum, and each
+ * takes back the range its optimizer updates. The copies then stay equal:
+ * same start (the checkpoint or the seeded init), same gradient, same
+ * update. */
 static void tie_embedding_grads(trainer *T, float *grads) {
   if (!T->emb_comm) return;
   dt_backend_t be = T->be;
   const dt_dp *dp = T->dp;
   const dt_param *p = &T->m->params[dt_model_find_param(T->m, "wte.weight")];
   const size_t lo = p->offset, hi = p->offset + p->count;
+  if (T->tie_pairs) {
+    dt_watchdog_enter("the all-reduce of the tied token table's gradient");
+    T->emb_comm->allreduce(T->emb_comm, grads + (lo - dp->opt_lo), grads + (lo - dp->opt_lo),
+                           p->count, DT_F32, DT_SUM);
+    dt_watchdog_leave();
+    return;
+  }
   be->memset0(be, T->d_tied, p->count * sizeof(float));
   size_t a = DT_MAX(lo, dp->own_lo), b = DT_MIN(hi, dp->own_hi);
   if (a < b) be->d2d(be, T->d_tied + (a - lo), grads + (a - dp->opt_lo), (b - a) * sizeof(float));
@@ -901,12 +912,19 @@ static void setup_comm(trainer *T) {
   if (T->grid.tp > 1) T->tp_comm = make_comm(T, kind, T->grid.tp_comm);
   if (T->grid.pp > 1) {
     T->pp_comm = make_comm(T, kind, T->grid.pp_comm);
-    /* the tied token table's two copies (first and last stage): every
-     * data-parallel rank of both stages, per tensor-parallel part */
+    /* the tied token table's two copies (first and last stage), per
+     * tensor-parallel part: where each rank's optimizer sees the whole
+     * gradient (ZeRO-0, or one data-parallel rank) the two ranks of a
+     * data-parallel position; else every data-parallel rank of both stages
+     * (tie_embedding_grads) */
     const dt_grid *g = &T->grid;
     int ends = g->pp_rank == 0 || g->pp_rank == g->pp - 1;
+    T->tie_pairs = T->cfg->parallel_zero == 0 || g->dp == 1;
     MPI_Comm emb;
-    MPI_Comm_split(MPI_COMM_WORLD, ends ? g->tp_rank : MPI_UNDEFINED, g->rank, &emb);
+    MPI_Comm_split(MPI_COMM_WORLD,
+                   !ends ? MPI_UNDEFINED : T->tie_pairs ? g->dp_rank * g->tp + g->tp_rank
+                                                        : g->tp_rank,
+                   g->rank, &emb);
     if (ends) {
       T->emb_comm = make_comm(T, kind, emb);
       MPI_Comm_free(&emb);
@@ -916,8 +934,17 @@ static void setup_comm(trainer *T) {
     printf("data parallel: %d ranks over %s\n", T->grid.dp, T->comm->kind);
   if (T->is_root && T->tp_comm)
     printf("tensor parallel: %d ranks over %s\n", T->grid.tp, T->tp_comm->kind);
-  if (T->is_root && T->pp_comm)
-    printf("pipeline parallel: %d stages over %s\n", T->grid.pp, T->pp_comm->kind);
+  if (T->is_root && T->pp_comm) {
+    /* what the schedule leaves idle: (pp-1) of the M+pp-1 slots a stage
+     * takes per step */
+    const long M = (long)(T->rank_batch / T->micro), P = T->grid.pp;
+    printf("pipeline parallel: %ld stages over %s; %ld micro-batch%s a step, so each stage "
+           "idles %.0f%% of it in the 1F1B bubble, (pp-1)/(M+pp-1)\n", P, T->pp_comm->kind, M,
+           M == 1 ? "" : "es", 100.0 * (double)(P - 1) / (double)(M + P - 1));
+    if (M < P)
+      printf("note: fewer micro-batches a step than stages: raise train.batch_size or lower "
+             "train.micro_batch_size\n");
+  }
 }
 
 /* Rank 0 prints what each rank keeps, in bytes, after the first step (when
@@ -930,7 +957,7 @@ static void setup_comm(trainer *T) {
 static void print_memory(trainer *T) {
   size_t pb, gb, ob;
   dt_dp_memory(T->dp, T->nstates, &pb, &gb, &ob);
-  /* the first and last pipeline stages also keep the token table's
+  /* the first and last pipeline stages may also keep the token table's
    * gradient exchange buffer (tie_embedding_grads) */
   if (T->d_tied)
     gb += T->m->params[dt_model_find_param(T->m, "wte.weight")].count * sizeof(float);
@@ -954,9 +981,9 @@ static void print_memory(trainer *T) {
     printf("  (grad scratch: the bucket buffers backward writes, reduce-scattered into the "
            "grads shard; the whole model's on one data-parallel rank)\n");
   if (T->grid.pp > 1)
-    printf("  (pipeline: activations for the micro-batches a stage keeps in flight; grads on "
-           "the first and last stages include a buffer of the token table's size, where the "
-           "two copies' gradients are summed)\n");
+    printf("  (pipeline: activations for the micro-batches a stage keeps in flight%s)\n",
+           T->tie_pairs ? "" : "; grads on the first and last stages include a buffer of the "
+                               "token table's size, where the two copies' gradients are summed");
   fflush(stdout);
   free(all);
 }
@@ -1088,7 +1115,7 @@ static void setup(trainer *T, const dt_config *c) {
     T->pipe = dt_calloc(1, sizeof *T->pipe);
     *T->pipe = (dt_pipe){T->pp_comm, T->m, T->dp, T->grid.pp_rank, T->grid.pp};
   }
-  if (T->emb_comm) {
+  if (T->emb_comm && !T->tie_pairs) {
     const dt_param *wte = &T->m->params[dt_model_find_param(T->m, "wte.weight")];
     T->d_tied = T->be->alloc(T->be, wte->count * sizeof(float));
   }

@@ -25,7 +25,9 @@ MICRO=2 STEPS=10 # layout_run's defaults here: 4 micro-batches a step, 10 steps
 
 check "one process" layout_run ref 1
 check "pp=2 exits 0" layout_run pp2 2 parallel.pp=2
-check "pp=2 says so" grep -q "pipeline parallel: 2 stages over mpi" "$TMP/pp2.log"
+check "pp=2 says so, with its bubble (1 of 5 slots)" \
+  grep -q "pipeline parallel: 2 stages over mpi; 4 micro-batches a step, so each stage idles 20%" \
+  "$TMP/pp2.log"
 # held: the model line's count of rank 0's parameters against the table's
 held() {
   python3 - "$TMP/$1.log" "$2" "$3" <<'PY'
@@ -59,6 +61,8 @@ check "pp=4 matches one process" losses_close "$TMP/ref" "$TMP/pp4"
 # phase), and 1 through 2
 MICRO=4 check "one process, micro-batch 4" layout_run ref_m4 1
 MICRO=4 check "pp=4 with 2 micro-batches a step exits 0" layout_run pp4m4 4 parallel.pp=4
+check "... and is told it has fewer micro-batches than stages" \
+  grep -q "note: fewer micro-batches a step than stages" "$TMP/pp4m4.log"
 check "pp=4 with 2 micro-batches a step matches one process" \
   losses_close "$TMP/ref_m4" "$TMP/pp4m4"
 MICRO=8 check "one process, micro-batch 8" layout_run ref_m8 1
