@@ -1005,21 +1005,25 @@ static void import_weights(trainer *T, float *hp) {
   if (strcmp(T->m->family, "gpt") != 0)
     dt_die_user_all("[model] init_from = %s: only gpt models start from Hugging Face GPT-2 "
                     "weights (model.name = %s)", c->model_init_from, c->model_name);
-  /* the whole model is read, then each rank keeps its stage's tensors, or
-   * their parts under tensor parallelism */
+  /* a whole model is read in place; a part (tensor or pipeline
+   * parallelism) reads the whole model, then keeps its stage's tensors or
+   * their parts */
   const dt_model *m = T->m;
   int nwhole;
   size_t total;
   dt_param *whole = dt_gpt_whole_table(c, &nwhole, &total);
-  float *full = dt_malloc(total * sizeof(float));
+  const int part = m->tp_n > 1 || m->pp_n > 1;
+  float *full = part ? dt_malloc(total * sizeof(float)) : hp;
   if (dt_hf_gpt2_import(c->model_init_from, c, whole, nwhole, full, file, sizeof file, &err))
     dt_die_user_all("[model] init_from: %s", err.msg);
-  for (int i = 0; i < m->nparams; i++) {
-    int j = 0;
-    while (strcmp(whole[j].name, m->params[i].name)) j++; /* the stage's names are the model's */
-    dt_param_extract(&m->params[i], full + whole[j].offset, hp + m->params[i].offset);
+  if (part) {
+    for (int i = 0; i < m->nparams; i++) {
+      int j = 0;
+      while (strcmp(whole[j].name, m->params[i].name)) j++; /* stages keep the model's names */
+      dt_param_extract(&m->params[i], full + whole[j].offset, hp + m->params[i].offset);
+    }
+    free(full);
   }
-  free(full);
   free(whole);
   if (T->is_root) printf("init: %zu parameters from %s\n", total, file);
 }
