@@ -650,6 +650,10 @@ static int maybe_resume(trainer *T) {
  * rank must run as many evaluation forwards as the busiest one: a rank with
  * fewer runs the rest on a throwaway one-sample batch. mine = this rank's
  * forwards, most = the largest count over the group. */
+/* whether this rank holds the last pipeline stage (the losses): always
+ * without pipeline parallelism */
+static int last_stage(const trainer *T) { return T->grid.pp_rank == T->grid.pp - 1; }
+
 /* An evaluation forward of b (losses into d_losses): through the pipeline's
  * stages, in step with them, or the whole model. Returns whether this rank
  * has the losses (the last stage). */
@@ -659,7 +663,7 @@ static int eval_forward(trainer *T, const dt_batch *b) {
     return 1;
   }
   dt_pipe_forward(T->pipe, b, T->d_losses);
-  return T->grid.pp_rank == T->grid.pp - 1;
+  return last_stage(T);
 }
 
 static void eval_pad_forwards(trainer *T, int64_t mine, int64_t most) {
@@ -1117,7 +1121,7 @@ static void setup(trainer *T, const dt_config *c) {
   T->m->grad_hook_ctx = T->dp;
   if (T->pp_comm) {
     T->pipe = dt_calloc(1, sizeof *T->pipe);
-    *T->pipe = (dt_pipe){T->pp_comm, T->m, T->dp, T->grid.pp_rank, T->grid.pp};
+    *T->pipe = (dt_pipe){T->pp_comm, T->m, T->dp};
   }
   if (T->emb_comm && !T->tie_pairs) {
     const dt_param *wte = &T->m->params[dt_model_find_param(T->m, "wte.weight")];
@@ -1327,7 +1331,7 @@ static double train_step(trainer *T) {
     const size_t nl = (size_t)T->rank_batch * (size_t)T->seq; /* this rank's tokens */
     dt_pipe_train_step(T->pipe, T->rank_batch / T->micro, dscale, pipe_train_batch, T,
                        T->d_losses, (size_t)T->micro * (size_t)T->seq);
-    if (T->grid.pp_rank == T->grid.pp - 1) { /* the losses of the whole step, read once */
+    if (last_stage(T)) { /* the losses of the whole step, read once */
       be->d2h(be, T->h_losses, T->d_losses, nl * sizeof(float));
       for (size_t i = 0; i < nl; i++) loss_sum += T->h_losses[i];
     }

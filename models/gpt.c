@@ -90,7 +90,7 @@ typedef struct gpt {
   int l0, nl, first, last;   /* this stage's blocks [l0, l0+nl); holds the embeddings,
                               * the head (whole model: 0, L, 1, 1) */
   int p_wte, p_wpe, p_blk0, p_lnf; /* indices in this stage's table, -1 when absent */
-  int nslots, slot;          /* micro-batches whose activations are kept; the one at hand */
+  int slot;                  /* the activation slot at hand, of m.nslots */
   int head_slot;             /* last stage: the slot whose d lnf is in scratch, or -1 */
   int NHl, Cl, Fl;           /* this rank's heads, their width NHl*HS, and MLP hidden units */
   int v0, Vl;                /* this rank's vocabulary ids [v0, v0+Vl) (0, V: whole) */
@@ -502,7 +502,7 @@ static const float *gpt_forward_backward(dt_model *m, const dt_batch *b, float *
 /* ---- pipeline stages (model.h) ---- */
 
 static void use_slot(gpt *G, int slot, const char *who) {
-  if (slot < 0 || slot >= G->nslots)
+  if (slot < 0 || slot >= G->m.nslots)
     dt_fatal("gpt", "activation slot out of range", __FILE__, __LINE__, __func__, who);
   G->slot = slot;
 }
@@ -589,7 +589,7 @@ static void gpt_destroy(dt_model *m) {
     for (size_t i = 0; i < DT_ARRAY_LEN(bufs); i++)
       if (bufs[i]) be->free(be, bufs[i]);
   }
-  for (int l = 0; l < G->nslots * (G->nl + 1); l++) be->free(be, G->res[l]);
+  for (int l = 0; l < m->nslots * (G->nl + 1); l++) be->free(be, G->res[l]);
   void *bufs[] = {G->lnf,  G->lnf_mean, G->lnf_rstd, G->logits, G->dlogits, G->scratch,
                   G->dres, G->dqkv,     G->dfch,     G->hpre,   G->hbuf,     G->dbranch,
                   G->vstats, G->vstats_all, m->g};
@@ -819,7 +819,7 @@ dt_model *dt_gpt_create(const dt_config *cfg, dt_backend_t be, int max_batch,
   dt_gpt_stage_blocks(cfg, pp_n, pp_r, &G->l0, &G->nl);
   G->first = pp_r == 0;
   G->last = pp_r == pp_n - 1;
-  G->nslots = m->nslots = pp_n > 1 ? part->nslots : 1;
+  m->nslots = pp_n > 1 ? part->nslots : 1;
   G->head_slot = -1;
   G->NHl = G->NH / tp_n;
   G->Cl = G->C / tp_n;
@@ -841,10 +841,10 @@ dt_model *dt_gpt_create(const dt_config *cfg, dt_backend_t be, int max_batch,
   /* a micro-batch between its forward and backward keeps its slot's
    * residual stream and block activations (one shared set under recompute =
    * block, whose backward replays each block from the residual stream) */
-  G->nacts = G->recompute == RC_BLOCK ? 1 : G->nslots * G->nl;
+  G->nacts = G->recompute == RC_BLOCK ? 1 : m->nslots * G->nl;
   G->acts = dt_calloc((size_t)G->nacts, sizeof *G->acts);
-  G->res = dt_calloc((size_t)G->nslots * (G->nl + 1), sizeof *G->res);
-  for (int l = 0; l < G->nslots * (G->nl + 1); l++) G->res[l] = act_alloc(m, BT * C);
+  G->res = dt_calloc((size_t)m->nslots * (G->nl + 1), sizeof *G->res);
+  for (int l = 0; l < m->nslots * (G->nl + 1); l++) G->res[l] = act_alloc(m, BT * C);
   for (int l = 0; l < G->nacts; l++) {
     gpt_block_acts *a = &G->acts[l];
     a->ln1 = act_alloc_t(m, BT * C, G->at);

@@ -17,8 +17,8 @@ static size_t act_count(const dt_pipe *p, const dt_batch *b) {
   return (size_t)b->n * (size_t)b->t * (size_t)p->m->stage_width;
 }
 
-static int first(const dt_pipe *p) { return p->stage == 0; }
-static int last(const dt_pipe *p) { return p->stage == p->nstages - 1; }
+static int first(const dt_pipe *p) { return p->comm->rank == 0; }
+static int last(const dt_pipe *p) { return p->comm->rank == p->comm->size - 1; }
 
 /* One exchange with the neighbours: send (sbuf, to `to`) and receive (rbuf,
  * from `from`), either half skipped when its peer is < 0. */
@@ -32,8 +32,8 @@ static void exchange(dt_pipe *p, const float *sbuf, size_t sn, int to, float *rb
   dt_watchdog_leave();
 }
 
-static int prev_stage(const dt_pipe *p) { return first(p) ? -1 : p->stage - 1; }
-static int next_stage(const dt_pipe *p) { return last(p) ? -1 : p->stage + 1; }
+static int prev_stage(const dt_pipe *p) { return first(p) ? -1 : p->comm->rank - 1; }
+static int next_stage(const dt_pipe *p) { return last(p) ? -1 : p->comm->rank + 1; }
 
 static void recv_forward(dt_pipe *p, const dt_batch *b, int slot) {
   exchange(p, NULL, 0, -1, first(p) ? NULL : p->m->stage_input(p->m, slot), act_count(p, b),
@@ -88,7 +88,8 @@ void dt_pipe_train_step(dt_pipe *p, int64_t nmicro, float dscale, dt_pipe_batch_
   dt_model *m = p->m;
   step_ctx s = {p, nmicro, dscale, batch, ctx, losses, stride, NULL};
   s.b = dt_calloc((size_t)m->nslots, sizeof *s.b);
-  const int64_t warm = DT_MIN(p->nstages - p->stage - 1, nmicro), steady = nmicro - warm;
+  const int64_t warm = DT_MIN(p->comm->size - p->comm->rank - 1, nmicro);
+  const int64_t steady = nmicro - warm;
   if (warm + 1 > m->nslots && steady > 0)
     dt_fatal("pipeline", "fewer activation slots than micro-batches in flight", __FILE__,
              __LINE__, __func__, "dt_pipe_train_step");

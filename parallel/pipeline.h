@@ -19,7 +19,6 @@ typedef struct dt_pipe {
   dt_comm_t comm;  /* the pipeline group; stage s is its rank s */
   dt_model *m;     /* this rank's stage */
   dt_dp *dp;       /* the stage's data-parallel engine (bucket reductions) */
-  int stage, nstages;
 } dt_pipe;
 
 /* The number of activation slots stage `stage` of `nstages` needs for
