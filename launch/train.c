@@ -885,8 +885,8 @@ static void setup_parallel(trainer *T) {
   if (T->grid.size > 1) dt_watchdog_start();
 }
 
-/* the model's tensor-parallel all-reduce and all-gather (m->tp_allreduce,
- * m->tp_allgather) */
+/* the model's tensor-parallel collectives (m->tp_allreduce, tp_allgather,
+ * tp_reduce_scatter) */
 static void tp_allreduce(void *ctx, float *x, size_t n) {
   dt_comm_t c = ctx;
   dt_watchdog_enter("a tensor-parallel all-reduce");
@@ -894,10 +894,17 @@ static void tp_allreduce(void *ctx, float *x, size_t n) {
   dt_watchdog_leave();
 }
 
-static void tp_allgather(void *ctx, const float *send, float *recv, size_t n) {
+static void tp_allgather(void *ctx, const void *send, void *recv, size_t n, dt_dtype t) {
   dt_comm_t c = ctx;
   dt_watchdog_enter("a tensor-parallel all-gather");
-  c->allgather(c, send, recv, n, DT_F32);
+  c->allgather(c, send, recv, n, t);
+  dt_watchdog_leave();
+}
+
+static void tp_reduce_scatter(void *ctx, const float *send, float *recv, size_t n) {
+  dt_comm_t c = ctx;
+  dt_watchdog_enter("a tensor-parallel reduce-scatter");
+  c->reduce_scatter(c, send, recv, n, DT_F32, DT_SUM);
   dt_watchdog_leave();
 }
 
@@ -937,7 +944,9 @@ static void setup_comm(trainer *T) {
   if (T->is_root && T->grid.dp > 1)
     printf("data parallel: %d ranks over %s\n", T->grid.dp, T->comm->kind);
   if (T->is_root && T->tp_comm)
-    printf("tensor parallel: %d ranks over %s\n", T->grid.tp, T->tp_comm->kind);
+    printf("tensor parallel: %d ranks over %s%s\n", T->grid.tp, T->tp_comm->kind,
+           T->cfg->parallel_sequence_parallel ? ", sequence parallel (each rank holds 1/tp of the "
+                                           "residual stream's tokens)" : "");
   if (T->is_root && T->pp_comm) {
     /* what the schedule leaves idle: (pp-1) of the M+pp-1 slots a stage
      * takes per step */
@@ -1107,6 +1116,7 @@ static void setup(trainer *T, const dt_config *c) {
   if (!T->m) dt_die_user_all("%s", err.msg);
   T->m->tp_allreduce = tp_allreduce;
   T->m->tp_allgather = tp_allgather;
+  T->m->tp_reduce_scatter = tp_reduce_scatter;
   T->m->tp_ctx = T->tp_comm;
   T->seq = T->lm ? T->m->max_t : 0;
   load_data(T);
@@ -1441,9 +1451,10 @@ int dt_train(const dt_config *c) {
       int n;
       free(dt_gpt_whole_table(c, &n, &nwhole));
     }
-    char split[256] = "", tps[64] = "", pps[96] = "";
+    char split[256] = "", tps[96] = "", pps[96] = "";
     if (T->grid.tp > 1)
-      snprintf(tps, sizeof tps, "tp %d splits heads, MLP units and vocabulary", T->grid.tp);
+      snprintf(tps, sizeof tps, "tp %d splits heads, MLP units and vocabulary%s", T->grid.tp,
+               c->parallel_sequence_parallel ? ", sp the tokens" : "");
     if (T->grid.pp > 1) { /* "pp 3 stages of 2+1+1 blocks" */
       int n = snprintf(pps, sizeof pps, "pp %d stages of ", T->grid.pp), l0, nl;
       for (int r = 0; r < T->grid.pp && n < (int)sizeof pps; r++) {

@@ -26,6 +26,20 @@
  * row), and d lnf is summed over the parts. The position embedding and the
  * LayerNorms are whole on every rank, which compute them alike.
  *
+ * Sequence parallelism (parallel.sequence_parallel, with tp_n > 1) splits,
+ * as Megatron-LM's does, what tensor parallelism leaves whole: a rank
+ * keeps rows [r0, r0+Rl) of the step's n*t tokens (Rl = n*t/tp_n) of the
+ * residual stream, the LayerNorms, dropout and the stage's input and
+ * output. A LayerNorm's output is all-gathered before the column-parallel
+ * GEMM that reads it (and again in backward, so only the rank's rows are
+ * kept), a row-parallel layer's output is reduce-scattered instead of
+ * all-reduced, and in backward the conjugates: the gradient entering a
+ * row-parallel layer is all-gathered, the one leaving a column-parallel
+ * layer reduce-scattered. The LayerNorm weights' gradients then cover a
+ * rank's rows only, so each LayerNorm's (2C floats) is summed over the
+ * parts before it is added; the row-parallel biases and wpe see the
+ * gathered, whole gradient and need nothing.
+ *
  * Pipeline parallelism (pp_n > 1) gives stage pp_r the blocks
  * [l0, l0+nl) (the layers split as evenly as they go, earlier stages taking
  * the extra ones); the first stage also holds the embeddings, the last ln_f
@@ -67,7 +81,9 @@ enum {
  * re-runs the block's forward before its backward. */
 enum { RC_NONE, RC_MLP, RC_BLOCK };
 
-/* What one block keeps for the backward, each at (max_batch * max_t) rows.
+/* What one block keeps for the backward, each at (max_batch * max_t) rows;
+ * under sp ln1, ln2, mid and the LayerNorm statistics (and the residual
+ * stream, dres, dbranch, lnf) at this rank's 1/tp of them.
  * Under recompute = block there is one set, shared by all blocks. The void
  * pointers are of the model's operand type G->at. */
 typedef struct gpt_block_acts {
@@ -96,6 +112,15 @@ typedef struct gpt {
   int v0, Vl;                /* this rank's vocabulary ids [v0, v0+Vl) (0, V: whole) */
   float *vstats, *vstats_all; /* tensor parallelism: the classifier's row statistics,
                                * this part's (chunk,3) and every part's (tp_n,chunk,3) */
+  int sp;                    /* sequence parallelism (tp_n > 1 only) */
+  int Rl, r0;                /* the micro-batch at hand's rows of the residual stream on
+                              * this rank: [r0, r0+Rl) of n*t (0, n*t without sp) */
+  void *lng;                 /* sp: (BT,C) a LayerNorm output gathered, type at */
+  float *gfull;              /* sp: (BT,C) a gradient gathered from every part's rows */
+  float *sh;                 /* sp: (BT/tp,C) this rank's rows of a summed output */
+  float *lngrad;             /* sp: (2C) a LayerNorm's weight and bias gradient */
+  const float *dlnf;         /* d lnf of this rank's rows, where the classifier left it
+                              * (scratch, or sh under sp) */
   int recompute;             /* RC_* */
   float dropout;             /* [model] dropout */
   dt_dtype at;               /* the type of the activations only GEMMs read: bf16 under
@@ -148,14 +173,16 @@ static int next_ln_param(const gpt *G, int l) {
  * backward and any recompute regenerate the forward's mask. ---- */
 
 static uint64_t drop_offset(const gpt *G, const dt_batch *b, int site) {
-  return ((uint64_t)site << 44) + (uint64_t)b->sample0 * (uint64_t)b->t * (uint64_t)G->C;
+  return ((uint64_t)site << 44) + ((uint64_t)b->sample0 * (uint64_t)b->t + (uint64_t)G->r0) *
+                                      (uint64_t)G->C;
 }
 
-/* x (BT,C) = dropout(x) in place; nothing when not training or p = 0 */
+/* x (Rl,C), this rank's rows of the residual stream, = dropout(x) in place;
+ * nothing when not training or p = 0 */
 static void drop_forward(gpt *G, int site, float *x) {
   const dt_batch *b = G->drop_b;
   if (G->drop_p <= 0.0f) return;
-  G->m.be->k->dropout_forward(G->m.be->ctx, x, x, (size_t)b->n * b->t * G->C, G->drop_p,
+  G->m.be->k->dropout_forward(G->m.be->ctx, x, x, (size_t)G->Rl * G->C, G->drop_p,
                               b->seed, drop_offset(G, b, site));
 }
 
@@ -164,7 +191,7 @@ static void drop_forward(gpt *G, int site, float *x) {
 static const float *drop_backward(gpt *G, int site, const float *dres) {
   const dt_batch *b = G->drop_b;
   if (G->drop_p <= 0.0f) return dres;
-  G->m.be->k->dropout_backward(G->m.be->ctx, G->dbranch, dres, (size_t)b->n * b->t * G->C,
+  G->m.be->k->dropout_backward(G->m.be->ctx, G->dbranch, dres, (size_t)G->Rl * G->C,
                                G->drop_p, b->seed, drop_offset(G, b, site));
   return G->dbranch;
 }
@@ -177,6 +204,62 @@ static const float *row_bias(gpt *G, int p) {
   return G->m.tp_r == 0 ? dt_model_param(&G->m, p + 1) : NULL;
 }
 
+/* ---- where tensor parallelism meets the residual stream ---- */
+
+/* The input of a column-parallel GEMM, x (Rl,C) of type at: x itself, or
+ * under sp every part's rows of it gathered into lng (BT,C). */
+static const void *col_input(gpt *G, const void *x) {
+  if (!G->sp) return x;
+  G->m.tp_allgather(G->m.tp_ctx, x, G->lng, (size_t)G->Rl * G->C, G->at);
+  return G->lng;
+}
+
+/* A row-parallel layer's output y (BT,C), this part's term: summed over
+ * the parts in place, or under sp reduce-scattered into this rank's rows
+ * (sh). Returns the (Rl,C) rows of the sum this rank holds. The gradient
+ * leaving a column-parallel layer, d input (BT,C), takes the same path. */
+static float *row_output(gpt *G, float *y, int BT) {
+  if (!G->sp) {
+    dt_model_tp_sum(&G->m, y, (size_t)BT * G->C);
+    return y;
+  }
+  G->m.tp_reduce_scatter(G->m.tp_ctx, y, G->sh, (size_t)G->Rl * G->C);
+  return G->sh;
+}
+
+/* The gradient entering a row-parallel layer, d (Rl,C): under sp every
+ * part's rows gathered into gfull (BT,C). */
+static const float *row_grad_input(gpt *G, const float *d) {
+  if (!G->sp) return d;
+  G->m.tp_allgather(G->m.tp_ctx, d, G->gfull, (size_t)G->Rl * G->C, DT_F32);
+  return G->gfull;
+}
+
+/* The backward of LayerNorm p (weight p, bias p+1) over this rank's rows:
+ * dinp += d inp, and the parameters' gradients, which under sp cover this
+ * rank's rows only and are summed over the parts before they are added. */
+static void ln_backward(gpt *G, int p, float *dinp, const float *dout, const float *inp,
+                        const float *mean, const float *rstd) {
+  dt_model *m = &G->m;
+  const dt_kernels *k = m->be->k;
+  const int C = G->C;
+  dt_model_fetch(m, p, 2);
+  if (!G->sp) {
+    k->layernorm_backward(m->be->ctx, dinp, dt_model_grad(m, p), dt_model_grad(m, p + 1), dout,
+                          inp, dt_model_param(m, p), mean, rstd, G->Rl, C);
+  } else {
+    m->be->memset0(m->be, G->lngrad, 2 * (size_t)C * sizeof(float));
+    k->layernorm_backward(m->be->ctx, dinp, G->lngrad, G->lngrad + C, dout, inp,
+                          dt_model_param(m, p), mean, rstd, G->Rl, C);
+    m->tp_allreduce(m->tp_ctx, G->lngrad, 2 * (size_t)C);
+    k->axpy(m->be->ctx, dt_model_grad(m, p), 1.0f, G->lngrad, (size_t)C);
+    k->axpy(m->be->ctx, dt_model_grad(m, p + 1), 1.0f, G->lngrad + C, (size_t)C);
+  }
+  dt_model_release(m, p, 2);
+  dt_model_grad_ready(m, p);
+  dt_model_grad_ready(m, p + 1);
+}
+
 /* Block l from its ln1 (already normalised) to mid = res[l] + drop(attn) and
  * ln2 = LN(mid): the forward, and under recompute = block its replay. */
 static void attn_forward(gpt *G, const dt_batch *b, int l) {
@@ -186,8 +269,9 @@ static void attn_forward(gpt *G, const dt_batch *b, int l) {
   const int BT = b->n * b->t, C = G->C, HS = C / G->NH, Cl = G->Cl;
   gpt_block_acts *a = blk(G, l);
   int p = block_param(G, l, L_QKVW);
+  const void *x = col_input(G, a->ln1);
   dt_model_fetch(m, p, 2);
-  k->linear_forward(ctx, a->qkv, G->at, a->ln1, G->at, W(p), W(p + 1), BT, C, 3 * Cl);
+  k->linear_forward(ctx, a->qkv, G->at, x, G->at, W(p), W(p + 1), BT, C, 3 * Cl);
   dt_model_release(m, p, 2);
   k->attention_forward(ctx, a->atty, a->lse, a->qkv, dt_elem(a->qkv, G->at, Cl),
                        dt_elem(a->qkv, G->at, 2 * (size_t)Cl), G->at, b->n, b->t, b->t, G->NHl,
@@ -196,21 +280,22 @@ static void attn_forward(gpt *G, const dt_batch *b, int l) {
   dt_model_fetch(m, p, 2);
   k->linear_forward(ctx, G->scratch, DT_F32, a->atty, G->at, W(p), row_bias(G, p), BT, Cl, C);
   dt_model_release(m, p, 2);
-  dt_model_tp_sum(m, G->scratch, (size_t)BT * C);
-  drop_forward(G, 1 + 2 * l, G->scratch);
+  float *y = row_output(G, G->scratch, BT);
+  drop_forward(G, 1 + 2 * l, y);
   p = block_param(G, l, L_LN2W);
   dt_model_fetch(m, p, 2);
   k->residual_layernorm_forward(ctx, a->mid, a->ln2, G->at, a->ln2_mean, a->ln2_rstd, RES(G, l),
-                                G->scratch, W(p), W(p + 1), BT, C, GPT_LN_EPS);
+                                y, W(p), W(p + 1), G->Rl, C, GPT_LN_EPS);
   dt_model_release(m, p, 2);
 }
 
-/* c_fc then GELU of block l's ln2, one fused GEMM on the GPU, into
- * fch/fch_gelu (none) or hpre/hbuf (recompute). Returns GELU's output.
+/* c_fc then GELU of block l's ln2 (x: col_input of it), one fused GEMM on
+ * the GPU, into fch/fch_gelu (none) or hpre/hbuf (recompute). Returns
+ * GELU's output.
  * Recompute makes the very same call, so the GPU's epilogue GELU gives the
  * same bits the second time: an elementwise GELU after a plain GEMM could
  * round differently. */
-static void *mlp_hidden_forward(gpt *G, int BT, int l) {
+static void *mlp_hidden_forward(gpt *G, int BT, int l, const void *x) {
   dt_model *m = &G->m;
   const dt_kernels *k = m->be->k;
   gpt_block_acts *a = blk(G, l);
@@ -218,7 +303,7 @@ static void *mlp_hidden_forward(gpt *G, int BT, int l) {
   void *out = a->fch ? a->fch_gelu : G->hbuf;
   dt_model_fetch(m, p, 2);
   k->linear_act_forward(m->be->ctx, DT_ACT_GELU_TANH, out, a->fch ? a->fch : G->hpre, G->at,
-                        a->ln2, G->at, W(p), W(p + 1), BT, C, G->Fl);
+                        x, G->at, W(p), W(p + 1), BT, C, G->Fl);
   dt_model_release(m, p, 2);
   return out;
 }
@@ -237,9 +322,13 @@ static void gpt_forward(gpt *G, const dt_batch *b) {
     dt_model_fetch(m, G->p_wte, 2);
     const float *wte = W(G->p_wte), *wpe = W(G->p_wpe);
     if (G->m.tp_n > 1) { /* this part's rows, wpe added once, then the parts summed */
-      k->embedding_forward_part(ctx, x0, b->tokens, wte, G->m.tp_r ? NULL : wpe, b->n, b->t, C,
+      float *e = G->sp ? G->scratch : x0; /* sp: every row, then this rank's rows summed */
+      k->embedding_forward_part(ctx, e, b->tokens, wte, G->m.tp_r ? NULL : wpe, b->n, b->t, C,
                                 G->v0, G->Vl);
-      dt_model_tp_sum(m, x0, (size_t)BT * C);
+      if (G->sp)
+        m->tp_reduce_scatter(m->tp_ctx, e, x0, (size_t)G->Rl * C);
+      else
+        dt_model_tp_sum(m, x0, (size_t)BT * C);
     } else {
       k->embedding_forward(ctx, x0, b->tokens, wte, wpe, b->n, b->t, C, G->V);
     }
@@ -249,21 +338,21 @@ static void gpt_forward(gpt *G, const dt_batch *b) {
   int p = block_param(G, l0, L_LN1W);
   dt_model_fetch(m, p, 2);
   k->layernorm_forward(ctx, blk(G, l0)->ln1, G->at, blk(G, l0)->ln1_mean, blk(G, l0)->ln1_rstd,
-                       x0, W(p), W(p + 1), BT, C, GPT_LN_EPS);
+                       x0, W(p), W(p + 1), G->Rl, C, GPT_LN_EPS);
   dt_model_release(m, p, 2);
 
   for (int l = l0; l < lend; l++) {
     attn_forward(G, b, l);
-    const void *h = mlp_hidden_forward(G, BT, l);
+    const void *h = mlp_hidden_forward(G, BT, l, col_input(G, blk(G, l)->ln2));
     p = block_param(G, l, L_MPROJW);
     dt_model_fetch(m, p, 2);
     k->linear_forward(ctx, G->scratch, DT_F32, h, G->at, W(p), row_bias(G, p), BT, G->Fl, C);
     dt_model_release(m, p, 2);
-    dt_model_tp_sum(m, G->scratch, (size_t)BT * C);
-    drop_forward(G, 2 + 2 * l, G->scratch);
+    float *y = row_output(G, G->scratch, BT);
+    drop_forward(G, 2 + 2 * l, y);
     if (l + 1 == lend && !G->last) { /* the stage's output: the plain residual sum */
-      m->be->d2d(m->be, RES(G, lend), blk(G, l)->mid, (size_t)BT * C * sizeof(float));
-      k->axpy(ctx, RES(G, lend), 1.0f, G->scratch, (size_t)BT * C);
+      m->be->d2d(m->be, RES(G, lend), blk(G, l)->mid, (size_t)G->Rl * C * sizeof(float));
+      k->axpy(ctx, RES(G, lend), 1.0f, y, (size_t)G->Rl * C);
       break;
     }
     /* the second residual add is fused with the LayerNorm that follows it;
@@ -275,8 +364,8 @@ static void gpt_forward(gpt *G, const dt_batch *b) {
     dt_model_fetch(m, p, 2);
     k->residual_layernorm_forward(ctx, RES(G, l + 1), last ? G->lnf : nx->ln1, G->at,
                                   last ? G->lnf_mean : nx->ln1_mean,
-                                  last ? G->lnf_rstd : nx->ln1_rstd, blk(G, l)->mid, G->scratch,
-                                  W(p), W(p + 1), BT, C, GPT_LN_EPS);
+                                  last ? G->lnf_rstd : nx->ln1_rstd, blk(G, l)->mid, y, W(p),
+                                  W(p + 1), G->Rl, C, GPT_LN_EPS);
     dt_model_release(m, p, 2);
   }
 }
@@ -290,6 +379,7 @@ static void gpt_forward(gpt *G, const dt_batch *b) {
  * d lnf, summed over the parts once every chunk is done. */
 static const float *classifier_part(gpt *G, const dt_batch *b, float *losses, float dscale,
                                     float *dln) {
+  const void *lnf = col_input(G, G->lnf); /* under sp every rank's rows */
   dt_model *m = &G->m;
   const dt_kernels *k = m->be->k;
   void *ctx = m->be->ctx;
@@ -297,10 +387,10 @@ static const float *classifier_part(gpt *G, const dt_batch *b, float *losses, fl
   dt_model_fetch(m, G->p_wte, 1);
   for (int r0 = 0; r0 < BT; r0 += G->chunk) {
     const int R = DT_MIN(G->chunk, BT - r0);
-    const void *x = dt_elem(G->lnf, G->at, (size_t)r0 * C);
+    const void *x = dt_elem(lnf, G->at, (size_t)r0 * C);
     k->lm_head_forward(ctx, G->logits, G->at, Vl, x, G->at, W(G->p_wte), R, C, Vl);
     k->softmax_xent_part_stats(ctx, G->vstats, G->logits, G->at, b->y + r0, R, Vl, Vl, G->v0);
-    m->tp_allgather(m->tp_ctx, G->vstats, G->vstats_all, (size_t)R * 3);
+    m->tp_allgather(m->tp_ctx, G->vstats, G->vstats_all, (size_t)R * 3, DT_F32);
     k->softmax_xent_part(ctx, losses ? losses + r0 : NULL, dscale != 0.0f ? G->logits : NULL,
                          G->logits, G->at, b->y + r0, G->vstats_all, G->m.tp_n, R, Vl, Vl, G->v0,
                          G->V, dscale);
@@ -309,7 +399,7 @@ static const float *classifier_part(gpt *G, const dt_batch *b, float *losses, fl
                          W(G->p_wte), R, C, Vl);
   }
   dt_model_release(m, G->p_wte, 1);
-  if (dscale != 0.0f) dt_model_tp_sum(m, dln, (size_t)BT * C);
+  if (dscale != 0.0f) G->dlnf = row_output(G, dln, BT);
   return NULL;
 }
 
@@ -329,6 +419,7 @@ static const float *gpt_classifier(gpt *G, const dt_batch *b, float *losses, flo
   void *ctx = m->be->ctx;
   const int BT = b->n * b->t, C = G->C, V = G->V;
   if (G->m.tp_n > 1) return classifier_part(G, b, losses, dscale, dln);
+  G->dlnf = dln;
   dt_model_fetch(m, G->p_wte, 1);
   for (int r0 = 0; r0 < BT; r0 += G->chunk) {
     const int R = DT_MIN(G->chunk, BT - r0);
@@ -347,19 +438,21 @@ static const float *gpt_classifier(gpt *G, const dt_batch *b, float *losses, flo
 }
 #define READY2(i) dt_model_grad_ready(m, i), dt_model_grad_ready(m, (i) + 1)
 
-/* The MLP of block l backward: dres is d res[l+1]; leaves d ln2 in dln.
+/* The MLP of block l backward: dres is d res[l+1] (this rank's rows);
+ * returns d ln2 of this rank's rows (dln, or sh under sp).
  * c_proj's d input and GELU's backward are one call (one fused GEMM on the
  * GPU): dfch = (dout @ W) * GELU'(fch). Without a kept hidden, the hidden
  * is first recomputed into hpre/hbuf by the forward's own call, so every
  * mode gives the same bits. */
-static void mlp_backward(gpt *G, int BT, int l, const float *dres, float *dln) {
+static const float *mlp_backward(gpt *G, int BT, int l, const float *dres, float *dln) {
   dt_model *m = &G->m;
   const dt_kernels *k = m->be->k;
   void *ctx = m->be->ctx;
   gpt_block_acts *a = blk(G, l);
   const int C = G->C;
-  const float *dout = drop_backward(G, 2 + 2 * l, dres);
-  const void *h = a->fch ? a->fch_gelu : mlp_hidden_forward(G, BT, l);
+  const float *dout = row_grad_input(G, drop_backward(G, 2 + 2 * l, dres));
+  const void *x = col_input(G, a->ln2);
+  const void *h = a->fch ? a->fch_gelu : mlp_hidden_forward(G, BT, l, x);
   const void *pre = a->fch ? a->fch : G->hpre;
   int p = block_param(G, l, L_MPROJW);
   dt_model_fetch(m, p, 2);
@@ -369,11 +462,10 @@ static void mlp_backward(gpt *G, int BT, int l, const float *dres, float *dln) {
   READY2(p);
   p = block_param(G, l, L_FCW);
   dt_model_fetch(m, p, 2);
-  k->linear_backward(ctx, dln, GW(p), GW(p + 1), G->dfch, G->at, a->ln2, G->at, W(p), BT, C,
-                     G->Fl);
+  k->linear_backward(ctx, dln, GW(p), GW(p + 1), G->dfch, G->at, x, G->at, W(p), BT, C, G->Fl);
   dt_model_release(m, p, 2);
   READY2(p);
-  dt_model_tp_sum(m, dln, (size_t)BT * C);
+  return row_output(G, dln, BT);
 }
 
 /* Parameter gradients accumulate (dt_model_grad); each parameter is announced
@@ -392,12 +484,8 @@ static void gpt_backward(gpt *G, const dt_batch *b) {
    * embedding's backward (on a later stage than the first: now) */
   int p = G->p_lnf;
   if (G->last) {
-    m->be->memset0(m->be, dres, (size_t)BT * C * sizeof(float));
-    dt_model_fetch(m, p, 2);
-    k->layernorm_backward(ctx, dres, GW(p), GW(p + 1), dln, RES(G, G->l0 + G->nl), W(p),
-                          G->lnf_mean, G->lnf_rstd, BT, C);
-    dt_model_release(m, p, 2);
-    READY2(p);
+    m->be->memset0(m->be, dres, (size_t)G->Rl * C * sizeof(float));
+    ln_backward(G, p, dres, G->dlnf, RES(G, G->l0 + G->nl), G->lnf_mean, G->lnf_rstd);
     if (!G->first) dt_model_grad_ready(m, G->p_wte);
   }
 
@@ -409,20 +497,15 @@ static void gpt_backward(gpt *G, const dt_batch *b) {
       p = block_param(G, l, L_LN1W);
       dt_model_fetch(m, p, 2);
       k->layernorm_forward(ctx, a->ln1, G->at, a->ln1_mean, a->ln1_rstd, RES(G, l), W(p),
-                           W(p + 1), BT, C, GPT_LN_EPS);
+                           W(p + 1), G->Rl, C, GPT_LN_EPS);
       dt_model_release(m, p, 2);
       attn_forward(G, b, l);
     }
     /* dres is d res[l+1] = d mid + d (mlp output) */
-    mlp_backward(G, BT, l, dres, dln);
-    p = block_param(G, l, L_LN2W);
-    dt_model_fetch(m, p, 2);
-    k->layernorm_backward(ctx, dres, GW(p), GW(p + 1), dln, a->mid, W(p), a->ln2_mean,
-                          a->ln2_rstd, BT, C);
-    dt_model_release(m, p, 2);
-    READY2(p);
+    const float *d = mlp_backward(G, BT, l, dres, dln);
+    ln_backward(G, block_param(G, l, L_LN2W), dres, d, a->mid, a->ln2_mean, a->ln2_rstd);
     /* dres is now d mid = d res[l] + d (attention output) */
-    const float *dout = drop_backward(G, 1 + 2 * l, dres);
+    const float *dout = row_grad_input(G, drop_backward(G, 1 + 2 * l, dres));
     p = block_param(G, l, L_APROJW);
     dt_model_fetch(m, p, 2);
     k->linear_backward(ctx, dln, GW(p), GW(p + 1), dout, DT_F32, a->atty, G->at, W(p), BT, Cl,
@@ -434,29 +517,26 @@ static void gpt_backward(gpt *G, const dt_batch *b) {
                           a->atty, G->at, a->lse, b->n, b->t, b->t, G->NHl, HS, 3 * Cl, 3 * Cl, 1,
                           NULL, 1.0f / sqrtf((float)HS));
     p = block_param(G, l, L_QKVW);
+    const void *x = col_input(G, a->ln1);
     dt_model_fetch(m, p, 2);
-    k->linear_backward(ctx, dln, GW(p), GW(p + 1), G->dqkv, DT_F32, a->ln1, G->at, W(p), BT, C,
+    k->linear_backward(ctx, dln, GW(p), GW(p + 1), G->dqkv, DT_F32, x, G->at, W(p), BT, C,
                        3 * Cl);
     dt_model_release(m, p, 2);
     READY2(p);
-    dt_model_tp_sum(m, dln, (size_t)BT * C);
-    p = block_param(G, l, L_LN1W);
-    dt_model_fetch(m, p, 2);
-    k->layernorm_backward(ctx, dres, GW(p), GW(p + 1), dln, RES(G, l), W(p), a->ln1_mean,
-                          a->ln1_rstd, BT, C);
-    dt_model_release(m, p, 2);
-    READY2(p);
+    d = row_output(G, dln, BT);
+    ln_backward(G, block_param(G, l, L_LN1W), dres, d, RES(G, l), a->ln1_mean, a->ln1_rstd);
   }
 
   if (!G->first) return;
   /* dres is d res[0], through the embedding dropout (in place: dres is
    * done with after this); the embeddings need no parameter reads */
   if (G->drop_p > 0.0f)
-    k->dropout_backward(ctx, dres, dres, (size_t)BT * C, G->drop_p, b->seed,
+    k->dropout_backward(ctx, dres, dres, (size_t)G->Rl * C, G->drop_p, b->seed,
                         drop_offset(G, b, 0));
-  if (G->m.tp_n > 1) /* this part's rows of wte; wpe's gradient whole, as every part has it */
-    k->embedding_backward_part(ctx, GW(G->p_wte), GW(G->p_wpe), dres, b->tokens, b->n, b->t, C,
-                               G->v0, G->Vl, G->emb_ws);
+  if (G->m.tp_n > 1) /* this part's rows of wte; wpe's gradient whole, as every part has
+                      * it (under sp from every rank's rows of d res[0], gathered) */
+    k->embedding_backward_part(ctx, GW(G->p_wte), GW(G->p_wpe), row_grad_input(G, dres),
+                               b->tokens, b->n, b->t, C, G->v0, G->Vl, G->emb_ws);
   else
     k->embedding_backward(ctx, GW(G->p_wte), GW(G->p_wpe), dres, b->tokens, b->n, b->t, C, G->V,
                           G->emb_ws);
@@ -468,16 +548,23 @@ static void gpt_backward(gpt *G, const dt_batch *b) {
 #undef W
 
 /* the engine sizes batches from max_batch and train.seq_len; a larger one
- * would write past every activation buffer */
-static void check_batch(const gpt *G, const dt_batch *b) {
+ * would write past every activation buffer. Sets the batch's rows of the
+ * residual stream this rank holds. */
+static void check_batch(gpt *G, const dt_batch *b) {
   const dt_model *m = &G->m;
-  if (G->m.tp_n > 1 && (!m->tp_allreduce || !m->tp_allgather))
+  if (G->m.tp_n > 1 &&
+      (!m->tp_allreduce || !m->tp_allgather || (G->sp && !m->tp_reduce_scatter)))
     dt_fatal("gpt", "a tensor-parallel part was built, but nobody set tp_allreduce", __FILE__,
              __LINE__, __func__, "gpt_forward_backward");
+  if (G->sp && b->t % G->m.tp_n != 0)
+    dt_die_user("gpt: a micro-batch of sequences of %d tokens does not split over [parallel] "
+                "tp = %d ranks (parallel.sequence_parallel)", b->t, G->m.tp_n);
   if (b->n < 1 || b->n > m->max_batch || b->t < 1 || b->t > m->max_t)
     dt_die_user("gpt: a micro-batch of %d x %d tokens does not fit the model built for %d x %d "
                 "([train] micro_batch_size, [train] seq_len, [model] block_size = %d)",
                 b->n, b->t, m->max_batch, m->max_t, G->maxT);
+  G->Rl = G->sp ? b->n * b->t / m->tp_n : b->n * b->t;
+  G->r0 = G->sp ? m->tp_r * G->Rl : 0;
 }
 
 static const float *gpt_forward_backward(dt_model *m, const dt_batch *b, float *losses,
@@ -592,7 +679,7 @@ static void gpt_destroy(dt_model *m) {
   for (int l = 0; l < m->nslots * (G->nl + 1); l++) be->free(be, G->res[l]);
   void *bufs[] = {G->lnf,  G->lnf_mean, G->lnf_rstd, G->logits, G->dlogits, G->scratch,
                   G->dres, G->dqkv,     G->dfch,     G->hpre,   G->hbuf,     G->dbranch,
-                  G->vstats, G->vstats_all, m->g};
+                  G->vstats, G->vstats_all, G->lng, G->gfull, G->sh, G->lngrad, m->g};
   for (size_t i = 0; i < DT_ARRAY_LEN(bufs); i++)
     if (bufs[i]) be->free(be, bufs[i]);
   if (G->emb_ws) be->free(be, G->emb_ws);
@@ -753,6 +840,7 @@ static int recompute_mode(const char *s) {
 }
 
 static int check_config(const dt_config *cfg, int max_batch, int tp_n, dt_error *err) {
+  long T = cfg->train_seq_len ? cfg->train_seq_len : cfg->model_block_size;
   if (!(cfg->model_dropout >= 0 && cfg->model_dropout < 1))
     return dt_error_set(err, "[model] dropout = %g: must be in [0, 1)", cfg->model_dropout);
   if (recompute_mode(cfg->train_recompute) < 0)
@@ -764,6 +852,10 @@ static int check_config(const dt_config *cfg, int max_batch, int tp_n, dt_error 
   if (tp_n > 1 && cfg->model_n_head % tp_n != 0)
     return dt_error_set(err, "[parallel] tp = %d does not divide [model] n_head = %ld (tensor "
                         "parallelism gives each rank whole heads)", tp_n, cfg->model_n_head);
+  if (tp_n > 1 && cfg->parallel_sequence_parallel && T % tp_n != 0)
+    return dt_error_set(err, "[parallel] sequence_parallel: [train] seq_len = %ld does not "
+                        "divide by [parallel] tp = %d (each rank holds seq_len/tp tokens of a "
+                        "sequence)", T, tp_n);
   if (tp_n > cfg->model_vocab_size)
     return dt_error_set(err, "[parallel] tp = %d is more than [model] vocab_size = %ld (each "
                         "rank holds a part of the vocabulary)", tp_n, cfg->model_vocab_size);
@@ -774,7 +866,6 @@ static int check_config(const dt_config *cfg, int max_batch, int tp_n, dt_error 
     return dt_error_set(err, "[train] seq_len = %ld is longer than [model] block_size = %ld",
                         cfg->train_seq_len, cfg->model_block_size);
   if (max_batch < 1) return dt_error_set(err, "gpt: micro-batch size must be at least 1");
-  long T = cfg->train_seq_len ? cfg->train_seq_len : cfg->model_block_size;
   /* each dropout site numbers a step's elements from its own 2^44 range */
   if (cfg->model_dropout > 0 &&
       (double)cfg->train_batch_size * (double)T * (double)cfg->model_n_embd >= 17592186044416.0)
@@ -835,6 +926,9 @@ dt_model *dt_gpt_create(const dt_config *cfg, dt_backend_t be, int max_batch,
 
   const size_t BT = (size_t)max_batch * (size_t)m->max_t, C = (size_t)G->C, Cl = (size_t)G->Cl,
                Fl = (size_t)G->Fl;
+  /* sp: the residual stream and the LayerNorms keep this rank's rows only */
+  G->sp = tp_n > 1 && cfg->parallel_sequence_parallel;
+  const size_t Rs = G->sp ? BT / (size_t)tp_n : BT;
   G->recompute = recompute_mode(cfg->train_recompute);
   G->dropout = (float)cfg->model_dropout;
   G->at = strcmp(cfg->train_precision, "bf16") ? DT_F32 : DT_BF16;
@@ -844,19 +938,19 @@ dt_model *dt_gpt_create(const dt_config *cfg, dt_backend_t be, int max_batch,
   G->nacts = G->recompute == RC_BLOCK ? 1 : m->nslots * G->nl;
   G->acts = dt_calloc((size_t)G->nacts, sizeof *G->acts);
   G->res = dt_calloc((size_t)m->nslots * (G->nl + 1), sizeof *G->res);
-  for (int l = 0; l < m->nslots * (G->nl + 1); l++) G->res[l] = act_alloc(m, BT * C);
+  for (int l = 0; l < m->nslots * (G->nl + 1); l++) G->res[l] = act_alloc(m, Rs * C);
   for (int l = 0; l < G->nacts; l++) {
     gpt_block_acts *a = &G->acts[l];
-    a->ln1 = act_alloc_t(m, BT * C, G->at);
-    a->ln1_mean = act_alloc(m, BT);
-    a->ln1_rstd = act_alloc(m, BT);
+    a->ln1 = act_alloc_t(m, Rs * C, G->at);
+    a->ln1_mean = act_alloc(m, Rs);
+    a->ln1_rstd = act_alloc(m, Rs);
     a->qkv = act_alloc_t(m, BT * 3 * Cl, G->at);
     a->atty = act_alloc_t(m, BT * Cl, G->at);
     a->lse = act_alloc(m, BT * (size_t)G->NHl);
-    a->mid = act_alloc(m, BT * C);
-    a->ln2 = act_alloc_t(m, BT * C, G->at);
-    a->ln2_mean = act_alloc(m, BT);
-    a->ln2_rstd = act_alloc(m, BT);
+    a->mid = act_alloc(m, Rs * C);
+    a->ln2 = act_alloc_t(m, Rs * C, G->at);
+    a->ln2_mean = act_alloc(m, Rs);
+    a->ln2_rstd = act_alloc(m, Rs);
     if (G->recompute == RC_NONE) {
       a->fch = act_alloc_t(m, BT * Fl, G->at);
       a->fch_gelu = act_alloc_t(m, BT * Fl, G->at);
@@ -866,7 +960,7 @@ dt_model *dt_gpt_create(const dt_config *cfg, dt_backend_t be, int max_batch,
     G->hpre = act_alloc_t(m, BT * Fl, G->at);
     G->hbuf = act_alloc_t(m, BT * Fl, G->at);
   }
-  if (G->dropout > 0.0f) G->dbranch = act_alloc(m, BT * C);
+  if (G->dropout > 0.0f) G->dbranch = act_alloc(m, Rs * C);
   G->chunk = (int)dt_classifier_chunk(cfg, BT); /* checked to fit in check_config */
   G->ldv = (int)dt_logits_ld(cfg, G->V);
   if (G->last && tp_n > 1) { /* this part's logits, packed; their gradient overwrites them */
@@ -878,12 +972,18 @@ dt_model *dt_gpt_create(const dt_config *cfg, dt_backend_t be, int max_batch,
     if (G->at == DT_F32) G->dlogits = act_alloc(m, (size_t)G->chunk * G->ldv);
   }
   if (G->last) {
-    G->lnf = act_alloc_t(m, BT * C, G->at);
-    G->lnf_mean = act_alloc(m, BT);
-    G->lnf_rstd = act_alloc(m, BT);
+    G->lnf = act_alloc_t(m, Rs * C, G->at);
+    G->lnf_mean = act_alloc(m, Rs);
+    G->lnf_rstd = act_alloc(m, Rs);
   }
   G->scratch = act_alloc(m, BT * C);
-  G->dres = act_alloc(m, BT * C);
+  G->dres = act_alloc(m, Rs * C);
+  if (G->sp) {
+    G->lng = act_alloc_t(m, BT * C, G->at);
+    G->gfull = act_alloc(m, BT * C);
+    G->sh = act_alloc(m, Rs * C);
+    G->lngrad = act_alloc(m, 2 * C);
+  }
   G->dqkv = act_alloc(m, BT * 3 * Cl);
   G->dfch = act_alloc_t(m, BT * Fl, G->at);
   size_t ws = G->first ? be->k->embedding_backward_workspace(be->ctx, max_batch, m->max_t, G->Vl)
@@ -898,7 +998,7 @@ dt_model *dt_gpt_create(const dt_config *cfg, dt_backend_t be, int max_batch,
   m->stage_input = gpt_stage_input;
   m->stage_output = gpt_stage_output;
   m->stage_grad = G->dres;
-  m->stage_width = G->C;
+  m->stage_width = G->sp ? G->C / tp_n : G->C; /* (n,t,C) split by rows under sp */
   m->destroy = gpt_destroy;
   m->impl = G;
   return m;

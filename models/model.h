@@ -95,8 +95,12 @@ struct dt_model {
    * group in place, as Megatron's row-parallel layers do in forward and
    * column-parallel ones in backward. */
   void (*tp_allreduce)(void *ctx, float *x, size_t n);
-  /* recv (tp_n * n floats, device) = every part's send (n) in part order */
-  void (*tp_allgather)(void *ctx, const float *send, float *recv, size_t n);
+  /* recv (tp_n * n elements of type t, device) = every part's send (n) in
+   * part order */
+  void (*tp_allgather)(void *ctx, const void *send, void *recv, size_t n, dt_dtype t);
+  /* recv (n floats) = the sum over the parts of block tp_r of send (tp_n * n
+   * floats): sequence parallelism's exit from a row-parallel layer */
+  void (*tp_reduce_scatter)(void *ctx, const float *send, float *recv, size_t n);
   void *tp_ctx;
   int tp_n, tp_r;             /* the split this model was built for (1, 0: whole) */
 

@@ -155,6 +155,9 @@ static const cfg_entry k_schema[] = {
   INT("parallel", "pp", parallel_pp, "1", 1, NOHI,
       "pipeline stages (gpt: the blocks split over them, 1F1B schedule over the "
       "micro-batches of a step; at most model.n_layer)"),
+  BOOL("parallel", "sequence_parallel", parallel_sequence_parallel, "false",
+       "gpt under tp > 1: the residual stream, LayerNorms and dropout split over the tp ranks "
+       "by tokens, Megatron-style (activations / tp; seq_len must divide by tp)"),
   ENUM("parallel", "pp_split", parallel_pp_split, "flops", "flops|even",
        "how the blocks are cut into pipeline stages: flops balances each stage's "
        "compute, counting the LM head on the last; even gives each n_layer/pp blocks"),

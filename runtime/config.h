@@ -68,6 +68,7 @@ typedef struct dt_config {
   long parallel_dp, parallel_tp, parallel_pp, parallel_zero;
   char parallel_comm[DT_STR];  /* auto | nccl | mpi */
   char parallel_pp_split[DT_STR]; /* flops | even */
+  int parallel_sequence_parallel;
   double parallel_bucket_mb;
   /* [checkpoint] */
   char checkpoint_dir[DT_STR]; /* "" = <log.dir>/checkpoints */

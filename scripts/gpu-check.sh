@@ -309,16 +309,18 @@ st_tp_gpu() {
   local cfg=$root/configs/gpt-tiny.ini bad=0 lay np
   "$build/dtrain" "$cfg" "${common[@]}" log.dir="$work/tp-ref" >"$work/tp-ref.log" 2>&1 ||
     { tail -5 "$work/tp-ref.log"; exit 1; }
-  # dp tp pp; pipeline stages of GPT-tiny's 2 blocks, 2 micro-batches a step
-  for lay in "1 2 1" "2 2 1" "1 1 2" "1 2 2"; do
+  # dp tp pp [sp]; pipeline stages of GPT-tiny's 2 blocks, 2 micro-batches a
+  # step; sp: sequence parallelism (parallel.sequence_parallel)
+  for lay in "1 2 1" "2 2 1" "1 1 2" "1 2 2" "1 2 1 sp" "1 2 2 sp"; do
     set -- $lay
     np=$(($1 * $2 * $3))
-    local run="$work/tp-d$1t$2p$3"
+    local run="$work/tp-d$1t$2p$3${4:-}"
     mpirun --oversubscribe --bind-to none -np $np "$build/dtrain" "$cfg" "${common[@]}" \
       parallel.dp=$1 parallel.tp=$2 parallel.pp=$3 parallel.zero=1 parallel.comm=mpi \
+      parallel.sequence_parallel=$([ -n "${4:-}" ] && echo true || echo false) \
       log.dir="$run" >"$run.log" 2>&1 ||
-      { echo "dp=$1 tp=$2 pp=$3: exit $?"; tail -5 "$run.log"; bad=1; continue; }
-    losses_close "$work/tp-ref" "$run" "dp=$1 tp=$2 pp=$3" || bad=1
+      { echo "dp=$1 tp=$2 pp=$3 ${4:-}: exit $?"; tail -5 "$run.log"; bad=1; continue; }
+    losses_close "$work/tp-ref" "$run" "dp=$1 tp=$2 pp=$3 ${4:-}" || bad=1
   done
   grep -h "worst relative" "$logs/tp_gpu.log" 2>/dev/null | sed 's/, worst relative loss difference/: worst/; s/ (limit 1e-4)//' | paste -sd';' >"$logs/tp_gpu.detail"
   exit $bad
@@ -443,7 +445,7 @@ b=$([ $mode = all ] || [ $mode = bench ] && echo 1 || echo 0)
 [ $b = 1 ] && stage gpt_wos 150 st_gpt_wos "configs/gpt-124m-wos.ini bf16, train.max_time_s=90, final val loss" gpu
 [ $b = 1 ] && stage gpt_profile 110 st_gpt_profile "gpt-124m bf16 log.profile=true: time per kernel slot, steps 2..6; output layer padded vs packed" gpu
 [ $t = 1 ] && stage dp_gpu 120 st_dp_gpu "LeNet dp=2 zero=1, dp=4 zero=3 (comm=mpi, one GPU) vs one process, 20 steps" gpu
-[ $t = 1 ] && stage tp_gpu 120 st_tp_gpu "GPT-tiny tp=2, dp=2 tp=2, pp=2, tp=2 pp=2 zero=1 (comm=mpi, one GPU) vs one process, 20 steps" gpu
+[ $t = 1 ] && stage tp_gpu 150 st_tp_gpu "GPT-tiny tp=2, dp=2 tp=2, pp=2, tp=2 pp=2, with sp, zero=1 (comm=mpi, one GPU) vs one process, 20 steps" gpu
 [ $b = 1 ] && stage gpt_124m_fp32 90 st_gpt_124m_fp32 "bench/gpt.sh gpt-124m:16 fp32 (8 steps)" gpu
 [ $t = 1 ] && stage comm_nccl_np1 90 st_comm_nccl "mpiexec -n 1 bench/comm --backend cuda --comm nccl --max 1G" gpu
 [ $t = 1 ] && stage comm_mpi_np2 90 st_comm_mpi "mpiexec -n 2 bench/comm --backend cuda --comm mpi --max 256M" gpu

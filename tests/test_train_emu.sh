@@ -3,7 +3,7 @@
 # (tests/emu: every CUDA kernel source run on the CPU, cuBLAS by OpenBLAS):
 # the trainer's GPU paths (device buffers, pinned staging for MPI, the bf16
 # matmul and attention kernels, checkpoints from device memory) against the
-# same runs on the CPU backend, and dp/tp/pp layouts over the emulated NCCL.
+# same runs on the CPU backend, and dp/tp/pp/sp layouts over the emulated NCCL.
 # GPT-tiny and LeNet-5 for a few steps each.
 # This is no GPU test: the GPU checks stay in scripts/gpu-check.sh.
 . "$(dirname "$0")/e2e_common.sh"
@@ -107,6 +107,11 @@ nccl_layout() {
 tp_says="tensor parallel: 2 ranks over nccl"
 nccl_layout g-tp2 g-cuda 1e-5 "$tp_says" parallel.tp=2
 nccl_layout b-tp2 b-cuda 1e-2 "$tp_says" parallel.tp=2 train.precision=bf16
+# sequence parallelism: each rank's rows of the residual stream, the bf16
+# LayerNorm outputs all-gathered and the row-parallel outputs
+# reduce-scattered by the emulated NCCL
+nccl_layout b-sp2 b-cuda 1e-2 "$tp_says, sequence parallel" parallel.tp=2 \
+  parallel.sequence_parallel=true train.precision=bf16
 # pipeline parallelism on the CUDA backend: two stages of one block, four
 # micro-batches a step in the 1F1B order, activations and gradients passed
 # by the emulated NCCL's grouped send and receive, the tied token table's
