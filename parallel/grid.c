@@ -9,6 +9,15 @@ int dt_grid_init(dt_grid *g, int dp, int tp, int pp, dt_error *err) {
   memset(g, 0, sizeof *g);
   MPI_Comm_rank(MPI_COMM_WORLD, &g->rank);
   MPI_Comm_size(MPI_COMM_WORLD, &g->size);
+  /* dp = 0: every rank tensor and pipeline parallelism leave, as torchrun
+   * and Megatron-LM infer it, so `mpirun -np N` sets the data-parallel size */
+  if (dp == 0 && g->size % ((long)tp * pp) != 0)
+    return dt_error_set(err,
+                        "this job has %d rank%s, which [parallel] tp*pp = %d*%d = %ld does not "
+                        "divide (parallel.dp = 0 takes the data-parallel size from the job: "
+                        "start it with a multiple of %ld ranks, or set parallel.dp)",
+                        g->size, g->size == 1 ? "" : "s", tp, pp, (long)tp * pp, (long)tp * pp);
+  if (dp == 0) dp = g->size / (tp * pp);
   if ((long)dp * tp * pp != g->size)
     return dt_error_set(err,
                         "this job has %d rank%s, but [parallel] dp*tp*pp = %d*%d*%d = %ld "

@@ -18,7 +18,8 @@ typedef struct dt_grid {
   MPI_Comm dp_comm, tp_comm, pp_comm, node_comm;
 } dt_grid;
 
-/* Builds the grid; -1 with err when dp*tp*pp != world size. Collective. */
+/* Builds the grid; dp = 0 is the world size over tp*pp; -1 with err when
+ * dp*tp*pp != world size. Collective. */
 int dt_grid_init(dt_grid *g, int dp, int tp, int pp, dt_error *err);
 void dt_grid_free(dt_grid *g);
 

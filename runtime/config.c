@@ -148,7 +148,8 @@ static const cfg_entry k_schema[] = {
       "clip gradients to this global norm (0 = off)"),
   ENUM("optim", "offload", optim_offload, "none", "none|cpu", "keep optimizer state on the CPU"),
 
-  INT("parallel", "dp", parallel_dp, "1", 1, NOHI, "data-parallel ranks"),
+  INT("parallel", "dp", parallel_dp, "0", 0, NOHI,
+      "data-parallel ranks (0 = the job's ranks over tp*pp, so mpirun -np N sets it)"),
   INT("parallel", "tp", parallel_tp, "1", 1, NOHI,
       "tensor-parallel ranks (gpt: heads, MLP units and the vocabulary split over them, "
       "Megatron-style; must divide model.n_head)"),

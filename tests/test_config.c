@@ -280,7 +280,7 @@ static void test_defaults(void) {
   CHECK_D(optim_weight_decay, 0);
   CHECK_D(optim_grad_clip, 0);
   CHECK_S(optim_offload, "none");
-  CHECK_L(parallel_dp, 1);
+  CHECK_L(parallel_dp, 0);
   CHECK_L(parallel_tp, 1);
   CHECK_L(parallel_pp, 1);
   CHECK_S(parallel_pp_split, "flops");

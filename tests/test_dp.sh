@@ -122,4 +122,14 @@ sys.exit(0 if ok else 1)
 PY
   check "resume as dp=$1 zero=$2 continues with the same losses" test $? -eq 0
 done
+# out of the box: the configs leave parallel.dp = 0, so `mpirun -np N`
+# trains N data-parallel ranks; a job that tp*pp does not divide is refused
+"${MPIRUN[@]}" -np 2 "$D" "$cfg" "${common[@]}" checkpoint.every=0 log.dir="$TMP/auto" >"$TMP/auto.log" 2>&1
+check "mpirun -np 2 with the config's parallel.dp exits 0" test $? -eq 0
+check "... as 2 data-parallel ranks" grep -q "data parallel: 2 ranks" "$TMP/auto.log"
+check "... matching one process" close "$TMP/ref/metrics.jsonl" "$TMP/auto/metrics.jsonl"
+"${MPIRUN[@]}" -np 3 "$D" --print-layout "$cfg" parallel.pp=2 >"$TMP/auto3.log" 2>&1
+check "3 ranks under pp=2 with dp = 0 exit 2" test $? -eq 2
+check "... naming the ranks and the keys" grep -q \
+  "this job has 3 ranks, which \[parallel\] tp\*pp = 1\*2 = 2 does not divide" "$TMP/auto3.log"
 finish
