@@ -109,8 +109,10 @@ expect_2 "an evaluation batch too large for memory" "eval_batch_size" \
   bash -c 'ulimit -v 8000000 && exec "$@"' - "$D" "$cfg" "${small[@]}" data.dir="$TMP/mnist" \
   train.eval_batch_size=1000000000 log.dir="$TMP/r11"
 
-# several ranks where the layout says one
+# several ranks where the layout says one (parallel.dp = 0, the configs'
+# default, would take them all)
 if command -v mpirun >/dev/null; then
-  expect_2 "2 ranks for a 1-rank layout" "dp" mpirun --oversubscribe -np 2 "$D" "$cfg" "${small[@]}" data.dir="$TMP/mnist" log.dir="$TMP/r8"
+  expect_2 "2 ranks for a 1-rank layout" "dp\*tp\*pp = 1\*1\*1" mpirun --oversubscribe -np 2 "$D" \
+    "$cfg" "${small[@]}" parallel.dp=1 data.dir="$TMP/mnist" log.dir="$TMP/r8"
 fi
 finish
