@@ -23,8 +23,13 @@
 
 #define ENUM_SLOT(s) S_##s,
 enum { SLOTS(ENUM_SLOT) S_COUNT };
+/* the kernel slots, then the communication slots (dt_prof_comm's order) */
+enum { NSLOTS = S_COUNT + DT_PROF_COMM_COUNT };
 #define NAME_SLOT(s) #s,
-static const char *const k_names[S_COUNT] = {SLOTS(NAME_SLOT)};
+static const char *const k_names[NSLOTS] = {
+    SLOTS(NAME_SLOT) "comm tp all-reduce", "comm tp all-gather", "comm tp reduce-scatter",
+    "comm pp send/recv", "comm dp bucket wait", "comm dp param all-gather"};
+_Static_assert(DT_PROF_COMM_COUNT == 6, "profile.c: name every communication slot");
 /* every slot but the two workspace queries: a slot added to dt_kernels
  * must be added here, or the shim would hold a NULL */
 _Static_assert(S_COUNT + 2 == DT_KERNELS_SLOTS, "profile.c: SLOTS does not list every slot");
@@ -37,8 +42,8 @@ struct dt_profile {
   double t_on;             /* when the current enabled span began */
   double wall;             /* seconds enabled */
   long units;              /* enable/disable pairs */
-  long calls[S_COUNT];
-  double secs[S_COUNT], flops[S_COUNT], bytes[S_COUNT];
+  long calls[NSLOTS];
+  double secs[NSLOTS], flops[NSLOTS], bytes[NSLOTS];
 };
 
 static dt_profile *g_prof;
@@ -58,6 +63,12 @@ static void prof_end(int slot, double t0, double flops, double bytes) {
   p->calls[slot]++;
   p->flops[slot] += flops;
   p->bytes[slot] += bytes;
+}
+
+double dt_profile_comm_begin(void) { return g_prof ? prof_begin() : -1.0; }
+
+void dt_profile_comm_end(dt_prof_comm slot, double t0, double bytes) {
+  if (g_prof && (unsigned)slot < DT_PROF_COMM_COUNT) prof_end(S_COUNT + (int)slot, t0, 0, bytes);
 }
 
 #define K (g_prof->inner)
@@ -370,7 +381,7 @@ void dt_profile_enable(dt_profile *p, int on) {
 }
 
 static int find(const char *slot) {
-  for (int i = 0; i < S_COUNT; i++)
+  for (int i = 0; i < NSLOTS; i++)
     if (!strcmp(k_names[i], slot)) return i;
   return -1;
 }
@@ -406,18 +417,18 @@ static int by_time(const void *a, const void *b) {
 void dt_profile_print(const dt_profile *p, FILE *f, const char *per) {
   const double u = p->units > 0 ? (double)p->units : 1.0;
   double in = 0;
-  int order[S_COUNT], n = 0;
-  for (int i = 0; i < S_COUNT; i++)
+  int order[NSLOTS], n = 0;
+  for (int i = 0; i < NSLOTS; i++)
     if (p->calls[i]) order[n++] = i, in += p->secs[i];
   g_sort = p;
   qsort(order, (size_t)n, sizeof order[0], by_time);
-  fprintf(f, "profile: %ld %ss on %s, %.3f ms/%s wall; every kernel call timed alone "
-          "(synchronised before and after)\n",
+  fprintf(f, "profile: %ld %ss on %s, %.3f ms/%s wall; every kernel call and blocking "
+          "communication timed alone (synchronised before and after)\n",
           p->units, per, p->be->desc, 1e3 * p->wall / u, per);
   char calls_h[32], ms_h[32];
   snprintf(calls_h, sizeof calls_h, "calls/%s", per);
   snprintf(ms_h, sizeof ms_h, "ms/%s", per);
-  fprintf(f, "  %-28s %10s %10s %7s %10s %9s %9s\n", "kernel slot", calls_h, ms_h, "share",
+  fprintf(f, "  %-28s %10s %10s %7s %10s %9s %9s\n", "slot", calls_h, ms_h, "share",
           "us/call", "TFLOP/s", "GB/s");
   for (int j = 0; j < n; j++) {
     int i = order[j];
@@ -431,6 +442,7 @@ void dt_profile_print(const dt_profile *p, FILE *f, const char *per) {
             1e6 * p->secs[i] / (double)p->calls[i], rate, bw);
   }
   double out = p->wall - in;
-  fprintf(f, "  %-28s %10s %10.3f %6.1f%%   (communication, copies, memsets, host work)\n",
+  fprintf(f, "  %-28s %10s %10.3f %6.1f%%   (copies, memsets, host work, asynchronous "
+          "communication)\n",
           "outside the slots", "", 1e3 * out / u, p->wall > 0 ? 100.0 * out / p->wall : 0.0);
 }

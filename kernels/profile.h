@@ -13,6 +13,12 @@
  * per-slot times are what each kernel costs on its own, launch included.
  * Results are unchanged: the same kernels run on the same data.
  *
+ * The engine times its blocking communication the same way, as slots of
+ * the same table (dt_profile_comm_begin/end): the tensor-parallel
+ * collectives, the pipeline's sends and receives, the wait for a
+ * micro-batch's data-parallel buckets and ZeRO's parameter all-gather, so
+ * the table shows what a step spends communicating beside its kernels.
+ *
  * Calls are counted only while enabled, so a trainer can leave out warm-up
  * and evaluation. One profile per process: the shim's slots find it
  * through a static pointer (a kernel call carries only the backend's ctx). */
@@ -42,6 +48,23 @@ void dt_profile_enable(dt_profile *p, int on);
  * wall time outside every slot (communication, copies, host work). `per`
  * names the unit ("step"). */
 void dt_profile_print(const dt_profile *p, FILE *f, const char *per);
+
+/* The communication slots, in the table as "comm tp all-reduce" etc. */
+typedef enum {
+  DT_PROF_TP_ALLREDUCE,
+  DT_PROF_TP_ALLGATHER,
+  DT_PROF_TP_REDUCE_SCATTER,
+  DT_PROF_PP_SENDRECV,
+  DT_PROF_DP_WAIT,
+  DT_PROF_DP_GATHER,
+  DT_PROF_COMM_COUNT
+} dt_prof_comm;
+/* Before a blocking communication call: -1 when no profile is counting;
+ * else waits for the device, as before a kernel, and returns the time. */
+double dt_profile_comm_begin(void);
+/* After it: adds the time since t0 (nothing when t0 < 0) and `bytes`, the
+ * data one rank sends or receives (the larger), to the slot. */
+void dt_profile_comm_end(dt_prof_comm slot, double t0, double bytes);
 
 /* For tests: calls, seconds, FLOPs and bytes of the slot named `slot` (0 if
  * never called or unknown), and the units counted. */

@@ -890,21 +890,27 @@ static void setup_parallel(trainer *T) {
 static void tp_allreduce(void *ctx, float *x, size_t n) {
   dt_comm_t c = ctx;
   dt_watchdog_enter("a tensor-parallel all-reduce");
+  double t0 = dt_profile_comm_begin();
   c->allreduce(c, x, x, n, DT_F32, DT_SUM);
+  dt_profile_comm_end(DT_PROF_TP_ALLREDUCE, t0, (double)n * sizeof(float));
   dt_watchdog_leave();
 }
 
 static void tp_allgather(void *ctx, const void *send, void *recv, size_t n, dt_dtype t) {
   dt_comm_t c = ctx;
   dt_watchdog_enter("a tensor-parallel all-gather");
+  double t0 = dt_profile_comm_begin();
   c->allgather(c, send, recv, n, t);
+  dt_profile_comm_end(DT_PROF_TP_ALLGATHER, t0, (double)n * c->size * dt_dtype_size(t));
   dt_watchdog_leave();
 }
 
 static void tp_reduce_scatter(void *ctx, const float *send, float *recv, size_t n) {
   dt_comm_t c = ctx;
   dt_watchdog_enter("a tensor-parallel reduce-scatter");
+  double t0 = dt_profile_comm_begin();
   c->reduce_scatter(c, send, recv, n, DT_F32, DT_SUM);
+  dt_profile_comm_end(DT_PROF_TP_REDUCE_SCATTER, t0, (double)n * c->size * sizeof(float));
   dt_watchdog_leave();
 }
 

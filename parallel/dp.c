@@ -4,6 +4,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "../kernels/profile.h"
 #include "watchdog.h"
 
 /* The per-rank counts of the intersection of [lo, hi) with every shard. */
@@ -330,7 +331,7 @@ void dt_dp_grad_ready(void *ctx, int i) {
   if (--b->pending == 0 && !b->launched) launch(dp, b);
 }
 
-void dt_dp_micro_end(dt_dp *dp) {
+static void micro_end(dt_dp *dp) {
   freeze_sequence(dp);
   /* after the step's last backward the optimizer changes the parameters: a
    * gather started ahead now (the recorded order wraps around to a forward
@@ -358,6 +359,13 @@ void dt_dp_micro_end(dt_dp *dp) {
   dt_watchdog_leave();
 }
 
+void dt_dp_micro_end(dt_dp *dp) {
+  /* [log] profile: what the reductions still take once backward is done */
+  double t0 = dp->reducing ? dt_profile_comm_begin() : -1.0;
+  micro_end(dp);
+  dt_profile_comm_end(DT_PROF_DP_WAIT, t0, 0.0);
+}
+
 float *dt_dp_grads(dt_dp *dp) {
   if (dt_dp_grads_sharded(dp)) return dp->gacc;
   return dp->g + dp->opt_lo;
@@ -366,7 +374,9 @@ float *dt_dp_grads(dt_dp *dp) {
 void dt_dp_gather_params(dt_dp *dp) {
   if (dp->zero == 0 || dp->zero >= 3 || dp->comm->size == 1) return;
   dt_watchdog_enter("the parameter all-gather");
+  double t0 = dt_profile_comm_begin();
   dp->comm->allgatherv(dp->comm, dp->pstore + dp->own_lo, dp->pstore, dp->shard_counts, DT_F32);
+  dt_profile_comm_end(DT_PROF_DP_GATHER, t0, (double)dp->total * sizeof(float));
   dt_watchdog_leave();
 }
 

@@ -7,6 +7,7 @@
 
 #include <stdlib.h>
 
+#include "../kernels/profile.h"
 #include "watchdog.h"
 
 int dt_pipe_slots(int stage, int nstages, int nmicro) {
@@ -28,7 +29,9 @@ static void exchange(dt_pipe *p, const float *sbuf, size_t sn, int to, float *rb
   dt_watchdog_enter(to >= 0 && from >= 0 ? "a pipeline send/receive"
                     : to >= 0            ? "a pipeline send"
                                          : "a pipeline receive");
+  double t0 = dt_profile_comm_begin();
   p->comm->sendrecv(p->comm, sbuf, sn, to, rbuf, rn, from, DT_F32);
+  dt_profile_comm_end(DT_PROF_PP_SENDRECV, t0, (double)DT_MAX(sn, rn) * sizeof(float));
   dt_watchdog_leave();
 }
 

@@ -180,9 +180,10 @@ static const cfg_entry k_schema[] = {
   INT("log", "every", log_every, "50", 1, NOHI, "log every N optimizer steps"),
   BOOL("log", "tensorboard", log_tensorboard, "true", "write TensorBoard event files"),
   BOOL("log", "profile", log_profile, "false",
-       "time every kernel call of the training steps after the first (waiting for the device "
-       "before and after each, so the run is slower) and print a table of time, share, "
-       "TFLOP/s and GB/s per kernel at the end, also written to <log.dir>/profile.txt (rank 0's)"),
+       "time every kernel call and blocking communication (tp, pp, dp) of the training steps "
+       "after the first (waiting for the device before and after each, so the run is slower) "
+       "and print a table of time, share, TFLOP/s and GB/s per slot at the end, also written "
+       "to <log.dir>/profile.txt (rank 0's)"),
   INT("log", "bleu_every", log_bleu_every, "0", 0, NOHI,
       "transformer: BLEU of greedy translations of the validation set every N steps and at "
       "the end (0 = only at the end)"),

@@ -76,6 +76,17 @@ for zero in 0 1 2 3; do
 done
 # the optimizer on the host: the tied table's gradients are summed before
 # they go there
+# log.profile times the schedule's exchanges and the data-parallel
+# communication: the first stage of M = 2 micro-batches sends M outputs and
+# receives M gradients in M+1 calls (the steady state pairs a send with a
+# receive), waits once a step for its buckets (ZeRO-1 reduces after the
+# last micro-batch) and all-gathers its parameters once
+check "pp=2 dp=2 zero=1 log.profile exits 0" layout_run p2prof 4 parallel.pp=2 parallel.dp=2 \
+  parallel.zero=1 log.profile=true
+check "... rank 0's profile: 3 pipeline exchanges, 1 bucket wait, 1 parameter all-gather" \
+  bash -c "grep -Eq '^  comm pp send/recv +3\.0 ' '$TMP/p2prof/profile.txt' &&
+           grep -Eq '^  comm dp bucket wait +1\.0 ' '$TMP/p2prof/profile.txt' &&
+           grep -Eq '^  comm dp param all-gather +1\.0 ' '$TMP/p2prof/profile.txt'"
 check "pp=2 dp=2 zero=1 optim.offload=cpu exits 0" layout_run p2off 4 parallel.pp=2 \
   parallel.dp=2 parallel.zero=1 optim.offload=cpu
 check "pp=2 dp=2 with the optimizer offloaded matches one process" \

@@ -29,11 +29,17 @@ int main(void) {
   float y0[N * OC], y1[N * OC];
   own->linear_forward(be->ctx, y0, DT_F32, x, DT_F32, w, b, N, C, OC);
 
+  CHECK(dt_profile_comm_begin() < 0, "no profile installed: communication is not timed");
+  dt_profile_comm_end(DT_PROF_TP_ALLREDUCE, 0.0, 8.0); /* and ending one is harmless */
   dt_profile *p = dt_profile_install(be);
   CHECK(p && be->k != own, "install replaces the backend's table");
   CHECK(dt_profile_install(be) == NULL, "a second install is refused");
 
-  /* disabled: runs, counts nothing */
+  /* disabled: runs, counts nothing (a communication slot neither) */
+  double t0 = dt_profile_comm_begin();
+  dt_profile_comm_end(DT_PROF_PP_SENDRECV, t0, 64.0);
+  CHECK(t0 < 0 && dt_profile_calls(p, "comm pp send/recv") == 0,
+        "disabled: a communication slot counts nothing");
   be->k->linear_forward(be->ctx, y1, DT_F32, x, DT_F32, w, b, N, C, OC);
   CHECK(!memcmp(y0, y1, sizeof y0) && dt_profile_calls(p, "linear_forward") == 0 &&
             dt_profile_units(p) == 0,
@@ -53,6 +59,8 @@ int main(void) {
   float out[B * T * W], lse[B * NH * T];
   be->k->attention_forward(be->ctx, out, lse, q, k, v, DT_F32, B, T, T, NH, HS, W, W, 1, NULL,
                            0.5f);
+  t0 = dt_profile_comm_begin(); /* what the engine wraps around a collective */
+  dt_profile_comm_end(DT_PROF_TP_ALLGATHER, t0, 96.0);
   dt_profile_enable(p, 0);
   dt_profile_enable(p, 1);
   be->k->scale(be->ctx, dw, 0.5f, OC * C);
@@ -92,6 +100,12 @@ int main(void) {
         adam_bytes);
   CHECK(dt_profile_seconds(p, "linear_forward") > 0 && dt_profile_calls(p, "no_such_slot") == 0,
         "time is counted; an unknown slot reads 0");
+  CHECK(dt_profile_calls(p, "comm tp all-gather") == 1 &&
+            dt_profile_bytes(p, "comm tp all-gather") == 96.0 &&
+            dt_profile_seconds(p, "comm tp all-gather") >= 0 &&
+            dt_profile_calls(p, "comm tp all-reduce") == 0,
+        "a communication slot counts its call and bytes while enabled, %ld calls %g bytes",
+        dt_profile_calls(p, "comm tp all-gather"), dt_profile_bytes(p, "comm tp all-gather"));
 
   char *text = NULL;
   size_t len = 0;
@@ -101,6 +115,7 @@ int main(void) {
   CHECK(strstr(text, "profile: 2 steps") && strstr(text, "linear_forward") &&
             strstr(text, "calls/step") && strstr(text, "outside the slots") &&
             strstr(text, "GB/s") && strstr(text, "adam_step") &&
+            strstr(text, "comm tp all-gather") && !strstr(text, "comm pp") &&
             !strstr(text, "conv2d_forward"),
         "the table names the slots called, and only those");
   free(text);

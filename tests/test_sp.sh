@@ -75,6 +75,37 @@ sys.exit(0 if 2 * sp == one and tp > sp else 1)
 PY
 check "a block's activations under tp=2 sp are exactly half one process's" test $? -eq 0
 
+# log.profile counts each tensor-parallel collective (rank 0's table): per
+# micro-batch of GPT-tiny's L = 2 blocks and one classifier chunk, tp alone
+# all-reduces 4L+2 times (forward: the embedding and each c_proj; backward:
+# each split layer's input gradient and the head's) and all-gathers the
+# classifier's row statistics once; under sp the embedding and each c_proj
+# reduce-scatter in forward, each split layer's input gradient in backward
+# (4L+2), the all-gathers are the LayerNorm outputs (2L forward, 2L again in
+# backward), the gradients entering c_proj (2L), ln_f's output, d res[0]
+# and the statistics (6L+3), and the all-reduces the LayerNorm weights'
+# gradients (2L+1). Two micro-batches a step.
+check "tp=2 with log.profile exits 0" layout_run t2prof 2 parallel.tp=2 log.profile=true
+check "tp=2 sp with log.profile exits 0" layout_run spprof 2 parallel.tp=2 $sp log.profile=true
+python3 - "$TMP" <<'PY'
+import re, sys
+def calls(name):
+    t = open(f"{sys.argv[1]}/{name}/profile.txt").read()
+    return {m.group(1): float(m.group(2)) for m in
+            re.finditer(r"^  comm (tp [a-z-]+) +([0-9.]+) ", t, re.M)}
+L, M = 2, 2
+want = {"t2prof": {"tp all-reduce": M * (4 * L + 2), "tp all-gather": M},
+        "spprof": {"tp all-reduce": M * (2 * L + 1), "tp all-gather": M * (6 * L + 3),
+                   "tp reduce-scatter": M * (4 * L + 2)}}
+ok = True
+for name, w in want.items():
+    got = calls(name)
+    print(f"   {name}: {got} (want {w})")
+    ok = ok and got == w
+sys.exit(0 if ok else 1)
+PY
+check "the profile counts each tensor-parallel collective of a step" test $? -eq 0
+
 # checkpoints are layout-free: saved under sp, resumed as one process
 check "tp=2 sp with a checkpoint at step 10" layout_run save 2 parallel.tp=2 $sp \
   checkpoint.every=10 checkpoint.keep=0
