@@ -958,8 +958,9 @@ static void setup_comm(trainer *T) {
      * takes per step */
     const long M = (long)(T->rank_batch / T->micro), P = T->grid.pp;
     printf("pipeline parallel: %ld stages over %s; %ld micro-batch%s a step, so each stage "
-           "idles %.0f%% of it in the 1F1B bubble, (pp-1)/(M+pp-1)\n", P, T->pp_comm->kind, M,
-           M == 1 ? "" : "es", 100.0 * (double)(P - 1) / (double)(M + P - 1));
+           "idles %.0f%% of it in the %s bubble, (pp-1)/(M+pp-1)\n", P, T->pp_comm->kind, M,
+           M == 1 ? "" : "es", 100.0 * (double)(P - 1) / (double)(M + P - 1),
+           strcmp(T->cfg->parallel_pp_schedule, "gpipe") ? "1F1B" : "GPipe");
     if (M < P)
       printf("note: fewer micro-batches a step than stages: raise train.batch_size or lower "
              "train.micro_batch_size\n");
@@ -1113,11 +1114,12 @@ static void setup(trainer *T, const dt_config *c) {
            c->model_name, maxb, T->lm ? "sequences" : T->s2s ? "sentences" : "samples",
            T->lm || T->s2s ? "" : " or eval_batch_size");
   dt_set_oom_hint(hint);
-  /* a pipeline stage keeps the activations of the micro-batches its 1F1B
+  /* a pipeline stage keeps the activations of the micro-batches its
    * schedule has in flight */
   const int nmicro = T->s2s ? 1 : (int)(T->rank_batch / T->micro);
+  const int gpipe = !strcmp(c->parallel_pp_schedule, "gpipe");
   const dt_model_part part = {T->grid.tp, T->grid.tp_rank, T->grid.pp, T->grid.pp_rank,
-                              dt_pipe_slots(T->grid.pp_rank, T->grid.pp, nmicro)};
+                              dt_pipe_slots(T->grid.pp_rank, T->grid.pp, nmicro, gpipe)};
   T->m = dt_model_create_part(c, T->be, maxb, &part, &err);
   if (!T->m) dt_die_user_all("%s", err.msg);
   T->m->tp_allreduce = tp_allreduce;
@@ -1137,7 +1139,8 @@ static void setup(trainer *T, const dt_config *c) {
   T->m->grad_hook_ctx = T->dp;
   if (T->pp_comm) {
     T->pipe = dt_calloc(1, sizeof *T->pipe);
-    *T->pipe = (dt_pipe){T->pp_comm, T->m, T->dp};
+    dt_pipe_init(T->pipe, T->pp_comm, T->m, T->dp, gpipe, nmicro,
+                 (size_t)maxb * (size_t)T->m->max_t * (size_t)T->m->stage_width);
   }
   if (T->emb_comm && !T->tie_pairs) {
     const dt_param *wte = &T->m->params[dt_model_find_param(T->m, "wte.weight")];
@@ -1265,6 +1268,7 @@ static void teardown(trainer *T) {
   dt_comm_destroy(T->tp_comm);
   dt_comm_destroy(T->pp_comm);
   dt_comm_destroy(T->emb_comm);
+  dt_pipe_free(T->pipe);
   free(T->pipe);
   if (T->d_tied) be->free(be, T->d_tied);
   dt_model_destroy(T->m);

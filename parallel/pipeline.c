@@ -1,4 +1,4 @@
-/* pipeline.c: the 1F1B schedule (pipeline.h). The order of sends and
+/* pipeline.c: the 1F1B and GPipe schedules (pipeline.h). The order of sends and
  * receives is Megatron-LM's: in the steady phase a stage sends an output
  * forward while it receives a gradient back, and sends a gradient back while
  * it receives the next input, each pair as one sendrecv, so neighbouring
@@ -10,7 +10,8 @@
 #include "../kernels/profile.h"
 #include "watchdog.h"
 
-int dt_pipe_slots(int stage, int nstages, int nmicro) {
+int dt_pipe_slots(int stage, int nstages, int nmicro, int gpipe) {
+  if (gpipe) return stage == nstages - 1 ? 1 : DT_MAX(1, nmicro);
   return (int)DT_MAX(1, DT_MIN(nstages - stage, nmicro));
 }
 
@@ -20,6 +21,20 @@ static size_t act_count(const dt_pipe *p, const dt_batch *b) {
 
 static int first(const dt_pipe *p) { return p->comm->rank == 0; }
 static int last(const dt_pipe *p) { return p->comm->rank == p->comm->size - 1; }
+
+void dt_pipe_init(dt_pipe *p, dt_comm_t comm, dt_model *m, dt_dp *dp, int gpipe, int64_t nmicro,
+                  size_t max_count) {
+  *p = (dt_pipe){comm, m, dp, gpipe, NULL};
+  if (gpipe && last(p) && !first(p)) {
+    size_t bytes = (size_t)nmicro * max_count * sizeof(float);
+    p->stash = m->be->alloc(m->be, bytes);
+    m->activation_bytes += bytes;
+  }
+}
+
+void dt_pipe_free(dt_pipe *p) {
+  if (p && p->stash) p->m->be->free(p->m->be, p->stash);
+}
 
 /* One exchange with the neighbours: send (sbuf, to `to`) and receive (rbuf,
  * from `from`), either half skipped when its peer is < 0. */
@@ -86,11 +101,58 @@ static const dt_batch *take_slot(step_ctx *s, int64_t j) {
   return &s->b[slot];
 }
 
+/* GPipe: all forwards, then all backwards. The last stage runs each
+ * backward right after its forward (the model keeps the head's gradient
+ * for that one micro-batch) and keeps its input gradient in the stash; the
+ * gradients go back in order once its forwards are done, when the stage
+ * before has finished its forwards too, so no send waits on a stage that
+ * is itself sending. */
+static void gpipe_step(step_ctx *s) {
+  dt_pipe *p = s->p;
+  dt_model *m = p->m;
+  size_t *cnt = dt_calloc((size_t)s->nmicro, sizeof *cnt), off = 0;
+  for (int64_t j = 0; j < s->nmicro; j++) {
+    const dt_batch *b = take_slot(s, j);
+    cnt[j] = act_count(p, b);
+    recv_forward(p, b, slot_of(s, j));
+    forward(s, j);
+    if (!last(p)) {
+      send_forward(p, b, slot_of(s, j));
+      continue;
+    }
+    backward(s, j);
+    m->be->d2d(m->be, p->stash + off, m->stage_grad, cnt[j] * sizeof(float));
+    off += cnt[j];
+  }
+  off = 0;
+  for (int64_t j = 0; j < s->nmicro; j++) {
+    if (last(p)) {
+      exchange(p, p->stash + off, cnt[j], prev_stage(p), NULL, 0, -1);
+      off += cnt[j];
+      continue;
+    }
+    exchange(p, NULL, 0, -1, m->stage_grad, cnt[j], next_stage(p));
+    backward(s, j);
+    exchange(p, first(p) ? NULL : m->stage_grad, cnt[j], prev_stage(p), NULL, 0, -1);
+  }
+  free(cnt);
+}
+
 void dt_pipe_train_step(dt_pipe *p, int64_t nmicro, float dscale, dt_pipe_batch_fn batch,
                         void *ctx, float *losses, size_t stride) {
   dt_model *m = p->m;
   step_ctx s = {p, nmicro, dscale, batch, ctx, losses, stride, NULL};
   s.b = dt_calloc((size_t)m->nslots, sizeof *s.b);
+  if (p->gpipe) {
+    if (!last(p) && nmicro > m->nslots)
+      dt_fatal("pipeline", "fewer activation slots than micro-batches in flight", __FILE__,
+               __LINE__, __func__, "dt_pipe_train_step");
+    dt_model_weights_begin(m);
+    gpipe_step(&s);
+    dt_model_weights_end(m);
+    free(s.b);
+    return;
+  }
   const int64_t warm = DT_MIN(p->comm->size - p->comm->rank - 1, nmicro);
   const int64_t steady = nmicro - warm;
   if (warm + 1 > m->nslots && steady > 0)

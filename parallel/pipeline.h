@@ -7,7 +7,11 @@
  * micro-batches' activations (GPipe would keep all M) and the bubble is
  * (pp-1)/(M+pp-1) of the step, as GPipe's. Activations go to the next stage
  * and gradients to the previous one over the group's communicator, an
- * exchange in both directions as one sendrecv. */
+ * exchange in both directions as one sendrecv. parallel.pp_schedule = gpipe
+ * runs GPipe's order instead, the simple case: every stage runs all M
+ * forwards, then all M backwards (keeping M micro-batches' activations);
+ * the last stage runs each backward right after its forward and keeps the
+ * M input gradients until the stage before it starts its backwards. */
 #ifndef DT_PIPELINE_H
 #define DT_PIPELINE_H
 
@@ -19,11 +23,21 @@ typedef struct dt_pipe {
   dt_comm_t comm;  /* the pipeline group; stage s is its rank s */
   dt_model *m;     /* this rank's stage */
   dt_dp *dp;       /* the stage's data-parallel engine (bucket reductions) */
+  int gpipe;       /* GPipe's order, else 1F1B */
+  float *stash;    /* gpipe, last stage: the step's input gradients (dt_pipe_init) */
 } dt_pipe;
 
 /* The number of activation slots stage `stage` of `nstages` needs for
- * steps of nmicro micro-batches: min(nstages - stage, nmicro). */
-int dt_pipe_slots(int stage, int nstages, int nmicro);
+ * steps of nmicro micro-batches: min(nstages - stage, nmicro) under 1F1B;
+ * nmicro under GPipe, but 1 on the last stage. */
+int dt_pipe_slots(int stage, int nstages, int nmicro, int gpipe);
+
+/* Sets p up for steps of nmicro micro-batches of at most max_count
+ * activation floats each (the last stage's gradient stash under GPipe,
+ * counted in the model's activation bytes). */
+void dt_pipe_init(dt_pipe *p, dt_comm_t comm, dt_model *m, dt_dp *dp, int gpipe, int64_t nmicro,
+                  size_t max_count);
+void dt_pipe_free(dt_pipe *p);
 
 /* Fills micro-batch j (0..nmicro) of the step into slot `slot`'s buffers
  * (which stay untouched until the micro-batch's backward is done). */

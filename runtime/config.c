@@ -159,6 +159,11 @@ static const cfg_entry k_schema[] = {
   BOOL("parallel", "sequence_parallel", parallel_sequence_parallel, "false",
        "gpt under tp > 1: the residual stream, LayerNorms and dropout split over the tp ranks "
        "by tokens, Megatron-style (activations / tp; seq_len must divide by tp)"),
+  ENUM("parallel", "pp_schedule", parallel_pp_schedule, "1f1b", "1f1b|gpipe",
+       "the order of a step's micro-batches through the pipeline stages: 1f1b "
+       "(PipeDream-Flush, Megatron-LM: stage s keeps at most pp-s micro-batches' activations) "
+       "or gpipe (all forwards, then all backwards: every stage but the last keeps all of "
+       "them); the same bubble"),
   ENUM("parallel", "pp_split", parallel_pp_split, "flops", "flops|even",
        "how the blocks are cut into pipeline stages: flops balances each stage's "
        "compute, counting the LM head on the last; even gives each n_layer/pp blocks"),

@@ -68,6 +68,7 @@ typedef struct dt_config {
   long parallel_dp, parallel_tp, parallel_pp, parallel_zero;
   char parallel_comm[DT_STR];  /* auto | nccl | mpi */
   char parallel_pp_split[DT_STR]; /* flops | even */
+  char parallel_pp_schedule[DT_STR]; /* 1f1b | gpipe */
   int parallel_sequence_parallel;
   double parallel_bucket_mb;
   /* [checkpoint] */

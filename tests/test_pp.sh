@@ -76,6 +76,33 @@ for zero in 0 1 2 3; do
 done
 # the optimizer on the host: the tied table's gradients are summed before
 # they go there
+# GPipe's order (parallel.pp_schedule = gpipe): all forwards, then all
+# backwards; the same losses, each stage but the last keeping all M = 4
+# micro-batches' activations (1F1B: pp - s), the last stage the M input
+# gradients it sends back once the stage before has done its forwards
+check "pp=2 gpipe exits 0" layout_run pp2g 2 parallel.pp=2 parallel.pp_schedule=gpipe
+check "pp=2 gpipe says so" grep -q "each stage idles 20% of it in the GPipe bubble" "$TMP/pp2g.log"
+check "pp=2 gpipe matches one process" losses_close "$TMP/ref" "$TMP/pp2g"
+check "pp=4 gpipe exits 0" layout_run pp4g 4 parallel.pp=4 parallel.pp_schedule=gpipe
+check "pp=4 gpipe matches one process" losses_close "$TMP/ref" "$TMP/pp4g"
+check "pp=2 dp=2 zero=2 gpipe exits 0" layout_run p2d2g 4 parallel.pp=2 parallel.dp=2 \
+  parallel.zero=2 parallel.pp_schedule=gpipe
+check "pp=2 dp=2 zero=2 gpipe matches one process" losses_close "$TMP/ref" "$TMP/p2d2g"
+python3 - "$TMP/pp2.log" "$TMP/pp2g.log" <<'PY'
+import re, sys
+def act(path):  # every rank's activation bytes in the start-up table
+    t = open(path).read()
+    return [int(m.group(1)) for m in
+            re.finditer(r"^ +\d+ +\d+ +\d+ +\d+ +(\d+)$", t, re.M)]
+a, g = act(sys.argv[1]), act(sys.argv[2])
+stash = 4 * 2 * 32 * 64 * 4  # M x micro-batch x seq_len x n_embd floats
+print(f"   activations 1f1b {a}, gpipe {g}; the last stage's stash {stash} bytes")
+# stage 0: 4 slots against 2; the last stage: 1 slot each, and the stash
+sys.exit(0 if len(a) == len(g) == 2 and g[0] > a[0] and g[1] - a[1] == stash else 1)
+PY
+check "gpipe: stage 0 keeps more activations, the last stage M input gradients more" \
+  test $? -eq 0
+
 # log.profile times the schedule's exchanges and the data-parallel
 # communication: the first stage of M = 2 micro-batches sends M outputs and
 # receives M gradients in M+1 calls (the steady state pairs a send with a
@@ -87,6 +114,11 @@ check "... rank 0's profile: 3 pipeline exchanges, 1 bucket wait, 1 parameter al
   bash -c "grep -Eq '^  comm pp send/recv +3\.0 ' '$TMP/p2prof/profile.txt' &&
            grep -Eq '^  comm dp bucket wait +1\.0 ' '$TMP/p2prof/profile.txt' &&
            grep -Eq '^  comm dp param all-gather +1\.0 ' '$TMP/p2prof/profile.txt'"
+# GPipe pairs nothing: M sends, then M receives
+check "pp=2 dp=2 zero=1 gpipe log.profile exits 0" layout_run p2gprof 4 parallel.pp=2 \
+  parallel.dp=2 parallel.zero=1 log.profile=true parallel.pp_schedule=gpipe
+check "... rank 0's profile: 4 pipeline exchanges under gpipe" \
+  grep -Eq '^  comm pp send/recv +4\.0 ' "$TMP/p2gprof/profile.txt"
 check "pp=2 dp=2 zero=1 optim.offload=cpu exits 0" layout_run p2off 4 parallel.pp=2 \
   parallel.dp=2 parallel.zero=1 optim.offload=cpu
 check "pp=2 dp=2 with the optimizer offloaded matches one process" \

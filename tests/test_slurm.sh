@@ -150,7 +150,8 @@ ok = steps and steps[-1] == 40 and len(test) >= 1 and all(math.isfinite(x) for x
 sys.exit(0 if ok else 1)
 PY
 }
-train=("$SRC/configs/lenet5-mnist.ini" parallel.dp=2 data.dir="$TMP/mnist"
+# no parallel.dp: the config's dp = 0 takes the job's 2 tasks
+train=("$SRC/configs/lenet5-mnist.ini" data.dir="$TMP/mnist"
        data.train_limit=2000 data.test_limit=500 train.max_steps=40 train.batch_size=50
        log.every=5 train.device=cpu train.threads=1 log.tensorboard=false)
 
@@ -163,6 +164,7 @@ grep -m1 "ranks via" "$TMP/auto.out"
 check "job output says how the 2 ranks were launched" \
   grep -Eq "2 ranks via (srun --mpi=pmix|mpirun) \(" "$TMP/auto.out"
 check "metrics.jsonl: train rows to step 40, a test row, finite losses" metrics_ok "$TMP/run"
+check "the job's 2 tasks are 2 data-parallel ranks" grep -q "data parallel: 2 ranks" "$TMP/auto.out"
 echo "auto job: $((SECONDS - t0)) s"
 
 # The fallback every cluster without PMIx takes: mpirun inside the allocation.

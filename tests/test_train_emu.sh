@@ -119,6 +119,9 @@ nccl_layout b-sp2 b-cuda 1e-2 "$tp_says, sequence parallel" parallel.tp=2 \
 pp_says="pipeline parallel: 2 stages over nccl"
 nccl_layout g-pp2 g-cuda 1e-5 "$pp_says" parallel.pp=2
 nccl_layout b-pp2 b-cuda 1e-2 "$pp_says" parallel.pp=2 train.precision=bf16
+# GPipe's order: the last stage's input gradients kept in device memory
+# (a device-to-device copy each) and sent back after its forwards
+nccl_layout g-pp2g g-cuda 1e-5 "GPipe bubble" parallel.pp=2 parallel.pp_schedule=gpipe
 
 lenet=(data.dir="$TMP/mnist" data.train_limit=400 data.test_limit=100 train.batch_size=40
        train.max_steps=10 log.every=1 log.tensorboard=false checkpoint.every=0 train.threads=1
