@@ -36,6 +36,7 @@ read -r -a model <<<"${MODEL:-model.n_layer=8 model.n_embd=256 model.n_head=4 tr
 [ -d "$DTRAIN_DATA/wos" ] ||
   { echo "pipeline.sh: no \$DTRAIN_DATA/wos ($DTRAIN_DATA)" >&2; exit 2; }
 tmp=$(mktemp -d); trap 'rm -rf "$tmp"' EXIT
+. "$here/bench/common.sh"
 "$build/dtrain-prep" wos "$DTRAIN_DATA/wos" "$tmp/wos" >"$tmp/prep.log" 2>&1 ||
   { cat "$tmp/prep.log" >&2; exit 1; }
 
@@ -43,15 +44,8 @@ tmp=$(mktemp -d); trap 'rm -rf "$tmp"' EXIT
 run() {
   local name=$1 np=$2 m=$3
   shift 3
-  local cmd=("$build/dtrain" "$here/configs/gpt-tiny.ini" "${model[@]}" data.dir="$tmp/wos"
-             train.device="$dev" train.precision=fp32 train.micro_batch_size="$mb"
-             train.batch_size=$((mb * m)) train.max_steps="$steps" train.epochs=1000
-             log.every=1 log.dir="$tmp/$name" log.tensorboard=false checkpoint.every=0
-             data.test_limit="$mb" "$@")
-  [ "$dev" = cpu ] && cmd+=(train.threads=1)
-  if [ "$np" = 1 ]; then "${cmd[@]}" >"$tmp/$name.log" 2>&1
-  else mpirun --oversubscribe --bind-to none -np "$np" "${cmd[@]}" >"$tmp/$name.log" 2>&1; fi ||
-    { echo "pipeline.sh: $name failed:" >&2; tail -5 "$tmp/$name.log" >&2; return 1; }
+  bench_gpt "$name" "$np" "${model[@]}" train.precision=fp32 train.batch_size=$((mb * m)) \
+    train.max_steps="$steps" "$@" || return 1
   python3 - "$tmp/$name/metrics.jsonl" "$warmup" <<'PY'
 import json, statistics, sys
 rows = [r for r in map(json.loads, open(sys.argv[1])) if r["split"] == "train"]

@@ -29,6 +29,7 @@ read -r -a model <<<"${MODEL:-model.n_layer=8 model.n_embd=256 model.n_head=4 tr
 [ -x "$build/dtrain" ] || { echo "tensor.sh: no $build/dtrain (build first)" >&2; exit 2; }
 [ -d "$DTRAIN_DATA/wos" ] || { echo "tensor.sh: no \$DTRAIN_DATA/wos ($DTRAIN_DATA)" >&2; exit 2; }
 tmp=$(mktemp -d); trap 'rm -rf "$tmp"' EXIT
+. "$here/bench/common.sh"
 "$build/dtrain-prep" wos "$DTRAIN_DATA/wos" "$tmp/wos" >"$tmp/prep.log" 2>&1 ||
   { cat "$tmp/prep.log" >&2; exit 1; }
 nl=8 base=() # the model's overrides but n_layer, which run sets
@@ -40,16 +41,8 @@ done
 run() {
   local name=$1 np=$2 layers=$3 n=$4
   shift 4
-  local cmd=("$build/dtrain" "$here/configs/gpt-tiny.ini" "${base[@]}"
-             model.n_layer="$layers" data.dir="$tmp/wos"
-             train.device="$dev" train.precision="$prec" train.micro_batch_size="$mb"
-             train.batch_size=$((mb * m)) train.max_steps="$n" train.epochs=1000
-             log.every=1 log.dir="$tmp/$name" log.tensorboard=false checkpoint.every=0
-             data.test_limit="$mb" "$@")
-  [ "$dev" = cpu ] && cmd+=(train.threads=1)
-  if [ "$np" = 1 ]; then "${cmd[@]}" >"$tmp/$name.log" 2>&1
-  else mpirun --oversubscribe --bind-to none -np "$np" "${cmd[@]}" >"$tmp/$name.log" 2>&1; fi ||
-    { echo "tensor.sh: $name failed:" >&2; tail -5 "$tmp/$name.log" >&2; return 1; }
+  bench_gpt "$name" "$np" "${base[@]}" model.n_layer="$layers" train.precision="$prec" \
+    train.batch_size=$((mb * m)) train.max_steps="$n" "$@"
 }
 
 # row NAME LABEL ONE: the table's row of run NAME (and NAME-more, 2 blocks more)
