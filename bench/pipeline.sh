@@ -75,12 +75,20 @@ printf '%-18s %3s %8s %10s %8s %12s\n' layout M cut tokens/s speedup "flops mode
 for m in $ms; do
   one=$(run one-$m 1 "$m")
   printf '%-18s %3s %8s %10s %8s %12s\n' "1 process" "$m" - "$one" 1.00 -
-  for split in flops even; do
-    [ "$split" = even ] && [ "$m" != "${ms##* }" ] && continue # even: the largest M only
-    t=$(run pp-$split-$m "$pp" "$m" parallel.pp="$pp" parallel.pp_split=$split)
-    read -r cut id <<<"$(ideal "$tmp/pp-$split-$m.log" "$m")"
+  # the flops cut in 1F1B order; at the largest M also the even cut, and the
+  # flops cut in GPipe's order (parallel.pp_schedule = gpipe: the same bubble)
+  for v in flops even gpipe; do
+    [ "$v" != flops ] && [ "$m" != "${ms##* }" ] && continue
+    split=$v sched=1f1b
+    [ "$v" = gpipe ] && split=flops sched=gpipe
+    t=$(run pp-$v-$m "$pp" "$m" parallel.pp="$pp" parallel.pp_split=$split \
+      parallel.pp_schedule=$sched)
+    read -r cut id <<<"$(ideal "$tmp/pp-$v-$m.log" "$m")"
+    # the model pairs each stage's forward with its backward, as 1F1B runs
+    # them; GPipe runs a phase of each, which a cut balanced for F+B is not
+    [ "$v" = gpipe ] && id=-
     python3 -c "import sys; t, o = map(float, sys.argv[1:3]); \
-print('%-18s %3s %8s %10.0f %8.2f %12s' % ('pp=$pp $split', '$m', '$cut', t, t / o, '$id'))" \
+print('%-18s %3s %8s %10.0f %8.2f %12s' % ('pp=$pp $v', '$m', '$cut', t, t / o, '$id'))" \
       "$t" "$one"
   done
 done
