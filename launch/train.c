@@ -646,10 +646,6 @@ static int maybe_resume(trainer *T) {
 
 /* ---------- evaluation ---------- */
 
-/* ZeRO-3 gathers parameters inside every forward, collectively, so every
- * rank must run as many evaluation forwards as the busiest one: a rank with
- * fewer runs the rest on a throwaway one-sample batch. mine = this rank's
- * forwards, most = the largest count over the group. */
 /* whether this rank holds the last pipeline stage (the losses): always
  * without pipeline parallelism */
 static int last_stage(const trainer *T) { return T->grid.pp_rank == T->grid.pp - 1; }
@@ -666,6 +662,10 @@ static int eval_forward(trainer *T, const dt_batch *b) {
   return last_stage(T);
 }
 
+/* ZeRO-3 gathers parameters inside every forward, collectively, so every
+ * rank must run as many evaluation forwards as the busiest one: a rank with
+ * fewer runs the rest on a throwaway one-sample batch. mine = this rank's
+ * forwards, most = the largest count over the group. */
 static void eval_pad_forwards(trainer *T, int64_t mine, int64_t most) {
   if (T->dp->zero < 3) return;
   for (int64_t k = mine; k < most; k++) {

@@ -244,13 +244,12 @@ static void ln_backward(gpt *G, int p, float *dinp, const float *dout, const flo
   const dt_kernels *k = m->be->k;
   const int C = G->C;
   dt_model_fetch(m, p, 2);
-  if (!G->sp) {
-    k->layernorm_backward(m->be->ctx, dinp, dt_model_grad(m, p), dt_model_grad(m, p + 1), dout,
-                          inp, dt_model_param(m, p), mean, rstd, G->Rl, C);
-  } else {
-    m->be->memset0(m->be, G->lngrad, 2 * (size_t)C * sizeof(float));
-    k->layernorm_backward(m->be->ctx, dinp, G->lngrad, G->lngrad + C, dout, inp,
-                          dt_model_param(m, p), mean, rstd, G->Rl, C);
+  float *dw = G->sp ? G->lngrad : dt_model_grad(m, p);
+  float *db = G->sp ? G->lngrad + C : dt_model_grad(m, p + 1);
+  if (G->sp) m->be->memset0(m->be, G->lngrad, 2 * (size_t)C * sizeof(float));
+  k->layernorm_backward(m->be->ctx, dinp, dw, db, dout, inp, dt_model_param(m, p), mean, rstd,
+                        G->Rl, C);
+  if (G->sp) {
     m->tp_allreduce(m->tp_ctx, G->lngrad, 2 * (size_t)C);
     k->axpy(m->be->ctx, dt_model_grad(m, p), 1.0f, G->lngrad, (size_t)C);
     k->axpy(m->be->ctx, dt_model_grad(m, p + 1), 1.0f, G->lngrad + C, (size_t)C);

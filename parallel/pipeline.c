@@ -138,50 +138,37 @@ static void gpipe_step(step_ctx *s) {
   free(cnt);
 }
 
-void dt_pipe_train_step(dt_pipe *p, int64_t nmicro, float dscale, dt_pipe_batch_fn batch,
-                        void *ctx, float *losses, size_t stride) {
+/* 1F1B: stage s runs min(pp-s-1, M) forwards ahead, then one forward and
+ * one backward at a time, then the remaining backwards. */
+static void one_f_one_b(step_ctx *s) {
+  dt_pipe *p = s->p;
   dt_model *m = p->m;
-  step_ctx s = {p, nmicro, dscale, batch, ctx, losses, stride, NULL};
-  s.b = dt_calloc((size_t)m->nslots, sizeof *s.b);
-  if (p->gpipe) {
-    if (!last(p) && nmicro > m->nslots)
-      dt_fatal("pipeline", "fewer activation slots than micro-batches in flight", __FILE__,
-               __LINE__, __func__, "dt_pipe_train_step");
-    dt_model_weights_begin(m);
-    gpipe_step(&s);
-    dt_model_weights_end(m);
-    free(s.b);
-    return;
-  }
+  const int64_t nmicro = s->nmicro;
   const int64_t warm = DT_MIN(p->comm->size - p->comm->rank - 1, nmicro);
   const int64_t steady = nmicro - warm;
-  if (warm + 1 > m->nslots && steady > 0)
-    dt_fatal("pipeline", "fewer activation slots than micro-batches in flight", __FILE__,
-             __LINE__, __func__, "dt_pipe_train_step");
-  dt_model_weights_begin(m);
   /* warm-up: forwards only */
   for (int64_t j = 0; j < warm; j++) {
-    const dt_batch *b = take_slot(&s, j);
-    recv_forward(p, b, slot_of(&s, j));
-    forward(&s, j);
-    send_forward(p, b, slot_of(&s, j));
+    const dt_batch *b = take_slot(s, j);
+    recv_forward(p, b, slot_of(s, j));
+    forward(s, j);
+    send_forward(p, b, slot_of(s, j));
   }
-  if (steady > 0) recv_forward(p, take_slot(&s, warm), slot_of(&s, warm));
+  if (steady > 0) recv_forward(p, take_slot(s, warm), slot_of(s, warm));
   /* steady: forward micro-batch warm+i, backward micro-batch i */
   for (int64_t i = 0; i < steady; i++) {
     const int64_t jf = warm + i;
-    const dt_batch *bf = &s.b[slot_of(&s, jf)];
-    forward(&s, jf);
+    const dt_batch *bf = &s->b[slot_of(s, jf)];
+    forward(s, jf);
     /* the output goes on while the oldest micro-batch's gradient comes back */
-    const dt_batch *bb = &s.b[slot_of(&s, i)];
-    exchange(p, last(p) ? NULL : m->stage_output(m, slot_of(&s, jf)), act_count(p, bf),
+    const dt_batch *bb = &s->b[slot_of(s, i)];
+    exchange(p, last(p) ? NULL : m->stage_output(m, slot_of(s, jf)), act_count(p, bf),
              next_stage(p), last(p) ? NULL : m->stage_grad, act_count(p, bb), next_stage(p));
-    backward(&s, i);
+    backward(s, i);
     if (i + 1 < steady) {
       /* the gradient goes back while the next input comes in */
-      const dt_batch *bn = take_slot(&s, jf + 1);
+      const dt_batch *bn = take_slot(s, jf + 1);
       exchange(p, first(p) ? NULL : m->stage_grad, act_count(p, bb), prev_stage(p),
-               first(p) ? NULL : m->stage_input(m, slot_of(&s, jf + 1)), act_count(p, bn),
+               first(p) ? NULL : m->stage_input(m, slot_of(s, jf + 1)), act_count(p, bn),
                prev_stage(p));
     } else {
       exchange(p, first(p) ? NULL : m->stage_grad, act_count(p, bb), prev_stage(p), NULL, 0, -1);
@@ -189,11 +176,26 @@ void dt_pipe_train_step(dt_pipe *p, int64_t nmicro, float dscale, dt_pipe_batch_
   }
   /* cool-down: the backwards of the warm-up's micro-batches */
   for (int64_t j = steady; j < nmicro; j++) {
-    const dt_batch *b = &s.b[slot_of(&s, j)];
+    const dt_batch *b = &s->b[slot_of(s, j)];
     exchange(p, NULL, 0, -1, last(p) ? NULL : m->stage_grad, act_count(p, b), next_stage(p));
-    backward(&s, j);
+    backward(s, j);
     exchange(p, first(p) ? NULL : m->stage_grad, act_count(p, b), prev_stage(p), NULL, 0, -1);
   }
+}
+
+void dt_pipe_train_step(dt_pipe *p, int64_t nmicro, float dscale, dt_pipe_batch_fn batch,
+                        void *ctx, float *losses, size_t stride) {
+  dt_model *m = p->m;
+  if (m->nslots < dt_pipe_slots(p->comm->rank, p->comm->size, (int)nmicro, p->gpipe))
+    dt_fatal("pipeline", "fewer activation slots than micro-batches in flight", __FILE__,
+             __LINE__, __func__, "dt_pipe_train_step");
+  step_ctx s = {p, nmicro, dscale, batch, ctx, losses, stride, NULL};
+  s.b = dt_calloc((size_t)m->nslots, sizeof *s.b);
+  dt_model_weights_begin(m);
+  if (p->gpipe)
+    gpipe_step(&s);
+  else
+    one_f_one_b(&s);
   dt_model_weights_end(m);
   free(s.b);
 }
