@@ -18,33 +18,51 @@ static void shard_counts_of(const dt_dp *dp, size_t lo, size_t hi, size_t *count
   }
 }
 
-static void build_buckets(dt_dp *dp, double bucket_mb) {
+/* Cuts [0, total) into buckets in backward order (the last parameter
+ * first); a bucket closes once it holds bucket_mb, and its range runs to
+ * the next parameter's offset so the buckets partition [0, total). Fills
+ * lo/hi/nparams of up to nparams buckets and each parameter's bucket
+ * (param_bucket may be NULL); returns the count. */
+static int cut_buckets(const dt_param *params, int nparams, size_t total, double bucket_mb,
+                       dt_dp_bucket *out, int *param_bucket) {
   size_t cap = (size_t)(bucket_mb * 1024 * 1024 / sizeof(float));
   if (cap < 1) cap = 1;
-  dp->buckets = dt_calloc((size_t)dp->nparams + 1, sizeof *dp->buckets);
-  dp->param_bucket = dt_calloc((size_t)dp->nparams + 1, sizeof(int));
-  /* walk parameters in backward order (last first); a bucket closes once it
-   * holds cap elements. Ranges run to the next parameter's offset so the
-   * buckets partition [0, total). */
-  size_t hi = dp->total;
+  int n = 0;
+  size_t hi = total;
   dt_dp_bucket *b = NULL;
-  for (int i = dp->nparams - 1; i >= 0; i--) {
+  for (int i = nparams - 1; i >= 0; i--) {
     if (!b || b->hi - b->lo >= cap) {
-      b = &dp->buckets[dp->nbuckets++];
+      b = &out[n++];
       b->hi = hi;
       b->lo = hi;
     }
-    b->lo = dp->params[i].offset;
+    b->lo = params[i].offset;
     b->nparams++;
-    dp->param_bucket[i] = dp->nbuckets - 1;
+    if (param_bucket) param_bucket[i] = n - 1;
     hi = b->lo;
   }
   if (b && b->lo > 0) b->lo = 0;
+  return n;
+}
+
+static void build_buckets(dt_dp *dp, double bucket_mb) {
+  dp->buckets = dt_calloc((size_t)dp->nparams + 1, sizeof *dp->buckets);
+  dp->param_bucket = dt_calloc((size_t)dp->nparams + 1, sizeof(int));
+  dp->nbuckets = cut_buckets(dp->params, dp->nparams, dp->total, bucket_mb, dp->buckets,
+                             dp->param_bucket);
   for (int k = 0; k < dp->nbuckets; k++) {
     dp->buckets[k].buf = -1;
     dp->buckets[k].counts = dt_calloc((size_t)dp->comm->size, sizeof(size_t));
     shard_counts_of(dp, dp->buckets[k].lo, dp->buckets[k].hi, dp->buckets[k].counts);
   }
+}
+
+/* Rank r of n's shard [lo, hi) of [0, total): ceil(total/n) elements each,
+ * the last ranks fewer (or none) */
+static void shard_of(size_t total, int n, int r, size_t *lo, size_t *hi) {
+  const size_t per = (total + (size_t)n - 1) / (size_t)n;
+  *lo = DT_MIN((size_t)r * per, total);
+  *hi = DT_MIN(*lo + per, total);
 }
 
 dt_dp *dt_dp_create(dt_comm_t comm, dt_backend_t be, const dt_param *params, int nparams,
@@ -55,12 +73,11 @@ dt_dp *dt_dp_create(dt_comm_t comm, dt_backend_t be, const dt_param *params, int
   dp->g = g;
   int n = comm->size;
   dp->shard_counts = dt_calloc((size_t)n, sizeof(size_t));
-  size_t per = (total + (size_t)n - 1) / (size_t)n, start = 0;
   for (int r = 0; r < n; r++) {
-    size_t c = start + per <= total ? per : (start < total ? total - start : 0);
-    dp->shard_counts[r] = c;
-    if (r == comm->rank) dp->own_lo = start, dp->own_hi = start + c;
-    start += c;
+    size_t lo, hi;
+    shard_of(total, n, r, &lo, &hi);
+    dp->shard_counts[r] = hi - lo;
+    if (r == comm->rank) dp->own_lo = lo, dp->own_hi = hi;
   }
   dp->opt_lo = zero ? dp->own_lo : 0;
   dp->opt_hi = zero ? dp->own_hi : total;
@@ -397,4 +414,35 @@ void dt_dp_memory(const dt_dp *dp, int nstates, size_t *param_bytes, size_t *gra
                  sizeof(float);
   *grad_bytes = (dp->zero >= 2 ? shard : dp->total) * sizeof(float);
   *optim_bytes = (size_t)nstates * (dp->opt_hi - dp->opt_lo) * sizeof(float);
+}
+
+void dt_dp_plan(const dt_param *params, int nparams, size_t total, int nranks, int rank,
+                int zero, int nstates, double bucket_mb, dt_dp_plan_bytes *out) {
+  size_t lo, hi;
+  shard_of(total, nranks, rank, &lo, &hi);
+  const size_t shard = hi - lo;
+  /* ZeRO-3's two gather slots hold at most the largest group a layer
+   * fetches, which is one tensor or two neighbours (a weight and its bias,
+   * GPT's wte and wpe) */
+  size_t group = 0;
+  for (int i = 0; zero >= 3 && i < nparams; i++)
+    group = DT_MAX(group, params[i].count + (i + 1 < nparams ? params[i + 1].count : 0));
+  out->param_bytes = ((zero >= 3 ? shard : total) + 2 * group) * sizeof(float);
+  out->grad_bytes = (zero >= 2 ? shard : total) * sizeof(float);
+  out->optim_bytes = (size_t)nstates * (zero ? shard : total) * sizeof(float);
+  out->scratch_bytes = total * sizeof(float);
+  if (zero < 2 || nranks == 1) return;
+  /* the pool: about the bucket backward keeps open longest (a tied token
+   * table's, written at the head and finished at the embeddings) and two
+   * more, one being written while the one before it is reduced */
+  dt_dp_bucket *b = dt_calloc((size_t)nparams + 1, sizeof *b);
+  const int nb = cut_buckets(params, nparams, total, bucket_mb, b, NULL);
+  size_t big = 0, next = 0;
+  for (int k = 0; k < nb; k++) {
+    const size_t n = b[k].hi - b[k].lo;
+    if (n > big) next = big, big = n;
+    else if (n > next) next = n;
+  }
+  free(b);
+  out->scratch_bytes = DT_MIN(total, big + 2 * next) * sizeof(float);
 }

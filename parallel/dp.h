@@ -111,6 +111,19 @@ float *dt_dp_grad_ptr(void *dp, int param_index);
  * buffer of the whole model. */
 size_t dt_dp_grad_scratch_bytes(const dt_dp *dp);
 
+/* What rank `rank` of `nranks` would keep, in bytes, of a model with this
+ * parameter table at ZeRO stage `zero` with `nstates` optimizer tensors per
+ * parameter, without allocating anything (dtrain --print-memory). The
+ * parameter, gradient and optimizer bytes are dt_dp_memory's after a step,
+ * ZeRO-3's gather slots given their largest possible size; the scratch
+ * (dt_dp_grad_scratch_bytes) under ZeRO-2/3 is an estimate: the pool's
+ * buffers depend on the order backward writes and finishes the buckets. */
+typedef struct dt_dp_plan_bytes {
+  size_t param_bytes, grad_bytes, optim_bytes, scratch_bytes;
+} dt_dp_plan_bytes;
+void dt_dp_plan(const dt_param *params, int nparams, size_t total, int nranks, int rank,
+                int zero, int nstates, double bucket_mb, dt_dp_plan_bytes *out);
+
 /* The reduced (summed over ranks) gradient of flat index opt_lo. */
 float *dt_dp_grads(dt_dp *dp);
 /* ZeRO >= 1: all-gather the updated parameter shards. */

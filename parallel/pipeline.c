@@ -25,11 +25,17 @@ static int last(const dt_pipe *p) { return p->comm->rank == p->comm->size - 1; }
 void dt_pipe_init(dt_pipe *p, dt_comm_t comm, dt_model *m, dt_dp *dp, int gpipe, int64_t nmicro,
                   size_t max_count) {
   *p = (dt_pipe){comm, m, dp, gpipe, NULL};
-  if (gpipe && last(p) && !first(p)) {
-    size_t bytes = (size_t)nmicro * max_count * sizeof(float);
+  size_t bytes = dt_pipe_stash_bytes(comm->rank, comm->size, gpipe, nmicro, max_count);
+  if (bytes) {
     p->stash = m->be->alloc(m->be, bytes);
     m->activation_bytes += bytes;
   }
+}
+
+size_t dt_pipe_stash_bytes(int stage, int nstages, int gpipe, int64_t nmicro, size_t max_count) {
+  /* GPipe's last stage runs every backward before the earlier stages do */
+  if (!gpipe || stage != nstages - 1 || stage == 0) return 0;
+  return (size_t)nmicro * max_count * sizeof(float);
 }
 
 void dt_pipe_free(dt_pipe *p) {

@@ -32,6 +32,9 @@ typedef struct dt_pipe {
  * nmicro under GPipe, but 1 on the last stage. */
 int dt_pipe_slots(int stage, int nstages, int nmicro, int gpipe);
 
+/* The bytes of dt_pipe_init's stash on stage `stage` of `nstages`. */
+size_t dt_pipe_stash_bytes(int stage, int nstages, int gpipe, int64_t nmicro, size_t max_count);
+
 /* Sets p up for steps of nmicro micro-batches of at most max_count
  * activation floats each (the last stage's gradient stash under GPipe,
  * counted in the model's activation bytes). */
