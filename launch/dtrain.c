@@ -7,6 +7,7 @@
 #include "../runtime/backend.h"
 #include "../runtime/config.h"
 #include "../runtime/dt.h"
+#include "plan.h"
 #include "train.h"
 
 static void usage(FILE *f) {
@@ -15,6 +16,9 @@ static void usage(FILE *f) {
           "       dtrain --help-config      every config key with its type, default and meaning\n"
           "       dtrain --print-config CONFIG.ini [overrides]   the resolved config, then exit\n"
           "       dtrain --print-layout CONFIG.ini [overrides]   which rank is where, then exit\n"
+          "       dtrain --print-memory[=GIB] CONFIG.ini [overrides]   each rank's memory for\n"
+          "                 the layout, planned without a GPU; =GIB: the largest micro-batch\n"
+          "                 whose busiest rank fits in GIB GiB\n"
           "       dtrain --version\n"
           "\n"
           "Trains the model CONFIG.ini describes. Overrides replace keys of the file, e.g.\n"
@@ -40,7 +44,18 @@ int main(int argc, char **argv) {
   }
   int print_only = !strcmp(argv[1], "--print-config");
   int print_layout = !strcmp(argv[1], "--print-layout");
-  int first = print_only || print_layout ? 2 : 1;
+  int print_memory = !strncmp(argv[1], "--print-memory", 14);
+  double limit_gib = 0;
+  if (print_memory && argv[1][14]) {
+    char *end = NULL;
+    limit_gib = argv[1][14] == '=' ? strtod(argv[1] + 15, &end) : 0;
+    if (!end || *end || !(limit_gib > 0)) {
+      fprintf(stderr, "dtrain: error: %s: expected --print-memory or --print-memory=GIB with "
+              "GIB a positive number of GiB\n", argv[1]);
+      return 2;
+    }
+  }
+  int first = print_only || print_layout || print_memory ? 2 : 1;
   if (first >= argc || argv[first][0] == '-') {
     fprintf(stderr, "dtrain: error: %s is not a config file\n", first < argc ? argv[first] : "(nothing)");
     usage(stderr);
@@ -57,6 +72,11 @@ int main(int argc, char **argv) {
   dt_error err;
   if (dt_config_load(&cfg, argv[first], argc - first - 1, argv + first + 1, &err))
     dt_die_user_all("%s", err.msg);
+  if (print_memory) {
+    int code = dt_print_memory(&cfg, limit_gib);
+    MPI_Finalize();
+    return code;
+  }
   if (print_layout) {
     int code = dt_print_layout(&cfg);
     MPI_Finalize();
