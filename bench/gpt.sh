@@ -37,7 +37,10 @@
 # Peak memory: the largest memory.used that nvidia-smi reports, sampled every
 # 100 ms during the run (the whole GPU, so other processes count too); on the
 # CPU the process's peak RSS (GNU time). dtrain's own count of parameters,
-# gradients, optimizer state and activations is the "model GiB" column.
+# gradients, optimizer state and activations is the "model GiB" column;
+# "plan GiB" is what `dtrain --print-memory` planned for the same run
+# without a device (its total: those and the bf16 weight copy, cuBLASLt's
+# workspace), so the GPU runs measure the plan's gap to the real peak.
 set -euo pipefail
 here=$(cd "$(dirname "$0")/.." && pwd)
 build=${1:-$here/build}; shift || true
@@ -92,8 +95,8 @@ printf '# GPT training throughput (bench/gpt.sh), %s, %s, train.precision=%s\n' 
   "$gpu_name" "$(date -u +%Y-%m-%d)" "${PRECISION:-bf16 (GPU), fp32 (cpu-tiny)}"
 printf '# MFU = (6*N + 12*L*T*d) * tokens/s / bf16 dense peak (%s TFLOP/s); %s steps, first %s not counted\n' \
   "${peak:-n/a}" "${STEPS:-12 (cpu-tiny 8)}" "$warmup"
-printf '%-10s %8s %11s %11s %9s %7s %9s %9s  %s\n' config params "mb x T" "tokens/s" \
-  "ms/step" "MFU%" "peak GiB" "model GiB" note
+printf '%-10s %8s %11s %11s %9s %7s %9s %9s %9s  %s\n' config params "mb x T" "tokens/s" \
+  "ms/step" "MFU%" "peak GiB" "model GiB" "plan GiB" note
 # peak RSS on the CPU through GNU time, where it is installed
 have_time=0; [ -x /usr/bin/time ] && have_time=1
 status=0
@@ -112,7 +115,8 @@ for spec in "${configs[@]}"; do
        status=2; continue ;;
   esac
   if [ $dev = auto ] && [ $have_gpu = 0 ]; then
-    printf '%-10s %8s %11s %11s %9s %7s %9s %9s  %s\n' "$name" - - - - - - - "skipped: no GPU"
+    printf '%-10s %8s %11s %11s %9s %7s %9s %9s %9s  %s\n' "$name" - - - - - - - - \
+      "skipped: no GPU"
     continue
   fi
   done_one=0 failed=0 note=
@@ -144,9 +148,15 @@ for spec in "${configs[@]}"; do
       break
     fi
     [ -n "${OUT_LOGDIR:-}" ] && cp "$run.log" "$OUT_LOGDIR/gpt-$name-mb$mb.log" 2>/dev/null
-    python3 - "$run" "$name" "$mb" "$warmup" "${peak:-}" "$dev" "$note" "${OUT_CSV:-}" <<'PY' || failed=1
+    # what dtrain --print-memory planned for this run, beside what it took
+    plan=$("$build/dtrain" --print-memory "$ini" train.device=$dev train.precision=$prec \
+      train.micro_batch_size=$mb train.batch_size=$mb 2>/dev/null |
+      awk '$1 == 0 && $2 == 0 && $3 == 0 {print $NF}') || plan=
+    python3 - "$run" "$name" "$mb" "$warmup" "${peak:-}" "$dev" "$note" "${OUT_CSV:-}" \
+      "${plan:-nan}" <<'PY' || failed=1
 import json, re, statistics, sys
-run, name, mb, warmup, peak, dev, note, csv = sys.argv[1:9]
+run, name, mb, warmup, peak, dev, note, csv, plan_gib = sys.argv[1:10]
+plan_gib = float(plan_gib)
 mb, warmup = int(mb), int(warmup)
 log = open(run + ".log").read()
 rows = [json.loads(l) for l in open(run + "/metrics.jsonl")]
@@ -178,21 +188,21 @@ flops_tok = 6 * N + 12 * L * T * d
 mfu = f"{100 * flops_tok * tps / (float(peak) * 1e12):7.2f}" if peak else f"{'n/a':>7}"
 pn = f"{N / 1e6:.1f}M" if N < 1e9 else f"{N / 1e9:.2f}B"
 note = (note + f"{len(meas)} steps measured").strip()
-line = f"{name:<10} {pn:>8} {f'{mb} x {T}':>11} {tps:11.0f} {ms:9.1f} {mfu} {peak_gib:9.2f} {model_gib:9.2f}  {note}"
+line = f"{name:<10} {pn:>8} {f'{mb} x {T}':>11} {tps:11.0f} {ms:9.1f} {mfu} {peak_gib:9.2f} {model_gib:9.2f} {plan_gib:9.2f}  {note}"
 print(line)
 if csv:
     with open(csv, "a") as f:
-        f.write(",".join(str(x) for x in (name, N, mb, T, round(tps, 1), round(ms, 2), mfu.strip(), round(peak_gib, 3), round(model_gib, 3))) + "\n")
+        f.write(",".join(str(x) for x in (name, N, mb, T, round(tps, 1), round(ms, 2), mfu.strip(), round(peak_gib, 3), round(model_gib, 3), round(plan_gib, 3))) + "\n")
 PY
     done_one=1
     break
   done
   if [ $done_one = 0 ]; then
     [ $failed = 1 ] || note="${note}none fit"
-    printf '%-10s %8s %11s %11s %9s %7s %9s %9s  %s\n' "$name" - - - - - - - "$note"
+    printf '%-10s %8s %11s %11s %9s %7s %9s %9s %9s  %s\n' "$name" - - - - - - - - "$note"
     failed=1
   fi
   [ $failed = 0 ] || status=1
 done
-printf '# peak GiB: nvidia-smi memory.used max (GPU) or peak RSS (CPU); model GiB: dtrain'"'"'s params+grads+optimizer+activations\n'
+printf '# peak GiB: nvidia-smi memory.used max (GPU) or peak RSS (CPU); model GiB: dtrain'"'"'s params+grads+optimizer+activations; plan GiB: dtrain --print-memory'"'"'s total\n'
 exit $status
