@@ -67,8 +67,7 @@ typedef struct trainer {
   dt_translator *tr;
   int64_t seq;
   dt_image_set train, test;
-  uint16_t *tok_train, *tok_eval;
-  int64_t ntok_train, ntok_eval;
+  dt_token_map tok[2];          /* language models: train.h5, val.h5 */
   int64_t ntrain, neval;   /* samples: images, or token windows */
   int32_t *h_tok, *d_tok;  /* language models: (micro, seq) inputs, one set per activation
                             * slot of a pipeline stage (h_y, d_y too) */
@@ -104,31 +103,36 @@ static int cpu_threads(const trainer *T) {
 
 /* Language models: train.h5 and val.h5 token shards; sample i is the window
  * tokens[i*seq .. i*seq+seq] (inputs) shifted by one (targets). */
+static const char *tok_names[2] = {"train.h5", "val.h5"};
+
 static void load_tokens(trainer *T) {
   const dt_config *c = T->cfg;
   char path[DT_STR * 2 + 16];
   dt_error err;
-  const char *names[2] = {"train.h5", "val.h5"};
-  uint16_t **toks[2] = {&T->tok_train, &T->tok_eval};
-  int64_t *counts[2] = {&T->ntok_train, &T->ntok_eval};
   for (int i = 0; i < 2; i++) {
-    snprintf(path, sizeof path, "%s/%s", c->data_dir, names[i]);
+    snprintf(path, sizeof path, "%s/%s", c->data_dir, tok_names[i]);
     struct stat st;
     if (stat(path, &st) != 0)
       dt_die_user_all("[data] dir = %s: %s not found (prepare text with: build/dtrain-prep text "
                       "%s FILES... or build/dtrain-prep wos $DTRAIN_DATA/wos %s)",
-                      c->data_dir, names[i], c->data_dir, c->data_dir);
-    if (dt_token_shard_load(path, T->m->num_classes, toks[i], counts[i], &err))
+                      c->data_dir, tok_names[i], c->data_dir, c->data_dir);
+    if (dt_token_shard_map(path, T->m->num_classes, &T->tok[i], &err))
       dt_die_user_all("%s", err.msg);
   }
-  T->ntrain = (T->ntok_train - 1) / T->seq;
-  T->neval = (T->ntok_eval - 1) / T->seq;
+  if (T->is_root)
+    printf("data: %s/train.h5 %lld tokens, val.h5 %lld, %s\n", c->data_dir,
+           (long long)T->tok[0].count, (long long)T->tok[1].count,
+           T->tok[0].mapped && T->tok[1].mapped
+               ? "memory-mapped (one copy per node, in the page cache)"
+               : "read into memory (compressed shards, or ids beyond the model's vocabulary)");
+  T->ntrain = (T->tok[0].count - 1) / T->seq;
+  T->neval = (T->tok[1].count - 1) / T->seq;
   if (c->data_train_limit > 0) T->ntrain = DT_MIN(T->ntrain, c->data_train_limit);
   if (c->data_test_limit > 0) T->neval = DT_MIN(T->neval, c->data_test_limit);
   if (T->neval < 1)
     dt_die_user_all("[data] dir = %s: val.h5 has %lld tokens, fewer than one window of "
                     "train.seq_len + 1 = %lld",
-                    c->data_dir, (long long)T->ntok_eval, (long long)T->seq + 1);
+                    c->data_dir, (long long)T->tok[1].count, (long long)T->seq + 1);
 }
 
 /* Translation: train.h5 and valid.h5 pair shards, cut into token-count
@@ -247,16 +251,31 @@ static uint64_t dropout_seed(const trainer *T) {
   return dt_rng_u64(&r);
 }
 
+/* A window of a mapped shard holds an id the model has no row for: the
+ * shard is corrupt or not what its vocab_size attribute says */
+static DT_NORETURN void bad_window(const trainer *T, int split, int64_t from, int64_t limit) {
+  const uint16_t *w = T->tok[split].tokens;
+  int64_t i = from;
+  while (w[i] < limit) i++;
+  dt_die_user("[data] dir = %s: %s: /tokens[%lld] = %u is not below vocab_size %lld",
+              T->cfg->data_dir, tok_names[split], (long long)i, w[i], (long long)limit);
+}
+
 /* A micro-batch of token windows: inputs and next-token targets, in the
  * buffers of activation slot `slot` (0 without pipeline parallelism). */
-static dt_batch make_lm_batch(trainer *T, const uint16_t *tokens, const int32_t *idx, int n,
-                              int slot) {
+static dt_batch make_lm_batch(trainer *T, int split, const int32_t *idx, int n, int slot) {
   dt_backend_t be = T->be;
   int64_t s = T->seq;
   const size_t at = (size_t)slot * (size_t)T->m->max_batch * (size_t)s;
   int32_t *htok = T->h_tok + at, *hy = T->h_y + at;
+  const dt_token_map *map = &T->tok[split];
+  const int64_t limit = DT_MIN(map->limit, (int64_t)T->m->num_classes);
   for (int i = 0; i < n; i++) {
-    const uint16_t *w = tokens + (int64_t)idx[i] * s;
+    const uint16_t *w = map->tokens + (int64_t)idx[i] * s;
+    /* a mapped shard's ids are checked here, as they are read */
+    int bad = 0;
+    for (int64_t j = 0; j <= s; j++) bad |= w[j] >= limit;
+    if (bad) bad_window(T, split, (int64_t)idx[i] * s, limit);
     for (int64_t j = 0; j < s; j++) {
       htok[i * s + j] = w[j];
       hy[i * s + j] = w[j + 1];
@@ -286,7 +305,7 @@ static dt_batch make_s2s_batch(trainer *T, const dt_pair_set *set, const int32_t
 /* Uploads a micro-batch of sample indices and labels, then gathers and
  * normalises the images on the device. */
 static dt_batch make_batch(trainer *T, int eval, const int32_t *idx, int n) {
-  if (T->lm) return make_lm_batch(T, eval ? T->tok_eval : T->tok_train, idx, n, 0);
+  if (T->lm) return make_lm_batch(T, eval ? 1 : 0, idx, n, 0);
   const uint8_t *d_images = eval ? T->d_test_images : T->d_train_images;
   const uint8_t *labels = eval ? T->test.labels : T->train.labels;
   dt_backend_t be = T->be;
@@ -1110,7 +1129,8 @@ static void setup(trainer *T, const dt_config *c) {
   snprintf(hint, sizeof hint,
            "%.32s's parameters, optimizer state and activations for %d %s a forward "
            "([train] micro_batch_size%s): lower it, or set train.recompute (gpt), "
-           "train.precision = bf16 or parallel.zero",
+           "train.precision = bf16 or parallel.zero (dtrain --print-memory=GIB plans "
+           "what fits)",
            c->model_name, maxb, T->lm ? "sequences" : T->s2s ? "sentences" : "samples",
            T->lm || T->s2s ? "" : " or eval_batch_size");
   dt_set_oom_hint(hint);
@@ -1259,8 +1279,8 @@ static void teardown(trainer *T) {
     dt_pair_batches_free(&T->bat_train), dt_pair_batches_free(&T->bat_val);
     dt_pair_set_free(&T->pairs_train), dt_pair_set_free(&T->pairs_val);
   }
-  free(T->tok_train);
-  free(T->tok_eval);
+  for (int i = 0; i < 2; i++)
+    if (T->tok[i].tokens) dt_token_map_free(&T->tok[i]);
   be->free(be, T->d_losses);
   be->free(be, T->d_sumsq);
   dt_dp_destroy(T->dp);
@@ -1317,7 +1337,7 @@ static double train_step_s2s(trainer *T) {
 /* The pipeline's micro-batch j of this step (dt_pipe_batch_fn) */
 static dt_batch pipe_train_batch(void *ctx, int64_t j, int slot) {
   trainer *T = ctx;
-  dt_batch b = make_lm_batch(T, T->tok_train, T->pipe_perm + j * T->micro, (int)T->micro, slot);
+  dt_batch b = make_lm_batch(T, 0, T->pipe_perm + j * T->micro, (int)T->micro, slot);
   b.seed = dropout_seed(T);
   b.sample0 = T->grid.dp_rank * T->rank_batch + j * T->micro;
   return b;
@@ -1451,7 +1471,7 @@ int dt_train(const dt_config *c) {
     T->metrics = dt_metrics_open(T->run_dir, c->log_tensorboard, &err);
     if (!T->metrics) dt_die_user("[log] dir: %s", err.msg);
     char path[2048];
-    snprintf(path, sizeof path, "%s/config.ini", T->run_dir);
+    snprintf(path, sizeof path, "%.*s/config.ini", DT_STR * 2, T->run_dir);
     FILE *fp = fopen(path, "w");
     if (fp) fputs(T->config_text, fp), fclose(fp);
     /* under tensor or pipeline parallelism: the whole model's count, then

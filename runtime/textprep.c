@@ -9,6 +9,8 @@
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
+#include <fcntl.h>
+#include <sys/mman.h>
 #include <sys/stat.h>
 #include <unistd.h>
 #include <zlib.h>
@@ -263,7 +265,9 @@ int dt_token_shard_write(const char *path, const uint16_t *tokens, int64_t n,
                          const dt_token_meta *m, dt_error *err) {
   hid_t f = dt_h5_create(path, err);
   if (f < 0) return -1;
-  int rc = dt_h5_write(f, "/tokens", H5T_NATIVE_UINT16, 1, &n, tokens, 1, err);
+  /* stored whole, not compressed, so training can map the file
+   * (dt_token_shard_map) instead of reading a copy into every rank */
+  int rc = dt_h5_write(f, "/tokens", H5T_NATIVE_UINT16, 1, &n, tokens, 0, err);
   if (!rc) rc = dt_h5_attr_write_str(f, "/", "format", DT_TOKENS_FORMAT, err);
   if (!rc) rc = dt_h5_attr_write_i64(f, "/", "count", 1, &n, err);
   if (!rc) rc = dt_h5_attr_write_i64(f, "/", "vocab_size", 1, &m->vocab_size, err);
@@ -609,8 +613,10 @@ int dt_token_shard_is(const char *path) {
   return yes;
 }
 
-static int load_tokens(hid_t f, const char *path, int vocab_size, uint16_t **tokens, int64_t *n,
-                       dt_error *err) {
+/* The shard's header: format, /tokens 1-D uint16 and not empty, its count
+ * and vocab_size attributes. *le: /tokens is stored little-endian. */
+static int check_header(hid_t f, const char *path, int64_t *count, int64_t *vocab, int *le,
+                        dt_error *err) {
   char *format = dt_h5_attr_read_str(f, "/", "format", err);
   if (!format) {
     if (err) {
@@ -624,7 +630,7 @@ static int load_tokens(hid_t f, const char *path, int vocab_size, uint16_t **tok
   free(format);
   if (bad) return -1;
   int nd;
-  int64_t dims[DT_H5_MAXDIMS], count, vocab;
+  int64_t dims[DT_H5_MAXDIMS];
   if (dt_h5_dims(f, "/tokens", &nd, dims, err)) return -1;
   if (nd != 1 || dims[0] < 1)
     return dt_error_set(err, "%s: dataset /tokens must be 1-D and not empty", path);
@@ -632,32 +638,45 @@ static int load_tokens(hid_t f, const char *path, int vocab_size, uint16_t **tok
   hid_t t = d >= 0 ? H5Dget_type(d) : -1;
   int ok = t >= 0 && H5Tget_class(t) == H5T_INTEGER && H5Tget_size(t) == 2 &&
            H5Tget_sign(t) == H5T_SGN_NONE;
+  *le = ok && H5Tget_order(t) == H5T_ORDER_LE;
   if (t >= 0) H5Tclose(t);
   if (d >= 0) H5Dclose(d);
   if (!ok) return dt_error_set(err, "%s: dataset /tokens is not uint16", path);
-  if (dt_h5_attr_read_i64(f, "/", "count", 1, &count, err) ||
-      dt_h5_attr_read_i64(f, "/", "vocab_size", 1, &vocab, err))
+  if (dt_h5_attr_read_i64(f, "/", "count", 1, count, err) ||
+      dt_h5_attr_read_i64(f, "/", "vocab_size", 1, vocab, err))
     return -1;
-  if (count != dims[0])
+  if (*count != dims[0])
     return dt_error_set(err, "%s: attribute count = %lld, but /tokens has %lld", path,
-                        (long long)count, (long long)dims[0]);
-  if (vocab < 1 || vocab > 65536)
+                        (long long)*count, (long long)dims[0]);
+  if (*vocab < 1 || *vocab > 65536)
     return dt_error_set(err, "%s: attribute vocab_size = %lld, expected 1..65536", path,
-                        (long long)vocab);
+                        (long long)*vocab);
+  return 0;
+}
+
+/* The first id of tok[0, n) at or above limit, named; 0 when there is none */
+static int check_ids(const char *path, const uint16_t *tok, int64_t n, int64_t limit,
+                     int64_t vocab, dt_error *err) {
+  for (int64_t i = 0; i < n; i++)
+    if (tok[i] >= limit)
+      return dt_error_set(err, "%s: /tokens[%lld] = %u is not below vocab_size %lld%s", path,
+                          (long long)i, tok[i], (long long)limit,
+                          limit < vocab ? " (the model's)" : "");
+  return 0;
+}
+
+static int load_tokens(hid_t f, const char *path, int vocab_size, uint16_t **tokens, int64_t *n,
+                       dt_error *err) {
+  int64_t count, vocab;
+  int le;
+  if (check_header(f, path, &count, &vocab, &le, err)) return -1;
   int64_t limit = vocab_size > 0 ? DT_MIN(vocab, (int64_t)vocab_size) : vocab;
   uint16_t *tok = dt_malloc((size_t)count * sizeof *tok);
-  if (dt_h5_read_rows(f, "/tokens", H5T_NATIVE_UINT16, 0, count, tok, err)) {
+  if (dt_h5_read_rows(f, "/tokens", H5T_NATIVE_UINT16, 0, count, tok, err) ||
+      check_ids(path, tok, count, limit, vocab, err)) {
     free(tok);
     return -1;
   }
-  for (int64_t i = 0; i < count; i++)
-    if (tok[i] >= limit) {
-      dt_error_set(err, "%s: /tokens[%lld] = %u is not below vocab_size %lld%s", path,
-                   (long long)i, tok[i], (long long)limit,
-                   limit < vocab ? " (the model's)" : "");
-      free(tok);
-      return -1;
-    }
   *tokens = tok;
   *n = count;
   return 0;
@@ -672,4 +691,69 @@ int dt_token_shard_load(const char *path, int vocab_size, uint16_t **tokens, int
   int rc = load_tokens(f, path, vocab_size, tokens, n, err);
   dt_h5_close(f);
   return rc;
+}
+
+/* Where /tokens lies in the file when it is stored whole (contiguous, not
+ * compressed), little-endian and the host too; else -1 */
+static int64_t mappable_offset(hid_t f, int le) {
+  const uint16_t probe = 1;
+  if (!le || *(const uint8_t *)&probe != 1) return -1;
+  hid_t d = H5Dopen2(f, "/tokens", H5P_DEFAULT);
+  if (d < 0) return -1;
+  haddr_t off = H5Dget_offset(d); /* undefined for chunked (compressed) datasets */
+  H5Dclose(d);
+  return off == HADDR_UNDEF ? -1 : (int64_t)off;
+}
+
+int dt_token_shard_map(const char *path, int vocab_size, dt_token_map *map, dt_error *err) {
+  memset(map, 0, sizeof *map);
+  hid_t f = dt_h5_open(path, err);
+  if (f < 0) return -1;
+  int64_t count, vocab;
+  int le;
+  if (check_header(f, path, &count, &vocab, &le, err)) {
+    dt_h5_close(f);
+    return -1;
+  }
+  const int64_t off = mappable_offset(f, le);
+  /* ids the writer may have put beyond the model's vocabulary, or a shard
+   * that cannot be mapped: read it all and check every id now */
+  if (off < 0 || (vocab_size > 0 && vocab > vocab_size)) {
+    int rc = load_tokens(f, path, vocab_size, (uint16_t **)&map->tokens, &map->count, err);
+    dt_h5_close(f);
+    map->limit = vocab_size > 0 ? DT_MIN(vocab, (int64_t)vocab_size) : vocab;
+    return rc;
+  }
+  dt_h5_close(f);
+  const size_t bytes = (size_t)count * sizeof(uint16_t);
+  int fd = open(path, O_RDONLY);
+  struct stat st;
+  if (fd < 0 || fstat(fd, &st) != 0) {
+    if (fd >= 0) close(fd);
+    return dt_error_set(err, "%s: cannot open: %s", path, strerror(errno));
+  }
+  if ((uint64_t)st.st_size < (uint64_t)off + bytes) {
+    close(fd);
+    return dt_error_set(err, "%s: truncated: /tokens needs bytes up to %llu, the file has %llu",
+                        path, (unsigned long long)((uint64_t)off + bytes),
+                        (unsigned long long)st.st_size);
+  }
+  const long page = sysconf(_SC_PAGESIZE);
+  const int64_t start = off / page * page;
+  void *base = mmap(NULL, bytes + (size_t)(off - start), PROT_READ, MAP_SHARED, fd, start);
+  close(fd); /* the mapping keeps the file */
+  if (base == MAP_FAILED) return dt_error_set(err, "%s: cannot map: %s", path, strerror(errno));
+  map->base = base;
+  map->len = bytes + (size_t)(off - start);
+  map->tokens = (const uint16_t *)((const char *)base + (off - start));
+  map->count = count;
+  map->limit = vocab; /* the writer's ids are below it: checked as they are read */
+  map->mapped = 1;
+  return 0;
+}
+
+void dt_token_map_free(dt_token_map *map) {
+  if (map->mapped) munmap(map->base, map->len);
+  else free((void *)map->tokens);
+  memset(map, 0, sizeof *map);
 }

@@ -57,6 +57,24 @@ int dt_token_shard_write(const char *path, const uint16_t *tokens, int64_t n,
 int dt_token_shard_load(const char *path, int vocab_size, uint16_t **tokens, int64_t *n,
                         dt_error *err);
 
+/* A token shard as training reads it. Where /tokens is stored whole and
+ * little-endian (what dt_token_shard_write writes) the file is mapped, not
+ * read: every rank of a node shares the page cache, only the windows a run
+ * touches are read from disk, and a corpus larger than memory trains; the
+ * ids are then checked against limit as they are used. Otherwise (a
+ * compressed shard, or ids the writer's vocabulary allows beyond the
+ * model's) it is read and every id checked, as dt_token_shard_load. */
+typedef struct dt_token_map {
+  const uint16_t *tokens;
+  int64_t count;
+  int64_t limit;  /* every id is below it (checked, or the writer's vocab_size) */
+  int mapped;
+  void *base;     /* the mapping (page-aligned) and its length */
+  size_t len;
+} dt_token_map;
+int dt_token_shard_map(const char *path, int vocab_size, dt_token_map *map, dt_error *err);
+void dt_token_map_free(dt_token_map *map);
+
 /* Whether an HDF5 file says it is a token shard (format attribute); 0 for
  * anything else, including unreadable files. */
 int dt_token_shard_is(const char *path);

@@ -14,6 +14,7 @@
 #include <unistd.h>
 
 #include "bpe.h"
+#include "h5.h"
 #include "textprep.h"
 
 static int passed, failed;
@@ -54,6 +55,7 @@ static void test_shards(const char *dir) {
   snprintf(good, sizeof good, "%s/good.h5", dir);
   snprintf(bad, sizeof bad, "%s/bad.h5", dir);
   uint16_t ids[6] = {15496, 995, 50256, 31373, 995, 0};
+  const uint16_t ids0[6] = {15496, 995, 50256, 31373, 995, 0};
   dt_token_meta m = {.vocab_size = 50257, .eot = 50256, .documents = 2, .tokenizer = "gpt2",
                      .name = "t", .source = "test"};
   dt_error err = {{0}};
@@ -75,6 +77,52 @@ static void test_shards(const char *dir) {
   rc = dt_token_shard_load(good, 1000, &tok, &n, &err);
   check(rc != 0 && strstr(err.msg, "/tokens[0] = 15496 is not below vocab_size 1000"),
         "ids over the model's vocab rejected, got: %s", err.msg);
+
+  /* mapped: the writer stores /tokens whole, so training maps it; ids are
+   * then checked as they are read (launch/train.c), against the writer's
+   * vocab_size, which bounds them */
+  dt_token_map map;
+  rc = dt_token_shard_map(good, 50257, &map, &err);
+  snprintf(msg, sizeof msg, "rc %d, mapped %d, count %lld: %s", rc, map.mapped,
+           (long long)map.count, err.msg);
+  check(rc == 0 && map.mapped && map.count == 6 && map.limit == 50257 &&
+            !memcmp(map.tokens, ids0, sizeof ids0),
+        "map a shard: %s", msg);
+  if (!rc) dt_token_map_free(&map);
+  rc = dt_token_shard_map(bad, 50257, &map, &err);
+  check(rc == 0 && map.mapped && map.tokens[3] == 50257,
+        "a mapped shard's ids are not read at load (the bad one is found when used): %s",
+        err.msg);
+  if (!rc) dt_token_map_free(&map);
+  /* a model with fewer ids than the writer's vocab_size: read and checked whole */
+  rc = dt_token_shard_map(good, 1000, &map, &err);
+  check(rc != 0 && strstr(err.msg, "/tokens[0] = 15496 is not below vocab_size 1000"),
+        "map: ids over the model's vocab rejected at load, got: %s", err.msg);
+  /* a compressed shard (as dtrain-prep wrote them before) is read instead */
+  enum { NBIG = 100000 };
+  uint16_t *big = malloc(NBIG * sizeof *big);
+  for (int i = 0; i < NBIG; i++) big[i] = (uint16_t)((i * 7919) % 50257);
+  int64_t nbig = NBIG;
+  dt_error e2 = {{0}};
+  hid_t h = dt_h5_create(bad, &e2);
+  int wrc = h < 0 || dt_h5_write(h, "/tokens", H5T_NATIVE_UINT16, 1, &nbig, big, 1, &e2) ||
+            dt_h5_attr_write_str(h, "/", "format", DT_TOKENS_FORMAT, &e2) ||
+            dt_h5_attr_write_i64(h, "/", "count", 1, &nbig, &e2) ||
+            dt_h5_attr_write_i64(h, "/", "vocab_size", 1, &m.vocab_size, &e2);
+  if (h >= 0) H5Fclose(h);
+  rc = wrc ? -1 : dt_token_shard_map(bad, 50257, &map, &err);
+  snprintf(msg, sizeof msg, "rc %d, mapped %d: %.400s%.400s", rc, rc ? -1 : map.mapped,
+           e2.msg, err.msg);
+  check(rc == 0 && !map.mapped && map.count == NBIG && !memcmp(map.tokens, big, NBIG * 2),
+        "a compressed shard is read, not mapped: %s", msg);
+  if (!rc) dt_token_map_free(&map);
+  /* the file ends before /tokens does */
+  rc = dt_token_shard_write(bad, big, NBIG, &m, &err);
+  if (!rc) rc = truncate(bad, 4096);
+  rc = rc ? -1 : dt_token_shard_map(bad, 50257, &map, &err);
+  check(rc != 0 && strstr(err.msg, bad), "a truncated shard is an error naming it, got: %s",
+        err.msg);
+  free(big);
 
   FILE *f = fopen(bad, "w");
   if (f) fputs("not hdf5\n", f), fclose(f);

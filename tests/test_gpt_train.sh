@@ -184,6 +184,22 @@ done
   >"$TMP/bad-vocab.log" 2>&1
 check "shard ids beyond model.vocab_size -> exit 2 naming train.h5" \
   bash -c "[ $? -eq 2 ] && grep -q 'train.h5.*not below vocab_size 1000' '$TMP/bad-vocab.log'"
+# the prepared shards are mapped, not read; a mapped shard's ids are
+# checked as windows are read: one over the vocabulary in every window is
+# found by the first step, named with its position
+check "the token shards are memory-mapped" grep -q "memory-mapped" "$TMP/learn.log"
+mkdir -p "$TMP/badids"
+cp "$TMP/wos/val.h5" "$TMP/badids/"
+ids=()
+for i in $(seq 0 599); do ids+=($([ $((i % 32)) = 5 ] && echo 50300 || echo 15496)); done
+"$BUILD/tests/test_bpe" --make-shard "$TMP/badids/train.h5" "${ids[@]}"
+"$D" "$cfg" "${common[@]/#data.dir=*/data.dir=$TMP/badids}" train.max_steps=1 \
+  log.dir="$TMP/bad-ids" >"$TMP/bad-ids.log" 2>&1
+rc=$?
+pos=$(sed -n 's|.*train.h5: /tokens\[\([0-9]*\)\] = 50300 is not below vocab_size 50257.*|\1|p' \
+  "$TMP/bad-ids.log")
+check "a mapped shard's id over the vocabulary -> exit 2 naming train.h5 and the position" \
+  test "$rc" -eq 2 -a -n "$pos" -a "$(( ${pos:-0} % 32 ))" = 5
 "$D" "$cfg" "${common[@]}" model.block_size=16 train.max_steps=1 log.dir="$TMP/bad-T" \
   >"$TMP/bad-T.log" 2>&1
 check "train.seq_len longer than model.block_size -> exit 2 naming both keys" \
