@@ -7,8 +7,10 @@
 #   train.device=auto) or cpu-tiny (configs/gpt-tiny.ini on the CPU, for
 #   machines without a GPU). MB is a list of micro-batch sizes: each is tried
 #   in turn and the first that does not run out of device memory is measured,
-#   so list them largest first. Defaults: gpt-124m:16, gpt-350m:16,8,4,
-#   gpt-774m:16,8,4,2, gpt-1.6b:16,12,8,4,2,1, cpu-tiny:4. Without CONFIG:
+#   so list them largest first; one that `dtrain --print-memory` plans above
+#   the GPU's whole memory is skipped without a run. Defaults: gpt-124m:16,
+#   gpt-350m:16,8,4, gpt-774m:16,8,4,2, gpt-1.6b:16,12,8,4,2,1, cpu-tiny:4.
+#   Without CONFIG:
 #   gpt-124m gpt-1.6b where a GPU is visible, else cpu-tiny.
 # Env: DTRAIN_DATA (wos/ and gpt2-tokenizer/ in it; default data/ in the
 #   checkout) or GPT_BENCH_DATA (a folder of prepared train.h5/val.h5 token
@@ -77,10 +79,12 @@ if [ -z "$data" ]; then
   fi
 fi
 
-gpu_name=cpu
+gpu_name=cpu gpu_gib=
 peak=${PEAK_TFLOPS:-}
 if [ $have_gpu = 1 ]; then
   gpu_name=$(nvidia-smi --query-gpu=name --format=csv,noheader | head -1)
+  gpu_gib=$(nvidia-smi --query-gpu=memory.total --format=csv,noheader,nounits | head -1 |
+    awk '{printf "%.1f", $1 / 1024}')
   if [ -z "$peak" ]; then
     case $gpu_name in
       *H200*|*H100*SXM*|*"H100 80GB HBM3"*) peak=989 ;;
@@ -122,6 +126,15 @@ for spec in "${configs[@]}"; do
   done_one=0 failed=0 note=
   for mb in ${mbs//,/ }; do
     run=$tmp/run-$name-$mb
+    # what dtrain --print-memory plans for this run (shown beside what it
+    # took); a micro-batch planned over the GPU's whole memory is not tried
+    plan=$("$build/dtrain" --print-memory "$ini" train.device=$dev train.precision=$prec \
+      train.micro_batch_size=$mb train.batch_size=$mb 2>/dev/null |
+      awk '$1 == 0 && $2 == 0 && $3 == 0 {print $NF}') || plan=
+    if [ -n "$plan" ] && [ -n "$gpu_gib" ] && awk -v p="$plan" -v g="$gpu_gib" 'BEGIN {exit !(p > g)}'; then
+      note="${note}mb $mb: planned $plan GiB > $gpu_gib; "
+      continue
+    fi
     mon=
     if [ $dev != cpu ]; then
       nvidia-smi --query-gpu=memory.used --format=csv,noheader,nounits -lms 100 \
@@ -148,10 +161,6 @@ for spec in "${configs[@]}"; do
       break
     fi
     [ -n "${OUT_LOGDIR:-}" ] && cp "$run.log" "$OUT_LOGDIR/gpt-$name-mb$mb.log" 2>/dev/null
-    # what dtrain --print-memory planned for this run, beside what it took
-    plan=$("$build/dtrain" --print-memory "$ini" train.device=$dev train.precision=$prec \
-      train.micro_batch_size=$mb train.batch_size=$mb 2>/dev/null |
-      awk '$1 == 0 && $2 == 0 && $3 == 0 {print $NF}') || plan=
     python3 - "$run" "$name" "$mb" "$warmup" "${peak:-}" "$dev" "$note" "${OUT_CSV:-}" \
       "${plan:-nan}" <<'PY' || failed=1
 import json, re, statistics, sys

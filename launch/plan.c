@@ -142,6 +142,34 @@ static double plan_all(const plan *P, dt_backend_t meter, int64_t micro, plan_ro
   return most;
 }
 
+/* The busiest rank at the config's micro-batch under each ZeRO stage and,
+ * for GPT, each train.recompute: what to change when the layout does not
+ * fit (as DeepSpeed's estimators list their options). cc is P's config,
+ * changed and put back. */
+static void print_settings(plan *P, dt_config *cc, dt_backend_t meter, double limit_gib) {
+  static const char *rc[] = {"none", "mlp", "block"};
+  const int nrc = !strcmp(cc->model_name, "gpt") ? 3 : 1;
+  const long zero0 = cc->parallel_zero;
+  char rc0[DT_STR];
+  snprintf(rc0, sizeof rc0, "%s", cc->train_recompute);
+  printf("the busiest rank at micro_batch_size %lld under other settings (GiB; * within "
+         "%.1f):\n          ", (long long)P->micro, limit_gib);
+  for (int r = 0; r < nrc; r++) printf("  recompute=%-5s", nrc > 1 ? rc[r] : rc0);
+  printf("\n");
+  for (int z = 0; z <= 3; z++) {
+    printf("  zero=%d   ", z);
+    cc->parallel_zero = z, P->zero = z;
+    for (int r = 0; r < nrc; r++) {
+      if (nrc > 1) snprintf(cc->train_recompute, sizeof cc->train_recompute, "%s", rc[r]);
+      const double gib = plan_all(P, meter, P->micro, NULL) / 1073741824.0;
+      printf("  %14.2f%s", gib, gib <= limit_gib ? "*" : " ");
+    }
+    printf("\n");
+  }
+  cc->parallel_zero = zero0, P->zero = (int)zero0;
+  snprintf(cc->train_recompute, sizeof cc->train_recompute, "%s", rc0);
+}
+
 int dt_print_memory(const dt_config *c, double limit_gib) {
   int world = 1, me = 0;
   MPI_Comm_size(MPI_COMM_WORLD, &world);
@@ -228,6 +256,7 @@ int dt_print_memory(const dt_config *c, double limit_gib) {
     if (best) printf("largest micro_batch_size that fits: %lld\n", (long long)best);
     else printf("no micro_batch_size fits in %.1f GiB: add parallel.zero, tp or pp, or set "
                 "train.recompute\n", limit_gib);
+    print_settings(&P, &cc, &meter, limit_gib);
   }
   fflush(stdout);
   free(rows);

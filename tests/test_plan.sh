@@ -109,6 +109,29 @@ sys.exit(0 if ok else 1)
 PY
 }
 check "--print-memory=GIB: the largest micro-batch within GIB" search
+# the table of other settings at the config's micro-batch (dp=2): each
+# entry is the plan of that setting, and recompute saves; more ZeRO
+# may (at dp=2 ZeRO-2's gradient pool holds GPT-tiny's token table whole)
+settings() {
+  local big=(train.seq_len=128 model.n_embd=256 model.n_head=4 model.n_layer=4
+             train.batch_size=32 train.micro_batch_size=16 train.device=cpu parallel.dp=2)
+  "$D" --print-memory=1 "$cfg" "${big[@]}" >"$TMP/settings.txt" || return 1
+  "$D" --print-memory "$cfg" "${big[@]}" parallel.zero=2 train.recompute=mlp \
+    >"$TMP/z2mlp.plan" || return 1
+  python3 - "$TMP/settings.txt" "$TMP/z2mlp.plan" <<'PY'
+import re, sys
+t, other = open(sys.argv[1]).read(), open(sys.argv[2]).read()
+rows = {int(z): [float(x) for x in v.split()]
+        for z, v in re.findall(r"\n +zero=(\d) +([\d. ]+?)\s*(?=\n)", t.replace("*", " "))}
+total = lambda s: float(re.search(r"\n +0 +0 +0 .* ([\d.]+)\n", s).group(1))
+print(f"   {rows}; own total {total(t)}, zero=2 recompute=mlp {total(other)}")
+ok = sorted(rows) == [0, 1, 2, 3] and all(len(v) == 3 for v in rows.values())
+ok = ok and abs(rows[0][0] - total(t)) < 0.006 and abs(rows[2][1] - total(other)) < 0.006
+ok = ok and all(v[0] > v[1] > v[2] for v in rows.values())
+sys.exit(0 if ok else 1)
+PY
+}
+check "--print-memory=GIB: ZeRO stages and recompute modes at the config's micro-batch" settings
 
 # GPT-1.6B: 1,557,611,200 parameters (GPT-2 XL's count, the LM head tied),
 # planned in seconds with nothing allocated
@@ -127,6 +150,19 @@ PY
 check "gpt-1.6b: ZeRO-1 over dp=4, the parameter count of GPT-2 XL" big
 check "transformer-tiny plans" sh -c "'$D' --print-memory '$SRC/configs/transformer-tiny.ini' \
   | grep -q '^ *0  *0  *0 '"
+
+# a run that does not fit (here in 1.5 GB of address space) names the
+# keys that size it and the plan
+oom() {
+  (ulimit -v 1500000
+   "$D" "$cfg" data.dir="$TMP/wos" train.seq_len=128 train.batch_size=64 \
+     train.micro_batch_size=64 model.n_embd=512 model.n_head=8 train.threads=1 \
+     train.max_steps=1 log.dir="$TMP/oom" >"$TMP/oom.log" 2>&1)
+  local rc=$?
+  grep -q "out of host memory.*micro_batch_size.*dtrain --print-memory=GIB" "$TMP/oom.log" &&
+    [ $rc -eq 2 ] || { echo "   exit $rc"; tail -3 "$TMP/oom.log"; return 1; }
+}
+check "out of memory: exit 2, the keys and --print-memory named" oom
 
 # bad input: exit 2 with the key named
 bad_run() { # bad_run PATTERN ARGS...: exit 2 and PATTERN on stderr
