@@ -86,6 +86,8 @@ typedef struct trainer {
   int64_t step, epoch, offset; /* optimizer steps done; loader position */
   uint64_t seed;
   double train_time; /* seconds in training steps (no eval, no I/O) in this process */
+  double flops_tok;   /* gpt: model FLOPs a token (6N + 12 L T d), 0 for other models */
+  double peak_tflops; /* for the MFU: log.peak_tflops or the GPU's known peak; 0 = none */
   dt_metrics *metrics;
   dt_profile *prof;  /* [log] profile: the kernel timing shim over be, or NULL */
 } trainer;
@@ -1418,6 +1420,34 @@ static double eta_s(const trainer *T, double wall, int64_t nrun) {
   return left;
 }
 
+/* The step log's model TFLOP/s and MFU (GPT). Model FLOPs a token are
+ * PaLM's count, as bench/gpt.sh's: 6N for the matmuls of forward and
+ * backward over every parameter (the tied token table once, for the LM
+ * head; the embedding lookups are not matmuls but the usual count keeps
+ * them) and 12 L T d for attention's two T x T products; recompute is
+ * not counted (it is hardware FLOPs, not model FLOPs). The peak is
+ * log.peak_tflops, else the bf16 dense peak of a GPU known by name when
+ * the run is bf16 (an fp32 run has no tensor-core peak to be measured
+ * against). */
+static void set_flops(trainer *T, size_t nwhole) {
+  const dt_config *c = T->cfg;
+  T->flops_tok = 6.0 * (double)nwhole + 12.0 * (double)c->model_n_layer * (double)T->seq *
+                                            (double)c->model_n_embd;
+  T->peak_tflops = c->log_peak_tflops;
+  if (T->peak_tflops > 0 || T->be->device != DT_DEVICE_CUDA ||
+      strcmp(c->train_precision, "bf16"))
+    return;
+  static const struct {
+    const char *name;
+    double peak;
+  } known[] = {{"H200", 989}, {"H100 PCIe", 756}, {"H100", 989}, {"A100", 312}};
+  for (size_t i = 0; i < DT_ARRAY_LEN(known); i++)
+    if (strstr(T->be->desc, known[i].name)) {
+      T->peak_tflops = known[i].peak;
+      break;
+    }
+}
+
 /* [log] profile: rank 0's table on the console and in RUN/profile.txt */
 static void print_profile(const trainer *T) {
   dt_profile_print(T->prof, stdout, "step");
@@ -1480,6 +1510,7 @@ int dt_train(const dt_config *c) {
     if (!strcmp(T->m->family, "gpt")) {
       int n;
       free(dt_gpt_whole_table(c, &n, &nwhole));
+      set_flops(T, nwhole);
     }
     char split[256] = "", tps[96] = "", pps[96] = "";
     if (T->grid.tp > 1)
@@ -1561,18 +1592,28 @@ int dt_train(const dt_config *c) {
     if (T->is_root && (T->step % c->log_every == 0 || T->step == T->total_steps || T->step == 1)) {
       double now = dt_now();
       double sps = log_samples / (now - t_log), ups = log_units / (now - t_log);
+      /* model TFLOP/s per rank (GPT), and its share of the peak */
+      const double tflops = T->flops_tok * ups / (double)T->grid.size / 1e12;
+      const double mfu = T->peak_tflops > 0 ? tflops / T->peak_tflops : 0;
       dt_metric vals[] = {{"epoch", epoch_f, 0},       {"loss", loss, 0},
                           {"lr", lr, 0},               {"grad_norm", gnorm, 0},
                           {"samples_per_s", sps, 0},   {"time_s", now - t_start, 0},
-                          {"tokens_per_s", ups, 0}};
-      dt_metrics_log(T->metrics, "train", (long)T->step, vals, T->lm || T->s2s ? 7 : 6, NULL,
-                     NULL, 0);
-      char eta[32];
+                          {"tokens_per_s", ups, 0},    {"tflops_per_rank", tflops, 0},
+                          {"mfu", mfu, 0}};
+      const int nvals = !(T->lm || T->s2s) ? 6 : !T->flops_tok ? 7 : mfu > 0 ? 9 : 8;
+      dt_metrics_log(T->metrics, "train", (long)T->step, vals, nvals, NULL, NULL, 0);
+      char eta[32], perf[64] = "";
       fmt_duration(eta, sizeof eta, eta_s(T, now - t_start, nrun));
-      printf("step %6lld/%lld | epoch %5.2f | loss %.6f | lr %.3e | gnorm %.3f | %8.0f %s | "
+      if (T->flops_tok > 0)
+        snprintf(perf, sizeof perf, " | %.*f TFLOP/s%s", tflops < 10 ? 3 : 1, tflops,
+                 mfu > 0 ? "" : " a rank");
+      if (mfu > 0)
+        snprintf(perf + strlen(perf), sizeof perf - strlen(perf), " a rank, MFU %.1f%%",
+                 100 * mfu);
+      printf("step %6lld/%lld | epoch %5.2f | loss %.6f | lr %.3e | gnorm %.3f | %8.0f %s%s | "
              "%.1f s | eta %s\n",
              (long long)T->step, (long long)T->total_steps, epoch_f, loss, lr, gnorm, ups, unit,
-             now - t_start, eta);
+             perf, now - t_start, eta);
       fflush(stdout);
       t_log = now;
       log_samples = 0;

@@ -189,6 +189,10 @@ static const cfg_entry k_schema[] = {
        "after the first (waiting for the device before and after each, so the run is slower) "
        "and print a table of time, share, TFLOP/s and GB/s per slot at the end, also written "
        "to <log.dir>/profile.txt (rank 0's)"),
+  FLT("log", "peak_tflops", log_peak_tflops, "0", 0, NOHI, 0,
+      "gpt: the device's peak TFLOP/s for the MFU logged beside each step's model TFLOP/s "
+      "per rank (0 = the bf16 dense peak of a GPU dtrain knows by name, under "
+      "train.precision = bf16: H100 SXM and H200 989, H100 PCIe 756, A100 312; else no MFU)"),
   INT("log", "bleu_every", log_bleu_every, "0", 0, NOHI,
       "transformer: BLEU of greedy translations of the validation set every N steps and at "
       "the end (0 = only at the end)"),

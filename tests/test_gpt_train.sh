@@ -179,6 +179,35 @@ PY
   check "GPT dp=$dp zero=$zero${*:+ $*} matches one process" test $? -eq 0
 done
 
+# model TFLOP/s per rank, (6N + 12 L T d) x tokens/s / ranks, in every
+# training row of one process and of dp=4; MFU only with a peak to divide
+# by (log.peak_tflops; on GPUs also a known one): none on the CPU by default
+"$D" "$cfg" "${common[@]}" train.max_steps=3 log.peak_tflops=0.05 log.dir="$TMP/mfu" \
+  >"$TMP/mfu.log" 2>&1
+check "log.peak_tflops=0.05 exits 0" test $? -eq 0
+flops() {
+  python3 - "$@" <<'PY'
+import json, re, sys
+ok = True
+for run, ranks, peak in zip(sys.argv[1::3], sys.argv[2::3], sys.argv[3::3]):
+    N = int(re.search(r"model: gpt, (\d+) parameters", open(run + ".log").read()).group(1))
+    L, T, d = 2, 32, 64  # gpt-tiny, train.seq_len=32
+    rows = [r for r in map(json.loads, open(run + "/metrics.jsonl")) if r["split"] == "train"]
+    for r in rows:
+        want = (6 * N + 12 * L * T * d) * r["tokens_per_s"] / int(ranks) / 1e12
+        ok &= abs(r["tflops_per_rank"] - want) <= 1e-6 * want
+        ok &= ("mfu" in r) == (float(peak) > 0)
+        ok &= float(peak) == 0 or abs(r["mfu"] - r["tflops_per_rank"] / float(peak)) < 1e-9
+    print(f"   {run.split('/')[-1]}: {len(rows)} rows, N {N}, last {rows[-1]['tflops_per_rank']:.4f}"
+          f" TFLOP/s a rank{', MFU %.3f' % rows[-1]['mfu'] if 'mfu' in rows[-1] else ''}")
+    ok &= len(rows) > 0
+sys.exit(0 if ok else 1)
+PY
+}
+check "tflops_per_rank and mfu in the training rows (1 process, dp=4, a given peak)" \
+  flops "$TMP/learn" 1 0 "$TMP/dp4-a-z0" 4 0 "$TMP/mfu" 1 0.05
+check "the console line shows TFLOP/s and MFU" grep -q "TFLOP/s a rank, MFU" "$TMP/mfu.log"
+
 # bad inputs: exit 2 with one message naming the file or key
 "$D" "$cfg" "${common[@]}" model.vocab_size=1000 train.max_steps=1 log.dir="$TMP/bad-vocab" \
   >"$TMP/bad-vocab.log" 2>&1
