@@ -55,6 +55,8 @@ static const char *usage =
     "                       every round(1/F)-th document, at least one; a single document\n"
     "                       is split by tokens at its end\n"
     "  --name NAME          the shards' name attribute (default: the first input's name)\n"
+    "  --threads N          encoding threads (default: the cores online, at most 16); the\n"
+    "                       shards are the same for every N\n"
     "\n"
     "Token shards hold /tokens (uint16) and attributes format=dtrain-tokens-v1,\n"
     "vocab_size, eot, tokenizer, count, documents, name, source.\n"
@@ -321,7 +323,7 @@ static int cmd_inspect(const char *path, const char *tok_dir) {
   return cmd_inspect_images(path);
 }
 
-/* Options of text/wos/inspect: --tokenizer, --val-fraction, --name (as
+/* Options of text/wos/inspect: --tokenizer, --val-fraction, --name, --threads (as
  * "--opt VALUE" or "--opt=VALUE"); the rest are positional. */
 typedef struct cli {
   dt_textprep_opts o;
@@ -345,10 +347,10 @@ static int parse_cli(int argc, char **argv, int first, int text_opts, cli *c) {
       only_pos = 1;
       continue;
     }
-    const char *names[] = {"--tokenizer", "--val-fraction", "--name"};
+    const char *names[] = {"--tokenizer", "--val-fraction", "--name", "--threads"};
     int which = -1;
     const char *val = NULL;
-    for (int k = 0; k < 3; k++) {
+    for (int k = 0; k < 4; k++) {
       size_t l = strlen(names[k]);
       if (!strncmp(a, names[k], l) && (a[l] == '\0' || a[l] == '=')) {
         which = k;
@@ -368,6 +370,15 @@ static int parse_cli(int argc, char **argv, int first, int text_opts, cli *c) {
     }
     if (which == 0) c->o.tokenizer_dir = val;
     if (which == 2) c->o.name = val;
+    if (which == 3) {
+      char *end;
+      long t = strtol(val, &end, 10);
+      if (end == val || *end || t < 1 || t > 64) {
+        snprintf(msg, sizeof msg, "--threads '%s': expected a whole number in 1..64", val);
+        return fail(msg);
+      }
+      c->o.threads = (int)t;
+    }
     if (which == 1) {
       char *end;
       c->o.val_fraction = strtod(val, &end);

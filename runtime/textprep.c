@@ -7,6 +7,8 @@
 #include <errno.h>
 #include <limits.h>
 #include <math.h>
+#include <pthread.h>
+#include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
 #include <fcntl.h>
@@ -153,9 +155,25 @@ static int read_text(const char *path, char **data, size_t *len, dt_error *err) 
 
 /* ---- the corpus: documents' tokens back to back ---- */
 
+/* Documents are cut into slices of about ENCODE_SLICE bytes where the
+ * pre-tokenizer starts a piece whatever the text around it (dt_bpe_cut), so
+ * each slice encodes alone to the ids of the whole; a batch of slices is
+ * encoded by the threads (one dt_bpe each: its cache is not shared), then
+ * appended in order. The ids do not depend on the thread count. */
+typedef struct slice {
+  size_t at, len;   /* in the batch's text */
+  int doc_end;      /* the last slice of its document */
+  dt_token_buf ids;
+} slice;
+
 typedef struct corpus {
-  dt_bpe *bpe;
-  dt_token_buf buf;
+  dt_bpe **bpe;     /* one per thread */
+  int nthreads;
+  char *text;       /* the batch's documents, copied */
+  size_t text_n, text_cap;
+  slice *sl;
+  size_t nsl, sl_cap;
+  int64_t doc_start; /* where the document being appended began in tok */
   uint16_t *tok;
   size_t n, cap;
   int64_t *doc_end; /* end of each document in tok */
@@ -174,45 +192,111 @@ static void corpus_progress(corpus *c, int final) {
           mb / secs, (long long)c->n, c->docs);
 }
 
-/* Tokenizes one document (an empty one is dropped). */
-static void corpus_add(corpus *c, const char *text, size_t len) {
-  size_t at = 0;
-  size_t start = c->n;
-  while (at < len) {
-    size_t end = at + ENCODE_SLICE >= len ? len : dt_bpe_cut(c->bpe, text, len, at + ENCODE_SLICE);
-    c->buf.n = 0;
-    dt_bpe_encode_append(c->bpe, text + at, end - at, &c->buf);
-    if (c->n + c->buf.n > c->cap) {
-      while (c->n + c->buf.n > c->cap) c->cap = c->cap ? 2 * c->cap : 1 << 20;
+typedef struct encode_job {
+  corpus *c;
+  int t;
+  atomic_size_t *next;
+} encode_job;
+
+static void *encode_worker(void *arg) {
+  encode_job *j = arg;
+  corpus *c = j->c;
+  for (size_t i; (i = atomic_fetch_add(j->next, 1)) < c->nsl;) {
+    slice *s = &c->sl[i];
+    s->ids.n = 0;
+    dt_bpe_encode_append(c->bpe[j->t], c->text + s->at, s->len, &s->ids);
+  }
+  return NULL;
+}
+
+/* Encodes the batch and appends it; a document whose slices gave no ids
+ * (an empty one) is dropped. */
+static void corpus_flush(corpus *c) {
+  if (c->nsl == 0) return;
+  atomic_size_t next = 0;
+  const int nt = (int)DT_MIN((size_t)c->nthreads, c->nsl);
+  encode_job jobs[64];
+  pthread_t tid[64];
+  int started = 0;
+  for (int t = 1; t < nt; t++) {
+    jobs[t] = (encode_job){c, t, &next};
+    if (pthread_create(&tid[t], NULL, encode_worker, &jobs[t]) != 0) break;
+    started = t;
+  }
+  jobs[0] = (encode_job){c, 0, &next};
+  encode_worker(&jobs[0]); /* the rest, and all of it if no thread started */
+  for (int t = 1; t <= started; t++) pthread_join(tid[t], NULL);
+  for (size_t i = 0; i < c->nsl; i++) {
+    const slice *s = &c->sl[i];
+    if (c->n + s->ids.n > c->cap) {
+      while (c->n + s->ids.n > c->cap) c->cap = c->cap ? 2 * c->cap : 1 << 20;
       c->tok = realloc(c->tok, c->cap * sizeof *c->tok);
       DT_CHECK_ALLOC(c->tok);
     }
-    for (size_t i = 0; i < c->buf.n; i++) c->tok[c->n + i] = (uint16_t)c->buf.ids[i];
-    c->n += c->buf.n;
-    c->bytes += (int64_t)(end - at);
-    at = end;
-    corpus_progress(c, 0);
+    for (size_t k = 0; k < s->ids.n; k++) c->tok[c->n + k] = (uint16_t)s->ids.ids[k];
+    c->n += s->ids.n;
+    c->bytes += (int64_t)s->len;
+    if (!s->doc_end) continue;
+    if ((int64_t)c->n > c->doc_start) {
+      if (c->docs == c->doc_cap) {
+        c->doc_cap = c->doc_cap ? 2 * c->doc_cap : 1024;
+        c->doc_end = realloc(c->doc_end, c->doc_cap * sizeof *c->doc_end);
+        DT_CHECK_ALLOC(c->doc_end);
+      }
+      c->doc_end[c->docs++] = (int64_t)c->n;
+    }
+    c->doc_start = (int64_t)c->n;
   }
-  if (c->n == start) return;
-  if (c->docs == c->doc_cap) {
-    c->doc_cap = c->doc_cap ? 2 * c->doc_cap : 1024;
-    c->doc_end = realloc(c->doc_end, c->doc_cap * sizeof *c->doc_end);
-    DT_CHECK_ALLOC(c->doc_end);
-  }
-  c->doc_end[c->docs++] = (int64_t)c->n;
+  c->nsl = 0;
+  c->text_n = 0;
+  corpus_progress(c, 0);
 }
+
+/* Queues one document (copied), encoding the batch once it holds enough
+ * text to keep every thread busy. */
+static void corpus_add(corpus *c, const char *text, size_t len) {
+  if (c->text_n + len > c->text_cap) {
+    while (c->text_n + len > c->text_cap) c->text_cap = c->text_cap ? 2 * c->text_cap : 1 << 20;
+    c->text = realloc(c->text, c->text_cap);
+    DT_CHECK_ALLOC(c->text);
+  }
+  memcpy(c->text + c->text_n, text, len);
+  size_t at = 0;
+  do { /* an empty document is one empty slice, which ends it */
+    size_t end = at + ENCODE_SLICE >= len ? len : dt_bpe_cut(c->bpe[0], text, len, at + ENCODE_SLICE);
+    if (c->nsl == c->sl_cap) {
+      size_t cap = c->sl_cap ? 2 * c->sl_cap : 256;
+      c->sl = realloc(c->sl, cap * sizeof *c->sl);
+      DT_CHECK_ALLOC(c->sl);
+      memset(c->sl + c->sl_cap, 0, (cap - c->sl_cap) * sizeof *c->sl);
+      c->sl_cap = cap;
+    }
+    slice *s = &c->sl[c->nsl++];
+    s->at = c->text_n + at, s->len = end - at, s->doc_end = end == len;
+    at = end;
+  } while (at < len);
+  c->text_n += len;
+  if (c->text_n >= (size_t)c->nthreads * 4 * ENCODE_SLICE) corpus_flush(c);
+}
+
+static void corpus_free(corpus *c);
 
 static int corpus_init(corpus *c, const dt_textprep_opts *o, dt_error *err) {
   memset(c, 0, sizeof *c);
   if (!(o->val_fraction > 0 && o->val_fraction <= 0.5))
     return dt_error_set(err, "--val-fraction %g: must be in (0, 0.5]", o->val_fraction);
   const char *dir = o->tokenizer_dir ? o->tokenizer_dir : dt_textprep_default_tokenizer();
-  c->bpe = dt_bpe_load(dir, err);
-  if (!c->bpe) return -1;
-  int nv = dt_bpe_vocab_size(c->bpe);
+  c->nthreads = o->threads > 0 ? DT_MIN(o->threads, 64) : (int)DT_MIN(sysconf(_SC_NPROCESSORS_ONLN), 16);
+  if (c->nthreads < 1) c->nthreads = 1;
+  c->bpe = dt_calloc((size_t)c->nthreads, sizeof *c->bpe);
+  for (int t = 0; t < c->nthreads; t++)
+    if (!(c->bpe[t] = dt_bpe_load(dir, err))) {
+      corpus_free(c);
+      return -1;
+    }
+  int nv = dt_bpe_vocab_size(c->bpe[0]);
   if (nv > 65536) {
-    dt_bpe_free(c->bpe);
-    c->bpe = NULL;
+    corpus_free(c);
     return dt_error_set(err, "%s: %d tokens do not fit the uint16 shards", dir, nv);
   }
   c->progress = o->progress;
@@ -221,8 +305,11 @@ static int corpus_init(corpus *c, const dt_textprep_opts *o, dt_error *err) {
 }
 
 static void corpus_free(corpus *c) {
-  dt_bpe_free(c->bpe);
-  dt_token_buf_free(&c->buf);
+  for (int t = 0; c->bpe && t < c->nthreads; t++) dt_bpe_free(c->bpe[t]);
+  free(c->bpe);
+  for (size_t i = 0; i < c->sl_cap; i++) dt_token_buf_free(&c->sl[i].ids);
+  free(c->sl);
+  free(c->text);
   free(c->tok);
   free(c->doc_end);
   memset(c, 0, sizeof *c);
@@ -243,7 +330,7 @@ static void split_doc(split *s, const uint16_t *tok, int64_t n, uint16_t eot) {
 
 /* train and val as the header describes: every k-th document to val. */
 static void make_splits(const corpus *c, double frac, split *train, split *val) {
-  uint16_t eot = (uint16_t)dt_bpe_eot(c->bpe);
+  uint16_t eot = (uint16_t)dt_bpe_eot(c->bpe[0]);
   train->tok = dt_malloc((c->n + c->docs + 1) * sizeof(uint16_t));
   val->tok = dt_malloc((c->n + c->docs + 1) * sizeof(uint16_t));
   if (c->docs == 1) {
@@ -283,6 +370,7 @@ int dt_token_shard_write(const char *path, const uint16_t *tokens, int64_t n,
 
 static int write_shards(corpus *c, const char *out_dir, const dt_textprep_opts *o,
                         const char *name, const char *source, const char *what, dt_error *err) {
+  corpus_flush(c);
   if (c->docs == 0 || c->n < 2)
     return dt_error_set(err, "%s: no text to tokenize (%zu tokens)", what, c->n);
   split sp[2] = {{0}, {0}};
@@ -296,7 +384,7 @@ static int write_shards(corpus *c, const char *out_dir, const dt_textprep_opts *
       rc = dt_error_set(err, "%s: output path too long", out_dir);
       break;
     }
-    dt_token_meta m = {.vocab_size = dt_bpe_vocab_size(c->bpe), .eot = dt_bpe_eot(c->bpe),
+    dt_token_meta m = {.vocab_size = dt_bpe_vocab_size(c->bpe[0]), .eot = dt_bpe_eot(c->bpe[0]),
                        .documents = sp[i].docs, .tokenizer = "gpt2", .name = name,
                        .source = source};
     written = i + 1; /* the tmp file may exist, even if half-written */

@@ -18,6 +18,7 @@ typedef struct dt_textprep_opts {
   double val_fraction;       /* in (0, 0.5]; 0.005 by default */
   const char *name;          /* stored as attribute "name"; NULL: derived from the inputs */
   int progress;              /* a line on stderr every second */
+  int threads;               /* encoding threads; 0 = the cores online, at most 16 */
 } dt_textprep_opts;
 
 /* The default tokenizer directory: $DTRAIN_DATA/gpt2-tokenizer, else

@@ -107,6 +107,24 @@ inspect "$tmp/out1/val.h5"
 n2=$(field "$tmp/inspect.txt" count)
 expect "one document: train + val tokens" "$n1 + $n2" "1990 + 10"
 
+# ---- threads: the same shards from 1 and 3 encoding threads ----
+# the WOS abstracts (thousands of one-slice documents) and, where present,
+# the English books (50 MB: documents of many 1 MB slices, several batches)
+for corpus in "wos $data/wos" "text $data/english"; do
+  set -- $corpus
+  [ -e "$2" ] || continue
+  for t in 1 3; do
+    if [ "$1" = wos ]; then args=("$2" "$tmp/thr$t"); else args=("$tmp/thr$t" "$2"); fi
+    "$prep" "$1" --threads $t "${args[@]}" >/dev/null 2>&1 || bad "$1 --threads $t"
+  done
+  if cmp -s "$tmp/thr1/train.h5" "$tmp/thr3/train.h5" && cmp -s "$tmp/thr1/val.h5" "$tmp/thr3/val.h5"
+  then ok "$1 $(basename "$2"): --threads 1 and 3 write the same shards"
+  else bad "$1 $(basename "$2"): --threads 1 and 3 differ"; fi
+  rm -rf "$tmp/thr1" "$tmp/thr3"
+done
+expect_threads=$("$prep" text --threads 0 "$tmp/x" "$tmp/y" 2>&1)
+expect "--threads 0" "$expect_threads" "dtrain-prep: error: --threads '0': expected a whole number in 1..64"
+
 # ---- bad inputs ----
 cp "$out/train.h5" "$tmp/train.good"
 cp "$out/val.h5" "$tmp/val.good"
