@@ -50,12 +50,11 @@ typedef struct plan {
   const dt_config *c;
   int dp, tp, pp, zero, nstates, offload, gpipe, s2s;
   int cuda, bf16;
-  int64_t rank_batch, micro; /* per data-parallel rank; micro = 0: search */
+  int64_t rank_batch, micro; /* sequences (samples, sentences) per data-parallel rank */
 } plan;
 
 typedef struct plan_row {
   int rank, tp_r, pp_r;
-  size_t nparams;
   double params, grads, optim, acts, scratch, wcopy, total;
 } plan_row;
 
@@ -100,7 +99,6 @@ static void plan_rank(const plan *P, dt_backend_t meter, int64_t micro, int tp_r
   memset(row, 0, sizeof *row);
   row->rank = (pp_r * P->dp) * P->tp + tp_r; /* tp fastest, then dp, then pp */
   row->tp_r = tp_r, row->pp_r = pp_r;
-  row->nparams = m->nparams_total;
   row->params = (double)b.param_bytes;
   row->grads = (double)b.grad_bytes;
   row->optim = P->offload ? 0.0 : (double)b.optim_bytes;
@@ -232,11 +230,11 @@ int dt_print_memory(const dt_config *c, double limit_gib) {
          "  grads: the flat gradient buffer, or under ZeRO-2/3 over several dp ranks the\n"
          "  reduced shard; grad scratch: the buffers backward writes, under ZeRO-2/3 an\n"
          "  estimate (the largest gradient bucket and two of the next size), else the grads\n"
-         "  column itself. total: the columns%s%s.\n"
+         "  column itself. total: the columns%s.\n"
          "  Not counted: the CUDA context, the libraries' own buffers, the GEMMs' operand\n"
-         "  scratch, the data batches)\n",
-         P.offload ? ", the optimizer state on the host (optim.offload = cpu)" : "",
-         P.cuda ? ", cuBLASLt's 32 MiB workspace" : "");
+         "  scratch, the data batches%s)\n",
+         P.cuda ? " and cuBLASLt's 32 MiB workspace" : "",
+         P.offload ? ", the optimizer state, which optim.offload = cpu keeps on the host" : "");
   if (limit_gib > 0 && P.s2s)
     printf("(the Transformer's batches are token counts: no micro-batch search)\n");
   if (limit_gib > 0 && !P.s2s) {
