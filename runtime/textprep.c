@@ -174,9 +174,10 @@ typedef struct corpus {
   slice *sl;
   size_t nsl, sl_cap;
   int64_t doc_start; /* where the document being appended began in tok */
-  uint16_t *tok;
+  uint16_t *tok;    /* the documents' ids, each followed by eot */
   size_t n, cap;
-  int64_t *doc_end; /* end of each document in tok */
+  uint16_t eot;
+  int64_t *doc_end; /* end of each document in tok (where its eot is) */
   size_t docs, doc_cap;
   int64_t bytes;
   double t0, t_last;
@@ -189,7 +190,7 @@ static void corpus_progress(corpus *c, int final) {
   c->t_last = now;
   double mb = (double)c->bytes / 1e6, secs = DT_MAX(now - c->t0, 1e-9);
   fprintf(stderr, "dtrain-prep: %.1f MB read, %.2f MB/s, %lld tokens, %zu documents\n", mb,
-          mb / secs, (long long)c->n, c->docs);
+          mb / secs, (long long)(c->n - c->docs), c->docs);
 }
 
 typedef struct encode_job {
@@ -244,6 +245,14 @@ static void corpus_flush(corpus *c) {
         DT_CHECK_ALLOC(c->doc_end);
       }
       c->doc_end[c->docs++] = (int64_t)c->n;
+      /* the separator the splits put between documents, kept here so
+       * that they are made in place (make_splits) */
+      if (c->n == c->cap) {
+        c->cap = c->cap ? 2 * c->cap : 1 << 20;
+        c->tok = realloc(c->tok, c->cap * sizeof *c->tok);
+        DT_CHECK_ALLOC(c->tok);
+      }
+      c->tok[c->n++] = c->eot;
     }
     c->doc_start = (int64_t)c->n;
   }
@@ -299,6 +308,7 @@ static int corpus_init(corpus *c, const dt_textprep_opts *o, dt_error *err) {
     corpus_free(c);
     return dt_error_set(err, "%s: %d tokens do not fit the uint16 shards", dir, nv);
   }
+  c->eot = (uint16_t)dt_bpe_eot(c->bpe[0]);
   c->progress = o->progress;
   c->t0 = c->t_last = dt_now();
   return 0;
@@ -320,32 +330,49 @@ static void corpus_free(corpus *c) {
 typedef struct split {
   uint16_t *tok;
   int64_t n, docs;
+  size_t cap;
 } split;
 
+/* Appends a document, after an eot when it is not the first. */
 static void split_doc(split *s, const uint16_t *tok, int64_t n, uint16_t eot) {
+  if ((size_t)(s->n + n + 1) > s->cap) {
+    while ((size_t)(s->n + n + 1) > s->cap) s->cap = s->cap ? 2 * s->cap : 1 << 16;
+    s->tok = realloc(s->tok, s->cap * sizeof *s->tok);
+    DT_CHECK_ALLOC(s->tok);
+  }
   if (s->docs++ > 0) s->tok[s->n++] = eot;
   memcpy(s->tok + s->n, tok, (size_t)n * sizeof *tok);
   s->n += n;
 }
 
-/* train and val as the header describes: every k-th document to val. */
-static void make_splits(const corpus *c, double frac, split *train, split *val) {
-  uint16_t eot = (uint16_t)dt_bpe_eot(c->bpe[0]);
-  train->tok = dt_malloc((c->n + c->docs + 1) * sizeof(uint16_t));
-  val->tok = dt_malloc((c->n + c->docs + 1) * sizeof(uint16_t));
+/* train and val as the header describes: every k-th document to val. The
+ * val documents are copied out (their share is small); train is made in
+ * place in c->tok, each train document moved down over what val took, so
+ * a corpus of n ids needs n + its val share in memory, not 2n. *train
+ * points into c->tok. */
+static void make_splits(corpus *c, double frac, split *train, split *val) {
+  const uint16_t eot = c->eot;
   if (c->docs == 1) {
-    int64_t n = (int64_t)c->n, nval = (int64_t)ceil(frac * (double)n);
+    int64_t n = c->doc_end[0], nval = (int64_t)ceil(frac * (double)n);
     nval = DT_MAX(1, DT_MIN(nval, n - 1));
-    split_doc(train, c->tok, n - nval, eot);
     split_doc(val, c->tok + n - nval, nval, eot);
+    *train = (split){c->tok, n - nval, 1, 0};
     return;
   }
   size_t k = (size_t)DT_MAX(1L, lround(1.0 / frac));
+  int64_t w = 0, ntrain = 0;
   for (size_t d = 0; d < c->docs; d++) {
-    int64_t from = d ? c->doc_end[d - 1] : 0;
+    const int64_t from = d ? c->doc_end[d - 1] + 1 : 0, n = c->doc_end[d] - from;
     int to_val = k > c->docs ? d == c->docs - 1 : d % k == k - 1;
-    split_doc(to_val ? val : train, c->tok + from, c->doc_end[d] - from, eot);
+    if (to_val) {
+      split_doc(val, c->tok + from, n, eot);
+      continue;
+    }
+    if (ntrain++ > 0) c->tok[w++] = eot;
+    memmove(c->tok + w, c->tok + from, (size_t)n * sizeof *c->tok); /* w <= from */
+    w += n;
   }
+  *train = (split){c->tok, w, ntrain, 0};
 }
 
 int dt_token_shard_write(const char *path, const uint16_t *tokens, int64_t n,
@@ -371,8 +398,8 @@ int dt_token_shard_write(const char *path, const uint16_t *tokens, int64_t n,
 static int write_shards(corpus *c, const char *out_dir, const dt_textprep_opts *o,
                         const char *name, const char *source, const char *what, dt_error *err) {
   corpus_flush(c);
-  if (c->docs == 0 || c->n < 2)
-    return dt_error_set(err, "%s: no text to tokenize (%zu tokens)", what, c->n);
+  if (c->docs == 0 || c->n - c->docs < 2) /* c->n counts an eot per document */
+    return dt_error_set(err, "%s: no text to tokenize (%zu tokens)", what, c->n - c->docs);
   split sp[2] = {{0}, {0}};
   make_splits(c, o->val_fraction, &sp[0], &sp[1]);
   const char *names[2] = {"train", "val"};
@@ -397,8 +424,7 @@ static int write_shards(corpus *c, const char *out_dir, const dt_textprep_opts *
     for (int i = 0; i < written; i++) unlink(tmp[i]);
   else
     corpus_progress(c, 1); /* the last line, only when all went well */
-  free(sp[0].tok);
-  free(sp[1].tok);
+  free(sp[1].tok); /* sp[0] lies in c->tok */
   return rc;
 }
 
