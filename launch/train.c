@@ -7,7 +7,9 @@
 
 #include <errno.h>
 #include <math.h>
+#include <pthread.h>
 #include <signal.h>
+#include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
@@ -90,6 +92,19 @@ typedef struct trainer {
   double peak_tflops; /* for the MFU: log.peak_tflops or the GPU's known peak; 0 = none */
   dt_metrics *metrics;
   dt_profile *prof;  /* [log] profile: the kernel timing shim over be, or NULL */
+  struct ckpt_job {  /* the newest save, until it is committed */
+    int pending;     /* its files are being written (checkpoint.async) or wait for the commit */
+    int thread;      /* a writer thread runs it */
+    pthread_t tid;
+    atomic_int done; /* the thread has written this rank's file */
+    dt_ckpt_buffers b;
+    dt_ckpt_meta meta;
+    char tmp[4096];
+    int wrank;       /* this rank if its write failed, else the world size */
+    dt_error err;
+    double t0;
+    int64_t steps_during; /* training steps run while the thread wrote */
+  } ck;
 } trainer;
 
 /* train.threads, or the node's cores shared among its ranks so that several
@@ -544,62 +559,120 @@ static void free_host_buffers(dt_ckpt_buffers *b) {
   for (int s = 0; s < b->nstates; s++) free(b->states[s]);
 }
 
-/* Every rank writes the shard it owns into its own file; rank 0 makes the
- * step directory first and commits it (meta.h5, rename, LATEST) last. */
-static void save_checkpoint(trainer *T) {
-  dt_backend_t be = T->be;
-  dt_dp *dp = T->dp;
-  dt_ckpt_buffers b;
-  host_buffers(T, &b);
-  be->d2h(be, b.params + dp->pstore_lo, dp->pstore,
-          (dp->pstore_hi - dp->pstore_lo) * sizeof(float));
-  for (int s = 0; s < T->nstates; s++)
-    T->opt_be->d2h(T->opt_be, b.states[s], T->d_states[s],
-                   (dp->opt_hi - dp->opt_lo) * sizeof(float));
-  dt_ckpt_meta meta;
-  fill_meta(T, &meta);
-  dt_error err;
-  char tmp[4096], path[4096];
-  double t0 = dt_now();
-  int bad = T->is_root && dt_ckpt_prepare(T->ckpt_dir, T->step, tmp, sizeof tmp, &err);
+/* This rank's file of the save in T->ck (its own thread under
+ * checkpoint.async: nothing in it touches the device or MPI) */
+static void write_rank_file(trainer *T) {
+  struct ckpt_job *j = &T->ck;
+  const dt_dp *dp = T->dp;
+  /* pipeline and tensor ranks own other slices; the dp group partitions
+   * each one's flat buffers */
+  j->wrank = dt_ckpt_write_rank(j->tmp, j->meta.step, T->grid.rank, T->m->params,
+                                T->m->nparams, dp->own_lo, dp->own_hi, &j->b, dp->opt_lo,
+                                &j->err)
+                 ? T->grid.rank
+                 : T->grid.size;
+}
+
+static void *writer_thread(void *arg) {
+  trainer *T = arg;
+  write_rank_file(T);
+  atomic_store(&T->ck.done, 1);
+  return NULL;
+}
+
+/* Collective: waits for every rank's file of the pending save, then rank 0
+ * commits it (meta.h5, rename, LATEST). A rank that could not write (a full
+ * disk, say): the half-written step goes, so it neither fills the disk nor
+ * passes for a checkpoint, and the first failing rank's message ends the
+ * run on every rank. */
+static void commit_checkpoint(trainer *T) {
+  struct ckpt_job *j = &T->ck;
+  if (!j->pending) return;
+  if (j->thread) pthread_join(j->tid, NULL);
   dt_watchdog_enter("saving a checkpoint");
-  MPI_Bcast(&bad, 1, MPI_INT, 0, MPI_COMM_WORLD);
-  if (bad) dt_die_user("saving checkpoint: %s", err.msg);
-  MPI_Bcast(tmp, sizeof tmp, MPI_CHAR, 0, MPI_COMM_WORLD);
-  /* pipeline and tensor ranks will own other slices; today the dp group
-   * partitions the flat buffers */
-  int wrank = dt_ckpt_write_rank(tmp, meta.step, T->grid.rank, T->m->params, T->m->nparams,
-                                 dp->own_lo, dp->own_hi, &b, dp->opt_lo, &err)
-                  ? T->grid.rank
-                  : T->grid.size;
-  /* a rank that could not write (a full disk, say): the half-written step
-   * goes, so it neither fills the disk nor passes for a checkpoint, and the
-   * first failing rank's message ends the run on every rank */
   int first_bad = T->grid.size;
-  MPI_Allreduce(&wrank, &first_bad, 1, MPI_INT, MPI_MIN, MPI_COMM_WORLD);
+  MPI_Allreduce(&j->wrank, &first_bad, 1, MPI_INT, MPI_MIN, MPI_COMM_WORLD);
   if (first_bad < T->grid.size) {
-    if (T->is_root) dt_ckpt_discard(tmp);
-    MPI_Bcast(err.msg, sizeof err.msg, MPI_CHAR, first_bad, MPI_COMM_WORLD);
+    if (T->is_root) dt_ckpt_discard(j->tmp);
+    MPI_Bcast(j->err.msg, sizeof j->err.msg, MPI_CHAR, first_bad, MPI_COMM_WORLD);
     char who[32] = "", latest[sizeof T->ckpt_dir + 8];
     if (T->grid.size > 1) snprintf(who, sizeof who, " (rank %d)", first_bad);
     snprintf(latest, sizeof latest, "%s/LATEST", T->ckpt_dir);
     dt_die_user_all("saving the checkpoint of step %lld%s: %s; the partial step was removed%s",
-                    (long long)meta.step, who, err.msg,
+                    (long long)j->meta.step, who, j->err.msg,
                     access(latest, F_OK) == 0
                         ? ", and LATEST still names the last complete checkpoint"
                         : " (there is no earlier checkpoint)");
   }
   if (T->is_root) {
-    if (dt_ckpt_commit(T->ckpt_dir, tmp, &meta, T->config_text, (int)T->cfg->checkpoint_keep,
-                       path, sizeof path, &err))
+    char path[4096];
+    dt_error err;
+    if (dt_ckpt_commit(T->ckpt_dir, j->tmp, &j->meta, T->config_text,
+                       (int)T->cfg->checkpoint_keep, path, sizeof path, &err))
       dt_die_user("saving checkpoint: %s", err.msg);
-    printf("checkpoint: saved %s (%d rank file%s, %.2f s)\n", path, T->grid.size,
-           T->grid.size == 1 ? "" : "s", dt_now() - t0);
+    char how[96] = "";
+    if (j->thread)
+      snprintf(how, sizeof how, ", written in the background over %lld training step%s",
+               (long long)j->steps_during, j->steps_during == 1 ? "" : "s");
+    printf("checkpoint: saved %s (%d rank file%s, %.2f s%s)\n", path, T->grid.size,
+           T->grid.size == 1 ? "" : "s", dt_now() - j->t0, how);
     fflush(stdout);
   }
   MPI_Barrier(MPI_COMM_WORLD);
   dt_watchdog_leave();
-  free_host_buffers(&b);
+  free_host_buffers(&j->b);
+  j->pending = j->thread = 0;
+}
+
+/* Every rank writes the shard it owns into its own file; rank 0 makes the
+ * step directory first and commits it last. The state is copied to the
+ * host first; with async the files are written by a thread while training
+ * goes on, and committed once every rank's is written (checked after each
+ * step) or before the next save and at the end. */
+static void save_checkpoint(trainer *T, int async) {
+  commit_checkpoint(T); /* one save at a time */
+  dt_backend_t be = T->be;
+  dt_dp *dp = T->dp;
+  struct ckpt_job *j = &T->ck;
+  j->t0 = dt_now();
+  host_buffers(T, &j->b);
+  be->d2h(be, j->b.params + dp->pstore_lo, dp->pstore,
+          (dp->pstore_hi - dp->pstore_lo) * sizeof(float));
+  for (int s = 0; s < T->nstates; s++)
+    T->opt_be->d2h(T->opt_be, j->b.states[s], T->d_states[s],
+                   (dp->opt_hi - dp->opt_lo) * sizeof(float));
+  fill_meta(T, &j->meta);
+  dt_error err;
+  int bad = T->is_root && dt_ckpt_prepare(T->ckpt_dir, T->step, j->tmp, sizeof j->tmp, &err);
+  dt_watchdog_enter("saving a checkpoint");
+  MPI_Bcast(&bad, 1, MPI_INT, 0, MPI_COMM_WORLD);
+  if (bad) dt_die_user("saving checkpoint: %s", err.msg);
+  MPI_Bcast(j->tmp, sizeof j->tmp, MPI_CHAR, 0, MPI_COMM_WORLD);
+  dt_watchdog_leave();
+  j->pending = 1;
+  j->steps_during = 0;
+  atomic_store(&j->done, 0);
+  j->thread = async && pthread_create(&j->tid, NULL, writer_thread, T) == 0;
+  if (j->thread) return;
+  write_rank_file(T);
+  commit_checkpoint(T);
+}
+
+/* After each step: commits a background save once every rank has written
+ * its file. sig (this rank's stop signal) rides the same all-reduce, which
+ * every step makes anyway when there are several ranks; returns the
+ * largest over the ranks. */
+static int end_of_step(trainer *T, int sig) {
+  struct ckpt_job *j = &T->ck;
+  if (j->pending && j->meta.step < T->step) j->steps_during++; /* steps after the save's */
+  int v[2] = {sig, j->pending && !atomic_load(&j->done)};
+  if (T->grid.size > 1) {
+    dt_watchdog_enter("the end-of-step check");
+    MPI_Allreduce(MPI_IN_PLACE, v, 2, MPI_INT, MPI_MAX, MPI_COMM_WORLD);
+    dt_watchdog_leave();
+  }
+  if (j->pending && !v[1]) commit_checkpoint(T);
+  return v[0];
 }
 
 /* Returns 1 if a checkpoint was loaded. Every rank reads the slices its own
@@ -1640,14 +1713,9 @@ int dt_train(const dt_config *c) {
       if (T->is_root) dt_metrics_flush(T->metrics);
     }
     if (c->checkpoint_every > 0 && (T->step % c->checkpoint_every == 0 || last))
-      save_checkpoint(T);
+      save_checkpoint(T, c->checkpoint_async && !last);
     /* every rank stops at the same step, whichever got the signal */
-    int sig = (int)g_stop_signal;
-    if (T->grid.size > 1) {
-      dt_watchdog_enter("the end-of-step check");
-      MPI_Allreduce(MPI_IN_PLACE, &sig, 1, MPI_INT, MPI_MAX, MPI_COMM_WORLD);
-      dt_watchdog_leave();
-    }
+    int sig = end_of_step(T, (int)g_stop_signal);
     if (sig) stop = sig;
     if (out_of_time) {
       if (T->is_root)
@@ -1659,9 +1727,10 @@ int dt_train(const dt_config *c) {
   int code = 0;
   if (stop) {
     if (T->is_root) printf("stopped by signal %d at step %lld\n", stop, (long long)T->step);
-    if (c->checkpoint_every > 0) save_checkpoint(T);
+    if (c->checkpoint_every > 0) save_checkpoint(T, 0);
     code = 128 + stop;
   }
+  commit_checkpoint(T); /* a background save still being written */
   if (T->is_root)
     printf("done: %lld steps, %.2f s training (%.0f %s), %.2f s total\n", (long long)T->step,
            T->train_time,

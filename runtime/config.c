@@ -178,6 +178,10 @@ static const cfg_entry k_schema[] = {
   INT("checkpoint", "every", checkpoint_every, "0", 0, NOHI,
       "save every N optimizer steps (0 = never)"),
   INT("checkpoint", "keep", checkpoint_keep, "3", 0, NOHI, "keep the newest N (0 = all)"),
+  BOOL("checkpoint", "async", checkpoint_async, "false",
+       "write checkpoints in a thread while training goes on: the state is copied to the "
+       "host at the step, its files written in the background and committed (LATEST) once "
+       "every rank's are; the last save of a run is written before it ends"),
   STR("checkpoint", "resume", checkpoint_resume, "auto", F_NONEMPTY,
       "auto (newest in checkpoint.dir, if any) | never | a checkpoint path"),
 

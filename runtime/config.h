@@ -75,6 +75,7 @@ typedef struct dt_config {
   char checkpoint_dir[DT_STR]; /* "" = <log.dir>/checkpoints */
   long checkpoint_every;       /* optimizer steps; 0 = never (a final one is still written if keep_final) */
   long checkpoint_keep;        /* newest N kept; 0 = all */
+  int checkpoint_async;         /* write the files in a thread while training goes on */
   char checkpoint_resume[DT_STR]; /* auto | never | PATH */
   /* [log] */
   char log_dir[DT_STR];        /* "" = runs/<config file stem> */

@@ -98,6 +98,14 @@ if [ "$(id -u)" = 0 ] && mount -t tmpfs -o size=600k tmpfs "$TMP/full" 2>/dev/nu
     log.dir="$TMP/r13"
   check "the failed save left no step directory" \
     bash -c "[ -d '$TMP/full/ck' ] && [ -z \"\$(ls '$TMP/full/ck')\" ]"
+  # written in the background (checkpoint.async): the same, found when the
+  # save is committed
+  rm -rf "$TMP/full/ck"
+  expect_2 "an async checkpoint the disk cannot take" "partial step was removed" "$D" "$cfg" \
+    "${small[@]}" data.dir="$TMP/mnist" checkpoint.every=2 checkpoint.async=true \
+    checkpoint.dir="$TMP/full/ck" log.dir="$TMP/r14"
+  check "the failed async save left no step directory" \
+    bash -c "[ -d '$TMP/full/ck' ] && [ -z \"\$(ls '$TMP/full/ck')\" ]"
   umount "$TMP/full"
 else
   echo "skip a checkpoint the disk cannot take: mounting a tmpfs needs root"

@@ -195,9 +195,12 @@ for run, ranks, peak in zip(sys.argv[1::3], sys.argv[2::3], sys.argv[3::3]):
     rows = [r for r in map(json.loads, open(run + "/metrics.jsonl")) if r["split"] == "train"]
     for r in rows:
         want = (6 * N + 12 * L * T * d) * r["tokens_per_s"] / int(ranks) / 1e12
-        ok &= abs(r["tflops_per_rank"] - want) <= 1e-6 * want
-        ok &= ("mfu" in r) == (float(peak) > 0)
-        ok &= float(peak) == 0 or abs(r["mfu"] - r["tflops_per_rank"] / float(peak)) < 1e-9
+        good = abs(r["tflops_per_rank"] - want) <= 1e-6 * want
+        good &= ("mfu" in r) == (float(peak) > 0)
+        good &= float(peak) == 0 or abs(r["mfu"] - r["tflops_per_rank"] / float(peak)) <= 1e-6 * r["mfu"]
+        if not good:
+            print(f"   step {r['step']}: {r}, want tflops_per_rank {want}")
+        ok &= good
     print(f"   {run.split('/')[-1]}: {len(rows)} rows, N {N}, last {rows[-1]['tflops_per_rank']:.4f}"
           f" TFLOP/s a rank{', MFU %.3f' % rows[-1]['mfu'] if 'mfu' in rows[-1] else ''}")
     ok &= len(rows) > 0

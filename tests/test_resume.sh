@@ -29,6 +29,47 @@ check "resume from 30: steps 31..100 identical" diff <(awk '$1>30' "$TMP/a.loss"
 jsonl_field "$TMP/b/metrics.jsonl" test loss >"$TMP/b.test"
 check "resume from 30: test losses after it identical" diff <(awk '$1>30' "$TMP/a.test") "$TMP/b.test"
 
+# A2: A with checkpoint.async=true (the files written by a thread while
+# training goes on): the same losses, the same rank files byte for byte,
+# each save committed after its writing overlapped training; and its step
+# 60 resumes to A's losses. Then with dp=2 (each rank its own thread, the
+# commit once both are written): the uninterrupted run and its resume from
+# step 60 agree bit for bit.
+"$D" "$cfg" "${common[@]}" log.dir="$TMP/a2" checkpoint.every=30 checkpoint.keep=0 \
+  checkpoint.async=true >"$TMP/a2.log" 2>&1
+check "async saves: run exits 0" test $? -eq 0
+jsonl_field "$TMP/a2/metrics.jsonl" train loss >"$TMP/a2.loss"
+check "async saves: the same losses as A" diff "$TMP/a.loss" "$TMP/a2.loss"
+same_files() {
+  for st in 30 60 90 100; do
+    cmp -s "$TMP/a/checkpoints/step_$(printf %08d $st)/rank00000.h5" \
+      "$TMP/a2/checkpoints/step_$(printf %08d $st)/rank00000.h5" || return 1
+  done
+}
+check "async saves: rank files of steps 30, 60, 90, 100 byte for byte A's" same_files
+check "async saves: LATEST names the last" grep -qx step_00000100 "$TMP/a2/checkpoints/LATEST"
+check "async saves: 3 written in the background over training steps" \
+  test "$(grep -c 'written in the background over [1-9][0-9]* training step' "$TMP/a2.log")" -eq 3
+"$D" "$cfg" "${common[@]}" log.dir="$TMP/b2" checkpoint.every=0 \
+  checkpoint.resume="$TMP/a2/checkpoints/step_00000060" >"$TMP/b2.log" 2>&1
+jsonl_field "$TMP/b2/metrics.jsonl" train loss >"$TMP/b2.loss"
+check "async saves: resume from 60 gives A's steps 61..100" \
+  diff <(awk '$1>60' "$TMP/a.loss") "$TMP/b2.loss"
+mp=(mpirun --oversubscribe --bind-to none -np 2)
+OMPI_MCA_mpi_yield_when_idle=1 "${mp[@]}" "$D" "$cfg" "${common[@]}" parallel.dp=2 \
+  log.dir="$TMP/d2" checkpoint.every=30 checkpoint.keep=0 checkpoint.async=true \
+  >"$TMP/d2.log" 2>&1
+check "async saves, dp=2: run exits 0" test $? -eq 0
+check "async saves, dp=2: two rank files a step" \
+  test -f "$TMP/d2/checkpoints/step_00000060/rank00001.h5"
+OMPI_MCA_mpi_yield_when_idle=1 "${mp[@]}" "$D" "$cfg" "${common[@]}" parallel.dp=2 \
+  log.dir="$TMP/d2r" checkpoint.every=0 checkpoint.resume="$TMP/d2/checkpoints/step_00000060" \
+  >"$TMP/d2r.log" 2>&1
+jsonl_field "$TMP/d2/metrics.jsonl" train loss >"$TMP/d2.loss"
+jsonl_field "$TMP/d2r/metrics.jsonl" train loss >"$TMP/d2r.loss"
+check "async saves, dp=2: resume from 60 gives the run's steps 61..100" \
+  diff <(awk '$1>60' "$TMP/d2.loss") "$TMP/d2r.loss"
+
 # C: the same run as A stopped by SIGTERM part-way (it saves at the step it
 # is on, as checkpointing is enabled), then resumed with resume=auto: the continuation equals A.
 "$D" "$cfg" "${common[@]}" log.dir="$TMP/c" checkpoint.every=1000 >"$TMP/c1.log" 2>&1 &
