@@ -93,6 +93,32 @@ jsonl_field "$TMP/c/metrics.jsonl" train loss | awk -v n="$n" 'NR>n' >"$TMP/c.lo
 check "resume after SIGTERM at step $n: steps $((n+1))..100 identical" \
   diff <(awk -v n="$n" '$1>n' "$TMP/a.loss") <(awk -v n="$n" '$1>n' "$TMP/c.loss")
 
+# C2: as C, with async saves every 3 steps, so the signal finds one being
+# written or waiting for its commit: it is finished, the step's own save is
+# written, and the continuation equals A
+"$D" "$cfg" "${common[@]}" log.dir="$TMP/c3" checkpoint.every=3 checkpoint.async=true \
+  >"$TMP/c3.log" 2>&1 &
+pid=$!
+for _ in $(seq 300); do
+  [ "$(wc -l <"$TMP/c3/metrics.jsonl" 2>/dev/null || echo 0)" -ge 7 ] && break
+  sleep 0.05
+done
+kill -TERM $pid
+wait $pid
+rc=$?
+check "async saves: SIGTERM exits 143 after saving" test $rc -eq 143
+last=$(cat "$TMP/c3/checkpoints/LATEST" 2>/dev/null || echo step_0)
+n=${last#step_}; n=$((10#$n))
+check "async saves: SIGTERM's save is the step it stopped at ($n)" \
+  grep -q "stopped by signal 15 at step $n\$" "$TMP/c3.log"
+check "async saves: no .tmp left behind" test -z "$(ls -d "$TMP"/c3/checkpoints/*.tmp 2>/dev/null)"
+"$D" "$cfg" "${common[@]}" log.dir="$TMP/c3" checkpoint.every=3 checkpoint.async=true \
+  >"$TMP/c4.log" 2>&1
+check "async saves: auto-resume exits 0" test $? -eq 0
+check "async saves: resume after SIGTERM at step $n: steps $((n+1))..100 identical" \
+  diff <(awk -v n="$n" '$1>n' "$TMP/a.loss") \
+    <(jsonl_field "$TMP/c3/metrics.jsonl" train loss | awk -v n="$n" 'NR>n' | awk -v n="$n" '$1>n')
+
 # D: the same run twice gives the same losses (determinism)
 "$D" "$cfg" "${common[@]}" log.dir="$TMP/d" train.max_steps=20 checkpoint.every=0 >/dev/null 2>&1
 jsonl_field "$TMP/d/metrics.jsonl" train loss >"$TMP/d.loss"
