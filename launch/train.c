@@ -610,12 +610,15 @@ static void commit_checkpoint(trainer *T) {
     if (dt_ckpt_commit(T->ckpt_dir, j->tmp, &j->meta, T->config_text,
                        (int)T->cfg->checkpoint_keep, path, sizeof path, &err))
       dt_die_user("saving checkpoint: %s", err.msg);
-    char how[96] = "";
-    if (j->thread)
-      snprintf(how, sizeof how, ", written in the background over %lld training step%s",
-               (long long)j->steps_during, j->steps_during == 1 ? "" : "s");
-    printf("checkpoint: saved %s (%d rank file%s, %.2f s%s)\n", path, T->grid.size,
-           T->grid.size == 1 ? "" : "s", dt_now() - j->t0, how);
+    char how[128];
+    if (j->thread) /* the seconds from its step to the commit, steps included */
+      snprintf(how, sizeof how, "written in the background while %lld training step%s ran, "
+               "committed %.2f s after its step", (long long)j->steps_during,
+               j->steps_during == 1 ? "" : "s", dt_now() - j->t0);
+    else
+      snprintf(how, sizeof how, "%.2f s", dt_now() - j->t0);
+    printf("checkpoint: saved %s (%d rank file%s, %s)\n", path, T->grid.size,
+           T->grid.size == 1 ? "" : "s", how);
     fflush(stdout);
   }
   MPI_Barrier(MPI_COMM_WORLD);
