@@ -580,6 +580,17 @@ static void *writer_thread(void *arg) {
   return NULL;
 }
 
+/* A run that ends with an error (exit 2) while a background save is being
+ * written must not close HDF5 (its own atexit handler, registered before
+ * this one, so run after it) under the writer: wait for the writer first,
+ * unless the writer itself is exiting. */
+static struct ckpt_job *g_writing;
+static void wait_writer_at_exit(void) {
+  struct ckpt_job *j = g_writing;
+  if (j && j->thread && !atomic_load(&j->done) && !pthread_equal(pthread_self(), j->tid))
+    pthread_join(j->tid, NULL);
+}
+
 /* Collective: waits for every rank's file of the pending save, then rank 0
  * commits it (meta.h5, rename, LATEST). A rank that could not write (a full
  * disk, say): the half-written step goes, so it neither fills the disk nor
@@ -655,6 +666,10 @@ static void save_checkpoint(trainer *T, int async) {
   j->pending = 1;
   j->steps_during = 0;
   atomic_store(&j->done, 0);
+  if (async && !g_writing) {
+    g_writing = j;
+    atexit(wait_writer_at_exit);
+  }
   j->thread = async && pthread_create(&j->tid, NULL, writer_thread, T) == 0;
   if (j->thread) return;
   write_rank_file(T);
