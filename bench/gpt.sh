@@ -131,7 +131,8 @@ for spec in "${configs[@]}"; do
     plan=$("$build/dtrain" --print-memory "$ini" train.device=$dev train.precision=$prec \
       train.micro_batch_size=$mb train.batch_size=$mb 2>/dev/null |
       awk '$1 == 0 && $2 == 0 && $3 == 0 {print $NF}') || plan=
-    if [ -n "$plan" ] && [ -n "$gpu_gib" ] && awk -v p="$plan" -v g="$gpu_gib" 'BEGIN {exit !(p > g)}'; then
+    if [ -n "$plan" ] && [ -n "$gpu_gib" ] &&
+       awk -v p="$plan" -v g="$gpu_gib" 'BEGIN {exit !(p > g)}'; then
       note="${note}mb $mb: planned $plan GiB > $gpu_gib; "
       continue
     fi

@@ -272,7 +272,8 @@ static void corpus_add(corpus *c, const char *text, size_t len) {
   memcpy(c->text + c->text_n, text, len);
   size_t at = 0;
   do { /* an empty document is one empty slice, which ends it */
-    size_t end = at + ENCODE_SLICE >= len ? len : dt_bpe_cut(c->bpe[0], text, len, at + ENCODE_SLICE);
+    size_t end =
+        at + ENCODE_SLICE >= len ? len : dt_bpe_cut(c->bpe[0], text, len, at + ENCODE_SLICE);
     if (c->nsl == c->sl_cap) {
       size_t cap = c->sl_cap ? 2 * c->sl_cap : 256;
       c->sl = realloc(c->sl, cap * sizeof *c->sl);
@@ -295,7 +296,8 @@ static int corpus_init(corpus *c, const dt_textprep_opts *o, dt_error *err) {
   if (!(o->val_fraction > 0 && o->val_fraction <= 0.5))
     return dt_error_set(err, "--val-fraction %g: must be in (0, 0.5]", o->val_fraction);
   const char *dir = o->tokenizer_dir ? o->tokenizer_dir : dt_textprep_default_tokenizer();
-  c->nthreads = o->threads > 0 ? DT_MIN(o->threads, 64) : (int)DT_MIN(sysconf(_SC_NPROCESSORS_ONLN), 16);
+  c->nthreads = o->threads > 0 ? DT_MIN(o->threads, 64)
+                               : (int)DT_MIN(sysconf(_SC_NPROCESSORS_ONLN), 16);
   if (c->nthreads < 1) c->nthreads = 1;
   c->bpe = dt_calloc((size_t)c->nthreads, sizeof *c->bpe);
   for (int t = 0; t < c->nthreads; t++)
