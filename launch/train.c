@@ -584,11 +584,10 @@ static void *writer_thread(void *arg) {
  * written must not close HDF5 (its own atexit handler, registered before
  * this one, so run after it) under the writer: wait for the writer first,
  * unless the writer itself is exiting. */
-static struct ckpt_job *g_writing;
+static struct ckpt_job *g_writing; /* the save whose writer runs, else NULL */
 static void wait_writer_at_exit(void) {
   struct ckpt_job *j = g_writing;
-  if (j && j->thread && !atomic_load(&j->done) && !pthread_equal(pthread_self(), j->tid))
-    pthread_join(j->tid, NULL);
+  if (j && !pthread_equal(pthread_self(), j->tid)) pthread_join(j->tid, NULL);
 }
 
 /* Collective: waits for every rank's file of the pending save, then rank 0
@@ -600,6 +599,7 @@ static void commit_checkpoint(trainer *T) {
   struct ckpt_job *j = &T->ck;
   if (!j->pending) return;
   if (j->thread) pthread_join(j->tid, NULL);
+  g_writing = NULL;
   dt_watchdog_enter("saving a checkpoint");
   int first_bad = T->grid.size;
   MPI_Allreduce(&j->wrank, &first_bad, 1, MPI_INT, MPI_MIN, MPI_COMM_WORLD);
@@ -666,11 +666,10 @@ static void save_checkpoint(trainer *T, int async) {
   j->pending = 1;
   j->steps_during = 0;
   atomic_store(&j->done, 0);
-  if (async && !g_writing) {
-    g_writing = j;
-    atexit(wait_writer_at_exit);
-  }
+  static int at_exit;
+  if (async && !at_exit) at_exit = !atexit(wait_writer_at_exit);
   j->thread = async && pthread_create(&j->tid, NULL, writer_thread, T) == 0;
+  if (j->thread) g_writing = j;
   if (j->thread) return;
   write_rank_file(T);
   commit_checkpoint(T);

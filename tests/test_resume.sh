@@ -70,17 +70,25 @@ jsonl_field "$TMP/d2r/metrics.jsonl" train loss >"$TMP/d2r.loss"
 check "async saves, dp=2: resume from 60 gives the run's steps 61..100" \
   diff <(awk '$1>60' "$TMP/d2.loss") "$TMP/d2r.loss"
 
+# term_after ROWS NAME OVERRIDES...: A's run into $TMP/NAME (log
+# $TMP/NAME.1.log), sent SIGTERM once it has logged ROWS steps; sets rc
+term_after() {
+  local rows=$1 name=$2
+  shift 2
+  "$D" "$cfg" "${common[@]}" log.dir="$TMP/$name" "$@" >"$TMP/$name.1.log" 2>&1 &
+  local pid=$!
+  for _ in $(seq 300); do
+    [ "$(wc -l <"$TMP/$name/metrics.jsonl" 2>/dev/null || echo 0)" -ge "$rows" ] && break
+    sleep 0.05
+  done
+  kill -TERM $pid
+  wait $pid
+  rc=$?
+}
+
 # C: the same run as A stopped by SIGTERM part-way (it saves at the step it
 # is on, as checkpointing is enabled), then resumed with resume=auto: the continuation equals A.
-"$D" "$cfg" "${common[@]}" log.dir="$TMP/c" checkpoint.every=1000 >"$TMP/c1.log" 2>&1 &
-pid=$!
-for _ in $(seq 300); do
-  [ "$(wc -l <"$TMP/c/metrics.jsonl" 2>/dev/null || echo 0)" -ge 5 ] && break
-  sleep 0.05
-done
-kill -TERM $pid
-wait $pid
-rc=$?
+term_after 5 c checkpoint.every=1000
 check "SIGTERM exits 143 after saving" test $rc -eq 143
 check "SIGTERM saved a checkpoint" test -f "$TMP/c/checkpoints/LATEST"
 last=$(cat "$TMP/c/checkpoints/LATEST" 2>/dev/null || echo step_0)
@@ -96,21 +104,12 @@ check "resume after SIGTERM at step $n: steps $((n+1))..100 identical" \
 # C2: as C, with async saves every 3 steps, so the signal finds one being
 # written or waiting for its commit: it is finished, the step's own save is
 # written, and the continuation equals A
-"$D" "$cfg" "${common[@]}" log.dir="$TMP/c3" checkpoint.every=3 checkpoint.async=true \
-  >"$TMP/c3.log" 2>&1 &
-pid=$!
-for _ in $(seq 300); do
-  [ "$(wc -l <"$TMP/c3/metrics.jsonl" 2>/dev/null || echo 0)" -ge 7 ] && break
-  sleep 0.05
-done
-kill -TERM $pid
-wait $pid
-rc=$?
+term_after 7 c3 checkpoint.every=3 checkpoint.async=true
 check "async saves: SIGTERM exits 143 after saving" test $rc -eq 143
 last=$(cat "$TMP/c3/checkpoints/LATEST" 2>/dev/null || echo step_0)
 n=${last#step_}; n=$((10#$n))
 check "async saves: SIGTERM's save is the step it stopped at ($n)" \
-  grep -q "stopped by signal 15 at step $n\$" "$TMP/c3.log"
+  grep -q "stopped by signal 15 at step $n\$" "$TMP/c3.1.log"
 check "async saves: no .tmp left behind" test -z "$(ls -d "$TMP"/c3/checkpoints/*.tmp 2>/dev/null)"
 "$D" "$cfg" "${common[@]}" log.dir="$TMP/c3" checkpoint.every=3 checkpoint.async=true \
   >"$TMP/c4.log" 2>&1
