@@ -1722,11 +1722,17 @@ int dt_train(const dt_config *c) {
       dt_watchdog_leave();
     }
     int last = T->step == T->total_steps || out_of_time;
+    /* train.eval_every and log.bleu_every (the Transformer's BLEU, which
+     * costs a translation of the validation set) between the evaluations
+     * of epoch ends and the end */
+    int due = c->train_eval_every > 0 && T->step % c->train_eval_every == 0;
+    int bleu_due = T->s2s && c->log_bleu_every > 0 && T->step % c->log_bleu_every == 0;
     if (epoch_end || last) {
       evaluate(T, epoch_end ? (double)T->epoch : epoch_f);
       if (T->is_root) dt_metrics_flush(T->metrics);
-    } else if (T->s2s && c->log_bleu_every > 0 && T->step % c->log_bleu_every == 0) {
-      evaluate_s2s(T, epoch_f, 1);
+    } else if (due || bleu_due) {
+      if (T->s2s) evaluate_s2s(T, epoch_f, bleu_due);
+      else evaluate(T, epoch_f);
       if (T->is_root) dt_metrics_flush(T->metrics);
     }
     if (c->checkpoint_every > 0 && (T->step % c->checkpoint_every == 0 || last))

@@ -109,6 +109,10 @@ static const cfg_entry k_schema[] = {
   INT("train", "threads", train_threads, "0", 0, NOHI, "CPU threads (0 = all cores)"),
   INT("train", "eval_batch_size", train_eval_batch_size, "1000", 1, NOHI,
       "samples per evaluation batch"),
+  INT("train", "eval_every", train_eval_every, "0", 0, NOHI,
+      "evaluate on the validation or test set every N optimizer steps as well as at each "
+      "epoch's end and the last step (0 = only those): the loss and accuracy, or the "
+      "Transformer's loss (its BLEU as log.bleu_every says); training is not changed"),
   INT("train", "seq_len", train_seq_len, "0", 0, NOHI,
       "language models: tokens per sequence (0 = model.block_size)"),
   ENUM("train", "recompute", train_recompute, "none", "none|mlp|block",

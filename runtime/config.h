@@ -44,6 +44,7 @@ typedef struct dt_config {
   long train_seed;
   long train_threads;          /* CPU threads (OpenBLAS); 0 = all cores */
   long train_eval_batch_size;
+  long train_eval_every;       /* evaluate every N steps too (0 = epoch ends and the end) */
   long train_seq_len;          /* language models: tokens per sequence; 0 = model.block_size */
   char train_recompute[DT_STR];/* none | mlp | block: activations recomputed in backward */
   long train_classifier_chunk; /* rows of logits computed at a time (0 = all) */

@@ -179,6 +179,22 @@ PY
   check "GPT dp=$dp zero=$zero${*:+ $*} matches one process" test $? -eq 0
 done
 
+# train.eval_every: validation rows at steps 3, 6, 9 and the last, 10
+# (one epoch is 1039 steps here), and the same training losses bit for bit
+# as without (evaluation draws nothing and moves no data); with dp=2 too
+for ev in 0 3; do
+  "$D" "$cfg" "${common[@]}" train.max_steps=10 train.eval_every=$ev log.dir="$TMP/ev$ev" \
+    >"$TMP/ev$ev.log" 2>&1 || echo "   eval_every=$ev: exit $?"
+done
+OMPI_MCA_mpi_yield_when_idle=1 mpirun --oversubscribe --bind-to none -np 2 "$D" "$cfg" \
+  "${common[@]}" train.max_steps=10 train.eval_every=3 parallel.dp=2 log.dir="$TMP/ev3d2" \
+  >"$TMP/ev3d2.log" 2>&1 || echo "   dp=2 eval_every=3: exit $?"
+val_steps() { jsonl_field "$1/metrics.jsonl" val loss | cut -d' ' -f1 | tr '\n' ' '; }
+check "eval_every=3: validation at steps 3, 6, 9, 10 (one process and dp=2)" test \
+  "$(val_steps "$TMP/ev3")|$(val_steps "$TMP/ev3d2")|$(val_steps "$TMP/ev0")" = "3 6 9 10 |3 6 9 10 |10 "
+check "eval_every=3: the training losses of eval_every=0 bit for bit" \
+  diff <(jsonl_field "$TMP/ev0/metrics.jsonl" train loss) <(jsonl_field "$TMP/ev3/metrics.jsonl" train loss)
+
 # model TFLOP/s per rank, (6N + 12 L T d) x tokens/s / ranks, in every
 # training row of one process and of dp=4; MFU only with a peak to divide
 # by (log.peak_tflops; on GPUs also a known one): none on the CPU by default
