@@ -656,11 +656,14 @@ static void save_checkpoint(trainer *T, int async) {
     T->opt_be->d2h(T->opt_be, j->b.states[s], T->d_states[s],
                    (dp->opt_hi - dp->opt_lo) * sizeof(float));
   fill_meta(T, &j->meta);
-  dt_error err;
+  dt_error err = {{0}};
   int bad = T->is_root && dt_ckpt_prepare(T->ckpt_dir, T->step, j->tmp, sizeof j->tmp, &err);
   dt_watchdog_enter("saving a checkpoint");
   MPI_Bcast(&bad, 1, MPI_INT, 0, MPI_COMM_WORLD);
-  if (bad) dt_die_user("saving checkpoint: %s", err.msg);
+  if (bad) { /* every rank says rank 0's reason */
+    MPI_Bcast(err.msg, sizeof err.msg, MPI_CHAR, 0, MPI_COMM_WORLD);
+    dt_die_user("saving checkpoint: %s", err.msg);
+  }
   MPI_Bcast(j->tmp, sizeof j->tmp, MPI_CHAR, 0, MPI_COMM_WORLD);
   dt_watchdog_leave();
   j->pending = 1;
