@@ -32,13 +32,8 @@ export DTRAIN_DATA=${DTRAIN_DATA:-$here/data}
 pp=${PP:-2} ms=${MS:-"1 2 4 8"} dev=${DEVICE:-cpu} mb=${MB:-2}
 steps=${STEPS:-6} warmup=${WARMUP:-2}
 read -r -a model <<<"${MODEL:-model.n_layer=8 model.n_embd=256 model.n_head=4 train.seq_len=64}"
-[ -x "$build/dtrain" ] || { echo "pipeline.sh: no $build/dtrain (build first)" >&2; exit 2; }
-[ -d "$DTRAIN_DATA/wos" ] ||
-  { echo "pipeline.sh: no \$DTRAIN_DATA/wos ($DTRAIN_DATA)" >&2; exit 2; }
-tmp=$(mktemp -d); trap 'rm -rf "$tmp"' EXIT
 . "$here/bench/common.sh"
-"$build/dtrain-prep" wos "$DTRAIN_DATA/wos" "$tmp/wos" >"$tmp/prep.log" 2>&1 ||
-  { cat "$tmp/prep.log" >&2; exit 1; }
+bench_setup
 
 # run NAME NP M OVERRIDES...: one run; prints its median tokens/s
 run() {

@@ -32,12 +32,8 @@ steps=${STEPS:-8} warmup=${WARMUP:-3}
 read -r -a nps <<<"${NPS:-1 2}"
 read -r -a zeros <<<"${ZEROS:-0 1 2 3}"
 read -r -a model <<<"${MODEL:-model.n_layer=4 model.n_embd=256 model.n_head=4 train.seq_len=128}"
-[ -x "$build/dtrain" ] || { echo "scaling.sh: no $build/dtrain (build first)" >&2; exit 2; }
-[ -d "$DTRAIN_DATA/wos" ] || { echo "scaling.sh: no \$DTRAIN_DATA/wos ($DTRAIN_DATA)" >&2; exit 2; }
-tmp=$(mktemp -d); trap 'rm -rf "$tmp"' EXIT
 . "$here/bench/common.sh"
-"$build/dtrain-prep" wos "$DTRAIN_DATA/wos" "$tmp/wos" >"$tmp/prep.log" 2>&1 ||
-  { cat "$tmp/prep.log" >&2; exit 1; }
+bench_setup
 top=${nps[${#nps[@]}-1]}
 
 # tps NAME: the median tokens/s of run NAME's counted steps

@@ -26,12 +26,8 @@ export DTRAIN_DATA=${DTRAIN_DATA:-$here/data}
 tp=${TP:-2} dev=${DEVICE:-cpu} mb=${MB:-4} m=${M:-2} prec=${PRECISION:-fp32}
 steps=${STEPS:-6} warmup=${WARMUP:-2}
 read -r -a model <<<"${MODEL:-model.n_layer=8 model.n_embd=256 model.n_head=4 train.seq_len=128}"
-[ -x "$build/dtrain" ] || { echo "tensor.sh: no $build/dtrain (build first)" >&2; exit 2; }
-[ -d "$DTRAIN_DATA/wos" ] || { echo "tensor.sh: no \$DTRAIN_DATA/wos ($DTRAIN_DATA)" >&2; exit 2; }
-tmp=$(mktemp -d); trap 'rm -rf "$tmp"' EXIT
 . "$here/bench/common.sh"
-"$build/dtrain-prep" wos "$DTRAIN_DATA/wos" "$tmp/wos" >"$tmp/prep.log" 2>&1 ||
-  { cat "$tmp/prep.log" >&2; exit 1; }
+bench_setup
 nl=8 base=() # the model's overrides but n_layer, which run sets
 for kv in "${model[@]}"; do
   case $kv in model.n_layer=*) nl=${kv#*=} ;; *) base+=("$kv") ;; esac

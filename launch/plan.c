@@ -19,6 +19,7 @@
 #include "../parallel/pipeline.h"
 #include "../runtime/backend.h"
 #include "../runtime/dt.h"
+#include "train.h"
 
 /* ---- a backend whose allocations hand out no memory ---- */
 
@@ -50,7 +51,7 @@ typedef struct plan {
   const dt_config *c;
   int dp, tp, pp, zero, nstates, offload, gpipe, s2s;
   int cuda, bf16;
-  int64_t rank_batch, micro; /* sequences (samples, sentences) per data-parallel rank */
+  int64_t rank_batch, micro; /* dt_train_batches' */
 } plan;
 
 typedef struct plan_row {
@@ -58,35 +59,12 @@ typedef struct plan_row {
   double params, grads, optim, acts, scratch, wcopy, total;
 } plan_row;
 
-/* the batch arithmetic of the trainer's setup, with its messages */
-static void plan_batches(plan *P) {
-  const dt_config *c = P->c;
-  if (P->s2s) { /* a step is one token-count batch; each rank runs micro-batches of it */
-    P->rank_batch = c->train_micro_batch_size ? c->train_micro_batch_size
-                                              : c->train_batch_size / P->dp;
-    P->micro = P->rank_batch;
-    if (P->micro < 1)
-      dt_die_user("[train] batch_size = %ld leaves no sentence for each of parallel.dp = %d "
-                  "ranks", c->train_batch_size, P->dp);
-    return;
-  }
-  if (c->train_batch_size % P->dp != 0)
-    dt_die_user("[train] batch_size = %ld is not divisible by parallel.dp = %d",
-                c->train_batch_size, P->dp);
-  P->rank_batch = c->train_batch_size / P->dp;
-  P->micro = c->train_micro_batch_size ? c->train_micro_batch_size : P->rank_batch;
-  if (P->rank_batch % P->micro != 0)
-    dt_die_user("[train] micro_batch_size = %lld does not divide the per-rank batch "
-                "batch_size/dp = %lld", (long long)P->micro, (long long)P->rank_batch);
-}
-
 /* Rank (dp rank 0, tp_r, pp_r)'s row at micro-batch size `micro`. Data-
  * parallel rank 0 holds the largest shard; the others as much or less. */
 static void plan_rank(const plan *P, dt_backend_t meter, int64_t micro, int tp_r, int pp_r,
                       plan_row *row) {
   const dt_config *c = P->c;
-  const int lm = !strcmp(c->model_name, "gpt");
-  const int maxb = (int)(lm || P->s2s ? micro : DT_MAX(micro, c->train_eval_batch_size));
+  const int maxb = dt_train_max_batch(c, micro);
   const int nmicro = P->s2s ? 1 : (int)(P->rank_batch / micro);
   const dt_model_part part = {P->tp, tp_r, P->pp, pp_r,
                               dt_pipe_slots(pp_r, P->pp, nmicro, P->gpipe)};
@@ -199,7 +177,10 @@ int dt_print_memory(const dt_config *c, double limit_gib) {
     snprintf(cc.train_precision, sizeof cc.train_precision, "%s", P.cuda ? "bf16" : "fp32");
   P.c = c = &cc;
   P.bf16 = !strcmp(c->train_precision, "bf16");
-  plan_batches(&P);
+  dt_batches bs;
+  dt_error err;
+  if (dt_train_batches(c, P.dp, &bs, &err)) dt_die_user("%s", err.msg);
+  P.rank_batch = bs.rank_batch, P.micro = bs.micro;
 
   /* the CPU backend's kernel table answers the constructor's size queries
    * (the embedding backward's workspace, a few bytes a token on either) */

@@ -290,13 +290,13 @@ static dt_batch make_lm_batch(trainer *T, int split, const int32_t *idx, int n, 
   for (int i = 0; i < n; i++) {
     const uint16_t *w = map->tokens + (int64_t)idx[i] * s;
     /* a mapped shard's ids are checked here, as they are read */
-    int bad = 0;
-    for (int64_t j = 0; j <= s; j++) bad |= w[j] >= limit;
-    if (bad) bad_window(T, split, (int64_t)idx[i] * s, limit);
+    int bad = w[0] >= limit;
     for (int64_t j = 0; j < s; j++) {
       htok[i * s + j] = w[j];
       hy[i * s + j] = w[j + 1];
+      bad |= w[j + 1] >= limit;
     }
+    if (bad) bad_window(T, split, (int64_t)idx[i] * s, limit);
   }
   be->h2d(be, T->d_tok + at, htok, (size_t)n * s * sizeof(int32_t));
   be->h2d(be, T->d_y + at, hy, (size_t)n * s * sizeof(int32_t));
@@ -1162,6 +1162,35 @@ static void import_weights(trainer *T, float *hp) {
   if (T->is_root) printf("init: %zu parameters from %s\n", total, file);
 }
 
+int dt_train_batches(const dt_config *c, int dp, dt_batches *out, dt_error *err) {
+  out->batch = c->train_batch_size;
+  if (!strcmp(c->model_name, "transformer")) {
+    /* a step is one token-count batch of at most batch_size sentences; each
+     * rank runs its share in forwards of at most micro_batch_size sentences */
+    out->micro = c->train_micro_batch_size ? c->train_micro_batch_size : out->batch / dp;
+    if (out->micro < 1)
+      return dt_error_set(err, "[train] batch_size = %lld leaves no sentence for each of "
+                          "parallel.dp = %d ranks", (long long)out->batch, dp);
+    out->batch = out->rank_batch = 1;
+    return 0;
+  }
+  if (out->batch % dp != 0)
+    return dt_error_set(err, "[train] batch_size = %lld is not divisible by parallel.dp = %d",
+                        (long long)out->batch, dp);
+  out->rank_batch = out->batch / dp;
+  out->micro = c->train_micro_batch_size ? c->train_micro_batch_size : out->rank_batch;
+  if (out->rank_batch % out->micro != 0)
+    return dt_error_set(err, "[train] micro_batch_size = %lld does not divide the per-rank "
+                        "batch batch_size/dp = %lld",
+                        (long long)out->micro, (long long)out->rank_batch);
+  return 0;
+}
+
+int dt_train_max_batch(const dt_config *c, int64_t micro) {
+  if (!strcmp(c->model_name, "gpt") || !strcmp(c->model_name, "transformer")) return (int)micro;
+  return (int)DT_MAX(micro, c->train_eval_batch_size);
+}
+
 static void setup(trainer *T, const dt_config *c) {
   T->cfg = c;
   if (c->log_dir[0]) snprintf(T->run_dir, sizeof T->run_dir, "%s", c->log_dir);
@@ -1172,29 +1201,11 @@ static void setup(trainer *T, const dt_config *c) {
   T->perm_epoch = -1;
   setup_parallel(T);
 
-  int dpn = T->grid.dp;
   T->s2s = !strcmp(c->model_name, "transformer");
-  T->batch = c->train_batch_size;
-  if (T->s2s) {
-    /* a step is one token-count batch of at most batch_size sentences; each
-     * rank runs its share in forwards of at most micro_batch_size sentences */
-    T->micro = c->train_micro_batch_size ? c->train_micro_batch_size : T->batch / dpn;
-    if (T->micro < 1)
-      dt_die_user_all("[train] batch_size = %lld leaves no sentence for each of parallel.dp = %d "
-                      "ranks", (long long)T->batch, dpn);
-    T->batch = 1;
-    T->rank_batch = 1;
-  } else if (T->batch % dpn != 0)
-    dt_die_user_all("[train] batch_size = %lld is not divisible by parallel.dp = %d",
-                    (long long)T->batch, dpn);
-  if (!T->s2s) {
-    T->rank_batch = T->batch / dpn;
-    T->micro = c->train_micro_batch_size ? c->train_micro_batch_size : T->rank_batch;
-  }
-  if (!T->s2s && T->rank_batch % T->micro != 0)
-    dt_die_user_all("[train] micro_batch_size = %lld does not divide the per-rank batch "
-                    "batch_size/dp = %lld",
-                    (long long)T->micro, (long long)T->rank_batch);
+  dt_batches bs;
+  dt_error berr;
+  if (dt_train_batches(c, T->grid.dp, &bs, &berr)) dt_die_user_all("%s", berr.msg);
+  T->batch = bs.batch, T->rank_batch = bs.rank_batch, T->micro = bs.micro;
   T->eval_batch = c->train_eval_batch_size;
 
   dt_error err;
@@ -1218,7 +1229,7 @@ static void setup(trainer *T, const dt_config *c) {
   /* language models evaluate in training micro-batches; classifiers in
    * train.eval_batch_size */
   T->lm = !strcmp(c->model_name, "gpt");
-  int maxb = (int)(T->lm || T->s2s ? T->micro : DT_MAX(T->micro, T->eval_batch));
+  int maxb = dt_train_max_batch(c, T->micro);
   /* what runs out of memory from here to the end of setup is sized by keys */
   char hint[400];
   snprintf(hint, sizeof hint,

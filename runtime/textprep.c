@@ -781,11 +781,10 @@ static int check_ids(const char *path, const uint16_t *tok, int64_t n, int64_t l
   return 0;
 }
 
-static int load_tokens(hid_t f, const char *path, int vocab_size, uint16_t **tokens, int64_t *n,
-                       dt_error *err) {
-  int64_t count, vocab;
-  int le;
-  if (check_header(f, path, &count, &vocab, &le, err)) return -1;
+/* /tokens read whole, each id checked against the model's vocabulary
+ * (vocab_size; <= 0: the shard's own); count and vocab are the header's */
+static int read_tokens(hid_t f, const char *path, int64_t count, int64_t vocab, int vocab_size,
+                       uint16_t **tokens, int64_t *n, dt_error *err) {
   int64_t limit = vocab_size > 0 ? DT_MIN(vocab, (int64_t)vocab_size) : vocab;
   uint16_t *tok = dt_malloc((size_t)count * sizeof *tok);
   if (dt_h5_read_rows(f, "/tokens", H5T_NATIVE_UINT16, 0, count, tok, err) ||
@@ -796,6 +795,14 @@ static int load_tokens(hid_t f, const char *path, int vocab_size, uint16_t **tok
   *tokens = tok;
   *n = count;
   return 0;
+}
+
+static int load_tokens(hid_t f, const char *path, int vocab_size, uint16_t **tokens, int64_t *n,
+                       dt_error *err) {
+  int64_t count, vocab;
+  int le;
+  if (check_header(f, path, &count, &vocab, &le, err)) return -1;
+  return read_tokens(f, path, count, vocab, vocab_size, tokens, n, err);
 }
 
 int dt_token_shard_load(const char *path, int vocab_size, uint16_t **tokens, int64_t *n,
@@ -835,7 +842,8 @@ int dt_token_shard_map(const char *path, int vocab_size, dt_token_map *map, dt_e
   /* ids the writer may have put beyond the model's vocabulary, or a shard
    * that cannot be mapped: read it all and check every id now */
   if (off < 0 || (vocab_size > 0 && vocab > vocab_size)) {
-    int rc = load_tokens(f, path, vocab_size, (uint16_t **)&map->tokens, &map->count, err);
+    int rc = read_tokens(f, path, count, vocab, vocab_size, (uint16_t **)&map->tokens,
+                         &map->count, err);
     dt_h5_close(f);
     map->limit = vocab_size > 0 ? DT_MIN(vocab, (int64_t)vocab_size) : vocab;
     return rc;
