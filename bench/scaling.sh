@@ -11,7 +11,8 @@
 #   of configs/gpt-tiny.ini, default 4 blocks of width 256, 4 heads, 128
 #   tokens a sequence); MB (sequences per micro-batch and rank, default 4);
 #   STEPS (default 8) of which WARMUP (default 3) are not counted; PRECISION
-#   (default fp32).
+#   (default fp32); REDUCE (parallel.reduce_dtype, the dtype gradients are
+#   reduced in: fp32, the default, or bf16).
 #
 # weak: every rank keeps MB sequences a step (batch_size = np x MB), so a
 # step does np times the work; efficiency = tokens/s(np) / (np x
@@ -27,7 +28,7 @@ here=$(cd "$(dirname "$0")/.." && pwd)
 build=${1:-$here/build}
 export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 OMPI_MCA_mpi_yield_when_idle=1
 export DTRAIN_DATA=${DTRAIN_DATA:-$here/data}
-dev=${DEVICE:-cpu} mb=${MB:-4} prec=${PRECISION:-fp32}
+dev=${DEVICE:-cpu} mb=${MB:-4} prec=${PRECISION:-fp32} reduce=${REDUCE:-fp32}
 steps=${STEPS:-8} warmup=${WARMUP:-3}
 read -r -a nps <<<"${NPS:-1 2}"
 read -r -a zeros <<<"${ZEROS:-0 1 2 3}"
@@ -51,9 +52,9 @@ plan() {
     awk '$1 ~ /^[0-9]+$/ && NF >= 9 {if ($NF > m) m = $NF} END {print m}'
 }
 
-printf '# bench/scaling.sh, %s, %s, gpt-tiny.ini %s, micro-batch %s x %s tokens, %s, %s steps (%s counted)\n' \
-  "$(date -u +%Y-%m-%d)" "$dev" "${model[*]}" "$mb" "${model[-1]#train.seq_len=}" "$prec" \
-  "$steps" "$((steps - warmup))"
+printf '# bench/scaling.sh, %s, %s, gpt-tiny.ini %s, micro-batch %s x %s tokens, %s, gradients '\
+'reduced in %s, %s steps (%s counted)\n' "$(date -u +%Y-%m-%d)" "$dev" "${model[*]}" "$mb" \
+  "${model[-1]#train.seq_len=}" "$prec" "$reduce" "$steps" "$((steps - warmup))"
 printf '%-7s %5s %4s %11s %11s %9s\n' scaling zero np tokens/s efficiency "plan GiB"
 for kind in weak strong; do
   for z in "${zeros[@]}"; do
@@ -61,7 +62,8 @@ for kind in weak strong; do
     for np in "${nps[@]}"; do
       if [ $kind = weak ]; then batch=$((np * mb)); else batch=$((top * mb)); fi
       args=("${model[@]}" train.precision="$prec" train.batch_size=$batch
-            train.max_steps="$steps" parallel.zero="$z" parallel.dp="$np")
+            train.max_steps="$steps" parallel.zero="$z" parallel.dp="$np"
+            parallel.reduce_dtype="$reduce")
       bench_gpt "$kind-z$z-n$np" "$np" "${args[@]}"
       t=$(tps "$kind-z$z-n$np")
       [ -z "$base" ] && base=$t

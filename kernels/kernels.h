@@ -258,6 +258,12 @@ typedef struct dt_kernels {
   void (*scale)(void *ctx, float *x, float a, size_t n);
   /* y (n) += a * x, as one fused multiply-add per element on every backend */
   void (*axpy)(void *ctx, float *y, float a, const float *x, size_t n);
+  /* dst (n, bf16 bit patterns) = src rounded to the nearest bf16, ties to
+   * even (dt_bf16_bits) [=]; gradients on their way to a bf16 reduction */
+  void (*to_bf16)(void *ctx, uint16_t *dst, const float *src, size_t n);
+  /* y (n) = x (bf16 bit patterns) widened, exactly [=]; or y += x, one fp32
+   * add per element, when accumulate [+=] */
+  void (*from_bf16)(void *ctx, float *y, const uint16_t *x, size_t n, int accumulate);
   /* out (N,row) = (src[idx[i]*row + j] / 255 - mean) / std, for the image
    * batch gather: src is (M,row) uint8, idx (N) int32 device indices. */
   void (*gather_u8_normalize)(void *ctx, float *out, const uint8_t *src, const int32_t *idx,

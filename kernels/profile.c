@@ -16,8 +16,9 @@
   X(maxpool2d_forward) X(maxpool2d_backward) X(avgpool2d_forward) X(avgpool2d_backward) \
   X(act_forward) X(act_backward) X(softmax_xent) X(softmax_xent_smooth)                \
   X(softmax_xent_part_stats) X(softmax_xent_part) X(sgd_step) X(adam_step) X(sumsq)    \
-  X(scale) X(axpy) X(gather_u8_normalize) X(layernorm_forward) X(layernorm_backward)   \
-  X(residual_layernorm_forward) X(attention_forward) X(attention_backward)             \
+  X(scale) X(axpy) X(to_bf16) X(from_bf16) X(gather_u8_normalize) X(layernorm_forward) \
+  X(layernorm_backward) X(residual_layernorm_forward) X(attention_forward)             \
+  X(attention_backward)                                                                \
   X(embedding_forward) X(embedding_backward) X(embedding_forward_part)                 \
   X(embedding_backward_part) X(dropout_forward) X(dropout_backward) X(dropout_rows)
 
@@ -246,6 +247,14 @@ static void p_scale(void *ctx, float *x, float a, size_t n) {
 
 static void p_axpy(void *ctx, float *y, float a, const float *x, size_t n) {
   TIMED_B(axpy, 12.0 * n, axpy(ctx, y, a, x, n));
+}
+
+static void p_to_bf16(void *ctx, uint16_t *dst, const float *src, size_t n) {
+  TIMED_B(to_bf16, 6.0 * n, to_bf16(ctx, dst, src, n));
+}
+
+static void p_from_bf16(void *ctx, float *y, const uint16_t *x, size_t n, int accumulate) {
+  TIMED_B(from_bf16, (accumulate ? 10.0 : 6.0) * n, from_bf16(ctx, y, x, n, accumulate));
 }
 
 static void p_gather_u8_normalize(void *ctx, float *out, const uint8_t *src, const int32_t *idx,

@@ -73,7 +73,7 @@ static void plan_rank(const plan *P, dt_backend_t meter, int64_t micro, int tp_r
   if (!m) dt_die_user("%s", err.msg);
   dt_dp_plan_bytes b;
   dt_dp_plan(m->params, m->nparams, m->nparams_total, P->dp, 0, P->zero, P->nstates,
-             c->parallel_bucket_mb, &b);
+             c->parallel_bucket_mb, dt_train_reduce_dtype(c), &b);
   memset(row, 0, sizeof *row);
   row->rank = (pp_r * P->dp) * P->tp + tp_r; /* tp fastest, then dp, then pp */
   row->tp_r = tp_r, row->pp_r = pp_r;
@@ -210,8 +210,10 @@ int dt_print_memory(const dt_config *c, double limit_gib) {
   printf("  (data-parallel rank 0 of each part; the other dp ranks hold as much or less.\n"
          "  grads: the flat gradient buffer, or under ZeRO-2/3 over several dp ranks the\n"
          "  reduced shard; grad scratch: the buffers backward writes, under ZeRO-2/3 an\n"
-         "  estimate (the largest gradient bucket and two of the next size), else the grads\n"
-         "  column itself. total: the columns%s.\n"
+         "  estimate (the largest gradient bucket and two of the next size), else the flat\n"
+         "  gradient buffer of the grads column. parallel.reduce_dtype = bf16 over several\n"
+         "  dp ranks adds the bf16 copies gradients are reduced in: to grads under ZeRO-0/1,\n"
+         "  to grad scratch under ZeRO-2/3. total: the columns%s.\n"
          "  Not counted: the CUDA context, the libraries' own buffers, the GEMMs' operand\n"
          "  scratch, the data batches%s)\n",
          P.cuda ? " and cuBLASLt's 32 MiB workspace" : "",

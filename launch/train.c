@@ -1114,6 +1114,9 @@ static void print_memory(trainer *T) {
   if (scratch)
     printf("  (grad scratch: the bucket buffers backward writes, reduce-scattered into the "
            "grads shard; the whole model's on one data-parallel rank)\n");
+  if (T->dp->wire == DT_BF16 && T->grid.dp > 1)
+    printf("  (parallel.reduce_dtype = bf16: %s holds the bf16 copies gradients are reduced "
+           "in)\n", scratch ? "grad scratch" : "grads");
   if (T->grid.pp > 1)
     printf("  (pipeline: activations for the micro-batches a stage keeps in flight%s)\n",
            T->tie_pairs ? "" : "; grads on the first and last stages include a buffer of the "
@@ -1260,7 +1263,8 @@ static void setup(trainer *T, const dt_config *c) {
   T->steps_per_epoch = T->ntrain / T->batch; /* the last partial batch is dropped */
   T->total_steps = c->train_max_steps > 0 ? c->train_max_steps : c->train_epochs * T->steps_per_epoch;
   T->dp = dt_dp_create(T->comm, T->be, T->m->params, T->m->nparams, T->m->nparams_total,
-                       T->m->g, (int)c->parallel_zero, c->parallel_bucket_mb);
+                       T->m->g, (int)c->parallel_zero, c->parallel_bucket_mb,
+                       dt_train_reduce_dtype(c));
   T->m->grad_hook = dt_dp_grad_ready;
   T->m->grad_hook_ctx = T->dp;
   if (T->pp_comm) {

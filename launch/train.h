@@ -3,8 +3,10 @@
 #define DT_TRAIN_H
 
 #include <stdint.h>
+#include <string.h>
 
 #include "../runtime/config.h"
+#include "../kernels/kernels.h"
 #include "../runtime/dt.h"
 
 /* Trains per cfg. Returns the process exit code: 0 done, 2 bad input (after
@@ -22,6 +24,11 @@ int dt_train_batches(const dt_config *cfg, int dp, dt_batches *out, dt_error *er
  * models evaluate in training micro-batches, classifiers in
  * train.eval_batch_size. */
 int dt_train_max_batch(const dt_config *cfg, int64_t micro);
+
+/* parallel.reduce_dtype as the dtype the data-parallel engine reduces in */
+static inline dt_dtype dt_train_reduce_dtype(const dt_config *cfg) {
+  return strcmp(cfg->parallel_reduce_dtype, "bf16") ? DT_F32 : DT_BF16;
+}
 
 /* `dtrain --print-layout`: builds the rank grid and the backends, prints which
  * rank is where (host, node-local rank, device, coordinates), returns 0. */

@@ -66,9 +66,10 @@ static void shard_of(size_t total, int n, int r, size_t *lo, size_t *hi) {
 }
 
 dt_dp *dt_dp_create(dt_comm_t comm, dt_backend_t be, const dt_param *params, int nparams,
-                    size_t total, float *g, int zero, double bucket_mb) {
+                    size_t total, float *g, int zero, double bucket_mb, dt_dtype wire) {
   dt_dp *dp = dt_calloc(1, sizeof *dp);
   dp->comm = comm, dp->be = be, dp->zero = zero;
+  dp->wire = wire == DT_BF16 ? DT_BF16 : DT_F32;
   dp->params = params, dp->nparams = nparams, dp->total = total;
   dp->g = g;
   int n = comm->size;
@@ -91,6 +92,10 @@ dt_dp *dt_dp_create(dt_comm_t comm, dt_backend_t be, const dt_param *params, int
     for (int s = 0; s < 2; s++) dp->slots[s].counts = dt_calloc((size_t)n, sizeof(size_t));
   }
   build_buckets(dp, bucket_mb);
+  /* ZeRO-0/1 reduce every bucket at once after the last micro-batch, so
+   * the bf16 copy covers the model; ZeRO-2/3's lives with the pool */
+  if (dp->wire == DT_BF16 && n > 1 && !dt_dp_grads_sharded(dp))
+    dp->wire_buf = be->alloc(be, total * sizeof(uint16_t));
   return dp;
 }
 
@@ -203,8 +208,13 @@ void dt_dp_destroy(dt_dp *dp) {
     if (dp->slots[s].buf) dp->be->free(dp->be, dp->slots[s].buf);
     free(dp->slots[s].counts);
   }
-  for (int i = 0; i < dp->npool; i++) dp->be->free(dp->be, dp->pool[i]);
+  for (int i = 0; i < dp->npool; i++) {
+    dp->be->free(dp->be, dp->pool[i]);
+    if (dp->pool_wire) dp->be->free(dp->be, dp->pool_wire[i]);
+  }
   free(dp->pool);
+  free(dp->pool_wire);
+  if (dp->wire_buf) dp->be->free(dp->be, dp->wire_buf);
   free(dp->pool_cap);
   free(dp->pool_bucket);
   free(dp->param_ptr);
@@ -258,7 +268,10 @@ static void bucket_fold(dt_dp *dp, dt_dp_bucket *b) {
   const size_t before = rank_offset(dp, b), n = b->counts[dp->comm->rank];
   if (n) {
     float *mine = dp->pool[b->buf] + before, *acc = dp->gacc + (b->lo + before - dp->own_lo);
-    if (dp->first_micro) dp->be->d2d(dp->be, acc, mine, n * sizeof(float));
+    if (dp->wire == DT_BF16)
+      dp->be->k->from_bf16(dp->be->ctx, acc, dp->pool_wire[b->buf] + before, n,
+                           !dp->first_micro);
+    else if (dp->first_micro) dp->be->d2d(dp->be, acc, mine, n * sizeof(float));
     else dp->be->k->axpy(dp->be->ctx, acc, 1.0f, mine, n);
   }
   dp->pool_bucket[b->buf] = -1;
@@ -289,9 +302,12 @@ static void bucket_open(dt_dp *dp, dt_dp_bucket *b) {
     dp->pool = realloc(dp->pool, n * sizeof *dp->pool);
     dp->pool_cap = realloc(dp->pool_cap, n * sizeof *dp->pool_cap);
     dp->pool_bucket = realloc(dp->pool_bucket, n * sizeof *dp->pool_bucket);
-    if (!dp->pool || !dp->pool_cap || !dp->pool_bucket)
+    dp->pool_wire = realloc(dp->pool_wire, n * sizeof *dp->pool_wire);
+    if (!dp->pool || !dp->pool_cap || !dp->pool_bucket || !dp->pool_wire)
       dt_fatal("dtrain", "out of host memory", __FILE__, __LINE__, __func__, "realloc");
     dp->pool[dp->npool] = dp->be->alloc(dp->be, need * sizeof(float));
+    dp->pool_wire[dp->npool] =
+        dp->wire == DT_BF16 ? dp->be->alloc(dp->be, need * sizeof(uint16_t)) : NULL;
     dp->pool_cap[dp->npool] = need;
     got = dp->npool++;
   }
@@ -311,7 +327,7 @@ size_t dt_dp_grad_scratch_bytes(const dt_dp *dp) {
   if (!dt_dp_grads_sharded(dp)) return dp->total * sizeof(float);
   size_t n = 0;
   for (int i = 0; i < dp->npool; i++) n += dp->pool_cap[i];
-  return n * sizeof(float);
+  return n * (sizeof(float) + (dp->wire == DT_BF16 ? sizeof(uint16_t) : 0));
 }
 
 void dt_dp_micro_begin(dt_dp *dp, int first, int last) {
@@ -334,12 +350,29 @@ static void launch(dt_dp *dp, dt_dp_bucket *b) {
     if (b->buf < 0) bucket_open(dp, b);
     send = dp->pool[b->buf];
   }
-  if (dp->zero == 0) {
-    b->req = dp->comm->allreduce_async(dp->comm, send, send, b->hi - b->lo, DT_F32, DT_SUM);
+  const size_t n = b->hi - b->lo;
+  if (dp->wire == DT_BF16) {
+    uint16_t *w = dt_dp_grads_sharded(dp) ? dp->pool_wire[b->buf] : dp->wire_buf + b->lo;
+    dp->be->k->to_bf16(dp->be->ctx, w, send, n);
+    if (dp->zero == 0)
+      b->req = dp->comm->allreduce_async(dp->comm, w, w, n, DT_BF16, DT_SUM);
+    else
+      b->req = dp->comm->reduce_scatterv_async(dp->comm, w, w + rank_offset(dp, b), b->counts,
+                                               DT_BF16, DT_SUM);
+  } else if (dp->zero == 0) {
+    b->req = dp->comm->allreduce_async(dp->comm, send, send, n, DT_F32, DT_SUM);
   } else {
     b->req = dp->comm->reduce_scatterv_async(dp->comm, send, send + rank_offset(dp, b),
                                              b->counts, DT_F32, DT_SUM);
   }
+}
+
+/* ZeRO-0/1 in bf16: the reduced bucket (ZeRO-1: this rank's part of it)
+ * widened back into the flat gradient. */
+static void unwire(dt_dp *dp, const dt_dp_bucket *b) {
+  const size_t off = dp->zero == 0 ? 0 : rank_offset(dp, b);
+  const size_t n = dp->zero == 0 ? b->hi - b->lo : b->counts[dp->comm->rank];
+  dp->be->k->from_bf16(dp->be->ctx, dp->g + b->lo + off, dp->wire_buf + b->lo + off, n, 0);
 }
 
 void dt_dp_grad_ready(void *ctx, int i) {
@@ -372,6 +405,7 @@ static void micro_end(dt_dp *dp) {
   for (int k = 0; k < dp->nbuckets; k++) {
     dp->comm->wait(dp->comm, dp->buckets[k].req);
     dp->buckets[k].req = NULL;
+    if (dp->wire == DT_BF16) unwire(dp, &dp->buckets[k]);
   }
   dt_watchdog_leave();
 }
@@ -412,12 +446,14 @@ void dt_dp_memory(const dt_dp *dp, int nstates, size_t *param_bytes, size_t *gra
   size_t shard = dp->own_hi - dp->own_lo;
   *param_bytes = (dp->pstore_hi - dp->pstore_lo + dp->slots[0].cap + dp->slots[1].cap) *
                  sizeof(float);
-  *grad_bytes = (dp->zero >= 2 ? shard : dp->total) * sizeof(float);
+  *grad_bytes = (dp->zero >= 2 ? shard : dp->total) * sizeof(float) +
+                (dp->wire_buf ? dp->total * sizeof(uint16_t) : 0);
   *optim_bytes = (size_t)nstates * (dp->opt_hi - dp->opt_lo) * sizeof(float);
 }
 
 void dt_dp_plan(const dt_param *params, int nparams, size_t total, int nranks, int rank,
-                int zero, int nstates, double bucket_mb, dt_dp_plan_bytes *out) {
+                int zero, int nstates, double bucket_mb, dt_dtype wire,
+                dt_dp_plan_bytes *out) {
   size_t lo, hi;
   shard_of(total, nranks, rank, &lo, &hi);
   const size_t shard = hi - lo;
@@ -431,6 +467,7 @@ void dt_dp_plan(const dt_param *params, int nparams, size_t total, int nranks, i
   out->grad_bytes = (zero >= 2 ? shard : total) * sizeof(float);
   out->optim_bytes = (size_t)nstates * (zero ? shard : total) * sizeof(float);
   out->scratch_bytes = total * sizeof(float);
+  if (zero < 2 && nranks > 1 && wire == DT_BF16) out->grad_bytes += total * sizeof(uint16_t);
   if (zero < 2 || nranks == 1) return;
   /* the pool: about the bucket backward keeps open longest (a tied token
    * table's, written at the head and finished at the embeddings) and two
@@ -444,5 +481,6 @@ void dt_dp_plan(const dt_param *params, int nparams, size_t total, int nranks, i
     else if (n > next) next = n;
   }
   free(b);
-  out->scratch_bytes = DT_MIN(total, big + 2 * next) * sizeof(float);
+  out->scratch_bytes = DT_MIN(total, big + 2 * next) *
+                      (sizeof(float) + (wire == DT_BF16 ? sizeof(uint16_t) : 0));
 }

@@ -17,7 +17,13 @@
  *      backward (the model calls dt_model_fetch), freed right after, and the
  *      next layer's gather is started ahead of time (prefetch).
  * The shard of rank r is the flat range [own_lo, own_hi), contiguous and in
- * rank order; checkpoints are written in these shards at every stage. */
+ * rank order; checkpoints are written in these shards at every stage.
+ * Gradients travel in fp32, or in bf16 (parallel.reduce_dtype, as Megatron-
+ * LM's --grad-reduce-in-bf16 and DeepSpeed's communication_data_type): a
+ * bucket is rounded into a bf16 buffer of its own, reduced there (half the
+ * bytes on the wire; NCCL and the MPI reduction add in fp32 and round each
+ * partial sum to bf16), and the rank's part widened back into the fp32
+ * gradients; accumulation over micro-batches and the optimizer stay fp32. */
 #ifndef DT_DP_H
 #define DT_DP_H
 
@@ -60,12 +66,15 @@ typedef struct dt_dp {
   int nbuckets;
   dt_dp_bucket *buckets;
   int *param_bucket;          /* bucket of each parameter */
+  dt_dtype wire;              /* what gradients are reduced in: DT_F32 or DT_BF16 */
+  uint16_t *wire_buf;         /* bf16, ZeRO-0/1: the flat gradient rounded, bucket by bucket */
   int reducing;               /* this micro-batch's gradients are reduced */
   /* ZeRO-2/3 over several ranks: bucket buffers lent to the buckets
    * backward writes, back once their reduce-scatter is folded into gacc */
   float **pool;
   size_t *pool_cap;           /* per buffer: elements */
   int *pool_bucket;           /* per buffer: the bucket holding it, or -1 */
+  uint16_t **pool_wire;       /* bf16: per buffer, its rounded twin */
   int npool;
   int first_micro, last_micro; /* the micro-batch at hand is the step's first, last */
   /* ZeRO-3 */
@@ -75,9 +84,10 @@ typedef struct dt_dp {
   long prefetches;            /* gathers started ahead of their layer */
 } dt_dp;
 
-/* Allocates the parameter storage (pstore) as the stage wants it. */
+/* Allocates the parameter storage (pstore) as the stage wants it; wire is
+ * DT_F32 or DT_BF16, the dtype of the gradient reductions. */
 dt_dp *dt_dp_create(dt_comm_t comm, dt_backend_t be, const dt_param *params, int nparams,
-                    size_t total, float *g, int zero, double bucket_mb);
+                    size_t total, float *g, int zero, double bucket_mb, dt_dtype wire);
 
 /* ZeRO-3 fetch/release of parameters [first, first+count), for the model's
  * param_fetch/param_release hooks (ctx = the dt_dp). */
@@ -107,8 +117,8 @@ static inline int dt_dp_grads_sharded(const dt_dp *dp) {
  * i's gradient goes this micro-batch (its bucket's buffer, zeroed when the
  * bucket first takes one). */
 float *dt_dp_grad_ptr(void *dp, int param_index);
-/* Bytes of gradient buffers backward writes: the bucket pool, or the flat
- * buffer of the whole model. */
+/* Bytes of gradient buffers backward writes: the bucket pool (with its bf16
+ * twins), or the flat buffer of the whole model. */
 size_t dt_dp_grad_scratch_bytes(const dt_dp *dp);
 
 /* What rank `rank` of `nranks` would keep, in bytes, of a model with this
@@ -122,7 +132,7 @@ typedef struct dt_dp_plan_bytes {
   size_t param_bytes, grad_bytes, optim_bytes, scratch_bytes;
 } dt_dp_plan_bytes;
 void dt_dp_plan(const dt_param *params, int nparams, size_t total, int nranks, int rank,
-                int zero, int nstates, double bucket_mb, dt_dp_plan_bytes *out);
+                int zero, int nstates, double bucket_mb, dt_dtype wire, dt_dp_plan_bytes *out);
 
 /* The reduced (summed over ranks) gradient of flat index opt_lo. */
 float *dt_dp_grads(dt_dp *dp);
@@ -132,7 +142,8 @@ void dt_dp_gather_params(dt_dp *dp);
 double dt_dp_sum(dt_dp *dp, double x);
 
 /* Bytes this rank keeps for parameters, gradients and optimizer state
- * (nstates fp32 buffers), for the start-up memory table. */
+ * (nstates fp32 buffers), for the start-up memory table; the gradients'
+ * include ZeRO-0/1's bf16 buffer they are reduced in. */
 void dt_dp_memory(const dt_dp *dp, int nstates, size_t *param_bytes, size_t *grad_bytes,
                   size_t *optim_bytes);
 

@@ -176,6 +176,10 @@ static const cfg_entry k_schema[] = {
        "communication library (auto: NCCL on GPUs, MPI otherwise)"),
   FLT("parallel", "bucket_mb", parallel_bucket_mb, "25", 0, NOHI, F_MIN_OPEN,
       "gradient bucket size in MiB"),
+  ENUM("parallel", "reduce_dtype", parallel_reduce_dtype, "fp32", "fp32|bf16",
+       "the dtype gradients are reduced in over the data-parallel ranks: bf16 halves the "
+       "bytes sent (each bucket rounded once, partial sums rounded to bf16); accumulation "
+       "and the optimizer stay fp32"),
 
   STR("checkpoint", "dir", checkpoint_dir, "", 0,
       "where checkpoints go (\"\" = <log.dir>/checkpoints)"),

@@ -72,6 +72,7 @@ typedef struct dt_config {
   char parallel_pp_schedule[DT_STR]; /* 1f1b | gpipe */
   int parallel_sequence_parallel;
   double parallel_bucket_mb;
+  char parallel_reduce_dtype[DT_STR]; /* fp32 | bf16: gradients on the wire */
   /* [checkpoint] */
   char checkpoint_dir[DT_STR]; /* "" = <log.dir>/checkpoints */
   long checkpoint_every;       /* optimizer steps; 0 = never (a final one is still written if keep_final) */

@@ -253,6 +253,9 @@ st_comm_nccl() {
 
 st_comm_mpi() {
   mpiexec --oversubscribe -n 2 "$build/bench/comm" --backend cuda --comm mpi --max 256M || exit 1
+  # the data-parallel reductions at ZeRO 0-3, fp32 and bf16 (the to_bf16 /
+  # from_bf16 kernels on the device), on exact data; NCCL refuses the shared GPU
+  mpiexec --oversubscribe -n 2 "$build/tests/test_dp_reduce" || exit 1
 }
 
 # losses_close REF RUN LABEL: the two runs' per-step train losses agree
@@ -448,7 +451,7 @@ b=$([ $mode = all ] || [ $mode = bench ] && echo 1 || echo 0)
 [ $t = 1 ] && stage tp_gpu 150 st_tp_gpu "GPT-tiny tp=2, dp=2 tp=2, pp=2, tp=2 pp=2, with sp, zero=1 (comm=mpi, one GPU) vs one process, 20 steps" gpu
 [ $b = 1 ] && stage gpt_124m_fp32 90 st_gpt_124m_fp32 "bench/gpt.sh gpt-124m:16 fp32 (8 steps)" gpu
 [ $t = 1 ] && stage comm_nccl_np1 90 st_comm_nccl "mpiexec -n 1 bench/comm --backend cuda --comm nccl --max 1G" gpu
-[ $t = 1 ] && stage comm_mpi_np2 90 st_comm_mpi "mpiexec -n 2 bench/comm --backend cuda --comm mpi --max 256M" gpu
+[ $t = 1 ] && stage comm_mpi_np2 90 st_comm_mpi "mpiexec -n 2 bench/comm --backend cuda --comm mpi --max 256M; tests/test_dp_reduce" gpu
 [ $b = 1 ] && stage gpt_1_6b 180 st_gpt_1_6b "bench/gpt.sh gpt-1.6b bf16 (largest of mb 16,12,8,4,2,1 that fits; 8 steps)" gpu
 [ $dry = 1 ] && exit 0
 

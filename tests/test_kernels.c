@@ -2255,6 +2255,93 @@ static void test_reduce(const reduce_case *rc, int idx) {
   free(x), free(scaled[0]), free(scaled[1]), free(ys[0]), free(ys[1]), free(y0);
 }
 
+/* x rounded to bf16 in float64, from its fields rather than bit tricks:
+ * the significand scaled to 8 bits and rounded half to even by rint, then
+ * overflow past bf16's largest finite value (0x7f7f) to infinity. For fp32
+ * normals, zeros, infinities and NaN, which are what the test feeds it. */
+static double ref_bf16(float x) {
+  if (!isfinite(x) || x == 0.0f) return x;
+  int e;
+  const double m = frexp((double)x, &e); /* |m| in [0.5, 1) */
+  const double r = ldexp(rint(ldexp(m, 8)), e - 8);
+  return fabs(r) > 0x1.fep127 ? copysign(INFINITY, r) : r;
+}
+
+/* bf16 bit pattern h as a double, from sign, exponent and significand */
+static double bf16_fields(uint16_t h) {
+  const int s = h >> 15, e = (h >> 7) & 0xff, m = h & 0x7f;
+  double v = e == 0xff ? (m ? NAN : INFINITY)
+             : e == 0  ? ldexp(m, -133)
+                       : ldexp(128 + m, e - 134);
+  return s ? -v : v;
+}
+
+/* to_bf16 / from_bf16: the rounding of gradients sent as bf16 and their
+ * widening back. Rounding and widening are exact operations with one right
+ * answer, so every backend must give the float64 reference's bits (no
+ * finite differences: the rounding's derivative is not a useful check). */
+static void test_bf16_cast(size_t n, double range, int idx) {
+  char desc[64];
+  snprintf(desc, sizeof desc, "n=%zu x=U(-%g,%g)+edges", n, range, range);
+  rng_seed(750 + idx);
+  float *x = fnew(n), *y0 = fnew(n);
+  fill(x, n, -range, range);
+  fill(y0, n, -range, range);
+  /* ties to even both ways, the largest finite bf16, overflow to inf,
+   * signed zero, infinities, NaN, tiny normals */
+  const float edges[] = {1.0f + 0x1p-8f, 1.0f + 3 * 0x1p-8f, -1.0f - 0x1p-8f, 0x1.fep127f,
+                         0x1.ffp127f,    FLT_MAX,            -0.0f,           INFINITY,
+                         -INFINITY,      NAN,                0x1p-126f,       -3.0e-38f};
+  for (size_t i = 0; i < DT_ARRAY_LEN(edges) && i < n; i++) x[i] = edges[i];
+  uint16_t *bits[2] = {dt_calloc(n, 2), dt_calloc(n, 2)};
+  float *wide[2] = {fnew(n), fnew(n)}, *acc[2] = {fnew(n), fnew(n)};
+  dt_backend_t bes[2] = {g_cpu, g_other};
+  for (int b = 0; b < 2 && bes[b]; b++) {
+    devbufs d = {.be = bes[b]};
+    float *xd = dput(&d, x, n * 4), *wd = dput(&d, NULL, n * 4), *ad = dput(&d, y0, n * 4);
+    uint16_t *hd = dput(&d, NULL, n * 2);
+    bes[b]->k->to_bf16(bes[b]->ctx, hd, xd, n);
+    bes[b]->k->from_bf16(bes[b]->ctx, wd, hd, n, 0);
+    bes[b]->k->from_bf16(bes[b]->ctx, ad, hd, n, 1);
+    dget(&d, bits[b], hd, n * 2, "dst (to_bf16)");
+    dget(&d, wide[b], wd, n * 4, "y (from_bf16)");
+    dget(&d, acc[b], ad, n * 4, "y (from_bf16 accumulate)");
+    dkeep(&d, xd, x, n * 4, "src");
+    dfree(&d, "to_bf16/from_bf16", desc);
+  }
+  if (g_cpu_checks) {
+    cmp c;
+    cmp_init(&c, 0.0, 0.0);
+    for (size_t i = 0; i < n; i++) cmp_one(&c, "dst", i, bf16_fields(bits[0][i]), ref_bf16(x[i]));
+    check_done(&c, "to_bf16", "cpu:f64", desc);
+    cmp_init(&c, 0.0, 0.0);
+    for (size_t i = 0; i < n; i++) cmp_one(&c, "y", i, wide[0][i], bf16_fields(bits[0][i]));
+    check_done(&c, "from_bf16", "cpu:f64", desc);
+    cmp_init(&c, 0.0, 0.0); /* one correctly rounded fp32 add */
+    for (size_t i = 0; i < n; i++)
+      cmp_one(&c, "y", i, acc[0][i], (float)((double)y0[i] + bf16_fields(bits[0][i])));
+    check_done(&c, "from_bf16 (+=)", "cpu:f64", desc);
+  }
+  if (g_other) {
+    size_t diff = 0, first = 0;
+    for (size_t i = n; i-- > 0;)
+      if (bits[1][i] != bits[0][i] && !(isnan(x[i]) && (bits[1][i] & 0x7fff) > 0x7f80))
+        diff++, first = i;
+    char what[96];
+    snprintf(what, sizeof what, "%zu of %zu bit patterns differ (first at %zu)", diff, n, first);
+    check_line(diff == 0, "to_bf16", "cuda:cpu", desc, diff ? what : "bit-identical");
+    cmp c;
+    cmp_init(&c, 0.0, 0.0);
+    cmp_ff(&c, "y", wide[1], wide[0], n);
+    check_done(&c, "from_bf16", "cuda:cpu", desc);
+    cmp_init(&c, 0.0, 0.0);
+    cmp_ff(&c, "y", acc[1], acc[0], n);
+    check_done(&c, "from_bf16 (+=)", "cuda:cpu", desc);
+  }
+  free(x), free(y0), free(bits[0]), free(bits[1]);
+  free(wide[0]), free(wide[1]), free(acc[0]), free(acc[1]);
+}
+
 typedef struct gather_case {
   int m, row, n;
   float mean, std;
@@ -3623,6 +3710,9 @@ int main(int argc, char **argv) {
   for (size_t i = 0; i < DT_ARRAY_LEN(lmh_cases); i++) test_lm_head(&lmh_cases[i], (int)i);
   for (size_t i = 0; i < DT_ARRAY_LEN(opt_cases); i++) test_opt(&opt_cases[i], (int)i);
   for (size_t i = 0; i < DT_ARRAY_LEN(reduce_cases); i++) test_reduce(&reduce_cases[i], (int)i);
+  test_bf16_cast(12, 1.0, 0);
+  test_bf16_cast(100003, 1e3, 1);
+  test_bf16_cast((1u << 20) + 5, 3e38, 2);
   for (size_t i = 0; i < DT_ARRAY_LEN(gather_cases); i++) test_gather(&gather_cases[i], (int)i);
   for (size_t i = 0; i < DT_ARRAY_LEN(ln_cases); i++) test_ln(&ln_cases[i], (int)i);
   for (size_t i = 0; i < DT_ARRAY_LEN(att_cases); i++) test_att(&att_cases[i], (int)i);

@@ -4,8 +4,8 @@
 # parameters, gradients, optimizer state and activations to the byte for
 # GPT under dp with ZeRO 0-3, tp with sequence parallelism, pp under 1F1B
 # and GPipe (the last stage's stash, the tied table's exchange buffer),
-# bf16 with recompute, and LeNet-5 (its activations at the evaluation
-# batch). ZeRO-3's gather slots are planned at their largest possible size
+# bf16 with recompute, gradients reduced in bf16, and LeNet-5 (its
+# activations at the evaluation batch). ZeRO-3's gather slots are planned at their largest possible size
 # (at least the real, within 0.1%), the ZeRO-2 gradient pool within 10%.
 # Then the micro-batch search, GPT-1.6B planned on this machine (which
 # could not hold it), and bad input.
@@ -61,6 +61,19 @@ wide=(model.n_layer=4 model.n_embd=256 parallel.bucket_mb=1)
 for z in 1 2 3; do
   check "dp=2 zero=$z" plan_matches d2z$z 2 2 parallel.zero=$z "${wide[@]}"
 done
+# gradients reduced in bf16: ZeRO-1's bf16 copy of the flat gradient in the
+# grads column, ZeRO-2's copies of the pool buffers in the scratch
+for z in 1 2; do
+  check "dp=2 zero=$z reduce_dtype=bf16" plan_matches d2z${z}w 2 2 parallel.zero=$z \
+    parallel.reduce_dtype=bf16 "${wide[@]}"
+done
+check "zero=1 reduce_dtype=bf16: grads are 6 bytes a parameter" python3 - "$TMP/d2z1w.log" <<'PY'
+import re, sys
+t = open(sys.argv[1]).read()
+n = int(re.search(r"zero=1, (\d+) parameters", t).group(1))
+g = int(re.search(r"\n +0 +\d+ +(\d+) ", t).group(1))
+sys.exit(0 if g == 6 * n and "reduce_dtype = bf16: grads holds" in t else 1)
+PY
 check "tp=2 sequence parallel" plan_matches t2 2 1 parallel.tp=2 parallel.sequence_parallel=true
 check "pp=2 gpipe (the last stage's stash)" plan_matches p2g 2 1 parallel.pp=2 \
   parallel.pp_schedule=gpipe

@@ -1,4 +1,5 @@
-/* reduce.cu: sum of squares, scaling and the uint8 image gather on the GPU.
+/* reduce.cu: sum of squares, scaling, bf16 conversions and the uint8 image
+ * gather on the GPU.
  * sumsq is a deterministic two-pass reduction in double: per-block partials
  * into the backend's scratch, then one block sums them in a fixed order
  * (no float atomics, so gradient clipping gives the same norm run after run). */
@@ -33,6 +34,16 @@ static __global__ void scale_kernel(float *x, float a, size_t n) {
 
 static __global__ void axpy_kernel(float *y, float a, const float *x, size_t n) {
   DT_GRID_STRIDE(i, n) y[i] = __fmaf_rn(a, x[i], y[i]);
+}
+
+/* dt_st's rounding: __float2bfloat16_rn (nearest, ties to even) */
+static __global__ void to_bf16_kernel(__nv_bfloat16 *dst, const float *src, size_t n) {
+  DT_GRID_STRIDE(i, n) dt_st(dst + i, src[i]);
+}
+
+static __global__ void from_bf16_kernel(float *y, const __nv_bfloat16 *x, size_t n,
+                                        int accumulate) {
+  DT_GRID_STRIDE(i, n) y[i] = accumulate ? y[i] + dt_ld(x + i) : dt_ld(x + i);
 }
 
 /* out (N,row) from src (M,row) uint8 rows idx (N) */
@@ -90,6 +101,21 @@ extern "C" void dt_cuda_axpy(void *ctx, float *y, float a, const float *x, size_
   if (n == 0) return;
   axpy_kernel<<<dt_cuda_blocks(n, DT_CUDA_THREADS), DT_CUDA_THREADS, 0,
                 DT_CUDA_CTX(ctx)->stream>>>(y, a, x, n);
+  CUDA_LAUNCH_CHECK();
+}
+
+extern "C" void dt_cuda_to_bf16(void *ctx, uint16_t *dst, const float *src, size_t n) {
+  if (n == 0) return;
+  to_bf16_kernel<<<dt_cuda_blocks(n, DT_CUDA_THREADS), DT_CUDA_THREADS, 0,
+                   DT_CUDA_CTX(ctx)->stream>>>((__nv_bfloat16 *)dst, src, n);
+  CUDA_LAUNCH_CHECK();
+}
+
+extern "C" void dt_cuda_from_bf16(void *ctx, float *y, const uint16_t *x, size_t n,
+                                  int accumulate) {
+  if (n == 0) return;
+  from_bf16_kernel<<<dt_cuda_blocks(n, DT_CUDA_THREADS), DT_CUDA_THREADS, 0,
+                     DT_CUDA_CTX(ctx)->stream>>>(y, (const __nv_bfloat16 *)x, n, accumulate);
   CUDA_LAUNCH_CHECK();
 }
 

@@ -40,6 +40,8 @@ extern "C" const dt_kernels dt_cuda_kernels = {
     .sumsq = dt_cuda_sumsq,
     .scale = dt_cuda_scale,
     .axpy = dt_cuda_axpy,
+    .to_bf16 = dt_cuda_to_bf16,
+    .from_bf16 = dt_cuda_from_bf16,
     .gather_u8_normalize = dt_cuda_gather_u8_normalize,
     .layernorm_forward = dt_cuda_layernorm_forward,
     .layernorm_backward = dt_cuda_layernorm_backward,
@@ -58,4 +60,4 @@ extern "C" const dt_kernels dt_cuda_kernels = {
 
 /* A slot added to dt_kernels without an initializer here would be NULL;
  * keep the count in step. */
-static_assert(DT_KERNELS_SLOTS == 38, "dt_kernels changed: fill the new slots in table.cu");
+static_assert(DT_KERNELS_SLOTS == 40, "dt_kernels changed: fill the new slots in table.cu");
