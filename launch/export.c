@@ -57,8 +57,12 @@ int main(int argc, char **argv) {
   dt_error err;
   char path[4096];
   struct stat st;
-  if (stat(ckpt, &st) != 0 || !S_ISDIR(st.st_mode))
-    dt_die_user("%s: not a directory (a checkpoint step directory, or one holding LATEST)", ckpt);
+  /* a step directory, one holding LATEST, or a LATEST or BEST file */
+  const char *base = strrchr(ckpt, '/') ? strrchr(ckpt, '/') + 1 : ckpt;
+  if (stat(ckpt, &st) != 0 ||
+      !(S_ISDIR(st.st_mode) || !strcmp(base, "LATEST") || !strcmp(base, "BEST")))
+    dt_die_user("%s: not a directory (a checkpoint step directory, or one holding LATEST) "
+                "nor a LATEST or BEST file", ckpt);
   dt_ckpt_meta meta;
   dt_config cfg;
   if (dt_ckpt_open_run(ckpt, path, sizeof path, &meta, &cfg, &err)) dt_die_user("%s", err.msg);

@@ -92,6 +92,13 @@ typedef struct trainer {
   double peak_tflops; /* for the MFU: log.peak_tflops or the GPU's known peak; 0 = none */
   dt_metrics *metrics;
   dt_profile *prof;  /* [log] profile: the kernel timing shim over be, or NULL */
+  /* checkpoint.keep_best: which metric (0 none, BEST_LOSS, ...), its best
+   * value and step so far (best_step <= 0: none), and the newest
+   * evaluation's values on rank 0 (NaN where it did not compute one) */
+  int best_metric;
+  double best;
+  int64_t best_step;
+  double eval_loss, eval_acc, eval_bleu;
   struct ckpt_job {  /* the newest save, until it is committed */
     int pending;     /* its files are being written (checkpoint.async) or wait for the commit */
     int thread;      /* a writer thread runs it */
@@ -532,6 +539,8 @@ static double optimizer_step(trainer *T, double lr) {
 
 static void fill_meta(const trainer *T, dt_ckpt_meta *meta) {
   memset(meta, 0, sizeof *meta);
+  meta->best = T->best, meta->best_step = T->best_step;
+  snprintf(meta->best_metric, sizeof meta->best_metric, "%.15s", T->cfg->checkpoint_keep_best);
   meta->step = T->step;
   meta->epoch = T->epoch;
   meta->epoch_offset = T->offset;
@@ -628,8 +637,8 @@ static void commit_checkpoint(trainer *T) {
                j->steps_during == 1 ? "" : "s", dt_now() - j->t0);
     else
       snprintf(how, sizeof how, "%.2f s", dt_now() - j->t0);
-    printf("checkpoint: saved %s (%d rank file%s, %s)\n", path, T->grid.size,
-           T->grid.size == 1 ? "" : "s", how);
+    printf("checkpoint: saved %s (%d rank file%s, %s)%s\n", path, T->grid.size,
+           T->grid.size == 1 ? "" : "s", how, j->meta.is_best ? "; BEST names it" : "");
     fflush(stdout);
   }
   MPI_Barrier(MPI_COMM_WORLD);
@@ -643,7 +652,7 @@ static void commit_checkpoint(trainer *T) {
  * host first; with async the files are written by a thread while training
  * goes on, and committed once every rank's is written (checked after each
  * step) or before the next save and at the end. */
-static void save_checkpoint(trainer *T, int async) {
+static void save_checkpoint(trainer *T, int async, int is_best) {
   commit_checkpoint(T); /* one save at a time */
   dt_backend_t be = T->be;
   dt_dp *dp = T->dp;
@@ -656,6 +665,7 @@ static void save_checkpoint(trainer *T, int async) {
     T->opt_be->d2h(T->opt_be, j->b.states[s], T->d_states[s],
                    (dp->opt_hi - dp->opt_lo) * sizeof(float));
   fill_meta(T, &j->meta);
+  j->meta.is_best = is_best;
   dt_error err = {{0}};
   int bad = T->is_root && dt_ckpt_prepare(T->ckpt_dir, T->step, j->tmp, sizeof j->tmp, &err);
   dt_watchdog_enter("saving a checkpoint");
@@ -733,6 +743,11 @@ static int maybe_resume(trainer *T) {
            (unsigned long long)meta.seed);
   T->seed = meta.seed;
   T->step = meta.step;
+  /* checkpoint.keep_best goes on from the best the run had, if it kept the
+   * same metric */
+  const char *kb = T->cfg->checkpoint_keep_best;
+  if (meta.best_step > 0 && T->best_metric && !strcmp(meta.best_metric, kb))
+    T->best = meta.best, T->best_step = meta.best_step;
   T->epoch = meta.epoch;
   T->offset = meta.epoch_offset;
   /* the loader position indexes this epoch's permutation: one past the
@@ -822,6 +837,7 @@ static void evaluate_lm(trainer *T, double epoch_f) {
   }
   if (!T->is_root) return;
   double loss = sum / (double)(n * T->seq);
+  T->eval_loss = loss;
   dt_metric vals[] = {{"epoch", epoch_f, 0},
                       {"loss", loss, 0},
                       {"perplexity", exp(loss), 0},
@@ -906,6 +922,8 @@ static void evaluate_s2s(trainer *T, double epoch_f, int with_bleu) {
   double chrf = 0, bleu = with_bleu ? validation_bleu(T, &chrf) : -1;
   if (!T->is_root) return;
   double loss = acc[0] / acc[1];
+  T->eval_loss = loss;
+  if (bleu >= 0) T->eval_bleu = bleu;
   dt_metric vals[6] = {{"epoch", epoch_f, 0},
                        {"loss", loss, 0},
                        {"perplexity", exp(loss), 0},
@@ -974,6 +992,7 @@ static void evaluate(trainer *T, double epoch_f) {
   }
   if (!T->is_root) return;
   double acc = acc_buf[0] / (double)n, loss = acc_buf[1] / (double)n;
+  T->eval_loss = loss, T->eval_acc = acc;
   double cls[64];
   for (int k = 0; k < nc; k++) cls[k] = cls_total[k] ? cls_correct[k] / cls_total[k] : 0;
   dt_metric vals[] = {{"epoch", epoch_f, 0},
@@ -987,6 +1006,35 @@ static void evaluate(trainer *T, double epoch_f) {
 }
 
 /* ---------- the loop ---------- */
+
+enum { BEST_LOSS = 1, BEST_ACCURACY, BEST_BLEU };
+
+/* checkpoint.keep_best: whether the evaluation just made improved the
+ * metric (rank 0 has the values and decides; every rank learns it). */
+static int improved_best(trainer *T) {
+  if (!T->best_metric) return 0;
+  const int lower = T->best_metric == BEST_LOSS;
+  double v = lower ? T->eval_loss : T->best_metric == BEST_ACCURACY ? T->eval_acc : T->eval_bleu;
+  int better = T->is_root && isfinite(v) &&
+               (T->best_step <= 0 || (lower ? v < T->best : v > T->best));
+  if (T->grid.size > 1) {
+    dt_watchdog_enter("the keep_best decision");
+    MPI_Bcast(&better, 1, MPI_INT, 0, MPI_COMM_WORLD);
+    MPI_Bcast(&v, 1, MPI_DOUBLE, 0, MPI_COMM_WORLD);
+    dt_watchdog_leave();
+  }
+  T->eval_loss = T->eval_acc = T->eval_bleu = NAN;
+  if (!better) return 0;
+  if (T->is_root) {
+    char was[96] = "";
+    if (T->best_step > 0)
+      snprintf(was, sizeof was, " (was %.4f at step %lld)", T->best, (long long)T->best_step);
+    printf("best: %s %s %.4f at step %lld%s\n", T->lm || T->s2s ? "val" : "test",
+           T->cfg->checkpoint_keep_best, v, (long long)T->step, was);
+  }
+  T->best = v, T->best_step = T->step;
+  return 1;
+}
 
 static void setup_parallel(trainer *T) {
   const dt_config *c = T->cfg;
@@ -1205,6 +1253,21 @@ static void setup(trainer *T, const dt_config *c) {
   setup_parallel(T);
 
   T->s2s = !strcmp(c->model_name, "transformer");
+  /* checkpoint.keep_best: a metric this model's evaluation computes */
+  const char *kb = c->checkpoint_keep_best;
+  T->best_metric = !strcmp(kb, "loss") ? BEST_LOSS : !strcmp(kb, "accuracy") ? BEST_ACCURACY
+                   : !strcmp(kb, "bleu") ? BEST_BLEU : 0;
+  T->eval_loss = T->eval_acc = T->eval_bleu = NAN;
+  const int classifier = !T->s2s && !strcmp(c->model_name, "lenet5");
+  if (T->best_metric == BEST_ACCURACY && !classifier)
+    dt_die_user_all("[checkpoint] keep_best = accuracy: only classifiers (lenet5) report an "
+                    "accuracy; model.name = %s evaluates loss%s", c->model_name,
+                    T->s2s ? " and bleu" : "");
+  if (T->best_metric == BEST_BLEU && (!T->s2s || c->parallel_zero >= 3))
+    dt_die_user_all("[checkpoint] keep_best = bleu: %s", !T->s2s
+                    ? "only the transformer computes BLEU"
+                    : "BLEU is not computed under parallel.zero = 3 (no whole replica to "
+                      "decode with); keep the best loss instead");
   dt_batches bs;
   dt_error berr;
   if (dt_train_batches(c, T->grid.dp, &bs, &berr)) dt_die_user_all("%s", berr.msg);
@@ -1753,8 +1816,9 @@ int dt_train(const dt_config *c) {
       else evaluate(T, epoch_f);
       if (T->is_root) dt_metrics_flush(T->metrics);
     }
-    if (c->checkpoint_every > 0 && (T->step % c->checkpoint_every == 0 || last))
-      save_checkpoint(T, c->checkpoint_async && !last);
+    const int best = (epoch_end || last || due || bleu_due) && improved_best(T);
+    if ((c->checkpoint_every > 0 && (T->step % c->checkpoint_every == 0 || last)) || best)
+      save_checkpoint(T, c->checkpoint_async && !last, best);
     /* every rank stops at the same step, whichever got the signal */
     int sig = end_of_step(T, (int)g_stop_signal);
     if (sig) stop = sig;
@@ -1768,7 +1832,7 @@ int dt_train(const dt_config *c) {
   int code = 0;
   if (stop) {
     if (T->is_root) printf("stopped by signal %d at step %lld\n", stop, (long long)T->step);
-    if (c->checkpoint_every > 0) save_checkpoint(T, 0);
+    if (c->checkpoint_every > 0) save_checkpoint(T, 0, 0);
     code = 128 + stop;
   }
   commit_checkpoint(T); /* a background save still being written */

@@ -140,6 +140,10 @@ static int write_meta(const char *path, const dt_ckpt_meta *meta, const char *co
            dt_h5_attr_write_i64(f, "/", "loader_offset", 1, &nums[2], err) ||
            dt_h5_attr_write_i64(f, "/", "seed", 1, &nums[3], err) ||
            dt_h5_attr_write_i64(f, "/", "layout_dp_tp_pp_zero_world", 5, &nums[4], err);
+  if (!rc && meta->best_step > 0)
+    rc = dt_h5_attr_write_str(f, "/", "best_metric", meta->best_metric, err) ||
+         dt_h5_attr_write_f64(f, "/", "best", 1, &meta->best, err) ||
+         dt_h5_attr_write_i64(f, "/", "best_step", 1, &meta->best_step, err);
   dt_h5_close(f);
   return rc ? -1 : 0;
 }
@@ -173,9 +177,24 @@ static int cmp_i64(const void *a, const void *b) {
   return (x > y) - (x < y);
 }
 
-/* Deletes the oldest step directories so that `keep` remain; never the newest. */
+/* The step a pointer file (LATEST, BEST) in dir names, or -1. */
+static int64_t pointer_step(const char *dir, const char *name) {
+  char file[4200], text[256] = {0};
+  snprintf(file, sizeof file, "%s/%s", dir, name);
+  FILE *fp = fopen(file, "r");
+  if (!fp) return -1;
+  int ok = fgets(text, sizeof text, fp) != NULL;
+  fclose(fp);
+  text[strcspn(text, "\r\n")] = 0;
+  int64_t s;
+  return ok && is_step_name(text, &s) ? s : -1;
+}
+
+/* Deletes the step directories older than the newest `keep`, but not the
+ * one BEST names (checkpoint.keep_best). */
 static void prune(const char *dir, int keep) {
   if (keep <= 0) return;
+  const int64_t best = pointer_step(dir, "BEST");
   DIR *d = opendir(dir);
   if (!d) return;
   int64_t steps[4096];
@@ -188,6 +207,7 @@ static void prune(const char *dir, int keep) {
   closedir(d);
   qsort(steps, (size_t)n, sizeof steps[0], cmp_i64);
   for (int i = 0; i + keep < n; i++) {
+    if (steps[i] == best) continue;
     char path[4096];
     snprintf(path, sizeof path, "%s/step_%08lld", dir, (long long)steps[i]);
     rm_rf(path);
@@ -229,6 +249,10 @@ int dt_ckpt_commit(const char *dir, const char *tmp_path, const dt_ckpt_meta *me
   snprintf(latest, sizeof latest, "%s/LATEST", dir);
   snprintf(text, sizeof text, "step_%08lld\n", (long long)meta->step);
   if (write_text_atomic(latest, text, err)) return -1;
+  if (meta->is_best) {
+    snprintf(latest, sizeof latest, "%s/BEST", dir);
+    if (write_text_atomic(latest, text, err)) return -1;
+  }
   prune(dir, keep);
   if (out_path) snprintf(out_path, out_size, "%s", final);
   return 0;
@@ -256,9 +280,12 @@ int dt_ckpt_save(const char *dir, const dt_param *params, int nparams, const dt_
   return dt_ckpt_commit(dir, tmp, meta, config_text, keep, out_path, out_size, err);
 }
 
-static int read_latest(const char *dir, char *path, size_t size, dt_error *err) {
+/* path = the step directory dir/`name` (LATEST or BEST) names: 1, or 0
+ * when there is no such file, -1 with err when it names no step. */
+static int read_pointer(const char *dir, const char *file, char *path, size_t size,
+                        dt_error *err) {
   char latest[4200];
-  snprintf(latest, sizeof latest, "%s/LATEST", dir);
+  snprintf(latest, sizeof latest, "%s/%s", dir, file);
   FILE *fp = fopen(latest, "r");
   if (!fp) return 0;
   char name[256] = {0};
@@ -274,9 +301,27 @@ static int read_latest(const char *dir, char *path, size_t size, dt_error *err) 
   return 1;
 }
 
+static int read_latest(const char *dir, char *path, size_t size, dt_error *err) {
+  return read_pointer(dir, "LATEST", path, size, err);
+}
+
 int dt_ckpt_resolve(const char *resume, const char *dir, char *path, size_t size, dt_error *err) {
   if (!strcmp(resume, "never")) return 0;
   if (!strcmp(resume, "auto")) return read_latest(dir, path, size, err);
+  if (!strcmp(resume, "best")) {
+    int r = read_pointer(dir, "BEST", path, size, err);
+    return r ? r : dt_error_set(err, "[checkpoint] resume = best: %s/BEST does not exist "
+                                "(checkpoint.keep_best saves it)", dir);
+  }
+  /* a pointer file: DIR/LATEST or DIR/BEST */
+  const char *slash = strrchr(resume, '/'), *base = slash ? slash + 1 : resume;
+  if (!is_dir(resume) && (!strcmp(base, "LATEST") || !strcmp(base, "BEST")) &&
+      access(resume, F_OK) == 0) {
+    char parent[4096];
+    snprintf(parent, sizeof parent, "%.*s", slash ? (int)(slash - resume) : 1,
+             slash ? resume : ".");
+    return read_pointer(parent, base, path, size, err);
+  }
   if (!is_dir(resume))
     return dt_error_set(err, "[checkpoint] resume: %s is not a directory", resume);
   char meta[4200];
@@ -476,6 +521,15 @@ int dt_ckpt_read_meta(const char *path, dt_ckpt_meta *meta, char **config_text, 
          dt_h5_attr_read_i64(f, "/", "loader_offset", 1, &nums[2], err) ||
          dt_h5_attr_read_i64(f, "/", "seed", 1, &nums[3], err) ||
          dt_h5_attr_read_i64(f, "/", "layout_dp_tp_pp_zero_world", 5, &nums[4], err);
+  /* checkpoint.keep_best's record, absent from checkpoints saved without it */
+  double best = 0;
+  int64_t best_step = -1;
+  char *best_metric = NULL;
+  if (!rc && dt_h5_attr_exists(f, "/", "best_step") > 0) {
+    best_metric = dt_h5_attr_read_str(f, "/", "best_metric", err);
+    rc = !best_metric || dt_h5_attr_read_f64(f, "/", "best", 1, &best, err) ||
+         dt_h5_attr_read_i64(f, "/", "best_step", 1, &best_step, err);
+  }
   dt_h5_close(f);
   if (!rc && strcmp(fmt, CKPT_FORMAT) != 0)
     rc = dt_error_set(err, "checkpoint %s: format '%s', expected '%s'", file, fmt, CKPT_FORMAT);
@@ -506,10 +560,13 @@ int dt_ckpt_read_meta(const char *path, dt_ckpt_meta *meta, char **config_text, 
     meta->seed = (uint64_t)nums[3];
     meta->dp = nums[4], meta->tp = nums[5], meta->pp = nums[6], meta->zero = nums[7];
     meta->world = nums[8];
+    meta->best = best, meta->best_step = best_step, meta->is_best = 0;
+    snprintf(meta->best_metric, sizeof meta->best_metric, "%.15s",
+             best_metric ? best_metric : "");
     snprintf(meta->model, sizeof meta->model, "%.31s", model);
     snprintf(meta->optimizer, sizeof meta->optimizer, "%.31s", optim);
   }
-  free(fmt), free(model), free(optim);
+  free(fmt), free(model), free(optim), free(best_metric);
   if (rc || !config_text) free(cfg);
   else *config_text = cfg;
   return rc ? -1 : 0;

@@ -26,6 +26,12 @@ typedef struct dt_ckpt_meta {
   char optimizer[32];    /* optim.name */
   char model[32];        /* model family */
   int64_t dp, tp, pp, zero, world;
+  /* checkpoint.keep_best: the best value of its metric so far and the step
+   * that had it (<= 0: none yet, or a checkpoint saved without it) */
+  char best_metric[16];  /* loss | accuracy | bleu */
+  double best;
+  int64_t best_step;
+  int is_best;           /* commit: this step is the best; BEST names it */
 } dt_ckpt_meta;
 
 /* Host copies of what a checkpoint holds, each nparams_total floats laid out
@@ -40,7 +46,8 @@ typedef struct dt_ckpt_buffers {
 /* Sharded saving, in three steps the caller orders across ranks:
  *   rank 0: dt_ckpt_prepare   (creates DIR/step_N.tmp, removing a stale one)
  *   every rank, after a barrier: dt_ckpt_write_rank (its file, its slices)
- *   rank 0, after a barrier: dt_ckpt_commit (meta.h5, rename, LATEST, prune),
+ *   rank 0, after a barrier: dt_ckpt_commit (meta.h5, rename, LATEST, BEST
+ *   when meta->is_best, prune: the oldest beyond `keep`, never BEST's),
  *   or, when a rank could not write its file, dt_ckpt_discard.
  * A rank writes the elements [lo, hi) of the flat buffers it owns: the
  * parameters (params[] is the whole flat buffer) and each optimizer state
@@ -67,8 +74,10 @@ int dt_ckpt_save(const char *dir, const dt_param *params, int nparams,
                  char *out_path, size_t out_size, dt_error *err);
 
 /* Resolves checkpoint.resume: "never" -> 0; "auto" -> 1 and path set if
- * DIR/LATEST exists, else 0; anything else is a path to a step directory or to
- * a directory holding LATEST -> 1 (or -1 with err if it is neither). */
+ * DIR/LATEST exists, else 0; "best" -> 1 and the step DIR/BEST names (-1
+ * without one); anything else is a path to a step directory, to a directory
+ * holding LATEST, or to a LATEST or BEST file -> 1 (or -1 with err if it is
+ * none of them). */
 int dt_ckpt_resolve(const char *resume, const char *dir, char *path, size_t size, dt_error *err);
 
 /* Reads meta.h5, checking the format, and meta->model and meta->optimizer

@@ -190,8 +190,14 @@ static const cfg_entry k_schema[] = {
        "write checkpoints in a thread while training goes on: the state is copied to the "
        "host at the step, its files written in the background and committed (LATEST) once "
        "every rank's are; the last save of a run is written before it ends"),
+  ENUM("checkpoint", "keep_best", checkpoint_keep_best, "none", "none|loss|accuracy|bleu",
+       "also save a checkpoint at each evaluation that improves this metric of the "
+       "validation (test) split - the lowest loss, the highest accuracy (classifiers) or "
+       "BLEU (translation) - name it in BEST and keep it whatever checkpoint.keep prunes"),
   STR("checkpoint", "resume", checkpoint_resume, "auto", F_NONEMPTY,
-      "auto (newest in checkpoint.dir, if any) | never | a checkpoint path"),
+      "auto (newest in checkpoint.dir, if any) | never | best (the one BEST names) | a "
+      "checkpoint path (a step directory, a directory holding LATEST, or a LATEST or BEST "
+      "file)"),
 
   STR("log", "dir", log_dir, "", 0, "run directory (\"\" = runs/<config file stem>)"),
   INT("log", "every", log_every, "50", 1, NOHI, "log every N optimizer steps"),

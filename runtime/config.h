@@ -78,7 +78,8 @@ typedef struct dt_config {
   long checkpoint_every;       /* optimizer steps; 0 = never (a final one is still written if keep_final) */
   long checkpoint_keep;        /* newest N kept; 0 = all */
   int checkpoint_async;         /* write the files in a thread while training goes on */
-  char checkpoint_resume[DT_STR]; /* auto | never | PATH */
+  char checkpoint_keep_best[DT_STR]; /* none | loss | accuracy | bleu */
+  char checkpoint_resume[DT_STR]; /* auto | never | best | PATH */
   /* [log] */
   char log_dir[DT_STR];        /* "" = runs/<config file stem> */
   long log_every;

@@ -84,6 +84,12 @@ jsonl_field "$TMP/r10/metrics.jsonl" train epoch >"$TMP/r10.epoch"
 check "resume where the next batch no longer fits: exit 0, step 5 in epoch 1" \
   bash -c "[ $rc -eq 0 ] && awk '\$1 == 5 && \$2 >= 1 && \$2 < 2 {f=1} END {exit !f}' \
            '$TMP/r10.epoch'"
+expect_2 "resume=best without a BEST" "keep_best" "$D" "$cfg" "${small[@]}" \
+  checkpoint.resume=best checkpoint.dir="$ck" data.dir="$TMP/mnist" log.dir="$TMP/r11"
+expect_2 "keep_best = bleu on LeNet" "only the transformer computes BLEU" "$D" "$cfg" \
+  "${small[@]}" checkpoint.keep_best=bleu data.dir="$TMP/mnist" log.dir="$TMP/r12"
+expect_2 "keep_best = accuracy on GPT" "only classifiers" "$D" "$SRC/configs/gpt-tiny.ini" \
+  checkpoint.keep_best=accuracy train.device=cpu log.dir="$TMP/r13"
 echo garbage >"$ck/LATEST.bad"
 mkdir -p "$TMP/lat" && echo "step_0000x" >"$TMP/lat/LATEST"
 expect_2 "LATEST naming nothing" "LATEST" "$D" "$cfg" "${small[@]}" checkpoint.resume="$TMP/lat" data.dir="$TMP/mnist" log.dir="$TMP/r7"

@@ -75,6 +75,9 @@ check "the file and the directory hold the same bytes" \
   cmp -s "$TMP/out.safetensors" "$TMP/hf/model.safetensors"
 "$H" compare "$CK" "$TMP/hf" >/dev/null
 check "the exported directory (config.json checked too) re-imports bit for bit" test $? -eq 0
+"$X" "$CK/LATEST" "$TMP/latest.safetensors" >"$TMP/x3.log" 2>&1
+check "dtrain-export of a LATEST file exports the step it names" \
+  cmp -s "$TMP/out.safetensors" "$TMP/latest.safetensors"
 "$D" "${common[@]}" model.init_from="$TMP/hf" train.max_steps=1 log.dir="$TMP/again" \
   >"$TMP/again.log" 2>&1
 check "dtrain starts from its own export" test $? -eq 0

@@ -118,6 +118,94 @@ check "async saves: resume after SIGTERM at step $n: steps $((n+1))..100 identic
   diff <(awk -v n="$n" '$1>n' "$TMP/a.loss") \
     <(jsonl_field "$TMP/c3/metrics.jsonl" train loss | awk -v n="$n" 'NR>n' | awk -v n="$n" '$1>n')
 
+# B: checkpoint.keep_best. Evaluations every 5 steps; a checkpoint at each
+# one that raises the test accuracy, BEST naming the best, kept while
+# checkpoint.keep = 1 prunes the rest to the newest; checkpoint.resume=best
+# resumes it; a resumed run goes on from the best it had (a new best must
+# beat it); with async saves and over two data-parallel ranks (rank 0
+# decides) the same; keep_best = loss picks the lowest test loss.
+kb=()
+for a in "${common[@]}"; do [ "$a" = train.max_steps=100 ] || kb+=("$a"); done
+kb+=(train.eval_every=5 checkpoint.every=25 checkpoint.keep=1)
+# best_of RUN METRIC: the step of the evaluation with the best METRIC (the
+# first, as a tie does not replace it), from metrics.jsonl
+best_of() {
+  python3 - "$1/metrics.jsonl" "$2" <<'PY'
+import json, sys
+rows = [r for r in map(json.loads, open(sys.argv[1])) if r["split"] == "test"]
+key, sign = sys.argv[2], (-1 if sys.argv[2] == "loss" else 1)
+best = None
+for r in rows:
+    if best is None or sign * r[key] > sign * best[key]:
+        best = r
+print(f"step_{best['step']:08d}")
+PY
+}
+# kept RUN: the step directories left, space-separated
+kept() { (cd "$1/checkpoints" && ls -d step_* | tr '\n' ' '); }
+"$D" "$cfg" "${kb[@]}" optim.lr=0.01 train.max_steps=60 checkpoint.keep_best=accuracy \
+  log.dir="$TMP/kb" >"$TMP/kb.log" 2>&1
+check "keep_best=accuracy run exits 0" test $? -eq 0
+want=$(best_of "$TMP/kb" accuracy)
+check "BEST names the evaluation with the best accuracy ($want)" \
+  grep -qx "$want" "$TMP/kb/checkpoints/BEST"
+check "LATEST still names the last step" grep -qx step_00000060 "$TMP/kb/checkpoints/LATEST"
+check "keep=1 leaves the newest and BEST's ($(kept "$TMP/kb"))" \
+  test "$(kept "$TMP/kb")" = "$(printf '%s\n' "$want" step_00000060 | sort -u | tr '\n' ' ')"
+n=$(grep -c '^best: test accuracy' "$TMP/kb.log")
+check "a checkpoint is saved at each of the $n improvements, and said so" \
+  test "$n" -gt 1 -a "$(grep -c 'BEST names it' "$TMP/kb.log")" -eq "$n"
+# a run resumed from step 60 to 80: its new bests are the evaluations that
+# beat the best of steps 1-60 (which the checkpoint carries) and each other
+best60=$(python3 -c "import json, sys; print(max(r['accuracy'] for r in map(json.loads,
+  open(sys.argv[1])) if r['split'] == 'test' and r['step'] <= 60))" "$TMP/kb/metrics.jsonl")
+"$D" "$cfg" "${kb[@]}" optim.lr=0.01 train.max_steps=80 checkpoint.keep_best=accuracy \
+  log.dir="$TMP/kb2" checkpoint.resume="$TMP/kb/checkpoints/step_00000060" >"$TMP/kb2.log" 2>&1
+check "resumed run exits 0" grep -q "resumed from .*step_00000060" "$TMP/kb2.log"
+check "the resumed run's new bests beat the saved one ($best60)" python3 - \
+  "$TMP/kb2.log" "$TMP/kb2/metrics.jsonl" "$best60" <<'PY'
+import json, re, sys
+log, prev = open(sys.argv[1]).read(), float(sys.argv[3])
+said = [(int(s), float(v))
+        for v, s in re.findall(r"^best: test accuracy ([\d.]+) at step (\d+)", log, re.M)]
+# what they must be: each evaluation of steps 61-80 above every one before it
+want = []
+for r in map(json.loads, open(sys.argv[2])):
+    if r["split"] == "test" and r["step"] > 60 and r["accuracy"] > prev:
+        prev = r["accuracy"]
+        want.append(r["step"])
+print(f"   new bests at steps {[s for s, _ in said]}, want {want}")
+sys.exit(0 if [s for s, _ in said] == want else 1)
+PY
+# the same with the weights all but frozen (lr 1e-12): steps 65 and 70 score
+# what step 60 did, never above the carried best, so no new best at all (a
+# run that forgot the best would call step 65's its first)
+"$D" "$cfg" "${kb[@]}" train.max_steps=70 checkpoint.keep_best=accuracy optim.lr=1e-12 \
+  optim.min_lr=0 log.dir="$TMP/kb3" checkpoint.resume="$TMP/kb/checkpoints/step_00000060" \
+  >"$TMP/kb3.log" 2>&1
+check "frozen after resuming: 2 evaluations, no new best" \
+  test "$(grep -c '^eval  step' "$TMP/kb3.log")" -eq 2 -a "$(grep -c '^best:' "$TMP/kb3.log")" -eq 0
+# (after the runs above, which need step 60: this one's saves prune it)
+"$D" "$cfg" "${kb[@]}" optim.lr=0.01 train.max_steps=61 checkpoint.keep_best=accuracy \
+  log.dir="$TMP/kb" checkpoint.resume=best >"$TMP/kb-best.log" 2>&1
+check "checkpoint.resume=best exits 0" test $? -eq 0
+check "... from the step BEST names" grep -q "resumed from .*/$want at step" "$TMP/kb-best.log"
+"$D" "$cfg" "${kb[@]}" optim.lr=0.01 train.max_steps=60 checkpoint.keep_best=accuracy \
+  checkpoint.async=true \
+  log.dir="$TMP/kba" >"$TMP/kba.log" 2>&1
+check "async saves: keep_best run exits 0" test $? -eq 0
+check "async saves: BEST names the same step" grep -qx "$want" "$TMP/kba/checkpoints/BEST"
+"$D" "$cfg" "${kb[@]}" optim.lr=0.01 train.max_steps=61 log.dir="$TMP/kba2" \
+  checkpoint.resume="$TMP/kba/checkpoints/BEST" >"$TMP/kba2.log" 2>&1
+check "checkpoint.resume=DIR/BEST resumes the step it names" \
+  grep -q "resumed from .*/$want at step" "$TMP/kba2.log"
+OMPI_MCA_mpi_yield_when_idle=1 "${mp[@]}" "$D" "$cfg" "${kb[@]}" optim.lr=0.01 \
+  train.max_steps=60 checkpoint.keep_best=loss parallel.dp=2 log.dir="$TMP/kbl" >"$TMP/kbl.log" 2>&1
+check "dp=2 keep_best=loss exits 0" test $? -eq 0
+want=$(best_of "$TMP/kbl" loss)
+check "dp=2: BEST names the evaluation with the lowest test loss ($want)" \
+  grep -qx "$want" "$TMP/kbl/checkpoints/BEST"
+
 # D: the same run twice gives the same losses (determinism)
 "$D" "$cfg" "${common[@]}" log.dir="$TMP/d" train.max_steps=20 checkpoint.every=0 >/dev/null 2>&1
 jsonl_field "$TMP/d/metrics.jsonl" train loss >"$TMP/d.loss"

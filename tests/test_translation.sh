@@ -18,7 +18,7 @@ common=(data.dir="$TMP/wmt" train.batch_size=32
         log.every=1 log.tensorboard=false train.threads=1 log.bleu_sentences=40)
 
 "$D" "$cfg" "${common[@]}" train.max_steps=60 log.bleu_every=30 log.dir="$TMP/learn" \
-  >"$TMP/learn.log" 2>&1
+  checkpoint.keep_best=bleu >"$TMP/learn.log" 2>&1
 rc=$?
 check "tiny Transformer trains 60 steps" test $rc -eq 0
 [ $rc -eq 0 ] || tail -5 "$TMP/learn.log"
@@ -37,6 +37,13 @@ ok = val and last < first - 1.0 and {30, 60} <= steps and all(0 <= r["bleu"] <= 
 sys.exit(0 if ok else 1)
 PY
 check "validation loss falls; BLEU logged at steps 30 and 60" test $? -eq 0
+# checkpoint.keep_best=bleu: a checkpoint at the best BLEU (the first, on a tie)
+want=$(python3 -c "import json, sys
+rows = [r for r in map(json.loads, open(sys.argv[1])) if 'bleu' in r]
+print('step_%08d' % max(rows, key=lambda r: (r['bleu'], -r['step']))['step'])" \
+  "$TMP/learn/metrics.jsonl")
+check "keep_best=bleu: BEST names the best BLEU's step ($want)" \
+  grep -qx "$want" "$TMP/learn/checkpoints/BEST"
 
 # resume: checkpoint at 10, resume, steps 11..20 identical to the straight run
 "$D" "$cfg" "${common[@]}" train.max_steps=20 checkpoint.every=10 checkpoint.keep=0 \
