@@ -15,7 +15,10 @@
 #include "../runtime/checks.h"
 
 
-/* ---- bf16 / fp16 reductions: widen, reduce in fp32, round back ---- */
+/* ---- bf16 / fp16 reductions: widen, reduce in fp32, round back ----
+ * bf16 through the inline conversions of kernels.h, not comm.c's exported
+ * ones: a call per element made a bf16 all-reduce of 64 MiB take 2.3x as
+ * long (bench/RESULTS.md). */
 
 #define HALF_OP(name, to_f, from_f, expr)                                      \
   static void name(void *in, void *inout, int *len, MPI_Datatype *type) {      \
@@ -31,9 +34,9 @@
 /* MAX/MIN keep a NaN from either side, as a sum would */
 #define F_MAX(x, y) ((x) != (x) || (x) > (y) ? (x) : (y))
 #define F_MIN(x, y) ((x) != (x) || (x) < (y) ? (x) : (y))
-HALF_OP(bf16_sum, dt_bf16_to_float, dt_float_to_bf16, x + y)
-HALF_OP(bf16_max, dt_bf16_to_float, dt_float_to_bf16, F_MAX(x, y))
-HALF_OP(bf16_min, dt_bf16_to_float, dt_float_to_bf16, F_MIN(x, y))
+HALF_OP(bf16_sum, dt_bf16_value, dt_bf16_bits, x + y)
+HALF_OP(bf16_max, dt_bf16_value, dt_bf16_bits, F_MAX(x, y))
+HALF_OP(bf16_min, dt_bf16_value, dt_bf16_bits, F_MIN(x, y))
 HALF_OP(f16_sum, dt_f16_to_float, dt_float_to_f16, x + y)
 HALF_OP(f16_max, dt_f16_to_float, dt_float_to_f16, F_MAX(x, y))
 HALF_OP(f16_min, dt_f16_to_float, dt_float_to_f16, F_MIN(x, y))
