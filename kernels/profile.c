@@ -45,7 +45,21 @@ struct dt_profile {
   long units;              /* enable/disable pairs */
   long calls[NSLOTS];
   double secs[NSLOTS], flops[NSLOTS], bytes[NSLOTS];
+  /* dt_profile_trace */
+  long trace_left;         /* enabled spans still to trace */
+  double origin;
+  dt_prof_event *ev;
+  size_t nev, ev_cap;
 };
+
+static void trace_add(dt_profile *p, double t0, double dur, int slot) {
+  if (p->nev == p->ev_cap) {
+    p->ev_cap = p->ev_cap ? 2 * p->ev_cap : 4096;
+    p->ev = realloc(p->ev, p->ev_cap * sizeof *p->ev);
+    DT_CHECK_ALLOC(p->ev);
+  }
+  p->ev[p->nev++] = (dt_prof_event){t0 - p->origin, dur, slot, 0};
+}
 
 static dt_profile *g_prof;
 
@@ -60,8 +74,10 @@ static void prof_end(int slot, double t0, double flops, double bytes) {
   dt_profile *p = g_prof;
   if (t0 < 0) return;
   p->be->sync(p->be);
-  p->secs[slot] += dt_now() - t0;
+  const double dur = dt_now() - t0;
+  p->secs[slot] += dur;
   p->calls[slot]++;
+  if (p->trace_left > 0) trace_add(p, t0, dur, slot);
   p->flops[slot] += flops;
   p->bytes[slot] += bytes;
 }
@@ -373,6 +389,7 @@ void dt_profile_remove(dt_profile *p) {
   if (!p) return;
   p->be->k = p->inner;
   if (g_prof == p) g_prof = NULL;
+  free(p->ev);
   free(p);
 }
 
@@ -385,8 +402,47 @@ void dt_profile_enable(dt_profile *p, int on) {
   } else {
     p->wall += now - p->t_on;
     p->units++;
+    if (p->trace_left > 0) {
+      trace_add(p, p->t_on, now - p->t_on, -1);
+      p->trace_left--;
+    }
   }
   p->on = on;
+}
+
+void dt_profile_trace(dt_profile *p, long units, double origin) {
+  if (!p) return;
+  p->trace_left = units;
+  p->origin = origin;
+}
+
+const dt_prof_event *dt_profile_events(const dt_profile *p, size_t *n) {
+  *n = p ? p->nev : 0;
+  return p ? p->ev : NULL;
+}
+
+void dt_profile_trace_json(FILE *f, const dt_prof_event *ev, size_t n, int rank, const char *per,
+                           int first) {
+  fprintf(f, "%s{\"name\":\"process_name\",\"ph\":\"M\",\"pid\":%d,\"tid\":0,"
+          "\"args\":{\"name\":\"rank %d\"}}",
+          first ? "" : ",\n", rank, rank);
+  fprintf(f, ",\n{\"name\":\"thread_name\",\"ph\":\"M\",\"pid\":%d,\"tid\":0,"
+          "\"args\":{\"name\":\"kernels and communication\"}}", rank);
+  fprintf(f, ",\n{\"name\":\"thread_name\",\"ph\":\"M\",\"pid\":%d,\"tid\":1,"
+          "\"args\":{\"name\":\"%ss\"}}", rank, per);
+  long unit = 0;
+  for (size_t i = 0; i < n; i++) {
+    const dt_prof_event *e = &ev[i];
+    const int span = e->slot < 0 || e->slot >= NSLOTS;
+    /* microseconds, to the nanosecond */
+    fprintf(f, ",\n{\"name\":\"%s\",\"cat\":\"%s\",\"ph\":\"X\",\"pid\":%d,"
+            "\"tid\":%d,\"ts\":%.3f,\"dur\":%.3f",
+            span ? per : k_names[e->slot],
+            span ? per : e->slot >= S_COUNT ? "communication" : "kernel", rank, span,
+            1e6 * e->t0, 1e6 * e->dur);
+    if (span) fprintf(f, ",\"args\":{\"n\":%ld}", ++unit);
+    fputc('}', f);
+  }
 }
 
 static int find(const char *slot) {

@@ -66,6 +66,27 @@ double dt_profile_comm_begin(void);
  * data one rank sends or receives (the larger), to the slot. */
 void dt_profile_comm_end(dt_prof_comm slot, double t0, double bytes);
 
+/* A trace of the calls themselves, for Perfetto or chrome://tracing:
+ * after dt_profile_trace(p, units, origin) every timed call of the next
+ * `units` enabled spans is kept as an event (start and duration in seconds
+ * since `origin`, its slot), and each span itself as an event of slot -1.
+ * Ranks that take origin from one barrier line their traces up. */
+typedef struct dt_prof_event {
+  double t0, dur;
+  int slot; /* -1: an enabled span (a unit) */
+  int pad;
+} dt_prof_event;
+void dt_profile_trace(dt_profile *p, long units, double origin);
+/* The events kept so far (n of them). */
+const dt_prof_event *dt_profile_events(const dt_profile *p, size_t *n);
+/* Writes events ev[0..n) of rank `rank` as Chrome trace-format JSON
+ * objects (no enclosing brackets; a comma before each but the file's
+ * first, so `first` says whether one has been written): calls on thread 0,
+ * as the table names them, the spans ("per" k) on thread 1, the process
+ * named "rank R". */
+void dt_profile_trace_json(FILE *f, const dt_prof_event *ev, size_t n, int rank, const char *per,
+                           int first);
+
 /* For tests: calls, seconds, FLOPs and bytes of the slot named `slot` (0 if
  * never called or unknown), and the units counted. */
 long dt_profile_calls(const dt_profile *p, const char *slot);

@@ -1633,6 +1633,49 @@ static void print_profile(const trainer *T) {
   fclose(f);
 }
 
+/* [log] trace_steps: every rank's events gathered on rank 0 and written as
+ * one Chrome trace-format timeline, RUN/trace.json (a process per rank). */
+static void write_trace(const trainer *T) {
+  size_t n;
+  const dt_prof_event *ev = dt_profile_events(T->prof, &n);
+  int bytes = (int)(n * sizeof *ev), *counts = NULL, *displs = NULL;
+  long spans = 0; /* the steps traced: fewer than log.trace_steps in a short run */
+  for (size_t i = 0; i < n; i++) spans += ev[i].slot < 0;
+  char *all = NULL;
+  if (T->is_root) {
+    counts = dt_calloc((size_t)T->grid.size, sizeof(int));
+    displs = dt_calloc((size_t)T->grid.size, sizeof(int));
+  }
+  dt_watchdog_enter("gathering the trace");
+  MPI_Gather(&bytes, 1, MPI_INT, counts, 1, MPI_INT, 0, MPI_COMM_WORLD);
+  if (T->is_root) {
+    long total = 0;
+    for (int r = 0; r < T->grid.size; r++) displs[r] = (int)total, total += counts[r];
+    all = dt_malloc((size_t)total + 1);
+  }
+  MPI_Gatherv(ev, bytes, MPI_BYTE, all, counts, displs, MPI_BYTE, 0, MPI_COMM_WORLD);
+  dt_watchdog_leave();
+  if (T->is_root) {
+    char path[DT_STR * 2 + 16];
+    snprintf(path, sizeof path, "%s/trace.json", T->run_dir);
+    FILE *f = fopen(path, "w");
+    if (!f) {
+      fprintf(stderr, "dtrain: warning: cannot write %s: %s\n", path, strerror(errno));
+    } else {
+      fputs("{\"displayTimeUnit\":\"ms\",\"traceEvents\":[\n", f);
+      for (int r = 0; r < T->grid.size; r++)
+        dt_profile_trace_json(f, (const dt_prof_event *)(all + displs[r]),
+                              (size_t)counts[r] / sizeof *ev, r, "step", r == 0);
+      fputs("\n]}\n", f);
+      if (fclose(f) == 0)
+        printf("trace: %s (%ld profiled step%s of %d rank%s; open it in ui.perfetto.dev or "
+               "chrome://tracing)\n", path, spans, spans == 1 ? "" : "s", T->grid.size,
+               T->grid.size == 1 ? "" : "s");
+    }
+  }
+  free(all), free(counts), free(displs);
+}
+
 int dt_print_layout(const dt_config *c) {
   trainer T;
   memset(&T, 0, sizeof T);
@@ -1724,6 +1767,12 @@ int dt_train(const dt_config *c) {
     fflush(stdout);
   }
 
+  if (T->prof && c->log_trace_steps > 0) { /* one origin for every rank's trace */
+    dt_watchdog_enter("the barrier before the trace");
+    MPI_Barrier(MPI_COMM_WORLD);
+    dt_watchdog_leave();
+    dt_profile_trace(T->prof, c->log_trace_steps, dt_now());
+  }
   signal(SIGINT, on_signal);
   signal(SIGTERM, on_signal);
   double t_start = dt_now(), t_log = t_start;
@@ -1843,6 +1892,7 @@ int dt_train(const dt_config *c) {
   if (T->is_root && T->dp->zero >= 3)
     printf("zero-3: %ld layer gathers were prefetched\n", T->dp->prefetches);
   if (T->is_root && T->prof) print_profile(T);
+  if (T->prof && c->log_trace_steps > 0) write_trace(T);
   teardown(T);
   return code;
 }

@@ -207,6 +207,10 @@ static const cfg_entry k_schema[] = {
        "after the first (waiting for the device before and after each, so the run is slower) "
        "and print a table of time, share, TFLOP/s and GB/s per slot at the end, also written "
        "to <log.dir>/profile.txt (rank 0's)"),
+  INT("log", "trace_steps", log_trace_steps, "3", 0, NOHI,
+      "under log.profile: every rank's timed calls of the first N profiled steps as one "
+      "timeline, <log.dir>/trace.json, for Perfetto (ui.perfetto.dev) or chrome://tracing "
+      "(0 = none)"),
   FLT("log", "peak_tflops", log_peak_tflops, "0", 0, NOHI, 0,
       "gpt: the device's peak TFLOP/s for the MFU logged beside each step's model TFLOP/s "
       "per rank (0 = the bf16 dense peak of a GPU dtrain knows by name, under "

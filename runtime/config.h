@@ -85,6 +85,7 @@ typedef struct dt_config {
   long log_every;
   int log_tensorboard;
   int log_profile;             /* time each kernel slot (kernels/profile.h) */
+  long log_trace_steps;         /* under log_profile: steps kept in trace.json */
   double log_peak_tflops;      /* gpt: peak for the logged MFU (0 = known GPUs' bf16 peak) */
   long log_bleu_every;         /* transformer: validation BLEU every N steps (0 = at the end) */
   long log_bleu_sentences;     /* transformer: validation sentences for BLEU (0 = all) */

@@ -114,6 +114,38 @@ check "... rank 0's profile: 3 pipeline exchanges, 1 bucket wait, 1 parameter al
   bash -c "grep -Eq '^  comm pp send/recv +3\.0 ' '$TMP/p2prof/profile.txt' &&
            grep -Eq '^  comm dp bucket wait +1\.0 ' '$TMP/p2prof/profile.txt' &&
            grep -Eq '^  comm dp param all-gather +1\.0 ' '$TMP/p2prof/profile.txt'"
+# log.trace_steps (3 by default): trace.json holds every rank's timed calls
+# of the first 3 profiled steps; each rank a process with 3 step spans one
+# after another, every call inside one of them, the ranks' k-th steps
+# overlapping (one origin; the steps wait on each other), and rank 0's calls
+# per slot 3 times what its table gives a step
+check "pp=2 dp=2 log.profile: trace.json, 4 ranks x 3 steps, the table's calls" python3 - \
+  "$TMP/p2prof/trace.json" "$TMP/p2prof/profile.txt" <<'PY'
+import json, re, sys
+from collections import Counter, defaultdict
+ev = json.load(open(sys.argv[1]))["traceEvents"]
+names = {e["pid"]: e["args"]["name"] for e in ev if e["ph"] == "M" and e["name"] == "process_name"}
+X = [e for e in ev if e["ph"] == "X"]
+spans, calls = defaultdict(list), defaultdict(list)
+for e in X:
+    (spans if e["tid"] == 1 else calls)[e["pid"]].append(e)
+ok = names == {r: f"rank {r}" for r in range(4)} and all(len(spans[r]) == 3 for r in range(4))
+for r in range(4):
+    s = sorted(spans[r], key=lambda e: e["ts"])
+    ok &= all(a["ts"] + a["dur"] <= b["ts"] for a, b in zip(s, s[1:]))
+    eps = 1.0  # us: the printed rounding
+    ok &= all(any(p["ts"] - eps <= c["ts"] and c["ts"] + c["dur"] <= p["ts"] + p["dur"] + eps
+                  for p in s) for c in calls[r])
+for k in range(3):
+    k_spans = [sorted(spans[r], key=lambda e: e["ts"])[k] for r in range(4)]
+    ok &= max(e["ts"] for e in k_spans) < min(e["ts"] + e["dur"] for e in k_spans)
+table = {m.group(1).strip(): float(m.group(2)) for m in
+         re.finditer(r"^  (\S.*?) +(\d+\.\d) +\d", open(sys.argv[2]).read(), re.M)}
+got = Counter(c["name"] for c in calls[0])
+ok &= bool(table) and got == {k: round(3 * v) for k, v in table.items()}
+print(f"   {len(X)} events; rank 0's calls {dict(got)}")
+sys.exit(0 if ok else 1)
+PY
 # GPipe pairs nothing: M sends, then M receives
 check "pp=2 dp=2 zero=1 gpipe log.profile exits 0" layout_run p2gprof 4 parallel.pp=2 \
   parallel.dp=2 parallel.zero=1 log.profile=true parallel.pp_schedule=gpipe
