@@ -7,6 +7,7 @@
 
 #include <errno.h>
 #include <math.h>
+#include <ctype.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdatomic.h>
@@ -17,6 +18,7 @@
 
 #include "../models/model.h"
 #include "../kernels/profile.h"
+#include "../runtime/blend.h"
 #include "../runtime/backend.h"
 #include "../runtime/checkpoint.h"
 #include "../runtime/dataset.h"
@@ -69,7 +71,16 @@ typedef struct trainer {
   dt_translator *tr;
   int64_t seq;
   dt_image_set train, test;
-  dt_token_map tok[2];          /* language models: train.h5, val.h5 */
+  /* language models: the token datasets (data.dir's, or data.blend's), each
+   * a train.h5 and a val.h5; sample ids number their windows one after
+   * another (dataset d's from off[split]) */
+  struct tokset {
+    char dir[DT_STR], name[64];
+    dt_token_map tok[2];
+    int64_t nwin[2], off[2];
+  } ts[DT_BLEND_MAX];
+  int nts;
+  dt_blend blend; /* data.blend's sample order (blend.ds NULL without one) */
   int64_t ntrain, neval;   /* samples: images, or token windows */
   int32_t *h_tok, *d_tok;  /* language models: (micro, seq) inputs, one set per activation
                             * slot of a pipeline stage (h_y, d_y too) */
@@ -133,30 +144,73 @@ static void load_tokens(trainer *T) {
   const dt_config *c = T->cfg;
   char path[DT_STR * 2 + 16];
   dt_error err;
-  for (int i = 0; i < 2; i++) {
-    snprintf(path, sizeof path, "%s/%s", c->data_dir, tok_names[i]);
-    struct stat st;
-    if (stat(path, &st) != 0)
-      dt_die_user_all("[data] dir = %s: %s not found (prepare text with: build/dtrain-prep text "
-                      "%s FILES... or build/dtrain-prep wos $DTRAIN_DATA/wos %s)",
-                      c->data_dir, tok_names[i], c->data_dir, c->data_dir);
-    if (dt_token_shard_map(path, T->m->num_classes, &T->tok[i], &err))
-      dt_die_user_all("%s", err.msg);
+  double w[DT_BLEND_MAX] = {1};
+  const char *dirs[DT_BLEND_MAX] = {c->data_dir};
+  char *spec = NULL;
+  T->nts = 1;
+  if (c->data_blend[0] && dt_blend_parse(c->data_blend, w, dirs, &T->nts, &spec, &err))
+    dt_die_user_all("%s", err.msg);
+  int64_t off[2] = {0, 0};
+  for (int d = 0; d < T->nts; d++) {
+    struct tokset *ts = &T->ts[d];
+    snprintf(ts->dir, sizeof ts->dir, "%s", dirs[d]);
+    /* its name in the val rows: the directory's last part, as a metric name */
+    const char *base = ts->dir + strlen(ts->dir);
+    while (base > ts->dir && base[-1] == '/') base--;
+    const char *end = base;
+    while (base > ts->dir && base[-1] != '/') base--;
+    int n = 0;
+    for (const char *q = base; q < end && n < (int)sizeof ts->name - 1; q++)
+      ts->name[n++] = isalnum((unsigned char)*q) || *q == '-' ? *q : '_';
+    ts->name[n] = 0;
+    const char *key = c->data_blend[0] ? "[data] blend: " : "[data] dir = ";
+    for (int i = 0; i < 2; i++) {
+      snprintf(path, sizeof path, "%s/%s", ts->dir, tok_names[i]);
+      struct stat st;
+      if (stat(path, &st) != 0)
+        dt_die_user_all("%s%s: %s not found (prepare text with: build/dtrain-prep text "
+                        "%s FILES... or build/dtrain-prep wos $DTRAIN_DATA/wos %s)",
+                        key, ts->dir, tok_names[i], ts->dir, ts->dir);
+      if (dt_token_shard_map(path, T->m->num_classes, &ts->tok[i], &err))
+        dt_die_user_all("%s", err.msg);
+      ts->nwin[i] = (ts->tok[i].count - 1) / T->seq;
+      const long limit = i ? c->data_test_limit : c->data_train_limit;
+      if (limit > 0) ts->nwin[i] = DT_MIN(ts->nwin[i], limit);
+      if (ts->nwin[i] < 1)
+        dt_die_user_all("%s%s: %s has %lld tokens, fewer than one window of train.seq_len + 1 "
+                        "= %lld", key, ts->dir, tok_names[i], (long long)ts->tok[i].count,
+                        (long long)T->seq + 1);
+      ts->off[i] = off[i];
+      off[i] += ts->nwin[i];
+    }
+    if (T->is_root)
+      printf("data: %s/train.h5 %lld tokens, val.h5 %lld, %s\n", ts->dir,
+             (long long)ts->tok[0].count,
+             (long long)ts->tok[1].count,
+             ts->tok[0].mapped && ts->tok[1].mapped
+                 ? "memory-mapped (one copy per node, in the page cache)"
+                 : "read into memory (compressed shards, or ids beyond the model's vocabulary)");
   }
-  if (T->is_root)
-    printf("data: %s/train.h5 %lld tokens, val.h5 %lld, %s\n", c->data_dir,
-           (long long)T->tok[0].count, (long long)T->tok[1].count,
-           T->tok[0].mapped && T->tok[1].mapped
-               ? "memory-mapped (one copy per node, in the page cache)"
-               : "read into memory (compressed shards, or ids beyond the model's vocabulary)");
-  T->ntrain = (T->tok[0].count - 1) / T->seq;
-  T->neval = (T->tok[1].count - 1) / T->seq;
-  if (c->data_train_limit > 0) T->ntrain = DT_MIN(T->ntrain, c->data_train_limit);
-  if (c->data_test_limit > 0) T->neval = DT_MIN(T->neval, c->data_test_limit);
-  if (T->neval < 1)
-    dt_die_user_all("[data] dir = %s: val.h5 has %lld tokens, fewer than one window of "
-                    "train.seq_len + 1 = %lld",
-                    c->data_dir, (long long)T->tok[1].count, (long long)T->seq + 1);
+  free(spec);
+  if (off[0] > INT32_MAX || off[1] > INT32_MAX)
+    dt_die_user_all("[data] %lld training windows of train.seq_len = %lld: more than int32 "
+                    "sample ids hold (set data.train_limit)", (long long)off[0],
+                    (long long)T->seq);
+  T->ntrain = off[0];
+  T->neval = off[1];
+  if (!c->data_blend[0]) return;
+  int64_t n[DT_BLEND_MAX];
+  for (int d = 0; d < T->nts; d++) n[d] = T->ts[d].nwin[0];
+  if (dt_blend_init(&T->blend, T->nts, n, w, &err)) dt_die_user_all("[data] blend: %s", err.msg);
+  if (T->is_root) {
+    printf("data: a blend of %d dataset%s, an epoch of %lld windows:", T->nts,
+           T->nts == 1 ? "" : "s", (long long)T->blend.N);
+    for (int d = 0; d < T->nts; d++)
+      printf("%s %s %.3f (%lld draws an epoch of its %lld windows)", d ? "," : "",
+             T->ts[d].name, T->blend.w[d], (long long)T->blend.per_epoch[d],
+             (long long)T->ts[d].nwin[0]);
+    printf("\n");
+  }
 }
 
 /* Translation: train.h5 and valid.h5 pair shards, cut into token-count
@@ -255,6 +309,10 @@ static void load_data(trainer *T) {
 /* The permutation of epoch e is a pure function of (seed, e), so a resumed run
  * rebuilds it instead of storing it. */
 static const int32_t *epoch_perm(trainer *T, int64_t epoch) {
+  if (T->perm_epoch != epoch && T->blend.ds) { /* data.blend: blend.h's order */
+    dt_blend_epoch(&T->blend, T->seed, epoch, T->perm);
+    T->perm_epoch = epoch;
+  }
   if (T->perm_epoch != epoch) {
     dt_rng r;
     dt_rng_seed(&r, T->seed, 0x5eed0000ULL + (uint64_t)epoch);
@@ -277,12 +335,22 @@ static uint64_t dropout_seed(const trainer *T) {
 
 /* A window of a mapped shard holds an id the model has no row for: the
  * shard is corrupt or not what its vocab_size attribute says */
-static DT_NORETURN void bad_window(const trainer *T, int split, int64_t from, int64_t limit) {
-  const uint16_t *w = T->tok[split].tokens;
+static DT_NORETURN void bad_window(const trainer *T, int split, int d, int64_t from,
+                                   int64_t limit) {
+  const uint16_t *w = T->ts[d].tok[split].tokens;
   int64_t i = from;
   while (w[i] < limit) i++;
-  dt_die_user("[data] dir = %s: %s: /tokens[%lld] = %u is not below vocab_size %lld",
-              T->cfg->data_dir, tok_names[split], (long long)i, w[i], (long long)limit);
+  dt_die_user("[data] %s%s: %s: /tokens[%lld] = %u is not below vocab_size %lld",
+              T->cfg->data_blend[0] ? "blend: " : "dir = ", T->ts[d].dir, tok_names[split],
+              (long long)i, w[i], (long long)limit);
+}
+
+/* The dataset holding sample id `id` of split, and the window in it */
+static int tokset_of(const trainer *T, int split, int64_t id, int64_t *window) {
+  int d = T->nts - 1;
+  while (d > 0 && id < T->ts[d].off[split]) d--;
+  *window = id - T->ts[d].off[split];
+  return d;
 }
 
 /* A micro-batch of token windows: inputs and next-token targets, in the
@@ -292,10 +360,12 @@ static dt_batch make_lm_batch(trainer *T, int split, const int32_t *idx, int n, 
   int64_t s = T->seq;
   const size_t at = (size_t)slot * (size_t)T->m->max_batch * (size_t)s;
   int32_t *htok = T->h_tok + at, *hy = T->h_y + at;
-  const dt_token_map *map = &T->tok[split];
-  const int64_t limit = DT_MIN(map->limit, (int64_t)T->m->num_classes);
   for (int i = 0; i < n; i++) {
-    const uint16_t *w = map->tokens + (int64_t)idx[i] * s;
+    int64_t win;
+    const int d = tokset_of(T, split, idx[i], &win);
+    const dt_token_map *map = &T->ts[d].tok[split];
+    const int64_t limit = DT_MIN(map->limit, (int64_t)T->m->num_classes);
+    const uint16_t *w = map->tokens + win * s;
     /* a mapped shard's ids are checked here, as they are read */
     int bad = w[0] >= limit;
     for (int64_t j = 0; j < s; j++) {
@@ -303,7 +373,7 @@ static dt_batch make_lm_batch(trainer *T, int split, const int32_t *idx, int n, 
       hy[i * s + j] = w[j + 1];
       bad |= w[j + 1] >= limit;
     }
-    if (bad) bad_window(T, split, (int64_t)idx[i] * s, limit);
+    if (bad) bad_window(T, split, d, win * s, limit);
   }
   be->h2d(be, T->d_tok + at, htok, (size_t)n * s * sizeof(int32_t));
   be->h2d(be, T->d_y + at, hy, (size_t)n * s * sizeof(int32_t));
@@ -816,7 +886,7 @@ static void evaluate_lm(trainer *T, double epoch_f) {
   dt_backend_t be = T->be;
   int64_t n = T->neval;
   int64_t lo = n * T->grid.dp_rank / T->grid.dp, hi = n * (T->grid.dp_rank + 1) / T->grid.dp;
-  double sum = 0;
+  double sum[DT_BLEND_MAX + 1] = {0}; /* every dataset's, then all of them */
   int32_t *idx = dt_malloc((size_t)T->micro * sizeof(int32_t));
   for (int64_t i0 = lo; i0 < hi; i0 += T->micro) {
     int bn = (int)DT_MIN(T->micro, hi - i0);
@@ -824,27 +894,41 @@ static void evaluate_lm(trainer *T, double epoch_f) {
     dt_batch b = make_batch(T, 1, idx, bn);
     if (!eval_forward(T, &b)) continue;
     be->d2h(be, T->h_losses, T->d_losses, (size_t)bn * T->seq * sizeof(float));
-    for (int64_t i = 0; i < bn * T->seq; i++) sum += T->h_losses[i];
+    for (int i = 0; i < bn; i++) {
+      int64_t win;
+      double *to = &sum[tokset_of(T, 1, idx[i], &win)];
+      for (int64_t j = 0; j < T->seq; j++) *to += T->h_losses[i * T->seq + j];
+    }
   }
   free(idx);
   eval_pad_forwards(T, (hi - lo + T->micro - 1) / T->micro,
                     ((n + T->grid.dp - 1) / T->grid.dp + T->micro - 1) / T->micro);
-  sum = pp_sum(T, sum);
+  for (int d = 0; d < T->nts; d++) sum[d] = pp_sum(T, sum[d]);
   if (T->grid.dp > 1) {
     dt_watchdog_enter("the evaluation all-reduce");
-    MPI_Allreduce(MPI_IN_PLACE, &sum, 1, MPI_DOUBLE, MPI_SUM, T->comm->mpi);
+    MPI_Allreduce(MPI_IN_PLACE, sum, T->nts, MPI_DOUBLE, MPI_SUM, T->comm->mpi);
     dt_watchdog_leave();
   }
   if (!T->is_root) return;
-  double loss = sum / (double)(n * T->seq);
+  for (int d = 0; d < T->nts; d++) sum[DT_BLEND_MAX] += sum[d];
+  double loss = sum[DT_BLEND_MAX] / (double)(n * T->seq);
   T->eval_loss = loss;
-  dt_metric vals[] = {{"epoch", epoch_f, 0},
-                      {"loss", loss, 0},
-                      {"perplexity", exp(loss), 0},
-                      {"train_time_s", T->train_time, 0}};
-  dt_metrics_log(T->metrics, "val", (long)T->step, vals, 4, NULL, NULL, 0);
-  printf("eval  step %lld | epoch %.2f | val loss %.4f | perplexity %.1f (%lld tokens)\n",
+  /* a blend of several datasets: each one's loss too, as loss_<name> */
+  dt_metric vals[4 + DT_BLEND_MAX] = {{"epoch", epoch_f, 0},
+                                      {"loss", loss, 0},
+                                      {"perplexity", exp(loss), 0},
+                                      {"train_time_s", T->train_time, 0}};
+  char names[DT_BLEND_MAX][80];
+  int nv = 4;
+  for (int d = 0; T->nts > 1 && d < T->nts; d++) {
+    snprintf(names[d], sizeof names[d], "loss_%s", T->ts[d].name);
+    vals[nv++] = (dt_metric){names[d], sum[d] / (double)(T->ts[d].nwin[1] * T->seq), 0};
+  }
+  dt_metrics_log(T->metrics, "val", (long)T->step, vals, nv, NULL, NULL, 0);
+  printf("eval  step %lld | epoch %.2f | val loss %.4f | perplexity %.1f (%lld tokens)",
          (long long)T->step, epoch_f, loss, exp(loss), (long long)(n * T->seq));
+  for (int v = 4; v < nv; v++) printf(" | %s %.4f", vals[v].key, vals[v].value);
+  printf("\n");
   fflush(stdout);
 }
 
@@ -1253,6 +1337,9 @@ static void setup(trainer *T, const dt_config *c) {
   setup_parallel(T);
 
   T->s2s = !strcmp(c->model_name, "transformer");
+  if (c->data_blend[0] && strcmp(c->model_name, "gpt") != 0)
+    dt_die_user_all("[data] blend: only gpt trains on blended token datasets (model.name = "
+                    "%s reads data.dir)", c->model_name);
   /* checkpoint.keep_best: a metric this model's evaluation computes */
   const char *kb = c->checkpoint_keep_best;
   T->best_metric = !strcmp(kb, "loss") ? BEST_LOSS : !strcmp(kb, "accuracy") ? BEST_ACCURACY
@@ -1452,8 +1539,10 @@ static void teardown(trainer *T) {
     dt_pair_batches_free(&T->bat_train), dt_pair_batches_free(&T->bat_val);
     dt_pair_set_free(&T->pairs_train), dt_pair_set_free(&T->pairs_val);
   }
-  for (int i = 0; i < 2; i++)
-    if (T->tok[i].tokens) dt_token_map_free(&T->tok[i]);
+  for (int d = 0; d < T->nts; d++)
+    for (int i = 0; i < 2; i++)
+      if (T->ts[d].tok[i].tokens) dt_token_map_free(&T->ts[d].tok[i]);
+  dt_blend_free(&T->blend);
   be->free(be, T->d_losses);
   be->free(be, T->d_sumsq);
   dt_dp_destroy(T->dp);

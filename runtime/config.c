@@ -82,6 +82,12 @@ static const cfg_entry k_schema[] = {
 
   STR("data", "dir", data_dir, "data/mnist-h5", F_NONEMPTY,
       "directory holding the shards (train.h5, test.h5)"),
+  STR("data", "blend", data_blend, "", 0,
+      "gpt: \"W1 DIR1 W2 DIR2 ...\" trains on a weighted blend of token-shard directories "
+      "instead of data.dir (Megatron-LM's --data-path): an epoch draws as many windows as "
+      "they hold together, dataset d a share W_d/sum(W) of every batch, each cycling "
+      "through its windows in seeded orders; validation evaluates every dataset (val rows: "
+      "loss over all, loss_<DIR name> each); the limits apply to each dataset"),
   INT("data", "train_limit", data_train_limit, "0", 0, NOHI,
       "use the first N training samples (0 = all)"),
   INT("data", "test_limit", data_test_limit, "0", 0, NOHI,

@@ -31,6 +31,7 @@ typedef struct dt_config {
   int model_share_embeddings;  /* transformer: one table for source, target and output */
   /* [data] */
   char data_dir[DT_STR];       /* holds train.h5 and test.h5 */
+  char data_blend[DT_STR];     /* gpt: "W1 DIR1 W2 DIR2 ...", else data_dir */
   long data_train_limit;       /* use only the first N training samples (0 = all) */
   long data_test_limit;        /* evaluate on the first N test samples (0 = all) */
   /* [train] */
