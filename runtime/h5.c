@@ -207,6 +207,38 @@ int dt_h5_write(hid_t f, const char *name, hid_t type, int ndims, const int64_t 
   return rc;
 }
 
+hid_t dt_h5_create_1d(hid_t f, const char *name, hid_t type, int64_t n, dt_error *err) {
+  char fname_buf[512];
+  const hsize_t hn = (hsize_t)(n > 0 ? n : 0);
+  hid_t space = H5Screate_simple(1, &hn, NULL), dcpl = make_dcpl(type, 1, &n, 0), d = -1;
+  if (space >= 0 && dcpl >= 0 && make_parents(f, name) == 0)
+    d = H5Dcreate2(f, name, type, space, H5P_DEFAULT, dcpl, H5P_DEFAULT);
+  if (d < 0) dt_error_set(err, "%s: cannot create dataset %s%s", FNAME(f), SL(name));
+  if (dcpl >= 0) H5Pclose(dcpl);
+  if (space >= 0) H5Sclose(space);
+  return d < 0 ? -1 : d;
+}
+
+int dt_h5_write_at(hid_t d, hid_t type, int64_t at, int64_t count, const void *data,
+                   dt_error *err) {
+  if (count <= 0) return 0;
+  const hsize_t start = (hsize_t)at, n = (hsize_t)count;
+  hid_t fs = H5Dget_space(d), ms = H5Screate_simple(1, &n, NULL);
+  int ok = fs >= 0 && ms >= 0 &&
+           H5Sselect_hyperslab(fs, H5S_SELECT_SET, &start, NULL, &n, NULL) >= 0 &&
+           H5Dwrite(d, type, ms, fs, H5P_DEFAULT, data) >= 0;
+  if (ms >= 0) H5Sclose(ms);
+  if (fs >= 0) H5Sclose(fs);
+  if (ok) return 0;
+  char fname_buf[512];
+  return dt_error_set(err, "%s: cannot write elements %lld..%lld (disk full?)", FNAME(d),
+                      (long long)at, (long long)(at + count));
+}
+
+void dt_h5_dataset_close(hid_t d) {
+  if (d >= 0) H5Dclose(d);
+}
+
 /* Opens a dataset, telling "missing" apart from "not openable". */
 static hid_t open_dataset(hid_t f, const char *name, dt_error *err) {
   char fname_buf[512];

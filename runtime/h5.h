@@ -30,6 +30,16 @@ int dt_h5_exists(hid_t f, const char *name);
 int dt_h5_write(hid_t f, const char *name, hid_t type, int ndims, const int64_t *dims,
                 const void *data, int compress, dt_error *err);
 
+/* The same dataset written in pieces, for data that is not in memory at
+ * once: dt_h5_create_1d makes a 1-D dataset of n elements laid out as
+ * dt_h5_write lays out an uncompressed one (-1 with err, else the dataset),
+ * dt_h5_write_at writes elements [at, at+count) of it, dt_h5_dataset_close
+ * closes it. */
+hid_t dt_h5_create_1d(hid_t f, const char *name, hid_t type, int64_t n, dt_error *err);
+int dt_h5_write_at(hid_t d, hid_t type, int64_t at, int64_t count, const void *data,
+                   dt_error *err);
+void dt_h5_dataset_close(hid_t d);
+
 /* Reads the dims of a dataset. */
 int dt_h5_dims(hid_t f, const char *name, int *ndims, int64_t dims[DT_H5_MAXDIMS], dt_error *err);
 

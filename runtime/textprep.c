@@ -182,7 +182,47 @@ typedef struct corpus {
   int64_t bytes;
   double t0, t_last;
   int progress;
+  /* Corpora larger than memory: once tok holds spill_at ids, they go to a
+   * scratch file in the output directory (OUT/tokens.spill.tmp) and tok
+   * starts again; tok[0] is then corpus position `base` (doc_end and
+   * doc_start stay corpus positions), and the shards are written from the
+   * file (write_spilled). A failure to spill is kept for write_shards. */
+  const char *spill_dir;
+  size_t spill_at;
+  int64_t base;
+  FILE *spill;
+  char spill_path[PATH_MAX];
+  int spill_failed;
+  dt_error spill_err;
 } corpus;
+
+static int mkdir_p(const char *dir, dt_error *err);
+
+/* Moves tok's ids to the scratch file. */
+static void spill(corpus *c) {
+  if (c->spill_failed || c->n == 0) return;
+  if (!c->spill) {
+    if (mkdir_p(c->spill_dir, &c->spill_err)) {
+      c->spill_failed = 1;
+      return;
+    }
+    snprintf(c->spill_path, sizeof c->spill_path, "%s/tokens.spill.tmp", c->spill_dir);
+    c->spill = fopen(c->spill_path, "w+b");
+    if (!c->spill) {
+      dt_error_set(&c->spill_err, "%s: cannot create: %s", c->spill_path, strerror(errno));
+      c->spill_failed = 1;
+      return;
+    }
+  }
+  if (fwrite(c->tok, sizeof *c->tok, c->n, c->spill) != c->n) {
+    dt_error_set(&c->spill_err, "%s: cannot write (disk full?): %s", c->spill_path,
+                 strerror(errno));
+    c->spill_failed = 1;
+    return;
+  }
+  c->base += (int64_t)c->n;
+  c->n = 0;
+}
 
 static void corpus_progress(corpus *c, int final) {
   double now = dt_now();
@@ -190,7 +230,7 @@ static void corpus_progress(corpus *c, int final) {
   c->t_last = now;
   double mb = (double)c->bytes / 1e6, secs = DT_MAX(now - c->t0, 1e-9);
   fprintf(stderr, "dtrain-prep: %.1f MB read, %.2f MB/s, %lld tokens, %zu documents\n", mb,
-          mb / secs, (long long)(c->n - c->docs), c->docs);
+          mb / secs, (long long)(c->base + (int64_t)c->n - (int64_t)c->docs), c->docs);
 }
 
 typedef struct encode_job {
@@ -238,13 +278,13 @@ static void corpus_flush(corpus *c) {
     c->n += s->ids.n;
     c->bytes += (int64_t)s->len;
     if (!s->doc_end) continue;
-    if ((int64_t)c->n > c->doc_start) {
+    if (c->base + (int64_t)c->n > c->doc_start) {
       if (c->docs == c->doc_cap) {
         c->doc_cap = c->doc_cap ? 2 * c->doc_cap : 1024;
         c->doc_end = realloc(c->doc_end, c->doc_cap * sizeof *c->doc_end);
         DT_CHECK_ALLOC(c->doc_end);
       }
-      c->doc_end[c->docs++] = (int64_t)c->n;
+      c->doc_end[c->docs++] = c->base + (int64_t)c->n;
       /* the separator the splits put between documents, kept here so
        * that they are made in place (make_splits) */
       if (c->n == c->cap) {
@@ -254,10 +294,12 @@ static void corpus_flush(corpus *c) {
       }
       c->tok[c->n++] = c->eot;
     }
-    c->doc_start = (int64_t)c->n;
+    c->doc_start = c->base + (int64_t)c->n;
   }
   c->nsl = 0;
   c->text_n = 0;
+  /* a flush ends on a document's end: all of tok may go */
+  if (c->spill_at && c->spill_dir && c->n >= c->spill_at) spill(c);
   corpus_progress(c, 0);
 }
 
@@ -313,6 +355,10 @@ static int corpus_init(corpus *c, const dt_textprep_opts *o, dt_error *err) {
   c->eot = (uint16_t)dt_bpe_eot(c->bpe[0]);
   c->progress = o->progress;
   c->t0 = c->t_last = dt_now();
+  /* 2^28 ids (512 MB) in memory at most; DTRAIN_PREP_SPILL_TOKENS=N for
+   * another bound (the tests spill tiny corpora so) */
+  const char *env = getenv("DTRAIN_PREP_SPILL_TOKENS");
+  c->spill_at = env && atol(env) > 0 ? (size_t)atol(env) : (size_t)1 << 28;
   return 0;
 }
 
@@ -324,6 +370,7 @@ static void corpus_free(corpus *c) {
   free(c->text);
   free(c->tok);
   free(c->doc_end);
+  if (c->spill) fclose(c->spill), unlink(c->spill_path);
   memset(c, 0, sizeof *c);
 }
 
@@ -377,14 +424,9 @@ static void make_splits(corpus *c, double frac, split *train, split *val) {
   *train = (split){c->tok, w, ntrain, 0};
 }
 
-int dt_token_shard_write(const char *path, const uint16_t *tokens, int64_t n,
-                         const dt_token_meta *m, dt_error *err) {
-  hid_t f = dt_h5_create(path, err);
-  if (f < 0) return -1;
-  /* stored whole, not compressed, so training can map the file
-   * (dt_token_shard_map) instead of reading a copy into every rank */
-  int rc = dt_h5_write(f, "/tokens", H5T_NATIVE_UINT16, 1, &n, tokens, 0, err);
-  if (!rc) rc = dt_h5_attr_write_str(f, "/", "format", DT_TOKENS_FORMAT, err);
+/* A shard's attributes, after its /tokens */
+static int shard_attrs(hid_t f, int64_t n, const dt_token_meta *m, dt_error *err) {
+  int rc = dt_h5_attr_write_str(f, "/", "format", DT_TOKENS_FORMAT, err);
   if (!rc) rc = dt_h5_attr_write_i64(f, "/", "count", 1, &n, err);
   if (!rc) rc = dt_h5_attr_write_i64(f, "/", "vocab_size", 1, &m->vocab_size, err);
   if (!rc) rc = dt_h5_attr_write_i64(f, "/", "eot", 1, &m->eot, err);
@@ -392,18 +434,94 @@ int dt_token_shard_write(const char *path, const uint16_t *tokens, int64_t n,
   if (!rc) rc = dt_h5_attr_write_str(f, "/", "tokenizer", m->tokenizer ? m->tokenizer : "gpt2", err);
   if (!rc) rc = dt_h5_attr_write_str(f, "/", "name", m->name ? m->name : "", err);
   if (!rc) rc = dt_h5_attr_write_str(f, "/", "source", m->source ? m->source : "", err);
+  return rc;
+}
+
+int dt_token_shard_write(const char *path, const uint16_t *tokens, int64_t n,
+                         const dt_token_meta *m, dt_error *err) {
+  hid_t f = dt_h5_create(path, err);
+  if (f < 0) return -1;
+  /* stored whole, not compressed, so training can map the file
+   * (dt_token_shard_map) instead of reading a copy into every rank */
+  int rc = dt_h5_write(f, "/tokens", H5T_NATIVE_UINT16, 1, &n, tokens, 0, err);
+  if (!rc) rc = shard_attrs(f, n, m, err);
   /* Closing flushes: a full disk shows up here, not earlier. */
   if (H5Fclose(f) < 0 && !rc) rc = dt_error_set(err, "%s: cannot finish writing (disk full?)", path);
+  return rc;
+}
+
+/* Whether document d of a spilled corpus goes to split `val` (0 train, 1
+ * val) as make_splits decides, and its range [*from, *from + *len) there;
+ * k and nval1 are make_splits's: every k-th document to val, or a single
+ * document's last nval1 tokens. */
+static int doc_in_split(const corpus *c, size_t d, int val, size_t k, int64_t nval1,
+                        int64_t *from, int64_t *len) {
+  if (c->docs == 1) {
+    *from = val ? c->doc_end[0] - nval1 : 0;
+    *len = val ? nval1 : c->doc_end[0] - nval1;
+    return 1;
+  }
+  *from = d ? c->doc_end[d - 1] + 1 : 0;
+  *len = c->doc_end[d] - *from;
+  return (k > c->docs ? d == c->docs - 1 : d % k == k - 1) == (val != 0);
+}
+
+/* A spilled corpus's split `val` into path, read back from the scratch
+ * file a block at a time: the documents make_splits would put there, in
+ * order, an eot between two. */
+static int write_spilled(corpus *c, int val, double frac, const char *path,
+                         const dt_token_meta *meta, dt_error *err) {
+  const size_t k = (size_t)DT_MAX(1L, lround(1.0 / frac));
+  int64_t nval1 = (int64_t)ceil(frac * (double)c->doc_end[0]), n = 0, from, len;
+  nval1 = DT_MAX(1, DT_MIN(nval1, c->doc_end[0] - 1));
+  dt_token_meta m = *meta;
+  m.documents = 0;
+  for (size_t d = 0; d < c->docs; d++)
+    if (doc_in_split(c, d, val, k, nval1, &from, &len)) n += len + (m.documents++ > 0);
+  hid_t f = dt_h5_create(path, err);
+  if (f < 0) return -1;
+  hid_t ds = dt_h5_create_1d(f, "/tokens", H5T_NATIVE_UINT16, n, err);
+  int rc = ds < 0 ? -1 : 0;
+  const int64_t block = 1 << 20;
+  uint16_t *buf = dt_malloc((size_t)block * sizeof *buf);
+  int64_t at = 0, docs = 0;
+  for (size_t d = 0; d < c->docs && !rc; d++) {
+    if (!doc_in_split(c, d, val, k, nval1, &from, &len)) continue;
+    if (docs++ > 0) rc = dt_h5_write_at(ds, H5T_NATIVE_UINT16, at++, 1, &c->eot, err);
+    for (int64_t o = 0; o < len && !rc; o += block) {
+      const int64_t b = DT_MIN(block, len - o);
+      const size_t bytes = (size_t)b * sizeof *buf;
+      if (pread(fileno(c->spill), buf, bytes, (off_t)((from + o) * (int64_t)sizeof *buf)) !=
+          (ssize_t)bytes)
+        rc = dt_error_set(err, "%s: cannot read back: %s", c->spill_path, strerror(errno));
+      else
+        rc = dt_h5_write_at(ds, H5T_NATIVE_UINT16, at, b, buf, err);
+      at += b;
+    }
+  }
+  free(buf);
+  dt_h5_dataset_close(ds);
+  if (!rc) rc = shard_attrs(f, n, &m, err);
+  if (H5Fclose(f) < 0 && !rc)
+    rc = dt_error_set(err, "%s: cannot finish writing (disk full?)", path);
   return rc;
 }
 
 static int write_shards(corpus *c, const char *out_dir, const dt_textprep_opts *o,
                         const char *name, const char *source, const char *what, dt_error *err) {
   corpus_flush(c);
-  if (c->docs == 0 || c->n - c->docs < 2) /* c->n counts an eot per document */
-    return dt_error_set(err, "%s: no text to tokenize (%zu tokens)", what, c->n - c->docs);
+  const int64_t total = c->base + (int64_t)c->n - (int64_t)c->docs; /* an eot a document */
+  if (c->docs == 0 || total < 2)
+    return dt_error_set(err, "%s: no text to tokenize (%lld tokens)", what, (long long)total);
+  if (c->spill) spill(c); /* all of it to the file, then the shards from there */
+  if (c->spill && !c->spill_failed && fflush(c->spill) != 0) {
+    dt_error_set(&c->spill_err, "%s: cannot write (disk full?): %s", c->spill_path,
+                 strerror(errno));
+    c->spill_failed = 1;
+  }
+  if (c->spill_failed) return dt_error_set(err, "%s", c->spill_err.msg);
   split sp[2] = {{0}, {0}};
-  make_splits(c, o->val_fraction, &sp[0], &sp[1]);
+  if (!c->spill) make_splits(c, o->val_fraction, &sp[0], &sp[1]);
   const char *names[2] = {"train", "val"};
   char out[2][PATH_MAX], tmp[2][PATH_MAX];
   int rc = mkdir_p(out_dir, err), written = 0;
@@ -417,7 +535,8 @@ static int write_shards(corpus *c, const char *out_dir, const dt_textprep_opts *
                        .documents = sp[i].docs, .tokenizer = "gpt2", .name = name,
                        .source = source};
     written = i + 1; /* the tmp file may exist, even if half-written */
-    rc = dt_token_shard_write(tmp[i], sp[i].tok, sp[i].n, &m, err);
+    rc = c->spill ? write_spilled(c, i, o->val_fraction, tmp[i], &m, err)
+                  : dt_token_shard_write(tmp[i], sp[i].tok, sp[i].n, &m, err);
   }
   for (int i = 0; i < 2 && !rc; i++)
     if (rename(tmp[i], out[i]) != 0)
@@ -483,6 +602,7 @@ int dt_prep_text(const char *out_dir, const char *const *inputs, int n_inputs,
     paths_free(&files);
     return -1;
   }
+  c.spill_dir = out_dir;
   int rc = 0;
   for (size_t i = 0; i < files.n && !rc; i++) {
     char *text;
@@ -704,6 +824,7 @@ int dt_prep_wos(const char *src, const char *out_dir, const dt_textprep_opts *o,
   corpus c;
   if (!rc && set.n == 0) rc = dt_error_set(err, "%s: no abstracts found", src);
   if (!rc && !(rc = corpus_init(&c, o, err))) {
+    c.spill_dir = out_dir;
     for (size_t i = 0; i < set.n; i++) corpus_add(&c, set.text[i], set.len[i]);
     rc = write_shards(&c, out_dir, o, o->name ? o->name : "wos", source, src, err);
     if (!rc && o->progress)

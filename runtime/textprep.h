@@ -32,8 +32,10 @@ const char *dt_textprep_default_tokenizer(void);
  * there are fewer than k), so val holds about val_fraction of the tokens and
  * at least one document; a single document is split by tokens, its last
  * ceil(val_fraction * n) tokens going to val. Everything is checked and
- * tokenized before anything is written; shards are written as NAME.tmp and
- * renamed, so a failure leaves earlier ones as they were. */
+ * tokenized before a shard is written (a corpus of more than 2^28 ids, or
+ * $DTRAIN_PREP_SPILL_TOKENS, keeps them in OUT/tokens.spill.tmp meanwhile,
+ * removed at the end); shards are written as NAME.tmp and renamed, so a
+ * failure leaves earlier ones as they were. */
 int dt_prep_text(const char *out_dir, const char *const *inputs, int n_inputs,
                  const dt_textprep_opts *o, dt_error *err);
 

@@ -107,6 +107,30 @@ inspect "$tmp/out1/val.h5"
 n2=$(field "$tmp/inspect.txt" count)
 expect "one document: train + val tokens" "$n1 + $n2" "1990 + 10"
 
+# ---- spilling: a corpus over DTRAIN_PREP_SPILL_TOKENS ids goes to a
+# scratch file as it is encoded, and the shards are written from there:
+# the same bytes as from memory, for many documents (WOS, split by
+# documents) and for one (split by tokens), the scratch file gone ----
+spilled() { # NAME ARGS...: run with a 1000-id bound into $tmp/sp-NAME
+  local name=$1
+  shift
+  DTRAIN_PREP_SPILL_TOKENS=1000 "$prep" "$@" >"$tmp/sp.log" 2>&1 || bad "spilled $name: $(cat "$tmp/sp.log")"
+}
+spilled one text "$tmp/sp-one" "$tmp/one.txt"
+if cmp -s "$tmp/out1/train.h5" "$tmp/sp-one/train.h5" && cmp -s "$tmp/out1/val.h5" "$tmp/sp-one/val.h5"
+then ok "one document spilled every 1000 ids: the same shards"
+else bad "one document spilled: the shards differ"; fi
+if [ -e "$data/wos" ]; then
+  "$prep" wos "$data/wos" "$tmp/sp-wos0" >/dev/null 2>&1 || bad "wos"
+  spilled wos wos "$data/wos" "$tmp/sp-wos"
+  if cmp -s "$tmp/sp-wos0/train.h5" "$tmp/sp-wos/train.h5" &&
+     cmp -s "$tmp/sp-wos0/val.h5" "$tmp/sp-wos/val.h5"
+  then ok "wos spilled every 1000 ids: the same shards"
+  else bad "wos spilled: the shards differ"; fi
+  if [ "$(ls "$tmp/sp-wos")" = "$(printf 'train.h5\nval.h5')" ]; then ok "no scratch file left"
+  else bad "spilled: left $(ls "$tmp/sp-wos" | tr '\n' ' ')"; fi
+fi
+
 # ---- threads: the same shards from 1 and 3 encoding threads ----
 # the WOS abstracts (thousands of one-slice documents) and, where present,
 # the English books (50 MB: documents of many 1 MB slices, several batches)
