@@ -3,6 +3,7 @@
  * written, and shards are published by rename(2), as dataset.c does. */
 #include "textprep.h"
 
+#include <ctype.h>
 #include <dirent.h>
 #include <errno.h>
 #include <limits.h>
@@ -77,8 +78,12 @@ static int walk(const char *dir, name_filter keep, path_list *out, dt_error *err
   return rc;
 }
 
+static int is_jsonl_name(const char *name) {
+  return ends_with(name, ".jsonl") || ends_with(name, ".jsonl.gz");
+}
+
 static int is_text_name(const char *name) {
-  return ends_with(name, ".txt") || ends_with(name, ".txt.gz");
+  return ends_with(name, ".txt") || ends_with(name, ".txt.gz") || is_jsonl_name(name);
 }
 
 static int is_wos_x(const char *name) { return !strcmp(name, "X.txt"); }
@@ -112,10 +117,18 @@ static int mkdir_p(const char *dir, dt_error *err) {
 
 /* Reads a whole file, gunzipping when it is gzip (zlib reads plain files
  * as they are). *data is malloc'ed and NUL-terminated. */
-static int read_text(const char *path, char **data, size_t *len, dt_error *err) {
+static gzFile open_gz(const char *path, dt_error *err) {
   gzFile g = gzopen(path, "rb");
-  if (!g) return dt_error_set(err, "%s: cannot open: %s", path, errno ? strerror(errno) : "gzopen failed");
-  gzbuffer(g, 1 << 18);
+  if (!g)
+    dt_error_set(err, "%s: cannot open: %s", path, errno ? strerror(errno) : "gzopen failed");
+  else
+    gzbuffer(g, 1 << 18);
+  return g;
+}
+
+static int read_text(const char *path, char **data, size_t *len, dt_error *err) {
+  gzFile g = open_gz(path, err);
+  if (!g) return -1;
   size_t cap = 1 << 20, n = 0;
   char *buf = dt_malloc(cap + 1);
   int rc = 0;
@@ -572,10 +585,220 @@ static int list_inputs(const char *const *inputs, int n_inputs, path_list *files
     size_t before = files->n;
     if (walk(inputs[i], is_text_name, files, err)) return -1;
     if (files->n == before)
-      return dt_error_set(err, "%s: no .txt or .txt.gz files in this directory", inputs[i]);
+      return dt_error_set(err, "%s: no .txt, .jsonl (or .gz of them) files in this directory",
+                          inputs[i]);
     qsort(files->p + before, files->n - before, sizeof *files->p, cmp_str);
   }
   return 0;
+}
+
+/* ---- JSON Lines: a document per line, its "text" field ---- */
+
+typedef struct jbuf {
+  char *p;
+  size_t n, cap;
+} jbuf;
+
+static void jbuf_put(jbuf *b, const char *s, size_t n) {
+  if (b->n + n > b->cap) {
+    while (b->n + n > b->cap) b->cap = b->cap ? 2 * b->cap : 4096;
+    b->p = realloc(b->p, b->cap);
+    DT_CHECK_ALLOC(b->p);
+  }
+  memcpy(b->p + b->n, s, n);
+  b->n += n;
+}
+
+static const char *json_ws(const char *p, const char *e) {
+  while (p < e && (*p == ' ' || *p == '\t' || *p == '\r' || *p == '\n')) p++;
+  return p;
+}
+
+static int hex4(const char *p, const char *e, unsigned *v) {
+  *v = 0;
+  if (e - p < 4) return -1;
+  for (int i = 0; i < 4; i++) {
+    const char ch = p[i];
+    const int d = ch >= '0' && ch <= '9'   ? ch - '0'
+                  : ch >= 'a' && ch <= 'f' ? ch - 'a' + 10
+                  : ch >= 'A' && ch <= 'F' ? ch - 'A' + 10
+                                           : -1;
+    if (d < 0) return -1;
+    *v = *v * 16 + (unsigned)d;
+  }
+  return 0;
+}
+
+static void put_utf8(jbuf *b, unsigned cp) {
+  char u[4];
+  size_t n;
+  if (cp < 0x80) u[0] = (char)cp, n = 1;
+  else if (cp < 0x800) u[0] = (char)(0xC0 | cp >> 6), u[1] = (char)(0x80 | (cp & 0x3F)), n = 2;
+  else if (cp < 0x10000)
+    u[0] = (char)(0xE0 | cp >> 12), u[1] = (char)(0x80 | ((cp >> 6) & 0x3F)),
+    u[2] = (char)(0x80 | (cp & 0x3F)), n = 3;
+  else
+    u[0] = (char)(0xF0 | cp >> 18), u[1] = (char)(0x80 | ((cp >> 12) & 0x3F)),
+    u[2] = (char)(0x80 | ((cp >> 6) & 0x3F)), u[3] = (char)(0x80 | (cp & 0x3F)), n = 4;
+  jbuf_put(b, u, n);
+}
+
+/* A JSON string at p (its opening quote), decoded into out (NULL: only
+ * skipped). Returns the character after its closing quote, or NULL with
+ * *why. A lone surrogate escape becomes U+FFFD, as no UTF-8 can hold it. */
+static const char *json_string(const char *p, const char *e, jbuf *out, const char **why) {
+  p++;
+  while (p < e && *p != '"') {
+    const char *run = p;
+    while (p < e && *p != '"' && *p != '\\') {
+      if ((unsigned char)*p < 0x20) return *why = "a control character inside a string", NULL;
+      p++;
+    }
+    if (out) jbuf_put(out, run, (size_t)(p - run));
+    if (p >= e || *p == '"') break;
+    if (++p >= e) break; /* the backslash's character */
+    static const char from[] = "\"\\/bfnrt", to[] = "\"\\/\b\f\n\r\t";
+    const char *simple = *p ? strchr(from, *p) : NULL;
+    if (simple) {
+      if (out) jbuf_put(out, &to[simple - from], 1);
+      p++;
+      continue;
+    }
+    if (*p != 'u') return *why = "an unknown escape in a string", NULL;
+    unsigned cp, lo;
+    if (hex4(p + 1, e, &cp)) return *why = "a bad \\u escape", NULL;
+    p += 5;
+    if (cp >= 0xD800 && cp < 0xDC00 && e - p >= 6 && p[0] == '\\' && p[1] == 'u' &&
+        !hex4(p + 2, e, &lo) && lo >= 0xDC00 && lo < 0xE000) {
+      cp = 0x10000 + ((cp - 0xD800) << 10) + (lo - 0xDC00);
+      p += 6;
+    } else if (cp >= 0xD800 && cp < 0xE000) {
+      cp = 0xFFFD;
+    }
+    if (out) put_utf8(out, cp);
+  }
+  if (p >= e) return *why = "a string is not closed", NULL;
+  return p + 1;
+}
+
+/* Skips one JSON value at p; NULL with *why when it is not one. */
+static const char *json_skip(const char *p, const char *e, int depth, const char **why) {
+  if (depth > 256) return *why = "nested too deeply", NULL;
+  p = json_ws(p, e);
+  if (p >= e) return *why = "a value is missing", NULL;
+  if (*p == '"') return json_string(p, e, NULL, why);
+  if (*p == '{' || *p == '[') {
+    const char close = *p == '{' ? '}' : ']';
+    p = json_ws(p + 1, e);
+    if (p < e && *p == close) return p + 1;
+    for (;;) {
+      if (close == '}') {
+        if (p >= e || *p != '"') return *why = "an object key is not a string", NULL;
+        if (!(p = json_string(p, e, NULL, why))) return NULL;
+        p = json_ws(p, e);
+        if (p >= e || *p != ':') return *why = "a ':' is missing", NULL;
+        p++;
+      }
+      if (!(p = json_skip(p, e, depth + 1, why))) return NULL;
+      p = json_ws(p, e);
+      if (p < e && *p == close) return p + 1;
+      if (p >= e || *p != ',') return *why = "a ',' or a closing bracket is missing", NULL;
+      p = json_ws(p + 1, e);
+    }
+  }
+  const char *start = p; /* a number, true, false or null */
+  while (p < e && (isalnum((unsigned char)*p) || *p == '-' || *p == '+' || *p == '.')) p++;
+  if (p == start) return *why = "not a JSON value", NULL;
+  return p;
+}
+
+/* The "text" string of the JSON object in line[0..n) into out: 1, or 0
+ * with *why. */
+static int json_text_field(const char *line, size_t n, jbuf *out, const char **why) {
+  const char *p = json_ws(line, line + n), *e = line + n;
+  int found = 0;
+  if (p >= e || *p != '{') return *why = "not a JSON object", 0;
+  p = json_ws(p + 1, e);
+  if (p < e && *p == '}') p = e + 1; /* {} */
+  while (p < e) {
+    if (*p != '"') return *why = "an object key is not a string", 0;
+    jbuf key = {0};
+    p = json_string(p, e, &key, why);
+    const int is_text = p && key.n == 4 && !memcmp(key.p, "text", 4);
+    free(key.p);
+    if (!p) return 0;
+    p = json_ws(p, e);
+    if (p >= e || *p != ':') return *why = "a ':' is missing", 0;
+    p = json_ws(p + 1, e);
+    if (is_text && !found) {
+      if (p >= e || *p != '"') return *why = "\"text\" is not a string", 0;
+      out->n = 0;
+      if (!(p = json_string(p, e, out, why))) return 0;
+      found = 1;
+    } else if (!(p = json_skip(p, e, 1, why))) {
+      return 0;
+    }
+    p = json_ws(p, e);
+    if (p < e && *p == '}') {
+      p = json_ws(p + 1, e);
+      if (p < e) return *why = "text after the object", 0;
+      break;
+    }
+    if (p >= e || *p != ',') return *why = "a ',' or '}' is missing", 0;
+    p = json_ws(p + 1, e);
+  }
+  if (!found) return *why = "no \"text\" field", 0;
+  return 1;
+}
+
+/* A .jsonl (or .jsonl.gz) file: every non-blank line one JSON object, its
+ * "text" one document, read a line at a time (memory: the longest line). */
+static int add_jsonl(corpus *c, const char *path, dt_error *err) {
+  gzFile g = open_gz(path, err);
+  if (!g) return -1;
+  size_t cap = 1 << 16;
+  char *line = dt_malloc(cap);
+  jbuf doc = {0};
+  long long lineno = 0;
+  int rc = 0;
+  for (;;) {
+    size_t n = 0;
+    int got = 0;
+    /* one line, however long */
+    while (gzgets(g, line + n, (int)DT_MIN(cap - n, (size_t)1 << 30))) {
+      got = 1;
+      n += strlen(line + n);
+      if (n > 0 && line[n - 1] == '\n') break;
+      if (n + 1 >= cap) {
+        cap *= 2;
+        line = realloc(line, cap);
+        DT_CHECK_ALLOC(line);
+      }
+    }
+    int code;
+    const char *msg = gzerror(g, &code);
+    if (code != Z_OK && code != Z_STREAM_END) {
+      rc = dt_error_set(err, "%s: %s", path, code == Z_BUF_ERROR
+                                                  ? "truncated (gzip stream cut short)"
+                                                  : code == Z_ERRNO ? strerror(errno) : msg);
+      break;
+    }
+    if (!got) break;
+    lineno++;
+    while (n > 0 && (line[n - 1] == '\n' || line[n - 1] == '\r')) n--;
+    if (json_ws(line, line + n) == line + n) continue; /* a blank line */
+    const char *why = NULL;
+    if (!json_text_field(line, n, &doc, &why)) {
+      rc = dt_error_set(err, "%s:%lld: %s (want one JSON object a line with a string "
+                        "\"text\")", path, lineno, why);
+      break;
+    }
+    corpus_add(c, doc.p ? doc.p : "", doc.n);
+  }
+  free(doc.p);
+  free(line);
+  gzclose(g);
+  return rc;
 }
 
 static char *join_lines(const char *const *s, int n) {
@@ -605,6 +828,10 @@ int dt_prep_text(const char *out_dir, const char *const *inputs, int n_inputs,
   c.spill_dir = out_dir;
   int rc = 0;
   for (size_t i = 0; i < files.n && !rc; i++) {
+    if (is_jsonl_name(files.p[i])) {
+      rc = add_jsonl(&c, files.p[i], err);
+      continue;
+    }
     char *text;
     size_t len;
     rc = read_text(files.p[i], &text, &len, err);

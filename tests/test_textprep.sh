@@ -131,6 +131,68 @@ if [ -e "$data/wos" ]; then
   else bad "spilled: left $(ls "$tmp/sp-wos" | tr '\n' ' ')"; fi
 fi
 
+# ---- JSON Lines: a document per line, its "text" field (Python's json
+# writes them: escapes, surrogate pairs, raw UTF-8, other fields with
+# nested "text" keys, a blank line, CRLF). The same documents as .txt
+# files in the same directory give the same shards, byte for byte ----
+mkdir -p "$tmp/jl-docs" "$tmp/jl-gz"
+python3 - "$tmp/jl-docs" "$tmp/jl-gz" <<'PY'
+import gzip, json, os, sys
+docs = ["Hello, world!\nA second line with \"quotes\", a \\ backslash and a\ttab.",
+        "Caf\u00e9, na\u00efve fa\u00e7ade; an emoji \U0001F600 and \u4e2d\u6587 \u00bd",
+        "  leading spaces and trailing  \n\n",
+        "JSON-looking text: {\"text\": \"fake\"} [1, 2] and a control \u0001 char",
+        "the last one, raw UTF-8: d\u00e9j\u00e0 vu \U0001F600"]
+rows = [{"id": 0, "text": docs[0]},
+        {"meta": {"text": "not this", "l": [1, "x\"y", {"a": None}, -1.5e3, True]},
+         "text": docs[1]},
+        {"text": docs[2], "score": 0.5},
+        {"text": docs[3], "n": [], "o": {}},
+        {"b": False, "text": docs[4]}]
+# the non-ASCII of row 1 as \u escapes (the emoji a surrogate pair), row 4's raw
+lines = [json.dumps(r, ensure_ascii=(i != 4)) for i, r in enumerate(rows)]
+body = lines[0] + "\n" + lines[1] + "\r\n\n" + "\n".join(lines[2:]) + "\n"
+with open(os.path.join(sys.argv[1], "docs.jsonl"), "w", encoding="utf-8") as f:
+    f.write(body)
+with gzip.open(os.path.join(sys.argv[2], "docs.jsonl.gz"), "wt", encoding="utf-8") as f:
+    f.write(body)
+os.makedirs(sys.argv[1] + "-txt")
+for i, d in enumerate(docs):
+    with open(os.path.join(sys.argv[1] + "-txt", f"{i}.txt"), "w", encoding="utf-8") as f:
+        f.write(d)
+PY
+# one input directory, "in", holding each in turn: the same name and source
+jl_run() { # SRC_DIR OUT
+  rm -rf "$tmp/in" && cp -r "$1" "$tmp/in"
+  "$prep" text "$2" "$tmp/in" >"$tmp/jl.log" 2>&1 ||
+    bad "text $(basename "$1"): $(cat "$tmp/jl.log")"
+}
+jl_run "$tmp/jl-docs-txt" "$tmp/jl-out-txt"
+jl_run "$tmp/jl-docs" "$tmp/jl-out"
+jl_run "$tmp/jl-gz" "$tmp/jl-out-gz"
+inspect "$tmp/jl-out/train.h5"
+expect "jsonl: documents in train.h5" "$(field "$tmp/inspect.txt" documents)" 4
+for v in jl-out jl-out-gz; do
+  if cmp -s "$tmp/$v/train.h5" "$tmp/jl-out-txt/train.h5" &&
+     cmp -s "$tmp/$v/val.h5" "$tmp/jl-out-txt/val.h5"
+  then ok "$v: the same shards as the documents in .txt files"
+  else bad "$v: the shards differ from the .txt documents'"; fi
+done
+jl_bad() { # WHAT LINE3 PATTERN
+  rm -rf "$tmp/in" && mkdir -p "$tmp/in"
+  printf '{"text": "a"}\n\n%s\n' "$2" >"$tmp/in/bad.jsonl"
+  "$prep" text "$tmp/jl-bad" "$tmp/in" >"$tmp/jl.log" 2>&1
+  local rc=$?
+  if [ $rc -eq 2 ] && grep -q "bad.jsonl:3: $3" "$tmp/jl.log" && [ ! -e "$tmp/jl-bad/train.h5" ]
+  then ok "jsonl $1: exit 2, $(grep -o 'bad.jsonl:3: .*' "$tmp/jl.log" | head -1)"
+  else bad "jsonl $1: exit $rc, $(cat "$tmp/jl.log")"; fi
+}
+jl_bad "not JSON" 'text: plain' "not a JSON object"
+jl_bad "no text field" '{"body": "a"}' 'no "text" field'
+jl_bad "text not a string" '{"text": 5}' '"text" is not a string'
+jl_bad "unclosed string" '{"text": "abc' "a string is not closed"
+jl_bad "two objects" '{"text": "a"} {"text": "b"}' "text after the object"
+
 # ---- threads: the same shards from 1 and 3 encoding threads ----
 # the WOS abstracts (thousands of one-slice documents) and, where present,
 # the English books (50 MB: documents of many 1 MB slices, several batches)
@@ -183,7 +245,7 @@ expect_error "missing file" "$tmp/nowhere.txt: No such file or directory" \
 expect_error "empty file" "$tmp/empty.txt: no text to tokenize" text "$out" "$tmp/empty.txt"
 mkdir -p "$tmp/notext"
 printf 'x\n' >"$tmp/notext/readme.md"
-expect_error "directory without text files" "$tmp/notext: no .txt or .txt.gz files" \
+expect_error "directory without text files" "$tmp/notext: no .txt, .jsonl (or .gz of them) files" \
   text "$out" "$tmp/notext"
 mkdir -p "$tmp/cut"
 head -c 5000 /dev/urandom | base64 | gzip | head -c 1000 >"$tmp/cut/cut.txt.gz"
