@@ -59,6 +59,8 @@ static const char *usage =
     "  --name NAME          the shards' name attribute (default: the first input's name)\n"
     "  --threads N          encoding threads (default: the cores online, at most 16); the\n"
     "                       shards are the same for every N\n"
+    "  --field KEY          text: the field of a .jsonl line that holds its document\n"
+    "                       (default text; e.g. content, raw_content)\n"
     "\n"
     "Token shards hold /tokens (uint16) and attributes format=dtrain-tokens-v1,\n"
     "vocab_size, eot, tokenizer, count, documents, name, source.\n"
@@ -325,7 +327,7 @@ static int cmd_inspect(const char *path, const char *tok_dir) {
   return cmd_inspect_images(path);
 }
 
-/* Options of text/wos/inspect: --tokenizer, --val-fraction, --name, --threads (as
+/* Options of text/wos/inspect: --tokenizer, --val-fraction, --name, --threads, --field (as
  * "--opt VALUE" or "--opt=VALUE"); the rest are positional. */
 typedef struct cli {
   dt_textprep_opts o;
@@ -349,10 +351,10 @@ static int parse_cli(int argc, char **argv, int first, int text_opts, cli *c) {
       only_pos = 1;
       continue;
     }
-    const char *names[] = {"--tokenizer", "--val-fraction", "--name", "--threads"};
+    const char *names[] = {"--tokenizer", "--val-fraction", "--name", "--threads", "--field"};
     int which = -1;
     const char *val = NULL;
-    for (int k = 0; k < 4; k++) {
+    for (int k = 0; k < 5; k++) {
       size_t l = strlen(names[k]);
       if (!strncmp(a, names[k], l) && (a[l] == '\0' || a[l] == '=')) {
         which = k;
@@ -372,6 +374,7 @@ static int parse_cli(int argc, char **argv, int first, int text_opts, cli *c) {
     }
     if (which == 0) c->o.tokenizer_dir = val;
     if (which == 2) c->o.name = val;
+    if (which == 4) c->o.jsonl_field = val;
     if (which == 3) {
       char *end;
       long t = strtol(val, &end, 10);

@@ -712,9 +712,11 @@ static const char *json_skip(const char *p, const char *e, int depth, const char
   return p;
 }
 
-/* The "text" string of the JSON object in line[0..n) into out: 1, or 0
+/* The string `field` of the JSON object in line[0..n) into out: 1, or 0
  * with *why. */
-static int json_text_field(const char *line, size_t n, jbuf *out, const char **why) {
+static int json_text_field(const char *line, size_t n, const char *field, jbuf *out,
+                           const char **why) {
+  const size_t flen = strlen(field);
   const char *p = json_ws(line, line + n), *e = line + n;
   int found = 0;
   if (p >= e || *p != '{') return *why = "not a JSON object", 0;
@@ -724,14 +726,14 @@ static int json_text_field(const char *line, size_t n, jbuf *out, const char **w
     if (*p != '"') return *why = "an object key is not a string", 0;
     jbuf key = {0};
     p = json_string(p, e, &key, why);
-    const int is_text = p && key.n == 4 && !memcmp(key.p, "text", 4);
+    const int is_text = p && key.n == flen && !memcmp(key.p, field, flen);
     free(key.p);
     if (!p) return 0;
     p = json_ws(p, e);
     if (p >= e || *p != ':') return *why = "a ':' is missing", 0;
     p = json_ws(p + 1, e);
     if (is_text && !found) {
-      if (p >= e || *p != '"') return *why = "\"text\" is not a string", 0;
+      if (p >= e || *p != '"') return *why = "the field is not a string", 0;
       out->n = 0;
       if (!(p = json_string(p, e, out, why))) return 0;
       found = 1;
@@ -747,13 +749,14 @@ static int json_text_field(const char *line, size_t n, jbuf *out, const char **w
     if (p >= e || *p != ',') return *why = "a ',' or '}' is missing", 0;
     p = json_ws(p + 1, e);
   }
-  if (!found) return *why = "no \"text\" field", 0;
+  if (!found) return *why = "no such field", 0;
   return 1;
 }
 
 /* A .jsonl (or .jsonl.gz) file: every non-blank line one JSON object, its
- * "text" one document, read a line at a time (memory: the longest line). */
-static int add_jsonl(corpus *c, const char *path, dt_error *err) {
+ * string `field` one document, read a line at a time (memory: the longest
+ * line). */
+static int add_jsonl(corpus *c, const char *path, const char *field, dt_error *err) {
   gzFile g = open_gz(path, err);
   if (!g) return -1;
   size_t cap = 1 << 16;
@@ -788,9 +791,9 @@ static int add_jsonl(corpus *c, const char *path, dt_error *err) {
     while (n > 0 && (line[n - 1] == '\n' || line[n - 1] == '\r')) n--;
     if (json_ws(line, line + n) == line + n) continue; /* a blank line */
     const char *why = NULL;
-    if (!json_text_field(line, n, &doc, &why)) {
+    if (!json_text_field(line, n, field, &doc, &why)) {
       rc = dt_error_set(err, "%s:%lld: %s (want one JSON object a line with a string "
-                        "\"text\")", path, lineno, why);
+                        "\"%s\": --field)", path, lineno, why, field);
       break;
     }
     corpus_add(c, doc.p ? doc.p : "", doc.n);
@@ -829,7 +832,7 @@ int dt_prep_text(const char *out_dir, const char *const *inputs, int n_inputs,
   int rc = 0;
   for (size_t i = 0; i < files.n && !rc; i++) {
     if (is_jsonl_name(files.p[i])) {
-      rc = add_jsonl(&c, files.p[i], err);
+      rc = add_jsonl(&c, files.p[i], o->jsonl_field ? o->jsonl_field : "text", err);
       continue;
     }
     char *text;

@@ -19,6 +19,7 @@ typedef struct dt_textprep_opts {
   const char *name;          /* stored as attribute "name"; NULL: derived from the inputs */
   int progress;              /* a line on stderr every second */
   int threads;               /* encoding threads; 0 = the cores online, at most 16 */
+  const char *jsonl_field;   /* the key of a .jsonl line's document; NULL: "text" */
 } dt_textprep_opts;
 
 /* The default tokenizer directory: $DTRAIN_DATA/gpt2-tokenizer, else

@@ -178,6 +178,19 @@ for v in jl-out jl-out-gz; do
   then ok "$v: the same shards as the documents in .txt files"
   else bad "$v: the shards differ from the .txt documents'"; fi
 done
+# --field: another key holds the documents (here "body"; "text" then ignored)
+rm -rf "$tmp/in" && mkdir -p "$tmp/in"
+python3 -c "import json, sys; [print(json.dumps({'text': 'no', 'body': d})) for d in sys.argv[1:]]" \
+  "Hello, world!" "the last one" >"$tmp/in/docs.jsonl"
+"$prep" text --field body "$tmp/jl-body" "$tmp/in" >"$tmp/jl.log" 2>&1 || bad "--field body"
+rm -rf "$tmp/in" && mkdir -p "$tmp/in"
+printf 'Hello, world!' >"$tmp/in/0.txt"
+printf 'the last one' >"$tmp/in/1.txt"
+"$prep" text "$tmp/jl-body-txt" "$tmp/in" >"$tmp/jl.log" 2>&1 || bad "text of two .txt"
+if cmp -s "$tmp/jl-body/train.h5" "$tmp/jl-body-txt/train.h5" &&
+   cmp -s "$tmp/jl-body/val.h5" "$tmp/jl-body-txt/val.h5"
+then ok "--field body: the documents of that field"
+else bad "--field body: the shards differ"; fi
 jl_bad() { # WHAT LINE3 PATTERN
   rm -rf "$tmp/in" && mkdir -p "$tmp/in"
   printf '{"text": "a"}\n\n%s\n' "$2" >"$tmp/in/bad.jsonl"
@@ -188,8 +201,8 @@ jl_bad() { # WHAT LINE3 PATTERN
   else bad "jsonl $1: exit $rc, $(cat "$tmp/jl.log")"; fi
 }
 jl_bad "not JSON" 'text: plain' "not a JSON object"
-jl_bad "no text field" '{"body": "a"}' 'no "text" field'
-jl_bad "text not a string" '{"text": 5}' '"text" is not a string'
+jl_bad "no text field" '{"body": "a"}' 'no such field (want .* "text": --field)'
+jl_bad "text not a string" '{"text": 5}' 'the field is not a string'
 jl_bad "unclosed string" '{"text": "abc' "a string is not closed"
 jl_bad "two objects" '{"text": "a"} {"text": "b"}' "text after the object"
 
