@@ -180,7 +180,8 @@ for v in jl-out jl-out-gz; do
 done
 # --field: another key holds the documents (here "body"; "text" then ignored)
 rm -rf "$tmp/in" && mkdir -p "$tmp/in"
-python3 -c "import json, sys; [print(json.dumps({'text': 'no', 'body': d})) for d in sys.argv[1:]]" \
+python3 -c "import json, sys
+for d in sys.argv[1:]: print(json.dumps({'text': 'no', 'body': d}))" \
   "Hello, world!" "the last one" >"$tmp/in/docs.jsonl"
 "$prep" text --field body "$tmp/jl-body" "$tmp/in" >"$tmp/jl.log" 2>&1 || bad "--field body"
 rm -rf "$tmp/in" && mkdir -p "$tmp/in"
