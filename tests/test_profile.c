@@ -120,6 +120,40 @@ int main(void) {
         "the table names the slots called, and only those");
   free(text);
 
+  /* the trace: calls of the next 2 enabled spans kept, then none */
+  dt_profile_trace(p, 2, dt_now());
+  for (int span = 0; span < 3; span++) {
+    dt_profile_enable(p, 1);
+    be->k->scale(be->ctx, dw, 0.5f, OC * C);
+    t0 = dt_profile_comm_begin();
+    dt_profile_comm_end(DT_PROF_DP_WAIT, t0, 0.0);
+    dt_profile_enable(p, 0);
+  }
+  size_t nev;
+  const dt_prof_event *ev = dt_profile_events(p, &nev);
+  int order = nev == 6, inside = 1;
+  for (size_t i = 0; order && i < nev; i++) {
+    /* scale, the bucket wait, then the span that holds them */
+    order &= (i % 3 == 2) == (ev[i].slot < 0) && ev[i].t0 >= 0 && ev[i].dur >= 0;
+    if (i % 3 == 2)
+      for (size_t j = i - 2; j < i; j++)
+        inside &= ev[j].t0 >= ev[i].t0 && ev[j].t0 + ev[j].dur <= ev[i].t0 + ev[i].dur + 1e-9;
+  }
+  CHECK(order && inside, "trace: 2 spans of a kernel and a wait each, the calls inside their "
+        "span, the third span not kept (%zu events)", nev);
+  char *js = NULL;
+  size_t jl = 0;
+  f = open_memstream(&js, &jl);
+  dt_profile_trace_json(f, ev, nev, 3, "step", 1);
+  fclose(f);
+  CHECK(js[0] == '{' && strstr(js, "\"name\":\"rank 3\"") &&
+            strstr(js, "\"name\":\"scale\",\"cat\":\"kernel\",\"ph\":\"X\",\"pid\":3") &&
+            strstr(js, "\"name\":\"comm dp bucket wait\",\"cat\":\"communication\"") &&
+            strstr(js, "\"name\":\"step\",\"cat\":\"step\",\"ph\":\"X\",\"pid\":3,\"tid\":1") &&
+            strstr(js, "\"args\":{\"n\":2}") && !strstr(js, "\"n\":3"),
+        "trace JSON: the process named, kernels, communication and spans as complete events");
+  free(js);
+
   dt_profile_remove(p);
   CHECK(be->k == own, "remove restores the backend's own table");
   p = dt_profile_install(be);
