@@ -16,6 +16,9 @@ static void usage(FILE *f) {
           "       dtrain --help-config      every config key with its type, default and meaning\n"
           "       dtrain --print-config CONFIG.ini [overrides]   the resolved config, then exit\n"
           "       dtrain --print-layout CONFIG.ini [overrides]   which rank is where, then exit\n"
+          "       dtrain --eval CONFIG.ini [overrides]   evaluate the checkpoint it would resume\n"
+          "                 (checkpoint.resume: auto, best, PATH; else model.init_from or the\n"
+          "                 initial weights) on the val/test split, then exit\n"
           "       dtrain --print-memory[=GIB] CONFIG.ini [overrides]   each rank's memory for\n"
           "                 the layout, planned without a GPU; =GIB: the largest micro-batch\n"
           "                 whose busiest rank fits in GIB GiB\n"
@@ -44,6 +47,7 @@ int main(int argc, char **argv) {
   }
   int print_only = !strcmp(argv[1], "--print-config");
   int print_layout = !strcmp(argv[1], "--print-layout");
+  int eval_only = !strcmp(argv[1], "--eval");
   int print_memory = !strncmp(argv[1], "--print-memory", 14);
   double limit_gib = 0;
   if (print_memory && argv[1][14]) {
@@ -55,7 +59,7 @@ int main(int argc, char **argv) {
       return 2;
     }
   }
-  int first = print_only || print_layout || print_memory ? 2 : 1;
+  int first = print_only || print_layout || print_memory || eval_only ? 2 : 1;
   if (first >= argc || argv[first][0] == '-') {
     fprintf(stderr, "dtrain: error: %s is not a config file\n", first < argc ? argv[first] : "(nothing)");
     usage(stderr);
@@ -88,7 +92,7 @@ int main(int argc, char **argv) {
     fflush(stdout);
   }
   free(text);
-  int code = print_only ? 0 : dt_train(&cfg);
+  int code = print_only ? 0 : eval_only ? dt_evaluate(&cfg) : dt_train(&cfg);
   MPI_Finalize();
   return code;
 }

@@ -1765,6 +1765,37 @@ static void write_trace(const trainer *T) {
   free(all), free(counts), free(displs);
 }
 
+int dt_evaluate(const dt_config *c) {
+  trainer T_;
+  trainer *T = &T_;
+  memset(T, 0, sizeof *T);
+  setup(T, c);
+  c = T->cfg;
+  const int resumed = maybe_resume(T);
+  if (T->is_root) {
+    char dir[sizeof T->run_dir + 8];
+    dt_error err;
+    snprintf(dir, sizeof dir, "%.*s/eval", (int)sizeof T->run_dir - 1, T->run_dir);
+    T->metrics = dt_metrics_open(dir, 0, &err);
+    if (!T->metrics) dt_die_user("[log] dir: %s", err.msg);
+    if (!resumed)
+      printf("evaluating %s (no checkpoint: checkpoint.resume = %s, in %s)\n",
+             c->model_init_from[0] ? "the weights of model.init_from"
+                                   : "the seeded initial weights",
+             c->checkpoint_resume, T->ckpt_dir);
+    fflush(stdout);
+  }
+  const double epoch_f =
+      (double)T->epoch + (double)T->offset / (double)DT_MAX(1, T->steps_per_epoch * T->batch);
+  evaluate(T, epoch_f);
+  if (T->is_root) {
+    dt_metrics_flush(T->metrics);
+    printf("eval row written to %s/eval/metrics.jsonl\n", T->run_dir);
+  }
+  teardown(T);
+  return 0;
+}
+
 int dt_print_layout(const dt_config *c) {
   trainer T;
   memset(&T, 0, sizeof T);

@@ -13,6 +13,12 @@
  * printing one message), 130/143 stopped by SIGINT/SIGTERM after saving. */
 int dt_train(const dt_config *cfg);
 
+/* `dtrain --eval`: the weights a run would start from (the checkpoint
+ * checkpoint.resume finds, else model.init_from's, else the seeded init)
+ * evaluated as training evaluates them, on every rank of the layout; the
+ * row goes to <log.dir>/eval/metrics.jsonl. 0, or 2 on bad input. */
+int dt_evaluate(const dt_config *cfg);
+
 /* A run's batches over dp data-parallel ranks: the samples of a step
  * (batch; 1 token-count batch for the Transformer), each rank's share and
  * its micro-batches. 0, or -1 with err naming the keys. */

@@ -46,6 +46,24 @@ check "resumed at step 5" layout_run b2b 1 data.blend="$blend2" \
   checkpoint.resume="$TMP/b2a/checkpoints/step_00000005"
 check "... continues with the uninterrupted run's losses" losses_close "$TMP/b2" "$TMP/b2b" 1e-5 6
 
+# dtrain --eval of that step-5 checkpoint on 2 ranks at ZeRO-3: the val row
+# its run logged at step 5, every dataset's loss
+OMPI_MCA_mpi_yield_when_idle=1 mpirun --oversubscribe --bind-to none -np 2 "$D" --eval "$cfg" \
+  "${common[@]}" data.blend="$blend2" parallel.dp=2 parallel.zero=3 log.dir="$TMP/b2a" \
+  >"$TMP/b2a-eval.log" 2>&1
+check "dtrain --eval on dp=2 zero=3 exits 0" test $? -eq 0
+check "... the val row of step 5 (loss, loss_wos, loss_shk within 1e-5)" python3 - \
+  "$TMP/b2a/metrics.jsonl" "$TMP/b2a/eval/metrics.jsonl" <<'PY'
+import json, sys
+run = [r for r in map(json.loads, open(sys.argv[1])) if r["split"] == "val" and r["step"] == 5]
+ev = [json.loads(l) for l in open(sys.argv[2])]
+keys = ["loss", "loss_wos", "loss_shk"]
+ok = len(run) == 1 and len(ev) == 1 and ev[0]["step"] == 5 and \
+     all(abs(ev[0][k] - run[0][k]) <= 1e-5 * run[0][k] for k in keys)
+print("   " + ", ".join(f"{k} {ev[0][k]:.6f} vs {run[0][k]:.6f}" for k in keys))
+sys.exit(0 if ok else 1)
+PY
+
 # bad specs: one message naming [data] blend, exit 2
 expect2() {
   local what=$1 pat=$2

@@ -155,6 +155,26 @@ check "keep=1 leaves the newest and BEST's ($(kept "$TMP/kb"))" \
 n=$(grep -c '^best: test accuracy' "$TMP/kb.log")
 check "a checkpoint is saved at each of the $n improvements, and said so" \
   test "$n" -gt 1 -a "$(grep -c 'BEST names it' "$TMP/kb.log")" -eq "$n"
+# dtrain --eval: the checkpoint BEST names, evaluated alone, gives the row
+# its training run logged at that step (the same weights and test windows)
+"$D" --eval "$cfg" "${kb[@]}" optim.lr=0.01 train.max_steps=60 log.dir="$TMP/kb" \
+  checkpoint.resume=best >"$TMP/kb-eval.log" 2>&1
+check "dtrain --eval of BEST exits 0" test $? -eq 0
+check "... its row equals the training run's at $want" python3 - "$TMP/kb/metrics.jsonl" \
+  "$TMP/kb/eval/metrics.jsonl" "$want" <<'PY'
+import json, sys
+step = int(sys.argv[3].split("_")[1])
+run = [r for r in map(json.loads, open(sys.argv[1])) if r["split"] == "test" and r["step"] == step]
+ev = [json.loads(l) for l in open(sys.argv[2])]
+ok = len(run) == 1 and len(ev) == 1 and ev[0]["step"] == step and \
+     ev[0]["accuracy"] == run[0]["accuracy"] and abs(ev[0]["loss"] - run[0]["loss"]) <= 1e-6
+print(f"   step {step}: accuracy {ev[0]['accuracy']} vs {run[0]['accuracy']}, loss "
+      f"{ev[0]['loss']} vs {run[0]['loss']}")
+sys.exit(0 if ok else 1)
+PY
+"$D" --eval "$cfg" "${kb[@]}" log.dir="$TMP/kb-none" >"$TMP/kb-none.log" 2>&1
+check "dtrain --eval without a checkpoint evaluates the initial weights, and says so" \
+  grep -q "evaluating the seeded initial weights (no checkpoint" "$TMP/kb-none.log"
 # a run resumed from step 60 to 80: its new bests are the evaluations that
 # beat the best of steps 1-60 (which the checkpoint carries) and each other
 best60=$(python3 -c "import json, sys; print(max(r['accuracy'] for r in map(json.loads,

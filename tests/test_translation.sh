@@ -44,6 +44,21 @@ print('step_%08d' % max(rows, key=lambda r: (r['bleu'], -r['step']))['step'])" \
   "$TMP/learn/metrics.jsonl")
 check "keep_best=bleu: BEST names the best BLEU's step ($want)" \
   grep -qx "$want" "$TMP/learn/checkpoints/BEST"
+# dtrain --eval of BEST: its val loss and BLEU, as the run logged them
+"$D" --eval "$cfg" "${common[@]}" train.max_steps=60 log.bleu_every=30 log.dir="$TMP/learn" \
+  checkpoint.resume=best >"$TMP/learn-eval.log" 2>&1
+check "dtrain --eval of the Transformer's BEST: the logged loss and BLEU" python3 - \
+  "$TMP/learn/metrics.jsonl" "$TMP/learn/eval/metrics.jsonl" "$want" <<'PY'
+import json, sys
+step = int(sys.argv[3].split("_")[1])
+run = [r for r in map(json.loads, open(sys.argv[1])) if r["split"] == "val" and r["step"] == step]
+ev = [json.loads(l) for l in open(sys.argv[2])]
+ok = len(run) == 1 and len(ev) == 1 and ev[0]["bleu"] == run[0]["bleu"] and \
+     abs(ev[0]["loss"] - run[0]["loss"]) <= 1e-6 * run[0]["loss"]
+print(f"   step {step}: BLEU {ev[0].get('bleu')} vs {run[0].get('bleu')}, loss {ev[0]['loss']} "
+      f"vs {run[0]['loss']}")
+sys.exit(0 if ok else 1)
+PY
 
 # resume: checkpoint at 10, resume, steps 11..20 identical to the straight run
 "$D" "$cfg" "${common[@]}" train.max_steps=20 checkpoint.every=10 checkpoint.keep=0 \
