@@ -431,6 +431,16 @@ static double lr_at(const trainer *T, int64_t s) {
   if (p > 1) p = 1;
   if (!strcmp(c->optim_schedule, "cosine")) return lo + 0.5 * (base - lo) * (1 + cos(M_PI * p));
   if (!strcmp(c->optim_schedule, "linear")) return base + (lo - base) * p;
+  /* warmup-stable-decay (MiniCPM, DeepSeek): held at the peak, then the
+   * last decay_fraction of the run decays linearly, from the peak at its
+   * first step to min_lr at the last */
+  if (!strcmp(c->optim_schedule, "wsd")) {
+    const int64_t D = DT_MAX(W, T->total_steps - (int64_t)llround(c->optim_decay_fraction *
+                                                                   (double)T->total_steps));
+    if (s < D) return base;
+    const int64_t n = T->total_steps - D;
+    return n > 1 ? base + (lo - base) * (double)(s - D) / (double)(n - 1) : lo;
+  }
   if (!strcmp(c->optim_schedule, "step"))
     return base * pow(c->optim_step_gamma, (double)((s / T->steps_per_epoch) / c->optim_step_size));
   return base;

@@ -139,9 +139,13 @@ static const cfg_entry k_schema[] = {
   ENUM("optim", "name", optim_name, "adam", "sgd|adam|adamw", "optimizer"),
   FLT("optim", "lr", optim_lr, "1e-3", 0, NOHI, F_MIN_OPEN, "peak learning rate (after warmup)"),
   FLT("optim", "min_lr", optim_min_lr, "0", 0, NOHI, 0, "floor of the decaying schedules"),
-  ENUM("optim", "schedule", optim_schedule, "cosine", "constant|cosine|linear|step|inverse_sqrt",
+  ENUM("optim", "schedule", optim_schedule, "cosine",
+       "constant|cosine|linear|step|inverse_sqrt|wsd",
        "learning-rate schedule after warmup (inverse_sqrt: lr * sqrt(warmup_steps / step), "
-       "the Transformer paper's)"),
+       "the Transformer paper's; wsd: warmup-stable-decay, lr held until the last "
+       "decay_fraction of the steps, then linear to min_lr)"),
+  FLT("optim", "decay_fraction", optim_decay_fraction, "0.2", 0, 1, F_MIN_OPEN,
+      "wsd schedule: the share of the run's steps that decays"),
   INT("optim", "warmup_steps", optim_warmup_steps, "0", 0, NOHI,
       "linear warmup over N optimizer steps"),
   FLT("optim", "step_gamma", optim_step_gamma, "0.1", 0, 1, F_MIN_OPEN,

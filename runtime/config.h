@@ -56,6 +56,7 @@ typedef struct dt_config {
   char optim_name[DT_STR];     /* sgd | adam | adamw */
   double optim_lr;
   double optim_min_lr;
+  double optim_decay_fraction; /* wsd: the final share of steps that decays */
   char optim_schedule[DT_STR]; /* constant | cosine | linear | step | inverse_sqrt */
   long optim_warmup_steps;
   double optim_step_gamma;     /* step schedule: lr *= gamma every step_size epochs */
