@@ -1,5 +1,6 @@
 /* sample.c: `dtrain-sample CKPT "prompt"` — text from a trained language
- * model's checkpoint: temperature and top-k sampling, one process. */
+ * model's checkpoint: temperature, top-k and top-p sampling
+ * (runtime/sampling.h), one process. */
 #include <math.h>
 #include <mpi.h>
 #include <stdio.h>
@@ -10,6 +11,7 @@
 #include "../runtime/bpe.h"
 #include "../runtime/checkpoint.h"
 #include "../runtime/rng.h"
+#include "../runtime/sampling.h"
 
 static void usage(FILE *f) {
   fprintf(f,
@@ -18,6 +20,8 @@ static void usage(FILE *f) {
           "  --tokens N         tokens to generate (default 100)\n"
           "  --temperature T    softmax temperature, > 0 (default 0.8)\n"
           "  --top-k K          sample among the K most likely tokens; 0 = all (default 40)\n"
+          "  --top-p P          then among the fewest of those whose probabilities add up\n"
+          "                     to P, in (0, 1] (nucleus sampling; default 1 = off)\n"
           "  --seed S           (default 1)\n"
           "  --tokenizer DIR    encoder.json and vocab.bpe (default $DTRAIN_DATA/gpt2-tokenizer,\n"
           "                     else data/gpt2-tokenizer)\n"
@@ -41,47 +45,6 @@ static double whole_arg(int argc, char **argv, int *i, const char *name, double 
   return v;
 }
 
-/* Draws a token from logits (V) with temperature and top-k. */
-static int32_t draw(const float *logits, int v, double temperature, int top_k, dt_rng *r,
-                    double *scratch) {
-  double mx = -INFINITY;
-  for (int j = 0; j < v; j++) mx = fmax(mx, logits[j]);
-  double cut = -INFINITY;
-  if (top_k > 0 && top_k < v) {
-    /* the k-th largest logit, by selection over a copy */
-    for (int j = 0; j < v; j++) scratch[j] = logits[j];
-    int lo = 0, hi = v - 1, k = top_k - 1;
-    while (lo < hi) {
-      double pivot = scratch[(lo + hi) / 2];
-      int a = lo, b = hi;
-      while (a <= b) {
-        while (scratch[a] > pivot) a++;
-        while (scratch[b] < pivot) b--;
-        if (a <= b) {
-          double t = scratch[a];
-          scratch[a++] = scratch[b], scratch[b--] = t;
-        }
-      }
-      if (k <= b) hi = b;
-      else if (k >= a) lo = a;
-      else break;
-    }
-    cut = scratch[k];
-  }
-  double sum = 0;
-  for (int j = 0; j < v; j++)
-    sum += logits[j] >= cut ? exp((logits[j] - mx) / temperature) : 0.0;
-  double u = dt_rng_uniform(r) * sum, acc = 0;
-  int last = 0;
-  for (int j = 0; j < v; j++) {
-    if (logits[j] < cut) continue;
-    acc += exp((logits[j] - mx) / temperature);
-    last = j;
-    if (acc > u) return j;
-  }
-  return last;
-}
-
 int main(int argc, char **argv) {
   dt_set_program("dtrain-sample");
   if (argc >= 2 && (!strcmp(argv[1], "--help") || !strcmp(argv[1], "-h"))) {
@@ -94,13 +57,14 @@ int main(int argc, char **argv) {
   }
   const char *ckpt = argv[1], *prompt = argv[2], *device = "auto", *tokdir = NULL;
   int ntok = 100, top_k = 40;
-  double temperature = 0.8;
+  double temperature = 0.8, top_p = 1.0;
   uint64_t seed = 1;
   for (int i = 3; i < argc; i++) {
     if (!strcmp(argv[i], "--tokens")) ntok = (int)whole_arg(argc, argv, &i, "--tokens", 0, 1e6);
     else if (!strcmp(argv[i], "--temperature"))
       temperature = num_arg(argc, argv, &i, "--temperature", 1e-6, 100);
     else if (!strcmp(argv[i], "--top-k")) top_k = (int)whole_arg(argc, argv, &i, "--top-k", 0, 1e7);
+    else if (!strcmp(argv[i], "--top-p")) top_p = num_arg(argc, argv, &i, "--top-p", 1e-9, 1);
     else if (!strcmp(argv[i], "--seed"))
       seed = (uint64_t)whole_arg(argc, argv, &i, "--seed", 0, 1e18);
     else if (!strcmp(argv[i], "--tokenizer") && i + 1 < argc) tokdir = argv[++i];
@@ -173,7 +137,7 @@ int main(int argc, char **argv) {
   int32_t *d_y = be->alloc(be, (size_t)T * sizeof(int32_t));
   float *d_loss = be->alloc(be, (size_t)T * sizeof(float));
   float *logits = dt_malloc((size_t)V * sizeof(float));
-  double *scratch = dt_malloc((size_t)V * sizeof(double));
+  const dt_sampler sampler = {temperature, top_k, top_p};
   dt_rng rng;
   dt_rng_seed(&rng, seed, 0x5a3b1eULL);
   fputs(prompt, stdout);
@@ -187,7 +151,7 @@ int main(int argc, char **argv) {
     dt_batch b = {.n = 1, .t = t, .tokens = d_tok, .y = d_y};
     const float *out = m->forward_backward(m, &b, d_loss, 0.0f);
     be->d2h(be, logits, out + (size_t)(t - 1) * V, (size_t)V * sizeof(float));
-    int32_t next = draw(logits, vt, temperature, top_k, &rng, scratch);
+    int32_t next = dt_sample_token(logits, vt, &sampler, &rng);
     seq[nids++] = next;
     char *piece = NULL;
     size_t bytes = 0;
@@ -197,7 +161,7 @@ int main(int argc, char **argv) {
     fflush(stdout);
   }
   putchar('\n');
-  free(seq), free(logits), free(scratch);
+  free(seq), free(logits);
   be->free(be, d_tok), be->free(be, d_y), be->free(be, d_loss), be->free(be, m->p);
   m->p = NULL;
   dt_bpe_free(bpe);

@@ -108,6 +108,14 @@ check "GPT dropout=0.1 losses differ from dropout=0" \
   --tokenizer "$DATA/gpt2-tokenizer" >"$TMP/sample.txt" 2>"$TMP/sample.err"
 check "dtrain-sample exits 0" test $? -eq 0
 check "dtrain-sample continues the prompt" bash -c "head -c 200 '$TMP/sample.txt' | grep -q '^The results show.'"
+# nucleus sampling from the step a LATEST file names: the same text for a seed
+for i in 1 2; do
+  "$BUILD/dtrain-sample" "$TMP/a/checkpoints/LATEST" "The results show" --tokens 12 --seed 4 \
+    --top-p 0.9 --tokenizer "$DATA/gpt2-tokenizer" >"$TMP/sample-p$i.txt" 2>/dev/null
+done
+check "dtrain-sample --top-p 0.9 from a LATEST file: the prompt continued, the same for a seed" \
+  bash -c "grep -q '^The results show.' '$TMP/sample-p1.txt' &&
+           cmp -s '$TMP/sample-p1.txt' '$TMP/sample-p2.txt'"
 "$BUILD/dtrain-sample" "$TMP/a/checkpoints" "x" --temperature 0 >/dev/null 2>"$TMP/sample.err"
 check "dtrain-sample rejects temperature 0 with exit 2" test $? -eq 2
 # bad arguments and a tokenizer that is not the model's: exit 2, nothing sampled
@@ -118,6 +126,8 @@ sample_2() { # sample_2 "what" PATTERN args...
     bash -c "[ $? -eq 2 ] && grep -q -- '$pat' '$TMP/s2.err' && [ ! -s '$TMP/s2.out' ]"
 }
 sample_2 "--tokens 1.5" "not a whole number" "x" --tokens 1.5
+sample_2 "--top-p 0" "top-p: .0. is not a number in" "x" --top-p 0
+sample_2 "--top-p 1.5" "top-p: .1.5. is not a number in" "x" --top-p 1.5
 sample_2 "--tokens ''" "not a number" "x" --tokens ""
 sample_2 "a prompt that is not UTF-8" "^dtrain-sample: error: the prompt is not UTF-8" \
   "$(printf 'caf\xe9')" --tokens 2
