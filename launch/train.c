@@ -163,6 +163,11 @@ static void load_tokens(trainer *T) {
     for (const char *q = base; q < end && n < (int)sizeof ts->name - 1; q++)
       ts->name[n++] = isalnum((unsigned char)*q) || *q == '-' ? *q : '_';
     ts->name[n] = 0;
+    for (int e = 0; e < d; e++) /* two directories of one name: the later gets its index */
+      if (!strcmp(T->ts[e].name, ts->name)) {
+        snprintf(ts->name + DT_MIN(n, (int)sizeof ts->name - 4), 4, "_%d", d % 100);
+        break;
+      }
     const char *key = c->data_blend[0] ? "[data] blend: " : "[data] dir = ";
     for (int i = 0; i < 2; i++) {
       snprintf(path, sizeof path, "%s/%s", ts->dir, tok_names[i]);

@@ -38,6 +38,12 @@ print("   " + "; ".join(f"step {r['step']}: {r['loss']:.4f} = ({r['loss_wos']:.4
 sys.exit(0 if ok else 1)
 PY
 check "... not the wos run's losses" bash -c "! losses_close '$TMP/one' '$TMP/b2' 1e-3 >/dev/null"
+# two directories of one name: the later's loss gets its index
+mkdir -p "$TMP/other" && ln -s "$TMP/shk" "$TMP/other/wos"
+STEPS=2 check "a blend of two directories named wos" layout_run bdup 1 \
+  data.blend="1 $TMP/wos 1 $TMP/other/wos"
+check "... val rows name them loss_wos and loss_wos_1" \
+  grep -q '"loss_wos":.*"loss_wos_1":' "$TMP/bdup/metrics.jsonl"
 check "dp=2 blend" layout_run b2dp 2 data.blend="$blend2" parallel.dp=2
 check "dp=2 blend matches one process" losses_close "$TMP/b2" "$TMP/b2dp"
 STEPS=5 check "blend with a checkpoint at step 5" layout_run b2a 1 data.blend="$blend2" \
