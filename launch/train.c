@@ -107,8 +107,11 @@ typedef struct trainer {
    * value and step so far (best_step <= 0: none), and the newest
    * evaluation's values on rank 0 (NaN where it did not compute one) */
   int best_metric;
+  int keep_best;          /* save a checkpoint at each new best (else only train.early_stop
+                           * follows the metric: the validation loss) */
   double best;
   int64_t best_step;
+  int64_t since_best;     /* evaluations since the best (train.early_stop) */
   double eval_loss, eval_acc, eval_bleu;
   struct ckpt_job {  /* the newest save, until it is committed */
     int pending;     /* its files are being written (checkpoint.async) or wait for the commit */
@@ -124,6 +127,14 @@ typedef struct trainer {
     int64_t steps_during; /* training steps run while the thread wrote */
   } ck;
 } trainer;
+
+enum { BEST_LOSS = 1, BEST_ACCURACY, BEST_BLEU };
+
+/* the metric checkpoint.keep_best and train.early_stop follow */
+static const char *best_name(const trainer *T) {
+  return T->best_metric == BEST_ACCURACY ? "accuracy" : T->best_metric == BEST_BLEU ? "bleu"
+                                                                                   : "loss";
+}
 
 /* train.threads, or the node's cores shared among its ranks so that several
  * CPU ranks on one machine do not oversubscribe it */
@@ -624,8 +635,8 @@ static double optimizer_step(trainer *T, double lr) {
 
 static void fill_meta(const trainer *T, dt_ckpt_meta *meta) {
   memset(meta, 0, sizeof *meta);
-  meta->best = T->best, meta->best_step = T->best_step;
-  snprintf(meta->best_metric, sizeof meta->best_metric, "%.15s", T->cfg->checkpoint_keep_best);
+  meta->best = T->best, meta->best_step = T->best_step, meta->best_since = T->since_best;
+  snprintf(meta->best_metric, sizeof meta->best_metric, "%s", best_name(T));
   meta->step = T->step;
   meta->epoch = T->epoch;
   meta->epoch_offset = T->offset;
@@ -830,9 +841,8 @@ static int maybe_resume(trainer *T) {
   T->step = meta.step;
   /* checkpoint.keep_best goes on from the best the run had, if it kept the
    * same metric */
-  const char *kb = T->cfg->checkpoint_keep_best;
-  if (meta.best_step > 0 && T->best_metric && !strcmp(meta.best_metric, kb))
-    T->best = meta.best, T->best_step = meta.best_step;
+  if (meta.best_step > 0 && T->best_metric && !strcmp(meta.best_metric, best_name(T)))
+    T->best = meta.best, T->best_step = meta.best_step, T->since_best = meta.best_since;
   T->epoch = meta.epoch;
   T->offset = meta.epoch_offset;
   /* the loader position indexes this epoch's permutation: one past the
@@ -1106,8 +1116,6 @@ static void evaluate(trainer *T, double epoch_f) {
 
 /* ---------- the loop ---------- */
 
-enum { BEST_LOSS = 1, BEST_ACCURACY, BEST_BLEU };
-
 /* checkpoint.keep_best: whether the evaluation just made improved the
  * metric (rank 0 has the values and decides; every rank learns it). */
 static int improved_best(trainer *T) {
@@ -1123,13 +1131,17 @@ static int improved_best(trainer *T) {
     dt_watchdog_leave();
   }
   T->eval_loss = T->eval_acc = T->eval_bleu = NAN;
-  if (!better) return 0;
+  if (!better) {
+    T->since_best++;
+    return 0;
+  }
+  T->since_best = 0;
   if (T->is_root) {
     char was[96] = "";
     if (T->best_step > 0)
       snprintf(was, sizeof was, " (was %.4f at step %lld)", T->best, (long long)T->best_step);
     printf("best: %s %s %.4f at step %lld%s\n", T->lm || T->s2s ? "val" : "test",
-           T->cfg->checkpoint_keep_best, v, (long long)T->step, was);
+           best_name(T), v, (long long)T->step, was);
   }
   T->best = v, T->best_step = T->step;
   return 1;
@@ -1357,8 +1369,10 @@ static void setup(trainer *T, const dt_config *c) {
                     "%s reads data.dir)", c->model_name);
   /* checkpoint.keep_best: a metric this model's evaluation computes */
   const char *kb = c->checkpoint_keep_best;
+  T->keep_best = strcmp(kb, "none") != 0;
   T->best_metric = !strcmp(kb, "loss") ? BEST_LOSS : !strcmp(kb, "accuracy") ? BEST_ACCURACY
                    : !strcmp(kb, "bleu") ? BEST_BLEU : 0;
+  if (!T->best_metric && c->train_early_stop > 0) T->best_metric = BEST_LOSS;
   T->eval_loss = T->eval_acc = T->eval_bleu = NAN;
   const int classifier = !T->s2s && !strcmp(c->model_name, "lenet5");
   if (T->best_metric == BEST_ACCURACY && !classifier)
@@ -2000,9 +2014,15 @@ int dt_train(const dt_config *c) {
       else evaluate(T, epoch_f);
       if (T->is_root) dt_metrics_flush(T->metrics);
     }
-    const int best = (epoch_end || last || due || bleu_due) && improved_best(T);
-    if ((c->checkpoint_every > 0 && (T->step % c->checkpoint_every == 0 || last)) || best)
-      save_checkpoint(T, c->checkpoint_async && !last, best);
+    const int evaluated = epoch_end || last || due || bleu_due;
+    const int best = evaluated && improved_best(T) && T->keep_best;
+    /* train.early_stop: that many evaluations in a row without a new best
+     * end the run here, as its last step would (the checkpoint) */
+    const int early = evaluated && !last && c->train_early_stop > 0 &&
+                      T->since_best >= c->train_early_stop;
+    if ((c->checkpoint_every > 0 && (T->step % c->checkpoint_every == 0 || last || early)) ||
+        best)
+      save_checkpoint(T, c->checkpoint_async && !last && !early, best);
     /* every rank stops at the same step, whichever got the signal */
     int sig = end_of_step(T, (int)g_stop_signal);
     if (sig) stop = sig;
@@ -2010,6 +2030,14 @@ int dt_train(const dt_config *c) {
       if (T->is_root)
         printf("stopping at step %lld: train.max_time_s = %g s of training reached\n",
                (long long)T->step, c->train_max_time_s);
+      break;
+    }
+    if (early) {
+      if (T->is_root)
+        printf("stopping at step %lld: train.early_stop = %ld evaluations without a better %s "
+               "%s (the best, %.4f, at step %lld)\n", (long long)T->step, c->train_early_stop,
+               T->lm || T->s2s ? "val" : "test", best_name(T), T->best,
+               (long long)T->best_step);
       break;
     }
   }

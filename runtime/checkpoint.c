@@ -143,7 +143,8 @@ static int write_meta(const char *path, const dt_ckpt_meta *meta, const char *co
   if (!rc && meta->best_step > 0)
     rc = dt_h5_attr_write_str(f, "/", "best_metric", meta->best_metric, err) ||
          dt_h5_attr_write_f64(f, "/", "best", 1, &meta->best, err) ||
-         dt_h5_attr_write_i64(f, "/", "best_step", 1, &meta->best_step, err);
+         dt_h5_attr_write_i64(f, "/", "best_step", 1, &meta->best_step, err) ||
+         dt_h5_attr_write_i64(f, "/", "best_since", 1, &meta->best_since, err);
   dt_h5_close(f);
   return rc ? -1 : 0;
 }
@@ -523,12 +524,14 @@ int dt_ckpt_read_meta(const char *path, dt_ckpt_meta *meta, char **config_text, 
          dt_h5_attr_read_i64(f, "/", "layout_dp_tp_pp_zero_world", 5, &nums[4], err);
   /* checkpoint.keep_best's record, absent from checkpoints saved without it */
   double best = 0;
-  int64_t best_step = -1;
+  int64_t best_step = -1, best_since = 0;
   char *best_metric = NULL;
   if (!rc && dt_h5_attr_exists(f, "/", "best_step") > 0) {
     best_metric = dt_h5_attr_read_str(f, "/", "best_metric", err);
     rc = !best_metric || dt_h5_attr_read_f64(f, "/", "best", 1, &best, err) ||
-         dt_h5_attr_read_i64(f, "/", "best_step", 1, &best_step, err);
+         dt_h5_attr_read_i64(f, "/", "best_step", 1, &best_step, err) ||
+         (dt_h5_attr_exists(f, "/", "best_since") > 0 &&
+          dt_h5_attr_read_i64(f, "/", "best_since", 1, &best_since, err));
   }
   dt_h5_close(f);
   if (!rc && strcmp(fmt, CKPT_FORMAT) != 0)
@@ -560,7 +563,8 @@ int dt_ckpt_read_meta(const char *path, dt_ckpt_meta *meta, char **config_text, 
     meta->seed = (uint64_t)nums[3];
     meta->dp = nums[4], meta->tp = nums[5], meta->pp = nums[6], meta->zero = nums[7];
     meta->world = nums[8];
-    meta->best = best, meta->best_step = best_step, meta->is_best = 0;
+    meta->best = best, meta->best_step = best_step, meta->best_since = best_since;
+    meta->is_best = 0;
     snprintf(meta->best_metric, sizeof meta->best_metric, "%.15s",
              best_metric ? best_metric : "");
     snprintf(meta->model, sizeof meta->model, "%.31s", model);

@@ -31,6 +31,7 @@ typedef struct dt_ckpt_meta {
   char best_metric[16];  /* loss | accuracy | bleu */
   double best;
   int64_t best_step;
+  int64_t best_since;    /* evaluations since it (train.early_stop) */
   int is_best;           /* commit: this step is the best; BEST names it */
 } dt_ckpt_meta;
 

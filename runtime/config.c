@@ -108,6 +108,9 @@ static const cfg_entry k_schema[] = {
   INT("train", "epochs", train_epochs, "10", 0, NOHI, "passes over the training set"),
   INT("train", "max_steps", train_max_steps, "0", 0, NOHI,
       "stop after N optimizer steps (0 = the epochs decide)"),
+  INT("train", "early_stop", train_early_stop, "0", 0, NOHI,
+      "stop after N evaluations in a row without a better value of checkpoint.keep_best's "
+      "metric (else the validation loss), with the last step's checkpoint (0 = never)"),
   FLT("train", "max_time_s", train_max_time_s, "0", 0, NOHI, 0,
       "stop after this many seconds of training (evaluation and checkpoints not counted), "
       "then evaluate and checkpoint as at the last step (0 = no limit)"),

@@ -41,6 +41,7 @@ typedef struct dt_config {
   long train_micro_batch_size; /* per rank and forward/backward; 0 = batch_size / dp */
   long train_epochs;
   long train_max_steps;        /* 0 = the epochs decide */
+  long train_early_stop;        /* evaluations without a new best before stopping; 0 = off */
   double train_max_time_s;     /* training-time budget in seconds; 0 = none */
   long train_seed;
   long train_threads;          /* CPU threads (OpenBLAS); 0 = all cores */

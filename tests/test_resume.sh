@@ -205,6 +205,27 @@ PY
   >"$TMP/kb3.log" 2>&1
 check "frozen after resuming: 2 evaluations, no new best" \
   test "$(grep -c '^eval  step' "$TMP/kb3.log")" -eq 2 -a "$(grep -c '^best:' "$TMP/kb3.log")" -eq 0
+# train.early_stop: the step-60 checkpoint carries how many evaluations
+# have passed since the best (at step 50: those of 55 and 60); frozen
+# after resuming, with early_stop = 3 the run stops at the next evaluation
+# that makes 3 (a run that forgot the count would go on two more)
+since=$(python3 -c "import json, sys
+rows = [r for r in map(json.loads, open(sys.argv[1])) if r['split'] == 'test' and r['step'] <= 60]
+best = max(rows, key=lambda r: (r['accuracy'], -r['step']))['step']
+print(sum(r['step'] > best for r in rows))" "$TMP/kb/metrics.jsonl")
+stop=$((60 + 5 * (3 - since)))
+"$D" "$cfg" "${kb[@]}" train.max_steps=80 checkpoint.keep_best=accuracy optim.lr=1e-12 \
+  optim.min_lr=0 train.early_stop=3 log.dir="$TMP/kb4" \
+  checkpoint.resume="$TMP/kb/checkpoints/step_00000060" >"$TMP/kb4.log" 2>&1
+rc=$?
+last=$(python3 -c "import json, sys
+print(max(r['step'] for r in map(json.loads, open(sys.argv[1])) if r['split'] == 'train'))" \
+  "$TMP/kb4/metrics.jsonl")
+check "train.early_stop=3 after $since evaluations without a best: exit 0, stops at step $stop" \
+  bash -c "[ $rc -eq 0 ] && [ '$last' = $stop ] &&
+           grep -q '^stopping at step $stop: train.early_stop = 3 evaluations' '$TMP/kb4.log'"
+check "... with the last step's checkpoint" grep -qx "step_$(printf %08d $stop)" \
+  "$TMP/kb4/checkpoints/LATEST"
 # (after the runs above, which need step 60: this one's saves prune it)
 "$D" "$cfg" "${kb[@]}" optim.lr=0.01 train.max_steps=61 checkpoint.keep_best=accuracy \
   log.dir="$TMP/kb" checkpoint.resume=best >"$TMP/kb-best.log" 2>&1
