@@ -5,9 +5,9 @@
  * metrics and sharded checkpoints. */
 #include "train.h"
 
+#include <ctype.h>
 #include <errno.h>
 #include <math.h>
-#include <ctype.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdatomic.h>
@@ -103,9 +103,10 @@ typedef struct trainer {
   double peak_tflops; /* for the MFU: log.peak_tflops or the GPU's known peak; 0 = none */
   dt_metrics *metrics;
   dt_profile *prof;  /* [log] profile: the kernel timing shim over be, or NULL */
-  /* checkpoint.keep_best: which metric (0 none, BEST_LOSS, ...), its best
-   * value and step so far (best_step <= 0: none), and the newest
-   * evaluation's values on rank 0 (NaN where it did not compute one) */
+  /* checkpoint.keep_best and train.early_stop: which metric (0 none,
+   * BEST_LOSS, ...), its best value and step so far (best_step <= 0: none),
+   * and the newest evaluation's values on rank 0 (NaN where it did not
+   * compute one) */
   int best_metric;
   int keep_best;          /* save a checkpoint at each new best (else only train.early_stop
                            * follows the metric: the validation loss) */
@@ -201,8 +202,7 @@ static void load_tokens(trainer *T) {
     }
     if (T->is_root)
       printf("data: %s/train.h5 %lld tokens, val.h5 %lld, %s\n", ts->dir,
-             (long long)ts->tok[0].count,
-             (long long)ts->tok[1].count,
+             (long long)ts->tok[0].count, (long long)ts->tok[1].count,
              ts->tok[0].mapped && ts->tok[1].mapped
                  ? "memory-mapped (one copy per node, in the page cache)"
                  : "read into memory (compressed shards, or ids beyond the model's vocabulary)");
@@ -1116,23 +1116,27 @@ static void evaluate(trainer *T, double epoch_f) {
 
 /* ---------- the loop ---------- */
 
-/* checkpoint.keep_best: whether the evaluation just made improved the
- * metric (rank 0 has the values and decides; every rank learns it). */
+/* checkpoint.keep_best, train.early_stop: whether the evaluation just made
+ * improved the metric (rank 0 has the values and decides; every rank
+ * learns it). An evaluation that did not compute the metric (BLEU is
+ * computed every log.bleu_every steps) counts neither way. */
 static int improved_best(trainer *T) {
   if (!T->best_metric) return 0;
   const int lower = T->best_metric == BEST_LOSS;
   double v = lower ? T->eval_loss : T->best_metric == BEST_ACCURACY ? T->eval_acc : T->eval_bleu;
-  int better = T->is_root && isfinite(v) &&
-               (T->best_step <= 0 || (lower ? v < T->best : v > T->best));
+  /* 0: not computed, 1: better, 2: not better */
+  int state = !T->is_root || !isfinite(v) ? 0
+              : T->best_step <= 0 || (lower ? v < T->best : v > T->best) ? 1
+                                                                           : 2;
   if (T->grid.size > 1) {
     dt_watchdog_enter("the keep_best decision");
-    MPI_Bcast(&better, 1, MPI_INT, 0, MPI_COMM_WORLD);
+    MPI_Bcast(&state, 1, MPI_INT, 0, MPI_COMM_WORLD);
     MPI_Bcast(&v, 1, MPI_DOUBLE, 0, MPI_COMM_WORLD);
     dt_watchdog_leave();
   }
   T->eval_loss = T->eval_acc = T->eval_bleu = NAN;
-  if (!better) {
-    T->since_best++;
+  if (state != 1) {
+    T->since_best += state == 2;
     return 0;
   }
   T->since_best = 0;
