@@ -391,6 +391,8 @@ st_gpt_profile() {
     train.precision=bf16 train.batch_size=16 train.max_steps=6 data.test_limit=16 \
     log.profile=true checkpoint.every=0 log.tensorboard=false log.dir="$work/prof" || exit 1
   cp "$work/prof/profile.txt" "$logs/gpt_profile.txt"
+  # the first profiled steps as a timeline (log.trace_steps), for Perfetto
+  [ -f "$work/prof/trace.json" ] && cp "$work/prof/trace.json" "$logs/gpt_trace.json"
   # the output layer again with packed 50257-element rows (model.pad_vocab_to
   # = 1): what the padding to 50304 is worth
   "$build/dtrain" "$root/configs/gpt-124m.ini" data.dir="$tok" train.device=cuda \
@@ -464,6 +466,7 @@ total=$(( $(date +%s) - t_all ))
 } >"$summary"
 [ -s "$work/gpt-bench.txt" ] && cp "$work/gpt-bench.txt" "$out/gpt-bench.txt"
 [ -s "$logs/gpt_profile.txt" ] && cp "$logs/gpt_profile.txt" "$out/gpt-profile.txt"
+[ -s "$logs/gpt_trace.json" ] && gzip -c "$logs/gpt_trace.json" >"$out/gpt-trace.json.gz"
 [ -s "$work/transformer-bench.txt" ] && cp "$work/transformer-bench.txt" "$out/transformer-bench.txt"
 [ -s "$work/lenet.txt" ] && cp "$work/lenet.txt" "$logs/lenet-table.txt"
 tar -czf "$out/logs-$mode.tar.gz" -C "$work" logs 2>/dev/null
