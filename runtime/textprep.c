@@ -324,7 +324,7 @@ static void corpus_add(corpus *c, const char *text, size_t len) {
     c->text = realloc(c->text, c->text_cap);
     DT_CHECK_ALLOC(c->text);
   }
-  memcpy(c->text + c->text_n, text, len);
+  if (len) memcpy(c->text + c->text_n, text, len); /* an empty first one: no buffer yet */
   size_t at = 0;
   do { /* an empty document is one empty slice, which ends it */
     size_t end =
