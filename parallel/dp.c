@@ -351,19 +351,17 @@ static void launch(dt_dp *dp, dt_dp_bucket *b) {
     send = dp->pool[b->buf];
   }
   const size_t n = b->hi - b->lo;
+  void *buf = send; /* reduced in place: fp32, or its bf16 copy */
   if (dp->wire == DT_BF16) {
     uint16_t *w = dt_dp_grads_sharded(dp) ? dp->pool_wire[b->buf] : dp->wire_buf + b->lo;
     dp->be->k->to_bf16(dp->be->ctx, w, send, n);
-    if (dp->zero == 0)
-      b->req = dp->comm->allreduce_async(dp->comm, w, w, n, DT_BF16, DT_SUM);
-    else
-      b->req = dp->comm->reduce_scatterv_async(dp->comm, w, w + rank_offset(dp, b), b->counts,
-                                               DT_BF16, DT_SUM);
-  } else if (dp->zero == 0) {
-    b->req = dp->comm->allreduce_async(dp->comm, send, send, n, DT_F32, DT_SUM);
+    buf = w;
+  }
+  if (dp->zero == 0) {
+    b->req = dp->comm->allreduce_async(dp->comm, buf, buf, n, dp->wire, DT_SUM);
   } else {
-    b->req = dp->comm->reduce_scatterv_async(dp->comm, send, send + rank_offset(dp, b),
-                                             b->counts, DT_F32, DT_SUM);
+    char *mine = (char *)buf + rank_offset(dp, b) * dt_dtype_size(dp->wire);
+    b->req = dp->comm->reduce_scatterv_async(dp->comm, buf, mine, b->counts, dp->wire, DT_SUM);
   }
 }
 

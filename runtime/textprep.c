@@ -3,7 +3,6 @@
  * written, and shards are published by rename(2), as dataset.c does. */
 #include "textprep.h"
 
-#include <ctype.h>
 #include <dirent.h>
 #include <errno.h>
 #include <limits.h>
@@ -20,6 +19,7 @@
 
 #include "bpe.h"
 #include "h5.h"
+#include "safetensors.h"
 
 #define ENCODE_SLICE (1 << 20) /* bytes encoded between progress checks */
 
@@ -208,8 +208,6 @@ typedef struct corpus {
   int spill_failed;
   dt_error spill_err;
 } corpus;
-
-static int mkdir_p(const char *dir, dt_error *err);
 
 /* Moves tok's ids to the scratch file. */
 static void spill(corpus *c) {
@@ -594,165 +592,6 @@ static int list_inputs(const char *const *inputs, int n_inputs, path_list *files
 
 /* ---- JSON Lines: a document per line, its "text" field ---- */
 
-typedef struct jbuf {
-  char *p;
-  size_t n, cap;
-} jbuf;
-
-static void jbuf_put(jbuf *b, const char *s, size_t n) {
-  if (b->n + n > b->cap) {
-    while (b->n + n > b->cap) b->cap = b->cap ? 2 * b->cap : 4096;
-    b->p = realloc(b->p, b->cap);
-    DT_CHECK_ALLOC(b->p);
-  }
-  memcpy(b->p + b->n, s, n);
-  b->n += n;
-}
-
-static const char *json_ws(const char *p, const char *e) {
-  while (p < e && (*p == ' ' || *p == '\t' || *p == '\r' || *p == '\n')) p++;
-  return p;
-}
-
-static int hex4(const char *p, const char *e, unsigned *v) {
-  *v = 0;
-  if (e - p < 4) return -1;
-  for (int i = 0; i < 4; i++) {
-    const char ch = p[i];
-    const int d = ch >= '0' && ch <= '9'   ? ch - '0'
-                  : ch >= 'a' && ch <= 'f' ? ch - 'a' + 10
-                  : ch >= 'A' && ch <= 'F' ? ch - 'A' + 10
-                                           : -1;
-    if (d < 0) return -1;
-    *v = *v * 16 + (unsigned)d;
-  }
-  return 0;
-}
-
-static void put_utf8(jbuf *b, unsigned cp) {
-  char u[4];
-  size_t n;
-  if (cp < 0x80) u[0] = (char)cp, n = 1;
-  else if (cp < 0x800) u[0] = (char)(0xC0 | cp >> 6), u[1] = (char)(0x80 | (cp & 0x3F)), n = 2;
-  else if (cp < 0x10000)
-    u[0] = (char)(0xE0 | cp >> 12), u[1] = (char)(0x80 | ((cp >> 6) & 0x3F)),
-    u[2] = (char)(0x80 | (cp & 0x3F)), n = 3;
-  else
-    u[0] = (char)(0xF0 | cp >> 18), u[1] = (char)(0x80 | ((cp >> 12) & 0x3F)),
-    u[2] = (char)(0x80 | ((cp >> 6) & 0x3F)), u[3] = (char)(0x80 | (cp & 0x3F)), n = 4;
-  jbuf_put(b, u, n);
-}
-
-/* A JSON string at p (its opening quote), decoded into out (NULL: only
- * skipped). Returns the character after its closing quote, or NULL with
- * *why. A lone surrogate escape becomes U+FFFD, as no UTF-8 can hold it. */
-static const char *json_string(const char *p, const char *e, jbuf *out, const char **why) {
-  p++;
-  while (p < e && *p != '"') {
-    const char *run = p;
-    while (p < e && *p != '"' && *p != '\\') {
-      if ((unsigned char)*p < 0x20) return *why = "a control character inside a string", NULL;
-      p++;
-    }
-    if (out) jbuf_put(out, run, (size_t)(p - run));
-    if (p >= e || *p == '"') break;
-    if (++p >= e) break; /* the backslash's character */
-    static const char from[] = "\"\\/bfnrt", to[] = "\"\\/\b\f\n\r\t";
-    const char *simple = *p ? strchr(from, *p) : NULL;
-    if (simple) {
-      if (out) jbuf_put(out, &to[simple - from], 1);
-      p++;
-      continue;
-    }
-    if (*p != 'u') return *why = "an unknown escape in a string", NULL;
-    unsigned cp, lo;
-    if (hex4(p + 1, e, &cp)) return *why = "a bad \\u escape", NULL;
-    p += 5;
-    if (cp >= 0xD800 && cp < 0xDC00 && e - p >= 6 && p[0] == '\\' && p[1] == 'u' &&
-        !hex4(p + 2, e, &lo) && lo >= 0xDC00 && lo < 0xE000) {
-      cp = 0x10000 + ((cp - 0xD800) << 10) + (lo - 0xDC00);
-      p += 6;
-    } else if (cp >= 0xD800 && cp < 0xE000) {
-      cp = 0xFFFD;
-    }
-    if (out) put_utf8(out, cp);
-  }
-  if (p >= e) return *why = "a string is not closed", NULL;
-  return p + 1;
-}
-
-/* Skips one JSON value at p; NULL with *why when it is not one. */
-static const char *json_skip(const char *p, const char *e, int depth, const char **why) {
-  if (depth > 256) return *why = "nested too deeply", NULL;
-  p = json_ws(p, e);
-  if (p >= e) return *why = "a value is missing", NULL;
-  if (*p == '"') return json_string(p, e, NULL, why);
-  if (*p == '{' || *p == '[') {
-    const char close = *p == '{' ? '}' : ']';
-    p = json_ws(p + 1, e);
-    if (p < e && *p == close) return p + 1;
-    for (;;) {
-      if (close == '}') {
-        if (p >= e || *p != '"') return *why = "an object key is not a string", NULL;
-        if (!(p = json_string(p, e, NULL, why))) return NULL;
-        p = json_ws(p, e);
-        if (p >= e || *p != ':') return *why = "a ':' is missing", NULL;
-        p++;
-      }
-      if (!(p = json_skip(p, e, depth + 1, why))) return NULL;
-      p = json_ws(p, e);
-      if (p < e && *p == close) return p + 1;
-      if (p >= e || *p != ',') return *why = "a ',' or a closing bracket is missing", NULL;
-      p = json_ws(p + 1, e);
-    }
-  }
-  const char *start = p; /* a number, true, false or null */
-  while (p < e && (isalnum((unsigned char)*p) || *p == '-' || *p == '+' || *p == '.')) p++;
-  if (p == start) return *why = "not a JSON value", NULL;
-  return p;
-}
-
-/* The string `field` of the JSON object in line[0..n) into out: 1, or 0
- * with *why. */
-static int json_text_field(const char *line, size_t n, const char *field, jbuf *out,
-                           const char **why) {
-  const size_t flen = strlen(field);
-  const char *p = json_ws(line, line + n), *e = line + n;
-  int found = 0;
-  if (p >= e || *p != '{') return *why = "not a JSON object", 0;
-  p = json_ws(p + 1, e);
-  if (p < e && *p == '}') p = e + 1; /* {} */
-  while (p < e) {
-    if (*p != '"') return *why = "an object key is not a string", 0;
-    jbuf key = {0};
-    p = json_string(p, e, &key, why);
-    const int is_text = p && key.n == flen && !memcmp(key.p, field, flen);
-    free(key.p);
-    if (!p) return 0;
-    p = json_ws(p, e);
-    if (p >= e || *p != ':') return *why = "a ':' is missing", 0;
-    p = json_ws(p + 1, e);
-    if (is_text && !found) {
-      if (p >= e || *p != '"') return *why = "the field is not a string", 0;
-      out->n = 0;
-      if (!(p = json_string(p, e, out, why))) return 0;
-      found = 1;
-    } else if (!(p = json_skip(p, e, 1, why))) {
-      return 0;
-    }
-    p = json_ws(p, e);
-    if (p < e && *p == '}') {
-      p = json_ws(p + 1, e);
-      if (p < e) return *why = "text after the object", 0;
-      break;
-    }
-    if (p >= e || *p != ',') return *why = "a ',' or '}' is missing", 0;
-    p = json_ws(p + 1, e);
-  }
-  if (!found) return *why = "no such field", 0;
-  return 1;
-}
-
 /* A .jsonl (or .jsonl.gz) file: every non-blank line one JSON object, its
  * string `field` one document, read a line at a time (memory: the longest
  * line). */
@@ -761,7 +600,6 @@ static int add_jsonl(corpus *c, const char *path, const char *field, dt_error *e
   if (!g) return -1;
   size_t cap = 1 << 16;
   char *line = dt_malloc(cap);
-  jbuf doc = {0};
   long long lineno = 0;
   int rc = 0;
   for (;;) {
@@ -788,17 +626,30 @@ static int add_jsonl(corpus *c, const char *path, const char *field, dt_error *e
     }
     if (!got) break;
     lineno++;
-    while (n > 0 && (line[n - 1] == '\n' || line[n - 1] == '\r')) n--;
-    if (json_ws(line, line + n) == line + n) continue; /* a blank line */
-    const char *why = NULL;
-    if (!json_text_field(line, n, field, &doc, &why)) {
-      rc = dt_error_set(err, "%s:%lld: %s (want one JSON object a line with a string "
-                        "\"%s\": --field)", path, lineno, why, field);
+    size_t blank = 0;
+    while (blank < n && strchr(" \t\r\n", line[blank])) blank++;
+    if (blank == n) continue; /* a blank line */
+    char where[PATH_MAX + 32];
+    snprintf(where, sizeof where, "%s:%lld", path, lineno);
+    /* safetensors.h's parser: strings decoded to UTF-8, never holding a NUL */
+    dt_json *v = dt_json_parse(line, n, where, err);
+    const dt_json *t = dt_json_get(v, field);
+    const char *why = !v                            ? NULL
+                      : v->type != DT_JSON_OBJECT   ? "not a JSON object"
+                      : !t                          ? "no such field"
+                      : t->type != DT_JSON_STRING   ? "the field is not a string"
+                                                    : "";
+    if (!why || *why) {
+      char msg[sizeof err->msg];
+      snprintf(msg, sizeof msg, "%s", why ? why : err->msg);
+      rc = dt_error_set(err, "%s%s%s (want one JSON object a line with a string \"%s\": "
+                        "--field)", why ? where : "", why ? ": " : "", msg, field);
+      dt_json_free(v);
       break;
     }
-    corpus_add(c, doc.p ? doc.p : "", doc.n);
+    corpus_add(c, t->str, strlen(t->str));
+    dt_json_free(v);
   }
-  free(doc.p);
   free(line);
   gzclose(g);
   return rc;

@@ -201,11 +201,13 @@ jl_bad() { # WHAT LINE3 PATTERN
   then ok "jsonl $1: exit 2, $(grep -o 'bad.jsonl:3: .*' "$tmp/jl.log" | head -1)"
   else bad "jsonl $1: exit $rc, $(cat "$tmp/jl.log")"; fi
 }
-jl_bad "not JSON" 'text: plain' "not a JSON object"
+jl_bad "not JSON" 'text: plain' "JSON error at byte 0: unexpected character 't'"
+jl_bad "an array, not an object" '["text", "a"]' "not a JSON object"
 jl_bad "no text field" '{"body": "a"}' 'no such field (want .* "text": --field)'
 jl_bad "text not a string" '{"text": 5}' 'the field is not a string'
-jl_bad "unclosed string" '{"text": "abc' "a string is not closed"
-jl_bad "two objects" '{"text": "a"} {"text": "b"}' "text after the object"
+jl_bad "unclosed string" '{"text": "abc' "JSON error at byte 10: unterminated string"
+jl_bad "two objects" '{"text": "a"} {"text": "b"}' \
+  "JSON error at byte 14: trailing characters after the value"
 
 # ---- threads: the same shards from 1 and 3 encoding threads ----
 # the WOS abstracts (thousands of one-slice documents) and, where present,
